@@ -1,0 +1,89 @@
+"""The ``tune`` command: one Typer app, each subcommand a thin module in ``tune.commands``.
+
+``main`` owns the error contract: any :class:`sim.errors.TuneError` becomes one line on stderr
+and its exit code (see ``sim.errors``); usage errors exit 1, not click's 2 (2 means timeout here).
+Tracebacks only with ``--debug``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+import typer
+
+from sim.errors import EXIT_ERROR, TuneError
+
+# Subcommand modules; each exposes ``register(app)``.
+COMMANDS = ["simulate"]
+
+app = typer.Typer(
+    name="tune",
+    help="audit-tune: set kube-apiserver audit buffering flags so no audit event is lost, and prove it.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from tune import __version__
+
+        typer.echo(f"audit-tune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    _state["debug"] = debug
+
+
+for _name in COMMANDS:
+    importlib.import_module(f"tune.commands.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("TUNE_DEBUG") == "1"
+    try:
+        rv = app(args=args, prog_name="tune", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except TuneError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"tune: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        print("tune: aborted", file=sys.stderr)
+        code = 130
+    except click.ClickException as e:
+        # Usage errors: one line that names the option, exit 1.
+        msg = e.format_message().replace("\n", " ")
+        ctx = getattr(e, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"tune: error: {msg}{where}", file=sys.stderr)
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        print("tune: interrupted", file=sys.stderr)
+        code = 130
+    sys.stdout.flush()
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

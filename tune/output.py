@@ -1,0 +1,123 @@
+"""Output plumbing shared by commands: formats, atomic writes, progress on stderr.
+
+Data goes to stdout (or ``-o FILE``, written atomically: a temp file in the same folder, then
+renamed, so an error never leaves a half-written file); logs and progress go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from sim.errors import InputError
+
+_FORMATTERS: dict[str, Callable[[Any], str]] = {}
+
+
+def formatter(name: str) -> Callable[[Callable[[Any], str]], Callable[[Any], str]]:
+    """Register a formatter by name (KRR style): ``@formatter("json")``."""
+
+    def deco(fn: Callable[[Any], str]) -> Callable[[Any], str]:
+        _FORMATTERS[name] = fn
+        return fn
+
+    return deco
+
+
+@formatter("json")
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n"
+
+
+@formatter("yaml")
+def _yaml(data: Any) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(data, default=_default)), sort_keys=False)
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"not serialisable: {type(o).__name__}")
+
+
+def render(data: Any, fmt: str) -> str:
+    try:
+        return _FORMATTERS[fmt](data)
+    except KeyError:
+        raise InputError(f"--format {fmt}: unknown format; use one of {', '.join(sorted(_FORMATTERS))}") from None
+
+
+def write_output(text: str, output: str | os.PathLike | None) -> None:
+    """Write ``text`` to stdout, or atomically to ``output``."""
+    if output in (None, "", "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    write_atomic(Path(output), text)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InputError(f"-o {path}: folder {path.parent} does not exist")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent or "."))
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Rich progress bar on a TTY, plain lines otherwise, nothing with ``enabled=False``."""
+
+    def __init__(self, total: float, label: str, enabled: bool = True) -> None:
+        self.total, self.label, self.enabled = total, label, enabled
+        self._rich = None
+        self._last_pct = -10
+        if enabled and sys.stderr.isatty():
+            from rich.progress import Progress as RP
+
+            self._rich = RP(transient=True)
+            self._rich.start()
+            self._task = self._rich.add_task(label, total=total)
+
+    def update(self, done: float) -> None:
+        if not self.enabled:
+            return
+        if self._rich is not None:
+            self._rich.update(self._task, completed=done)
+            return
+        pct = int(100 * done / self.total) if self.total else 100
+        if pct >= self._last_pct + 10:
+            self._last_pct = pct - pct % 10
+            log(f"{self.label}: {self._last_pct}%")
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
