@@ -1,0 +1,577 @@
+"""The audit webhook sink: an aiohttp server that receives kube-apiserver audit batches.
+
+Wire format (spec §3): kube-apiserver's webhook backend POSTs
+``{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[...]}`` with
+``Content-Type: application/json`` (to the kubeconfig server URL plus ``?timeout=30s``); any 2xx
+is success and *any* error or non-2xx is retried (5 attempts, 10 s initial backoff x1.5).
+The sink therefore accepts a POST on any path and answers:
+
+* **200** once every event of the batch is stored (written, and fsynced per ``fsync`` policy,
+  see :mod:`loadgen.store`): the acknowledgement never runs ahead of the store;
+* **400** for a body that is not JSON or not an ``audit.k8s.io/*`` ``EventList``;
+* **401** for a missing or wrong bearer token (when a token is configured);
+* **413/429/5xx**, delays, hangs and refused connections as :mod:`loadgen.faults` decides.
+
+``GET /metrics`` serves the sink's own Prometheus metrics, ``GET /stats`` a JSON snapshot
+(counters and per-request handling latencies), ``GET /healthz`` ``ok``; these three are not
+authenticated (the sink only binds loopback by default).
+
+Three ways to run it: :class:`Sink` (in-process, in a thread: ``url = Sink(cfg).start()``),
+:class:`SinkProcess` (a child ``python -m loadgen.sink``; same ``start/stop/stats``), and
+:func:`serve` (foreground, for ``tune sink serve``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from loadgen import metrics_text as mt
+from loadgen.faults import Decision, FaultConfig, FaultInjector
+from loadgen.store import EventStore
+from sim.errors import InputError, ServiceError
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """How to run a sink. ``store=None`` counts events without keeping them.
+
+    TLS: ``tls_cert``/``tls_key`` serve HTTPS with the given pair; ``tls_generate`` (a folder)
+    creates a CA, a server cert for 127.0.0.1/localhost and a client cert there and serves
+    with them. ``client_ca`` requires client certificates signed by that CA (with
+    ``tls_generate`` and ``client_cert_auth=True`` the generated CA is used).
+    Auth: ``token`` requires ``Authorization: Bearer <token>`` on POSTs; it is never printed.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    store: str | None = None
+    fsync: str = "always"
+    fsync_interval: float = 1.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_generate: str | None = None
+    client_ca: str | None = None
+    client_cert_auth: bool = False
+    token: str | None = field(default=None, repr=False)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    max_latency_samples: int = 1_000_000
+    allow_non_loopback: bool = False
+
+    def __post_init__(self) -> None:
+        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.allow_non_loopback:
+            raise InputError(f"--host {self.host}: the sink binds loopback only (127.0.0.1, ::1, localhost)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise InputError("--tls-cert and --tls-key go together")
+        if self.tls_cert and self.tls_generate:
+            raise InputError("--tls-cert/--tls-key and --tls-generate are exclusive")
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port {self.port}: must be 0..65535")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert or self.tls_generate)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe echo of the configuration; the token shows only as set or not."""
+        d = asdict(self)
+        d["faults"] = self.faults.to_dict()
+        d["token"] = "<set>" if self.token else None
+        return d
+
+    def to_json(self) -> str:
+        """Full round-trip form, token included, for handing to a child process (never logged)."""
+        d = asdict(self)
+        f = self.faults
+        d["faults"] = {
+            "latency": [f.latency.kind, [list(p) for p in f.latency.params]],
+            "latency_per_inflight": f.latency_per_inflight, "error_rate": f.error_rate,
+            "error_status": f.error_status, "hang_rate": f.hang_rate, "hang_for": f.hang_for,
+            "outages": [[o.start, o.end, o.mode] for o in f.outages],
+            "max_body_bytes": f.max_body_bytes, "max_concurrency": f.max_concurrency, "seed": f.seed,
+        }
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SinkConfig":
+        from loadgen.faults import Latency, Outage
+
+        d = json.loads(text)
+        f = d.pop("faults")
+        kind, params = f.pop("latency")
+        faults = FaultConfig(latency=Latency(kind, tuple((k, float(v)) for k, v in params)),
+                             outages=tuple(Outage(a, b, m) for a, b, m in f.pop("outages")), **f)
+        return cls(faults=faults, **d)
+
+
+class _Metrics:
+    """The sink's own Prometheus metrics (names prefixed ``audit_sink_``)."""
+
+    def __init__(self) -> None:
+        r = self.registry = mt.Registry()
+        self.events = r.add(mt.Counter("audit_sink_events_received_total", "Audit events in valid EventList bodies."))
+        self.stored = r.add(mt.Counter("audit_sink_events_stored_total", "Audit events stored and acknowledged."))
+        self.batches = r.add(mt.Counter("audit_sink_batches_received_total", "Valid EventList POSTs acknowledged with 2xx."))
+        self.requests = r.add(mt.Counter("audit_sink_requests_total", "HTTP requests received on the webhook path."))
+        self.bytes = r.add(mt.Counter("audit_sink_request_bytes_total", "Request body bytes received."))
+        self.responses = r.add(mt.Counter("audit_sink_responses_total", "Responses by HTTP status code "
+                                                                         "(dropped = connection closed without answer).",
+                                          ("code",)))
+        self.duration = r.add(mt.Histogram("audit_sink_request_duration_seconds",
+                                           "Time from request start to answer (including injected latency).",
+                                           LATENCY_BUCKETS))
+        self.inflight = r.add(mt.Gauge("audit_sink_inflight_requests", "Webhook requests being handled now."))
+
+
+class SinkServer:
+    """The aiohttp application and its state; runs on whatever event loop calls :meth:`start`."""
+
+    def __init__(self, config: SinkConfig) -> None:
+        self.config = config
+        self.metrics = _Metrics()
+        self.injector = FaultInjector(config.faults)
+        self.store = EventStore(config.store, config.fsync, config.fsync_interval) if config.store else None
+        self._batch_counter = 0
+        self.inflight = 0
+        self.max_inflight_seen = 0
+        self._lat = np.zeros(max(1, config.max_latency_samples), dtype=np.float32)
+        self._lat_n = 0
+        self._lat_lock = threading.Lock()
+        self.reasons: dict[str, int] = {}
+        self.t0 = time.monotonic()
+        self.started_unix = time.time()
+        self.url = ""
+        self.tls_files = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.BaseSite | None = None
+        self._ssl = None
+        self._port = config.port
+        self._outage_tasks: list[asyncio.Task] = []
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def _ssl_context(self):
+        from loadgen import sink_tls
+
+        c = self.config
+        if c.tls_generate:
+            self.tls_files = sink_tls.generate(c.tls_generate, client=True)
+            ca = c.client_ca or (str(self.tls_files.ca_cert) if c.client_cert_auth else None)
+            return sink_tls.server_context(self.tls_files.server_cert, self.tls_files.server_key, ca)
+        if c.tls_cert:
+            if c.client_cert_auth and not c.client_ca:
+                raise InputError("--client-cert-auth needs --client-ca (or --tls-generate)")
+            return sink_tls.server_context(c.tls_cert, c.tls_key, c.client_ca)  # type: ignore[arg-type]
+        if c.client_ca or c.client_cert_auth:
+            raise InputError("--client-ca needs HTTPS: add --tls-cert/--tls-key or --tls-generate")
+        return None
+
+    async def start(self) -> str:
+        """Bind and serve; returns the base URL (``http(s)://127.0.0.1:PORT``)."""
+        self._ssl = self._ssl_context()
+        max_body = self.config.faults.max_body_bytes
+        app = web.Application(client_max_size=(max_body + 1) if max_body else 1 << 40)
+        app.router.add_get("/metrics", self._get_metrics)
+        app.router.add_get("/stats", self._get_stats)
+        app.router.add_get("/healthz", self._get_health)
+        app.router.add_route("POST", "/{tail:.*}", self._post)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
+        await self._runner.setup()
+        await self._bind()
+        self.t0 = time.monotonic()
+        self.started_unix = time.time()
+        scheme = "https" if self._ssl else "http"
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        self.url = f"{scheme}://{host}:{self._port}"
+        for o in self.config.faults.outages:
+            if o.mode == "refuse":
+                self._outage_tasks.append(asyncio.get_running_loop().create_task(self._refuse_window(o.start, o.end)))
+        return self.url
+
+    async def _bind(self) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self.config.host, self._port, ssl_context=self._ssl, reuse_address=True,
+                           backlog=1024)
+        try:
+            await site.start()
+        except OSError as e:
+            raise ServiceError(f"sink: cannot listen on {self.config.host}:{self._port}: {e.strerror or e}") from None
+        self._site = site
+        server = site._server  # asyncio.Server; port 0 -> the port the OS picked
+        if server is not None and server.sockets:
+            self._port = server.sockets[0].getsockname()[1]
+
+    async def _refuse_window(self, start: float, end: float) -> None:
+        """Stop listening during [start, end) so new connections are refused, then listen again."""
+        await asyncio.sleep(max(0.0, self.t0 + start - time.monotonic()))
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        await asyncio.sleep(max(0.0, self.t0 + end - time.monotonic()))
+        if not self._closing:
+            await self._bind()
+
+    async def stop(self) -> None:
+        self._closing = True
+        for t in self._outage_tasks:
+            t.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            self.store.close()
+
+    # ------------------------------------------------------------------ handlers
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.registry.render().encode(), headers={"Content-Type": mt.Registry.CONTENT_TYPE})
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        samples = request.query.get("samples", "0") not in ("0", "", "false")
+        return web.json_response(self.stats(samples=samples))
+
+    async def _get_health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.config.token
+        if not token:
+            return True
+        import hmac
+
+        got = request.headers.get("Authorization", "")
+        return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        self.inflight += 1
+        self.max_inflight_seen = max(self.max_inflight_seen, self.inflight)
+        m = self.metrics
+        m.inflight.set(self.inflight)
+        m.requests.inc()
+        code = "dropped"
+        try:
+            resp = await self._handle(request)
+            code = str(resp.status) if resp is not None else "dropped"
+            return resp if resp is not None else web.Response(status=500)
+        finally:
+            self.inflight -= 1
+            m.inflight.set(self.inflight)
+            dt = time.perf_counter() - start
+            m.duration.observe(dt)
+            m.responses.inc(code=code)
+            with self._lat_lock:
+                if self._lat_n < len(self._lat):
+                    self._lat[self._lat_n] = dt
+                self._lat_n += 1
+
+    def _note(self, reason: str) -> None:
+        if reason:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    async def _drop(self, request: web.Request, decision: Decision) -> None:
+        self._note(decision.reason)
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        if request.transport is not None:
+            request.transport.close()
+
+    async def _handle(self, request: web.Request) -> web.Response | None:
+        t = time.monotonic() - self.t0
+        outage = self.injector.outage_at(t)
+        if outage is not None and outage.status is None:  # refuse / hang: no answer at all
+            await self._drop(request, self.injector.decide(t, self.inflight, 0))
+            return None
+        if not self._authorized(request):
+            self._note("unauthorized")
+            return web.json_response({"error": "unauthorized"}, status=401)
+        max_body = self.config.faults.max_body_bytes
+        length = request.content_length
+        if max_body is not None and length is not None and length > max_body:
+            self._note("max-body-bytes")
+            return web.json_response({"error": f"body of {length} bytes exceeds {max_body}"}, status=413)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self._note("max-body-bytes")
+            return web.json_response({"error": f"body exceeds {max_body} bytes"}, status=413)
+        self.metrics.bytes.inc(len(body))
+        decision = self.injector.decide(t, self.inflight, len(body))
+        if decision.drop:
+            await self._drop(request, decision)
+            return None
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        if decision.status is not None:
+            self._note(decision.reason)
+            return web.json_response({"error": decision.reason}, status=decision.status)
+        try:
+            items = await asyncio.get_running_loop().run_in_executor(None, self._ingest, body)
+        except InputError as e:
+            self._note("bad-request")
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"stored": items}, status=200)
+
+    def _ingest(self, body: bytes) -> int:
+        """Parse, validate and store one batch (runs in a worker thread). Raises InputError -> 400."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise InputError("body is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("kind") != "EventList":
+            raise InputError("body is not an EventList (kind must be EventList)")
+        if not str(doc.get("apiVersion", "")).startswith("audit.k8s.io/"):
+            raise InputError(f"apiVersion {doc.get('apiVersion')!r} is not audit.k8s.io/*")
+        items = doc.get("items") or []
+        if not isinstance(items, list):
+            raise InputError("items is not a list")
+        self.metrics.events.inc(len(items))
+        if self.store is not None:
+            batch = self.store.next_batch_id()
+            self.store.append_batch(items, batch)
+        self.metrics.stored.inc(len(items))
+        self.metrics.batches.inc()
+        return len(items)
+
+    # ------------------------------------------------------------------ measurements
+    def latency_samples(self) -> np.ndarray:
+        """Per-request handling latency in seconds (first ``max_latency_samples`` requests)."""
+        with self._lat_lock:
+            return self._lat[: min(self._lat_n, len(self._lat))].astype(np.float64)
+
+    def stats(self, samples: bool = False) -> dict[str, Any]:
+        m = self.metrics
+        lat = self.latency_samples()
+        out: dict[str, Any] = {
+            "url": self.url,
+            "started_unix": self.started_unix,
+            "uptime_s": time.monotonic() - self.t0,
+            "requests": int(m.requests.get()),
+            "batches": int(m.batches.get()),
+            "events_received": int(m.events.get()),
+            "events_stored": int(m.stored.get()),
+            "bytes_received": int(m.bytes.get()),
+            "responses": {k[0][1]: int(v) for k, v in m.responses.values.items()},
+            "faults_applied": dict(self.reasons),
+            "inflight": self.inflight,
+            "max_inflight": self.max_inflight_seen,
+            "store": self.config.store,
+            "latency_s": _percentiles(lat),
+        }
+        if samples:
+            out["latency_samples_s"] = [round(float(x), 6) for x in lat]
+        return out
+
+
+def _percentiles(x: np.ndarray) -> dict[str, float | None]:
+    if len(x) == 0:
+        return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+    p = np.percentile(x, [50, 90, 99])
+    return {"count": int(len(x)), "mean": float(x.mean()), "p50": float(p[0]), "p90": float(p[1]),
+            "p99": float(p[2]), "max": float(x.max())}
+
+
+class Sink:
+    """An in-process sink on its own event loop in a daemon thread.
+
+    >>> sink = Sink(SinkConfig(store="/tmp/events.jsonl"))   # doctest: +SKIP
+    >>> url = sink.start(); ...; sink.stats()["events_stored"]; sink.stop()   # doctest: +SKIP
+    """
+
+    def __init__(self, config: SinkConfig | None = None) -> None:
+        self.config = config or SinkConfig()
+        self.server: SinkServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._done: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url if self.server else ""
+
+    def start(self, timeout: float = 15.0) -> str:
+        self._thread = threading.Thread(target=self._run, name="audit-sink", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise ServiceError(f"sink did not start within {timeout:g}s")
+        if self._error is not None:
+            raise self._error
+        return self.url
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            self.server = SinkServer(self.config)
+            loop.run_until_complete(self.server.start())
+            self._done = asyncio.Event()
+        except BaseException as e:  # noqa: BLE001 - handed to start()
+            self._error = e
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._done.wait())
+            loop.run_until_complete(self.server.stop())
+        finally:
+            loop.close()
+
+    def stats(self, samples: bool = False) -> dict[str, Any]:
+        if self.server is None:
+            raise ServiceError("sink is not running")
+        return self.server.stats(samples=samples)
+
+    def latency_samples(self) -> np.ndarray:
+        return self.server.latency_samples() if self.server else np.zeros(0)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._loop is not None and self._done is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._done.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "Sink":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SinkProcess:
+    """The same sink in a child process (``python -m loadgen.sink``), so it gets its own GIL.
+
+    ``start()`` returns the URL once the child listens; ``stats()`` reads ``GET /stats``.
+    The config (token included) goes to the child on stdin, never on its command line.
+    """
+
+    def __init__(self, config: SinkConfig | None = None) -> None:
+        self.config = config or SinkConfig()
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.info: dict[str, Any] = {}
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.proc = subprocess.Popen([sys.executable, "-m", "loadgen.sink"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(self.config.to_json())
+        self.proc.stdin.close()
+        line = self.proc.stdout.readline()
+        if not line:
+            err = (self.proc.stderr.read() if self.proc.stderr else "").strip().splitlines()
+            raise ServiceError(f"sink process failed to start: {err[-1] if err else 'no output'}")
+        self.info = json.loads(line)
+        self.url = self.info["url"]
+        return self.url
+
+    def stats(self, samples: bool = False) -> dict[str, Any]:
+        return fetch_stats(self.url, samples=samples, ca=self.info.get("ca_cert"))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "SinkProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def fetch_stats(url: str, samples: bool = False, ca: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """``GET {url}/stats`` of a running sink (ours, in any process)."""
+    import requests
+
+    try:
+        r = requests.get(url.rstrip("/") + "/stats", params={"samples": "1" if samples else "0"},
+                         verify=ca if ca else True, timeout=timeout)
+        r.raise_for_status()
+        return r.json()
+    except (requests.RequestException, ValueError) as e:
+        raise ServiceError(f"--sink-url {url}: cannot read /stats ({e.__class__.__name__})") from None
+
+
+def webhook_kubeconfig(url: str, ca_cert: str | None = None, token: str | None = None,
+                       client_cert: str | None = None, client_key: str | None = None) -> str:
+    """The ``--audit-webhook-config-file`` kubeconfig that points kube-apiserver at this sink."""
+    import yaml
+
+    cluster: dict[str, Any] = {"server": url}
+    if ca_cert:
+        cluster["certificate-authority"] = str(ca_cert)
+    user: dict[str, Any] = {}
+    if token:
+        user["token"] = token
+    if client_cert:
+        user["client-certificate"] = str(client_cert)
+        user["client-key"] = str(client_key)
+    doc = {"apiVersion": "v1", "kind": "Config",
+           "clusters": [{"name": "audit-sink", "cluster": cluster}],
+           "users": [{"name": "kube-apiserver", "user": user}],
+           "contexts": [{"name": "default", "context": {"cluster": "audit-sink", "user": "kube-apiserver"}}],
+           "current-context": "default"}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+async def _serve_until_signal(server: SinkServer, on_ready=None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+    await server.start()
+    if on_ready is not None:
+        on_ready(server)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def serve(config: SinkConfig, on_ready=None) -> SinkServer:
+    """Run a sink in the foreground until SIGINT/SIGTERM; ``on_ready(server)`` runs once it listens."""
+    server = SinkServer(config)
+    asyncio.run(_serve_until_signal(server, on_ready))
+    return server
+
+
+def _child_main() -> None:  # pragma: no cover - exercised through SinkProcess
+    config = SinkConfig.from_json(sys.stdin.read())
+
+    def ready(server: SinkServer) -> None:
+        info = {"url": server.url, "pid": os.getpid(),
+                "ca_cert": str(server.tls_files.ca_cert) if server.tls_files else None}
+        print(json.dumps(info), flush=True)
+
+    try:
+        serve(config, ready)
+    except Exception as e:  # noqa: BLE001
+        print(f"sink: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _child_main()
