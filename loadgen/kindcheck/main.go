@@ -1,0 +1,127 @@
+// Command kindcheck decodes a kind cluster config STRICTLY with kind's own v1alpha4 types and
+// checks every ClusterConfiguration kubeadmConfigPatch strictly against kubeadm's own types
+// (v1beta3 map-form extraArgs, v1beta4 list-form extraArgs). Unknown or misspelt fields are
+// errors. It prints "ok: ..." and exits 0, or prints the error and exits 1.
+//
+// The top-level decode follows kind's loader (sigs.k8s.io/kind
+// pkg/internal/apis/config/encoding/load.go: go.yaml.in/yaml/v3 with KnownFields(true) into
+// v1alpha4.Cluster), which is internal to kind and so cannot be imported.
+//
+// Usage: kindcheck CONFIG.yaml
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+
+	yaml3 "go.yaml.in/yaml/v3"
+	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta3"
+	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta4"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+type typeMeta struct {
+	Kind       string `yaml:"kind,omitempty"`
+	APIVersion string `yaml:"apiVersion,omitempty"`
+}
+
+func decodeCluster(raw []byte) (*v1alpha4.Cluster, error) {
+	var tm typeMeta
+	if err := yaml3.Unmarshal(raw, &tm); err != nil {
+		return nil, fmt.Errorf("could not determine kind / apiVersion: %w", err)
+	}
+	if tm.APIVersion != "kind.x-k8s.io/v1alpha4" || tm.Kind != "Cluster" {
+		return nil, fmt.Errorf("want apiVersion kind.x-k8s.io/v1alpha4, kind Cluster; got %q, %q", tm.APIVersion, tm.Kind)
+	}
+	cfg := &v1alpha4.Cluster{}
+	d := yaml3.NewDecoder(bytes.NewReader(raw))
+	d.KnownFields(true)
+	if err := d.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("unable to decode config: %w", err)
+	}
+	return cfg, nil
+}
+
+// checkPatch strictly decodes one kubeadm merge patch. Only ClusterConfiguration patches are
+// checked field by field; other kinds only have to be valid YAML with a kind.
+func checkPatch(where, patch string) (string, error) {
+	var meta map[string]interface{}
+	if err := sigsyaml.Unmarshal([]byte(patch), &meta); err != nil {
+		return "", fmt.Errorf("%s: not YAML: %w", where, err)
+	}
+	kind, _ := meta["kind"].(string)
+	if kind == "" {
+		return "", fmt.Errorf("%s: a kubeadm patch needs a kind", where)
+	}
+	if kind != "ClusterConfiguration" {
+		return kind + " (not checked)", nil
+	}
+	apiVersion, _ := meta["apiVersion"].(string)
+	if apiVersion == "" {
+		// kind >= v0.32 converts an unversioned map-form patch into v1beta4 (kubeadm_merge.go):
+		// check it against the form its extraArgs use.
+		apiVersion = "kubeadm.k8s.io/v1beta4"
+		if as, ok := meta["apiServer"].(map[string]interface{}); ok {
+			if _, isMap := as["extraArgs"].(map[string]interface{}); isMap {
+				apiVersion = "kubeadm.k8s.io/v1beta3"
+			}
+		}
+	}
+	var err error
+	switch apiVersion {
+	case "kubeadm.k8s.io/v1beta3":
+		err = sigsyaml.UnmarshalStrict([]byte(patch), &v1beta3.ClusterConfiguration{})
+	case "kubeadm.k8s.io/v1beta4":
+		err = sigsyaml.UnmarshalStrict([]byte(patch), &v1beta4.ClusterConfiguration{})
+	default:
+		return "", fmt.Errorf("%s: unknown kubeadm apiVersion %q (want kubeadm.k8s.io/v1beta3 or v1beta4)", where, apiVersion)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %s ClusterConfiguration: %w", where, apiVersion, err)
+	}
+	return "ClusterConfiguration " + apiVersion, nil
+}
+
+func run(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := decodeCluster(raw)
+	if err != nil {
+		return "", err
+	}
+	checked := []string{}
+	for i, p := range cfg.KubeadmConfigPatches {
+		s, err := checkPatch(fmt.Sprintf("kubeadmConfigPatches[%d]", i), p)
+		if err != nil {
+			return "", err
+		}
+		checked = append(checked, s)
+	}
+	for n, node := range cfg.Nodes {
+		for i, p := range node.KubeadmConfigPatches {
+			s, err := checkPatch(fmt.Sprintf("nodes[%d].kubeadmConfigPatches[%d]", n, i), p)
+			if err != nil {
+				return "", err
+			}
+			checked = append(checked, s)
+		}
+	}
+	return fmt.Sprintf("ok: %s: %d node(s), patches %v", path, len(cfg.Nodes), checked), nil
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: kindcheck CONFIG.yaml")
+		os.Exit(2)
+	}
+	msg, err := run(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kindcheck: "+err.Error())
+		os.Exit(1)
+	}
+	fmt.Println(msg)
+}
