@@ -1,0 +1,26 @@
+"""``run(scenario, engine=...)``: the one entry point every command and test uses."""
+from __future__ import annotations
+
+from typing import Callable
+
+from sim.errors import InputError
+from sim.result import Result
+from sim.scenario import Scenario
+
+ENGINES = ("fast", "reference", "oracle")
+
+
+def run(sc: Scenario, engine: str = "reference", progress: Callable[[float], None] | None = None) -> Result:
+    if engine == "reference":
+        from sim.reference import run as ref
+
+        return ref(sc, progress)
+    if engine == "fast":
+        from sim.fast import run as fast
+
+        return fast(sc, progress)
+    if engine == "oracle":
+        from sim.oracle_engine import run as orc
+
+        return orc(sc, progress)
+    raise InputError(f"--engine {engine}: unknown engine; use one of {', '.join(ENGINES)}")

@@ -1,0 +1,115 @@
+"""What the audit webhook receiver (the SIEM, Falco, a log pipeline) does with each POST,
+and the apiserver's retry loop around it.
+
+Mirrors ``apiserver/plugin/pkg/audit/webhook/webhook.go`` and ``apiserver/pkg/util/webhook/webhook.go``:
+
+* one POST per attempt with the whole batch as an ``EventList``; any 2xx is success;
+* **any** error or non-2xx is retried (the audit webhook's ``retryOnError``), up to 5 attempts;
+* between attempts it sleeps ``initial x 1.5^k`` with jitter ``x U[1, 1.2)`` (k = 0..3), i.e.
+  10, 15, 22.5, 33.75 s with the default ``--audit-webhook-initial-backoff=10s``;
+* each attempt is cut at 30 s (``http.Client.Timeout``);
+* after the last failure the whole batch is dropped and counted as
+  ``apiserver_audit_error_total{plugin="webhook"} += len(batch)``.
+
+An attempt's outcome is a pure function of the batch's identity, the attempt number, its start
+time, its size and the in-flight count, drawn with :mod:`sim.rng`, so every engine agrees.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim import rng
+from sim.latency import Latency
+
+ATTEMPTS = 5
+BACKOFF_FACTOR = 1.5
+BACKOFF_JITTER = 0.2
+ATTEMPT_TIMEOUT = 30.0
+REFUSE_SECONDS = 0.001  # a refused connection fails about this fast on loopback
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A window of receiver time in which every attempt fails.
+
+    ``kind``: ``status`` (answers ``status`` after the normal latency), ``refuse`` (connection
+    refused, fails in about 1 ms) or ``hang`` (never answers: the attempt times out at 30 s).
+    """
+
+    start: float
+    end: float
+    kind: str = "status"
+    status: int = 503
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """The receiver's behaviour: latency, errors, outages, a body-size limit."""
+
+    latency: Latency = field(default_factory=lambda: Latency("fixed", 0.05))
+    per_kib: float = 0.0  # extra seconds per KiB of request body
+    per_inflight: float = 0.0  # extra seconds per other request in flight at the attempt's start
+    error_rate: float = 0.0
+    error_status: int = 500
+    outages: tuple[Outage, ...] = ()
+    max_body_bytes: int = 0  # 0 = no limit; above it the receiver answers 413
+    timeout: float = ATTEMPT_TIMEOUT
+
+    def attempt(self, seed: int, inst: int, key: int, attempt: int, start: float,
+                nbytes: int, inflight: int) -> tuple[float, bool, str]:
+        """Outcome of one POST attempt: (seconds it takes, success, code or ``<error>``)."""
+        for o in self.outages:
+            if o.covers(start):
+                if o.kind == "refuse":
+                    return REFUSE_SECONDS, False, "<error>"
+                if o.kind == "hang":
+                    return self.timeout, False, "<error>"
+                lat = self._latency(seed, inst, key, attempt, nbytes, inflight)
+                return min(lat, self.timeout), False, str(o.status) if lat < self.timeout else "<error>"
+        lat = self._latency(seed, inst, key, attempt, nbytes, inflight)
+        if lat >= self.timeout:
+            return self.timeout, False, "<error>"
+        if self.max_body_bytes and nbytes > self.max_body_bytes:
+            return lat, False, "413"
+        if self.error_rate > 0 and rng.uniform(seed, rng.S_ATTEMPT_FAIL, inst, key, attempt) < self.error_rate:
+            return lat, False, str(self.error_status)
+        return lat, True, "200"
+
+    def _latency(self, seed: int, inst: int, key: int, attempt: int, nbytes: int, inflight: int) -> float:
+        u = rng.uniform(seed, rng.S_ATTEMPT_LAT, inst, key, attempt)
+        lat = self.latency.sample(u)
+        if self.per_kib:
+            lat += self.per_kib * (nbytes / 1024.0)
+        if self.per_inflight:
+            lat += self.per_inflight * max(inflight - 1, 0)
+        return lat
+
+
+def backoff_sleep(initial: float, seed: int, inst: int, key: int, attempt: int) -> float:
+    """Sleep after failed attempt ``attempt`` (0-based, 0..3): ``initial x 1.5^k x (1 + 0.2 U)``
+    (``wait.Backoff.Step`` with ``wait.Jitter``)."""
+    d = initial * BACKOFF_FACTOR ** attempt
+    return d + rng.uniform(seed, rng.S_JITTER, inst, key, attempt) * BACKOFF_JITTER * d
+
+
+@dataclass(frozen=True)
+class LogWriter:
+    """The log backend's file writes (``plugin/pkg/audit/log/backend.go``): synchronous, one
+    encode + write per event under lumberjack's mutex. ``per_event`` is one write's cost;
+    ``error_rate`` the chance a write fails (counted as ``plugin="log"``)."""
+
+    per_event: Latency = field(default_factory=lambda: Latency("fixed", 0.0))
+    per_batch: float = 0.0
+    error_rate: float = 0.0
+
+    def write(self, seed: int, inst: int, key: int, n: int) -> tuple[float, list[bool]]:
+        """Cost of writing ``n`` events (a batch keyed ``key``) and which of them failed."""
+        total = self.per_batch
+        failed = []
+        for i in range(n):
+            total += self.per_event.sample(rng.uniform(seed, rng.S_LOG_LAT, inst, key, i))
+            failed.append(self.error_rate > 0 and rng.uniform(seed, rng.S_LOG_FAIL, inst, key, i) < self.error_rate)
+        return total, failed

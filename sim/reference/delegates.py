@@ -1,0 +1,110 @@
+"""Delegates behind the buffered backend, and the blocking-mode calls.
+
+* :func:`webhook_batch`: one goroutine per batch (``AsyncDelegate``): POST, and on any failure
+  sleep the backoff and retry, up to 5 attempts; then drop the batch as ``plugin="webhook"``
+  (``plugin/pkg/audit/webhook/webhook.go``).
+* :func:`log_batch`: the log backend's ``ProcessEvents`` run inline on the collector
+  (``AsyncDelegate: false``), so the buffer is not drained while it writes
+  (``plugin/pkg/audit/log/backend.go``).
+* :func:`webhook_event`, :func:`log_event`: the same calls made from the request goroutine in
+  ``blocking`` / ``blocking-strict`` mode, one event at a time; log writes share one mutex
+  (lumberjack's), modelled as a FIFO resource of capacity 1.
+"""
+from __future__ import annotations
+
+from typing import Generator
+
+import numpy as np
+import simpy
+
+from sim.receiver import ATTEMPTS, backoff_sleep
+from sim.reference.clock import at
+
+
+def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator:
+    """Send one batch with retries; records attempts, delivery or the drop."""
+    env, st, rcv = pipe.env, pipe.stats, pipe.receiver
+    n, nbytes = len(times), int(sum(sizes))
+    pipe.inflight += 1
+    st.max_inflight = max(st.max_inflight, pipe.inflight)
+    ok = False
+    for k in range(ATTEMPTS):
+        pipe.active += 1
+        dur, ok, code = rcv.attempt(pipe.seed, pipe.inst, seq, k, env.now, nbytes, pipe.active)
+        st.attempts += 1
+        st.attempts_by_code[code] += 1
+        yield at(env, env.now + dur)
+        pipe.active -= 1
+        if ok:
+            break
+        if k < ATTEMPTS - 1:
+            yield at(env, env.now + backoff_sleep(pipe.initial_backoff, pipe.seed, pipe.inst, seq, k))
+    if ok:
+        st.delivered += n
+        st.delivery.add(env.now - np.asarray(times))
+    else:
+        st.errors["webhook"] += n
+    pipe.inflight -= 1
+    pipe.release(nbytes, n)
+
+
+def log_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator:
+    env, st = pipe.env, pipe.stats
+    cost, failed = pipe.log_writer.write(pipe.seed, pipe.inst, seq, len(times))
+    pipe.inflight += 1
+    st.max_inflight = max(st.max_inflight, pipe.inflight)
+    yield at(env, env.now + cost)
+    ok_times = [t for t, f in zip(times, failed) if not f]
+    st.delivered += len(ok_times)
+    st.errors["log"] += len(times) - len(ok_times)
+    if ok_times:
+        st.delivery.add(env.now - np.asarray(ok_times))
+    pipe.inflight -= 1
+    pipe.release(int(sum(sizes)), len(times))
+
+
+def webhook_event(fe, inst_pipe, t: float, size: int, key: int) -> Generator:
+    """Blocking mode: POST this one event with retries in the request goroutine. Returns ok."""
+    env, st, rcv = fe.env, inst_pipe.stats, inst_pipe.receiver
+    inst_pipe.hold(size)
+    inst_pipe.inflight += 1
+    st.max_inflight = max(st.max_inflight, inst_pipe.inflight)
+    ok = False
+    for k in range(ATTEMPTS):
+        inst_pipe.active += 1
+        dur, ok, code = rcv.attempt(fe.seed, fe.inst, key, k, env.now, size, inst_pipe.active)
+        st.attempts += 1
+        st.attempts_by_code[code] += 1
+        yield at(env, env.now + dur)
+        inst_pipe.active -= 1
+        if ok:
+            break
+        if k < ATTEMPTS - 1:
+            yield at(env, env.now + backoff_sleep(inst_pipe.initial_backoff, fe.seed, fe.inst, key, k))
+    st.batch(1)
+    if ok:
+        st.delivered += 1
+        st.delivery.add(env.now - t)
+    else:
+        st.errors["webhook"] += 1
+    inst_pipe.inflight -= 1
+    inst_pipe.release(size, 1)
+    return ok
+
+
+def log_event(fe, inst_pipe, mutex: simpy.Resource, t: float, size: int, key: int) -> Generator:
+    """Blocking mode: encode and write this event under the file's mutex. Returns ok."""
+    env, st = fe.env, inst_pipe.stats
+    inst_pipe.hold(size)
+    with mutex.request() as req:
+        yield req
+        cost, failed = inst_pipe.log_writer.write(fe.seed, fe.inst, key, 1)
+        yield at(env, env.now + cost)
+    st.batch(1)
+    if failed[0]:
+        st.errors["log"] += 1
+    else:
+        st.delivered += 1
+        st.delivery.add(env.now - t)
+    inst_pipe.release(size, 1)
+    return not failed[0]

@@ -1,0 +1,106 @@
+"""The request side: audit stages leave the request goroutine and pass truncate, then the union.
+
+``audit.Union(log, webhook)`` calls each backend in turn, log first, and ANDs the results
+(``apiserver/pkg/audit/union.go``). Each backend is ``truncate(batchWrap(backend))``
+(``pkg/server/options/audit.go``): truncation is per event, synchronous; an event still too big
+after its bodies are stripped is dropped as ``plugin="truncate"`` for that backend only.
+
+In batch mode the union returns at once (``buffered.ProcessEvents`` never blocks); in blocking
+modes the request goroutine waits for the backend, and in ``blocking-strict`` a failed
+RequestReceived stage rejects the request with a 500 (``requests_rejected``). A request whose
+audit stages and handler together exceed ``--request-timeout`` (60 s) gets a 504 from the
+timeout filter (``requests_timed_out``) while its goroutine carries on.
+"""
+from __future__ import annotations
+
+from typing import Generator
+
+import simpy
+
+from sim.reference.buffered import Pipe
+from sim.reference.clock import ARRIVAL, at
+from sim.reference.delegates import log_event, webhook_event
+from sim.result import InstanceStats
+from sim.workload import RC, RR, LEVELS, RequestClass
+
+REQUEST_LEVEL = LEVELS.index("Request")
+
+
+class Frontend:
+    def __init__(self, env: simpy.Environment, pipes: dict[str, Pipe], stats: InstanceStats, seed: int, inst: int,
+                 request_timeout: float) -> None:
+        self.env, self.pipes, self.stats = env, pipes, stats
+        self.seed, self.inst = seed, inst
+        self.request_timeout = request_timeout
+        self.order = [p for name, p in pipes.items() if name == "log"] + [p for name, p in pipes.items() if name == "webhook"]
+        self.log_mutex = simpy.Resource(env, capacity=1)
+
+    def _truncated_size(self, pipe: Pipe, size: int, meta: int, level: int) -> int | None:
+        t = pipe.opts.truncate
+        if not t.enabled or size <= t.max_event_size:
+            return size
+        if level >= REQUEST_LEVEL:
+            size = meta
+            if size <= t.max_event_size:
+                return size
+        pipe.stats.errors["truncate"] += 1
+        return None
+
+    def offer_batch(self, t: float, size: int, meta: int, level: int) -> None:
+        """All backends in batch mode: hand the event to each buffered backend, instantly."""
+        self.stats.events_total += 1
+        for pipe in self.order:
+            s = self._truncated_size(pipe, size, meta, level)
+            if s is not None:
+                pipe.offer(t, s)
+
+    def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator:
+        """One stage through the union, from the request goroutine. Returns the AND of results."""
+        self.stats.events_total += 1
+        result = True
+        for pipe in self.order:
+            s = self._truncated_size(pipe, size, meta, level)
+            if s is None:
+                continue
+            mode = pipe.opts.mode
+            if mode == "batch":
+                pipe.offer(t, s)
+                continue
+            if pipe.name == "webhook":
+                ok = yield from webhook_event(self, pipe, t, s, key)
+            else:
+                ok = yield from log_event(self, pipe, self.log_mutex, t, s, key)
+            if mode == "blocking-strict":
+                result = result and ok
+        return result
+
+    def request(self, t: float, cls: RequestClass, plan: list[tuple[int, float]], req: int) -> Generator:
+        """A request whose stages are audited synchronously (some backend in a blocking mode)."""
+        env = self.env
+        yield at(env, t, ARRIVAL)
+        sizes = cls.stage_sizes()
+        level = LEVELS.index(cls.level)
+        added = 0.0
+        handler_start = t
+        for stage, off in plan:
+            if stage == RR:
+                t0 = env.now
+                ok = yield from self.emit(env.now, sizes[stage], min(850, sizes[stage]), level, req * 4 + stage)
+                added += env.now - t0
+                handler_start = env.now
+                if not ok:
+                    self.stats.requests_rejected += 1
+                    self.stats.added_latency.add(added)
+                    return
+                continue
+            target = handler_start + off
+            if target > env.now:
+                yield at(env, target, ARRIVAL)
+            t0 = env.now
+            yield from self.emit(env.now, sizes[stage], min(850, sizes[stage]), level, req * 4 + stage)
+            added += env.now - t0
+            if stage != RC:
+                handler_start += env.now - t0  # the handler waited for this stage's audit call
+        self.stats.added_latency.add(added)
+        if not cls.long_running and added + cls.duration > self.request_timeout:
+            self.stats.requests_timed_out += 1

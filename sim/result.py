@@ -1,0 +1,225 @@
+"""Simulation results, named after the real metrics where one exists.
+
+=============================  ==========================================================
+field                          meaning
+=============================  ==========================================================
+events_total                   apiserver_audit_event_total: events emitted (stages not omitted)
+level_total                    apiserver_audit_level_total by level (one per request, None included)
+errors.{buffered,webhook,      apiserver_audit_error_total{plugin}: events lost, by where
+log,truncate}
+requests_rejected              apiserver_audit_requests_rejected_total (blocking-strict only)
+delivered                      events the receiver acknowledged (webhook) or written (log)
+in_flight_at_end               events still buffered or in a batch when the run stopped (0 when drained)
+batches, batch_sizes           dispatched batches and their sizes in dispatch order
+delivery_latency_seconds       event creation (ProcessEvents) to successful delivery: p50/p90/p99/max/mean
+max_buffer_occupancy           most events ever waiting in the buffered channel
+occupancy                      per-interval maximum of the buffer occupancy
+max_inflight_batches           most webhook batches being sent (or retried) at once
+peak_memory_bytes              most bytes of events held by the backend: buffer + batch being
+                               collected + batches in flight (event sizes, not Go heap overhead)
+throttle_wait_seconds_total    time the collector spent blocked in the throttle's Accept
+attempts, attempts_by_code     webhook POST attempts (rest_client_requests_total by code)
+request_added_latency_seconds  latency the audit backends added to requests (blocking modes)
+=============================  ==========================================================
+
+Top-level fields describe the *primary* backend (the webhook when enabled, else the log);
+``backends`` has both; ``instances`` has the per-apiserver breakdown.
+"""
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sim.stats import Quantiles, SeriesMax
+from sim.workload import LEVELS
+
+PLUGINS = ("buffered", "webhook", "log", "truncate")
+BATCH_SIZES_LIMIT = 100_000  # keep the full sequence up to this many batches
+
+
+class BackendStats:
+    """Everything one backend of one instance records while a run goes on."""
+
+    def __init__(self, name: str, mode: str, interval: float) -> None:
+        self.name, self.mode = name, mode
+        self.errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
+        self.delivered = 0
+        self.accepted = 0
+        self.batch_sizes = array("q")
+        self.batches = 0
+        self.batch_size_counts: Counter[int] = Counter()
+        self.delivery = Quantiles()
+        self.occupancy = SeriesMax(interval)
+        self.max_occupancy = 0
+        self.max_inflight = 0
+        self.peak_memory = 0
+        self.throttle_wait = 0.0
+        self.attempts = 0
+        self.attempts_by_code: Counter[str] = Counter()
+        self.in_flight_at_end = 0
+
+    def batch(self, n: int) -> None:
+        self.batches += 1
+        self.batch_size_counts[n] += 1
+        if len(self.batch_sizes) < BATCH_SIZES_LIMIT:
+            self.batch_sizes.append(n)
+
+    def to_dict(self, with_series: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "mode": self.mode,
+            "errors": dict(self.errors),
+            "delivered": self.delivered,
+            "in_flight_at_end": self.in_flight_at_end,
+            "batches": self.batches,
+            "batch_size": _batch_summary(self.batch_size_counts),
+            "delivery_latency_seconds": self.delivery.summary(),
+            "max_buffer_occupancy": self.max_occupancy,
+            "max_inflight_batches": self.max_inflight,
+            "peak_memory_bytes": self.peak_memory,
+            "throttle_wait_seconds_total": self.throttle_wait,
+            "attempts": self.attempts,
+            "attempts_by_code": dict(sorted(self.attempts_by_code.items())),
+        }
+        if with_series:
+            d["batch_sizes"] = list(self.batch_sizes) if self.batches <= BATCH_SIZES_LIMIT else None
+        return d
+
+
+def _batch_summary(counts: Counter[int]) -> dict[str, Any]:
+    n = sum(counts.values())
+    if not n:
+        return {"count": 0, "mean": None, "min": None, "max": None}
+    return {"count": n, "mean": sum(k * v for k, v in counts.items()) / n, "min": min(counts), "max": max(counts)}
+
+
+class InstanceStats:
+    def __init__(self, name: str, backends: dict[str, BackendStats]) -> None:
+        self.name = name
+        self.backends = backends
+        self.events_total = 0
+        self.requests_total = 0
+        self.level_total: Counter[str] = Counter({lv: 0 for lv in LEVELS})
+        self.requests_rejected = 0
+        self.requests_timed_out = 0
+        self.added_latency = Quantiles()
+        self.end_time = 0.0
+
+
+@dataclass
+class Result:
+    engine: str
+    seed: int
+    config: dict[str, Any]
+    instances: list[InstanceStats]
+    primary: str
+    simulated_seconds: float
+    wall_seconds: float
+    interval: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---- aggregation ----
+    def _merged(self, name: str) -> dict[str, Any]:
+        bs = [i.backends[name] for i in self.instances if name in i.backends]
+        errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
+        codes: Counter[str] = Counter()
+        sizes: Counter[int] = Counter()
+        q = Quantiles()
+        for b in bs:
+            errors.update(b.errors)
+            codes.update(b.attempts_by_code)
+            sizes.update(b.batch_size_counts)
+            for part in (b.delivery._parts if b.delivery.exact else []):
+                q.add(part)
+        if bs and not all(b.delivery.exact for b in bs):
+            # histogram mode: merge histograms
+            q = Quantiles(exact_cap=0)
+            for b in bs:
+                if b.delivery.exact:
+                    for part in b.delivery._parts:
+                        q.add(part)
+                else:
+                    q.add(np.empty(0))
+                    if q._hist is None:
+                        q._hist = np.zeros_like(b.delivery._hist)
+                    q._hist += b.delivery._hist
+                    q.count += b.delivery.count
+                    q.total += b.delivery.total
+                    q.max = max(q.max, b.delivery.max)
+        occ = [b.occupancy.series(self.simulated_seconds) for b in bs]
+        return {
+            "mode": bs[0].mode if bs else None,
+            "errors": dict(errors),
+            "delivered": sum(b.delivered for b in bs),
+            "in_flight_at_end": sum(b.in_flight_at_end for b in bs),
+            "batches": sum(b.batches for b in bs),
+            "batch_size": _batch_summary(sizes),
+            "delivery_latency_seconds": q.summary(),
+            "max_buffer_occupancy": max((b.max_occupancy for b in bs), default=0),
+            "max_inflight_batches": max((b.max_inflight for b in bs), default=0),
+            "peak_memory_bytes": sum(b.peak_memory for b in bs),
+            "throttle_wait_seconds_total": sum(b.throttle_wait for b in bs),
+            "attempts": sum(b.attempts for b in bs),
+            "attempts_by_code": dict(sorted(codes.items())),
+            "occupancy": {"interval_seconds": self.interval,
+                          "max": [max(v) for v in zip(*occ)] if occ else []},
+        }
+
+    def to_dict(self, series: bool = True) -> dict[str, Any]:
+        prim = self._merged(self.primary)
+        all_errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
+        for inst in self.instances:
+            for b in inst.backends.values():
+                all_errors.update(b.errors)
+        level: Counter[str] = Counter({lv: 0 for lv in LEVELS})
+        for inst in self.instances:
+            level.update(inst.level_total)
+        added = Quantiles()
+        for inst in self.instances:
+            for part in inst.added_latency._parts:
+                added.add(part)
+        d: dict[str, Any] = {
+            "engine": self.engine,
+            "seed": self.seed,
+            "events_total": sum(i.events_total for i in self.instances),
+            "requests_total": sum(i.requests_total for i in self.instances),
+            "level_total": dict(level),
+            "errors": dict(all_errors),
+            "requests_rejected": sum(i.requests_rejected for i in self.instances),
+            "requests_timed_out": sum(i.requests_timed_out for i in self.instances),
+            "primary_backend": self.primary,
+            "delivered": prim["delivered"],
+            "in_flight_at_end": prim["in_flight_at_end"],
+            "batches": prim["batches"],
+            "batch_size": prim["batch_size"],
+            "delivery_latency_seconds": prim["delivery_latency_seconds"],
+            "max_buffer_occupancy": prim["max_buffer_occupancy"],
+            "max_inflight_batches": prim["max_inflight_batches"],
+            "peak_memory_bytes": prim["peak_memory_bytes"],
+            "throttle_wait_seconds_total": prim["throttle_wait_seconds_total"],
+            "attempts": prim["attempts"],
+            "attempts_by_code": prim["attempts_by_code"],
+            "request_added_latency_seconds": added.summary(),
+            "backends": {name: self._merged(name) for name in self.instances[0].backends} if self.instances else {},
+            "instances": [
+                {"name": i.name, "events_total": i.events_total, "requests_total": i.requests_total,
+                 "requests_rejected": i.requests_rejected,
+                 **{k: v for k, v in i.backends[self.primary].to_dict(with_series=series).items()}}
+                for i in self.instances
+            ],
+            "simulated_seconds": self.simulated_seconds,
+            "wall_seconds": self.wall_seconds,
+            "config": self.config,
+        }
+        if series:
+            d["occupancy"] = prim["occupancy"]
+            bsz = [i.backends[self.primary].batch_sizes for i in self.instances]
+            d["batch_sizes"] = [list(x) for x in bsz] if len(bsz) > 1 else list(bsz[0])
+        for name, b in d["backends"].items():
+            if not series:
+                b.pop("occupancy", None)
+        d.update(self.extra)
+        return d

@@ -1,0 +1,192 @@
+"""One ``Scenario`` in, one ``Result`` out: the interface every engine implements.
+
+A scenario is the apiserver's audit flags, the workload, the receiver's behaviour, the log
+writer's cost, which backends are enabled, and the seed. It round-trips through JSON
+(``tune simulate --scenario FILE``), where flags are written as kube-apiserver spells them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sim.config import AuditFlags, flags_from_options
+from sim.errors import InputError
+from sim.latency import Latency, parse_latency
+from sim.receiver import LogWriter, Outage, Receiver
+from sim.units import format_duration, parse_duration
+from sim.workload import Arrivals, OnOff, RateProfile, RequestClass, Workload
+
+
+@dataclass(frozen=True)
+class Scenario:
+    flags: AuditFlags = field(default_factory=AuditFlags)
+    workload: Workload = field(default_factory=Workload)
+    receiver: Receiver = field(default_factory=Receiver)
+    log_writer: LogWriter = field(default_factory=LogWriter)
+    backends: tuple[str, ...] = ("webhook",)  # enabled backends, union order is always log then webhook
+    seed: int = 1
+    drain: bool = True  # shut down like the apiserver at the end (drain buffer, wait for retries)
+    request_timeout: float = 60.0
+    occupancy_interval: float = 0.0  # 0 = automatic (about 600 points)
+
+    def validate(self) -> "Scenario":
+        self.flags.validate()
+        self.workload.validate()
+        if not self.backends or any(b not in ("log", "webhook") for b in self.backends):
+            raise InputError(f"backends {list(self.backends)}: enable 'webhook' and/or 'log'")
+        r = self.receiver
+        if not 0 <= r.error_rate <= 1:
+            raise InputError(f"--webhook-failure-rate={r.error_rate}: must be within [0, 1]")
+        if not 0 <= self.log_writer.error_rate <= 1:
+            raise InputError(f"--log-failure-rate={self.log_writer.error_rate}: must be within [0, 1]")
+        for o in r.outages:
+            if o.kind not in ("status", "refuse", "hang") or not o.end > o.start:
+                raise InputError(f"--webhook-outage {o.start}-{o.end}:{o.kind}: need start < end and kind status, refuse or hang")
+        return self
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(b for b in ("log", "webhook") if b in self.backends)
+
+    @property
+    def all_batch(self) -> bool:
+        return all(self.flags.backend(b).mode == "batch" for b in self.enabled)
+
+    @property
+    def interval(self) -> float:
+        if self.occupancy_interval > 0:
+            return self.occupancy_interval
+        d = self.workload.duration
+        raw = d / 600.0
+        for nice in (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600):
+            if raw <= nice:
+                return float(nice)
+        return 3600.0
+
+    def with_flags(self, flags: AuditFlags) -> "Scenario":
+        return replace(self, flags=flags)
+
+    # ---- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        w = self.workload
+        a = w.arrivals
+        arr: dict[str, Any] = {"process": a.process}
+        if a.process == "trace":
+            arr["trace"] = list(a.trace)
+            if a.trace_instances:
+                arr["trace_instances"] = list(a.trace_instances)
+        elif a.onoff:
+            arr["onoff"] = {"on": a.onoff.on, "off": a.onoff.off, "mean_on": a.onoff.mean_on, "mean_off": a.onoff.mean_off}
+        else:
+            arr["profile"] = {"times": list(a.profile.times), "rates": list(a.profile.rates), "interp": a.profile.interp}
+        r = self.receiver
+        return {
+            "seed": self.seed,
+            "backends": list(self.backends),
+            "drain": self.drain,
+            "request_timeout": format_duration(self.request_timeout),
+            "flags": self.flags.to_dict(),
+            "workload": {
+                "duration": format_duration(w.duration),
+                "instances": w.instances,
+                "weights": list(w.weights),
+                "arrivals": arr,
+                "omit_stages": sorted(w.policy_omit_stages),
+                "classes": [
+                    {"name": c.name, "weight": c.weight, "level": c.level, "long_running": c.long_running,
+                     "duration": c.duration, "first_byte": c.first_byte, "panic": c.panic,
+                     "omit_stages": sorted(c.omit_stages), "sizes": list(c.stage_sizes())}
+                    for c in w.classes
+                ],
+            },
+            "receiver": {
+                "latency": r.latency.describe(), "per_kib": r.per_kib, "per_inflight": r.per_inflight,
+                "error_rate": r.error_rate, "error_status": r.error_status,
+                "outages": [{"start": o.start, "end": o.end, "kind": o.kind, "status": o.status} for o in r.outages],
+                "max_body_bytes": r.max_body_bytes, "timeout": r.timeout,
+            },
+            "log_writer": {"per_event": self.log_writer.per_event.describe(), "per_batch": self.log_writer.per_batch,
+                           "error_rate": self.log_writer.error_rate},
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any], source: str = "scenario") -> "Scenario":
+        try:
+            return _from_dict(d)
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"{source}: invalid scenario field ({type(e).__name__}: {e})") from None
+
+    @staticmethod
+    def load(path: str | Path) -> "Scenario":
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise InputError(f"--scenario {path}: cannot read ({e.strerror})") from None
+        try:
+            if str(path).endswith((".yaml", ".yml")):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+            raise InputError(f"--scenario {path}: not valid {'YAML' if str(path).endswith(('.yaml', '.yml')) else 'JSON'} ({e})") from None
+        if not isinstance(d, dict):
+            raise InputError(f"--scenario {path}: expected a mapping at the top level")
+        return Scenario.from_dict(d, source=f"--scenario {path}").validate()
+
+
+def _dur(v: Any, what: str) -> float:
+    return parse_duration(v, what)
+
+
+def _from_dict(d: dict[str, Any]) -> Scenario:
+    wd = d.get("workload", {})
+    ad = wd.get("arrivals", {})
+    proc = ad.get("process", "poisson")
+    if proc == "trace":
+        arrivals = Arrivals("trace", trace=tuple(float(x) for x in ad["trace"]),
+                            trace_instances=tuple(int(x) for x in ad.get("trace_instances", ())))
+    elif "onoff" in ad:
+        o = ad["onoff"]
+        arrivals = Arrivals(proc, onoff=OnOff(float(o["on"]), float(o["off"]), _dur(o["mean_on"], "mean_on"), _dur(o["mean_off"], "mean_off")))
+    else:
+        p = ad.get("profile", {"times": [0.0], "rates": [float(ad.get("rate", 100.0))]})
+        arrivals = Arrivals(proc, RateProfile(tuple(float(x) for x in p["times"]), tuple(float(x) for x in p["rates"]),
+                                              p.get("interp", "step")))
+    classes = tuple(
+        RequestClass(name=c.get("name", f"class{i}"), weight=float(c.get("weight", 1.0)), level=c.get("level", "Metadata"),
+                     long_running=bool(c.get("long_running", False)), duration=_dur(c.get("duration", 0.0), "duration"),
+                     first_byte=_dur(c.get("first_byte", 0.0), "first_byte"), panic=bool(c.get("panic", False)),
+                     omit_stages=frozenset(c.get("omit_stages", ())),
+                     sizes=tuple(int(x) for x in c["sizes"]) if c.get("sizes") else None)  # type: ignore[arg-type]
+        for i, c in enumerate(wd.get("classes", [{}]))
+    )
+    workload = Workload(arrivals=arrivals, duration=_dur(wd.get("duration", 60.0), "workload.duration"), classes=classes,
+                        policy_omit_stages=frozenset(wd.get("omit_stages", ())), instances=int(wd.get("instances", 1)),
+                        weights=tuple(float(x) for x in wd.get("weights", ())))
+    rd = d.get("receiver", {})
+    receiver = Receiver(
+        latency=parse_latency(rd.get("latency", "50ms"), "receiver.latency"), per_kib=float(rd.get("per_kib", 0.0)),
+        per_inflight=float(rd.get("per_inflight", 0.0)), error_rate=float(rd.get("error_rate", 0.0)),
+        error_status=int(rd.get("error_status", 500)),
+        outages=tuple(Outage(_dur(o["start"], "outage.start"), _dur(o["end"], "outage.end"), o.get("kind", "status"), int(o.get("status", 503)))
+                      for o in rd.get("outages", ())),
+        max_body_bytes=int(rd.get("max_body_bytes", 0)), timeout=_dur(rd.get("timeout", 30.0), "receiver.timeout"))
+    ld = d.get("log_writer", {})
+    log_writer = LogWriter(per_event=parse_latency(ld.get("per_event", "0s"), "log_writer.per_event"),
+                           per_batch=_dur(ld.get("per_batch", 0.0), "log_writer.per_batch"), error_rate=float(ld.get("error_rate", 0.0)))
+    flags = flags_from_options(d.get("flags", {}))
+    return Scenario(flags=flags, workload=workload, receiver=receiver, log_writer=log_writer,
+                    backends=tuple(d.get("backends", ("webhook",))), seed=int(d.get("seed", 1)),
+                    drain=bool(d.get("drain", True)), request_timeout=_dur(d.get("request_timeout", 60.0), "request_timeout"),
+                    occupancy_interval=float(d.get("occupancy_interval", 0.0)))
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

@@ -1,0 +1,464 @@
+"""API request arrivals and the audit events they produce, per apiserver instance.
+
+Arrivals (requests/s, total over all instances; each instance gets ``weight_i / sum(weights)``):
+
+* ``poisson`` or ``deterministic`` points over a *rate profile*: constant, step (piecewise
+  constant), ramp (piecewise linear), or a replayed rate series ``(t, rate)``. Non-homogeneous
+  Poisson points are made by time-rescaling: unit-rate points in cumulative-intensity space,
+  mapped back through the inverse cumulative rate.
+* ``onoff``: a Markov-modulated Poisson process with two states (rate ``on`` for Exp(mean_on)
+  seconds, rate ``off`` for Exp(mean_off)), a standard model of bursty API traffic.
+* ``trace``: explicit arrival times read from a file.
+
+Each request belongs to a :class:`RequestClass` (drawn by weight) that fixes its audit level and
+stages, following ``apiserver/pkg/endpoints/filters/audit.go``: level None emits nothing; a normal
+request emits RequestReceived at arrival and ResponseComplete when the handler returns; a
+long-running one (watch, exec, logs, ...) also ResponseStarted when it first writes; a panicking
+one emits Panic instead of ResponseComplete. ``omitStages`` of the policy and of the class are
+removed before anything is counted (as upstream, they are not in ``apiserver_audit_event_total``).
+
+Events come out in chunks of time, sorted by (time, request, stage), so the run's memory does not
+grow with its duration and every engine sees exactly the same stream.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from sim import rng
+from sim.errors import InputError
+
+STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
+RR, RS, RC, PANIC = 0, 1, 2, 3
+LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+
+# Representative compact-JSON sizes (bytes) by stage, spec section 7. RR never carries bodies.
+DEFAULT_SIZES = {
+    "Metadata": (650, 700, 850, 850),
+    "Request": (650, 700, 2000, 2000),
+    "RequestResponse": (650, 700, 6000, 6000),
+}
+META_SIZE = 850  # what a Request/RequestResponse event shrinks to when truncated (bodies removed)
+
+
+@dataclass(frozen=True)
+class RequestClass:
+    """A kind of API request: how often, which level, which stages, how long, how big."""
+
+    name: str = "default"
+    weight: float = 1.0
+    level: str = "Metadata"
+    long_running: bool = False
+    duration: float = 0.0  # handler time (for long-running: the watch/exec lifetime), seconds
+    first_byte: float = 0.0  # long-running: when ResponseStarted is emitted, seconds after arrival
+    panic: bool = False
+    omit_stages: frozenset[str] = frozenset()
+    sizes: tuple[int, int, int, int] | None = None  # bytes for RR, RS, RC, Panic
+
+    def stage_sizes(self) -> tuple[int, int, int, int]:
+        if self.sizes is not None:
+            return self.sizes
+        return DEFAULT_SIZES.get(self.level, DEFAULT_SIZES["Metadata"])
+
+    def stages(self, policy_omit: frozenset[str] = frozenset()) -> list[tuple[int, float]]:
+        """(stage index, offset from arrival) for each event this request emits."""
+        if self.level == "None":
+            return []
+        omit = set(self.omit_stages) | set(policy_omit)
+        out: list[tuple[int, float]] = [(RR, 0.0)]
+        if self.long_running:
+            out.append((RS, self.first_byte))
+        out.append((PANIC, self.duration) if self.panic else (RC, self.duration))
+        return [(s, off) for s, off in out if STAGES[s] not in omit]
+
+
+@dataclass(frozen=True)
+class RateProfile:
+    """Requests/s over time: ``rates[i]`` from ``times[i]`` (step) or interpolated (linear)."""
+
+    times: tuple[float, ...] = (0.0,)
+    rates: tuple[float, ...] = (100.0,)
+    interp: str = "step"  # step | linear
+
+    @staticmethod
+    def constant(rate: float) -> "RateProfile":
+        return RateProfile((0.0,), (float(rate),), "step")
+
+    def scaled(self, f: float) -> "RateProfile":
+        return RateProfile(self.times, tuple(r * f for r in self.rates), self.interp)
+
+    def mean_rate(self, duration: float) -> float:
+        return self.cumulative(np.array([duration]))[0] / duration if duration > 0 else self.rates[0]
+
+    def peak_rate(self) -> float:
+        return max(self.rates)
+
+    # cumulative intensity and its inverse, piecewise
+    def _knots(self, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+        t = np.array(self.times, dtype=float)
+        r = np.array(self.rates, dtype=float)
+        if t[0] > 0:
+            t = np.concatenate([[0.0], t])
+            r = np.concatenate([[r[0] if self.interp == "linear" else 0.0], r])
+        end = max(horizon, t[-1]) + 1.0
+        t = np.concatenate([t, [end]])
+        r = np.concatenate([r, [r[-1]]])
+        return t, r
+
+    def cumulative(self, x: np.ndarray, horizon: float | None = None) -> np.ndarray:
+        t, r = self._knots(float(np.max(x)) if horizon is None else horizon)
+        seg = np.diff(t)
+        if self.interp == "linear":
+            area = seg * (r[:-1] + r[1:]) / 2
+        else:
+            area = seg * r[:-1]
+        cum = np.concatenate([[0.0], np.cumsum(area)])
+        i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, len(seg) - 1)
+        dx = x - t[i]
+        if self.interp == "linear":
+            slope = (r[i + 1] - r[i]) / seg[i]
+            return cum[i] + r[i] * dx + 0.5 * slope * dx * dx
+        return cum[i] + r[i] * dx
+
+    def inverse_cumulative(self, y: np.ndarray, horizon: float) -> np.ndarray:
+        t, r = self._knots(horizon)
+        seg = np.diff(t)
+        area = seg * (r[:-1] + r[1:]) / 2 if self.interp == "linear" else seg * r[:-1]
+        cum = np.concatenate([[0.0], np.cumsum(area)])
+        i = np.clip(np.searchsorted(cum, y, side="right") - 1, 0, len(seg) - 1)
+        dy = y - cum[i]
+        if self.interp == "linear":
+            slope = (r[i + 1] - r[i]) / seg[i]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                quad = np.where(np.abs(slope) > 1e-12,
+                                (-r[i] + np.sqrt(np.maximum(r[i] ** 2 + 2 * slope * dy, 0.0))) / slope,
+                                dy / np.where(r[i] > 0, r[i], np.inf))
+            return t[i] + quad
+        with np.errstate(divide="ignore"):
+            return t[i] + np.where(r[i] > 0, dy / np.where(r[i] > 0, r[i], 1.0), np.inf)
+
+
+@dataclass(frozen=True)
+class OnOff:
+    """Markov-modulated (two-state) Poisson bursts: ``on`` req/s for Exp(mean_on) s, then ``off``."""
+
+    on: float
+    off: float
+    mean_on: float
+    mean_off: float
+
+    def profile(self, seed: int, inst: int, horizon: float, share: float) -> RateProfile:
+        g = rng.generator(seed, rng.S_ONOFF, inst)
+        times, rates, t, state = [], [], 0.0, 1
+        while t <= horizon:
+            times.append(t)
+            rates.append((self.on if state else self.off) * share)
+            t += float(g.exponential(self.mean_on if state else self.mean_off))
+            state ^= 1
+        return RateProfile(tuple(times), tuple(rates), "step")
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    process: str = "poisson"  # poisson | deterministic | trace
+    profile: RateProfile = field(default_factory=RateProfile)
+    onoff: OnOff | None = None
+    trace: tuple[float, ...] = ()  # explicit request times (process == "trace")
+    trace_instances: tuple[int, ...] = ()  # optional instance per trace row
+
+    def mean_rate(self, duration: float) -> float:
+        if self.process == "trace":
+            return len(self.trace) / duration if duration > 0 else 0.0
+        if self.onoff:
+            o = self.onoff
+            return (o.on * o.mean_on + o.off * o.mean_off) / (o.mean_on + o.mean_off)
+        return self.profile.mean_rate(duration)
+
+
+@dataclass(frozen=True)
+class Workload:
+    arrivals: Arrivals = field(default_factory=Arrivals)
+    duration: float = 60.0
+    classes: tuple[RequestClass, ...] = (RequestClass(),)
+    policy_omit_stages: frozenset[str] = frozenset()
+    instances: int = 1
+    weights: tuple[float, ...] = ()
+
+    def shares(self) -> list[float]:
+        w = list(self.weights) if self.weights else [1.0] * self.instances
+        total = sum(w)
+        return [x / total for x in w]
+
+    def events_per_request(self) -> float:
+        tw = sum(c.weight for c in self.classes)
+        return sum(c.weight * len(c.stages(self.policy_omit_stages)) for c in self.classes) / tw
+
+    def validate(self) -> "Workload":
+        if not self.duration > 0 or not math.isfinite(self.duration):
+            raise InputError(f"--duration={self.duration}: must be a positive finite duration")
+        if self.instances < 1:
+            raise InputError(f"--instances={self.instances}: must be >= 1")
+        if self.weights and (len(self.weights) != self.instances or min(self.weights) <= 0):
+            raise InputError(f"--weights: need {self.instances} positive weights, got {list(self.weights)}")
+        if not self.classes or sum(c.weight for c in self.classes) <= 0:
+            raise InputError("request mix: needs at least one class with positive weight")
+        for c in self.classes:
+            if c.level not in LEVELS:
+                raise InputError(f"request class {c.name}: level {c.level!r} must be one of {', '.join(LEVELS)}")
+            bad = set(c.omit_stages) - set(STAGES)
+            if bad:
+                raise InputError(f"request class {c.name}: unknown omitStages {sorted(bad)}; valid: {', '.join(STAGES)}")
+        bad = set(self.policy_omit_stages) - set(STAGES)
+        if bad:
+            raise InputError(f"--omit-stages: unknown stage {sorted(bad)[0]}; valid: {', '.join(STAGES)}")
+        a = self.arrivals
+        if a.process not in ("poisson", "deterministic", "trace"):
+            raise InputError(f"arrival process {a.process!r}: use poisson, deterministic or trace")
+        if any(r < 0 or not math.isfinite(r) for r in a.profile.rates):
+            raise InputError("rate profile: rates must be finite and >= 0")
+        return self
+
+
+@dataclass
+class EventChunk:
+    """A time-sorted slice of one instance's audit events."""
+
+    t: np.ndarray  # float64 seconds
+    size: np.ndarray  # int64 bytes
+    meta: np.ndarray  # int64 bytes after truncation would strip bodies
+    level: np.ndarray  # int8 index into LEVELS
+    req: np.ndarray  # int64 request index within the instance
+    stage: np.ndarray  # int8 index into STAGES
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+@dataclass
+class RequestChunk:
+    t: np.ndarray
+    cls: np.ndarray  # int16 index into Workload.classes
+    req: np.ndarray
+
+
+def chunk_seconds(w: Workload) -> float:
+    """Chunk length: about 65k requests per chunk, whatever the rate."""
+    rate = max(w.arrivals.mean_rate(w.duration), 1e-9)
+    if w.arrivals.onoff:
+        rate = max(rate, w.arrivals.onoff.on)
+    else:
+        rate = max(rate, w.arrivals.profile.peak_rate())
+    return float(min(max(65536.0 / rate, 1.0), w.duration))
+
+
+def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
+    """Requests of instance ``inst`` with arrival time < duration, in chunks."""
+    a = w.arrivals
+    share = w.shares()[inst]
+    step = chunk_seconds(w)
+    cum_w = np.cumsum([c.weight for c in w.classes], dtype=float)
+    cum_w /= cum_w[-1]
+    next_req = 0
+
+    def classify(t: np.ndarray) -> RequestChunk:
+        nonlocal next_req
+        req = np.arange(next_req, next_req + len(t), dtype=np.int64)
+        next_req += len(t)
+        if len(w.classes) == 1:
+            cls = np.zeros(len(t), dtype=np.int16)
+        else:
+            u = rng.uniform_array(seed, rng.S_REQ_CLASS, inst, req)
+            cls = np.searchsorted(cum_w, u, side="right").astype(np.int16)
+            cls = np.minimum(cls, len(w.classes) - 1)
+        return RequestChunk(t, cls, req)
+
+    if a.process == "trace":
+        t = np.asarray(a.trace, dtype=float)
+        if a.trace_instances:
+            t = t[np.asarray(a.trace_instances) == inst]
+        elif w.instances > 1:
+            pick = np.floor(rng.uniform_array(seed, rng.S_ARRIVALS, np.arange(len(t))) * w.instances)
+            t = t[pick == inst]
+        t = t[t < w.duration]
+        for lo in range(0, len(t), 65536):
+            yield classify(t[lo:lo + 65536])
+        return
+
+    profile = a.onoff.profile(seed, inst, w.duration, share) if a.onoff else a.profile.scaled(share)
+    g = rng.generator(seed, rng.S_ARRIVALS, inst)
+    total = float(profile.cumulative(np.array([w.duration]), w.duration)[0])
+    y = 0.0  # position in cumulative-intensity space
+    k = 0  # deterministic: next point index
+    start = 0.0
+    while start < w.duration:
+        end = min(start + step, w.duration)
+        y_end = float(profile.cumulative(np.array([end]), w.duration)[0]) if end < w.duration else total
+        if a.process == "deterministic":
+            n = int(math.floor(y_end - 1e-12)) - k + 1 if y_end > k else 0
+            ys = np.arange(k, k + max(n, 0), dtype=float)
+            k += max(n, 0)
+        else:
+            expected = y_end - y
+            m = int(expected + 10 * math.sqrt(expected + 1) + 16)
+            pts: list[np.ndarray] = []
+            while True:
+                gaps = g.exponential(1.0, size=m)
+                ys_all = y + np.cumsum(gaps)
+                inside = ys_all[ys_all < y_end]
+                pts.append(inside)
+                if len(inside) < m:
+                    # the next point lies beyond this chunk: resume there (memoryless)
+                    y = y_end
+                    break
+                y = float(ys_all[-1])
+            ys = np.concatenate(pts) if pts else np.empty(0)
+        t = profile.inverse_cumulative(ys, w.duration) if len(ys) else np.empty(0)
+        t = t[t < w.duration]
+        yield classify(t)
+        start = end
+
+
+def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
+    """The instance's audit events in time order (ties: by request, then stage), chunked.
+
+    Valid when request timing does not depend on the audit backends (every backend in batch
+    mode); blocking modes drive requests themselves from :func:`iter_requests`.
+    """
+    plans = [c.stages(w.policy_omit_stages) for c in w.classes]
+    sizes = [c.stage_sizes() for c in w.classes]
+    lvl = np.array([LEVELS.index(c.level) for c in w.classes], dtype=np.int8)
+    pending: list[np.ndarray] = []  # structured leftovers
+
+    dtype = np.dtype([("t", "f8"), ("req", "i8"), ("stage", "i1"), ("size", "i8"), ("meta", "i8"), ("level", "i1")])
+    carry = np.empty(0, dtype=dtype)
+    for rc in iter_requests(w, seed, inst):
+        parts = [carry]
+        for ci, plan in enumerate(plans):
+            if not plan:
+                continue
+            sel = rc.cls == ci
+            if not sel.any():
+                continue
+            ts, rq = rc.t[sel], rc.req[sel]
+            for stage, off in plan:
+                arr = np.empty(len(ts), dtype=dtype)
+                arr["t"] = ts + off
+                arr["req"] = rq
+                arr["stage"] = stage
+                arr["size"] = sizes[ci][stage]
+                arr["meta"] = min(META_SIZE, sizes[ci][stage])
+                arr["level"] = lvl[ci]
+                parts.append(arr)
+        allev = np.concatenate(parts)
+        allev = allev[np.lexsort((allev["stage"], allev["req"], allev["t"]))]
+        horizon = rc.t[-1] if len(rc.t) else -np.inf
+        # every later request arrives at or after this chunk's last arrival, so events before it are final
+        cut = np.searchsorted(allev["t"], horizon, side="left") if len(rc.t) else 0
+        out, carry = allev[:cut], allev[cut:]
+        if len(out):
+            yield _chunk(out)
+    if len(carry):
+        yield _chunk(carry)
+    del pending
+
+
+def _chunk(a: np.ndarray) -> EventChunk:
+    return EventChunk(a["t"].copy(), a["size"].copy(), a["meta"].copy(), a["level"].copy(),
+                      a["req"].copy(), a["stage"].copy())
+
+
+def level_counts(w: Workload, seed: int, inst: int) -> dict[str, int]:
+    """``apiserver_audit_level_total`` by level: one per request, None included."""
+    counts = np.zeros(len(w.classes), dtype=np.int64)
+    for rc in iter_requests(w, seed, inst):
+        counts += np.bincount(rc.cls, minlength=len(w.classes))
+    out = {lv: 0 for lv in LEVELS}
+    for c, n in zip(w.classes, counts):
+        out[c.level] += int(n)
+    return out
+
+
+# ---- file inputs -----------------------------------------------------------------------------
+
+def _read_rows(path: str, what: str) -> list[list[str]]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+    rows = []
+    for lineno, row in enumerate(csv.reader(text.splitlines()), 1):
+        if not row or row[0].strip().startswith("#"):
+            continue
+        rows.append([lineno] + [c.strip() for c in row])  # type: ignore[list-item]
+    return rows
+
+
+def read_trace(path: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Arrival trace: one request per line, ``time`` (seconds from start, or unix time) and an
+    optional ``instance`` column; a header line is allowed. Times are shifted to start at 0."""
+    rows = _read_rows(path, "--trace")
+    times, insts = [], []
+    for row in rows:
+        lineno, cols = row[0], row[1:]
+        if not times and not insts and cols and _is_header(cols[0]):
+            continue
+        try:
+            t = float(cols[0])
+        except (ValueError, IndexError):
+            raise InputError(f"--trace {path}:{lineno}: {cols[0] if cols else ''!r} is not a time in seconds") from None
+        if not math.isfinite(t) or t < 0:
+            raise InputError(f"--trace {path}:{lineno}: time {cols[0]!r} must be finite and >= 0")
+        if times and t < times[-1]:
+            raise InputError(f"--trace {path}:{lineno}: time {t} goes backwards (previous {times[-1]}); sort the trace")
+        times.append(t)
+        if len(cols) > 1 and cols[1] != "":
+            try:
+                insts.append(int(cols[1]))
+            except ValueError:
+                raise InputError(f"--trace {path}:{lineno}: instance {cols[1]!r} is not an integer") from None
+    if not times:
+        raise InputError(f"--trace {path}: no arrivals found; expected lines like '0.125' or '0.125,1'")
+    if insts and len(insts) != len(times):
+        raise InputError(f"--trace {path}: the instance column must be on every line or none")
+    t0 = times[0] if times[0] > 1e8 else 0.0  # unix timestamps are shifted to start at 0
+    return tuple(t - t0 for t in times), tuple(insts)
+
+
+def read_rate_series(path: str) -> RateProfile:
+    """Rate series: ``timestamp,rate`` per line (seconds from start or unix time; requests/s)."""
+    rows = _read_rows(path, "--rate-series")
+    ts, rs = [], []
+    for row in rows:
+        lineno, cols = row[0], row[1:]
+        if not ts and cols and _is_header(cols[0]):
+            continue
+        if len(cols) < 2:
+            raise InputError(f"--rate-series {path}:{lineno}: expected 'timestamp,rate'")
+        try:
+            t, r = float(cols[0]), float(cols[1])
+        except ValueError:
+            raise InputError(f"--rate-series {path}:{lineno}: {','.join(cols[:2])!r} is not 'timestamp,rate' numbers") from None
+        if not (math.isfinite(t) and math.isfinite(r)) or r < 0:
+            raise InputError(f"--rate-series {path}:{lineno}: rate must be finite and >= 0")
+        if ts and t <= ts[-1]:
+            raise InputError(f"--rate-series {path}:{lineno}: timestamps must increase")
+        ts.append(t)
+        rs.append(r)
+    if not ts:
+        raise InputError(f"--rate-series {path}: no rows found; expected lines like '0,1200'")
+    t0 = ts[0]
+    return RateProfile(tuple(t - t0 for t in ts), tuple(rs), "step")
+
+
+def _is_header(cell: str) -> bool:
+    try:
+        float(cell)
+        return False
+    except ValueError:
+        return True
