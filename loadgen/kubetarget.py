@@ -1,0 +1,205 @@
+"""Which kube-apiserver the load test talks to, how it authenticates, and whether it may.
+
+A :class:`Target` comes from a kubeconfig (current or named context; client cert/key or bearer
+token; ``certificate-authority`` or ``-data``; ``*-data`` fields are loaded without leaving
+files behind) or from explicit ``--server --client-cert --client-key --ca-file``.
+
+Safety (:func:`check_safe`): a load test creates and deletes thousands of objects, so it only
+runs without asking against a *test* cluster: a server on loopback (127.0.0.0/8, ::1,
+``localhost``: the local stack, or kind's port-forward) or a kind cluster (context or cluster
+named ``kind-*``). Anything else needs ``--i-understand-this-is-not-a-test-cluster``.
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from sim.errors import InputError
+
+OVERRIDE_FLAG = "--i-understand-this-is-not-a-test-cluster"
+
+
+@dataclass
+class Target:
+    """A kube-apiserver endpoint plus credentials. ``token`` is never printed (see :meth:`describe`)."""
+
+    server: str
+    ca_file: str | None = None
+    ca_data: bytes | None = field(default=None, repr=False)
+    client_cert: str | None = None
+    client_key: str | None = None
+    cert_data: bytes | None = field(default=None, repr=False)
+    key_data: bytes | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    insecure: bool = False
+    context: str | None = None
+    cluster: str | None = None
+    source: str = "flags"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.server).hostname or ""
+
+    @property
+    def hostport(self) -> str:
+        return urlsplit(self.server).netloc
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """An SSL context for aiohttp (``True`` = default verification for plain http servers)."""
+        if not self.server.startswith("https://"):
+            return True
+        ctx = ssl.create_default_context()
+        try:
+            if self.ca_file:
+                ctx.load_verify_locations(cafile=self.ca_file)
+            if self.ca_data:
+                ctx.load_verify_locations(cadata=self.ca_data.decode())
+            if self.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if self.client_cert:
+                ctx.load_cert_chain(self.client_cert, self.client_key)
+            elif self.cert_data:
+                _load_chain_from_data(ctx, self.cert_data, self.key_data or b"")
+        except (OSError, ssl.SSLError) as e:
+            raise InputError(f"{self.source}: cannot load TLS material ({getattr(e, 'strerror', None) or e})") from None
+        return ctx
+
+    def describe(self) -> dict[str, Any]:
+        auth = "client-cert" if (self.client_cert or self.cert_data) else ("token" if self.token else "none")
+        return {"server": self.server, "source": self.source, "context": self.context, "cluster": self.cluster,
+                "auth": auth, "ca": self.ca_file or ("<inline>" if self.ca_data else None),
+                "insecure_skip_tls_verify": self.insecure}
+
+
+def _load_chain_from_data(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """``ssl`` only loads chains from files: write 0600 temp files, load, delete at once."""
+    with tempfile.TemporaryDirectory(prefix="audit-tune-") as d:
+        c, k = Path(d) / "c.pem", Path(d) / "k.pem"
+        for p, data in ((c, cert), (k, key)):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(str(c), str(k))
+
+
+def _resolve(base: Path, p: str | None) -> str | None:
+    if not p:
+        return None
+    q = Path(os.path.expanduser(p))
+    return str(q if q.is_absolute() else (base / q))
+
+
+def _b64(value: str | None, where: str) -> bytes | None:
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value)
+    except ValueError:
+        raise InputError(f"{where}: not base64") from None
+
+
+def from_kubeconfig(path: str | os.PathLike | None = None, context: str | None = None) -> Target:
+    """Load ``path`` (default ``$KUBECONFIG``'s first entry, else ``~/.kube/config``)."""
+    if path is None:
+        env = os.environ.get("KUBECONFIG", "")
+        path = env.split(os.pathsep)[0] if env else os.path.expanduser("~/.kube/config")
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise InputError(f"--kubeconfig {p}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"--kubeconfig {p}: not YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"--kubeconfig {p}: not a kubeconfig")
+    ctx_name = context or doc.get("current-context")
+    if not ctx_name:
+        raise InputError(f"--kubeconfig {p}: no current-context; pass --context")
+
+    def find(kind: str, name: str) -> dict:
+        for item in doc.get(kind) or []:
+            if item.get("name") == name:
+                return item.get(kind[:-1]) or {}
+        raise InputError(f"--kubeconfig {p}: no {kind[:-1]} named {name!r}")
+
+    ctx = find("contexts", ctx_name)
+    cl_name, user_name = ctx.get("cluster"), ctx.get("user")
+    cl = find("clusters", cl_name)
+    user = find("users", user_name) if user_name else {}
+    base = p.parent
+    server = cl.get("server")
+    if not server:
+        raise InputError(f"--kubeconfig {p}: cluster {cl_name!r} has no server")
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        try:
+            token = Path(_resolve(base, user["tokenFile"])).read_text().strip()  # type: ignore[arg-type]
+        except OSError as e:
+            raise InputError(f"--kubeconfig {p}: user {user_name!r} tokenFile: {e.strerror}") from None
+    if user.get("exec") or user.get("auth-provider"):
+        if not (token or user.get("client-certificate") or user.get("client-certificate-data")):
+            raise InputError(f"--kubeconfig {p}: user {user_name!r} uses exec/auth-provider, which the load "
+                             "generator does not run; use a client-cert or token user")
+    return Target(
+        server=server.rstrip("/"),
+        ca_file=_resolve(base, cl.get("certificate-authority")),
+        ca_data=_b64(cl.get("certificate-authority-data"), f"{p} certificate-authority-data"),
+        client_cert=_resolve(base, user.get("client-certificate")),
+        client_key=_resolve(base, user.get("client-key")),
+        cert_data=_b64(user.get("client-certificate-data"), f"{p} client-certificate-data"),
+        key_data=_b64(user.get("client-key-data"), f"{p} client-key-data"),
+        token=token, insecure=bool(cl.get("insecure-skip-tls-verify")),
+        context=ctx_name, cluster=cl_name, source=f"--kubeconfig {p}",
+    )
+
+
+def from_flags(server: str, client_cert: str | None = None, client_key: str | None = None,
+               ca_file: str | None = None, token: str | None = None, insecure: bool = False) -> Target:
+    if not server.startswith(("https://", "http://")):
+        raise InputError(f"--server {server}: must start with https:// (or http://)")
+    if bool(client_cert) != bool(client_key):
+        raise InputError("--client-cert and --client-key go together")
+    return Target(server=server.rstrip("/"), ca_file=ca_file, client_cert=client_cert, client_key=client_key,
+                  token=token, insecure=insecure, source="--server")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_kind(target: Target) -> bool:
+    return any(str(n or "").startswith("kind-") for n in (target.context, target.cluster))
+
+
+def check_safe(target: Target, override: bool) -> str:
+    """Return why the target is allowed ("loopback", "kind", "override"); raise InputError if not.
+
+    TODO: reuse ``loadgen.guard`` (the stack engineer's helper) once it exists, so every command
+    applies the same rule.
+    """
+    if is_loopback(target.host):
+        return "loopback"
+    if is_kind(target):
+        return "kind"
+    if override:
+        return "override"
+    raise InputError(f"target {target.server} is not on 127.0.0.1/localhost and not a kind cluster; "
+                     f"refusing to load it (pass {OVERRIDE_FLAG} if you really mean it)")
