@@ -16,7 +16,7 @@ import typer
 from sim.errors import EXIT_ERROR, TuneError
 
 # Subcommand modules; each exposes ``register(app)``.
-COMMANDS = ["simulate", "sink", "policy", "cluster"]
+COMMANDS = ["simulate", "sink", "policy", "cluster", "loadtest"]
 
 app = typer.Typer(
     name="tune",

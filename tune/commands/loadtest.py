@@ -1,0 +1,197 @@
+"""``tune loadtest``: offer an open-loop request load to a kube-apiserver and record what happened.
+
+Thin: flags -> :class:`loadgen.loadtest.LoadTestConfig` + :class:`loadgen.kubetarget.Target`,
+safety check, run, then the record (:mod:`loadgen.record`) to stdout or ``-o FILE``.
+
+Exit codes: 0 ok; 1 bad input, unsafe target, unreachable apiserver; 3 with ``--fail-on-drops``
+when the apiserver counted dropped audit events (``apiserver_audit_error_total``) in the window;
+4 with ``--fail-if-behind`` when the generator could not offer the requested load;
+130 interrupted (the record is still written and the objects cleaned up).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from sim.errors import InputError, NotEnoughData, ObjectiveViolated
+
+PANEL = "Load testing"
+TGT = "Target"
+LOAD = "Load"
+OUT = "Output"
+
+HELP = """Offer an open-loop load (configmaps/secrets create/get/list/update/patch/delete/watch) to a kube-apiserver
+and write a run record: requested vs achieved rate, send lag, latency, status codes, the apiserver's audit
+counter deltas, the sink's counts, and the request trace.
+
+Only loopback or kind clusters unless --i-understand-this-is-not-a-test-cluster.
+
+Example:  [bold]tune loadtest --kubeconfig ~/.cache/audit-tune/clusters/demo/kubeconfig --rate 300 --duration 60s --sink-url http://127.0.0.1:8443 -o run.json[/bold]
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("loadtest", help=HELP, rich_help_panel=PANEL)(loadtest_cmd)
+
+
+def loadtest_cmd(
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig (client cert/key + CA, or token). Default $KUBECONFIG or ~/.kube/config unless --server.", rich_help_panel=TGT),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (default: current-context).", rich_help_panel=TGT),
+    server: Optional[str] = typer.Option(None, "--server", help="API server URL instead of a kubeconfig.", rich_help_panel=TGT),
+    client_cert: Optional[Path] = typer.Option(None, "--client-cert", rich_help_panel=TGT),
+    client_key: Optional[Path] = typer.Option(None, "--client-key", rich_help_panel=TGT),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", rich_help_panel=TGT),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Bearer token file (never printed).", rich_help_panel=TGT),
+    insecure: bool = typer.Option(False, "--insecure-skip-tls-verify", rich_help_panel=TGT),
+    not_test_ok: bool = typer.Option(False, "--i-understand-this-is-not-a-test-cluster", help="Allow a server that is not loopback and not kind.", rich_help_panel=TGT),
+    rate: str = typer.Option("100", "--rate", help="300 | ramp:100..1000 | step:100,200,400@10s | burst:100,2000@10s/1s | replay:FILE.csv (t,rate)", rich_help_panel=LOAD),
+    duration: Optional[str] = typer.Option(None, "--duration", help="Measured window (default 60s; replay: the file's span).", rich_help_panel=LOAD),
+    arrivals: str = typer.Option("constant", "--arrivals", help="constant (evenly spaced) | poisson.", rich_help_panel=LOAD),
+    mix: str = typer.Option("create=1,get=4,list=1,update=1,patch=1,delete=1", "--mix", help="Verb weights over create,get,list,update,patch,delete,watch.", rich_help_panel=LOAD),
+    resources: str = typer.Option("configmaps,secrets", "--resources", help="Resource weights, e.g. configmaps=3,secrets=1.", rich_help_panel=LOAD),
+    namespaces: int = typer.Option(1, "--namespaces", help="Namespaces to create and spread requests over.", rich_help_panel=LOAD),
+    namespace_prefix: str = typer.Option("audit-tune-lt", "--namespace-prefix", rich_help_panel=LOAD),
+    object_size: str = typer.Option("1KiB", "--object-size", help="Approximate JSON size of created/updated objects.", rich_help_panel=LOAD),
+    preseed: int = typer.Option(20, "--preseed", help="Objects created per namespace and resource before the window.", rich_help_panel=LOAD),
+    watch_duration: str = typer.Option("10s", "--watch-duration", rich_help_panel=LOAD),
+    list_limit: int = typer.Option(100, "--list-limit", help="?limit= on lists (0 = none).", rich_help_panel=LOAD),
+    max_inflight: int = typer.Option(1024, "--max-inflight", help="Most requests on the wire at once; waiting for a slot shows as send lag.", rich_help_panel=LOAD),
+    request_timeout: str = typer.Option("30s", "--request-timeout", rich_help_panel=LOAD),
+    drain_timeout: str = typer.Option("30s", "--drain-timeout", help="Wait this long for in-flight requests after the window.", rich_help_panel=LOAD),
+    max_lag: str = typer.Option("100ms", "--max-lag", help="Send-lag p99 above this means the generator fell behind.", rich_help_panel=LOAD),
+    seed: int = typer.Option(1, "--seed", rich_help_panel=LOAD),
+    no_cleanup: bool = typer.Option(False, "--no-cleanup", help="Keep the objects and namespaces.", rich_help_panel=LOAD),
+    no_metrics: bool = typer.Option(False, "--no-metrics", help="Do not scrape the apiserver's /metrics.", rich_help_panel=LOAD),
+    sink_url: Optional[str] = typer.Option(None, "--sink-url", help="The audit sink's base URL (reads /stats before and after).", rich_help_panel=OUT),
+    sink_ca: Optional[Path] = typer.Option(None, "--sink-ca", help="CA to trust for an HTTPS sink.", rich_help_panel=OUT),
+    webhook_host: Optional[str] = typer.Option(None, "--webhook-host", help="host:port of the webhook as the apiserver sees it (default: from --sink-url).", rich_help_panel=OUT),
+    settle: str = typer.Option("0s", "--settle", help="After the window, wait up to this long for the sink's count to stop growing.", rich_help_panel=OUT),
+    audit_flag: List[str] = typer.Option([], "--audit-flag", help="An --audit-* flag in force, echoed in the record (repeatable).", rich_help_panel=OUT),
+    flags_file: Optional[Path] = typer.Option(None, "--flags-file", help="File of the --audit-* flags in force.", rich_help_panel=OUT),
+    fmt: str = typer.Option("json", "-f", "--format", help="json | yaml | table", rich_help_panel=OUT),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the record here (atomically); a large trace goes to FILE.trace.csv.", rich_help_panel=OUT),
+    trace_inline_max: int = typer.Option(2000, "--trace-inline-max", help="Inline the trace up to this many requests.", rich_help_panel=OUT),
+    fail_if_behind: bool = typer.Option(False, "--fail-if-behind", help="Exit 4 if the requested load was not offered.", rich_help_panel=OUT),
+    fail_on_drops: bool = typer.Option(False, "--fail-on-drops", help="Exit 3 if the apiserver counted dropped audit events.", rich_help_panel=OUT),
+    no_progress: bool = typer.Option(False, "--no-progress", rich_help_panel=OUT),
+) -> int:
+    from loadgen import kubetarget
+    from loadgen.loadtest import LoadTestConfig, run_loadtest
+    from loadgen.record import write_record
+    from sim.units import parse_duration, parse_size
+    from tune.output import Progress, log, render, write_output
+
+    if fmt not in ("json", "yaml", "table"):
+        raise InputError(f"--format {fmt}: use json, yaml or table")
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as e:
+            raise InputError(f"--token-file {token_file}: {e.strerror}") from None
+    if server:
+        if kubeconfig:
+            raise InputError("--server and --kubeconfig are exclusive")
+        target = kubetarget.from_flags(server, str(client_cert) if client_cert else None,
+                                       str(client_key) if client_key else None,
+                                       str(ca_file) if ca_file else None, token, insecure)
+    else:
+        target = kubetarget.from_kubeconfig(kubeconfig, context)
+        if token:
+            target.token = token
+    why = kubetarget.check_safe(target, not_test_ok)
+    if why == "override":
+        log(f"warning: load-testing {target.server}, which is not a local or kind cluster (you said so)")
+    flags = list(audit_flag)
+    if flags_file is not None:
+        try:
+            flags += [ln.strip() for ln in flags_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        except OSError as e:
+            raise InputError(f"--flags-file {flags_file}: {e.strerror}") from None
+    cfg = LoadTestConfig(
+        rate=rate, duration=parse_duration(duration, "--duration") if duration else None, arrivals=arrivals,
+        mix=mix, resources=resources, namespaces=namespaces, namespace_prefix=namespace_prefix,
+        object_size=parse_size(object_size, "--object-size"), preseed=preseed,
+        watch_duration=parse_duration(watch_duration, "--watch-duration"), list_limit=list_limit,
+        max_inflight=max_inflight, request_timeout=parse_duration(request_timeout, "--request-timeout"),
+        drain_timeout=parse_duration(drain_timeout, "--drain-timeout"), max_lag=parse_duration(max_lag, "--max-lag"),
+        seed=seed, cleanup=not no_cleanup, scrape_metrics=not no_metrics, sink_url=sink_url,
+        sink_ca=str(sink_ca) if sink_ca else None, webhook_host=webhook_host,
+        settle=parse_duration(settle, "--settle"), audit_flags=tuple(flags),
+    )
+    bar: Progress | None = None
+
+    def progress(t: float, total: float, sent: int, inflight: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "loadtest", enabled=not no_progress)
+        bar.update(t)
+
+    try:
+        record, trace = run_loadtest(cfg, target, progress=progress, handle_signals=True)
+    finally:
+        if bar is not None:
+            bar.close()
+    if fmt == "json":
+        text = write_record(record, trace, output, trace_inline_max)
+        if output is None:
+            write_output(text, None)
+    else:
+        write_record(record, trace, None, 0 if fmt == "table" else trace_inline_max)
+        text = _table(record) if fmt == "table" else render(record, fmt)
+        write_output(text, output)
+    load = record["load"]
+    log(f"loadtest: {load['sent']} requests, achieved {load['achieved_rate']:.1f} of "
+        f"{load['requested_rate']:.1f} req/s, lag p99 {_ms(record['lag_s']['p99'])}, "
+        f"latency p99 {_ms(record['latency_s']['p99'])}, cleanup leftover "
+        f"{(record.get('cleanup') or {}).get('leftover', '?')}")
+    if not load["kept_up"]:
+        log(f"warning: the generator did not keep up: {load['behind_reason']}")
+    if record.get("interrupted"):
+        log("loadtest: interrupted; partial record written")
+        return 130
+    if fail_on_drops:
+        dropped = (record.get("audit") or {}).get("dropped_events")
+        if dropped is None:
+            raise NotEnoughData("--fail-on-drops: no apiserver_audit_error_total in /metrics, cannot tell drops")
+        if dropped > 0:
+            raise ObjectiveViolated(f"the apiserver dropped {dropped:.0f} audit events during the run "
+                                    f"({record['audit']['error_total_by_plugin']})")
+    if fail_if_behind and not load["kept_up"]:
+        raise NotEnoughData(f"--fail-if-behind: requested load not offered: {load['behind_reason']}")
+    return 0
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{1000 * x:.1f} ms"
+
+
+def _table(r: dict) -> str:
+    load, lat, lag = r["load"], r["latency_s"], r["lag_s"]
+    lines = [
+        f"run        {r['run_id']}  target {r['target']['server']}",
+        f"window     {r['window']['start_unix']:.3f} .. {r['window']['end_unix']:.3f}  ({r['window']['duration_s']:g} s)",
+        f"rate       requested {load['requested_rate']:.1f}/s  achieved {load['achieved_rate']:.1f}/s  "
+        f"({100 * load['achieved_ratio']:.1f}% of schedule)  kept up: {'yes' if load['kept_up'] else 'NO: ' + str(load['behind_reason'])}",
+        f"send lag   p50 {_ms(lag['p50'])}  p99 {_ms(lag['p99'])}  max {_ms(lag['max'])}",
+        f"latency    p50 {_ms(lat['p50'])}  p90 {_ms(lat['p90'])}  p99 {_ms(lat['p99'])}  max {_ms(lat['max'])}",
+        "status     " + "  ".join(f"{k}:{v}" for k, v in r["status_codes"].items()),
+    ]
+    a = r.get("audit") or {}
+    if "error" in a:
+        lines.append(f"audit      not read: {a['error']}")
+    else:
+        lines.append(f"audit      events {a.get('event_total')}  dropped {a.get('dropped_events')}  "
+                     f"errors {a.get('error_total_by_plugin')}  levels {a.get('level_total_by_level')}")
+        if a.get("webhook"):
+            lines.append(f"webhook    {a['webhook']['host']}  attempts {a['webhook']['requests_by_code']}")
+    s = r.get("sink") or {}
+    if s.get("delta"):
+        lines.append(f"sink       events stored {s['delta']['events_stored']}  batches {s['delta']['batches']}")
+    c = r.get("cleanup") or {}
+    lines.append(f"cleanup    created {c.get('objects_created')}  leftover {c.get('leftover')}  "
+                 f"errors {len(c.get('errors') or [])}")
+    return "\n".join(lines) + "\n"
