@@ -56,6 +56,9 @@ type WebhookBehaviour struct {
 type LogBehaviour struct {
 	WriteSeconds         float64 `json:"write_seconds"`
 	WritePerEventSeconds float64 `json:"write_per_event_seconds"`
+	// Stalls are windows (seconds from start) in which the log write blocks: a call that starts
+	// inside a stall returns no earlier than the stall's end (a disk stall; "kind" is ignored).
+	Stalls []Outage `json:"stalls"`
 }
 
 // Settings are the effective kube-apiserver options for the chosen backend.
@@ -237,6 +240,11 @@ func (in *Input) Validate() (*Settings, error) {
 		case "refuse", "hang":
 		default:
 			return nil, bad("webhook.outages[%d].kind: %q, expected status|refuse|hang", i, o.Kind)
+		}
+	}
+	for i, o := range in.Log.Stalls {
+		if o.End < o.Start {
+			return nil, bad("log.stalls[%d]: end < start", i)
 		}
 	}
 	switch in.TruncatePlacement {

@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -224,6 +224,7 @@ func run(in *Input, st *Settings) (map[string]any, error) {
 			return nil, fmt.Errorf("start webhook sink on 127.0.0.1: %v", err)
 		}
 		sk.srv.ErrorLog = log.New(io.Discard, "", 0)
+		sk.detail = in.Detail
 		defer sk.close()
 		tmp, err = os.MkdirTemp("", "audit-tune-oracle-")
 		if err != nil {
@@ -296,7 +297,7 @@ func run(in *Input, st *Settings) (map[string]any, error) {
 		go func(inst *instance) {
 			defer all.Done()
 			drained := make(chan struct{}) // all arrivals with offset <= stop_at have returned
-			var reqs sync.WaitGroup         // request goroutines (blocking modes)
+			var reqs sync.WaitGroup        // request goroutines (blocking modes)
 			arrivalsDone := make(chan struct{})
 			go func() {
 				defer close(arrivalsDone)
@@ -528,11 +529,18 @@ func run(in *Input, st *Settings) (map[string]any, error) {
 		}
 		sk.mu.Unlock()
 	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		out["cpu_seconds"] = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+	}
 	if in.Detail {
+		if sk != nil {
+			sk.reqMu.Lock()
+			out["requests_detail"] = append([]RequestRecord(nil), sk.reqLog...)
+			sk.reqMu.Unlock()
+		}
 		out["batches_detail"] = allBatches
 		out["events_detail"] = detailEvents
 	}
 	return out, nil
 }
-
-var _ = errors.New

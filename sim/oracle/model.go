@@ -81,6 +81,12 @@ func (m *modelDelegate) ProcessEvents(evs ...*auditinternal.Event) bool {
 	n := len(evs)
 	if m.backend == "log" {
 		m.attempts.Add(1)
+		now := m.clk.now()
+		for _, st := range m.logb.Stalls {
+			if now >= st.Start && now < st.End {
+				time.Sleep(time.Until(m.clk.at(st.End)))
+			}
+		}
 		time.Sleep(time.Duration((m.logb.WriteSeconds + m.logb.WritePerEventSeconds*float64(n)) * float64(time.Second)))
 		m.led.markDelivered(eventIDs(evs), time.Since(m.clk.t0).Nanoseconds())
 		return true
@@ -103,5 +109,5 @@ func (m *modelDelegate) ProcessEvents(evs ...*auditinternal.Event) bool {
 }
 
 func (m *modelDelegate) Run(stopCh <-chan struct{}) error { return nil }
-func (m *modelDelegate) Shutdown()                         {}
-func (m *modelDelegate) String() string                    { return "model-" + m.backend }
+func (m *modelDelegate) Shutdown()                        {}
+func (m *modelDelegate) String() string                   { return "model-" + m.backend }

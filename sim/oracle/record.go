@@ -131,8 +131,8 @@ func (m *meter) ProcessEvents(evs ...*auditinternal.Event) bool {
 }
 
 func (m *meter) Run(stopCh <-chan struct{}) error { return m.next.Run(stopCh) }
-func (m *meter) Shutdown()                         { m.next.Shutdown() }
-func (m *meter) String() string                    { return m.next.String() }
+func (m *meter) Shutdown()                        { m.next.Shutdown() }
+func (m *meter) String() string                   { return m.next.String() }
 
 // Latency summary, nearest-rank percentiles (numpy method="inverted_cdf").
 type Latency struct {

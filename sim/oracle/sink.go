@@ -49,6 +49,33 @@ type sink struct {
 	delivered   atomic.Int64
 	byStatus    sync.Map // string -> *atomic.Int64
 	timers      []*time.Timer
+
+	detail bool
+	reqMu  sync.Mutex
+	reqLog []RequestRecord
+}
+
+// RequestRecord is one HTTP request seen by the receiver (output "requests_detail").
+type RequestRecord struct {
+	Arrive  float64 `json:"arrive"`
+	End     float64 `json:"end"`
+	FirstID string  `json:"first_audit_id"`
+	Events  int     `json:"events"`
+	Status  string  `json:"status"`
+}
+
+func (s *sink) logRequest(arrive float64, ids []string, n int, status string) {
+	if !s.detail {
+		return
+	}
+	first := ""
+	if len(ids) > 0 {
+		first = ids[0]
+	}
+	rec := RequestRecord{Arrive: arrive, End: s.clk.now(), FirstID: first, Events: n, Status: status}
+	s.reqMu.Lock()
+	s.reqLog = append(s.reqLog, rec)
+	s.reqMu.Unlock()
 }
 
 const sinkDomain = "audit-sink.local"
@@ -203,11 +230,18 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := len(list.Items)
+	ids := make([]string, n)
+	for i, it := range list.Items {
+		ids[i] = it.AuditID
+	}
+	status := "?"
+	defer func() { s.logRequest(arrive, ids, n, status) }()
 	latency := time.Duration((s.beh.LatencySeconds + s.beh.LatencyPerEventSeconds*float64(n)) * float64(time.Second))
 	if o := s.beh.outageAt(arrive); o != nil {
 		switch o.Kind {
 		case "hang": // never answer; the client gives up at its 30 s timeout
 			s.count("hang")
+			status = "hang"
 			select {
 			case <-r.Context().Done():
 			case <-s.closed:
@@ -215,10 +249,12 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		case "refuse": // raced with the listener close: drop the connection
 			s.count("reset")
+			status = "reset"
 			panic(http.ErrAbortHandler)
 		case "status":
 			s.sleep(latency)
-			s.count(fmt.Sprint(o.Status))
+			status = fmt.Sprint(o.Status)
+			s.count(status)
 			http.Error(w, "audit-tune outage", o.Status)
 			return
 		}
@@ -229,7 +265,8 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail := s.rng.Float64() < s.beh.ErrorRate
 		s.rngMu.Unlock()
 		if fail {
-			s.count(fmt.Sprint(s.beh.ErrorStatus))
+			status = fmt.Sprint(s.beh.ErrorStatus)
+			s.count(status)
 			http.Error(w, "audit-tune injected error", s.beh.ErrorStatus)
 			return
 		}
@@ -241,10 +278,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.Flush()
 	}
 	s.count("200")
-	ids := make([]string, n)
-	for i, it := range list.Items {
-		ids[i] = it.AuditID
-	}
+	status = "200"
 	s.delivered.Add(int64(s.led.markDelivered(ids, time.Since(s.clk.t0).Nanoseconds())))
 }
 
