@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from analysis.policy.model import API_VERSION, KIND, GroupResources, Policy, Rule
-from analysis.policy.typography import find_pasted_characters, summarize
+from analysis.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
 from analysis.policy.validation import validate_policy
 from sim.errors import InputError
 
@@ -218,7 +218,7 @@ def load_policy_text(text: str, source: str = "<policy>", strict: bool = False) 
     if pasted:
         first = pasted[0]
         raise InputError(f"{source}:{first.line}:{first.column}: {summarize(pasted)}")
-    root = _compose(text, source)
+    root = _compose(spaces_for_allowed_tabs(text), source)
     if root is None:
         raise InputError(f"{source}: the file is empty; expected an {API_VERSION} {KIND} with at least one rule")
     dec = _Decoder(source)

@@ -7,8 +7,10 @@ YAML or validation error that does not name the culprit (or, for a quoted level 
 says exactly what to type instead.
 
 Comments are skipped (kube-apiserver ignores them, so a ’ in ``# Don't log`` is harmless), and so
-is text inside ASCII-quoted strings. Tabs are reported only in indentation, the only place YAML
-forbids them.
+is text inside ASCII-quoted strings. Tabs are reported where go-yaml (kube-apiserver's YAML
+parser) rejects them: in indentation and right after ``:``, ``-`` or ``?`` in block context; the
+tabs it accepts are turned into spaces for PyYAML, which is stricter
+(:func:`spaces_for_allowed_tabs`).
 """
 from __future__ import annotations
 
@@ -34,15 +36,23 @@ _KIND_NAMES = {"tab": ("tab in indentation", "tabs in indentation"),
 
 
 def summarize(problems: list[Problem]) -> str:
-    """The first problem in full, then counts of the rest by kind: one line."""
-    first, rest = problems[0], problems[1:]
-    if not rest:
-        return first.message
+    """One line: the first problem in full, then, per other kind, a count and its first full fix."""
+    first = problems[0]
     counts: dict[str, int] = {}
-    for p in rest:
+    firsts: dict[str, Problem] = {}
+    for p in problems[1:]:
         counts[p.kind] = counts.get(p.kind, 0) + 1
-    parts = [f"{n} {_KIND_NAMES[k][n > 1]}" for k, n in counts.items()]
-    return f"{first.message}; also {', '.join(parts)} (the text looks pasted from a web page)"
+        if p.kind != first.kind:
+            firsts.setdefault(p.kind, p)
+    if not counts:
+        return first.message
+    parts = []
+    for kind, n in counts.items():
+        part = f"{n}{' more' if kind == first.kind else ''} {_KIND_NAMES[kind][n > 1]}"
+        if kind in firsts:
+            part += f" ({firsts[kind].message})"
+        parts.append(part)
+    return f"{first.message}; also {'; '.join(parts)}; the text looks pasted from a web page"
 
 
 def _describe(ch: str) -> str:
@@ -50,9 +60,12 @@ def _describe(ch: str) -> str:
     return f"the {name} (U+{ord(ch):04X})"
 
 
-def _code_part(line: str) -> list[tuple[int, str, bool]]:
-    """(index, char, inside ASCII quotes) for each char before a comment starts."""
-    out: list[tuple[int, str, bool]] = []
+def _code_part(line: str, depth: int = 0) -> tuple[list[tuple[int, str, bool, int]], int]:
+    """(index, char, inside ASCII quotes, flow depth) for each char before a comment starts.
+
+    ``depth`` is the ``[``/``{`` nesting carried over from earlier lines; the new depth is returned.
+    """
+    out: list[tuple[int, str, bool, int]] = []
     quote: str | None = None
     for i, ch in enumerate(line):
         if quote is None:
@@ -60,41 +73,91 @@ def _code_part(line: str) -> list[tuple[int, str, bool]]:
                 break
             if ch in "\"'" and (i == 0 or line[i - 1] in " \t[{,:-"):
                 quote = ch
-                out.append((i, ch, False))
-                continue
-            out.append((i, ch, False))
+            elif ch in "[{":
+                depth += 1
+            elif ch in "]}" and depth:
+                depth -= 1
+            out.append((i, ch, False, depth))
         else:
-            out.append((i, ch, True))
+            out.append((i, ch, True, depth))
             if ch == quote:
                 quote = None
-    return out
+    return out, depth
 
 
-def _line_problems(lineno: int, line: str) -> Iterator[Problem]:
+def _tab_allowed(line: str, i: int, depth: int) -> bool:
+    """Would go-yaml (libyaml's scanner) accept this tab outside quotes and comments?
+
+    libyaml skips a tab between tokens only in a flow collection or where a simple key is not
+    allowed, i.e. after a scalar or a closing bracket; after ``:``, ``-`` or ``?`` in block
+    context, and in indentation, it fails with "found character that cannot start any token".
+    """
+    if depth > 0:
+        return True
+    before = line[:i].rstrip(" \t")
+    if not before.strip():
+        return False
+    if before.endswith((":", "?")):
+        return False
+    return not all(c in "- " for c in before.strip())
+
+
+def _line_problems(lineno: int, line: str, depth: int) -> tuple[list[Problem], int]:
+    problems: list[Problem] = []
     indent_len = len(line) - len(line.lstrip(" \t" + "".join(_SPACES)))
     indent = line[:indent_len]
     if "\t" in indent:
-        yield Problem(lineno, indent.index("\t") + 1,
-                      f"replace the tab (U+0009) in the indentation of line {lineno} with spaces "
-                      "(YAML indentation must be spaces)", "tab")
+        problems.append(Problem(lineno, indent.index("\t") + 1,
+                                f"replace the tab (U+0009) in the indentation of line {lineno} with spaces "
+                                "(YAML indentation must be spaces)", "tab"))
     rest = line[indent_len:]
     if rest[:1] in _DASHES and (len(rest) == 1 or rest[1] in " \t\u00a0"):
-        yield Problem(lineno, indent_len + 1,
-                      f"replace {_describe(rest[0])} used as a list marker on line {lineno} with '-'", "dash")
-    for i, ch, quoted in _code_part(line):
+        problems.append(Problem(lineno, indent_len + 1,
+                                f"replace {_describe(rest[0])} used as a list marker on line {lineno} with '-'",
+                                "dash"))
+    chars, new_depth = _code_part(line, depth)
+    for i, ch, quoted, d in chars:
         if ch in _SPACES:
             where = "indentation" if i < indent_len else "text"
             what = f"{_describe(ch)} in the {where} of line {lineno}, column {i + 1}"
             msg = f"remove {what}" if ch in ("\u200b", "\ufeff") else f"replace {what} with a plain space"
-            yield Problem(lineno, i + 1, msg, "space")
+            problems.append(Problem(lineno, i + 1, msg, "space"))
         elif ch in _QUOTE_FIX and not quoted:
-            yield Problem(lineno, i + 1, f"replace {_describe(ch)} on line {lineno}, column {i + 1} "
-                                         f"with {_QUOTE_FIX[ch]!r} (typographic quotes are not YAML quotes)", "quote")
+            problems.append(Problem(lineno, i + 1, f"replace {_describe(ch)} on line {lineno}, column {i + 1} "
+                                    f"with {_QUOTE_FIX[ch]!r} (typographic quotes are not YAML quotes)", "quote"))
+        elif ch == "\t" and not quoted and i >= indent_len and not _tab_allowed(line, i, d):
+            after = line[:i].rstrip(" \t")[-1:] or "-"
+            problems.append(Problem(lineno, i + 1, f"replace the tab (U+0009) after {after!r} on line {lineno}, "
+                                    f"column {i + 1} with a space (YAML does not allow a tab there)", "tab"))
+    return problems, new_depth
 
 
 def find_pasted_characters(text: str) -> list[Problem]:
     """Every pasted-from-a-web-page character outside comments, in file order. Expects no BOM."""
     problems: list[Problem] = []
+    depth = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
-        problems.extend(_line_problems(lineno, line))
+        found, depth = _line_problems(lineno, line, depth)
+        problems.extend(found)
     return problems
+
+
+def spaces_for_allowed_tabs(text: str) -> str:
+    """Replace the tabs go-yaml accepts (between tokens, outside quotes) by spaces.
+
+    PyYAML rejects nearly every tab outside quoted strings, go-yaml (which kube-apiserver uses)
+    accepts them after a scalar or inside ``[...]``/``{...}``. Call after
+    :func:`find_pasted_characters` found nothing, so the remaining tabs are all allowed ones.
+    """
+    if "\t" not in text:
+        return text
+    out_lines = []
+    depth = 0
+    for line in text.splitlines(keepends=True):
+        chars, depth = _code_part(line, depth)
+        buf = list(line)
+        for i, ch, quoted, _ in chars:
+            if ch == "\t" and not quoted:
+                buf[i] = " "
+        out_lines.append("".join(buf))
+    return "".join(out_lines)
