@@ -1,0 +1,476 @@
+"""The ``local`` provider: a real etcd + kube-apiserver on 127.0.0.1, with the candidate audit flags.
+
+This is the minimal loopback control plane envtest runs (controller-runtime
+``pkg/internal/testing/controlplane/apiserver.go``, ``etcd.go``, ``auth.go``; see
+``docs/real-stack.md`` and spec §9):
+
+* etcd 3.6 with ``--data-dir`` in a temp dir, ``--unsafe-no-fsync``, client and peer URLs on
+  ``127.0.0.1:<free port>``, health ``/health``;
+* kube-apiserver with ``--bind-address=127.0.0.1``, a free ``--secure-port``, serving cert for
+  ``127.0.0.1``/``localhost``, ``--client-ca-file`` authn, ``--authorization-mode=RBAC``, an SA key
+  pair, ``--service-cluster-ip-range=10.0.0.0/24``, ``--disable-admission-plugins=ServiceAccount``;
+* audit: ``--audit-policy-file`` (default ``loadgen/policies/default.yaml``), every
+  ``--audit-*`` flag of the given :class:`sim.config.AuditFlags` (``to_flags()``), and, when a sink
+  URL is given, ``--audit-webhook-config-file`` pointing at a generated kubeconfig for that URL.
+
+Stable API (used by the sink and the load generator; keep it backwards compatible)::
+
+    from loadgen.local import LocalCluster
+    with LocalCluster("demo", flags=parse_flags(["--audit-webhook-batch-max-size=10"]),
+                      sink_url="http://127.0.0.1:8443/audit") as c:
+        c.server          # "https://127.0.0.1:<port>"
+        c.metrics_url     # c.server + "/metrics"
+        c.readyz_url      # c.server + "/readyz"
+        c.kubeconfig      # Path: kubeconfig for the client-cert user (system:masters)
+        c.ca_file         # Path: CA of the serving cert (requests: verify=c.ca_file)
+        c.client_cert     # Path: client cert PEM   (requests: cert=(c.client_cert, c.client_key))
+        c.client_key      # Path: client key PEM
+        c.session()       # requests.Session with cert/verify set
+        c.webhook_kubeconfig  # Path | None: what --audit-webhook-config-file points at
+        c.flags           # AuditFlags as passed to kube-apiserver
+        c.apiserver_args  # full kube-apiserver argv
+        c.apiserver_log, c.etcd_log   # Path: process logs
+        c.state_dir       # Path: ${AUDIT_TUNE_STATE:-~/.cache/audit-tune/clusters}/<name>
+        c.status()        # dict: processes alive, /readyz, URLs
+
+    LocalCluster(name, flags=None, policy=None, sink_url=None, *, sink_ca_file=None,
+                 sink_token=None, sink_insecure=False, extra_args=(), state_root=None,
+                 detach=False, start_timeout=90.0)
+    .up() -> self, .down(), context manager (``__exit__`` calls ``down``)
+    LocalCluster.load(name, state_root=None) -> LocalCluster   # attach to a running cluster
+    cluster_status(name), cluster_down(name), list_clusters()    # for other processes
+
+``up()`` writes ``state.json`` in ``state_dir`` so ``tune cluster status|down`` works from another
+process. Unless ``detach=True`` the processes are owned by this Python process: they are stopped
+by ``down()``, on interpreter exit (atexit), on SIGINT/SIGTERM (handlers chain to the previous
+ones) and, if this process is SIGKILLed, by ``PR_SET_PDEATHSIG``. With ``detach=True`` (``tune
+cluster up`` without ``--wait``) they outlive the caller until ``tune cluster down``.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import requests
+import yaml
+
+from loadgen import certs
+from loadgen.procs import Proc, binary, free_port, spawn, stop, tail, wait_until
+from sim.config import AuditFlags
+from sim.errors import InputError, ServiceError
+
+DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
+SERVICE_CIDR = "10.0.0.0/24"
+STATE_FILE = "state.json"
+PROVIDER = "local"
+# Flags the provider sets itself; the rest of AuditFlags.to_flags() is passed verbatim.
+_MANAGED = ("audit-policy-file", "audit-webhook-config-file")
+
+
+def default_state_root() -> Path:
+    """``${AUDIT_TUNE_STATE:-~/.cache/audit-tune/clusters}``."""
+    env = os.environ.get("AUDIT_TUNE_STATE")
+    return Path(env) if env else Path.home() / ".cache" / "audit-tune" / "clusters"
+
+
+def _check_name(name: str) -> str:
+    ok = name and len(name) <= 40 and all(c.isalnum() or c in "-_." for c in name) and name[0].isalnum()
+    if not ok:
+        raise InputError(f"--name {name!r}: use 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit")
+    return name
+
+
+def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | None = None,
+                     client_cert: Path | None = None, client_key: Path | None = None,
+                     token: str | None = None, insecure: bool = False) -> Path:
+    """Write a one-cluster kubeconfig (mode 0600: it may hold a token)."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_file:
+        cluster["certificate-authority"] = str(ca_file)
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    user: dict[str, Any] = {}
+    if client_cert:
+        user["client-certificate"] = str(client_cert)
+        user["client-key"] = str(client_key)
+    if token:
+        user["token"] = token
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": user}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return path
+
+
+def audit_args(flags: AuditFlags) -> list[str]:
+    """The candidate's ``--audit-*`` flags, minus the file flags the provider manages itself."""
+    out = []
+    for a in flags.to_flags():
+        name = a[2:].split("=", 1)[0]
+        if name in _MANAGED:
+            continue
+        if name == "audit-log-path" and not flags.log_file.path:
+            continue
+        out.append(a)
+    return out
+
+
+class LocalCluster:
+    """etcd + kube-apiserver on loopback. See the module docstring for the stable API."""
+
+    def __init__(self, name: str = "audit-tune", flags: AuditFlags | None = None,
+                 policy: str | os.PathLike | None = None, sink_url: str | None = None, *,
+                 sink_ca_file: str | os.PathLike | None = None, sink_token: str | None = None,
+                 sink_insecure: bool = False, extra_args: Sequence[str] = (),
+                 state_root: str | os.PathLike | None = None, detach: bool = False,
+                 start_timeout: float = 90.0) -> None:
+        self.name = _check_name(name)
+        self.flags = flags or AuditFlags()
+        self.policy = Path(policy) if policy else DEFAULT_POLICY
+        if not self.policy.is_file():
+            raise InputError(f"--policy {self.policy}: no such file; give an audit.k8s.io/v1 Policy YAML")
+        if sink_url and not sink_url.startswith(("http://", "https://")):
+            raise InputError(f"--sink-url {sink_url!r}: must start with http:// or https://")
+        self.sink_url = sink_url
+        self.sink_ca_file = Path(sink_ca_file) if sink_ca_file else None
+        self._sink_token = sink_token
+        self.sink_insecure = sink_insecure
+        self.extra_args = list(extra_args)
+        self.state_dir = (Path(state_root) if state_root else default_state_root()) / self.name
+        self.detach = detach
+        self.start_timeout = start_timeout
+        self.processes: list[Proc] = []
+        self.server = ""
+        self.etcd_url = ""
+        self.data_dir: Path | None = None
+        self.webhook_kubeconfig: Path | None = None
+        self.apiserver_args: list[str] = []
+        self.started_at = 0.0
+        self.startup_seconds = 0.0
+        self.extra: dict[str, Any] = {}  # other components (e.g. prometheus URL) recorded in state
+        self._down_lock = threading.Lock()
+        self._is_down = True
+        self._old_handlers: dict[int, Any] = {}
+
+    # ---- paths ----------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.state_dir / "pki" / "ca.crt"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.state_dir / "pki" / "client.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.state_dir / "pki" / "client.key"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.server}/metrics"
+
+    @property
+    def readyz_url(self) -> str:
+        return f"{self.server}/readyz"
+
+    @property
+    def apiserver_log(self) -> Path:
+        return self.state_dir / "kube-apiserver.log"
+
+    @property
+    def etcd_log(self) -> Path:
+        return self.state_dir / "etcd.log"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def session(self) -> requests.Session:
+        """A ``requests.Session`` authenticated with the client cert and verifying the serving cert.
+
+        ``trust_env`` is off: otherwise ``REQUESTS_CA_BUNDLE`` silently replaces ``session.verify``
+        (psf/requests#3829) and proxy variables could route loopback traffic elsewhere.
+        """
+        s = requests.Session()
+        s.trust_env = False
+        s.cert = (str(self.client_cert), str(self.client_key))
+        s.verify = str(self.ca_file)
+        return s
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> "LocalCluster":
+        return self.up()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
+
+    def up(self) -> "LocalCluster":
+        """Start etcd and kube-apiserver, wait for ``/readyz``, write kubeconfig and state."""
+        existing = _read_state(self.state_dir)
+        if existing and any(Proc.from_dict(p).alive() for p in existing.get("processes", [])):
+            raise ServiceError(f"cluster {self.name!r} is already running ({existing.get('server')}); "
+                               f"stop it with: tune cluster down --name {self.name}")
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        etcd_bin, apiserver_bin = binary("etcd"), binary("kube-apiserver")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        t0 = time.monotonic()
+        self.started_at = time.time()
+        self._is_down = False
+        if not self.detach:
+            self._install_handlers()
+        try:
+            self._pki = certs.generate(self.state_dir / "pki")
+            for attempt in range(3):
+                try:
+                    self._start_etcd(etcd_bin)
+                    self._start_apiserver(apiserver_bin)
+                    break
+                except ServiceError as e:
+                    if "address already in use" not in str(e) or attempt == 2:
+                        raise
+                    self._stop_processes()
+            write_kubeconfig(self.kubeconfig, server=self.server, context=f"audit-tune-{self.name}",
+                             ca_file=self.ca_file, client_cert=self.client_cert, client_key=self.client_key)
+            self.startup_seconds = time.monotonic() - t0
+            self.save_state()
+        except BaseException:
+            self.down(keep_files=True)  # keep the logs the error message points at
+            raise
+        return self
+
+    def _start_etcd(self, etcd_bin: Path) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix=f"audit-tune-etcd-{self.name}-"))
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir.mkdir()
+        cport, pport = free_port(), free_port()
+        client, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
+        cmd = [str(etcd_bin), "--name=audit-tune", f"--data-dir={self.data_dir}",
+               f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+               f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+               f"--initial-cluster=audit-tune={peer}", "--unsafe-no-fsync=true",
+               "--log-level=warn", "--quota-backend-bytes=4294967296"]
+        proc, _ = spawn("etcd", cmd, self.etcd_log, detach=self.detach)
+        self.processes.append(proc)
+        self.etcd_url = client
+        wait_until(lambda: requests.get(f"{client}/health", timeout=2).json().get("health") == "true",
+                   self.start_timeout, f"etcd {client}/health", proc)
+
+    def _webhook_config(self) -> Path | None:
+        if not self.sink_url:
+            return None
+        path = self.state_dir / "audit-webhook.kubeconfig"
+        https = self.sink_url.startswith("https://")
+        write_kubeconfig(path, server=self.sink_url, context="audit-sink",
+                         ca_file=self.sink_ca_file if https else None, token=self._sink_token,
+                         insecure=https and self.sink_insecure)
+        return path
+
+    def _start_apiserver(self, apiserver_bin: Path) -> None:
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
+        self.webhook_kubeconfig = self._webhook_config()
+        pki = self._pki
+        args = [
+            str(apiserver_bin),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.state_dir / 'pki'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            f"--service-account-issuer=https://127.0.0.1:{port}/",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--endpoint-reconciler-type=none",
+            f"--audit-policy-file={self.policy.resolve()}",
+            *audit_args(self.flags),
+        ]
+        if self.webhook_kubeconfig:
+            args.append(f"--audit-webhook-config-file={self.webhook_kubeconfig}")
+        args += self.extra_args
+        self.apiserver_args = args
+        proc, _ = spawn("kube-apiserver", args, self.apiserver_log, detach=self.detach)
+        self.processes.append(proc)
+        s = self.session()
+
+        def ready() -> bool:
+            return s.get(self.readyz_url, timeout=3).status_code == 200
+
+        try:
+            wait_until(ready, self.start_timeout, f"kube-apiserver {self.readyz_url}", proc, interval=0.25)
+        finally:
+            s.close()
+        if "address already in use" in tail(self.apiserver_log, 20):
+            raise ServiceError("kube-apiserver: address already in use")
+
+    def add_process(self, proc: Proc, **extra: Any) -> None:
+        """Record another process (e.g. Prometheus) so ``down`` stops it too; ``extra`` goes to state."""
+        self.processes.append(proc)
+        self.extra.update(extra)
+        self.save_state()
+
+    def _stop_processes(self) -> None:
+        for p in reversed(self.processes):
+            stop(p)
+        self.processes = []
+
+    def down(self, keep_files: bool = False) -> None:
+        """Stop every process (apiserver before etcd), delete etcd data and, unless asked, the state dir."""
+        with self._down_lock:
+            self._stop_processes()
+            if self.data_dir is not None:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+            if not keep_files:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+            self._restore_handlers()
+            self._is_down = True
+
+    # ---- signals / atexit ------------------------------------------------------------------
+    def _install_handlers(self) -> None:
+        atexit.register(self._atexit)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old = signal.getsignal(sig)
+            self._old_handlers[sig] = old
+
+            def handler(signum: int, frame: Any, _old: Any = old) -> None:
+                self.down()
+                if callable(_old):
+                    _old(signum, frame)
+                elif _old == signal.SIG_DFL:
+                    signal.signal(signum, signal.SIG_DFL)
+                    os.kill(os.getpid(), signum)
+
+            signal.signal(sig, handler)
+
+    def _restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig, old in self._old_handlers.items():
+                try:
+                    signal.signal(sig, old)
+                except (TypeError, ValueError):
+                    pass
+        self._old_handlers = {}
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _atexit(self) -> None:
+        if not self._is_down:
+            self.down()
+
+    # ---- state ------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "provider": PROVIDER, "started_at": self.started_at,
+            "startup_seconds": round(self.startup_seconds, 2), "detached": self.detach,
+            "server": self.server, "metrics_url": self.metrics_url, "etcd_url": self.etcd_url,
+            "kubeconfig": str(self.kubeconfig), "ca_file": str(self.ca_file),
+            "client_cert": str(self.client_cert), "client_key": str(self.client_key),
+            "policy": str(self.policy), "sink_url": self.sink_url,
+            "webhook_kubeconfig": str(self.webhook_kubeconfig) if self.webhook_kubeconfig else None,
+            "data_dir": str(self.data_dir) if self.data_dir else None,
+            "audit_flags": audit_args(self.flags), "extra_args": self.extra_args,
+            "apiserver_log": str(self.apiserver_log), "etcd_log": str(self.etcd_log),
+            "processes": [p.to_dict() for p in self.processes], **self.extra,
+        }
+
+    def save_state(self) -> None:
+        from tune.output import write_atomic
+
+        write_atomic(self.state_file, json.dumps(self.to_state(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, name: str, state_root: str | os.PathLike | None = None) -> "LocalCluster":
+        """Attach to a cluster started by another process (from its ``state.json``)."""
+        root = Path(state_root) if state_root else default_state_root()
+        st = _read_state(root / _check_name(name))
+        if st is None:
+            raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
+                               f"start one with: tune cluster up --name {name}")
+        c = cls.__new__(cls)
+        LocalCluster.__init__(c, name, policy=st["policy"], sink_url=st.get("sink_url"),
+                              state_root=root, detach=bool(st.get("detached")))
+        c.server, c.etcd_url = st["server"], st.get("etcd_url", "")
+        c.data_dir = Path(st["data_dir"]) if st.get("data_dir") else None
+        c.webhook_kubeconfig = Path(st["webhook_kubeconfig"]) if st.get("webhook_kubeconfig") else None
+        c.processes = [Proc.from_dict(p) for p in st.get("processes", [])]
+        c.started_at = st.get("started_at", 0.0)
+        c.startup_seconds = st.get("startup_seconds", 0.0)
+        c.extra_args = st.get("extra_args", [])
+        known = set(c.to_state())
+        c.extra = {k: v for k, v in st.items() if k not in known}
+        c._is_down = False
+        return c
+
+    def status(self) -> dict[str, Any]:
+        """State plus liveness: each process alive?, ``/readyz`` answer."""
+        st = self.to_state()
+        procs = {p.name: ("running" if p.alive() else "exited") for p in self.processes}
+        ready = "unreachable"
+        if self.processes and all(p.alive() for p in self.processes):
+            try:
+                with self.session() as s:
+                    r = s.get(self.readyz_url, timeout=3)
+                ready = "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
+            except requests.RequestException as e:
+                ready = f"unreachable ({type(e).__name__})"
+        st.update({"processes": procs, "readyz": ready,
+                   "running": bool(self.processes) and all(v == "running" for v in procs.values())})
+        return st
+
+
+def _read_state(d: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((d / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({e}); remove the folder to forget it") from None
+
+
+def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    return LocalCluster.load(name, state_root).status()
+
+
+def cluster_down(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    c = LocalCluster.load(name, state_root)
+    procs = [p.name for p in c.processes]
+    c.down()
+    return {"name": name, "stopped": procs}
+
+
+def list_clusters(state_root: str | os.PathLike | None = None) -> list[str]:
+    root = Path(state_root) if state_root else default_state_root()
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / STATE_FILE).is_file())
