@@ -155,6 +155,15 @@ def test_wrong_case_and_duplicate_fields_are_strict_decoding_findings():
     assert any('duplicate field "rules[0].level"' in w for w in p.warnings)
 
 
+def test_merge_keys_and_extra_documents_like_go_yaml():
+    text = ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- &quiet\n  level: None\n  verbs: [watch]\n"
+            "- <<: *quiet\n  level: Metadata\n---\nkind: Ignored\n")
+    p = load_policy_text(text)
+    assert [(r.level, r.verbs) for r in p.rules] == [("None", ("watch",)), ("Metadata", ("watch",))]
+    assert len(p.warnings) == 1 and "only the first" in p.warnings[0]
+    assert load_policy_text(text, strict=True).rules == p.rules  # extra documents are not a strict error
+
+
 @pytest.mark.parametrize("text, expected", [
     ("", "the file is empty"),
     ("kind: Policy\nrules:\n- level: None\n", "field apiVersion: missing"),

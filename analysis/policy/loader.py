@@ -49,6 +49,7 @@ _GROUP_RESOURCES_FIELDS = ("group", "resources", "resourceNames")
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class _Decoder:
@@ -77,7 +78,14 @@ class _Decoder:
     def fields(self, node: yaml.Node, path: str, known: tuple[str, ...] | frozenset[str]) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, path or "(top level)", f"expected a mapping, got {self._kind(node)}")
+        explicit = {id(k) for k, _ in node.value if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE)}
+        if len(explicit) != len(node.value):
+            try:  # YAML merge keys (<<: *anchor), which go-yaml supports; explicit keys win
+                yaml.SafeLoader("").flatten_mapping(node)
+            except yaml.MarkedYAMLError as e:
+                raise self.fail(node, path or "(top level)", f"bad merge key: {e.problem}") from None
         out: dict[str, yaml.Node] = {}
+        seen_explicit: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             full = f"{path}.{key}" if path else key
@@ -87,10 +95,12 @@ class _Decoder:
                 near = difflib.get_close_matches(str(key), list(known), n=1)
                 hint = (f" (did you mean {same[0]!r}? field names are case-sensitive)" if same
                         else f" (did you mean {near[0]!r}?)" if near else "")
-                self.strict_errors.append(f"line {line}: unknown field \"{full}\"{hint}")
+                self.strict_errors.append(f"line {line}: unknown field \"{full}\"{hint}, ignored")
                 continue
-            if key in out:
-                self.strict_errors.append(f"line {line}: duplicate field \"{full}\" (the last one wins)")
+            if id(key_node) in explicit:
+                if key in seen_explicit:
+                    self.strict_errors.append(f"line {line}: duplicate field \"{full}\" (the last one is used)")
+                seen_explicit.add(key)
             out[key] = value_node
             self.lines[full] = line
         return out
@@ -172,7 +182,8 @@ class _Decoder:
         ), f
 
 
-def _compose(text: str, source: str) -> yaml.Node | None:
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, int]:
+    """The first YAML document (kube-apiserver's YAML-to-JSON step reads only the first) and how many follow."""
     try:
         docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
@@ -181,7 +192,7 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         what = " ".join(str(x) for x in (e.context, e.problem) if x)
         raise InputError(f"{where}: not valid YAML: {what}") from None
     docs = [d for d in docs if d is not None]
-    return docs[0] if docs else None
+    return (docs[0] if docs else None), max(0, len(docs) - 1)
 
 
 def _check_type(dec: _Decoder, f: dict[str, yaml.Node], root: yaml.Node) -> None:
@@ -218,15 +229,15 @@ def load_policy_text(text: str, source: str = "<policy>", strict: bool = False) 
     if pasted:
         first = pasted[0]
         raise InputError(f"{source}:{first.line}:{first.column}: {summarize(pasted)}")
-    root = _compose(spaces_for_allowed_tabs(text), source)
+    root, extra_docs = _compose(spaces_for_allowed_tabs(text), source)
     if root is None:
         raise InputError(f"{source}: the file is empty; expected an {API_VERSION} {KIND} with at least one rule")
     dec = _Decoder(source)
     policy, top = dec.policy(root)
     if dec.strict_errors and strict:
         more = f" (and {len(dec.strict_errors) - 1} more)" if len(dec.strict_errors) > 1 else ""
-        raise InputError(f"{source}: {dec.strict_errors[0]}{more}; kube-apiserver would only warn "
-                         "and ignore it (lenient decoding), so the rule would not do what it says")
+        raise InputError(f"{source}: {dec.strict_errors[0]}{more} (--strict; kube-apiserver would only log "
+                         "this and fall back to lenient decoding)")
     _check_type(dec, top, root)
     errors = validate_policy(policy, dec.lines.get("omitStages", 0))
     if errors:
@@ -238,7 +249,11 @@ def load_policy_text(text: str, source: str = "<policy>", strict: bool = False) 
         line = dec.lines.get("rules", root.start_mark.line + 1)
         raise InputError(f"{source}:{line}: field rules: the policy has no rules and kube-apiserver refuses it "
                          "(\"loaded illegal policy with 0 rules\"); add at least one, e.g. '- level: Metadata'")
-    warnings = tuple(f"{source}: {w}; kube-apiserver ignores it (lenient decoding)" for w in dec.strict_errors)
+    warnings = tuple(f"{source}: {w} (kube-apiserver only logs this: it falls back to lenient decoding)"
+                     for w in dec.strict_errors)
+    if extra_docs:
+        warnings += (f"{source}: {extra_docs} more YAML document(s) after the first '---' are ignored, "
+                     "as kube-apiserver reads only the first",)
     return Policy(policy.rules, policy.omit_stages, policy.omit_managed_fields, source, warnings)
 
 
