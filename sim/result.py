@@ -10,6 +10,7 @@ log,truncate}
 requests_rejected              apiserver_audit_requests_rejected_total (blocking-strict only)
 delivered                      events the receiver acknowledged (webhook) or written (log)
 in_flight_at_end               events still buffered or in a batch when the run stopped (0 when drained)
+first_drop_seconds             when the first event was lost (any plugin), or null
 batches, batch_sizes           dispatched batches and their sizes in dispatch order
 delivery_latency_seconds       event creation (ProcessEvents) to successful delivery: p50/p90/p99/max/mean
 max_buffer_occupancy           most events ever waiting in the buffered channel
@@ -61,6 +62,12 @@ class BackendStats:
         self.attempts = 0
         self.attempts_by_code: Counter[str] = Counter()
         self.in_flight_at_end = 0
+        self.first_drop: float | None = None
+
+    def drop(self, plugin: str, n: int, t: float) -> None:
+        self.errors[plugin] += n
+        if n and self.first_drop is None:
+            self.first_drop = t
 
     def batch(self, n: int) -> None:
         self.batches += 1
@@ -74,6 +81,7 @@ class BackendStats:
             "errors": dict(self.errors),
             "delivered": self.delivered,
             "in_flight_at_end": self.in_flight_at_end,
+            "first_drop_seconds": self.first_drop,
             "batches": self.batches,
             "batch_size": _batch_summary(self.batch_size_counts),
             "delivery_latency_seconds": self.delivery.summary(),
@@ -155,6 +163,7 @@ class Result:
             "errors": dict(errors),
             "delivered": sum(b.delivered for b in bs),
             "in_flight_at_end": sum(b.in_flight_at_end for b in bs),
+            "first_drop_seconds": min((b.first_drop for b in bs if b.first_drop is not None), default=None),
             "batches": sum(b.batches for b in bs),
             "batch_size": _batch_summary(sizes),
             "delivery_latency_seconds": q.summary(),
@@ -193,6 +202,7 @@ class Result:
             "primary_backend": self.primary,
             "delivered": prim["delivered"],
             "in_flight_at_end": prim["in_flight_at_end"],
+            "first_drop_seconds": prim["first_drop_seconds"],
             "batches": prim["batches"],
             "batch_size": prim["batch_size"],
             "delivery_latency_seconds": prim["delivery_latency_seconds"],

@@ -78,7 +78,7 @@ class Pipe:
         """``ProcessEvents`` with one event: enqueue or drop; never blocks."""
         st = self.stats
         if self.closed or len(self.queue) >= self.cap:
-            st.errors["buffered"] += 1
+            st.drop("buffered", 1, self.env.now)
             return
         self.queue.append((t, size))
         st.accepted += 1

@@ -43,7 +43,7 @@ def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Gener
         st.delivered += n
         st.delivery.add(env.now - np.asarray(times))
     else:
-        st.errors["webhook"] += n
+        st.drop("webhook", n, env.now)
     pipe.inflight -= 1
     pipe.release(nbytes, n)
 
@@ -56,7 +56,7 @@ def log_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator
     yield at(env, env.now + cost)
     ok_times = [t for t, f in zip(times, failed) if not f]
     st.delivered += len(ok_times)
-    st.errors["log"] += len(times) - len(ok_times)
+    st.drop("log", len(times) - len(ok_times), env.now)
     if ok_times:
         st.delivery.add(env.now - np.asarray(ok_times))
     pipe.inflight -= 1
@@ -86,7 +86,7 @@ def webhook_event(fe, inst_pipe, t: float, size: int, key: int) -> Generator:
         st.delivered += 1
         st.delivery.add(env.now - t)
     else:
-        st.errors["webhook"] += 1
+        st.drop("webhook", 1, env.now)
     inst_pipe.inflight -= 1
     inst_pipe.release(size, 1)
     return ok
@@ -102,7 +102,7 @@ def log_event(fe, inst_pipe, mutex: simpy.Resource, t: float, size: int, key: in
         yield at(env, env.now + cost)
     st.batch(1)
     if failed[0]:
-        st.errors["log"] += 1
+        st.drop("log", 1, env.now)
     else:
         st.delivered += 1
         st.delivery.add(env.now - t)

@@ -23,6 +23,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     w = sc.workload
     insts: list[InstanceStats] = []
     all_pipes: list[list[Pipe]] = []
+    finished: list[float] = [0.0]
     for i in range(w.instances):
         pipes: dict[str, Pipe] = {}
         bstats: dict[str, BackendStats] = {}
@@ -38,12 +39,13 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
         insts.append(st)
         all_pipes.append(list(pipes.values()))
         fe = Frontend(env, pipes, st, sc.seed, i, sc.request_timeout)
-        env.process(_drive(env, sc, fe, i, progress if i == 0 else None))
+        env.process(_drive(env, sc, fe, i, progress if i == 0 else None, finished))
     if sc.drain:
         env.run()
+        end = max(finished)  # stale window timers may still sit in the queue after that
     else:
         env.run(until=w.duration)
-    end = env.now
+        end = env.now
     for st, pipes_i in zip(insts, all_pipes):
         st.end_time = end
         for pipe in pipes_i:
@@ -52,7 +54,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
                   simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
 
 
-def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progress) -> Generator:
+def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progress, finished: list[float]) -> Generator:
     """Feed this instance's traffic, then stop its backends as the apiserver does on shutdown."""
     w = sc.workload
     last = 0.0
@@ -90,6 +92,7 @@ def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progre
     for pipe in fe.pipes.values():
         if pipe.done is not None and pipe.done.is_alive:
             yield pipe.done
+    finished.append(env.now)
 
 
 def _config(sc: Scenario) -> dict:

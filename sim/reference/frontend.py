@@ -43,7 +43,7 @@ class Frontend:
             size = meta
             if size <= t.max_event_size:
                 return size
-        pipe.stats.errors["truncate"] += 1
+        pipe.stats.drop("truncate", 1, self.env.now)
         return None
 
     def offer_batch(self, t: float, size: int, meta: int, level: int) -> None:

@@ -1,0 +1,121 @@
+"""``tune simulate`` end to end through the CLI entry point."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tune.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_demo_shows_drops_under_default_flags(capsys):
+    code, out, err = run_cli(capsys, "simulate", "--duration", "30s", "-f", "json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["errors"]["buffered"] > 0 and d["engine"] in ("reference", "fast")
+    assert d["config"]["flags"]["audit-webhook-batch-max-size"] == "400"
+    assert d["config"]["tool_version"]
+    assert "built-in demo" in err
+
+
+def test_flags_verbatim_change_the_result(capsys):
+    code, out, _ = run_cli(capsys, "simulate", "--rate", "6000", "--duration", "30s", "-f", "json",
+                           "--audit-webhook-batch-throttle-qps=20")
+    d = json.loads(out)
+    assert code == 0 and d["errors"]["buffered"] == 0
+    assert "--audit-webhook-batch-throttle-qps=20" in d["config"]["flags_changed"]
+
+
+def test_table_output_and_max_drops_exit_3(capsys):
+    code, out, err = run_cli(capsys, "simulate", "--rate", "8000", "--duration", "20s", "--max-drops", "0")
+    assert code == 3
+    assert "LOST" in out and "events_total" in out
+    assert "--max-drops" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--audit-webhook-batch-max-size=0"], "--audit-webhook-batch-max-size=0"),
+    (["--audit-webhook-batch-throttle-qps=-1"], "throttle-qps"),
+    (["--duration", "-5s"], "--duration"),
+    (["--duration", "5 fortnights"], "--duration"),
+    (["--rate", "lots"], "--rate"),
+    (["--webhook-latency", "lognormal:median=1s"], "p99"),
+    (["--webhook-outage", "40s-10s"], "--webhook-outage"),
+    (["--webhook-failure-rate", "2"], "--webhook-failure-rate"),
+    (["--instances", "2", "--weights", "1,2,3"], "--weights"),
+    (["--no-such-option"], "no-such-option"),
+    (["--engine", "warp"], "--engine"),
+    (["--format", "xml", "--duration", "1s"], "--format"),
+])
+def test_bad_input_is_one_line_exit_1(capsys, args, needle):
+    code, out, err = run_cli(capsys, "simulate", *args)
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("tune: error")]
+    assert len(lines) == 1 and needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_bad_trace_files(tmp_path, capsys):
+    bad = tmp_path / "t.csv"
+    bad.write_text("time\n0.1\n0.2\nbanana\n")
+    code, _, err = run_cli(capsys, "simulate", "--trace", str(bad))
+    assert code == 1 and "t.csv:4" in err
+    back = tmp_path / "b.csv"
+    back.write_text("0.5\n0.2\n")
+    code, _, err = run_cli(capsys, "simulate", "--trace", str(back))
+    assert code == 1 and "backwards" in err
+    code, _, err = run_cli(capsys, "simulate", "--trace", str(tmp_path / "missing.csv"))
+    assert code == 1 and "missing.csv" in err
+    empty = tmp_path / "e.csv"
+    empty.write_text("# nothing\n")
+    code, _, err = run_cli(capsys, "simulate", "--trace", str(empty))
+    assert code == 1 and "no arrivals" in err
+
+
+def test_trace_and_rate_series_replay(tmp_path, capsys):
+    tr = tmp_path / "trace.csv"
+    tr.write_text("time,instance\n" + "".join(f"{i * 0.001:.3f},{i % 2}\n" for i in range(3000)))
+    code, out, _ = run_cli(capsys, "simulate", "--trace", str(tr), "-f", "json", "--omit-stages", "RequestReceived")
+    d = json.loads(out)
+    assert code == 0 and d["events_total"] == 3000 and len(d["instances"]) == 2
+    rs = tmp_path / "rates.csv"
+    rs.write_text("t,rate\n0,1000\n10,8000\n20,1000\n")
+    code, out, _ = run_cli(capsys, "simulate", "--rate-series", str(rs), "--duration", "30s", "-f", "json")
+    d = json.loads(out)
+    assert code == 0 and d["events_total"] == pytest.approx(100000, rel=0.03)
+
+
+def test_output_file_is_written_atomically(tmp_path, capsys):
+    target = tmp_path / "r.json"
+    code, out, _ = run_cli(capsys, "simulate", "--rate", "100", "--duration", "5s", "-f", "json", "-o", str(target))
+    assert code == 0 and out == "" and json.loads(target.read_text())["events_total"] > 0
+    # a failing run leaves an existing file untouched
+    target.write_text("keep")
+    code, _, _ = run_cli(capsys, "simulate", "--rate", "bad", "-o", str(target))
+    assert code == 1 and target.read_text() == "keep"
+
+
+def test_scenario_file_round_trip(tmp_path, capsys):
+    from sim.scenario import Scenario
+    from tests.simhelp import scenario
+
+    sc = scenario(["--audit-webhook-batch-max-size=50"], rate=500, duration=10)
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(sc.to_dict()))
+    assert Scenario.load(f).to_dict() == sc.to_dict()
+    code, out, _ = run_cli(capsys, "simulate", "--scenario", str(f), "-f", "json")
+    assert code == 0 and json.loads(out)["batch_size"]["max"] <= 50
+    f.write_text("{not json")
+    code, _, err = run_cli(capsys, "simulate", "--scenario", str(f))
+    assert code == 1 and "s.json" in err
+
+
+def test_help_has_an_example(capsys):
+    code, out, _ = run_cli(capsys, "simulate", "--help")
+    assert code == 0 and "Example" in out
