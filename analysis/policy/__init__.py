@@ -2,11 +2,13 @@
 
 * :mod:`.model`: the Policy / PolicyRule / GroupResources objects (``apis/audit/v1/types.go``).
 * :mod:`.loader`: reading a file (``audit/policy/reader.go``), with one-line errors.
+* :mod:`.decode`: YAML nodes to the model, strict-decoding findings and line numbers.
 * :mod:`.validation`: the checks of ``apis/audit/validation/validation.go``.
 * :mod:`.typography`: what web pages do to YAML (typographic quotes, dashes, no-break spaces).
 * :mod:`.matcher`: which rule a request hits and which stages it emits (``audit/policy/checker.go``).
 * :mod:`.shadow`: rules that can never match because an earlier rule covers them.
-* :mod:`.explain`: the table behind ``tune policy explain``.
+* :mod:`.catalog`: common request classes and user kinds.
+* :mod:`.explain`: the data behind ``tune policy explain``.
 """
 from analysis.policy.loader import load_policy, load_policy_text
 from analysis.policy.matcher import Decision, RequestAttributes, decide, evaluate, rule_matches, stages_emitted

@@ -16,12 +16,6 @@ from analysis.policy.model import STAGES, Policy
 from analysis.policy.shadow import shadowed_rules
 
 
-def _rule_ref(policy: Policy, index: int | None) -> str:
-    if index is None:
-        return "(no rule: default None)"
-    return f"rules[{index}] (line {policy.rules[index].line})"
-
-
 def explain_policy(policy: Policy, classes: tuple[RequestClass, ...] = REQUEST_CLASSES,
                    users: tuple[UserKind, ...] = USER_KINDS) -> dict[str, Any]:
     """Every evaluated request and every shadowed rule, as plain data."""
