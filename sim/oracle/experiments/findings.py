@@ -1,4 +1,4 @@
-"""Oracle experiments behind docs/oracle-findings.md (run: python3 sim/oracle/experiments/findings.py [a b c d e f h]).
+"""Oracle experiments behind docs/oracle-findings.md (run: python3 sim/oracle/experiments/findings.py [a b c d e f g h i]).
 
 Each experiment runs the real k8s.io/apiserver audit backends through sim.oracle.run_oracle and
 prints the measured numbers. Build first: bash scripts/build-oracle.sh
@@ -109,33 +109,44 @@ def exp_d() -> dict[str, Any]:
 
 
 def exp_e() -> dict[str, Any]:
-    """(e) lone events: wait from arrival to dispatch, vs Uniform(0, max-wait) from window start."""
+    """(e) lone events: wait from arrival to dispatch, vs Uniform(0, max-wait) from window start.
+
+    Three instances (three independent buffered backends) run at once to triple the sample."""
     wait = 0.1
-    rng = random.Random(7)
-    t, offsets = 0.05, []
-    while len(offsets) < 120:
-        offsets.append(round(t, 6))
-        t += rng.uniform(0.11, 0.31)  # > max-wait: at most one event per window
+    insts = []
+    for i in range(3):
+        rng = random.Random(7 + i)
+        t, offsets = 0.05, []
+        while len(offsets) < 120:
+            offsets.append(round(t, 6))
+            t += rng.uniform(0.11, 0.31)  # > max-wait: at most one event per window
+        insts.append({"name": f"apiserver-{i}", "offsets": offsets, "sizes": [850] * len(offsets)})
     flags = {**NO_THROTTLE, "audit-webhook-batch-max-size": "400", "audit-webhook-batch-max-wait": "100ms"}
-    out = run_oracle(doc(offsets, flags, stop_at=offsets[-1] + 0.3), timeout=120)
+    d = doc([0.0], flags, stop_at=max(x["offsets"][-1] for x in insts) + 0.3)
+    d["instances"] = insts
+    out = run_oracle(d, timeout=120)
     ev = out["events_detail"]
     waits = sorted((e["delivered"] - e["created"]) / wait for e in ev if e["delivered"] is not None)
     n = len(waits)
-    ks = max(max(abs((i + 1) / n - w), abs(i / n - w)) for i, w in enumerate(waits))
+    ks = max(max(abs((i + 1) / n - min(w, 1.0)), abs(i / n - min(w, 1.0))) for i, w in enumerate(waits))
     # window lattice: with no events a window is max-wait long and restarts right after the
     # previous dispatch, so consecutive dispatches are k windows apart (+ timer lateness per window)
-    starts = [b["start"] for b in out["batches_detail"]]
     late = []
-    for a, b in zip(starts, starts[1:]):
-        k = max(1, round((b - a) / wait))
-        late.append((b - a - k * wait) / k * 1000)
-    first_k = (starts[0] - out["run_returned_seconds"]) / wait
+    first_k = []
+    for inst in insts:
+        starts = [b["start"] for b in out["batches_detail"] if b["instance"] == inst["name"]]
+        first_k.append((starts[0] - out["run_returned_seconds"]) / wait)
+        for a, b in zip(starts, starts[1:]):
+            k = max(1, round((b - a) / wait))
+            late.append((b - a - k * wait) / k * 1000)
     return {
         "events": n, "batch_sizes_all_1": all(s == 1 for s in out["batch_sizes"]),
         "wait_over_maxwait": {"min": waits[0], "p10": waits[n // 10], "p50": waits[n // 2],
                               "p90": waits[9 * n // 10], "max": waits[-1], "mean": statistics.mean(waits)},
         "ks_vs_uniform": ks, "ks_5pct_critical": 1.36 / n ** 0.5,
-        "window_lateness_ms": {"min": min(late), "mean": statistics.mean(late), "max": max(late)},
+        "window_lateness_ms": {"p50": statistics.median(late), "p90": sorted(late)[9 * len(late) // 10],
+                               "mean": statistics.mean(late)},
+        "share_wait_over_maxwait": sum(1 for w in waits if w > 1.0) / n,
         "first_dispatch_in_windows_from_run": first_k,
     }
 
@@ -162,7 +173,23 @@ def exp_h() -> dict[str, Any]:
             "batch_seconds": out["batches_detail"][0]["end"] - out["batches_detail"][0]["start"]}
 
 
+def exp_g() -> dict[str, Any]:
+    """(g) the throttle bucket starts full: burst 3, qps 5, 10 one-event batches at t=0."""
+    flags = {"audit-webhook-batch-max-size": "1", "audit-webhook-batch-throttle-qps": "5",
+             "audit-webhook-batch-throttle-burst": "3"}
+    out = run_oracle(doc([0.0] * 10, flags, stop_at=0.0), timeout=60)
+    return {"dispatch_s": [round(t, 3) for t in out["batch_dispatch_seconds"]], "errors": out["errors"]}
+
+
+def exp_i() -> dict[str, Any]:
+    """(i) an event arriving after stopCh closed and the buffer was closed: counted under buffered."""
+    flags = {**NO_THROTTLE, "audit-webhook-batch-max-size": "10", "audit-webhook-batch-max-wait": "1s"}
+    out = run_oracle(doc([0.0, 0.0, 0.5], flags, stop_at=0.2), timeout=60)
+    return {"batch_sizes": out["batch_sizes"], "errors": out["errors"], "delivered": out["delivered"],
+            "consistent": out["checks"]["consistent"]}
+
+
 if __name__ == "__main__":
-    names = sys.argv[1:] or ["a", "b", "c", "d", "e", "f"]
+    names = sys.argv[1:] or ["a", "b", "c", "d", "e", "f", "g", "i"]  # "h" takes ~60 s
     for name in names:
         print(json.dumps({name: globals()[f"exp_{name}"]()}, default=str), flush=True)
