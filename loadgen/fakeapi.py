@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from typing import Any
 
@@ -167,21 +168,60 @@ class FakeAPIServer:
             self._thread.join(10)
 
 
-def serve_forever(port: int = 0, trivial: bool = True) -> None:  # pragma: no cover - bench helper
-    """Foreground server for the benchmark subprocess; prints its URL as the first stdout line."""
-    async def main() -> None:
-        srv = FakeAPIServer(trivial=trivial)
-        runner = web.AppRunner(srv.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
-        await site.start()
-        print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+def serve_forever(port: int = 0, trivial: bool = True, workers: int = 1) -> None:  # pragma: no cover - bench helper
+    """Foreground server for the benchmark; prints its URL as the first stdout line.
+
+    ``trivial``: aiohttp's low-level ``web.Server`` (no router, no app) answering ``200 {}``, the
+    cheapest aiohttp server; ``workers`` > 1 forks that many processes on one SO_REUSEPORT port,
+    so the target is not the bottleneck when measuring the generator.
+    """
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    sock.listen(4096)
+
+    async def trivial_handler(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        return web.Response(body=b"{}", content_type="application/json")
+
+    async def main(s: socket.socket) -> None:
+        if trivial:
+            server = await asyncio.get_running_loop().create_server(web.Server(trivial_handler, access_log=None),
+                                                                    sock=s, backlog=4096)
+        else:
+            runner = web.AppRunner(FakeAPIServer().app(), access_log=None)
+            await runner.setup()
+            await web.SockSite(runner, s, backlog=4096).start()
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    from loadgen.loadtest import loop_factory
+
+    def run(s: socket.socket) -> None:
+        with asyncio.Runner(loop_factory=loop_factory()) as r:
+            r.run(main(s))
+
+    for _ in range(max(1, workers) - 1):
+        if os.fork() == 0:
+            s2 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s2.bind(("127.0.0.1", port))
+            s2.listen(4096)
+            run(s2)
+            os._exit(0)
+    print(f"http://127.0.0.1:{port}", flush=True)
+    run(sock)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import sys
+    import argparse
 
-    serve_forever(trivial="--full" not in sys.argv)
+    ap = argparse.ArgumentParser(description="fake/trivial apiserver on 127.0.0.1 (unit tests and bench only)")
+    ap.add_argument("--full", action="store_true", help="imitate the configmap/secret endpoints (default: trivial 200 {})")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--port", type=int, default=0)
+    a = ap.parse_args()
+    serve_forever(a.port, trivial=not a.full, workers=a.workers)

@@ -256,7 +256,7 @@ class LoadTest:
             body = ('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"%s","labels":{"%s":"%s"}}}'
                     % (name, RUN_LABEL, self.run_id)).encode()
             status, text = await self._call("POST", f"{self.target.server}/api/v1/namespaces", body, JSON)
-            if status == 201:
+            if status in (200, 201, 202):
                 self.ns_owned.append(name)
             elif status != 409:
                 raise ServiceError(f"{self.target.server}: cannot create namespace {name}: HTTP {status} "
@@ -519,4 +519,19 @@ def run_loadtest(config: LoadTestConfig, target: Target,
     sidecar. Raises :class:`sim.errors.ServiceError` if the apiserver cannot be reached.
     """
     lt = LoadTest(config, target, progress, handle_signals)
-    return asyncio.run(lt.run())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(lt.run())
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (about 1.5x the requests per CPU second), else asyncio's.
+
+    ``AUDIT_TUNE_NO_UVLOOP=1`` forces the standard loop.
+    """
+    if os.environ.get("AUDIT_TUNE_NO_UVLOOP") == "1":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -1,0 +1,85 @@
+"""Benchmark: the highest request rate the load generator sustains on this machine.
+
+Target: a trivial aiohttp server on 127.0.0.1 (``python -m loadgen.fakeapi``: every request gets
+``200 {}``) in its own process, so the server does not share the generator's event loop/GIL.
+For each rate in ``--rates`` the real :class:`loadgen.loadtest.LoadTest` engine runs for
+``--duration`` seconds (mix ``list=1``: one GET each) and we record achieved rate, send lag and
+the generator's CPU use. The *sustained maximum* is the highest rate where the run kept up
+(achieved within 3% of the schedule and send-lag p99 <= ``--max-lag``).
+
+    python bench/bench_loadgen.py --rates 1000,2000,4000,6000,8000 --duration 5 -o reports/bench_loadgen.json
+
+The numbers depend on the machine and on what else runs on it; the record says both.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from loadgen.kubetarget import from_flags
+from loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,8000")
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--arrivals", default="constant")
+    ap.add_argument("--max-lag", type=float, default=0.1)
+    ap.add_argument("--max-inflight", type=int, default=1024)
+    ap.add_argument("--server-workers", type=int, default=1, help="trivial server processes (SO_REUSEPORT)")
+    ap.add_argument("-o", "--output")
+    args = ap.parse_args(argv)
+
+    srv = subprocess.Popen([sys.executable, "-m", "loadgen.fakeapi", "--workers", str(args.server_workers)], stdout=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        url = srv.stdout.readline().strip()  # type: ignore[union-attr]
+        results = []
+        for rate in [float(x) for x in args.rates.split(",")]:
+            cfg = LoadTestConfig(rate=str(rate), duration=args.duration, arrivals=args.arrivals, mix="list=1",
+                                 resources="configmaps", preseed=0, cleanup=False, scrape_metrics=False,
+                                 max_lag=args.max_lag, max_inflight=args.max_inflight, list_limit=0)
+            lt = LoadTest(cfg, from_flags(url))
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                rec, _ = runner.run(lt.run())
+            row = {"rate": rate, "achieved_rate": round(rec["load"]["achieved_rate"], 1),
+                   "achieved_ratio": round(rec["load"]["achieved_ratio"], 4),
+                   "lag_p50_ms": round(1000 * (rec["lag_s"]["p50"] or 0), 2),
+                   "lag_p99_ms": round(1000 * (rec["lag_s"]["p99"] or 0), 2),
+                   "latency_p99_ms": round(1000 * (rec["latency_s"]["p99"] or 0), 2),
+                   "errors": {k: v for k, v in rec["status_codes"].items() if k != "200"},
+                   "client_cpu_util": round(rec["client_cpu_util"] or 0, 3),
+                   "kept_up": rec["load"]["kept_up"], "behind_reason": rec["load"]["behind_reason"]}
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            results.append(row)
+            time.sleep(0.5)
+        ok = [r["rate"] for r in results if r["kept_up"]]
+        out = {
+            "bench": "loadgen-max-rate", "when_unix": time.time(), "python": platform.python_version(),
+            "event_loop": "uvloop" if loop_factory() else "asyncio",
+            "machine": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "platform": platform.platform()},
+            "server_workers": args.server_workers, "duration_s": args.duration, "arrivals": args.arrivals, "max_lag_s": args.max_lag,
+            "max_sustained_rate": max(ok) if ok else None, "runs": results,
+        }
+        text = json.dumps(out, indent=2) + "\n"
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text)
+        sys.stdout.write(text)
+        return 0
+    finally:
+        import signal
+
+        os.killpg(srv.pid, signal.SIGTERM) if args.server_workers > 1 else srv.terminate()
+        srv.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
