@@ -31,7 +31,8 @@ Example:  [bold]tune policy explain audit-policy.yaml -f json -o explain.json[/b
 
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich")
-    sub.command("explain", help=EXPLAIN_HELP)(explain_cmd)
+    sub.command("explain", help=EXPLAIN_HELP,
+                short_help="Rule, level, stages and events per request for common requests; dead rules.")(explain_cmd)
     app.add_typer(sub, name="policy", rich_help_panel=PANEL)
 
 
