@@ -3,8 +3,13 @@
 Blogs and word processors turn ``"`` into “ ”, ``'`` into ‘ ’, ``-`` list markers into – or —,
 and indentation into non-breaking spaces; editors add tabs. kube-apiserver then fails with a
 YAML or validation error that does not name the culprit (or, for a quoted level such as
-``“Metadata”``, says the level is unsupported). This module finds the first such character and
+``“Metadata”``, says the level is unsupported). This module finds every such character and
 says exactly what to type instead.
+
+This is a deliberate difference from kube-apiserver, which accepts some of these silently: in
+``users: [“bob”]`` the curly quotes become part of a user name that never matches, and
+``level: “Metadata”`` fails validation without saying why. Rejecting them with the exact fix is
+what a user wants before deploying.
 
 Comments are skipped (kube-apiserver ignores them, so a ’ in ``# Don't log`` is harmless), and so
 is text inside ASCII-quoted strings. Tabs are reported where go-yaml (kube-apiserver's YAML
