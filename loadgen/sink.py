@@ -333,9 +333,10 @@ class SinkServer:
             raise InputError("body is not an EventList (kind must be EventList)")
         if not str(doc.get("apiVersion", "")).startswith("audit.k8s.io/"):
             raise InputError(f"apiVersion {doc.get('apiVersion')!r} is not audit.k8s.io/*")
-        items = doc.get("items") or []
-        if not isinstance(items, list):
-            raise InputError("items is not a list")
+        items = doc.get("items")
+        items = [] if items is None else items
+        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+            raise InputError("items is not a list of audit events")
         self.metrics.events.inc(len(items))
         if self.store is not None:
             batch = self.store.next_batch_id()

@@ -179,8 +179,8 @@ def verify(path: str | os.PathLike) -> Summary:
             if not isinstance(rec, dict) or not {"seq", "prev", "event", "batch"} <= rec.keys():
                 raise ChainError(f"{where}: not a sink record (needs seq, prev, received, batch, event)")
             if rec["prev"] != prev:
-                raise ChainError(f"{where}: prev hash does not match line {no - 1}"
-                                 " (a record before it was deleted, altered or reordered)"
+                raise ChainError(f"{where}: prev hash does not match line {no - 1} (line {no - 1} was altered, "
+                                 f"or a record between lines {no - 1} and {no} was deleted or reordered)"
                                  if no > 1 else f"{where}: first record's prev is not the genesis hash "
                                                 "(records before it were deleted)")
             if rec["seq"] != no - 1:
