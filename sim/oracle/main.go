@@ -139,7 +139,6 @@ func (f *eventFactory) template(inst, idx int, pad string, now time.Time) *audit
 		StageTimestamp:           mt,
 		Annotations: map[string]string{
 			"authorization.k8s.io/decision": "allow",
-			"authorization.k8s.io/reason":   `RBAC: allowed by ClusterRoleBinding "kubeadm:cluster-admins"`,
 			padKey:                          pad,
 		},
 	}
