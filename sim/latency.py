@@ -9,34 +9,38 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from sim.errors import InputError
 from sim.units import format_duration, parse_duration
 
 _Z99 = 2.3263478740408408  # standard normal 0.99 quantile
 
 
-def _ndtri(p: float) -> float:
-    """Inverse of the standard normal CDF (Acklam's rational approximation, |err| < 1.2e-9)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
-         1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
-         6.680131188771972e01, -1.328068155288572e01)
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
-         -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-    p = min(max(p, 1e-300), 1 - 1e-16)
-    if p < 0.02425:
-        q = math.sqrt(-2 * math.log(p))
-        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
-               ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-    if p > 1 - 0.02425:
-        q = math.sqrt(-2 * math.log(1 - p))
-        return -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
-                ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-    q = p - 0.5
+_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
+      1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
+_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
+      6.680131188771972e01, -1.328068155288572e01)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
+      -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+
+
+def ndtri(p: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation, |err| < 1.2e-9), vectorised."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-300, 1 - 1e-16)
+    out = np.empty_like(p)
+    lo, hi = p < 0.02425, p > 1 - 0.02425
+    mid = ~(lo | hi)
+    q = p[mid] - 0.5
     r = q * q
-    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
-           (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    out[mid] = (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q / \
+               (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1)
+    for mask, sign, pp in ((lo, 1.0, p[lo]), (hi, -1.0, 1 - p[hi])):
+        q = np.sqrt(-2 * np.log(pp))
+        out[mask] = sign * (((((_C[0] * q + _C[1]) * q + _C[2]) * q + _C[3]) * q + _C[4]) * q + _C[5]) / \
+                    ((((_D[0] * q + _D[1]) * q + _D[2]) * q + _D[3]) * q + 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,20 +53,28 @@ class Latency:
     values: tuple[float, ...] = ()
 
     def sample(self, u: float) -> float:
+        """One draw. Goes through :meth:`sample_array` so every engine gets the same bits."""
+        if self.kind == "fixed":
+            return self.a
+        return float(self.sample_array(np.array([u]))[0])
+
+    def sample_array(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, dtype=float)
         k = self.kind
         if k == "fixed":
-            return self.a
+            return np.full(u.shape, self.a)
         if k == "uniform":
             return self.a + (self.b - self.a) * u
         if k == "exp":
-            return -self.a * math.log1p(-u)
+            return -self.a * np.log1p(-u)
         if k == "lognormal":
             if self.a <= 0:
-                return 0.0
+                return np.zeros(u.shape)
             sigma = math.log(self.b / self.a) / _Z99 if self.b > self.a else 0.0
-            return self.a * math.exp(sigma * _ndtri(u))
+            return self.a * np.exp(sigma * ndtri(u))
         if k == "empirical":
-            return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+            v = np.asarray(self.values, dtype=float)
+            return v[np.minimum((u * len(v)).astype(np.int64), len(v) - 1)]
         raise ValueError(k)
 
     @property

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sim import rng
 from sim.latency import Latency
 
@@ -105,11 +107,20 @@ class LogWriter:
     per_batch: float = 0.0
     error_rate: float = 0.0
 
-    def write(self, seed: int, inst: int, key: int, n: int) -> tuple[float, list[bool]]:
-        """Cost of writing ``n`` events (a batch keyed ``key``) and which of them failed."""
+    def costs(self, seed: int, inst: int, ids) -> tuple["np.ndarray", "np.ndarray"]:
+        """Per-event write cost and failure flag, keyed by each event's ordinal in its stream."""
+        ids = np.asarray(ids, dtype=np.int64)
+        cost = self.per_event.sample_array(rng.uniform_array(seed, rng.S_LOG_LAT, inst, ids))
+        if self.error_rate > 0:
+            failed = rng.uniform_array(seed, rng.S_LOG_FAIL, inst, ids) < self.error_rate
+        else:
+            failed = np.zeros(len(ids), dtype=bool)
+        return cost, failed
+
+    def write(self, seed: int, inst: int, ids: list[int]) -> tuple[float, list[bool]]:
+        """Cost of writing these events one after another (plus ``per_batch``), and which failed."""
+        cost, failed = self.costs(seed, inst, ids)
         total = self.per_batch
-        failed = []
-        for i in range(n):
-            total += self.per_event.sample(rng.uniform(seed, rng.S_LOG_LAT, inst, key, i))
-            failed.append(self.error_rate > 0 and rng.uniform(seed, rng.S_LOG_FAIL, inst, key, i) < self.error_rate)
-        return total, failed
+        for c in cost.tolist():
+            total += c
+        return total, failed.tolist()

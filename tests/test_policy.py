@@ -599,8 +599,6 @@ def test_cli_unknown_field_warns_on_stderr(tune_main, capsys):
     assert json.loads(cap.out)["warnings"]
 
 
-@pytest.mark.xfail(reason="tune/cli.py catches click.ClickException, but typer 0.29 raises its vendored "
-                          "typer._click exceptions, so usage errors escape main() as tracebacks", strict=False)
 def test_cli_usage_error_is_one_line_exit_1(tune_main, capsys):
     assert tune_main(["policy", "explain"]) == 1
     assert capsys.readouterr().err.startswith("tune: error: ")

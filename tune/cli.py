@@ -13,6 +13,15 @@ import sys
 import click
 import typer
 
+try:  # typer >= 0.29 vendors its own copy of click; catch both families
+    from typer._click.exceptions import ClickException as _TClickException
+except ImportError:  # pragma: no cover
+    _TClickException = click.ClickException
+
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_ABORT = (click.exceptions.Abort, typer.Abort)
+_CLICK_ERR = (click.ClickException, _TClickException)
+
 from sim.errors import EXIT_ERROR, TuneError
 
 # Subcommand modules; each exposes ``register(app)``.
@@ -52,7 +61,7 @@ for _name in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     debug = "--debug" in args or os.environ.get("TUNE_DEBUG") == "1"
     try:
         rv = app(args=args, prog_name="tune", standalone_mode=False)
@@ -64,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"tune: error: {e}", file=sys.stderr)
         code = e.exit_code
-    except click.exceptions.Exit as e:
+    except _EXIT as e:
         code = e.exit_code
-    except click.exceptions.Abort:
+    except _ABORT:
         print("tune: aborted", file=sys.stderr)
         code = 130
-    except click.ClickException as e:
+    except _CLICK_ERR as e:
         # Usage errors: one line that names the option, exit 1.
         msg = e.format_message().replace("\n", " ")
         ctx = getattr(e, "ctx", None)

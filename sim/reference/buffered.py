@@ -46,7 +46,7 @@ class Pipe:
         self.max_wait = c.max_batch_wait
         self.bucket = TokenBucket(c.effective_qps, c.throttle_burst, 0.0) if c.throttle_enable else None
         self.async_ = c.async_delegate
-        self.queue: deque[tuple[float, int]] = deque()
+        self.queue: deque[tuple[float, int, int]] = deque()
         self.closed = False
         self.stopping = False
         self.stop_ev = env.event()
@@ -57,7 +57,7 @@ class Pipe:
         self.active = 0
         self.seq = 0
         self.tasks: list[simpy.Process] = []
-        self.collecting: list[tuple[float, int]] = []
+        self.collecting: list[tuple[float, int, int]] = []
         self.done: simpy.Process | None = None
         if opts.mode == "batch":
             self.done = env.process(self.collector())
@@ -74,13 +74,13 @@ class Pipe:
         self.held_events -= n
 
     # ---- request side ----
-    def offer(self, t: float, size: int) -> None:
+    def offer(self, t: float, size: int, ordinal: int) -> None:
         """``ProcessEvents`` with one event: enqueue or drop; never blocks."""
         st = self.stats
         if self.closed or len(self.queue) >= self.cap:
             st.drop("buffered", 1, self.env.now)
             return
-        self.queue.append((t, size))
+        self.queue.append((t, size, ordinal))
         st.accepted += 1
         self.hold(size)
         occ = len(self.queue)
@@ -96,7 +96,7 @@ class Pipe:
             self.stop_ev.succeed()
 
     # ---- collector ----
-    def _take(self, batch: list[tuple[float, int]], limit: int) -> None:
+    def _take(self, batch: list[tuple[float, int, int]], limit: int) -> None:
         q = self.queue
         took = 0
         while q and len(batch) < limit:
@@ -111,7 +111,7 @@ class Pipe:
             deadline = env.now + self.max_wait if self.max_size > 1 else float("inf")
             one_only = self.max_size > 1 and self.max_wait <= 0
             limit = 1 if one_only else self.max_size
-            batch: list[tuple[float, int]] = []
+            batch: list[tuple[float, int, int]] = []
             self.collecting = batch
             while len(batch) < limit:
                 if self.stopping:
@@ -144,7 +144,7 @@ class Pipe:
             if task.is_alive:
                 yield task
 
-    def _process(self, batch: list[tuple[float, int]]) -> Generator:
+    def _process(self, batch: list[tuple[float, int, int]]) -> Generator:
         if not batch:
             return
         env = self.env
@@ -160,8 +160,11 @@ class Pipe:
         times = [b[0] for b in batch]
         sizes = [b[1] for b in batch]
         if self.async_:
+            self.inflight += 1
+            if self.inflight > self.stats.max_inflight:
+                self.stats.max_inflight = self.inflight
             proc = env.process(webhook_batch(self, times, sizes, seq))
             self.tasks = [t for t in self.tasks if t.is_alive]
             self.tasks.append(proc)
         else:
-            yield from log_batch(self, times, sizes, seq)
+            yield from log_batch(self, times, sizes, [b[2] for b in batch])

@@ -6,7 +6,10 @@ Every process here schedules at absolute times computed by the same expressions 
 uses, with explicit priorities for events at the same instant:
 
 * ``ARRIVAL`` (SimPy's URGENT): events reach the backends first at a given instant;
-* ``PIPELINE`` (NORMAL): the collector's timer, throttle wake-ups and delegate completions after.
+* ``PIPELINE`` (NORMAL): then the collector's timer, throttle wake-ups and sync writes;
+* ``TASK`` (2): last, the async webhook goroutines' attempt ends and backoff wake-ups. So a batch
+  dispatched at the instant another one finishes counts both as in flight, and memory released
+  at an instant never hides the bytes accepted at that instant.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from simpy.core import NORMAL, URGENT
 
 ARRIVAL = URGENT
 PIPELINE = NORMAL
+TASK = NORMAL + 1
 
 
 def at(env: simpy.Environment, t: float, priority: int = PIPELINE) -> simpy.Event:

@@ -18,27 +18,27 @@ import numpy as np
 import simpy
 
 from sim.receiver import ATTEMPTS, backoff_sleep
-from sim.reference.clock import at
+from sim.reference.clock import TASK, at
 
 
 def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator:
-    """Send one batch with retries; records attempts, delivery or the drop."""
+    """Send one batch with retries; records attempts, delivery or the drop.
+
+    The caller counts the batch in flight at dispatch; this goroutine uncounts it when done."""
     env, st, rcv = pipe.env, pipe.stats, pipe.receiver
     n, nbytes = len(times), int(sum(sizes))
-    pipe.inflight += 1
-    st.max_inflight = max(st.max_inflight, pipe.inflight)
     ok = False
     for k in range(ATTEMPTS):
         pipe.active += 1
         dur, ok, code = rcv.attempt(pipe.seed, pipe.inst, seq, k, env.now, nbytes, pipe.active)
         st.attempts += 1
         st.attempts_by_code[code] += 1
-        yield at(env, env.now + dur)
+        yield at(env, env.now + dur, TASK)
         pipe.active -= 1
         if ok:
             break
         if k < ATTEMPTS - 1:
-            yield at(env, env.now + backoff_sleep(pipe.initial_backoff, pipe.seed, pipe.inst, seq, k))
+            yield at(env, env.now + backoff_sleep(pipe.initial_backoff, pipe.seed, pipe.inst, seq, k), TASK)
     if ok:
         st.delivered += n
         st.delivery.add(env.now - np.asarray(times))
@@ -48,9 +48,9 @@ def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Gener
     pipe.release(nbytes, n)
 
 
-def log_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator:
+def log_batch(pipe, times: list[float], sizes: list[int], ids: list[int]) -> Generator:
     env, st = pipe.env, pipe.stats
-    cost, failed = pipe.log_writer.write(pipe.seed, pipe.inst, seq, len(times))
+    cost, failed = pipe.log_writer.write(pipe.seed, pipe.inst, ids)
     pipe.inflight += 1
     st.max_inflight = max(st.max_inflight, pipe.inflight)
     yield at(env, env.now + cost)
@@ -98,7 +98,7 @@ def log_event(fe, inst_pipe, mutex: simpy.Resource, t: float, size: int, key: in
     inst_pipe.hold(size)
     with mutex.request() as req:
         yield req
-        cost, failed = inst_pipe.log_writer.write(fe.seed, fe.inst, key, 1)
+        cost, failed = inst_pipe.log_writer.write(fe.seed, fe.inst, [key])
         yield at(env, env.now + cost)
     st.batch(1)
     if failed[0]:

@@ -48,11 +48,12 @@ class Frontend:
 
     def offer_batch(self, t: float, size: int, meta: int, level: int) -> None:
         """All backends in batch mode: hand the event to each buffered backend, instantly."""
+        ordinal = self.stats.events_total
         self.stats.events_total += 1
         for pipe in self.order:
             s = self._truncated_size(pipe, size, meta, level)
             if s is not None:
-                pipe.offer(t, s)
+                pipe.offer(t, s, ordinal)
 
     def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator:
         """One stage through the union, from the request goroutine. Returns the AND of results."""
@@ -64,7 +65,7 @@ class Frontend:
                 continue
             mode = pipe.opts.mode
             if mode == "batch":
-                pipe.offer(t, s)
+                pipe.offer(t, s, key)
                 continue
             if pipe.name == "webhook":
                 ok = yield from webhook_event(self, pipe, t, s, key)
