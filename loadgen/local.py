@@ -63,8 +63,8 @@ import requests
 import yaml
 
 from loadgen import certs
-from loadgen.procs import Proc, binary, free_port, spawn, stop, tail, wait_until
-from sim.config import AuditFlags
+from loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
+from sim.config import AuditFlags, parse_flags
 from sim.errors import InputError, ServiceError
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
@@ -274,8 +274,9 @@ class LocalCluster:
         proc, _ = spawn("etcd", cmd, self.etcd_log, detach=self.detach)
         self.processes.append(proc)
         self.etcd_url = client
-        wait_until(lambda: requests.get(f"{client}/health", timeout=2).json().get("health") == "true",
-                   self.start_timeout, f"etcd {client}/health", proc)
+        with http_session() as h:
+            wait_until(lambda: h.get(f"{client}/health", timeout=2).json().get("health") == "true",
+                       self.start_timeout, f"etcd {client}/health", proc)
 
     def _webhook_config(self) -> Path | None:
         if not self.sink_url:
@@ -400,6 +401,7 @@ class LocalCluster:
             "webhook_kubeconfig": str(self.webhook_kubeconfig) if self.webhook_kubeconfig else None,
             "data_dir": str(self.data_dir) if self.data_dir else None,
             "audit_flags": audit_args(self.flags), "extra_args": self.extra_args,
+            "apiserver_args": self.apiserver_args,
             "apiserver_log": str(self.apiserver_log), "etcd_log": str(self.etcd_log),
             "processes": [p.to_dict() for p in self.processes], **self.extra,
         }
@@ -427,6 +429,8 @@ class LocalCluster:
         c.started_at = st.get("started_at", 0.0)
         c.startup_seconds = st.get("startup_seconds", 0.0)
         c.extra_args = st.get("extra_args", [])
+        c.apiserver_args = st.get("apiserver_args", [])
+        c.flags = parse_flags(st.get("audit_flags", []), source=str(root / name / STATE_FILE))
         known = set(c.to_state())
         c.extra = {k: v for k, v in st.items() if k not in known}
         c._is_down = False

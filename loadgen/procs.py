@@ -9,7 +9,6 @@ state file read by another ``tune`` process never signals a recycled pid.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sim.errors import BuildMissingError, ServiceError, TimeoutExceeded
-
-_PR_SET_PDEATHSIG = 1
 
 
 def cache_dir() -> Path:
@@ -35,6 +32,15 @@ def binary(name: str, build_hint: str = "scripts/build-stack.sh") -> Path:
     if not (p.is_file() and os.access(p, os.X_OK)):
         raise BuildMissingError(f"{name} is not built ({p} missing): run {build_hint}")
     return p
+
+
+def http_session() -> "requests.Session":
+    """A ``requests.Session`` that ignores proxy/CA environment variables (loopback traffic only)."""
+    import requests
+
+    s = requests.Session()
+    s.trust_env = False
+    return s
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,26 +84,20 @@ class Proc:
         return cls(**d)
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
 def spawn(name: str, cmd: Sequence[str], log_path: str | os.PathLike, *, detach: bool = False,
           env: dict[str, str] | None = None) -> tuple[Proc, subprocess.Popen]:
     """Start ``cmd`` in a new session (its own process group), stdout+stderr to ``log_path``.
 
-    Unless ``detach``, the child also gets ``PR_SET_PDEATHSIG=SIGTERM`` so it dies with its parent
-    even if the parent is SIGKILLed. Detached children outlive ``tune cluster up``.
+    ``detach`` only records intent (the child outlives its parent either way; owners stop their
+    children via ``stop``). ``PR_SET_PDEATHSIG`` is deliberately not used: it fires when the
+    *thread* that forked exits (so ``up()`` from a worker thread would kill the stack), and it did
+    not stop a ready kube-apiserver in our tests. A SIGKILLed owner leaves the processes running;
+    its state file remains, so ``tune cluster down --name NAME`` still stops them.
     """
     log_f = open(log_path, "ab")
     try:
         p = subprocess.Popen(list(cmd), stdout=log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=env, close_fds=True,
-                             preexec_fn=None if detach else _pdeathsig)
+                             start_new_session=True, env=env, close_fds=True)
     finally:
         log_f.close()
     st = None
