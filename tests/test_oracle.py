@@ -72,6 +72,8 @@ def test_size_trigger_then_shutdown_flush() -> None:
     assert t[0] < 0.1 and t[1] < 0.1
     assert 0.29 <= t[2] < 0.5  # the shutdown flush, not the 1 s timer
     assert out["checks"]["consistent"] is True
+    assert out["arrival_lag_seconds"]["max"] < 0.1
+    assert out["versions"]["k8s.io/apiserver"] == "v0.37.2"
 
 
 def test_size_trigger_then_window_close() -> None:
@@ -182,6 +184,18 @@ def test_refuse_outage_then_recovery_real_connections() -> None:
     assert out["attempts_by_code"].get("<error>", 0) >= 2
     assert out["attempts_by_code"].get("200") == 1
     assert out["delivery_latency_seconds"]["p50"] >= 0.28
+
+
+def test_blocking_mode_calls_webhook_per_event_and_two_instances() -> None:
+    # audit-webhook-mode=blocking: no buffered backend, each event is its own POST from its own
+    # request goroutine; two instances share the receiver
+    doc = trace([0.0, 0.01, 0.02], {"audit-webhook-mode": "blocking"}, delegate="real-webhook",
+                stop_at=0.05, webhook={"latency_seconds": 0.1})
+    doc["instances"].append({"name": "apiserver-1", "offsets": [0.0, 0.01]})
+    out = run_oracle(doc, timeout=30)
+    assert out["batch_sizes"] == [1] * 5 and out["delivered"] == 5
+    assert out["max_inflight_batches"] >= 4 and out["attempts"] == 5
+    assert [i["events_total"] for i in out["instances"]] == [3, 2]
 
 
 def test_truncate_outside_buffered_does_not_split_batches() -> None:

@@ -410,6 +410,16 @@ func run(in *Input, st *Settings) (map[string]any, error) {
 		}
 	}
 
+	// replay fidelity: how late each ProcessEvents call was against its offset
+	var lag []float64
+	for i, inst := range insts {
+		for j, off := range inst.in.Offsets {
+			if c := led.created[i][j].Load(); c > 0 {
+				lag = append(lag, float64(c-1)/1e9-off)
+			}
+		}
+	}
+
 	var allBatches []BatchRecord
 	var instOut []map[string]any
 	var eventsTotal int64
@@ -495,6 +505,7 @@ func run(in *Input, st *Settings) (map[string]any, error) {
 		"attempts_by_code":         byCode,
 		"instances":                instOut,
 		"run_returned_seconds":     runReturned,
+		"arrival_lag_seconds":      summarize(lag),
 		"wall_seconds":             wall,
 		"checks":                   checks,
 		"effective": map[string]any{
