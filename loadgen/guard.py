@@ -106,22 +106,35 @@ def classify(kubeconfig: str | os.PathLike, context: str | None = None) -> Targe
     server = redact_url((clusters.get(cl_name) or {}).get("server", ""))
     if not server:
         raise InputError(f"{path}: context {ctx_name!r} has no cluster server")
-    provider = _created_by_us(path)
+    return classify_server(server, ctx_name, kubeconfig=path)
+
+
+def classify_server(server: str, context: str = "", kubeconfig: str | os.PathLike | None = None) -> Target:
+    """Classify by server URL and context name (plus, if given, the kubeconfig's location)."""
+    server = redact_url(server)
+    provider = _created_by_us(Path(kubeconfig)) if kubeconfig else None
     loop = is_loopback(server)
     if provider in ("local", "kind") and (loop or provider == "kind"):
-        return Target(provider, server, ctx_name, f"created by audit-tune's {provider} provider")
-    if loop and ctx_name.startswith("kind-"):
-        return Target("kind", server, ctx_name, "kind context on loopback")
-    if loop and ctx_name.startswith("audit-tune-"):
-        return Target("local", server, ctx_name, "audit-tune context on loopback")
-    why = "server is not on loopback" if not loop else "context is neither kind-* nor audit-tune-*"
-    return Target("remote", server, ctx_name, why)
+        return Target(provider, server, context, f"created by audit-tune's {provider} provider")
+    if loop and context.startswith("kind-"):
+        return Target("kind", server, context, "kind context on loopback")
+    if loop and context.startswith("audit-tune-"):
+        return Target("local", server, context, "audit-tune context on loopback")
+    if not loop:
+        why = "server is not on loopback"
+    else:
+        why = "context is neither kind-* nor audit-tune-* (a loopback server may be a tunnel to a real cluster)"
+    return Target("remote", server, context, why)
 
 
 def check_target(kubeconfig: str | os.PathLike, context: str | None = None, i_understand: bool = False) -> Target:
     """Return the :class:`Target`, or raise :class:`InputError` if it is not a test cluster and
     ``i_understand`` is False."""
-    t = classify(kubeconfig, context)
+    return enforce(classify(kubeconfig, context), i_understand)
+
+
+def enforce(t: Target, i_understand: bool = False) -> Target:
+    """Raise the one-line refusal unless ``t`` is a test cluster or ``i_understand``."""
     if not t.is_test_cluster and not i_understand:
         raise InputError(f"refusing to send load to {t.server} (context {t.context!r}): {t.reason}, so it may not be "
                          f"a test cluster; use 'tune cluster up' or a kind cluster, or pass {OVERRIDE_FLAG}")
@@ -129,7 +142,7 @@ def check_target(kubeconfig: str | os.PathLike, context: str | None = None, i_un
 
 
 def check_server(server: str, i_understand: bool = False) -> str:
-    """Same rule for a bare server URL (no kubeconfig): only loopback is accepted without override."""
+    """A bare server URL (``--server``, no kubeconfig): only loopback is accepted without override."""
     if not is_loopback(server) and not i_understand:
         raise InputError(f"refusing to send load to {redact_url(server)}: not on loopback, so it may not be a test "
                          f"cluster; pass {OVERRIDE_FLAG}")

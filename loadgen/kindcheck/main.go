@@ -19,6 +19,7 @@ import (
 	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta3"
 	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta4"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+	sigsjson "sigs.k8s.io/json"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -69,14 +70,27 @@ func checkPatch(where, patch string) (string, error) {
 			}
 		}
 	}
-	var err error
+	var target interface{}
 	switch apiVersion {
 	case "kubeadm.k8s.io/v1beta3":
-		err = sigsyaml.UnmarshalStrict([]byte(patch), &v1beta3.ClusterConfiguration{})
+		target = &v1beta3.ClusterConfiguration{}
 	case "kubeadm.k8s.io/v1beta4":
-		err = sigsyaml.UnmarshalStrict([]byte(patch), &v1beta4.ClusterConfiguration{})
+		target = &v1beta4.ClusterConfiguration{}
 	default:
 		return "", fmt.Errorf("%s: unknown kubeadm apiVersion %q (want kubeadm.k8s.io/v1beta3 or v1beta4)", where, apiVersion)
+	}
+	// Like apimachinery's strict serializer (what kubeadm uses): YAML -> JSON, then a
+	// case-sensitive decode that rejects unknown and duplicate fields.
+	js, err := sigsyaml.YAMLToJSONStrict([]byte(patch))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", where, err)
+	}
+	strictErrs, err := sigsjson.UnmarshalStrict(js, target)
+	if err == nil && len(strictErrs) > 0 {
+		err = strictErrs[0]
+		for _, e := range strictErrs[1:] {
+			err = fmt.Errorf("%w; %v", err, e)
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("%s: %s ClusterConfiguration: %w", where, apiVersion, err)
