@@ -213,6 +213,10 @@ class KindCluster:
                  state_root: str | os.PathLike | None = None, wait: str = "120s") -> None:
         self.name = _check_name(name)
         self.flags = flags or AuditFlags()
+        if self.flags.webhook_config_file:
+            raise InputError("--audit-webhook-config-file: not for kind (the file must be valid inside the node); "
+                             "give --sink-url and it is generated")
+        policy = policy or self.flags.policy_file or None
         self.policy = Path(policy) if policy else DEFAULT_POLICY
         if not self.policy.is_file():
             raise InputError(f"--policy {self.policy}: no such file; give an audit.k8s.io/v1 Policy YAML")

@@ -34,8 +34,14 @@ Stable API (used by the sink and the load generator; keep it backwards compatibl
         c.status()        # dict: processes alive, /readyz, URLs
 
     LocalCluster(name, flags=None, policy=None, sink_url=None, *, sink_ca_file=None,
-                 sink_token=None, sink_insecure=False, extra_args=(), state_root=None,
-                 detach=False, start_timeout=90.0)
+                 sink_token=None, sink_insecure=False, webhook_kubeconfig=None, extra_args=(),
+                 state_root=None, detach=False, start_timeout=90.0)
+
+    ``policy`` defaults to ``flags.policy_file``, then to the bundled default policy.
+    ``webhook_kubeconfig`` (or ``flags.webhook_config_file``) uses an existing
+    ``--audit-webhook-config-file`` as is (e.g. from ``tune sink serve --write-kubeconfig``,
+    with client certs); it excludes ``sink_url``, for which one is generated (CA/token optional).
+    A sink token is only written into the 0600 webhook kubeconfig, never into state or output.
     .up() -> self, .down(), context manager (``__exit__`` calls ``down``)
     LocalCluster.load(name, state_root=None) -> LocalCluster   # attach to a running cluster
     cluster_status(name), cluster_down(name), list_clusters()    # for other processes
@@ -116,6 +122,18 @@ def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | N
     return path
 
 
+def _kubeconfig_server(path: Path) -> str | None:
+    """The current context's server of a kubeconfig (for display), or None."""
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+        ctx = {c["name"]: c["context"] for c in cfg.get("contexts") or []}.get(cfg.get("current-context"), {})
+        cl = {c["name"]: c["cluster"] for c in cfg.get("clusters") or []}
+        name = ctx.get("cluster") or (cfg.get("clusters") or [{}])[0].get("name")
+        return cl.get(name, {}).get("server")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def audit_args(flags: AuditFlags) -> list[str]:
     """The candidate's ``--audit-*`` flags, minus the file flags the provider manages itself."""
     out = []
@@ -135,16 +153,26 @@ class LocalCluster:
     def __init__(self, name: str = "audit-tune", flags: AuditFlags | None = None,
                  policy: str | os.PathLike | None = None, sink_url: str | None = None, *,
                  sink_ca_file: str | os.PathLike | None = None, sink_token: str | None = None,
-                 sink_insecure: bool = False, extra_args: Sequence[str] = (),
+                 sink_insecure: bool = False, webhook_kubeconfig: str | os.PathLike | None = None,
+                 extra_args: Sequence[str] = (),
                  state_root: str | os.PathLike | None = None, detach: bool = False,
                  start_timeout: float = 90.0) -> None:
         self.name = _check_name(name)
         self.flags = flags or AuditFlags()
+        policy = policy or self.flags.policy_file or None
         self.policy = Path(policy) if policy else DEFAULT_POLICY
         if not self.policy.is_file():
             raise InputError(f"--policy {self.policy}: no such file; give an audit.k8s.io/v1 Policy YAML")
         if sink_url and not sink_url.startswith(("http://", "https://")):
             raise InputError(f"--sink-url {sink_url!r}: must start with http:// or https://")
+        given_wh = webhook_kubeconfig or self.flags.webhook_config_file or None
+        if given_wh and sink_url:
+            raise InputError("--sink-url and --webhook-kubeconfig/--audit-webhook-config-file: give one of them")
+        self._given_webhook = Path(given_wh).resolve() if given_wh else None
+        if self._given_webhook is not None:
+            if not self._given_webhook.is_file():
+                raise InputError(f"--audit-webhook-config-file {given_wh}: no such file; give a kubeconfig for the sink")
+            sink_url = _kubeconfig_server(self._given_webhook)
         self.sink_url = sink_url
         self.sink_ca_file = Path(sink_ca_file) if sink_ca_file else None
         self._sink_token = sink_token
@@ -279,6 +307,8 @@ class LocalCluster:
                        self.start_timeout, f"etcd {client}/health", proc)
 
     def _webhook_config(self) -> Path | None:
+        if self._given_webhook is not None:
+            return self._given_webhook
         if not self.sink_url:
             return None
         path = self.state_dir / "audit-webhook.kubeconfig"
@@ -420,8 +450,8 @@ class LocalCluster:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")
         c = cls.__new__(cls)
-        LocalCluster.__init__(c, name, policy=st["policy"], sink_url=st.get("sink_url"),
-                              state_root=root, detach=bool(st.get("detached")))
+        LocalCluster.__init__(c, name, state_root=root, detach=bool(st.get("detached")))
+        c.policy, c.sink_url = Path(st["policy"]), st.get("sink_url")
         c.server, c.etcd_url = st["server"], st.get("etcd_url", "")
         c.data_dir = Path(st["data_dir"]) if st.get("data_dir") else None
         c.webhook_kubeconfig = Path(st["webhook_kubeconfig"]) if st.get("webhook_kubeconfig") else None

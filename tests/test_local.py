@@ -134,6 +134,23 @@ def test_no_sink_means_no_webhook_flag_and_policy_choice(stack_binaries, tmp_pat
     assert not c.state_dir.exists()
 
 
+def test_given_webhook_kubeconfig_is_used_as_is(stack_binaries, audit_receiver, tmp_path):
+    """--audit-webhook-config-file among the audit flags (or webhook_kubeconfig=) is passed through."""
+    from loadgen.local import write_kubeconfig
+
+    wh = write_kubeconfig(tmp_path / "wh.kubeconfig", server=audit_receiver.url, context="sink")
+    flags = parse_flags([f"--audit-webhook-config-file={wh}", "--audit-webhook-batch-max-wait=1s"])
+    with LocalCluster("t-givenwh", flags=flags, state_root=tmp_path / "st") as c:
+        assert c.webhook_kubeconfig == wh.resolve() and c.sink_url == audit_receiver.url
+        assert f"--audit-webhook-config-file={wh.resolve()}" in c.apiserver_args
+        with c.session() as s:
+            s.get(f"{c.server}/api/v1/namespaces/default/pods", timeout=10).raise_for_status()
+        _wait(lambda: audit_receiver.events(), 30, "events at the receiver")
+    assert wh.exists()  # not ours: down() leaves it alone
+    with pytest.raises(InputError, match="give one of them"):
+        LocalCluster("x", flags=flags, sink_url=audit_receiver.url, state_root=tmp_path)
+
+
 def test_audit_args_skip_managed_flags():
     args = audit_args(AuditFlags())
     assert "--audit-webhook-batch-max-size=400" in args

@@ -112,6 +112,7 @@ def up_cmd(
     sink_ca: Optional[Path] = typer.Option(None, "--sink-ca", help="CA of an https sink.", rich_help_panel=S),
     sink_token_file: Optional[Path] = typer.Option(None, "--sink-token-file", help="Bearer token for the sink (env AUDIT_SINK_TOKEN also works). Never printed.", rich_help_panel=S),
     sink_insecure: bool = typer.Option(False, "--sink-insecure-skip-tls-verify", help="Do not verify the https sink's certificate.", rich_help_panel=S),
+    webhook_kubeconfig: Optional[Path] = typer.Option(None, "--webhook-kubeconfig", help="Use this --audit-webhook-config-file as is (e.g. from 'tune sink serve --write-kubeconfig'); instead of --sink-url.", rich_help_panel=S),
     wait: bool = typer.Option(False, "--wait", help="Stay in the foreground; Ctrl-C stops everything."),
     start_timeout: str = typer.Option("90s", "--start-timeout", help="How long to wait for /readyz."),
     image: Optional[str] = typer.Option(None, "--image", help="kind node image, e.g. kindest/node:v1.36.0.", rich_help_panel=K),
@@ -126,6 +127,8 @@ def up_cmd(
     flags = _parse_audit_flags(list(ctx.args), flags_file)
     token = _read_secret(sink_token_file, "AUDIT_SINK_TOKEN")
     if provider == "kind":
+        if webhook_kubeconfig is not None:
+            raise InputError("--webhook-kubeconfig: local provider only; for kind give --sink-url (rewritten for the node)")
         _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, kubeadm_api, config_only, fmt)
         return
     if provider != "local":
@@ -137,7 +140,8 @@ def up_cmd(
 
     timeout = parse_duration(start_timeout, "--start-timeout")
     c = LocalCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_ca_file=sink_ca, sink_token=token,
-                     sink_insecure=sink_insecure, detach=not wait, start_timeout=timeout)
+                     sink_insecure=sink_insecure, webhook_kubeconfig=webhook_kubeconfig, detach=not wait,
+                     start_timeout=timeout)
     log(f"starting etcd + kube-apiserver '{name}' ...")
     try:
         c.up()
