@@ -4,7 +4,8 @@
 
 * ``apiserver_audit_event_total`` (events generated; counted before any backend sees them),
 * ``apiserver_audit_error_total`` by ``plugin`` (``buffered`` = buffer full, ``webhook`` = batch
-  dropped after 5 attempts, ``log``, ``truncate``),
+  dropped after 5 attempts, ``log``, ``truncate``); kube-apiserver exports no series for it until
+  the first error, so when ``apiserver_audit_event_total`` is there, absence reads as 0,
 * ``apiserver_audit_level_total`` by ``level`` (per request, including ``None``),
 * ``apiserver_audit_requests_rejected_total`` (blocking-strict only),
 * the audit webhook client's ``rest_client_requests_total`` by ``code`` and
@@ -38,7 +39,11 @@ def audit_delta(before: mt.Metrics, after: mt.Metrics, webhook_host: str | None)
         return d.total(name)
 
     def labelled(name: str, label: str) -> dict[str, float] | None:
+        # A labelled counter has no series until its first increment: with the audit pipeline
+        # present (event_total exported), absence means "0 so far", not "unknown".
         if not after.has(name):
+            if after.has("apiserver_audit_event_total"):
+                return {}
             missing.append(name)
             return None
         return d.by_label(name, label)

@@ -4,10 +4,11 @@ A :class:`Target` comes from a kubeconfig (current or named context; client cert
 token; ``certificate-authority`` or ``-data``; ``*-data`` fields are loaded without leaving
 files behind) or from explicit ``--server --client-cert --client-key --ca-file``.
 
-Safety (:func:`check_safe`): a load test creates and deletes thousands of objects, so it only
-runs without asking against a *test* cluster: a server on loopback (127.0.0.0/8, ::1,
-``localhost``: the local stack, or kind's port-forward) or a kind cluster (context or cluster
-named ``kind-*``). Anything else needs ``--i-understand-this-is-not-a-test-cluster``.
+Safety (:func:`check_safe`, the rule of :mod:`loadgen.guard`): a load test creates and deletes
+thousands of objects, so it only runs without asking against a *test* cluster: one audit-tune's
+``local``/``kind`` provider created, a loopback server with a ``kind-*`` or ``audit-tune-*``
+context, or a bare ``--server`` on loopback. Anything else needs
+``--i-understand-this-is-not-a-test-cluster``.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Target:
     context: str | None = None
     cluster: str | None = None
     source: str = "flags"
+    kubeconfig: str | None = None
 
     @property
     def host(self) -> str:
@@ -162,7 +164,7 @@ def from_kubeconfig(path: str | os.PathLike | None = None, context: str | None =
         cert_data=_b64(user.get("client-certificate-data"), f"{p} client-certificate-data"),
         key_data=_b64(user.get("client-key-data"), f"{p} client-key-data"),
         token=token, insecure=bool(cl.get("insecure-skip-tls-verify")),
-        context=ctx_name, cluster=cl_name, source=f"--kubeconfig {p}",
+        context=ctx_name, cluster=cl_name, source=f"--kubeconfig {p}", kubeconfig=str(p),
     )
 
 
@@ -185,21 +187,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def is_kind(target: Target) -> bool:
-    return any(str(n or "").startswith("kind-") for n in (target.context, target.cluster))
-
-
 def check_safe(target: Target, override: bool) -> str:
-    """Return why the target is allowed ("loopback", "kind", "override"); raise InputError if not.
+    """Apply the project's target-safety rule (:mod:`loadgen.guard`); returns ``local``, ``kind`` or
+    ``override`` (a non-test cluster the user vouched for); raises InputError otherwise.
 
-    TODO: reuse ``loadgen.guard`` (the stack engineer's helper) once it exists, so every command
-    applies the same rule.
+    From a kubeconfig: a cluster audit-tune created, or a loopback server with a ``kind-*`` /
+    ``audit-tune-*`` context. From ``--server``: a loopback server.
     """
-    if is_loopback(target.host):
-        return "loopback"
-    if is_kind(target):
-        return "kind"
-    if override:
-        return "override"
-    raise InputError(f"target {target.server} is not on 127.0.0.1/localhost and not a kind cluster; "
-                     f"refusing to load it (pass {OVERRIDE_FLAG} if you really mean it)")
+    from loadgen import guard
+
+    if target.kubeconfig:
+        kind = guard.check_target(target.kubeconfig, target.context, override).kind
+    else:
+        guard.check_server(target.server, override)
+        kind = "local" if guard.is_loopback(target.server) else "remote"
+    return "override" if kind == "remote" else kind

@@ -409,7 +409,7 @@ class LoadTest:
         connector = aiohttp.TCPConnector(limit=0, ssl=self.target.ssl_context(), ttl_dns_cache=None,
                                          keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
-            connector=connector, headers=self.target.headers(), auto_decompress=False,
+            connector=connector, headers=self.target.headers(),
             timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout, connect=10),
         )
         cleanup: dict[str, Any] | None = None

@@ -237,15 +237,30 @@ def test_cli_writes_record_and_sidecar(fake: FakeAPIServer, tmp_path: Path, caps
 def test_safety_rule(tmp_path: Path, capsys) -> None:
     from tune.cli import main
 
-    assert check_safe(from_flags("https://127.0.0.1:6443"), False) == "loopback"
-    assert check_safe(from_flags("https://localhost:6443"), False) == "loopback"
-    assert check_safe(Target("https://172.18.0.2:6443", context="kind-demo"), False) == "kind"
+    assert check_safe(from_flags("https://127.0.0.1:6443"), False) == "local"
+    assert check_safe(from_flags("https://localhost:6443"), False) == "local"
     assert check_safe(from_flags("https://10.0.0.1:6443"), True) == "override"
     with pytest.raises(InputError, match="--i-understand-this-is-not-a-test-cluster"):
         check_safe(from_flags("https://api.prod.example.com:6443"), False)
+
+    def kubeconfig(server: str, context: str) -> Path:
+        p = tmp_path / f"{context}.kubeconfig"
+        p.write_text(yaml.safe_dump({"current-context": context,
+                                     "clusters": [{"name": "c", "cluster": {"server": server}}],
+                                     "users": [{"name": "u", "user": {"token": "t"}}],
+                                     "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}]}))
+        return p
+
+    assert check_safe(from_kubeconfig(kubeconfig("https://127.0.0.1:40000", "kind-demo")), False) == "kind"
+    with pytest.raises(InputError, match="refusing"):  # loopback may be a tunnel to a real cluster
+        check_safe(from_kubeconfig(kubeconfig("https://127.0.0.1:6443", "prod-admin")), False)
+    with pytest.raises(InputError, match="refusing"):
+        check_safe(from_kubeconfig(kubeconfig("https://35.1.2.3", "kind-x")), False)
     assert main(["loadtest", "--server", "https://10.1.2.3:6443", "--duration", "1s"]) == 1
     err = capsys.readouterr().err
-    assert "not on 127.0.0.1" in err and err.count("\n") == 1
+    assert "refusing to send load" in err and err.count("\n") == 1
+    assert main(["loadtest", "--kubeconfig", str(kubeconfig("https://10.9.9.9", "prod")), "--duration", "1s"]) == 1
+    assert "refusing" in capsys.readouterr().err
 
 
 def test_kubeconfig_loading(tmp_path: Path) -> None:
@@ -326,6 +341,8 @@ def test_metrics_text_parse_and_audit_delta() -> None:
     h = w["attempt_duration_s"]
     assert h["count"] == 11 and h["p50"] is not None and h["p99"] == pytest.approx(0.025)
     assert d["rest_client_hosts_seen"] == ["127.0.0.1:6443", "127.0.0.1:9443"]
+    quiet = audit_delta(mt.parse("apiserver_audit_event_total 5\n"), mt.parse("apiserver_audit_event_total 9\n"), None)
+    assert quiet["error_total_by_plugin"] == {} and quiet["dropped_events"] == 0  # no series yet = no errors
     nothing = audit_delta(mt.parse(""), mt.parse("up 1\n"), None)
     assert nothing["event_total"] is None and len(nothing["missing"]) == 4
 
