@@ -190,7 +190,7 @@ class LocalCluster:
         self.started_at = 0.0
         self.startup_seconds = 0.0
         self.extra: dict[str, Any] = {}  # other components (e.g. prometheus URL) recorded in state
-        self._down_lock = threading.Lock()
+        self._down_lock = threading.RLock()  # a signal may arrive while down() runs
         self._is_down = True
         self._old_handlers: dict[int, Any] = {}
 
@@ -256,6 +256,8 @@ class LocalCluster:
         if existing and any(Proc.from_dict(p).alive() for p in existing.get("processes", [])):
             raise ServiceError(f"cluster {self.name!r} is already running ({existing.get('server')}); "
                                f"stop it with: tune cluster down --name {self.name}")
+        if existing and existing.get("data_dir"):  # a dead cluster of the same name: forget it
+            shutil.rmtree(existing["data_dir"], ignore_errors=True)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
         etcd_bin, apiserver_bin = binary("etcd"), binary("kube-apiserver")

@@ -176,7 +176,8 @@ def _tune(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedPr
 def test_cli_up_status_down_detached(stack_binaries, prometheus_installed, tmp_path):
     env = {**os.environ, "AUDIT_TUNE_STATE": str(tmp_path)}
     r = _tune("cluster", "up", "--name", "t-cli", "--audit-webhook-batch-max-size=7",
-              "--audit-webhook-batch-throttle-qps", "3", "-f", "json", env=env)
+              "--audit-webhook-batch-throttle-qps", "3", "--apiserver-arg=--max-requests-inflight=800",
+              "-f", "json", env=env)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     try:
@@ -185,6 +186,7 @@ def test_cli_up_status_down_detached(stack_binaries, prometheus_installed, tmp_p
         assert "--audit-webhook-batch-max-size=7" in info["audit_flags"]
         assert "--audit-webhook-batch-throttle-qps=3" in info["audit_flags"]
         assert Path(info["kubeconfig"]).is_file()
+        assert "--max-requests-inflight=800" in info["apiserver_args"]
         # the processes outlive `tune cluster up`
         st = json.loads((tmp_path / "t-cli" / "state.json").read_text())
         procs = [Proc.from_dict(p) for p in st["processes"]]

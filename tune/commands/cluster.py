@@ -44,6 +44,8 @@ Example:  [bold]tune cluster down --name demo[/bold]
 
 STATUS_HELP = """Show whether a cluster is running, its URLs and the audit flags it runs with.
 
+Exit code 0 when every process runs and /readyz answers ok, 1 otherwise (local provider).
+
 Example:  [bold]tune cluster status --name demo -f json[/bold]
 """
 
@@ -113,6 +115,7 @@ def up_cmd(
     sink_token_file: Optional[Path] = typer.Option(None, "--sink-token-file", help="Bearer token for the sink (env AUDIT_SINK_TOKEN also works). Never printed.", rich_help_panel=S),
     sink_insecure: bool = typer.Option(False, "--sink-insecure-skip-tls-verify", help="Do not verify the https sink's certificate.", rich_help_panel=S),
     webhook_kubeconfig: Optional[Path] = typer.Option(None, "--webhook-kubeconfig", help="Use this --audit-webhook-config-file as is (e.g. from 'tune sink serve --write-kubeconfig'); instead of --sink-url.", rich_help_panel=S),
+    apiserver_arg: list[str] = typer.Option([], "--apiserver-arg", help="Extra non-audit kube-apiserver flag, e.g. --apiserver-arg=--max-requests-inflight=800 (repeatable; local provider)."),
     wait: bool = typer.Option(False, "--wait", help="Stay in the foreground; Ctrl-C stops everything."),
     start_timeout: str = typer.Option("90s", "--start-timeout", help="How long to wait for /readyz."),
     image: Optional[str] = typer.Option(None, "--image", help="kind node image, e.g. kindest/node:v1.36.0.", rich_help_panel=K),
@@ -139,8 +142,13 @@ def up_cmd(
     from loadgen.prometheus import Prometheus
 
     timeout = parse_duration(start_timeout, "--start-timeout")
+    for a in apiserver_arg:
+        if not a.startswith("--") or a.startswith("--audit-"):
+            raise InputError(f"--apiserver-arg {a!r}: give one non-audit kube-apiserver flag like --max-requests-inflight=800; "
+                             f"audit flags go directly on the command line")
     c = LocalCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_ca_file=sink_ca, sink_token=token,
-                     sink_insecure=sink_insecure, webhook_kubeconfig=webhook_kubeconfig, detach=not wait,
+                     sink_insecure=sink_insecure, webhook_kubeconfig=webhook_kubeconfig, extra_args=apiserver_arg,
+                     detach=not wait,
                      start_timeout=timeout)
     log(f"starting etcd + kube-apiserver '{name}' ...")
     try:
