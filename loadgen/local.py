@@ -135,13 +135,15 @@ def _kubeconfig_server(path: Path) -> str | None:
 
 
 def audit_args(flags: AuditFlags) -> list[str]:
-    """The candidate's ``--audit-*`` flags, minus the file flags the provider manages itself."""
+    """The candidate's ``--audit-*`` flags, all of them explicit, minus the file flags the provider
+    manages itself; the ``--audit-log-*`` flags only when a log path is set (otherwise the log
+    backend is off and they are inert)."""
     out = []
     for a in flags.to_flags():
         name = a[2:].split("=", 1)[0]
         if name in _MANAGED:
             continue
-        if name == "audit-log-path" and not flags.log_file.path:
+        if name.startswith("audit-log-") and not flags.log_file.path:
             continue
         out.append(a)
     return out

@@ -154,7 +154,9 @@ def test_given_webhook_kubeconfig_is_used_as_is(stack_binaries, audit_receiver, 
 def test_audit_args_skip_managed_flags():
     args = audit_args(AuditFlags())
     assert "--audit-webhook-batch-max-size=400" in args
-    assert not any(a.startswith(("--audit-policy-file", "--audit-webhook-config-file", "--audit-log-path")) for a in args)
+    assert not any(a.startswith(("--audit-policy-file", "--audit-webhook-config-file", "--audit-log-")) for a in args)
+    with_log = audit_args(parse_flags(["--audit-log-path=/tmp/a.log", "--audit-log-mode=batch"]))
+    assert "--audit-log-path=/tmp/a.log" in with_log and "--audit-log-mode=batch" in with_log
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
