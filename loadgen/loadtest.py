@@ -464,7 +464,9 @@ class LoadTest:
         duration = self.profile.duration
         summary = summarize(self.trace, duration, self.profile.mean_rate, self.profile.peak_rate, self.cfg.max_lag)
         summary["load"]["substituted_creates"] = self.substituted
-        webhook_host = self.cfg.webhook_host or (urlsplit(self.cfg.sink_url).netloc if self.cfg.sink_url else None)
+        state = _cluster_state(self.target)
+        sink_for_host = self.cfg.sink_url or state.get("sink_url")
+        webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
         if m_before is not None and m_after is not None:
             audit = audit_delta(m_before, m_after, webhook_host)
         else:
@@ -475,7 +477,10 @@ class LoadTest:
             if s_before and s_after and "error" not in s_before and "error" not in s_after:
                 sink["delta"] = {k: s_after[k] - s_before[k] for k in
                                  ("requests", "batches", "events_received", "events_stored", "bytes_received")}
-        flags = _flags(self.cfg.audit_flags)
+        state = _cluster_state(self.target)
+        flags = _flags(self.cfg.audit_flags) if self.cfg.audit_flags else _flags(tuple(state.get("audit_flags") or ()))
+        if flags is not None and not self.cfg.audit_flags:
+            flags["source"] = state.get("_path")
         return {
             "format": FORMAT, "tool_version": __version__, "run_id": self.run_id,
             "config": self.cfg.to_dict(), "target": self.target.describe(),
@@ -487,6 +492,25 @@ class LoadTest:
             "client_cpu_s": cpu, "client_cpu_util": cpu / elapsed if elapsed > 0 else None,
             "audit": audit, "sink": sink, "flags": flags, "notes": self.notes,
         }
+
+
+def _cluster_state(target: Target) -> dict[str, Any]:
+    """The ``state.json`` of an audit-tune cluster whose kubeconfig the target came from (else {}):
+    it knows the ``--audit-*`` flags in force and the sink URL."""
+    import json
+    from pathlib import Path
+
+    if not target.kubeconfig:
+        return {}
+    p = Path(target.kubeconfig).parent / "state.json"
+    try:
+        st = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(st, dict) or Path(str(st.get("kubeconfig", ""))).resolve() != Path(target.kubeconfig).resolve():
+        return {}
+    st["_path"] = str(p)
+    return st
 
 
 def _flags(args: tuple[str, ...]) -> dict[str, Any] | None:

@@ -83,6 +83,8 @@ def test_apiserver_audit_count_equals_sink_stored_plus_drops(stack_binaries, tmp
             assert a["event_total"] >= trace.n and a["dropped_events"] == 0
             assert a["webhook"]["requests_by_code"].get("200", 0) >= 1  # the webhook host filter found the sink
             assert rec["sink"]["delta"]["events_stored"] > 0
+            # The flags in force come from the cluster's state.json when not given.
+            assert "--audit-webhook-batch-max-wait=1s" in rec["flags"]["args"]
 
             events, dropped, stored = _quiet_balance(c, sink, wait=2.5)
             assert events <= stored + dropped <= events + 2, (events, dropped, stored)
