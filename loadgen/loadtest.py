@@ -329,8 +329,8 @@ class LoadTest:
                 verbs, ress, nss = self.mix.draw(rng, len(chunk))
                 for off, v, r, n in zip(chunk.tolist(), verbs.tolist(), ress.tolist(), nss.tolist()):
                     delay = off - (loop.time() - self._t0)
-                    while delay > 0:  # timers may fire up to ~1 ms early: never send ahead of schedule
-                        await asyncio.sleep(delay)
+                    while delay > 0:  # timers may fire up to ~1 ms early: never send ahead of schedule,
+                        await asyncio.sleep(max(delay, 0.001))  # but do not spin on sub-ms sleeps either
                         delay = off - (loop.time() - self._t0)
                     if self.interrupted:
                         raise asyncio.CancelledError
