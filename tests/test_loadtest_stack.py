@@ -126,3 +126,33 @@ def test_drops_are_counted_when_the_sink_fails(stack_binaries, tmp_path: Path) -
             assert sink.stats()["responses"].get("503", 0) > 0
     finally:
         sink.stop()
+
+
+def test_https_sink_with_token_receives_the_audit_stream(stack_binaries, tmp_path: Path) -> None:
+    """kube-apiserver's webhook client (Go TLS) trusts the sink's generated CA and sends the token."""
+    store = tmp_path / "events.jsonl"
+    sink = Sink(SinkConfig(store=str(store), tls_generate=str(tmp_path / "tls"), token="webhook-token-123"))
+    sink.start()
+    try:
+        assert sink.url.startswith("https://")
+        with _cluster_tls(tmp_path, sink) as c:
+            rec, _ = run_loadtest(LoadTestConfig(rate="50", duration=2.0, preseed=2, sink_url=sink.url,
+                                                 sink_ca=str(tmp_path / "tls" / "ca.crt"), settle=5.0, max_lag=0.2),
+                                  from_kubeconfig(c.kubeconfig))
+            assert rec["sink"]["delta"]["events_stored"] > 0
+            assert rec["audit"]["dropped_events"] == 0
+            assert sink.stats()["responses"].get("401", 0) == 0
+            assert "webhook-token-123" not in json.dumps(rec)
+    finally:
+        sink.stop()
+    assert verify(store).events > 0
+
+
+def _cluster_tls(tmp_path: Path, sink: Sink):
+    from loadgen.local import LocalCluster
+    from sim.config import parse_flags
+
+    flags = parse_flags(["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=100"])
+    return LocalCluster(f"lt-tls-{os.getpid()}", flags=flags, sink_url=sink.url,
+                        sink_ca_file=str(tmp_path / "tls" / "ca.crt"), sink_token="webhook-token-123",
+                        state_root=tmp_path / "clusters")
