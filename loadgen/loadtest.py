@@ -140,6 +140,7 @@ class LoadTest:
         self.substituted = 0
         self.gen = 0
         self.inflight = 0
+        self.max_inflight_seen = 0
         self.interrupted = False
         self.notes: list[str] = []
         self._name_seq = 0
@@ -231,6 +232,8 @@ class LoadTest:
         loop = asyncio.get_running_loop()
         async with sem:
             self.inflight += 1
+            if self.inflight > self.max_inflight_seen:
+                self.max_inflight_seen = self.inflight
             t_send = loop.time() - self._t0
             if i >= 0:
                 self.trace.send[i] = t_send
@@ -463,7 +466,20 @@ class LoadTest:
 
         duration = self.profile.duration
         summary = summarize(self.trace, duration, self.profile.mean_rate, self.profile.peak_rate, self.cfg.max_lag)
-        summary["load"]["substituted_creates"] = self.substituted
+        load = summary["load"]
+        load["substituted_creates"] = self.substituted
+        load["max_inflight_seen"] = self.max_inflight_seen
+        cpu_util = cpu / elapsed if elapsed > 0 else 0.0
+        if not load["kept_up"]:
+            # Say *why*: a slow target (requests queue for a slot) or a CPU-starved generator.
+            if self.max_inflight_seen >= self.cfg.max_inflight:
+                load["behind_reason"] += (f"; in-flight reached --max-inflight {self.cfg.max_inflight}: the target answers "
+                                          f"slower than the offered load (latency p50 {summary['latency_s']['p50'] or 0:.3f}s)")
+            if cpu_util > 0.85:
+                load["behind_reason"] += f"; the generator used {100 * cpu_util:.0f}% of a CPU: it is CPU-bound"
+        if self.substituted > 0.05 * max(1, self.trace.n):
+            self.notes.append(f"{self.substituted} get/update/patch/delete found no free object and became creates; "
+                              "raise --preseed to keep the mix")
         state = _cluster_state(self.target)
         sink_for_host = self.cfg.sink_url or state.get("sink_url")
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)

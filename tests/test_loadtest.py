@@ -164,6 +164,7 @@ def test_falling_behind_is_reported_not_hidden(tmp_path: Path) -> None:
     assert load["kept_up"] is False
     assert "send lag p99" in load["behind_reason"] and "scheduled requests inside the window" in load["behind_reason"]
     assert load["achieved_rate"] < 30
+    assert "in-flight reached --max-inflight 1" in load["behind_reason"] and load["max_inflight_seen"] == 1
     assert load["scheduled"] == 200
 
 
