@@ -78,6 +78,10 @@ class SinkConfig:
             raise InputError("--tls-cert and --tls-key go together")
         if self.tls_cert and self.tls_generate:
             raise InputError("--tls-cert/--tls-key and --tls-generate are exclusive")
+        from loadgen.store import FSYNC_POLICIES
+
+        if self.fsync not in FSYNC_POLICIES:
+            raise InputError(f"--fsync {self.fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
         if not 0 <= self.port <= 65535:
             raise InputError(f"--port {self.port}: must be 0..65535")
 
