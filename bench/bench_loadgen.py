@@ -10,7 +10,9 @@ independent of how much CPU the machine gave it). The *sustained maximum* is the
 record also gives the highest rate that kept up in every repeat (on a shared machine, other
 processes' CPU bursts show up as lag spikes).
 
-    python bench/bench_loadgen.py --rates 1000,2000,4000,6000,8000 --duration 5 -o reports/bench_loadgen.json
+    python bench/bench_loadgen.py --rates 1000,2000,4000,6000,8000 --duration 5 [--sink] -o bench.json
+
+``--sink`` also measures how many events/s the audit sink stores (fsync always and never).
 
 The numbers depend on the machine and on what else runs on it; the record says both.
 """
@@ -29,6 +31,44 @@ from loadgen.kubetarget import from_flags
 from loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory
 
 
+def bench_sink(batches: int = 40, batch_size: int = 400, clients: int = 4) -> dict:
+    """Events/s the sink stores (``SinkProcess``, 400-event EventLists of ~740-byte Metadata events,
+    ``clients`` concurrent posters) with fsync ``always`` and ``never``."""
+    import concurrent.futures as cf
+    import tempfile
+
+    import requests
+
+    from loadgen.sink import SinkConfig, SinkProcess
+
+    ev = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a" * 36,
+          "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/configmaps/x?timeout=30s",
+          "verb": "get", "user": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+          "sourceIPs": ["127.0.0.1"], "userAgent": "kubectl/v1.37.0",
+          "objectRef": {"resource": "configmaps", "namespace": "default", "name": "x", "apiVersion": "v1"},
+          "responseStatus": {"metadata": {}, "code": 200}, "requestReceivedTimestamp": "2026-11-28T11:00:00.000000Z",
+          "stageTimestamp": "2026-11-28T11:00:00.002000Z",
+          "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}}
+    body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ev] * batch_size}).encode()
+    out: dict = {"batch_bytes": len(body), "batch_size": batch_size, "clients": clients}
+    for fsync in ("always", "never"):
+        with tempfile.TemporaryDirectory() as d, SinkProcess(SinkConfig(store=f"{d}/e.jsonl", fsync=fsync)) as p:
+            def worker(n: int) -> None:
+                s = requests.Session()
+                for _ in range(n):
+                    assert s.post(p.url, data=body, timeout=60).status_code == 200
+
+            t = time.perf_counter()
+            with cf.ThreadPoolExecutor(clients) as ex:
+                list(ex.map(worker, [batches // clients] * clients))
+            dt = time.perf_counter() - t
+            st = p.stats()
+            out[f"fsync_{fsync}"] = {"events_per_s": round(st["events_stored"] / dt),
+                                     "batches_per_s": round(st["batches"] / dt, 1),
+                                     "handling_p50_ms": round(1000 * st["latency_s"]["p50"], 1)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,8000")
@@ -38,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-inflight", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=1, help="runs per rate (the machine may be shared: noisy)")
     ap.add_argument("--server-workers", type=int, default=1, help="trivial server processes (SO_REUSEPORT)")
+    ap.add_argument("--sink", action="store_true", help="also measure the sink's storing capacity")
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
 
@@ -76,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_sustained_rate": max(ok) if ok else None,
             "max_rate_kept_up_in_every_repeat": max(always) if always else None, "runs": results,
         }
+        if args.sink:
+            out["sink"] = bench_sink()
         text = json.dumps(out, indent=2) + "\n"
         if args.output:
             with open(args.output, "w") as f:
