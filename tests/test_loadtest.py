@@ -362,3 +362,25 @@ def test_metrics_text_edge_cases() -> None:
     h.observe(0.5)
     back = mt.parse(reg.render())
     assert back.total("c_total", code="200") == 1 and back.select("h_seconds_bucket", le="1")[0].value == 1
+
+
+def test_ctrl_c_on_the_cli_cleans_up_and_writes_the_record(fake: FakeAPIServer, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.json"
+    p = subprocess.Popen([sys.executable, "-m", "tune.cli", "loadtest", "--server", fake.url, "--rate", "100",
+                          "--duration", "60s", "--preseed", "5", "--no-progress", "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not fake.objects and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    rec = json.loads(out.read_text())
+    assert rec["interrupted"] is True and rec["cleanup"]["leftover"] == 0
+    assert fake.objects == {} and fake.namespaces == set()
