@@ -63,38 +63,63 @@ class Receiver:
     def attempt(self, seed: int, inst: int, key: int, attempt: int, start: float,
                 nbytes: int, inflight: int) -> tuple[float, bool, str]:
         """Outcome of one POST attempt: (seconds it takes, success, code or ``<error>``)."""
-        for o in self.outages:
-            if o.covers(start):
-                if o.kind == "refuse":
-                    return REFUSE_SECONDS, False, "<error>"
-                if o.kind == "hang":
-                    return self.timeout, False, "<error>"
-                lat = self._latency(seed, inst, key, attempt, nbytes, inflight)
-                return min(lat, self.timeout), False, str(o.status) if lat < self.timeout else "<error>"
-        lat = self._latency(seed, inst, key, attempt, nbytes, inflight)
-        if lat >= self.timeout:
-            return self.timeout, False, "<error>"
-        if self.max_body_bytes and nbytes > self.max_body_bytes:
-            return lat, False, "413"
-        if self.error_rate > 0 and rng.uniform(seed, rng.S_ATTEMPT_FAIL, inst, key, attempt) < self.error_rate:
-            return lat, False, str(self.error_status)
-        return lat, True, "200"
+        dur, ok, code = self.attempt_array(seed, inst, np.array([key]), attempt, np.array([start]),
+                                           np.array([nbytes]), np.array([inflight]))
+        c = int(code[0])
+        return float(dur[0]), bool(ok[0]), "<error>" if c < 0 else str(c)
 
-    def _latency(self, seed: int, inst: int, key: int, attempt: int, nbytes: int, inflight: int) -> float:
-        u = rng.uniform(seed, rng.S_ATTEMPT_LAT, inst, key, attempt)
-        lat = self.latency.sample(u)
+    def attempt_array(self, seed: int, inst: int, keys: np.ndarray, attempt: int, starts: np.ndarray,
+                      nbytes: np.ndarray, inflight: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised :meth:`attempt` (the single implementation): durations, ok flags, codes
+        (HTTP status, or -1 for a transport error or timeout)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        starts = np.asarray(starts, dtype=float)
+        n = len(keys)
+        lat = self.latency.sample_array(rng.uniform_array(seed, rng.S_ATTEMPT_LAT, inst, keys, attempt))
         if self.per_kib:
-            lat += self.per_kib * (nbytes / 1024.0)
+            lat = lat + self.per_kib * (np.asarray(nbytes, dtype=float) / 1024.0)
         if self.per_inflight:
-            lat += self.per_inflight * max(inflight - 1, 0)
-        return lat
+            lat = lat + self.per_inflight * np.maximum(np.asarray(inflight) - 1, 0)
+        dur = np.minimum(lat, self.timeout)
+        timed_out = lat >= self.timeout
+        ok = ~timed_out
+        code = np.where(timed_out, -1, 200).astype(np.int64)
+        if self.max_body_bytes:
+            big = ok & (np.asarray(nbytes) > self.max_body_bytes)
+            ok &= ~big
+            code[big] = 413
+        if self.error_rate > 0:
+            err = ok & (rng.uniform_array(seed, rng.S_ATTEMPT_FAIL, inst, keys, attempt) < self.error_rate)
+            ok &= ~err
+            code[err] = self.error_status
+        covered = np.zeros(n, dtype=bool)
+        for o in self.outages:
+            hit = ~covered & (starts >= o.start) & (starts < o.end)
+            if not hit.any():
+                continue
+            covered |= hit
+            ok[hit] = False
+            if o.kind == "refuse":
+                dur[hit] = REFUSE_SECONDS
+                code[hit] = -1
+            elif o.kind == "hang":
+                dur[hit] = self.timeout
+                code[hit] = -1
+            else:
+                code[hit] = np.where(timed_out[hit], -1, o.status)
+        return dur, ok, code
 
 
 def backoff_sleep(initial: float, seed: int, inst: int, key: int, attempt: int) -> float:
     """Sleep after failed attempt ``attempt`` (0-based, 0..3): ``initial x 1.5^k x (1 + 0.2 U)``
     (``wait.Backoff.Step`` with ``wait.Jitter``)."""
+    return float(backoff_sleep_array(initial, seed, inst, np.array([key]), attempt)[0])
+
+
+def backoff_sleep_array(initial: float, seed: int, inst: int, keys: np.ndarray, attempt: int) -> np.ndarray:
     d = initial * BACKOFF_FACTOR ** attempt
-    return d + rng.uniform(seed, rng.S_JITTER, inst, key, attempt) * BACKOFF_JITTER * d
+    return d + rng.uniform_array(seed, rng.S_JITTER, inst, keys, attempt) * BACKOFF_JITTER * d
 
 
 @dataclass(frozen=True)

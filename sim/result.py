@@ -66,7 +66,7 @@ class BackendStats:
 
     def drop(self, plugin: str, n: int, t: float) -> None:
         self.errors[plugin] += n
-        if n and self.first_drop is None:
+        if n and (self.first_drop is None or t < self.first_drop):
             self.first_drop = t
 
     def batch(self, n: int) -> None:

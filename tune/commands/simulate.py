@@ -57,7 +57,7 @@ def simulate(
     log_write_latency: str = typer.Option("0s", "--log-write-latency", help="Cost of one log write (log backend).", rich_help_panel=PANEL_RCV),
     backends: Optional[str] = typer.Option(None, "--backends", help="Enabled backends: webhook, log or log,webhook (default: webhook, plus log when --audit-log-path is set).", rich_help_panel=PANEL_RCV),
     seed: int = typer.Option(1, "--seed", help="Random seed.", rich_help_panel=PANEL_OUT),
-    engine: str = typer.Option("reference", "--engine", help="fast, reference or oracle.", rich_help_panel=PANEL_OUT),
+    engine: str = typer.Option("fast", "--engine", help="fast (default), reference or oracle.", rich_help_panel=PANEL_OUT),
     no_drain: bool = typer.Option(False, "--no-drain", help="Stop at --duration instead of shutting down like the apiserver.", rich_help_panel=PANEL_OUT),
     max_drops: Optional[int] = typer.Option(None, "--max-drops", help="Exit 3 when more events than this are lost.", rich_help_panel=PANEL_OUT),
     fmt: str = typer.Option("table", "-f", "--format", help="table, json or yaml.", rich_help_panel=PANEL_OUT),

@@ -1,0 +1,284 @@
+"""Phase 1 of the fast engine: the buffered backend's collector as a compiled state machine.
+
+The same model as ``sim.reference.buffered`` (read its docstring for the upstream behaviour),
+stepped event by event in a numba loop instead of SimPy processes. Ties at one instant follow the
+reference's priorities: arrivals (and the stop signal) first, then the collector; the window timer
+wins over an event arriving exactly at the deadline.
+
+Batches are contiguous runs of the accepted-events sequence (the buffer is FIFO and the collector
+takes from its head), so a batch is just ``(dispatch time, first accepted index, size)``; the
+engine maps that back to event times and sizes. Work is streamed in chunks: the loop stops when it
+would need an arrival beyond the chunk, and its state (mode, window deadline, token bucket, the
+partly collected batch and the queue) is carried to the next call.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE = 0, 1, 2, 3, 4
+
+# state vector S
+S_MODE, S_DEADLINE, S_BLOCK_END, S_TOKENS, S_LAST, S_BATCH_N, S_STOPPING, S_SEQ, S_END, S_PEND_N = range(10)
+N_STATE = 10
+# params P
+P_CAP, P_MAX, P_WAIT, P_THR, P_QPS, P_BURST, P_SYNC, P_PER_BATCH = range(8)
+# counters C (float64): outputs of one call
+C_ACC_N, C_QH, C_NB, C_NO, C_DROPS, C_FIRST_DROP, C_TW, C_MAXOCC = range(8)
+
+
+def new_state(burst: float) -> np.ndarray:
+    s = np.zeros(N_STATE)
+    s[S_MODE] = WAIT
+    s[S_DEADLINE] = np.nan  # set on first call (window opens at t=0)
+    s[S_TOKENS] = burst
+    s[S_LAST] = 0.0
+    s[S_END] = np.nan
+    return s
+
+
+@nb.njit(cache=True)
+def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, out_e, out_a, out_n, obs_t, obs_v):
+    INF = np.inf
+    N = at.shape[0]
+    cap = int(P[P_CAP])
+    max_size = int(P[P_MAX])
+    max_wait = P[P_WAIT]
+    thr = P[P_THR] > 0
+    qps = P[P_QPS]
+    burst = P[P_BURST]
+    sync = P[P_SYNC] > 0
+    per_batch = P[P_PER_BATCH]
+    use_timer = max_size > 1 and max_wait > 0
+    limit = max_size if use_timer else 1
+    mode = int(S[S_MODE])
+    deadline = S[S_DEADLINE]
+    block_end = S[S_BLOCK_END]
+    tokens = S[S_TOKENS]
+    last = S[S_LAST]
+    batch_n = int(S[S_BATCH_N])
+    stopping = S[S_STOPPING] > 0
+    seq = int(S[S_SEQ])
+    pend_n = int(S[S_PEND_N])
+    end_time = S[S_END]
+    if np.isnan(deadline):
+        deadline = max_wait if use_timer else INF
+
+    for j in range(nq):
+        acc[j] = j
+    acc_n = nq
+    if mode == WAIT:
+        qh = batch_n
+    elif mode == BLOCKED_DISPATCH:
+        qh = pend_n
+    else:
+        qh = 0
+    i = nq
+    nbt = 0
+    no = 0
+    drops = 0
+    first_drop = C[C_FIRST_DROP]
+    tw = 0.0
+    max_occ = int(C[C_MAXOCC])
+
+    adv = False
+    T = 0.0
+    while True:
+        if adv:
+            # the collector acts at time T until it has to wait
+            adv = False
+            while True:
+                if mode == WAIT:
+                    close = False
+                    while True:
+                        if batch_n >= limit or stopping:
+                            close = True
+                            break
+                        if use_timer and T >= deadline:
+                            close = True
+                            break
+                        if qh < acc_n:
+                            k = min(limit - batch_n, acc_n - qh)
+                            qh += k
+                            batch_n += k
+                            obs_t[no] = T
+                            obs_v[no] = acc_n - qh
+                            no += 1
+                            continue
+                        break
+                    if not close:
+                        break
+                    if batch_n == 0:
+                        if stopping:
+                            mode = DRAIN
+                            continue
+                        deadline = T + max_wait if use_timer else INF
+                        continue
+                    n = batch_n
+                    batch_n = 0
+                    w = 0.0
+                    if thr:
+                        tokens = tokens + (T - last) * qps
+                        if tokens > burst:
+                            tokens = burst
+                        tokens -= 1.0
+                        last = T
+                        if tokens < 0.0:
+                            w = -tokens / qps
+                    if w > 0.0:
+                        tw += w
+                        mode = BLOCKED_DISPATCH
+                        pend_n = n
+                        block_end = T + w
+                        break
+                    out_d[nbt] = T
+                    out_a[nbt] = qh - n
+                    out_n[nbt] = n
+                    out_e[nbt] = np.nan
+                    seq += 1
+                    if sync:
+                        cost = per_batch
+                        for q in range(qh - n, qh):
+                            cost += acost[acc[q]]
+                        out_e[nbt] = T + cost
+                        nbt += 1
+                        mode = BLOCKED_WRITE
+                        block_end = T + cost
+                        break
+                    nbt += 1
+                    if stopping:
+                        mode = DRAIN
+                        continue
+                    deadline = T + max_wait if use_timer else INF
+                    continue
+                elif mode == DRAIN:
+                    while True:
+                        k = min(max_size, acc_n - qh)
+                        if k == 0:
+                            break
+                        qh += k
+                        obs_t[no] = T
+                        obs_v[no] = acc_n - qh
+                        no += 1
+                        if thr:
+                            tokens = tokens + (T - last) * qps
+                            if tokens > burst:
+                                tokens = burst
+                            tokens -= 1.0
+                            last = T
+                            if tokens < 0.0:
+                                w = -tokens / qps
+                                tw += w
+                                T = T + w
+                        out_d[nbt] = T
+                        out_a[nbt] = qh - k
+                        out_n[nbt] = k
+                        out_e[nbt] = np.nan
+                        seq += 1
+                        if sync:
+                            cost = per_batch
+                            for q in range(qh - k, qh):
+                                cost += acost[acc[q]]
+                            out_e[nbt] = T + cost
+                            T = T + cost
+                        nbt += 1
+                    mode = DONE
+                    end_time = T
+                    break
+                else:
+                    break
+        # pick the next event
+        ta = at[i] if i < N else INF
+        if mode == WAIT:
+            tc = deadline if use_timer else INF
+        elif mode == BLOCKED_DISPATCH or mode == BLOCKED_WRITE:
+            tc = block_end
+        else:
+            tc = INF
+        ts = t_stop if (final and not stopping) else INF
+        if i >= N and not final:
+            break
+        tmin = min(ta, min(tc, ts))
+        if tmin == INF or tmin >= horizon:
+            break
+        if ta == tmin:
+            while i < N and at[i] == ta:
+                occ = acc_n - qh
+                if occ >= cap:
+                    drops += 1
+                    if np.isnan(first_drop):
+                        first_drop = ta
+                else:
+                    acc[acc_n] = i
+                    acc_n += 1
+                    obs_t[no] = ta
+                    obs_v[no] = occ + 1
+                    no += 1
+                    if occ + 1 > max_occ:
+                        max_occ = occ + 1
+                i += 1
+            if ts == ta:
+                stopping = True
+            if mode == WAIT:
+                adv = True
+                T = ta
+        elif ts == tmin:
+            stopping = True
+            if mode == WAIT:
+                adv = True
+                T = ts
+        else:
+            T = tc
+            if mode == WAIT:
+                adv = True
+            elif mode == BLOCKED_DISPATCH:
+                n = pend_n
+                pend_n = 0
+                out_d[nbt] = T
+                out_a[nbt] = qh - n
+                out_n[nbt] = n
+                out_e[nbt] = np.nan
+                seq += 1
+                if sync:
+                    cost = per_batch
+                    for q in range(qh - n, qh):
+                        cost += acost[acc[q]]
+                    out_e[nbt] = T + cost
+                    nbt += 1
+                    mode = BLOCKED_WRITE
+                    block_end = T + cost
+                    continue
+                nbt += 1
+                if stopping:
+                    mode = DRAIN
+                else:
+                    mode = WAIT
+                    deadline = T + max_wait if use_timer else INF
+                adv = True
+            else:  # BLOCKED_WRITE finished
+                if stopping:
+                    mode = DRAIN
+                else:
+                    mode = WAIT
+                    deadline = T + max_wait if use_timer else INF
+                adv = True
+
+    S[S_MODE] = mode
+    S[S_DEADLINE] = deadline
+    S[S_BLOCK_END] = block_end
+    S[S_TOKENS] = tokens
+    S[S_LAST] = last
+    S[S_BATCH_N] = batch_n
+    S[S_STOPPING] = 1.0 if stopping else 0.0
+    S[S_SEQ] = seq
+    S[S_END] = end_time
+    S[S_PEND_N] = pend_n
+    C[C_ACC_N] = acc_n
+    C[C_QH] = qh
+    C[C_NB] = nbt
+    C[C_NO] = no
+    C[C_DROPS] = drops
+    C[C_FIRST_DROP] = first_drop
+    C[C_TW] = tw
+    C[C_MAXOCC] = max_occ
+    return i

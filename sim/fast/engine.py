@@ -1,0 +1,279 @@
+"""The fast engine: same ``Scenario`` in, same ``Result`` out as the reference, 100x+ faster.
+
+Per apiserver and per enabled backend, events stream through in chunks (so memory does not grow
+with the run's duration):
+
+1. truncation per event (vectorised);
+2. the collector (``collector.run_collector``, compiled) decides drops, batches and dispatch times;
+3. async batches go through the retry loop (``tasks.run_tasks``, vectorised); sync (log) batches
+   already carry their write end from step 2;
+4. statistics as the reference defines them: delivery latencies, in-flight batches (a batch counts
+   from its dispatch to its goroutine's end, starts before ends at one instant), memory held
+   (bytes accepted minus bytes released strictly before each accept), occupancy per interval.
+
+Scenarios with a backend in ``blocking``/``blocking-strict`` mode, or with latency that grows with
+concurrency, are run by the reference model (their timing depends on every request's path); the
+result's ``engine`` then says ``fast (reference model: <why>)``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+
+from sim.config import BackendOptions
+from sim.fast import collector as col
+from sim.fast.tasks import run_tasks
+from sim.result import BackendStats, InstanceStats, Result
+from sim.scenario import Scenario
+from sim.workload import LEVELS, EventChunk, iter_events, level_counts
+
+ENGINE = "fast"
+REQUEST_LEVEL = LEVELS.index("Request")
+
+
+def fallback_reason(sc: Scenario) -> str | None:
+    if not sc.all_batch:
+        return "a backend in blocking mode"
+    if sc.receiver.per_inflight:
+        return "latency grows with concurrency"
+    return None
+
+
+def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result:
+    sc.validate()
+    why = fallback_reason(sc)
+    if why:
+        from sim.reference import run as ref
+
+        res = ref(sc, progress)
+        res.engine = f"fast (reference model: {why})"
+        return res
+    wall0 = time.perf_counter()
+    w = sc.workload
+    insts: list[InstanceStats] = []
+    ends: list[float] = []
+    for i in range(w.instances):
+        runners = {name: _Backend(sc, i, name, sc.flags.backend(name)) for name in sc.enabled}
+        st = InstanceStats(f"apiserver-{i}", {n: r.stats for n, r in runners.items()})
+        for lv, c in level_counts(w, sc.seed, i).items():
+            st.level_total[lv] += c
+        st.requests_total = sum(st.level_total.values())
+        t_last = 0.0
+        held: tuple[EventChunk, int] | None = None  # one chunk held back: the last is fed knowing the stop time
+        for chunk in iter_events(w, sc.seed, i):
+            if not sc.drain and len(chunk) and chunk.t[-1] >= w.duration:
+                chunk = _head(chunk, int(np.searchsorted(chunk.t, w.duration, side="left")))
+            n = len(chunk)
+            if not n:
+                continue
+            if held is not None:
+                for r in runners.values():
+                    r.feed(held[0], held[1], final=False, t_stop=math.inf)
+            held = (chunk, st.events_total)
+            st.events_total += n
+            t_last = float(chunk.t[-1])
+            if progress and i == 0:
+                progress(min(t_last / w.duration, 1.0))
+        t_stop = max(w.duration, t_last)
+        for r in runners.values():
+            if held is not None:
+                r.feed(held[0], held[1], final=True, t_stop=t_stop)
+            else:
+                r.feed(None, st.events_total, final=True, t_stop=t_stop)
+            ends.append(r.finish_time())
+        insts.append(st)
+    end = max(ends) if sc.drain else w.duration
+    for st in insts:
+        st.end_time = end
+    return Result(ENGINE, sc.seed, _config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
+                  simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
+
+
+class _Backend:
+    """One backend of one apiserver, fed chunk by chunk."""
+
+    def __init__(self, sc: Scenario, inst: int, name: str, opts: BackendOptions) -> None:
+        self.sc, self.inst, self.name, self.opts = sc, inst, name, opts
+        self.stats = BackendStats(name, opts.mode, sc.interval)
+        c = opts.batch
+        self.P = np.array([c.buffer_size, c.max_batch_size, c.max_batch_wait, 1.0 if c.throttle_enable else 0.0,
+                           c.effective_qps, float(c.throttle_burst), 0.0 if c.async_delegate else 1.0,
+                           sc.log_writer.per_batch])
+        self.S = col.new_state(float(c.throttle_burst))
+        self.C = np.zeros(8)
+        self.C[col.C_FIRST_DROP] = np.nan
+        self.sync = not c.async_delegate
+        self.horizon = math.inf if sc.drain else sc.workload.duration
+        # carried queue: accepted events not yet dispatched (partial batch first)
+        self.q_t = np.empty(0)
+        self.q_sz = np.empty(0, dtype=np.int64)
+        self.q_id = np.empty(0, dtype=np.int64)
+        self.q_cost = np.empty(0)
+        self.q_fail = np.empty(0, dtype=bool)
+        # memory: accepted bytes so far, and releases not yet retired
+        self.acc_bytes = 0
+        self.acc_events = 0
+        self.rel_t = np.empty(0)
+        self.rel_b = np.empty(0, dtype=np.int64)
+        self.rel_n = np.empty(0, dtype=np.int64)
+        self.retired_bytes = 0
+        self.released_events = 0  # events in batches whose goroutine/write ended before the horizon
+        # in-flight sweep
+        self.active_ends = np.empty(0)
+        self.dispatched = 0
+        self.retired_tasks = 0
+        self.max_end = 0.0
+
+    def finish_time(self) -> float:
+        end = self.S[col.S_END]
+        return max(end if not np.isnan(end) else 0.0, self.max_end)
+
+    # ---- one chunk ----
+    def feed(self, chunk: EventChunk | None, base: int, final: bool, t_stop: float) -> None:
+        sc, st = self.sc, self.stats
+        if chunk is not None:
+            t, sz, ids = chunk.t, chunk.size.astype(np.int64), np.arange(base, base + len(chunk), dtype=np.int64)
+            tr = self.opts.truncate
+            if tr.enabled:
+                sz = sz.copy()
+                big = sz > tr.max_event_size
+                shrink = big & (chunk.level >= REQUEST_LEVEL)
+                sz[shrink] = chunk.meta[shrink]
+                gone = big & (sz > tr.max_event_size)
+                if gone.any():
+                    st.drop("truncate", int(gone.sum()), float(t[gone][0]))
+                    keep = ~gone
+                    t, sz, ids = t[keep], sz[keep], ids[keep]
+            if self.sync:
+                cost, fail = sc.log_writer.costs(sc.seed, self.inst, ids)
+            else:
+                cost, fail = np.zeros(len(t)), np.zeros(len(t), dtype=bool)
+        else:
+            t, sz, ids = np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+            cost, fail = np.empty(0), np.empty(0, dtype=bool)
+        nq = len(self.q_t)
+        at = np.concatenate([self.q_t, t])
+        asz = np.concatenate([self.q_sz, sz])
+        aid = np.concatenate([self.q_id, ids])
+        acost = np.concatenate([self.q_cost, cost])
+        afail = np.concatenate([self.q_fail, fail])
+        N = len(at)
+        acc = np.empty(N, dtype=np.int64)
+        nb_cap = N + 2
+        out_d, out_e = np.empty(nb_cap), np.empty(nb_cap)
+        out_a, out_n = np.empty(nb_cap, dtype=np.int64), np.empty(nb_cap, dtype=np.int64)
+        obs_t, obs_v = np.empty(2 * N + 4), np.empty(2 * N + 4)
+        C = self.C
+        col.run_collector(at, acost, nq, final, t_stop if sc.drain else math.inf, self.horizon, self.P, self.S, acc,
+                          C, out_d, out_e, out_a, out_n, obs_t, obs_v)
+        acc_n, qh, nbt, no = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB]), int(C[col.C_NO])
+        drops = int(C[col.C_DROPS])
+        if drops:
+            st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
+        st.throttle_wait += float(C[col.C_TW])
+        st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
+        st.occupancy.observe_many(obs_t[:no], obs_v[:no])
+        # newly accepted events, for memory
+        new_acc = acc[nq:acc_n]
+        new_bytes_cum = self.acc_bytes + np.cumsum(asz[new_acc])
+        self.acc_events += len(new_acc)
+        # batches
+        d, e, a, n = out_d[:nbt], out_e[:nbt], out_a[:nbt], out_n[:nbt]
+        if nbt:
+            accsz = asz[acc[:acc_n]]
+            pref = np.concatenate([[0], np.cumsum(accsz)])
+            nbytes = pref[a + n] - pref[a]
+            seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
+            st.batches += nbt
+            for k, v in zip(*np.unique(n, return_counts=True)):
+                st.batch_size_counts[int(k)] += int(v)
+            room = max(0, 100_000 - len(st.batch_sizes))
+            st.batch_sizes.extend(n[:room].tolist())
+            ev_idx = acc[np.repeat(a, n) + _ragged_arange(n)]
+            ev_t = at[ev_idx]
+            if self.sync:
+                end = e
+                ev_fail = afail[ev_idx]
+                done = end < self.horizon
+                done_ev = np.repeat(done, n)
+                okm = done_ev & ~ev_fail
+                st.delivered += int(okm.sum())
+                bad = done_ev & ev_fail
+                if bad.any():
+                    st.drop("log", int(bad.sum()), float(np.repeat(end, n)[bad].min()))
+                st.delivery.add(np.repeat(end, n)[okm] - ev_t[okm])
+                st.max_inflight = max(st.max_inflight, 1)
+            else:
+                out = run_tasks(sc.receiver, sc.flags.webhook_initial_backoff, sc.seed, self.inst, seq, d, nbytes)
+                end = out.end
+                started = out.attempt_starts < self.horizon
+                st.attempts += int(started.sum())
+                codes, cnt = np.unique(out.attempt_codes[started], return_counts=True)
+                for c, v in zip(codes.tolist(), cnt.tolist()):
+                    st.attempts_by_code["<error>" if c < 0 else str(c)] += v
+                done = end < self.horizon
+                okb = out.ok & done
+                ok_ev = np.repeat(okb, n)
+                st.delivered += int(ok_ev.sum())
+                st.delivery.add(np.repeat(end, n)[ok_ev] - ev_t[ok_ev])
+                failb = ~out.ok & done
+                if failb.any():
+                    st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))
+                self._inflight(d, end)
+            self.dispatched += nbt
+            self.released_events += int(n[done].sum())
+            self.max_end = max(self.max_end, float(end.max()))
+            self.rel_t = np.concatenate([self.rel_t, end])
+            self.rel_b = np.concatenate([self.rel_b, nbytes])
+        # memory peak over this chunk's accepts: held = accepted bytes - bytes released strictly before
+        if len(new_acc):
+            order = np.argsort(self.rel_t, kind="stable")
+            self.rel_t, self.rel_b = self.rel_t[order], self.rel_b[order]
+            rel_cum = np.concatenate([[0], np.cumsum(self.rel_b)])
+            k = np.searchsorted(self.rel_t, at[new_acc], side="left")
+            held = new_bytes_cum - (self.retired_bytes + rel_cum[k])
+            st.peak_memory = max(st.peak_memory, int(held.max()))
+            # retire releases before the last accept (no later accept can be earlier)
+            kk = int(k[-1])
+            self.retired_bytes += int(rel_cum[kk])
+            self.rel_t, self.rel_b = self.rel_t[kk:], self.rel_b[kk:]
+            self.acc_bytes = int(new_bytes_cum[-1])
+        # carry: the partly collected or pending batch, then the queue
+        mode = int(self.S[col.S_MODE])
+        front = int(self.S[col.S_BATCH_N]) if mode == col.WAIT else (int(self.S[col.S_PEND_N]) if mode == col.BLOCKED_DISPATCH else 0)
+        keep = acc[qh - front:acc_n]
+        self.q_t, self.q_sz, self.q_id = at[keep], asz[keep], aid[keep]
+        self.q_cost, self.q_fail = acost[keep], afail[keep]
+        if final:
+            st.in_flight_at_end = self.acc_events - self.released_events
+
+    def _inflight(self, d: np.ndarray, end: np.ndarray) -> None:
+        """Most goroutines alive at once: at dispatch k, the dispatched so far minus those ended strictly before."""
+        allend = np.sort(np.concatenate([self.active_ends, end]))
+        finished = np.searchsorted(allend, d, side="left") + self.retired_tasks
+        alive = self.dispatched + np.arange(1, len(d) + 1) - finished
+        self.stats.max_inflight = max(self.stats.max_inflight, int(alive.max()))
+        cut = int(np.searchsorted(allend, d[-1], side="left"))
+        self.retired_tasks += cut
+        self.active_ends = allend[cut:]
+
+
+def _head(c: EventChunk, k: int) -> EventChunk:
+    """The events before the horizon (a run that does not drain stops there)."""
+    return EventChunk(c.t[:k], c.size[:k], c.meta[:k], c.level[:k], c.req[:k], c.stage[:k])
+
+
+def _ragged_arange(n: np.ndarray) -> np.ndarray:
+    """[0..n0-1, 0..n1-1, ...] without a Python loop."""
+    total = int(n.sum())
+    starts = np.repeat(np.cumsum(n) - n, n)
+    return np.arange(total) - starts
+
+
+def _config(sc: Scenario) -> dict:
+    from sim.reference.engine import _config as ref_config
+
+    return ref_config(sc)

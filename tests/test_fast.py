@@ -1,0 +1,138 @@
+"""Differential test: the fast engine reproduces the reference engine.
+
+Exact: counts, every error count, delivered, batches, the batch-size sequence, max occupancy,
+max in flight, peak memory, attempts by code, the occupancy series, first drop time.
+To 1e-9 (float sums in a different order): delivery latency summary, throttle wait total,
+simulated seconds.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.latency import Latency
+from sim.receiver import LogWriter, Outage, Receiver
+from sim.workload import OnOff, RateProfile, RequestClass
+from tests.simhelp import result, scenario
+
+EXACT = ["events_total", "requests_total", "level_total", "errors", "requests_rejected", "delivered", "in_flight_at_end",
+         "batches", "batch_sizes", "batch_size", "max_buffer_occupancy", "max_inflight_batches", "peak_memory_bytes",
+         "attempts", "attempts_by_code", "first_drop_seconds", "occupancy"]
+CLOSE = ["throttle_wait_seconds_total", "simulated_seconds"]
+
+
+def assert_same(ref: dict, fast: dict) -> None:
+    for k in EXACT:
+        assert ref[k] == fast[k], f"{k}: reference {str(ref[k])[:300]} != fast {str(fast[k])[:300]}"
+    for k in CLOSE:
+        assert math.isclose(ref[k], fast[k], rel_tol=1e-9, abs_tol=1e-9), k
+    for k, v in ref["delivery_latency_seconds"].items():
+        w = fast["delivery_latency_seconds"][k]
+        assert (v is None and w is None) or math.isclose(v, w, rel_tol=1e-9, abs_tol=1e-9), k
+    for a, b in zip(ref["instances"], fast["instances"]):
+        assert a["errors"] == b["errors"] and a["delivered"] == b["delivered"] and a["batch_sizes"] == b["batch_sizes"]
+
+
+def both(sc):
+    ref, fast = result(sc, "reference"), result(sc, "fast")
+    assert fast["engine"].startswith("fast")
+    assert_same(ref, fast)
+    return ref, fast
+
+
+CLASSES = (RequestClass("get", weight=0.8, level="Metadata", duration=0.01, sizes=(650, 650, 850, 850)),
+           RequestClass("create", weight=0.15, level="RequestResponse", duration=0.03),
+           RequestClass("watch", weight=0.05, level="Metadata", long_running=True, duration=4.0, first_byte=0.001))
+
+
+@st.composite
+def scenarios(draw):
+    backend = draw(st.sampled_from(["webhook", "webhook", "webhook", "log"]))
+    b = backend
+    max_size = draw(st.sampled_from([1, 2, 7, 50, 400]))
+    flags = [f"--audit-{b}-mode={draw(st.sampled_from(['batch', 'batch', 'batch', 'blocking', 'blocking-strict']))}",
+             f"--audit-{b}-batch-buffer-size={draw(st.integers(1, 3000))}",
+             f"--audit-{b}-batch-max-size={max_size}",
+             f"--audit-{b}-batch-max-wait={draw(st.sampled_from(['0s', '10ms', '250ms', '1s', '30s']))}",
+             f"--audit-{b}-batch-throttle-enable={str(draw(st.booleans())).lower()}",
+             f"--audit-{b}-batch-throttle-qps={draw(st.sampled_from([0.5, 3, 10, 77.7]))}",
+             f"--audit-{b}-batch-throttle-burst={draw(st.integers(1, 20))}",
+             "--audit-webhook-initial-backoff=" + draw(st.sampled_from(["50ms", "1s", "10s"]))]
+    if backend == "log":
+        flags.append("--audit-log-path=/var/log/a.log")
+    if draw(st.booleans()):
+        flags += [f"--audit-{b}-truncate-enabled=true", f"--audit-{b}-truncate-max-event-size=2000"]
+    kind = draw(st.sampled_from(["poisson", "deterministic", "onoff", "step", "trace"]))
+    rate = draw(st.sampled_from([5.0, 80.0, 600.0]))
+    kw = {}
+    if kind == "onoff":
+        kw["onoff"] = OnOff(rate * 5, rate / 5, 1.0, 3.0)
+    elif kind == "step":
+        kw["profile"] = RateProfile((0.0, 4.0, 8.0), (rate, rate * 6, rate), "step")
+    elif kind == "trace":
+        n = draw(st.integers(1, 400))
+        gaps = draw(st.lists(st.sampled_from([0.0, 0.001, 0.01, 0.25]), min_size=n, max_size=n))
+        t, tr = 0.0, []
+        for g in gaps:
+            t += g
+            tr.append(round(t, 3))
+        kw["trace"] = tr
+    else:
+        kw["rate"] = rate
+        kw["process"] = kind
+    lat = draw(st.sampled_from([Latency("fixed", 0.0), Latency("fixed", 0.05), Latency("exp", 0.2),
+                                Latency("lognormal", 0.05, 2.0), Latency("empirical", values=(0.01, 0.5, 40.0))]))
+    outages = draw(st.sampled_from([(), (Outage(2, 5, "refuse"),), (Outage(1, 3, "status", 503), Outage(6, 7, "hang"))]))
+    rcv = Receiver(latency=lat, error_rate=draw(st.sampled_from([0.0, 0.1, 0.9])), outages=outages,
+                   max_body_bytes=draw(st.sampled_from([0, 0, 20000])), per_kib=draw(st.sampled_from([0.0, 0.001])))
+    lw = LogWriter(per_event=draw(st.sampled_from([Latency("fixed", 0.0), Latency("fixed", 0.002), Latency("exp", 0.004)])),
+                   per_batch=draw(st.sampled_from([0.0, 0.05])), error_rate=draw(st.sampled_from([0.0, 0.2])))
+    return scenario(flags, duration=10.0, instances=draw(st.integers(1, 3)), receiver=rcv, log_writer=lw,
+                    backends=(backend,), seed=draw(st.integers(0, 10**6)), drain=draw(st.booleans()),
+                    classes=draw(st.sampled_from([CLASSES, (CLASSES[0],)])), **kw)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(scenarios())
+def test_fast_matches_reference(sc):
+    both(sc)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 42])
+@pytest.mark.parametrize("case", ["overload", "under", "max1", "nothrottle", "slow-webhook", "outage", "sync-log",
+                                  "instances", "both-backends", "no-drain"])
+def test_fixed_seeds(case, seed):
+    flags, kw = [], dict(rate=3000.0, duration=30.0)
+    if case == "overload":
+        kw["rate"] = 6000.0
+    elif case == "max1":
+        flags, kw = ["--audit-webhook-batch-max-size=1"], dict(rate=40.0, duration=60.0)
+    elif case == "nothrottle":
+        flags, kw["rate"] = ["--audit-webhook-batch-throttle-enable=false"], 20000.0
+    elif case == "slow-webhook":
+        kw["receiver"] = Receiver(latency=Latency("lognormal", 1.0, 20.0), error_rate=0.2)
+        flags = ["--audit-webhook-initial-backoff=1s"]
+    elif case == "outage":
+        kw["receiver"] = Receiver(outages=(Outage(5, 15, "refuse"),))
+        flags = ["--audit-webhook-initial-backoff=2s"]
+    elif case == "sync-log":
+        flags = ["--audit-log-mode=batch", "--audit-log-batch-max-size=100", "--audit-log-batch-max-wait=1s",
+                 "--audit-log-path=/a.log"]
+        kw.update(backends=("log",), log_writer=LogWriter(per_event=Latency("exp", 0.0004)), rate=3000.0)
+    elif case == "instances":
+        kw.update(instances=3, weights=(3, 1, 1), rate=12000.0)
+    elif case == "both-backends":
+        flags = ["--audit-log-mode=batch", "--audit-log-batch-max-size=50", "--audit-log-batch-max-wait=200ms",
+                 "--audit-log-path=/a.log"]
+        kw.update(backends=("log", "webhook"), rate=2000.0, log_writer=LogWriter(per_event=Latency("fixed", 0.0004)))
+    elif case == "no-drain":
+        kw.update(drain=False, rate=6000.0, receiver=Receiver(latency=Latency("fixed", 3.0)))
+    both(scenario(flags, seed=seed, classes=CLASSES, **kw))
+
+
+def test_blocking_scenarios_use_the_reference_model_and_say_so():
+    sc = scenario(["--audit-webhook-mode=blocking"], rate=20, duration=5)
+    assert result(sc, "fast")["engine"] == "fast (reference model: a backend in blocking mode)"
