@@ -389,14 +389,26 @@ class LoadTest:
         return out
 
     async def _count(self, url: URL) -> int:
+        """Objects matching ``url`` (a label-selected list), paged 500 at a time so a large
+        leftover set never arrives as one response."""
         import json
 
-        status, body = await self._call("GET", url, timeout=60)
-        if status == 404:
-            return 0
-        if status != 200:
-            raise aiohttp.ClientError(f"HTTP {status}")
-        return len(json.loads(body).get("items") or [])
+        total, token = 0, ""
+        while True:
+            q = dict(url.query)
+            q["limit"] = "500"
+            if token:
+                q["continue"] = token
+            status, body = await self._call("GET", url.with_query(q), timeout=60)
+            if status == 404:
+                return total
+            if status != 200:
+                raise aiohttp.ClientError(f"HTTP {status}")
+            doc = json.loads(body)
+            total += len(doc.get("items") or [])
+            token = (doc.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return total
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> tuple[dict[str, Any], Trace]:
