@@ -232,21 +232,21 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- faults
 
 def test_outage_window_returns_the_configured_status(store: Path) -> None:
-    cfg = SinkConfig(store=str(store), faults=FaultConfig.from_flags(outages=["0s-1500ms:500"]))
+    cfg = SinkConfig(store=str(store), faults=FaultConfig.from_flags(outages=["0s-2500ms:500"]))
     with Sink(cfg) as s:
         assert post(s.url, batch(1)).status_code == 500
-        time.sleep(max(0.0, 1.6 - s.stats()["uptime_s"]))
+        time.sleep(max(0.0, 2.7 - s.stats()["uptime_s"]))
         assert post(s.url, batch(1)).status_code == 200
         assert s.stats()["responses"] == {"500": 1, "200": 1}
 
 
 def test_refuse_outage_closes_the_port_then_reopens(store: Path) -> None:
-    cfg = SinkConfig(store=str(store), faults=FaultConfig.from_flags(outages=["300ms-1200ms:refuse"]))
+    cfg = SinkConfig(store=str(store), faults=FaultConfig.from_flags(outages=["200ms-2500ms:refuse"]))
     with Sink(cfg) as s:
-        time.sleep(0.5)
+        time.sleep(0.8)
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.post(s.url, json=batch(1), timeout=5, headers={"Connection": "close"})
-        time.sleep(max(0.0, 1.4 - s.stats()["uptime_s"]))
+        time.sleep(max(0.0, 2.8 - s.stats()["uptime_s"]))
         assert requests.post(s.url, json=batch(1), timeout=5).status_code == 200
 
 
