@@ -257,7 +257,9 @@ class Counter(_Family):
         return self.values.get(self._key(labels), 0.0)
 
     def lines(self) -> list[str]:
-        return [f"{self.name}{_labels_text(k)} {_fmt(v)}" for k, v in sorted(self.values.items())]
+        with self._lock:
+            items = sorted(self.values.items())
+        return [f"{self.name}{_labels_text(k)} {_fmt(v)}" for k, v in items]
 
 
 class Gauge(Counter):
@@ -290,11 +292,13 @@ class Histogram(_Family):
             self.sum += value
 
     def lines(self) -> list[str]:
+        with self._lock:
+            counts, total = list(self.counts), self.sum
         out, cum = [], 0
-        for le, c in zip(self.bounds + [math.inf], self.counts):
+        for le, c in zip(self.bounds + [math.inf], counts):
             cum += c
             out.append(f'{self.name}_bucket{{le="{_fmt(le)}"}} {cum}')
-        out.append(f"{self.name}_sum {_fmt(self.sum)}")
+        out.append(f"{self.name}_sum {_fmt(total)}")
         out.append(f"{self.name}_count {cum}")
         return out
 

@@ -367,7 +367,7 @@ class SinkServer:
             "events_received": int(m.events.get()),
             "events_stored": int(m.stored.get()),
             "bytes_received": int(m.bytes.get()),
-            "responses": {k[0][1]: int(v) for k, v in m.responses.values.items()},
+            "responses": {k[0][1]: int(v) for k, v in dict(m.responses.values).items()},  # copy: other thread
             "faults_applied": dict(self.reasons),
             "inflight": self.inflight,
             "max_inflight": self.max_inflight_seen,
