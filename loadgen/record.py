@@ -1,6 +1,6 @@
 """The load test's per-request trace (bounded numpy arrays) and its run record (JSON).
 
-:class:`Trace` keeps, per request, in preallocated arrays (about 26 bytes a request; at most
+:class:`Trace` keeps, per request, in preallocated arrays (about 24 bytes a request; at most
 ``capacity`` requests, further requests are counted in ``overflow`` only):
 
 =============  =======  ==========================================================
