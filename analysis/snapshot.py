@@ -1,0 +1,459 @@
+"""The Prometheus snapshot: everything the recommender needs, read once, stored as JSON.
+
+``tune snapshot`` (``analysis.prom``) reads a Prometheus and writes one file in the format
+``audit-tune-snapshot/v1`` (documented field by field in ``docs/snapshot.md``). The recommender
+(``analysis.recommend``) consumes it without talking to Prometheus, so its math is testable offline.
+
+API::
+
+    snap = Snapshot.load("snap.json")         # InputError (exit 1) naming the file and field if invalid
+    for name, inst in snap.instances.items():
+        inst.event_rate.v                       # events/s, fine resolution
+        inst.errors_increase.buffered           # events already dropped for a full buffer
+        inst.webhook.p(0.99) if inst.webhook else None
+    snap.missing                                # [Missing(instance, item, why, fix), ...]
+    snap.save("copy.json")                      # atomic (temp file + rename)
+
+Every number is a plain float (counts may be fractional: ``increase()`` extrapolates). Series are
+``Series(t=[unix seconds], v=[values])`` of equal length, sorted by time, with no NaN/Inf.
+Absent data is ``None`` in the instance *and* explained in ``missing``; it is never a silent 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.errors import InputError
+
+FORMAT = "audit-tune-snapshot/v1"
+ERROR_PLUGINS = ("buffered", "webhook", "log", "truncate")
+LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+
+
+def _num(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"{where}: want a number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise InputError(f"{where}: {v!r} is not a finite number")
+    return f
+
+
+def _obj(d: Any, where: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: want an object, got {type(d).__name__}")
+    return d
+
+
+def _nums(v: Any, where: str) -> list[float]:
+    if not isinstance(v, list):
+        raise InputError(f"{where}: want a list of numbers")
+    return [_num(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
+
+@dataclass
+class Series:
+    """A time series: ``t`` unix seconds (ascending), ``v`` values (same length)."""
+
+    t: list[float] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def max(self) -> float:
+        return max(self.v) if self.v else 0.0
+
+    @property
+    def mean(self) -> float:
+        return sum(self.v) / len(self.v) if self.v else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": list(self.t), "v": list(self.v)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Series":
+        d = _obj(d, where)
+        t, v = _nums(d.get("t"), f"{where}.t"), _nums(d.get("v"), f"{where}.v")
+        if len(t) != len(v):
+            raise InputError(f"{where}: t has {len(t)} points but v has {len(v)}")
+        if any(b < a for a, b in zip(t, t[1:])):
+            raise InputError(f"{where}.t: timestamps must be ascending")
+        return cls(t, v)
+
+
+@dataclass
+class PeakSeries(Series):
+    """A short-window rate series (``window`` e.g. "10s"): peaks the fine series would average away."""
+
+    window: str = "10s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": self.window, **super().to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "PeakSeries":
+        s = Series.from_dict(d, where)
+        w = d.get("window")
+        if not isinstance(w, str) or not w:
+            raise InputError(f"{where}.window: want a duration string such as '10s'")
+        return cls(s.t, s.v, w)
+
+
+@dataclass
+class Histogram:
+    """A Prometheus histogram: upper bounds ``le`` (ascending, last may be inf) and cumulative counts."""
+
+    le: list[float] = field(default_factory=list)
+    cum: list[float] = field(default_factory=list)
+    sum: float = 0.0
+    count: float = 0.0
+
+    def quantile(self, q: float) -> float | None:
+        """``histogram_quantile`` semantics (linear inside a bucket); None when empty."""
+        if not self.cum or self.cum[-1] <= 0:
+            return None
+        rank = q * self.cum[-1]
+        prev_le, prev_c = 0.0, 0.0
+        for le, c in zip(self.le, self.cum):
+            if c >= rank:
+                if math.isinf(le):
+                    return prev_le
+                if c == prev_c:
+                    return le
+                return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
+            prev_le, prev_c = le, c
+        return prev_le
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count > 0 else None
+
+    def to_dict(self, sum_key: str = "sum", count_key: str = "count") -> dict[str, Any]:
+        return {"le": [_le_out(x) for x in self.le], "cum": list(self.cum), sum_key: self.sum, count_key: self.count}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Histogram":
+        d = _obj(d, where)
+        return cls.from_parts(d.get("le"), d.get("cum"), d.get("sum", 0.0), d.get("count", 0.0), where)
+
+    @classmethod
+    def from_parts(cls, le: Any, cum: Any, s: Any, c: Any, where: str) -> "Histogram":
+        if not isinstance(le, list):
+            raise InputError(f"{where}.le: want a list of bucket bounds")
+        les = [_le_in(x, f"{where}.le[{i}]") for i, x in enumerate(le)]
+        cums = _nums(cum, f"{where}.cum")
+        if len(les) != len(cums):
+            raise InputError(f"{where}: le has {len(les)} bounds but cum has {len(cums)}")
+        if any(b <= a for a, b in zip(les, les[1:])):
+            raise InputError(f"{where}.le: bounds must be strictly ascending")
+        return cls(les, cums, _num(s, f"{where}.sum"), _num(c, f"{where}.count"))
+
+
+def _le_out(x: float) -> float | str:
+    return "+Inf" if math.isinf(x) else x
+
+
+def _le_in(x: Any, where: str) -> float:
+    if x in ("+Inf", "Inf", "inf"):
+        return math.inf
+    return _num(x, where)
+
+
+@dataclass
+class Errors:
+    """``increase(apiserver_audit_error_total[window])`` by plugin: events lost, by cause."""
+
+    buffered: float = 0.0
+    webhook: float = 0.0
+    log: float = 0.0
+    truncate: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.buffered + self.webhook + self.log + self.truncate
+
+    def to_dict(self) -> dict[str, float]:
+        return {p: getattr(self, p) for p in ERROR_PLUGINS}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Errors":
+        d = _obj(d, where)
+        return cls(**{p: _num(d.get(p, 0.0), f"{where}.{p}") for p in ERROR_PLUGINS})
+
+
+@dataclass
+class Webhook:
+    """What the apiserver's rest client saw of the audit webhook (``host`` = ``host:port``).
+
+    ``duration`` is ``rest_client_request_duration_seconds{verb="POST",host}`` (one observation per
+    outer attempt, including Retry-After retries, excluding backoff sleeps); ``size`` is
+    ``rest_client_request_size_bytes`` (batch body bytes); ``requests_by_code`` is
+    ``rest_client_requests_total`` by ``code`` (``<error>`` = transport error). All are increases over
+    the window.
+    """
+
+    host: str
+    duration: Histogram
+    requests_by_code: dict[str, float]
+    size: Histogram | None = None
+
+    def p(self, q: float) -> float | None:
+        return self.duration.quantile(q)
+
+    @property
+    def error_ratio(self) -> float:
+        total = sum(self.requests_by_code.values())
+        bad = sum(v for k, v in self.requests_by_code.items() if not k.startswith("2"))
+        return bad / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"host": self.host}
+        d["duration_buckets"] = {"le": [_le_out(x) for x in self.duration.le], "cum": list(self.duration.cum)}
+        d["duration_sum"], d["duration_count"] = self.duration.sum, self.duration.count
+        d["requests_by_code"] = dict(self.requests_by_code)
+        if self.size is not None:
+            d["size_buckets"] = {"le": [_le_out(x) for x in self.size.le], "cum": list(self.size.cum)}
+            d["size_sum"], d["size_count"] = self.size.sum, self.size.count
+        else:
+            d["size_buckets"], d["size_sum"], d["size_count"] = None, None, None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Webhook":
+        d = _obj(d, where)
+        host = d.get("host")
+        if not isinstance(host, str) or not host:
+            raise InputError(f"{where}.host: want 'host:port'")
+        db = _obj(d.get("duration_buckets"), f"{where}.duration_buckets")
+        dur = Histogram.from_parts(db.get("le"), db.get("cum"), d.get("duration_sum", 0.0),
+                                   d.get("duration_count", 0.0), f"{where}.duration")
+        codes = {str(k): _num(v, f"{where}.requests_by_code.{k}")
+                 for k, v in _obj(d.get("requests_by_code", {}), f"{where}.requests_by_code").items()}
+        size = None
+        if d.get("size_buckets") is not None:
+            sb = _obj(d["size_buckets"], f"{where}.size_buckets")
+            size = Histogram.from_parts(sb.get("le"), sb.get("cum"), d.get("size_sum", 0.0),
+                                        d.get("size_count", 0.0), f"{where}.size")
+        return cls(host, dur, codes, size)
+
+
+@dataclass
+class InstanceData:
+    """One kube-apiserver (Prometheus ``instance`` label). See docs/snapshot.md for each field."""
+
+    cluster: str = ""
+    event_rate: Series = field(default_factory=Series)
+    event_rate_peak: PeakSeries | None = None
+    events_increase: float = 0.0
+    errors_increase: Errors = field(default_factory=Errors)
+    level_increase: dict[str, float] = field(default_factory=lambda: {lv: 0.0 for lv in LEVELS})
+    requests_rejected_increase: float = 0.0
+    request_rate: Series | None = None
+    requests_by_verb: dict[str, float] | None = None
+    webhook: Webhook | None = None
+    audit_filter_latency: Histogram | None = None
+    memory_bytes: Series | None = None
+
+    @property
+    def long_running_share(self) -> float | None:
+        """Share of requests that are long-running (watch, connect); None without verb data."""
+        if not self.requests_by_verb:
+            return None
+        total = sum(self.requests_by_verb.values())
+        lr = sum(v for k, v in self.requests_by_verb.items() if k.lower() in ("watch", "connect"))
+        return lr / total if total > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "event_rate": self.event_rate.to_dict(),
+            "event_rate_peak": self.event_rate_peak.to_dict() if self.event_rate_peak else None,
+            "events_increase": self.events_increase,
+            "errors_increase": self.errors_increase.to_dict(),
+            "level_increase": {lv: self.level_increase.get(lv, 0.0) for lv in LEVELS},
+            "requests_rejected_increase": self.requests_rejected_increase,
+            "request_rate": self.request_rate.to_dict() if self.request_rate else None,
+            "requests_by_verb": dict(self.requests_by_verb) if self.requests_by_verb is not None else None,
+            "webhook": self.webhook.to_dict() if self.webhook else None,
+            "audit_filter_latency": self.audit_filter_latency.to_dict() if self.audit_filter_latency else None,
+            "memory_bytes": self.memory_bytes.to_dict() if self.memory_bytes else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "InstanceData":
+        d = _obj(d, where)
+
+        def opt(key: str, fn: Any) -> Any:
+            v = d.get(key)
+            return None if v is None else fn(v, f"{where}.{key}")
+
+        lv = _obj(d.get("level_increase", {}), f"{where}.level_increase")
+        verbs = opt("requests_by_verb", lambda v, w: {str(k): _num(x, f"{w}.{k}") for k, x in _obj(v, w).items()})
+        cluster = d.get("cluster", "")
+        if not isinstance(cluster, str):
+            raise InputError(f"{where}.cluster: want a string")
+        if "event_rate" not in d:
+            raise InputError(f"{where}.event_rate: missing")
+        return cls(
+            cluster=cluster,
+            event_rate=Series.from_dict(d["event_rate"], f"{where}.event_rate"),
+            event_rate_peak=opt("event_rate_peak", PeakSeries.from_dict),
+            events_increase=_num(d.get("events_increase", 0.0), f"{where}.events_increase"),
+            errors_increase=Errors.from_dict(d.get("errors_increase", {}), f"{where}.errors_increase"),
+            level_increase={k: _num(lv.get(k, 0.0), f"{where}.level_increase.{k}") for k in LEVELS},
+            requests_rejected_increase=_num(d.get("requests_rejected_increase", 0.0),
+                                            f"{where}.requests_rejected_increase"),
+            request_rate=opt("request_rate", Series.from_dict),
+            requests_by_verb=verbs,
+            webhook=opt("webhook", Webhook.from_dict),
+            audit_filter_latency=opt("audit_filter_latency", Histogram.from_dict),
+            memory_bytes=opt("memory_bytes", Series.from_dict),
+        )
+
+
+@dataclass
+class Missing:
+    """One explained gap: ``instance`` (or ``*`` for all), the ``item`` (series), ``why``, and ``fix``."""
+
+    instance: str
+    item: str
+    why: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        who = "all instances" if self.instance == "*" else f"instance {self.instance}"
+        return f"{self.item} ({who}): {self.why}" + (f"; fix: {self.fix}" if self.fix else "")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"instance": self.instance, "item": self.item, "why": self.why, "fix": self.fix}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Missing":
+        d = _obj(d, where)
+        vals = {}
+        for k in ("instance", "item", "why", "fix"):
+            v = d.get(k, "")
+            if not isinstance(v, str):
+                raise InputError(f"{where}.{k}: want a string")
+            vals[k] = v
+        if not vals["item"] or not vals["why"]:
+            raise InputError(f"{where}: item and why are required")
+        return cls(**vals)
+
+
+@dataclass
+class Window:
+    start: float
+    end: float
+    step: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Source:
+    prometheus_url: str
+    window: Window
+    cluster_label: str | None = None
+    selector: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prometheus_url": self.prometheus_url,
+                "window": {"start": self.window.start, "end": self.window.end, "step": self.window.step},
+                "cluster_label": self.cluster_label, "selector": self.selector}
+
+
+@dataclass
+class Snapshot:
+    """A whole snapshot file. ``instances`` keyed by the Prometheus ``instance`` label."""
+
+    source: Source
+    instances: dict[str, InstanceData] = field(default_factory=dict)
+    missing: list[Missing] = field(default_factory=list)
+    tool_version: str = ""
+    recorded_at: float = 0.0
+    format: str = FORMAT
+
+    @property
+    def usable(self) -> bool:
+        """At least one instance with audit event data."""
+        return any(len(i.event_rate) > 0 for i in self.instances.values())
+
+    def clusters(self) -> dict[str, list[str]]:
+        """Instance names grouped by cluster value."""
+        out: dict[str, list[str]] = {}
+        for name, inst in sorted(self.instances.items()):
+            out.setdefault(inst.cluster, []).append(name)
+        return out
+
+    def missing_for(self, instance: str) -> list[Missing]:
+        return [m for m in self.missing if m.instance in (instance, "*")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "tool_version": self.tool_version, "recorded_at": self.recorded_at,
+                "source": self.source.to_dict(),
+                "instances": {k: v.to_dict() for k, v in sorted(self.instances.items())},
+                "missing": [m.to_dict() for m in self.missing]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a temp file in the same folder, fsync, rename."""
+        from tune.output import write_atomic
+
+        write_atomic(Path(path), self.dumps())
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "snapshot") -> "Snapshot":
+        d = _obj(d, where)
+        fmt = d.get("format")
+        if fmt != FORMAT:
+            raise InputError(f"{where}: format {fmt!r} is not {FORMAT!r} (record it again with 'tune snapshot')")
+        src = _obj(d.get("source"), f"{where}.source")
+        w = _obj(src.get("window"), f"{where}.source.window")
+        url = src.get("prometheus_url", "")
+        cl = src.get("cluster_label")
+        if cl is not None and not isinstance(cl, str):
+            raise InputError(f"{where}.source.cluster_label: want a string or null")
+        source = Source(str(url), Window(_num(w.get("start"), f"{where}.source.window.start"),
+                                         _num(w.get("end"), f"{where}.source.window.end"),
+                                         _num(w.get("step"), f"{where}.source.window.step")),
+                        cl, str(src.get("selector", "") or ""))
+        insts = {str(k): InstanceData.from_dict(v, f"{where}.instances.{k}")
+                 for k, v in _obj(d.get("instances", {}), f"{where}.instances").items()}
+        miss = d.get("missing", [])
+        if not isinstance(miss, list):
+            raise InputError(f"{where}.missing: want a list")
+        return cls(source=source, instances=insts,
+                   missing=[Missing.from_dict(m, f"{where}.missing[{i}]") for i, m in enumerate(miss)],
+                   tool_version=str(d.get("tool_version", "")),
+                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=fmt)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Snapshot":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')") from None
+        except OSError as e:
+            raise InputError(f"snapshot {p}: {e.strerror}") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"snapshot {p} line {e.lineno}: not JSON ({e.msg})") from None
+        return cls.from_dict(d, str(p))
+
+
+def sample_path() -> Path:
+    """The bundled sample snapshot (``analysis/data/sample-snapshot.json``)."""
+    return Path(__file__).parent / "data" / "sample-snapshot.json"
