@@ -190,3 +190,12 @@ nodes:
     readOnly: true
 """)
     assert "v1beta3" in check_config(p)
+
+
+def test_cli_kind_without_docker_cli_is_one_line_error(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path / "empty"), "AUDIT_TUNE_STATE": str(tmp_path / "state")}
+    r = subprocess.run([sys.executable, "-m", "tune.cli", "cluster", "up", "--provider", "kind"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "tune: error: kind needs a running Docker engine (docker info failed): docker: command not found"]
