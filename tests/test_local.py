@@ -43,10 +43,6 @@ def _wait(cond, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _pid_gone(p: Proc) -> bool:
-    return not p.alive()
-
-
 def test_local_stack_audits_to_webhook_and_down_leaves_nothing(stack_binaries, audit_receiver, tmp_path):
     flags = parse_flags(["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=10",
                          "--audit-webhook-batch-throttle-qps=20"])
@@ -84,7 +80,6 @@ def test_local_stack_audits_to_webhook_and_down_leaves_nothing(stack_binaries, a
             total = _wait(lambda: _metric(s.get(c.metrics_url, timeout=10).text, "apiserver_audit_event_total"),
                           what="apiserver_audit_event_total > 0")
             assert total > 0
-            who = s.get(f"{c.server}/apis/authentication.k8s.io/v1/selfsubjectreviews", timeout=10)
 
         def got_configmap_create():
             return [e for e in audit_receiver.events()
@@ -99,7 +94,6 @@ def test_local_stack_audits_to_webhook_and_down_leaves_nothing(stack_binaries, a
                    for p in audit_receiver.posts)
         assert max(len(p["items"]) for p in audit_receiver.posts) <= 10  # --audit-webhook-batch-max-size=10
         assert all(path.startswith("/audit") for path in audit_receiver.paths)
-        assert who.status_code in (200, 201, 404, 405)
 
         # state file lets another process find it
         st = json.loads(c.state_file.read_text())
@@ -112,9 +106,7 @@ def test_local_stack_audits_to_webhook_and_down_leaves_nothing(stack_binaries, a
         data_dir = c.data_dir
     finally:
         c.down()
-    assert all(_pid_gone(p) for p in procs)
-    for p in procs:
-        assert not Path(f"/proc/{p.pid}").exists() or Proc(p.name, p.pid, p.start_time, p.log, p.cmd).alive() is False
+    assert all(not p.alive() for p in procs)
     assert not c.state_dir.exists()
     assert data_dir is not None and not data_dir.exists()
 
