@@ -3,9 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apiserver/plugin/pkg/audit/buffered"
@@ -46,11 +48,28 @@ type Outage struct {
 }
 
 type WebhookBehaviour struct {
-	LatencySeconds         float64  `json:"latency_seconds"`
-	LatencyPerEventSeconds float64  `json:"latency_per_event_seconds"`
-	ErrorRate              float64  `json:"error_rate"`
-	ErrorStatus            int      `json:"error_status"`
-	Outages                []Outage `json:"outages"`
+	LatencySeconds         float64 `json:"latency_seconds"`
+	LatencyPerEventSeconds float64 `json:"latency_per_event_seconds"`
+	// LatencySamples, when given, replaces LatencySeconds: each attempt draws one element uniformly
+	// (a latency distribution given by its quantiles).
+	LatencySamples []float64 `json:"latency_samples_seconds"`
+	ErrorRate      float64   `json:"error_rate"`
+	ErrorStatus    int       `json:"error_status"`
+	Outages        []Outage  `json:"outages"`
+
+	latMu  sync.Mutex
+	latRng *mrand.Rand
+}
+
+// latency is the answer delay of one attempt carrying n events.
+func (w *WebhookBehaviour) latency(n int) time.Duration {
+	base := w.LatencySeconds
+	if len(w.LatencySamples) > 0 {
+		w.latMu.Lock()
+		base = w.LatencySamples[w.latRng.IntN(len(w.LatencySamples))]
+		w.latMu.Unlock()
+	}
+	return time.Duration((base + w.LatencyPerEventSeconds*float64(n)) * float64(time.Second))
 }
 
 type LogBehaviour struct {
@@ -221,6 +240,12 @@ func (in *Input) Validate() (*Settings, error) {
 	if w.ErrorStatus < 300 || w.ErrorStatus > 599 {
 		return nil, bad("webhook.error_status: %d, expected a non-2xx status 300..599", w.ErrorStatus)
 	}
+	for i, x := range w.LatencySamples {
+		if x < 0 {
+			return nil, bad("webhook.latency_samples_seconds[%d]: negative", i)
+		}
+	}
+	w.latRng = mrand.New(mrand.NewPCG(uint64(in.Seed), 0x1a7))
 	if w.LatencySeconds < 0 || w.LatencyPerEventSeconds < 0 || in.Log.WriteSeconds < 0 || in.Log.WritePerEventSeconds < 0 {
 		return nil, bad("latency/write seconds must be >= 0")
 	}

@@ -47,7 +47,7 @@ func (m *modelDelegate) count(status string) {
 
 func (m *modelDelegate) attempt(n int) error {
 	m.attempts.Add(1)
-	latency := time.Duration((m.beh.LatencySeconds + m.beh.LatencyPerEventSeconds*float64(n)) * float64(time.Second))
+	latency := m.beh.latency(n)
 	if o := m.beh.outageAt(m.clk.now()); o != nil {
 		switch o.Kind {
 		case "refuse":

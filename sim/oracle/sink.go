@@ -236,7 +236,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	status := "?"
 	defer func() { s.logRequest(arrive, ids, n, status) }()
-	latency := time.Duration((s.beh.LatencySeconds + s.beh.LatencyPerEventSeconds*float64(n)) * float64(time.Second))
+	latency := s.beh.latency(n)
 	if o := s.beh.outageAt(arrive); o != nil {
 		switch o.Kind {
 		case "hang": // never answer; the client gives up at its 30 s timeout
