@@ -78,7 +78,9 @@ def kind_args(flags: AuditFlags) -> dict[str, str]:
 
 
 def kubeadm_api_for(image: str | None, kubeadm_api: KubeadmAPI = "auto") -> str:
-    """``v1beta3`` or ``v1beta4`` as kind chooses it: v1beta4 for Kubernetes >= 1.36 (or no tag)."""
+    """``v1beta3`` or ``v1beta4`` as kind chooses it: v1beta4 for Kubernetes >= 1.36, and without an
+    image (kind v0.33.0's default node image is v1.37.0). kind silently ignores a patch whose
+    apiVersion differs from the one it generates (``pkg/internal/patch/resource.go``)."""
     if kubeadm_api in ("v1beta3", "v1beta4"):
         return kubeadm_api
     if kubeadm_api != "auto":
@@ -195,7 +197,7 @@ def check_config(path: str | os.PathLike) -> str:
     r = subprocess.run([str(kindcheck_binary()), str(path)], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise InputError(f"{path}: {(r.stderr or r.stdout).strip()}")
-    return r.stdout.strip()
+    return "\n".join(x for x in (r.stdout.strip(), r.stderr.strip()) if x)  # "ok: ..." plus any warnings
 
 
 class KindCluster:
@@ -257,6 +259,12 @@ class KindCluster:
         return self.config_path
 
     def up(self) -> "KindCluster":
+        want = kubeadm_api_for(self.image, "auto")
+        got = kubeadm_api_for(self.image, self.kubeadm_api)
+        if got != want:
+            raise InputError(f"--kubeadm-api {got}: kind generates kubeadm {want} for "
+                             f"{self.image or 'its default image (v1.37)'}, and silently ignores a patch of another "
+                             f"apiVersion, so the audit flags would not be set; use --kubeadm-api auto")
         check_docker()
         kind = kind_binary()
         self.write_config(gateway=docker_gateway())

@@ -199,3 +199,17 @@ def test_cli_kind_without_docker_cli_is_one_line_error(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "tune: error: kind needs a running Docker engine (docker info failed): docker: command not found"]
+
+
+def test_patch_version_must_match_the_node_image(kindcheck_binary, tmp_path):
+    """kind silently ignores a kubeadm patch whose apiVersion differs from what it generates."""
+    ok = _write(tmp_path, "auto", image="kindest/node:v1.35.1")
+    assert "kubeadm.k8s.io/v1beta3" in check_config(ok)
+    bad = _write(tmp_path, "v1beta3", image="kindest/node:v1.36.0")
+    with pytest.raises(InputError, match="silently ignore"):
+        check_config(bad)
+    # no image: kind's default (v1.37) wants v1beta4; a v1beta3 patch only warns (--image may fix it)
+    warn = _write(tmp_path, "v1beta3")
+    assert "warning" in check_config(warn)
+    with pytest.raises(InputError, match="--kubeadm-api v1beta3"):
+        KindCluster("kc", kubeadm_api="v1beta3", image="kindest/node:v1.36.0", state_root=tmp_path).up()

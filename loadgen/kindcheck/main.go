@@ -14,12 +14,15 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"regexp"
+	"strconv"
 
 	yaml3 "go.yaml.in/yaml/v3"
 	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta3"
 	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta4"
-	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/kind/pkg/apis/config/defaults"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -45,9 +48,27 @@ func decodeCluster(raw []byte) (*v1alpha4.Cluster, error) {
 	return cfg, nil
 }
 
+var imageVersion = regexp.MustCompile(`:v?(\d+)\.(\d+)`)
+
+// kubeadmAPIFor is the kubeadm config version kind generates for a node image
+// (pkg/cluster/internal/kubeadm/config.go: v1beta3 for 1.23-1.35, v1beta4 from 1.36).
+// A patch whose apiVersion differs is silently ignored by kind (pkg/internal/patch/resource.go).
+func kubeadmAPIFor(image string) string {
+	m := imageVersion.FindStringSubmatch(image)
+	if m == nil {
+		return ""
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	if major == 1 && minor < 36 {
+		return "kubeadm.k8s.io/v1beta3"
+	}
+	return "kubeadm.k8s.io/v1beta4"
+}
+
 // checkPatch strictly decodes one kubeadm merge patch. Only ClusterConfiguration patches are
 // checked field by field; other kinds only have to be valid YAML with a kind.
-func checkPatch(where, patch string) (string, error) {
+func checkPatch(where, patch, image string) (string, error) {
 	var meta map[string]interface{}
 	if err := sigsyaml.Unmarshal([]byte(patch), &meta); err != nil {
 		return "", fmt.Errorf("%s: not YAML: %w", where, err)
@@ -60,6 +81,20 @@ func checkPatch(where, patch string) (string, error) {
 		return kind + " (not checked)", nil
 	}
 	apiVersion, _ := meta["apiVersion"].(string)
+	if apiVersion != "" {
+		img, explicit := image, image != ""
+		if !explicit {
+			img = defaults.Image
+		}
+		if want := kubeadmAPIFor(img); want != "" && want != apiVersion {
+			msg := fmt.Sprintf("%s: apiVersion %s, but kind generates %s for %s, so kind would silently ignore this patch",
+				where, apiVersion, want, img)
+			if explicit {
+				return "", fmt.Errorf("%s", msg)
+			}
+			fmt.Fprintf(os.Stderr, "kindcheck: warning: %s (default image of kind; fine if you pass a matching --image)\n", msg)
+		}
+	}
 	if apiVersion == "" {
 		// kind >= v0.32 converts an unversioned map-form patch into v1beta4 (kubeadm_merge.go):
 		// check it against the form its extraArgs use.
@@ -109,7 +144,11 @@ func run(path string) (string, error) {
 	}
 	checked := []string{}
 	for i, p := range cfg.KubeadmConfigPatches {
-		s, err := checkPatch(fmt.Sprintf("kubeadmConfigPatches[%d]", i), p)
+		image := ""
+		if len(cfg.Nodes) > 0 {
+			image = cfg.Nodes[0].Image
+		}
+		s, err := checkPatch(fmt.Sprintf("kubeadmConfigPatches[%d]", i), p, image)
 		if err != nil {
 			return "", err
 		}
@@ -117,7 +156,7 @@ func run(path string) (string, error) {
 	}
 	for n, node := range cfg.Nodes {
 		for i, p := range node.KubeadmConfigPatches {
-			s, err := checkPatch(fmt.Sprintf("nodes[%d].kubeadmConfigPatches[%d]", n, i), p)
+			s, err := checkPatch(fmt.Sprintf("nodes[%d].kubeadmConfigPatches[%d]", n, i), p, node.Image)
 			if err != nil {
 				return "", err
 			}
