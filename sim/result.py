@@ -131,6 +131,12 @@ class Result:
 
     # ---- aggregation ----
     def _merged(self, name: str) -> dict[str, Any]:
+        cache = self.__dict__.setdefault("_merged_cache", {})
+        if name not in cache:
+            cache[name] = self._merge(name)
+        return cache[name]
+
+    def _merge(self, name: str) -> dict[str, Any]:
         bs = [i.backends[name] for i in self.instances if name in i.backends]
         errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
         codes: Counter[str] = Counter()

@@ -71,13 +71,12 @@ class Quantiles:
     def summary(self) -> dict[str, float | None]:
         if self.count == 0:
             return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
-        return {
-            "p50": self.quantile(0.5),
-            "p90": self.quantile(0.9),
-            "p99": self.quantile(0.99),
-            "max": self.max,
-            "mean": self.total / self.count,
-        }
+        if self._hist is None:
+            allx = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+            p50, p90, p99 = (float(x) for x in np.quantile(allx, [0.5, 0.9, 0.99], method="inverted_cdf"))
+        else:
+            p50, p90, p99 = self.quantile(0.5), self.quantile(0.9), self.quantile(0.99)
+        return {"p50": p50, "p90": p90, "p99": p99, "max": self.max, "mean": self.total / self.count}
 
 
 class SeriesMax:

@@ -226,7 +226,8 @@ class Workload:
 
 @dataclass
 class EventChunk:
-    """A time-sorted slice of one instance's audit events."""
+    """A time-sorted slice of one instance's audit events, plus how many requests of each class
+    arrived in the slice of time that produced it (for ``apiserver_audit_level_total``)."""
 
     t: np.ndarray  # float64 seconds
     size: np.ndarray  # int64 bytes
@@ -234,6 +235,7 @@ class EventChunk:
     level: np.ndarray  # int8 index into LEVELS
     req: np.ndarray  # int64 request index within the instance
     stage: np.ndarray  # int8 index into STAGES
+    class_counts: np.ndarray | None = None  # requests per class, or None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -317,7 +319,10 @@ def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
                     break
                 y = float(ys_all[-1])
             ys = np.concatenate(pts) if pts else np.empty(0)
-        t = profile.inverse_cumulative(ys, w.duration) if len(ys) else np.empty(0)
+        if len(profile.rates) == 1 and profile.times[0] == 0.0 and profile.rates[0] > 0:
+            t = ys / profile.rates[0]
+        else:
+            t = profile.inverse_cumulative(ys, w.duration) if len(ys) else np.empty(0)
         t = t[t < w.duration]
         yield classify(t)
         start = end
@@ -328,59 +333,80 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
 
     Valid when request timing does not depend on the audit backends (every backend in batch
     mode); blocking modes drive requests themselves from :func:`iter_requests`.
+
+    Events are laid out request by request (stages in order) and stable-sorted by time, so equal
+    times keep (request, stage) order; events later than the last arrival of a chunk wait for the
+    next one, since a later request may still emit before them.
     """
+    ncls = len(w.classes)
     plans = [c.stages(w.policy_omit_stages) for c in w.classes]
-    sizes = [c.stage_sizes() for c in w.classes]
+    width = max((len(p) for p in plans), default=0)
+    nst = np.array([len(p) for p in plans], dtype=np.int64)
+    off_tab = np.zeros((ncls, max(width, 1)))
+    stage_tab = np.zeros((ncls, max(width, 1)), dtype=np.int8)
+    size_tab = np.zeros((ncls, max(width, 1)), dtype=np.int64)
+    for ci, (c, plan) in enumerate(zip(w.classes, plans)):
+        sz = c.stage_sizes()
+        for k, (stage, off) in enumerate(plan):
+            off_tab[ci, k], stage_tab[ci, k], size_tab[ci, k] = off, stage, sz[stage]
+    meta_tab = np.minimum(size_tab, META_SIZE)
     lvl = np.array([LEVELS.index(c.level) for c in w.classes], dtype=np.int8)
-    pending: list[np.ndarray] = []  # structured leftovers
-
-    dtype = np.dtype([("t", "f8"), ("req", "i8"), ("stage", "i1"), ("size", "i8"), ("meta", "i8"), ("level", "i1")])
-    carry = np.empty(0, dtype=dtype)
+    zero_offsets = not off_tab.any()
+    empty = (np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8),
+             np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8))
+    carry = empty
     for rc in iter_requests(w, seed, inst):
-        parts = [carry]
-        for ci, plan in enumerate(plans):
-            if not plan:
-                continue
-            sel = rc.cls == ci
-            if not sel.any():
-                continue
-            ts, rq = rc.t[sel], rc.req[sel]
-            for stage, off in plan:
-                arr = np.empty(len(ts), dtype=dtype)
-                arr["t"] = ts + off
-                arr["req"] = rq
-                arr["stage"] = stage
-                arr["size"] = sizes[ci][stage]
-                arr["meta"] = min(META_SIZE, sizes[ci][stage])
-                arr["level"] = lvl[ci]
-                parts.append(arr)
-        allev = np.concatenate(parts)
-        allev = allev[np.lexsort((allev["stage"], allev["req"], allev["t"]))]
-        horizon = rc.t[-1] if len(rc.t) else -np.inf
-        # every later request arrives at or after this chunk's last arrival, so events before it are final
-        cut = np.searchsorted(allev["t"], horizon, side="left") if len(rc.t) else 0
-        out, carry = allev[:cut], allev[cut:]
-        if len(out):
-            yield _chunk(out)
-    if len(carry):
-        yield _chunk(carry)
-    del pending
+        counts = np.bincount(rc.cls, minlength=ncls) if ncls > 1 else np.array([len(rc.t)])
+        per = nst[rc.cls] if ncls > 1 else np.full(len(rc.t), nst[0])
+        total = int(per.sum())
+        if ncls == 1 and nst[0] == 1:
+            # one class, one stage: the events are the arrivals themselves, already sorted
+            new = (rc.t if zero_offsets else rc.t + off_tab[0, 0], np.full(total, size_tab[0, 0]),
+                   np.full(total, meta_tab[0, 0]), np.full(total, lvl[0]), rc.req, np.full(total, stage_tab[0, 0]))
+        else:
+            if ncls == 1:
+                k = int(nst[0])
+                cls = np.zeros(total, dtype=np.int64)
+                pos = np.tile(np.arange(k), len(rc.t))
+                rep_t, rep_r = np.repeat(rc.t, k), np.repeat(rc.req, k)
+            else:
+                cls = np.repeat(rc.cls.astype(np.int64), per)
+                pos = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+                rep_t = np.repeat(rc.t, per)
+                rep_r = np.repeat(rc.req, per)
+            t = rep_t if zero_offsets else rep_t + off_tab[cls, pos]
+            new = (t, size_tab[cls, pos], meta_tab[cls, pos], lvl[cls], rep_r, stage_tab[cls, pos])
+        if len(carry[0]):
+            allev = tuple(np.concatenate([a, b]) for a, b in zip(carry, new))
+        else:
+            allev = new
+        ta = allev[0]
+        if not zero_offsets and len(ta) > 1 and not (ta[1:] >= ta[:-1]).all():
+            order = np.argsort(ta, kind="stable")
+            allev = tuple(a[order] for a in allev)
+            ta = allev[0]
+        if zero_offsets:
+            cut = len(ta)
+        else:
+            horizon = rc.t[-1] if len(rc.t) else -np.inf
+            cut = int(np.searchsorted(ta, horizon, side="left")) if len(rc.t) else 0
+        out = tuple(a[:cut] for a in allev)
+        carry = tuple(a[cut:] for a in allev)
+        yield EventChunk(*out, class_counts=counts)
+    if len(carry[0]):
+        yield EventChunk(*carry, class_counts=np.zeros(ncls, dtype=np.int64))
 
 
-def _chunk(a: np.ndarray) -> EventChunk:
-    return EventChunk(a["t"].copy(), a["size"].copy(), a["meta"].copy(), a["level"].copy(),
-                      a["req"].copy(), a["stage"].copy())
-
-
-def level_counts(w: Workload, seed: int, inst: int) -> dict[str, int]:
-    """``apiserver_audit_level_total`` by level: one per request, None included."""
-    counts = np.zeros(len(w.classes), dtype=np.int64)
-    for rc in iter_requests(w, seed, inst):
-        counts += np.bincount(rc.cls, minlength=len(w.classes))
-    out = {lv: 0 for lv in LEVELS}
-    for c, n in zip(w.classes, counts):
-        out[c.level] += int(n)
-    return out
+def add_level_counts(w: Workload, level_total, class_counts) -> int:
+    """Add requests per class to ``apiserver_audit_level_total`` (one per request, None included);
+    returns how many requests that was."""
+    if class_counts is None:
+        return 0
+    total = 0
+    for c, n in zip(w.classes, np.asarray(class_counts).tolist()):
+        level_total[c.level] += int(n)
+        total += int(n)
+    return total
 
 
 # ---- file inputs -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from sim.fast import collector as col
 from sim.fast.tasks import run_tasks
 from sim.result import BackendStats, InstanceStats, Result
 from sim.scenario import Scenario
-from sim.workload import LEVELS, EventChunk, iter_events, level_counts
+from sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
 
 ENGINE = "fast"
 REQUEST_LEVEL = LEVELS.index("Request")
@@ -58,12 +58,10 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     for i in range(w.instances):
         runners = {name: _Backend(sc, i, name, sc.flags.backend(name)) for name in sc.enabled}
         st = InstanceStats(f"apiserver-{i}", {n: r.stats for n, r in runners.items()})
-        for lv, c in level_counts(w, sc.seed, i).items():
-            st.level_total[lv] += c
-        st.requests_total = sum(st.level_total.values())
         t_last = 0.0
         held: tuple[EventChunk, int] | None = None  # one chunk held back: the last is fed knowing the stop time
         for chunk in iter_events(w, sc.seed, i):
+            st.requests_total += add_level_counts(w, st.level_total, chunk.class_counts)
             if not sc.drain and len(chunk) and chunk.t[-1] >= w.duration:
                 chunk = _head(chunk, int(np.searchsorted(chunk.t, w.duration, side="left")))
             n = len(chunk)
@@ -150,16 +148,17 @@ class _Backend:
             if self.sync:
                 cost, fail = sc.log_writer.costs(sc.seed, self.inst, ids)
             else:
-                cost, fail = np.zeros(len(t)), np.zeros(len(t), dtype=bool)
+                cost = fail = None
         else:
             t, sz, ids = np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
             cost, fail = np.empty(0), np.empty(0, dtype=bool)
         nq = len(self.q_t)
-        at = np.concatenate([self.q_t, t])
-        asz = np.concatenate([self.q_sz, sz])
-        aid = np.concatenate([self.q_id, ids])
-        acost = np.concatenate([self.q_cost, cost])
-        afail = np.concatenate([self.q_fail, fail])
+        cat = (lambda a, b: np.concatenate([a, b])) if nq else (lambda a, b: b)
+        at, asz = cat(self.q_t, t), cat(self.q_sz, sz)
+        if self.sync:
+            aid, acost, afail = cat(self.q_id, ids), cat(self.q_cost, cost), cat(self.q_fail, fail)
+        else:
+            aid, acost, afail = ids, _EMPTY_F, None
         N = len(at)
         acc = np.empty(N, dtype=np.int64)
         nb_cap = N + 2
@@ -192,7 +191,7 @@ class _Backend:
                 st.batch_size_counts[int(k)] += int(v)
             room = max(0, 100_000 - len(st.batch_sizes))
             st.batch_sizes.extend(n[:room].tolist())
-            ev_idx = acc[np.repeat(a, n) + _ragged_arange(n)]
+            ev_idx = acc[a[0]:a[-1] + n[-1]]  # batches are consecutive runs of the accepted sequence
             ev_t = at[ev_idx]
             if self.sync:
                 end = e
@@ -245,8 +244,9 @@ class _Backend:
         mode = int(self.S[col.S_MODE])
         front = int(self.S[col.S_BATCH_N]) if mode == col.WAIT else (int(self.S[col.S_PEND_N]) if mode == col.BLOCKED_DISPATCH else 0)
         keep = acc[qh - front:acc_n]
-        self.q_t, self.q_sz, self.q_id = at[keep], asz[keep], aid[keep]
-        self.q_cost, self.q_fail = acost[keep], afail[keep]
+        self.q_t, self.q_sz = at[keep], asz[keep]
+        if self.sync:
+            self.q_id, self.q_cost, self.q_fail = aid[keep], acost[keep], afail[keep]
         if final:
             st.in_flight_at_end = self.acc_events - self.released_events
 
@@ -261,16 +261,12 @@ class _Backend:
         self.active_ends = allend[cut:]
 
 
+_EMPTY_F = np.empty(0)
+
+
 def _head(c: EventChunk, k: int) -> EventChunk:
     """The events before the horizon (a run that does not drain stops there)."""
-    return EventChunk(c.t[:k], c.size[:k], c.meta[:k], c.level[:k], c.req[:k], c.stage[:k])
-
-
-def _ragged_arange(n: np.ndarray) -> np.ndarray:
-    """[0..n0-1, 0..n1-1, ...] without a Python loop."""
-    total = int(n.sum())
-    starts = np.repeat(np.cumsum(n) - n, n)
-    return np.arange(total) - starts
+    return EventChunk(c.t[:k], c.size[:k], c.meta[:k], c.level[:k], c.req[:k], c.stage[:k], c.class_counts)
 
 
 def _config(sc: Scenario) -> dict:

@@ -11,7 +11,9 @@ from sim.reference.clock import ARRIVAL, at
 from sim.reference.frontend import Frontend
 from sim.result import BackendStats, InstanceStats, Result
 from sim.scenario import Scenario
-from sim.workload import LEVELS, iter_events, iter_requests, level_counts
+import numpy as np
+
+from sim.workload import add_level_counts, iter_events, iter_requests
 
 ENGINE = "reference"
 
@@ -33,9 +35,6 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
             pipes[name] = Pipe(env, name, opts, bstats[name], sc.seed, i, sc.receiver, sc.log_writer,
                                sc.flags.webhook_initial_backoff)
         st = InstanceStats(f"apiserver-{i}", bstats)
-        for lv, n in level_counts(w, sc.seed, i).items():
-            st.level_total[lv] += n
-        st.requests_total = sum(st.level_total.values())
         insts.append(st)
         all_pipes.append(list(pipes.values()))
         fe = Frontend(env, pipes, st, sc.seed, i, sc.request_timeout)
@@ -60,6 +59,7 @@ def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progre
     last = 0.0
     if sc.all_batch:
         for chunk in iter_events(w, sc.seed, inst):
+            fe.stats.requests_total += add_level_counts(w, fe.stats.level_total, chunk.class_counts)
             ts, sz, mt, lv = chunk.t.tolist(), chunk.size.tolist(), chunk.meta.tolist(), chunk.level.tolist()
             n = len(ts)
             j = 0
@@ -76,6 +76,8 @@ def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progre
         plans = [c.stages(w.policy_omit_stages) for c in w.classes]
         procs = []
         for rc in iter_requests(w, sc.seed, inst):
+            fe.stats.requests_total += add_level_counts(w, fe.stats.level_total,
+                                                        np.bincount(rc.cls, minlength=len(w.classes)))
             for t, ci, rq in zip(rc.t.tolist(), rc.cls.tolist(), rc.req.tolist()):
                 yield at(env, t, ARRIVAL)
                 procs.append(env.process(fe.request(t, w.classes[ci], plans[ci], rq)))
