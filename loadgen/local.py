@@ -54,8 +54,8 @@ by ``down()``, on interpreter exit (atexit) and on SIGINT/SIGTERM (handlers, ins
 and a new ``up()`` with that name is refused while those processes run. With ``detach=True``
 (``tune cluster up`` without ``--wait``) they outlive the caller until ``tune cluster down``.
 
-Every process runs in its own process group; ``down()`` sends SIGTERM to the group (apiserver,
-then etcd, then anything added with ``add_process``), SIGKILL after 20 s, removes the etcd data
+Every process runs in its own process group; ``down()`` sends SIGTERM to each group in reverse
+start order (anything added with ``add_process`` such as Prometheus, kube-apiserver, etcd), SIGKILL after 20 s, removes the etcd data
 dir and the state dir. Start-up to ``/readyz`` takes about 3-5 s.
 """
 from __future__ import annotations
@@ -383,7 +383,8 @@ class LocalCluster:
         self.processes = []
 
     def down(self, keep_files: bool = False) -> None:
-        """Stop every process (apiserver before etcd), delete etcd data and, unless asked, the state dir."""
+        """Stop every process (reverse start order: apiserver before etcd), delete etcd data and,
+        unless ``keep_files``, the state dir. Idempotent."""
         with self._down_lock:
             self._stop_processes()
             if self.data_dir is not None:
