@@ -99,6 +99,13 @@ class ChunkExecutor:
 
     # lifecycle
     def __enter__(self) -> "ChunkExecutor":
+        try:
+            return self._start()
+        except BaseException:  # Ctrl-C or a failed probe while starting: stop what was started
+            self.close(cancel=True)
+            raise
+
+    def _start(self) -> "ChunkExecutor":
         t0 = time.perf_counter()
         o = self.opts
         if o.kind == "local":

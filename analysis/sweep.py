@@ -261,6 +261,11 @@ def write_tables(out_dir: Path, spec: SweepSpec, points: list[Point], done: dict
     summary = summarize(spec, rows, total_points=len(points))
     write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     write_atomic(out_dir / "summary.txt", summary_text(summary))
+    for name in ("results.csv", "results.jsonl", "summary.json", "summary.txt", "results.parquet"):
+        try:
+            os.chmod(out_dir / name, 0o644)  # write_atomic's temp files are private
+        except OSError:
+            pass
     return summary
 
 

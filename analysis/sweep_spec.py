@@ -393,6 +393,10 @@ class _Where:
                 break
         loc = f"{self.source}:{line}" if line else self.source
         key = ".".join(path)
+        for name in {p.lstrip("-") for p in path[-2:]}:  # "axes.rate.1: rate: ..." -> "axes.rate.1: ..."
+            for pre in (f"--{name}: ", f"{name}: ", f"--{name.replace('_', '-')}: ", f"{name.replace('_', '-')}: "):
+                if msg.startswith(pre):
+                    msg = msg[len(pre):]
         return InputError(f"{loc}: {key}: {msg}" if key else f"{loc}: {msg}")
 
 
