@@ -293,10 +293,11 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
          {"code": "200", "method": "GET", "host": LOOPBACK}, loop_req)
     emit("rest_client_requests", "counter", "rest_client_requests_total",
          {"code": "201", "method": "POST", "host": LOOPBACK}, np.round(loop_req / 4))
+    err = np.diff(np.floor(np.cumsum(fails) / 2), prepend=0.0)
     lat_mean = math.exp(math.log(inst.latency_median) + inst.latency_sigma ** 2 / 2)
     if has_webhook and inst.audit:
         host = inst.webhook_host
-        err = np.round(fails * 0.5)
+        err = np.diff(np.floor(np.cumsum(fails) / 2), prepend=0.0)   # every other failure is a transport error
         emit("rest_client_requests", "counter", "rest_client_requests_total",
              {"code": "200", "method": "POST", "host": host}, posts - fails)
         if inst.webhook_fail_share:
@@ -361,8 +362,8 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
         requests=inc(sum(by_verb.values())) if inst.requests_metrics else 0.0,
         requests_by_verb={v: inc(a) for v, a in by_verb.items()} if inst.requests_metrics else {},
         posts=posts_total,
-        posts_by_code={"200": inc(posts - fails), "500": inc(fails - np.round(fails * 0.5)),
-                       "<error>": inc(np.round(fails * 0.5))} if has_webhook and inst.audit else {},
+        posts_by_code=({"200": inc(posts - fails), "500": inc(fails - err), "<error>": inc(err)}
+                       if inst.webhook_fail_share else {"200": inc(posts)}) if has_webhook and inst.audit else {},
         latency_mean=lat_mean, webhook_host=inst.webhook_host if inst.audit else None, audit=inst.audit,
         data_from=sc.start + inst.data_from)
     return out, truth
