@@ -1,0 +1,208 @@
+"""``tune recommend``: webhook buffering flags from observed load, with the evidence.
+
+Thin: it gathers the inputs (snapshot file, Prometheus, or the bundled sample; current flags),
+builds the :class:`analysis.recommend.Objective` from options generated from its fields, and
+prints :func:`analysis.recommend.build_report` in the chosen format. Exit 3 when the current
+flags violate the objective (or nothing meets it), 4 when the data is not enough (per-item reasons).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+PANEL_IN = "Input"
+PANEL_OBJ = "Objective"
+PANEL_OUT = "Output"
+FORMATS = ("table", "json", "yaml", "flags", "kubeadm", "kubeadm-v1beta3", "kind", "manifest-patch", "prometheusrule")
+SAMPLE = Path(__file__).resolve().parents[2] / "analysis" / "data" / "sample-snapshot.json"
+
+HELP = """Recommend --audit-webhook-batch-* flags from observed audit load: no event lost at the observed
+peak x headroom, bounded memory, a receiver that is not flooded. Calibrates the simulator to each
+apiserver (rate curve, bursts, event size, webhook latency and failures), checks the calibration
+against the drops Prometheus saw, searches analytically then by simulation, and compares current
+flags, the recommendation and the kubernetes.io rule of thumb.
+
+Example: [bold]tune recommend --snapshot snap.json --current-flags /etc/kubernetes/manifests/kube-apiserver.yaml -f kubeadm[/bold]
+
+Exit codes: 0 ok, 1 bad input, 3 current flags violate the objective, 4 not enough data.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recommend", help=HELP, rich_help_panel="Recommend",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                short_help="Recommend audit webhook flags from a snapshot or Prometheus.")(recommend)
+
+
+def _objective_fields() -> list[dataclasses.Field]:
+    from analysis.recommend import Objective
+
+    return list(dataclasses.fields(Objective))
+
+
+def recommend(ctx: typer.Context, **kw: Any) -> int:
+    from analysis.recommend import Objective
+
+    obj = Objective(**{f.name: kw.pop(f.name) for f in _objective_fields()})
+    prom = kw.pop("prom", None)
+    if prom is not None:
+        kw["prometheus_url"] = prom.url
+    return _run(ctx, obj, prom=prom, **kw)
+
+
+def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: Optional[str], history: str, step: str,
+         current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
+         prom: Any = None, selector: Optional[str] = None) -> int:
+    from analysis import outputs  # noqa: F401 - registers the formatters
+    from analysis.calibrate import load_snapshot, snapshot_dict
+    from analysis.recommend import build_report
+    from sim.config import AuditFlags, load_flags_file, parse_flags
+    from sim.errors import InputError, ObjectiveViolated
+    from tune.output import log, render, write_output
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
+    obj = obj.validated()
+    say = (lambda s: None) if no_progress else (lambda s: log(f"tune recommend: {s}"))
+    # ---- input ----
+    if snapshot and prometheus_url:
+        raise InputError("--snapshot and --prometheus-url: give one of them, not both")
+    if snapshot:
+        snap = load_snapshot(snapshot)
+        source = {"kind": "snapshot", "snapshot": snapshot}
+    elif prometheus_url:
+        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say))
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step}
+    else:
+        if not SAMPLE.exists():
+            raise InputError("no --snapshot or --prometheus-url given, and the bundled sample "
+                             f"{SAMPLE.relative_to(SAMPLE.parents[2])} is missing; record one with --snapshot FILE")
+        log(f"tune recommend: no --snapshot or --prometheus-url given; using the bundled sample {SAMPLE.name} "
+            "(an example cluster, not yours)")
+        snap = load_snapshot(SAMPLE)
+        source = {"kind": "bundled sample", "snapshot": str(SAMPLE.name)}
+    src = snap.get("source") or {}
+    source["selector"] = src.get("selector")
+    source["window"] = src.get("window")
+    # ---- current flags ----
+    extra = [a for a in ctx.args]
+    if current_flags:
+        p = Path(current_flags)
+        if p.exists() and p.is_file():
+            current = load_flags_file(p)
+            csrc = f"from {current_flags}"
+        else:
+            try:
+                args = shlex.split(current_flags)
+            except ValueError as e:
+                raise InputError(f"--current-flags: {e}") from None
+            if not args or not all(a.startswith("--") for a in args[:1]):
+                raise InputError(f"--current-flags {current_flags!r}: not a file and not flags like "
+                                 "'--audit-webhook-batch-max-size=400'")
+            current = parse_flags(args, source="--current-flags", ignore_unknown=True)
+            csrc = "from --current-flags"
+    else:
+        current = AuditFlags()
+        csrc = "kube-apiserver defaults: --current-flags not given"
+    if extra:
+        current = parse_flags(extra, base=current, source="command line")
+        csrc += " + command line"
+    if current.webhook.mode != "batch":
+        say(f"current --audit-webhook-mode={current.webhook.mode}: compared as is; recommendations are for batch mode")
+    if not current_flags and not extra:
+        log("tune recommend: --current-flags not given; comparing against kube-apiserver defaults")
+    report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say)
+    if fmt == "table":
+        text = _table(report, color=output in (None, "", "-") and sys.stdout.isatty())
+    else:
+        text = render(report, fmt)
+    write_output(text, output)
+    if report["recommended"] is None:
+        raise ObjectiveViolated("no flag set meets the objective within the constraints (see the table or -f json 'search')")
+    if not report["current_ok"]:
+        raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report["current_violations"]))
+    return 0
+
+
+def _table(report: dict, color: bool) -> str:
+    from analysis.outputs import render_table
+
+    return render_table(report, color=color)
+
+
+def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any) -> Any:
+    """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
+    from analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
+    from sim.errors import InputError, NotEnoughData
+    from sim.units import parse_duration
+    from tune.output import log
+
+    if prom is None:
+        raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")
+    prom.validate()
+    req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
+                          selector=selector)
+    say(f"reading {history} from {prom.display_url}")
+    try:
+        return take_snapshot(PromClient(prom), req, log=say)
+    except NotEnoughData:
+        raise
+    except InputError:
+        raise
+    finally:
+        pass
+
+
+def _prom_available() -> bool:
+    try:
+        import analysis.prom  # noqa: F401
+        import tune.options  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _build_signature() -> None:
+    from analysis.recommend import Objective
+
+    P = inspect.Parameter
+    params = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    ann: dict[str, Any] = {"ctx": typer.Context, "return": int}
+
+    def opt(name: str, typ: Any, default: Any) -> None:
+        params.append(P(name, P.KEYWORD_ONLY, default=default, annotation=typ))
+        ann[name] = typ
+
+    opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=PANEL_IN))
+    if _prom_available():
+        from analysis.prom import PromSettings
+
+        opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
+        opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=PANEL_IN))
+    else:
+        opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=PANEL_IN))
+    opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=PANEL_IN))
+    opt("step", str, typer.Option("30s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
+    opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults). Audit flags may also follow verbatim.", rich_help_panel=PANEL_IN))
+    for f in dataclasses.fields(Objective):
+        md = f.metadata
+        opt(f.name, md["type"], typer.Option(f.default, md["flag"], help=md["help"], rich_help_panel=PANEL_OBJ))
+    opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))
+    opt("fmt", str, typer.Option("table", "-f", "--format", help=" | ".join(FORMATS) + ".", rich_help_panel=PANEL_OUT))
+    opt("output", Optional[str], typer.Option(None, "-o", "--output", help="Write to FILE (atomically) instead of stdout.", rich_help_panel=PANEL_OUT))
+    opt("no_progress", bool, typer.Option(False, "--no-progress", help="No progress lines on stderr.", rich_help_panel=PANEL_OUT))
+    recommend.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
+    recommend.__annotations__ = ann
+
+
+_build_signature()
+if _prom_available():
+    from tune.options import prometheus_options
+
+    recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
