@@ -7,6 +7,11 @@ Exit codes: 0 ok; 1 bad input, unsafe target, unreachable apiserver; 3 with ``--
 when the apiserver counted dropped audit events (``apiserver_audit_error_total``) in the window;
 4 with ``--fail-if-behind`` when the generator could not offer the requested load;
 130 interrupted (the record is still written and the objects cleaned up).
+
+``--verify`` (needs ``--sink-url``) replays the run through the simulator with the same flags and
+policy (:mod:`loadgen.verify`), prints observed vs predicted on stderr, adds the report to the
+record as ``verify``, and exits 3 when observed drops exceed ``--max-drops``, when prediction and
+observation disagree beyond the tolerance, or when events were lost.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ PANEL = "Load testing"
 TGT = "Target"
 LOAD = "Load"
 OUT = "Output"
+VERIFY = "Verification"
 
 HELP = """Offer an open-loop load (configmaps/secrets create/get/list/update/patch/delete/watch) to a kube-apiserver
 and write a run record: requested vs achieved rate, send lag, latency, status codes, the apiserver's audit
@@ -77,6 +83,12 @@ def loadtest_cmd(
     fail_if_behind: bool = typer.Option(False, "--fail-if-behind", help="Exit 4 if the requested load was not offered.", rich_help_panel=OUT),
     fail_on_drops: bool = typer.Option(False, "--fail-on-drops", help="Exit 3 if the apiserver counted dropped audit events.", rich_help_panel=OUT),
     no_progress: bool = typer.Option(False, "--no-progress", rich_help_panel=OUT),
+    verify: bool = typer.Option(False, "--verify", help="Replay the run through the simulator and compare (needs --sink-url); exit 3 on drops above --max-drops, a prediction off by more than the tolerance, or lost events.", rich_help_panel=VERIFY),
+    max_drops: float = typer.Option(0, "--max-drops", help="--verify: most dropped audit events allowed.", rich_help_panel=VERIFY),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="--verify: the audit policy in force (default: the audit-tune cluster's, else the bundled default).", rich_help_panel=VERIFY),
+    sink_error_rate: float = typer.Option(0.0, "--sink-error-rate", help="--verify: the sink's --error-rate.", rich_help_panel=VERIFY),
+    sink_error_status: int = typer.Option(503, "--sink-error-status", help="--verify: the sink's --error-status.", rich_help_panel=VERIFY),
+    sink_outage: List[str] = typer.Option([], "--sink-outage", help="--verify: the sink's --outage START-END[:MODE] (sink-relative, as given to the sink; repeatable).", rich_help_panel=VERIFY),
 ) -> int:
     from loadgen import kubetarget
     from loadgen.loadtest import LoadTestConfig, run_loadtest
@@ -122,6 +134,9 @@ def loadtest_cmd(
         sink_ca=str(sink_ca) if sink_ca else None, webhook_host=webhook_host,
         settle=parse_duration(settle, "--settle"), audit_flags=tuple(flags),
     )
+    if verify and not sink_url:
+        raise InputError("--verify needs --sink-url (the sink's latencies, counts and store)")
+    pre = _verify_before(target, sink_url, str(sink_ca) if sink_ca else None) if verify else None
     bar: Progress | None = None
 
     def progress(t: float, total: float, sent: int, inflight: int) -> None:
@@ -135,6 +150,11 @@ def loadtest_cmd(
     finally:
         if bar is not None:
             bar.close()
+    report = None
+    if pre is not None and not record.get("interrupted"):
+        report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
+                               sink_error_rate, sink_error_status, sink_outage, max_drops)
+        record["verify"] = report
     if fmt == "json":
         text = write_record(record, trace, output, trace_inline_max)
         if output is None:
@@ -162,7 +182,39 @@ def loadtest_cmd(
                                     f"({record['audit']['error_total_by_plugin']})")
     if fail_if_behind and not load["kept_up"]:
         raise NotEnoughData(f"--fail-if-behind: requested load not offered: {load['behind_reason']}")
+    if report is not None and not report["ok"]:
+        raise ObjectiveViolated("--verify: " + "; ".join(report["failures"]))
     return 0
+
+
+def _verify_before(target, sink_url: str, sink_ca: str | None) -> tuple[dict, dict]:
+    """Absolute apiserver audit counters and sink stats before the run (for the accounting check)."""
+    from loadgen.sink import fetch_stats
+    from loadgen.verify import scrape_totals
+    from sim.errors import ServiceError
+
+    try:
+        return scrape_totals(target), fetch_stats(sink_url, ca=sink_ca)
+    except OSError as e:
+        raise ServiceError(f"--verify: cannot read {target.server}/metrics ({e})") from None
+
+
+def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
+                  policy: Optional[Path], error_rate: float, error_status: int, outages: List[str],
+                  max_drops: float) -> dict:
+    import sys
+
+    from loadgen.faults import FaultConfig
+    from loadgen.loadtest import _cluster_state
+    from loadgen.local import DEFAULT_POLICY
+    from loadgen.verify import render, verify_live
+
+    pol = str(policy) if policy else (_cluster_state(target).get("policy") or str(DEFAULT_POLICY))
+    faults = FaultConfig.from_flags(error_rate=error_rate, error_status=error_status, outages=list(outages))
+    report = verify_live(record, trace, target, sink_url, pre[0], pre[1], sink_ca=sink_ca, policy=pol,
+                         faults=faults, max_drops=max_drops)
+    sys.stderr.write(render(report))
+    return report
 
 
 def _ms(x: float | None) -> str:
