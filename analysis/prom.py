@@ -272,6 +272,9 @@ class PromClient:
         self.queries += 1
         try:
             return fn()
+        except (requests.exceptions.JSONDecodeError, ValueError):
+            raise ServiceError(f"prometheus {url} answered {what} with malformed JSON: is --prometheus-url the "
+                               f"Prometheus API root (not a UI or proxy login page)?") from None
         except (requests.exceptions.Timeout, requests.exceptions.ReadTimeout):
             raise TimeoutExceeded(f"prometheus {url} did not answer {what} within {self.s.timeout} "
                                   f"({attempts} attempts): raise --prometheus-timeout or shorten --history") from None
