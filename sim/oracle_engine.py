@@ -203,7 +203,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
     from sim.reference.engine import _config
 
     extra = {"oracle": {
-        name: {k: out.get(k) for k in ("delegate", "versions", "arrival_lag_seconds", "checks", "cpu_seconds",
+        name: {k: out.get(k) for k in ("delegate", "versions", "arrival_lag_seconds", "stall_seconds", "checks", "cpu_seconds",
                                         "receiver", "receiver_errors", "run_returned_seconds", "effective",
                                         "wall_seconds")}
         for name, out in zip(names, outs)
