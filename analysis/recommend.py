@@ -522,7 +522,8 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
         v = validate(m, current, seed=seed, engine=engine)
         obs_buf = m.errors_increase.get("buffered", 0.0)
         tries = 0
-        while obs_buf > 0 and v.predicted_errors["buffered"] < 0.5 * obs_buf and tries < 3 and m.burst.per_step > 1:
+        while (obs_buf > 0 and v.predicted_errors["buffered"] < 0.5 * obs_buf and tries < 3 and m.burst.per_step > 1
+               and not v.partial):
             tries += 1
             sig = min(max(m.burst.sigma, 0.2) * 1.5, 2.5)
             m = with_sigma(m, sig, f"raised to {sig:.2f} to reproduce the observed buffered drops")
@@ -545,6 +546,10 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
 
     log = log or (lambda s: None)
     obj = objective.validated()
+    source = dict(source or {})
+    src = snap.get("source") or {}
+    source.setdefault("selector", src.get("selector"))
+    source.setdefault("window", src.get("window"))
     models, vals, skipped = calibrate_all(snap, current, seed, engine, log)
     rec = Recommender(models, obj, seed=seed, engine=engine, progress=log)
     try:
@@ -591,7 +596,7 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         "tool_version": __version__,
         "config": {
             "seed": seed, "engine": engine,
-            "source": source or {},
+            "source": source,
             "objective": obj.to_dict(),
             "horizon_seconds": rec.horizon,
             "current_flags": tuned_args(current),
