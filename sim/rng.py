@@ -29,6 +29,7 @@ S_LOG_FAIL = 6
 S_ARRIVALS = 7
 S_ONOFF = 8
 S_DURATION = 9
+S_SELECT = 10
 
 
 def _mix(z: int) -> int:
@@ -72,3 +73,12 @@ def uniform_array(seed: int, stream: int, a, b=0, c=0) -> np.ndarray:
 def generator(seed: int, stream: int, a: int = 0) -> np.random.Generator:
     """A numpy Generator for bulk draws (arrivals), keyed the same way."""
     return np.random.Generator(np.random.PCG64(hash64(seed, stream, a)))
+
+
+def extra_takes(seed: int, inst: int, seqs) -> np.ndarray:
+    """How many more ready events Go's random ``select`` takes after the first, when the batch
+    timer has already fired (``--audit-*-batch-max-wait=0``): Geometric(1/2), one draw per batch.
+    Measured on the real code: batch sizes 1, 2, 3 in proportions 0.50, 0.24, 0.12
+    (docs/oracle-findings.md, finding c)."""
+    u = uniform_array(seed, S_SELECT, inst, seqs)
+    return np.floor(-np.log2(np.maximum(u, 2.0 ** -60))).astype(np.int64)

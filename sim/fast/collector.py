@@ -38,7 +38,7 @@ def new_state(burst: float) -> np.ndarray:
 
 
 @nb.njit(cache=True)
-def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, out_e, out_a, out_n, obs_t, obs_v):
+def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0):
     INF = np.inf
     N = at.shape[0]
     cap = int(P[P_CAP])
@@ -50,6 +50,7 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
     sync = P[P_SYNC] > 0
     per_batch = P[P_PER_BATCH]
     use_timer = max_size > 1 and max_wait > 0
+    one_only = max_size > 1 and max_wait <= 0
     limit = max_size if use_timer else 1
     mode = int(S[S_MODE])
     deadline = S[S_DEADLINE]
@@ -90,11 +91,16 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
             while True:
                 if mode == WAIT:
                     close = False
+                    if one_only:
+                        limit = min(max_size, 1 + gx[seq - seq0])
                     while True:
                         if batch_n >= limit or stopping:
                             close = True
                             break
                         if use_timer and T >= deadline:
+                            close = True
+                            break
+                        if one_only and batch_n > 0 and qh == acc_n:
                             close = True
                             break
                         if qh < acc_n:

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from sim import rng
 from sim.config import BackendOptions
 from sim.fast import collector as col
 from sim.fast.tasks import run_tasks
@@ -104,6 +105,7 @@ class _Backend:
         self.C = np.zeros(8)
         self.C[col.C_FIRST_DROP] = np.nan
         self.sync = not c.async_delegate
+        self.one_only = c.max_batch_size > 1 and c.max_batch_wait <= 0
         self.horizon = math.inf if sc.drain else sc.workload.duration
         # carried queue: accepted events not yet dispatched (partial batch first)
         self.q_t = np.empty(0)
@@ -166,8 +168,13 @@ class _Backend:
         out_a, out_n = np.empty(nb_cap, dtype=np.int64), np.empty(nb_cap, dtype=np.int64)
         obs_t, obs_v = np.empty(2 * N + 4), np.empty(2 * N + 4)
         C = self.C
+        seq0 = int(self.S[col.S_SEQ])
+        if self.one_only:
+            gx = rng.extra_takes(sc.seed, self.inst, np.arange(seq0, seq0 + nb_cap + 1))
+        else:
+            gx = _EMPTY_I
         col.run_collector(at, acost, nq, final, t_stop if sc.drain else math.inf, self.horizon, self.P, self.S, acc,
-                          C, out_d, out_e, out_a, out_n, obs_t, obs_v)
+                          C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0)
         acc_n, qh, nbt, no = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB]), int(C[col.C_NO])
         drops = int(C[col.C_DROPS])
         if drops:
@@ -262,6 +269,7 @@ class _Backend:
 
 
 _EMPTY_F = np.empty(0)
+_EMPTY_I = np.empty(0, dtype=np.int64)
 
 
 def _head(c: EventChunk, k: int) -> EventChunk:

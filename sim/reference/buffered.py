@@ -13,8 +13,9 @@
 
 Ties at one instant: arrivals are enqueued before the collector acts (see ``clock``); the timer
 wins over an event arriving exactly at the deadline. With ``MaxBatchSize > 1`` and
-``MaxBatchWait = 0`` the real timer fires at once and Go's random ``select`` makes batches of
-about one event; this model takes exactly one.
+``MaxBatchWait = 0`` the real timer has always fired, so Go's random ``select`` takes the first
+event (the collector spins until one arrives) and then each further *ready* event with probability
+1/2: batch sizes are Geometric(1/2) (``rng.extra_takes``), as the oracle measured.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Generator
 
 import simpy
 
+from sim import rng
 from sim.config import BackendOptions
 from sim.receiver import LogWriter, Receiver
 from sim.reference.clock import PIPELINE, at
@@ -110,7 +112,9 @@ class Pipe:
         while True:
             deadline = env.now + self.max_wait if self.max_size > 1 else float("inf")
             one_only = self.max_size > 1 and self.max_wait <= 0
-            limit = 1 if one_only else self.max_size
+            limit = self.max_size
+            if one_only:
+                limit = min(self.max_size, 1 + int(rng.extra_takes(self.seed, self.inst, [self.seq])[0]))
             batch: list[tuple[float, int, int]] = []
             self.collecting = batch
             while len(batch) < limit:
@@ -118,6 +122,8 @@ class Pipe:
                     break
                 if not one_only and env.now >= deadline:
                     break
+                if one_only and batch and not self.queue:
+                    break  # the timer has fired: nothing ready, the select takes it
                 if self.queue:
                     self._take(batch, limit)
                     continue
