@@ -88,6 +88,7 @@ class PromSettings:
     _headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
     _timeout_s: float = field(default=60.0, repr=False, compare=False, metadata={"internal": True})
     _verify: Any = field(default=True, repr=False, compare=False, metadata={"internal": True})
+    _validated: bool = field(default=False, repr=False, compare=False, metadata={"internal": True})
 
     def __repr__(self) -> str:
         return f"PromSettings(url={self.display_url!r}, cluster={self.cluster!r})"
@@ -102,7 +103,11 @@ class PromSettings:
         return self.label or ("cluster" if self.cluster else None)
 
     def validate(self, require_url: bool = True) -> "PromSettings":
-        """Check every field once; resolve files and env. Raises :class:`InputError` naming the flag."""
+        """Check every field once; resolve files and env. Raises :class:`InputError` naming the flag.
+
+        Idempotent: a second call returns at once (the URL's userinfo was already moved to ``_auth``)."""
+        if self._validated:
+            return self
         self._secrets = []
         headers: dict[str, str] = {}
         if not self.url:
@@ -185,6 +190,7 @@ class PromSettings:
         if self.label is not None and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.label):
             raise InputError(f"--prometheus-label {self.label!r}: not a Prometheus label name")
         self._headers, self._auth = headers, auth
+        self._validated = True
         self._secrets = sorted({s for s in self._secrets if s and len(s) >= 3}, key=len, reverse=True)
         return self
 
@@ -247,9 +253,7 @@ class PromClient:
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
-        self.s = settings
-        if not settings._headers and settings.url is None:
-            raise InputError("--prometheus-url/-p: required")
+        self.s = settings.validate()
         sess = requests.Session()
         host = urlsplit(settings.url).hostname or ""
         if LOOPBACK_RE.match(host):

@@ -294,6 +294,7 @@ def test_settings_validation(tmp_path, monkeypatch):
     assert PromSettings(url="https://x", insecure_skip_tls_verify=True).validate()._verify is False
     s = PromSettings(url=f"http://u:{PASSWORD}@x:9090/", auth_header=None).validate()
     assert s.url == "http://x:9090" and s._auth == ("u", PASSWORD)
+    assert s.validate()._auth == ("u", PASSWORD)      # idempotent
     assert PASSWORD not in repr(s) and PASSWORD not in str(s)
     assert s.mask(f"failed http://u:{PASSWORD}@x:9090/api") == "failed http://***@x:9090/api"
     assert PromSettings(url="http://x", cluster="prod").cluster_label == "cluster"
