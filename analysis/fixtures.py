@@ -75,6 +75,7 @@ class Inst:
     size_metrics: bool = True
     data_from: float = 0.0           # offset (s) where this instance's data starts (short data)
     reset_at: float | None = None    # offset (s) of an apiserver restart (all counters reset)
+    other_post_hosts: dict[str, float] = field(default_factory=dict)  # e.g. admission webhooks: host -> POSTs/s
 
 
 @dataclass
@@ -154,8 +155,9 @@ def scenarios() -> dict[str, Scenario]:
                  description="three apiservers, load 3:1:1 (long-lived connections stuck on one)"),
         Scenario("webhook-slow", 4, 3 * 3600, 15,
                  [Inst("10.0.5.1:6443", _const(2000.0), latency_median=0.8, latency_sigma=0.9,
-                       webhook_fail_share=0.002)],
-                 description="webhook median 800 ms, heavy tail; 0.2% of batches fail for good"),
+                       webhook_fail_share=0.002, other_post_hosts={"kyverno-svc.kyverno.svc:443": 1.0})],
+                 description="webhook median 800 ms, heavy tail; 0.2% of batches fail for good; an admission webhook "
+                             "also POSTs (1/s)"),
         Scenario("drops", 5, 2 * 3600, 5,
                  [Inst("10.0.6.1:6443", _bursty(1500.0, 5500.0, every=900, length=60), capacity=4000.0,
                        buffer=10000.0, latency_median=0.25),
@@ -294,6 +296,11 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
     emit("rest_client_requests", "counter", "rest_client_requests_total",
          {"code": "201", "method": "POST", "host": LOOPBACK}, np.round(loop_req / 4))
     err = np.diff(np.floor(np.cumsum(fails) / 2), prepend=0.0)
+    for oh, orate in inst.other_post_hosts.items():
+        o = rng.poisson(np.full(n, orate * dt)).astype(float)
+        o[0] = 0
+        emit("rest_client_requests", "counter", "rest_client_requests_total",
+             {"code": "200", "method": "POST", "host": oh}, o)
     lat_mean = math.exp(math.log(inst.latency_median) + inst.latency_sigma ** 2 / 2)
     if has_webhook and inst.audit:
         host = inst.webhook_host

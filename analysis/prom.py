@@ -585,6 +585,13 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
             cands = {h: v for h, v in hs.items() if h and not LOOPBACK_RE.match(h)}
             if cands:
                 host_of[k] = max(sorted(cands), key=lambda h: cands[h])
+                if len(cands) > 1:
+                    others = ", ".join(f"{h} ({cands[h]:.0f} POSTs)" for h in sorted(cands) if h != host_of[k])
+                    missing.append(Missing(k[1], "webhook host",
+                                           f"instance {k[1]} POSTs to several non-loopback hosts; took the busiest, "
+                                           f"{host_of[k]} ({cands[host_of[k]]:.0f} POSTs), as the audit webhook; "
+                                           f"others: {others} (admission webhooks?)",
+                                           "pass --webhook-host HOST:PORT (the server in the audit webhook kubeconfig)"))
     wh: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
     if host_of:
         hre = "|".join(re.escape(h).replace("\\", "\\\\") for h in sorted(set(host_of.values())))

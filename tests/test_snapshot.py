@@ -118,6 +118,13 @@ def test_webhook_slow_quantiles(fixture_prom, tmp_path):
     assert wh.p(0.99) > 4
     assert 0 < wh.error_ratio < 0.01
     assert wh.size is not None and wh.size.count == wh.duration.count
+    # an admission webhook also POSTs: the busiest host is taken, and that choice is explained
+    assert wh.host == "audit-sink.example:8443"
+    note = next(m for m in snap.missing if m.item == "webhook host")
+    assert "kyverno-svc.kyverno.svc:443" in note.why and "--webhook-host" in note.fix
+    rc, snap, _ = _snap(fixture_prom, tmp_path, "webhook-slow", "--webhook-host", "kyverno-svc.kyverno.svc:443")
+    assert rc == 0 and snap.instances["10.0.5.1:6443"].webhook is None   # no latency histogram for that host
+    assert any(m.item == "rest_client_request_duration_seconds" for m in snap.missing)
 
 
 def test_missing_series_explained_per_item(fixture_prom, tmp_path, capsys):
