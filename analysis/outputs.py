@@ -179,8 +179,9 @@ def _short(flags: list[str]) -> str:
             f"qps {c.throttle_qps:g}  burst {c.throttle_burst}" + ("" if c.throttle_enable else "  (throttle off)"))
 
 
-def render_table(report: dict[str, Any], color: bool = False, width: int = 120) -> str:
+def render_table(report: dict[str, Any], color: bool = False, width: int = 150) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     buf = io.StringIO()
@@ -191,7 +192,7 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 120) 
     conf_style = {"high": "green", "medium": "yellow", "low": "red"}[report["confidence"]]
     con.print()
     cal = Table(title="Calibration (per apiserver)", show_header=True, header_style="bold", title_justify="left")
-    for col in ("instance", "mean ev/s", "peak ev/s (10s)", "burst sigma (fit)", "event size", "webhook p50/max",
+    for col in ("instance", "mean ev/s", "peak ev/s", "burst sigma (fit)", "event size", "webhook p50/max",
                 "fail/attempt", "drops obs/pred", "calibration"):
         cal.add_column(col, justify="right" if col not in ("instance", "calibration") else "left")
     for c in report["calibration"]:
@@ -212,7 +213,7 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 120) 
     con.print(cal)
     for c in report["calibration"]:
         if c["validation"]["confidence"] != "high":
-            con.print(f"[yellow]{c['instance']}: calibration {c['validation']['confidence']}: {c['validation']['why']}[/yellow]")
+            con.print(f"[yellow]{escape(c['instance'])}: calibration {c['validation']['confidence']}: {escape(c['validation']['why'])}[/yellow]")
     h = report["config"]["objective"]["headroom"]
     t = Table(title=f"Flag sets compared (busiest {report['config']['objective']['peak_window']} per instance, "
                     f"{report['config']['objective']['seeds']} seeds; x1 = observed load, x{h:g} = headroom)",
@@ -225,7 +226,9 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 120) 
         ok = e["ok"] if e["name"] != "current" else report["current_ok"]
         viol = e["violations"] if e["name"] != "current" else report["current_violations"]
         style = "green" if ok else "red"
-        verdict = "[green]meets objective[/green]" if ok else f"[red]{viol[0]}[/red]" + (f" (+{len(viol) - 1} more)" if len(viol) > 1 else "")
+        first = viol[0] if viol else ""
+        first = first if len(first) <= 70 else first[:67] + "..."
+        verdict = "[green]meets objective[/green]" if ok else f"[red]{escape(first)}[/red]" + (f" (+{len(viol) - 1} more)" if len(viol) > 1 else "")
         lat = e["delivery_latency_p99_seconds"]
         t.add_row(f"[{style}]{e['name']}[/{style}]", _short(e["flags"]),
                   f"[{'red' if d1 else 'green'}]{d1:,.0f}[/]", f"[{'red' if dh else 'green'}]{dh:,.0f}[/]",
@@ -257,8 +260,8 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 120) 
     if report["current_ok"]:
         con.print("[green]Current flags meet the objective.[/green]")
     else:
-        con.print("[red]Current flags violate the objective: " + "; ".join(report["current_violations"]) + "[/red]")
+        con.print("[red]Current flags violate the objective: " + escape("; ".join(report["current_violations"])) + "[/red]")
     con.print(f"confidence: [{conf_style}]{report['confidence']}[/{conf_style}]")
     for w in report["warnings"]:
-        con.print(f"[yellow]warning: {w}[/yellow]")
+        con.print(f"[yellow]warning: {escape(w)}[/yellow]")
     return buf.getvalue()

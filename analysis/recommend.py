@@ -40,6 +40,7 @@ MAX_SIZES = (50, 100, 200, 250, 400, 500, 800, 1000, 2000)
 WAITS = (30.0, 20.0, 10.0, 5.0, 2.0, 1.0)
 SIZE_MARGIN = 1.25  # events vary in size: keep max size x mean size x 1.25 under the body limit
 FLUID_PATHS = 200
+MIN_BUFFER = 1000  # about 1 MiB of events: below that, memory is not worth a thinner safety margin
 TUNED = ("audit-webhook-mode", "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size",
          "audit-webhook-batch-max-wait", "audit-webhook-batch-throttle-enable",
          "audit-webhook-batch-throttle-qps", "audit-webhook-batch-throttle-burst")
@@ -173,7 +174,7 @@ def fluid_drop_probability(m: InstanceModel, flags: AuditFlags, horizon: float, 
     xmax = lognormal_quantile(sig, 1 - 1e-7) if n > 1 and sig > 0 else 1.0
     for lo in range(0, len(rates), chunk):
         r = rates[lo:lo + chunk]
-        if not q.any() and float(r.max()) * xmax * n <= cap * max(n - 1, 1) and float(r.max()) * xmax <= cap:
+        if not q.any() and float(r.max()) * min(xmax, n) <= cap:
             continue  # even the largest plausible window stays under capacity: nothing builds up
         if n > 1 and sig > 0:
             x = np.exp(sig * g.standard_normal((paths, len(r), n)) - sig * sig / 2)
@@ -331,7 +332,7 @@ class Recommender:
                 continue
             cap = qps * ms
             backlog = self.burst_backlog(cap, h)
-            buf = int(nice_up(max(backlog * 1.5, 2 * ms, need * 1.0)))
+            buf = int(nice_up(max(backlog * 1.5, 2 * ms, need * 1.0, MIN_BUFFER)))
             burst = max(int(math.ceil(1.5 * qps)), 2)
             f = webhook_flags(base, buf, ms, wait, qps, burst)
             inflight = max(2.0, qps * (lat_p99 + retry)) * ms
@@ -348,6 +349,8 @@ class Recommender:
     def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True) -> list[Evaluation]:
         tasks, index = [], []
         for i, (_, f) in enumerate(named):
+            if f.webhook.mode != "batch":
+                continue
             for scale in ((1.0, self.obj.headroom) if x1 else (self.obj.headroom,)):
                 ts = self._tasks(f, scale)
                 index.append((i, scale, len(tasks), len(tasks) + len(ts)))
@@ -355,6 +358,11 @@ class Recommender:
         res = self.runner.map(tasks)
         out = []
         for i, (name, f) in enumerate(named):
+            if f.webhook.mode != "batch":
+                out.append(Evaluation(name, f, [], {}, {}, 0.0, 0.0, 0.0, {}, 0, 0, None, [
+                    f"--audit-webhook-mode={f.webhook.mode}: every request waits for the webhook; not simulated "
+                    "here (use tune simulate); the recommendation is for batch mode"], x1))
+                continue
             by_scale = {scale: res[a:b] for j, scale, a, b in index if j == i}
             out.append(self._evaluation(name, f, by_scale, x1))
         return out
@@ -469,7 +477,7 @@ class Recommender:
                 "headroom_meaning": f"--max-batch-bytes / (max-size x {self.size} B)"},
             "audit-webhook-batch-buffer-size": {
                 "value": c.buffer_size,
-                "why": "fluid burst backlog at peak x headroom, at least 2 batches and 1 s of peak x headroom; no drops in simulation",
+                "why": f"fluid burst backlog at peak x headroom, at least 2 batches, 1 s of peak x headroom and {MIN_BUFFER} events; no drops in simulation",
                 "headroom": round(c.buffer_size / occ, 2) if occ else None,
                 "headroom_meaning": f"buffer / most events ever waiting (simulated, peak x {h:g})"},
             "audit-webhook-batch-max-wait": {
@@ -519,6 +527,14 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
             continue
         log(f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
             f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
+        if current.webhook.mode != "batch":
+            from analysis.calibrate import Validation
+
+            models.append(m)
+            vals.append(Validation(name, "not replayed", m.events_increase, 0.0, dict(m.errors_increase),
+                                   {k: 0.0 for k in m.errors_increase}, 0.0, 0.0, "medium",
+                                   f"current --audit-webhook-mode={current.webhook.mode}: validation needs batch mode"))
+            continue
         v = validate(m, current, seed=seed, engine=engine)
         obs_buf = m.errors_increase.get("buffered", 0.0)
         tries = 0
@@ -580,6 +596,9 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         confidence = "medium"
         warnings.append("confidence lowered to medium: event size or webhook latency are defaults, not measured")
     warnings += [f"{s['instance']}: skipped, {s['why']}" for s in skipped]
+    if current_source.startswith("kube-apiserver defaults") and any(v.confidence == "low" for v in vals):
+        warnings.append("the current flags were not given and the defaults do not explain the observed counters: "
+                        "pass --current-flags (flags, a flags file or the kube-apiserver manifest) and re-run")
     recommended = None
     if best is not None:
         ev = by["recommended"]
