@@ -370,4 +370,28 @@ def doc_text(rows: list[Row], results: list[dict[str, Any]], engine: str, cmd: s
                      + (" (known gap)" if r.case in KNOWN_GAPS else ""))
     if KNOWN_GAPS:
         parts += ["", "## Known simulator gaps\n"] + [f"- `{k}`: {v}." for k, v in KNOWN_GAPS.items()]
+    parts += ["", READING]
     return "\n".join(parts) + "\n"
+
+
+READING = """## Reading the table
+
+- The `reference` engine gives the same numbers as `fast` on every scenario (`tests/test_fidelity.py`
+  asserts it and compares both with the oracle).
+- The oracle's latencies are 1-6 ms above the simulator's throughout: each max-wait window closes
+  ~0.7 ms late in Go (docs/oracle-findings.md (e)) and a real POST (encode, HTTP/2 over TLS on loopback,
+  decode at the receiver) adds about a millisecond to the receiver's modelled latency.
+- Window lateness accumulates (a phase drift), so batch boundaries move by a few events over a run; at
+  the stop this can merge the last window with the shutdown flush: `webhook_down` has 16 batches in the
+  simulator (the 16th: 3 events flushed at stopCh) and 15 in the oracle (its 15th window closed 6 ms later
+  and took them), hence also one retry chain more in flight at the end (7 vs 6).
+- `log_sync_slow`: the oracle's modelled log write is a Go `time.Sleep`, which overshoots 50 ms by
+  0.5-5 ms on this loaded machine, so the sync collector drains 1-2 % less (one or two batches fewer,
+  up to ~45 more drops than the simulator). This is the oracle's model, not the real log backend.
+- `webhook_restart_refuse` (known gap above): the oracle made 388-392 attempts against the simulator's
+  387, and the receiver saw 301 answered POSTs for 300 batches (10 duplicate deliveries): a connection
+  closed right after the receiver answered 2xx makes the client retry a delivered batch.
+- Not measured by the oracle (0 in `tune simulate --engine oracle`): buffer occupancy, peak memory,
+  throttle wait; `first_drop_seconds` only for webhook drops.
+- A replay is *disturbed* when the arrival lag p99 > 5 ms, its max > 25 ms or the stall probe > 20 ms;
+  a disturbed run that fails a comparison is repeated (at most 3 runs). The lag column shows the kept run."""
