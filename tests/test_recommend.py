@@ -233,3 +233,42 @@ def test_calibration_predicts_the_real_apiservers_drops_in_the_bundled_sample(ca
         if obs > 100:
             assert pred == pytest.approx(obs, rel=0.25), v
             assert v["confidence"] in ("high", "medium")
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end against the real Prometheus (promtool-backfilled fixtures of analysis/fixtures.py).
+# The live local stack version: record with scripts/record-sample.sh (see the sample test above).
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def drops_prom(prometheus_installed):
+    from analysis.fixtures import backfilled_prometheus
+
+    with backfilled_prometheus(["drops"]) as (prom, truths):
+        yield prom, truths["drops"]
+
+
+def test_recommend_from_prometheus_equals_snapshot_path(drops_prom, tmp_path, capsys):
+    prom, tr = drops_prom
+    win = ["--end", str(int(tr.end)), "--history", f"{int(tr.end - tr.start)}s", "--step", "15s"]
+    code = main(["recommend", "-p", prom.url, *win, "-f", "json", *FAST])
+    out = capsys.readouterr()
+    assert code == 3, out.err  # the fixture runs the default flags and drops events at its bursts
+    live = json.loads(out.out)
+    assert live["config"]["source"]["kind"] == "prometheus"
+    # the same through a snapshot file recorded by 'tune snapshot'
+    snap = tmp_path / "s.json"
+    assert main(["snapshot", "-p", prom.url, *win, "-o", str(snap), "--no-progress"]) == 0
+    capsys.readouterr()
+    code, rep, _ = recommend_json(capsys, snap)
+    assert code == 3
+    assert rep["recommended"]["flags"] == live["recommended"]["flags"]
+    # calibration against the fixture's truth: rates, and the buffered drops of the bursty instance
+    by = {c["instance"]: c for c in live["calibration"]}
+    for name, it in tr.instances.items():
+        c = by[name]
+        assert c["mean_event_rate"] == pytest.approx(it.mean_rate, rel=0.05)
+        v = c["validation"]
+        if it.drops_buffered > 1000:
+            assert v["predicted_errors"]["buffered"] == pytest.approx(it.drops_buffered, rel=0.35), v
+    cap = parse_flags(live["recommended"]["flags"]).webhook.batch.drain_capacity
+    assert cap >= 2 * max(it.peak_rate for it in tr.instances.values())

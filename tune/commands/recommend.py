@@ -58,7 +58,7 @@ def recommend(ctx: typer.Context, **kw: Any) -> int:
 
 def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: Optional[str], history: str, step: str,
          current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
-         prom: Any = None, selector: Optional[str] = None) -> int:
+         prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None) -> int:
     from analysis import outputs  # noqa: F401 - registers the formatters
     from analysis.calibrate import load_snapshot, snapshot_dict
     from analysis.recommend import build_report
@@ -77,8 +77,9 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         snap = load_snapshot(snapshot)
         source = {"kind": "snapshot", "snapshot": snapshot}
     elif prometheus_url:
-        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say))
-        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step}
+        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say, end))
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
+                  "end": end}
     else:
         if not SAMPLE.exists():
             raise InputError("no --snapshot or --prometheus-url given, and the bundled sample "
@@ -136,7 +137,7 @@ def _table(report: dict, color: bool) -> str:
     return render_table(report, color=color)
 
 
-def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any) -> Any:
+def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
     """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
     from analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
     from sim.errors import InputError, NotEnoughData
@@ -146,17 +147,23 @@ def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any
     if prom is None:
         raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")
     prom.validate()
+    from tune.commands.snapshot import _parse_end
+
     req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
-                          selector=selector)
+                          end=_parse_end(end) if end else None, selector=selector)
+    if req.step <= 0:
+        raise InputError("--step: must be > 0s, e.g. 15s")
     say(f"reading {history} from {prom.display_url}")
     try:
-        return take_snapshot(PromClient(prom), req, log=say)
-    except NotEnoughData:
+        snap = take_snapshot(PromClient(prom), req, log=say)
+    except NotEnoughData as e:
+        part = partial_snapshot(e)
+        for m in (part.missing if part else []):
+            log(f"tune recommend: missing: {m}")
         raise
-    except InputError:
-        raise
-    finally:
-        pass
+    for m in snap.missing:
+        say(f"missing: {m}")
+    return snap
 
 
 def _prom_available() -> bool:
@@ -188,7 +195,8 @@ def _build_signature() -> None:
     else:
         opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=PANEL_IN))
     opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=PANEL_IN))
-    opt("step", str, typer.Option("30s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
+    opt("step", str, typer.Option("15s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
+    opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=PANEL_IN))
     opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults). Audit flags may also follow verbatim.", rich_help_panel=PANEL_IN))
     for f in dataclasses.fields(Objective):
         md = f.metadata
