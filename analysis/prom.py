@@ -275,6 +275,14 @@ class PromClient:
         attempts = self.s.retries + 1
         self.queries += 1
         try:
+            if self.s._verify is False:   # the user asked for it; one stderr line says so, not one per request
+                import warnings
+
+                from urllib3.exceptions import InsecureRequestWarning
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                    return fn()
             return fn()
         except (requests.exceptions.JSONDecodeError, ValueError):
             raise ServiceError(f"prometheus {url} answered {what} with malformed JSON: is --prometheus-url the "
@@ -282,15 +290,16 @@ class PromClient:
         except (requests.exceptions.Timeout, requests.exceptions.ReadTimeout):
             raise TimeoutExceeded(f"prometheus {url} did not answer {what} within {self.s.timeout} "
                                   f"({attempts} attempts): raise --prometheus-timeout or shorten --history") from None
+        except requests.exceptions.SSLError as e:
+            why = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(e) else "handshake failed"
+            raise ServiceError(f"TLS to prometheus {url}: {why}: give --ca-file with the CA that signed its "
+                               f"certificate (or --insecure-skip-tls-verify)") from None
         except requests.exceptions.ConnectionError as e:
             if "timed out" in str(e).lower() or "timeout" in type(getattr(e.args[0], "reason", None) or e).__name__.lower():
                 raise TimeoutExceeded(f"prometheus {url} did not answer {what} within {self.s.timeout} "
                                       f"({attempts} attempts): raise --prometheus-timeout or shorten --history") from None
             raise ServiceError(f"cannot connect to prometheus {url}: {self.s.mask(_short_conn(e))}: "
                                f"check --prometheus-url/-p") from None
-        except requests.exceptions.SSLError as e:  # pragma: no cover - subclass of ConnectionError
-            raise ServiceError(f"TLS to prometheus {url} failed: {self.s.mask(str(e))[:200]}: "
-                               f"check --ca-file (or --insecure-skip-tls-verify)") from None
         except requests.exceptions.RequestException as e:
             raise ServiceError(f"prometheus {url} {what}: {self.s.mask(type(e).__name__ + ': ' + str(e))[:300]}") from None
         except PrometheusApiClientException as e:

@@ -25,7 +25,7 @@ PASSWORD = "hunter2-password-QQQ"
 class _Server:
     """A 127.0.0.1 HTTP server running ``handler(req) -> (status, body, headers)`` in threads."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, tls=None):
         outer = self
         self.seen: list[dict[str, str]] = []
 
@@ -55,7 +55,14 @@ class _Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            from loadgen.sink_tls import server_context
+
+            self.httpd.socket = server_context(tls.server_cert, tls.server_key).wrap_socket(
+                self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
@@ -74,7 +81,7 @@ def _args(tr, url, tmp_path, *extra):
             "--history", f"{int(tr.end - tr.start)}s", "--no-progress", *extra]
 
 
-def _proxy(upstream: str, check):
+def _proxy(upstream: str, check, tls=None):
     """Forwards to the real Prometheus when ``check(headers)`` is true, else 401."""
     sess = requests.Session()
     sess.trust_env = False
@@ -86,7 +93,7 @@ def _proxy(upstream: str, check):
         r = sess.get(upstream + h.path, timeout=30)
         return r.status_code, r.content, {}
 
-    return _Server(handle)
+    return _Server(handle, tls=tls)
 
 
 def _no_secret(capsys, *secrets):
@@ -147,6 +154,27 @@ def test_basic_auth_and_custom_headers(real_prom, tmp_path, capsys):
         assert snap["source"]["prometheus_url"] == px.url
         assert PASSWORD not in (tmp_path / "s.json").read_text()
         _no_secret(capsys, PASSWORD, want)
+    finally:
+        px.close()
+
+
+def test_tls_ca_file_and_insecure(real_prom, tmp_path, capsys):
+    from loadgen.sink_tls import generate
+
+    prom, tr = real_prom
+    tls = generate(tmp_path / "tls", client=False)
+    px = _proxy(prom.url, lambda h: True, tls=tls)
+    try:
+        assert px.url.startswith("https://")
+        assert main(_args(tr, px.url, tmp_path, "--ca-file", str(tls.ca_cert))) == 0
+        capsys.readouterr()
+        assert main(_args(tr, px.url, tmp_path, "--prometheus-retries", "0")) == 1
+        line = _one_line_error(capsys)
+        assert "certificate verify failed" in line and "--ca-file" in line
+        assert main(_args(tr, px.url, tmp_path, "--insecure-skip-tls-verify")) == 0
+        # KRR's --prometheus-ssl-enabled: a URL without scheme means https
+        assert main(_args(tr, px.url.removeprefix("https://"), tmp_path, "--prometheus-ssl-enabled",
+                          "--ca-file", str(tls.ca_cert))) == 0
     finally:
         px.close()
 
