@@ -44,6 +44,7 @@ DEFAULT_SIZES = {
     "RequestResponse": (650, 700, 6000, 6000),
 }
 META_SIZE = 850  # what a Request/RequestResponse event shrinks to when truncated (bodies removed)
+CHUNK_REQUESTS = 262144.0  # requests per chunk: bounds memory, amortises per-chunk work
 
 
 @dataclass(frozen=True)
@@ -249,13 +250,13 @@ class RequestChunk:
 
 
 def chunk_seconds(w: Workload) -> float:
-    """Chunk length: about 65k requests per chunk, whatever the rate."""
+    """Chunk length: about CHUNK_REQUESTS requests per chunk, whatever the rate."""
     rate = max(w.arrivals.mean_rate(w.duration), 1e-9)
     if w.arrivals.onoff:
         rate = max(rate, w.arrivals.onoff.on)
     else:
         rate = max(rate, w.arrivals.profile.peak_rate())
-    return float(min(max(65536.0 / rate, 1.0), w.duration))
+    return float(min(max(CHUNK_REQUESTS / rate, 1.0), w.duration))
 
 
 def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
