@@ -15,7 +15,7 @@ Output folder (``-o DIR``):
 
 The point id is a hash of the scenario dict, seed and engine, so the same point has the same id on
 every executor and the results of a sweep do not depend on where or in which order points ran
-(``wall_seconds`` is the only machine-dependent column).
+(``wall_seconds`` and ``cpu_seconds`` are the only machine-dependent columns).
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ RESULT_FIELDS = [
     "events_total", "errors.buffered", "errors.webhook", "errors.log", "errors.truncate", "lost", "drop_fraction",
     "delivered", "in_flight_at_end", "requests_rejected", "batches", "max_buffer_occupancy", "max_inflight_batches",
     "peak_memory_bytes", "delivery_latency_p50", "delivery_latency_p99", "first_drop_seconds",
-    "throttle_wait_seconds_total", "simulated_seconds", "wall_seconds",
+    "throttle_wait_seconds_total", "simulated_seconds", "wall_seconds", "cpu_seconds",
 ]
-NONDETERMINISTIC = ("wall_seconds",)
+NONDETERMINISTIC = ("wall_seconds", "cpu_seconds")  # machine-dependent: excluded when comparing executors
 
 
 # ---- one point (runs on the workers) ------------------------------------------------------------------
@@ -77,9 +77,12 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         from sim.api import run
         from sim.scenario import Scenario
 
+        cpu0 = time.thread_time()  # this thread only: a Dask worker has other busy threads
         sc = Scenario.from_dict(task["scenario"], source=f"point {task['id']}").validate()
         res = run(sc, engine=task["engine"])
-        return {"id": task["id"], **result_row(res.to_dict(series=False)), "error": None}
+        row = result_row(res.to_dict(series=False))
+        row["cpu_seconds"] = time.thread_time() - cpu0
+        return {"id": task["id"], **row, "error": None}
     except Exception as e:  # noqa: BLE001 - a point that raises is recorded, the sweep goes on
         return {"id": task["id"], "error": f"{type(e).__name__}: {e}".replace("\n", " ")[:2000]}
 
