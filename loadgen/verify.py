@@ -166,29 +166,40 @@ def scrape_totals(target: Any, timeout: float = 30.0) -> dict[str, Any]:
             "at": time.time()}
 
 
-def quiet_window(flags: Any) -> float:
-    """How long nothing must reach the sink before the pipeline is taken as quiet: a partial batch
-    waits up to max-wait, a failing batch sleeps up to ``1.2 x initial x 1.5^3`` between attempts."""
+def quiet_window(flags: Any, retries: bool = True) -> float:
+    """How long nothing may reach the sink before the pipeline is taken as quiet: a partial batch
+    waits up to max-wait; with ``retries`` (the sink failed some attempts, or has faults configured)
+    a failing batch may also be sleeping up to ``1.2 x initial x 1.5^3`` before its next attempt."""
     b = flags.webhook.batch
-    return max(2.0, b.max_batch_wait + 1.0, 1.2 * flags.webhook_initial_backoff * 1.5 ** 3 + 1.0)
+    w = max(2.0, b.max_batch_wait + 1.0)
+    if retries:
+        w = max(w, 1.2 * flags.webhook_initial_backoff * 1.5 ** 3 + 1.0)
+    return w
 
 
-def wait_quiet(read_sink: Callable[[], dict], flags: Any, timeout: float = 120.0,
-               poll: float = 0.5) -> tuple[dict, bool]:
-    """Poll the sink (not the apiserver: each scrape is itself an audit event) until its request
-    count has not moved for :func:`quiet_window` seconds; returns (last stats, quiet reached)."""
-    need = quiet_window(flags)
+def sink_failed_attempts(s0: dict, s1: dict) -> int:
+    """Responses other than 200 (including ``dropped`` connections) the sink gave between two stats."""
+    r0, r1 = s0.get("responses") or {}, s1.get("responses") or {}
+    return int(sum(v - r0.get(k, 0) for k, v in r1.items() if k != "200"))
+
+
+def wait_quiet(read_sink: Callable[[], dict], flags: Any, timeout: float = 120.0, poll: float = 0.5,
+               retries: bool | None = None, since: dict | None = None) -> tuple[dict, bool]:
+    """Poll the sink (not the apiserver: each scrape is itself an audit event) until nothing has
+    reached it for :func:`quiet_window` seconds; returns (last stats, quiet reached). ``retries``
+    None: decided from the sink's failed responses since ``since``."""
     deadline = time.monotonic() + timeout
     last = read_sink()
-    since = time.monotonic()
+    t_last = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(poll)
         s = read_sink()
-        if (s.get("requests"), s.get("events_stored"), s.get("inflight")) != \
-                (last.get("requests"), last.get("events_stored"), last.get("inflight")) or s.get("inflight"):
-            since = time.monotonic()
+        if (s.get("requests"), s.get("events_stored")) != (last.get("requests"), last.get("events_stored")) \
+                or s.get("inflight"):
+            t_last = time.monotonic()
         last = s
-        if time.monotonic() - since >= need:
+        r = retries if retries is not None else sink_failed_attempts(since or {}, s) > 0
+        if time.monotonic() - t_last >= quiet_window(flags, r):
             return last, True
     return last, False
 
@@ -509,12 +520,17 @@ def verify_live(record: dict[str, Any], trace: Any, target: Any, sink_url: str, 
     from sim.config import parse_flags
 
     flags = parse_flags(list((record.get("flags") or {}).get("args") or []))
-    s_mid, reached = wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), flags, quiet_timeout)
+    retries = True if faults is not None and (faults.error_rate or faults.outages or faults.hang_rate) else None
+    s_mid, reached = wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), flags, quiet_timeout,
+                                retries=retries, since=s0)
     a1 = scrape_totals(target)
-    time.sleep(min(flags.webhook.batch.max_batch_wait, 30.0) + 1.0)  # let the pipeline take events counted in a1
+    # every event counted in a1 (e.g. apiserver background traffic just before it) may still be in a
+    # partial batch (max-wait) or on its way to a slow sink: be quiet once more before reading s1
+    _, reached2 = wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), flags, quiet_timeout,
+                             retries=retries, since=s0)
     s1 = fetch_stats(sink_url, samples=True, ca=sink_ca)
     acc = accounting(a0, a1, s0, s1)
-    acc["quiet_reached"] = reached
+    acc["quiet_reached"] = reached and reached2
     store = s1.get("store")
     return verify_run(record, trace, flags=flags, policy=policy, store=store,
                       sink_samples=np.asarray(s1.get("latency_samples_s") or [], dtype=float), faults=faults,

@@ -37,7 +37,12 @@ from loadgen.store import verify as verify_store
 from loadgen.verify import render, scrape_totals, verify_live, wait_quiet
 from sim.config import parse_flags
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(420)]
+import numpy as np
+
+from loadgen.verify import TraceRows, accounting, event_times, verify_run
+
+pytestmark = [pytest.mark.timeout(420)]
+stack = pytest.mark.stack
 
 SMALL = ["--audit-webhook-batch-throttle-qps=2", "--audit-webhook-batch-max-size=10",
          "--audit-webhook-batch-buffer-size=50", "--audit-webhook-batch-max-wait=1s"]
@@ -114,6 +119,7 @@ def _cli(st: Stack, out: Path, *extra: str) -> tuple[int, dict, str]:
     return p.returncode, rec, p.stderr
 
 
+@stack
 def test_overload_drops_match_the_prediction(stacks, tmp_path: Path) -> None:
     t0 = time.monotonic()
     st = stacks("overload", SMALL)
@@ -134,6 +140,7 @@ def test_overload_drops_match_the_prediction(stacks, tmp_path: Path) -> None:
     assert "observed drops" in err and "predicted" in err
 
 
+@stack
 def test_covering_flags_deliver_everything(stacks, tmp_path: Path) -> None:
     t0 = time.monotonic()
     st = stacks("covered", COVER)
@@ -172,6 +179,7 @@ def _run(st: Stack, name: str, t0: float, rate: str, duration: float, faults: Fa
     return rec, rep
 
 
+@stack
 def test_slow_sink_piles_up_in_flight_without_drops(stacks) -> None:
     t0 = time.monotonic()
     faults = FaultConfig.from_flags(latency="3s")
@@ -184,6 +192,7 @@ def test_slow_sink_piles_up_in_flight_without_drops(stacks) -> None:
     assert rep["predicted"]["p50"] > 3.0 and rep["observed"]["p50"] > 3.0
 
 
+@stack
 def test_sink_outage_drops_batches_after_retries(stacks) -> None:
     t0 = time.monotonic()
     lead = 14.0  # the run starts about this long after the sink (cluster start-up, quiet, setup)
@@ -202,3 +211,58 @@ def test_sink_outage_drops_batches_after_retries(stacks) -> None:
         assert _row(rep, metric)["ok"], (metric, rep["rows"], rep["inputs"])
     assert rep["accounting"]["lost"] == 0, rep["accounting"]
     assert st.sink.stats()["responses"].get("503", 0) > 0
+
+
+# ----------------------------------------------------------------------------- offline (no stack)
+
+def test_accounting_names_lost_events() -> None:
+    a0 = {"event_total": 100.0, "errors": {}}
+    a1 = {"event_total": 400.0, "errors": {"buffered": 50.0}}
+    s0, s1 = {"events_stored": 90}, {"events_stored": 330}
+    acc = accounting(a0, a1, s0, s1)
+    assert acc["events_total"] == 300 and acc["delivered"] == 240 and acc["residual"] == 10 and acc["lost"] == 10
+    # more delivered than counted (events already in the pipeline at a0) is not a loss
+    assert accounting(a0, a1, s0, {"events_stored": 345})["lost"] == 0
+
+
+def test_event_times_follow_the_policy_in_force() -> None:
+    tr = TraceRows(send=np.array([1.0, 2.0, 3.0, np.nan]), latency=np.array([0.5, 4.0, 0.1, np.nan]),
+                   status=np.array([200, 200, 0, -1]), verb=["get", "watch", "get", "get"],
+                   resource=["configmaps", "secrets", "configmaps", "configmaps"])
+    t, lv, method, detail = event_times(tr, str(DEFAULT_POLICY), ("u", ("system:masters",)), "ns", None)
+    # default policy: RequestReceived omitted; get -> RC at completion; watch -> RS at send + RC at its end;
+    # the transport error and the unsent request made no event; the before-window scrape at 0
+    assert t.tolist() == [0.0, 1.5, 2.0, 6.0] and set(lv.tolist()) == {"Metadata"}
+    assert method.startswith("policy") and detail["watch secrets"]["stages"] == ["ResponseStarted", "ResponseComplete"]
+    t2, _, method2, _ = event_times(tr, "/nonexistent/policy.yaml", ("u", ()), "ns", 3.0)
+    assert len(t2) == 3 and "measured ratio" in method2 and "1.5000" in method2
+
+
+def _synthetic(n_obs: dict) -> dict:
+    return {"window": {"start_unix": 1000.0, "end_unix": 1010.0, "duration_s": 10.0, "elapsed_s": 10.0},
+            "audit": {"event_total": n_obs["events"], "error_total_by_plugin": {"buffered": n_obs["buffered"]}},
+            "flags": {"args": SMALL}, "config": {"seed": 1}, "load": {"kept_up": True}, "cleanup": {},
+            "sink": {"delta": {"events_stored": 1501 - n_obs["buffered"], "events_received": 1501 - n_obs["buffered"],
+                               "bytes_received": 850 * (1501 - n_obs["buffered"])}}}
+
+
+def test_verify_run_compares_and_decides() -> None:
+    """150 req/s for 10 s into 2 batches/s x 10 events (burst 15, buffer 50): about 1501 - (150 + 200 + 50) dropped."""
+    n = 1500
+    tr = TraceRows(send=np.arange(n) / 150.0, latency=np.full(n, 0.004), status=np.full(n, 200),
+                   verb=["get"] * n, resource=["configmaps"] * n)
+    rep = verify_run(_synthetic({"events": 1501.0, "buffered": 1101.0}), tr, policy=str(DEFAULT_POLICY))
+    pred = rep["predicted"]
+    assert pred["events_total"] == 1501 and abs(pred["buffered"] - 1101) <= 20 and pred["webhook"] == 0
+    assert _row(rep, "buffered drops")["ok"] and rep["exit_code"] == 3  # drops > --max-drops 0
+    assert [f for f in rep["failures"] if not f.startswith("observed drops")] == []
+    far = verify_run(_synthetic({"events": 1501.0, "buffered": 500.0}), tr, policy=str(DEFAULT_POLICY),
+                     max_drops=10_000)
+    assert not _row(far, "buffered drops")["ok"] and far["exit_code"] == 3
+    assert any(f.startswith("buffered drops: observed 500") for f in far["failures"])
+
+
+def test_cli_verify_needs_a_sink() -> None:
+    p = subprocess.run([sys.executable, "-m", "tune.cli", "loadtest", "--server", "https://127.0.0.1:9",
+                        "--verify"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "--verify needs --sink-url" in p.stderr
