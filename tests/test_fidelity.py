@@ -1,8 +1,9 @@
 """Fidelity: the simulator (fast and reference engines) agrees with the REAL k8s.io/apiserver code.
 
-Each scenario of :func:`tune.commands.fidelity.cases` (12 regimes: under capacity, throttle-bound
+Each scenario of :func:`tune.commands.fidelity.cases` (14: under capacity, throttle-bound
 overload, a burst the buffer absorbs, a burst that overflows, max-size 1, throttle disabled, a
-sync log delegate slower than arrivals, a slow async webhook, a webhook failing then recovering,
+sync log delegate slower than arrivals, a throttled sync log collector with max-size 1, a slow
+async webhook, a webhook failing then recovering (503s), a receiver restart (connections refused),
 a webhook that is down, max-wait shorter than the gap between arrivals, three instances) is a few
 seconds of real time. Its trace (the events of ``sim.workload.iter_events``) is replayed by the Go
 oracle (``engine="oracle"``: the real ``buffered`` + ``webhook`` backends, client-go retries and

@@ -98,6 +98,12 @@ def cases() -> list[FidelityCase]:
                      _sc(["--audit-log-mode=batch", "--audit-log-batch-max-size=20", "--audit-log-batch-max-wait=50ms",
                           "--audit-log-batch-buffer-size=300"], rate=700, duration=3, backends=("log",),
                          log_writer=LogWriter(per_event=Latency("fixed", 0.0025)))),
+        FidelityCase("log_throttled_max1", "log backend in batch mode with its default max-size 1, throttle 100/s burst 1, "
+                     "1 ms writes; 150 ev/s into a buffer of 50: throttle-bound sync collector",
+                     _sc(["--audit-log-mode=batch", "--audit-log-batch-throttle-enable=true",
+                          "--audit-log-batch-throttle-qps=100", "--audit-log-batch-throttle-burst=1",
+                          "--audit-log-batch-buffer-size=50"], rate=150, duration=3, backends=("log",),
+                         log_writer=LogWriter(per_event=Latency("fixed", 0.001)))),
         FidelityCase("webhook_slow", "400 ms receiver, batches every 100 ms: ~4 in flight, no drops",
                      _sc([f"{wb}max-size=50", f"{wb}max-wait=200ms"], rate=500, duration=3, latency=0.4)),
         FidelityCase("webhook_fail_recover", "receiver answers 503 from 1.0 to 1.4 s; 1000 ev/s in batches of 10 every "
