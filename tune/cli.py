@@ -25,7 +25,7 @@ _CLICK_ERR = (click.ClickException, _TClickException)
 from sim.errors import EXIT_ERROR, TuneError
 
 # Subcommand modules; each exposes ``register(app)``.
-COMMANDS = ["simulate", "sink", "policy", "cluster", "loadtest", "fidelity", "sweep", "snapshot", "recommend"]
+COMMANDS = ["simulate", "sink", "policy", "cluster", "loadtest", "fidelity", "sweep", "snapshot", "recommend", "report"]
 
 app = typer.Typer(
     name="tune",

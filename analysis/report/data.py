@@ -1,0 +1,250 @@
+"""Assemble every number the report shows into one JSON-able dict (written as ``data.json``).
+
+The recommendation itself comes from one place, :func:`recommendation`, which calls
+``analysis.recommend.build_report`` (what ``tune recommend -f json`` prints): the report never
+re-derives flags. The calibrated instance models are rebuilt with ``analysis.calibrate.calibrate``
+and the burst sigma the recommendation settled on (``calibration[].burst.sigma``), so the plots
+replay exactly what the recommender replayed.
+
+Determinism: every simulation is seeded with ``--seed``; no wall-clock time or host-dependent
+value enters the dict, floats are rounded to 6 significant digits (:func:`clean`), so the same
+input and seed give a byte-identical ``data.json``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sim.config import AuditFlags, parse_flags
+from sim.units import format_duration, parse_duration
+
+FORMAT = "audit-tune-report/v1"
+SIG = 6
+
+
+def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Any, seed: int,
+                   source: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
+    from analysis.recommend import build_report
+
+    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log)
+
+
+def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:
+    """The calibrated instance models the recommendation used (same sigma after validation)."""
+    from analysis.calibrate import calibrate, with_sigma
+
+    out = []
+    for cal in rec["calibration"]:
+        m = calibrate(snap, cal["instance"])
+        sig = float(cal["burst"]["sigma"])
+        if abs(m.burst.sigma - sig) > 1e-3:
+            m = with_sigma(m, sig, "as in the recommendation")
+        out.append(m)
+    return out
+
+
+def clean(x: Any) -> Any:
+    """JSON-safe and stable: floats to 6 significant digits, NaN/Inf to None, tuples to lists."""
+    if isinstance(x, dict):
+        return {str(k): clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean(v) for v in x]
+    if isinstance(x, (bool, type(None), str)):
+        return x
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        if not math.isfinite(f):
+            return None
+        if f == 0:
+            return 0.0
+        return float(f"{f:.{SIG}g}")
+    if hasattr(x, "to_dict"):
+        return clean(x.to_dict())
+    return str(x)
+
+
+def flag_sets(rec: dict[str, Any], current: AuditFlags) -> dict[str, AuditFlags]:
+    sets = {"current": current}
+    if rec.get("recommended"):
+        sets["recommended"] = parse_flags(rec["recommended"]["flags"], base=current, source="recommendation")
+    sets["rule_of_thumb"] = parse_flags(rec["rule_of_thumb"]["flags"], base=current, source="rule of thumb")
+    return sets
+
+
+def _capacity(f: AuditFlags) -> float | None:
+    if f.webhook.mode != "batch":
+        return None
+    c = f.webhook.batch.drain_capacity
+    return c if math.isfinite(c) else None
+
+
+def summary(rec: dict[str, Any], sets: dict[str, AuditFlags], peak: float) -> dict[str, Any]:
+    r = rec.get("recommended")
+    if r is None:
+        verdict, text = "no-solution", "No flag set meets the objective within the constraints."
+    elif rec["current_ok"]:
+        verdict, text = "ok", "The current flags meet the objective; the recommendation may save memory."
+    else:
+        verdict, text = "change", "The current flags violate the objective: apply the recommended flags."
+    cal = [{"instance": c["instance"], "confidence": c["validation"]["confidence"],
+            "rate_error": c["validation"]["rate_error"], "drop_error": c["validation"]["drop_error"],
+            "observed_drops": sum((c["validation"]["observed_errors"] or {}).values()),
+            "predicted_drops": sum((c["validation"]["predicted_errors"] or {}).values()),
+            "replayed": c["validation"]["replayed"], "why": c["validation"]["why"]} for c in rec["calibration"]]
+    caps = {k: _capacity(f) for k, f in sets.items()}
+    return {
+        "verdict": verdict, "verdict_text": text,
+        "current_ok": rec["current_ok"], "current_violations": rec["current_violations"],
+        "recommended_flags": r["flags"] if r else [],
+        "flags_changed_from_current": r["flags_changed_from_current"] if r else [],
+        "binding_constraint": r["explanation"]["binding_constraint"] if r else None,
+        "slack": r["explanation"]["slack"] if r else {},
+        "observed_peak_events_per_second": peak,
+        "capacity_events_per_second": caps,
+        "headroom": {k: (c / peak if c and peak else None) for k, c in caps.items()},
+        "per_flag": r["explanation"]["flags"] if r else {},
+        "confidence": rec["confidence"],
+        "calibration": cal,
+        "warnings": rec.get("warnings") or [],
+    }
+
+
+def history(snap: dict[str, Any], models: list[Any], sets: dict[str, AuditFlags]) -> list[dict[str, Any]]:
+    """Per instance: observed event rate (and short-window peaks) over the window, seconds from its start."""
+    out = []
+    w0 = float(((snap.get("source") or {}).get("window") or {}).get("start") or 0.0)
+    for m in models:
+        inst = snap["instances"][m.name]
+        er = inst.get("event_rate") or {"t": [], "v": []}
+        pk = inst.get("event_rate_peak") or None
+        out.append({
+            "instance": m.name,
+            "t": [t - w0 for t in er["t"]], "event_rate": er["v"],
+            "peak_window": pk.get("window") if pk else None,
+            "peak_t": [t - w0 for t in pk["t"]] if pk else [], "peak_rate": pk["v"] if pk else [],
+            "mean_event_rate": m.mean_rate, "peak_burst_event_rate": m.peak_burst_rate,
+            "errors_increase": m.errors_increase,
+            "capacity_events_per_second": {k: _capacity(f) for k, f in sets.items()},
+        })
+    return out
+
+
+def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
+    """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
+    import json
+
+    from loadgen.record import FORMAT as LT_FORMAT
+    from loadgen.verify import TraceRows
+    from sim.errors import InputError
+
+    p = Path(path)
+    try:
+        rec = json.loads(p.read_text())
+    except OSError as e:
+        raise InputError(f"--loadtest {path}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise InputError(f"--loadtest {path}: not valid JSON ({e})") from None
+    if not isinstance(rec, dict) or rec.get("format") != LT_FORMAT:
+        raise InputError(f"--loadtest {path}: format {rec.get('format') if isinstance(rec, dict) else None!r} "
+                         f"is not {LT_FORMAT!r} (write one with 'tune loadtest -o run.json')")
+    tr = rec.get("trace") or {}
+    trace = None
+    if tr.get("rows") is not None and isinstance(tr.get("rows"), list):
+        trace = TraceRows.of(tr)
+    elif tr.get("sidecar"):
+        side = p.parent / tr["sidecar"]
+        if not side.is_file():
+            raise InputError(f"--loadtest {path}: trace sidecar {side} is missing (keep it next to the record)")
+        trace = TraceRows.from_csv(side)
+    return rec, trace
+
+
+def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
+    """Observed vs predicted for a load-test run: the record's own ``verify`` section when it was
+    run with ``--verify``, else ``loadgen.verify.verify_run`` replayed from the record and trace."""
+    from loadgen.verify import verify_run
+    from sim.errors import InputError
+
+    rec, trace = load_loadtest(path)
+    if rec.get("verify"):
+        v, how = rec["verify"], "the record's --verify section (measured when the run ended)"
+    else:
+        if trace is None:
+            raise InputError(f"--loadtest {path}: no trace in the record and no --verify section: nothing to replay")
+        v, how = verify_run(rec, trace), "replayed now from the record and its trace (loadgen.verify.verify_run)"
+    load = rec.get("load") or {}
+    win = rec.get("window") or {}
+    return {
+        "file": Path(path).name, "run_id": rec.get("run_id"), "how": how,
+        "window": {"start": win.get("start_unix"), "end": win.get("end_unix"), "duration_s": win.get("duration_s")},
+        "load": {k: load.get(k) for k in ("requested_rate", "achieved_rate", "kept_up", "behind_reason")},
+        "flags": (rec.get("flags") or {}).get("args") or [],
+        "rows": v.get("rows") or [], "ok": v.get("ok"), "failures": v.get("failures") or [],
+        "notes": v.get("notes") or [], "tolerance": v.get("tolerance"), "inputs": v.get("inputs"),
+    }
+
+
+def window_of(snap: dict[str, Any]) -> dict[str, Any]:
+    import datetime as dt
+
+    w = ((snap.get("source") or {}).get("window") or {})
+    out: dict[str, Any] = {"start": w.get("start"), "end": w.get("end"), "step": w.get("step")}
+    for k in ("start", "end"):
+        if isinstance(w.get(k), (int, float)):
+            out[f"{k}_utc"] = dt.datetime.fromtimestamp(float(w[k]), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(w.get("start"), (int, float)) and isinstance(w.get("end"), (int, float)):
+        out["length"] = format_duration(float(w["end"]) - float(w["start"]))
+    return out
+
+
+def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Any, seed: int,
+             name: str, loadtest: str | None = None, engine: str = "fast",
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Everything the report shows. ``rec`` is :func:`recommendation`'s document."""
+    from analysis.report.sims import Sims
+    from tune import __version__
+
+    log = log or (lambda s: None)
+    obj = objective.validated()
+    sets = flag_sets(rec, current)
+    models = models_of(snap, rec)
+    worst = max(models, key=lambda m: m.peak_burst_rate)
+    peak = max(m.peak_burst_rate for m in models)
+    seg = worst.busiest_segments(parse_duration(obj.peak_window, "--peak-window"), 1)[0]
+    sims = Sims(worst, seg, seed, engine, log)
+    chosen = sets.get("recommended")
+    data: dict[str, Any] = {
+        "format": FORMAT, "tool": "audit-tune", "tool_version": __version__, "name": name,
+        "config": {"seed": seed, "engine": engine, "source": rec["config"]["source"],
+                   "objective": rec["config"]["objective"], "horizon_seconds": rec["config"]["horizon_seconds"],
+                   "current_flags_source": rec["config"]["current_flags_source"],
+                   "loadtest": Path(loadtest).name if loadtest else None,
+                   "simulated_instance": worst.name,
+                   "simulated_stretch": {"start_offset_seconds": worst.times[seg[0]], "seconds": sims.seconds,
+                                         "mean_event_rate": sims.mean_rate}},
+        "window": window_of(snap),
+        "flag_sets": {k: f.to_flags(include=_tuned()) for k, f in sets.items()},
+        "effective_flags": {k: f.to_dict() for k, f in sets.items()},
+        "summary": summary(rec, sets, peak),
+        "history": history(snap, models, sets),
+    }
+    data["knee"] = sims.knee(sets, peak)
+    data["peak_window"] = sims.peak_window(sets)
+    data["latency_sweep"] = sims.latency_sweep({k: v for k, v in sets.items() if k != "rule_of_thumb"})
+    data["sensitivity"] = sims.sensitivity(chosen, obj.headroom) if chosen is not None else None
+    data["loadtest"] = loadtest_comparison(loadtest, seed) if loadtest else None
+    data["config"]["report_simulation_runs"] = sims.runs
+    data["recommendation"] = rec
+    return clean(data)
+
+
+def _tuned() -> tuple[str, ...]:
+    from analysis.recommend import TUNED
+
+    return TUNED

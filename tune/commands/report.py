@@ -1,0 +1,167 @@
+"""``tune report``: an HTML + Markdown capacity report a person reads at a glance.
+
+Thin: the same inputs as ``tune recommend`` (snapshot file, Prometheus, or the bundled sample;
+``--current-flags``; the objective options generated from :class:`analysis.recommend.Objective`),
+optionally a ``tune loadtest`` record; the recommendation is ``analysis.recommend.build_report``
+(via :func:`analysis.report.data.recommendation`); the rest is :mod:`analysis.report`.
+Exit 0 when written, 3 when the current flags violate the objective (the report is still
+written), 1 on bad input, 4 when the data is not enough.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from tune.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, SAMPLE, _prom_available
+
+HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
+verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
+recommended and rule-of-thumb flags, buffer occupancy at the busiest stretch, delivery latency,
+in-flight batches and memory against webhook latency, a qps x max-size sensitivity map, and a load
+test's observed vs predicted numbers. Same inputs and objective options as tune recommend.
+
+Example: [bold]tune report --snapshot snap.json --current-flags /etc/kubernetes/manifests/kube-apiserver.yaml --loadtest run.json --name prod-eu[/bold]
+
+Exit codes: 0 written, 1 bad input, 3 written but the current flags violate the objective, 4 not enough data.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report", help=HELP, rich_help_panel="Recommend",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                short_help="HTML + Markdown capacity report from a snapshot or Prometheus.")(report)
+
+
+def current_flags_of(current_flags: Optional[str], extra: list[str]) -> tuple[Any, str]:
+    """The flags in force, as ``tune recommend`` reads them: a flags file or manifest, flags, or defaults."""
+    from sim.config import AuditFlags, load_flags_file, parse_flags
+    from sim.errors import InputError
+
+    if current_flags:
+        p = Path(current_flags)
+        if p.exists() and p.is_file():
+            current, src = load_flags_file(p), f"from {current_flags}"
+        else:
+            try:
+                args = shlex.split(current_flags)
+            except ValueError as e:
+                raise InputError(f"--current-flags: {e}") from None
+            if not args or not args[0].startswith("--"):
+                raise InputError(f"--current-flags {current_flags!r}: not a file and not flags like "
+                                 "'--audit-webhook-batch-max-size=400'")
+            current, src = parse_flags(args, source="--current-flags", ignore_unknown=True), "from --current-flags"
+    else:
+        current, src = AuditFlags(), "kube-apiserver defaults: --current-flags not given"
+    if extra:
+        current = parse_flags(extra, base=current, source="command line")
+        src += " + command line"
+    return current, src
+
+
+def report(ctx: typer.Context, **kw: Any) -> int:
+    from analysis.recommend import Objective
+
+    obj = Objective(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Objective)})
+    return _run(ctx, obj, **kw)
+
+
+def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, step: str,
+         current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
+         no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None) -> int:
+    from analysis.calibrate import load_snapshot, snapshot_dict
+    from analysis.report import write
+    from analysis.report.data import assemble, recommendation
+    from sim.errors import InputError, ObjectiveViolated
+    from tune.commands.recommend import _from_prometheus
+    from tune.output import log
+
+    t0 = time.perf_counter()
+    obj = obj.validated()
+    say = (lambda s: None) if no_progress else (lambda s: log(f"tune report: {s}"))
+    url = prom.url if prom is not None else prometheus_url
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise InputError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (it names the folder reports/NAME)")
+    if loadtest and not Path(loadtest).is_file():
+        raise InputError(f"--loadtest {loadtest}: no such file (a record written by 'tune loadtest -o run.json')")
+    if snapshot and url:
+        raise InputError("--snapshot and --prometheus-url: give one of them, not both")
+    if snapshot:
+        snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": Path(snapshot).name}
+        default_name = Path(snapshot).stem
+    elif url:
+        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say))
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step}
+        default_name = "prometheus"
+    else:
+        if not SAMPLE.exists():
+            raise InputError(f"no --snapshot or --prometheus-url given, and the bundled sample {SAMPLE.name} is missing")
+        log(f"tune report: no --snapshot or --prometheus-url given; using the bundled sample {SAMPLE.name} "
+            "(an example cluster, not yours)")
+        snap, source = load_snapshot(SAMPLE), {"kind": "bundled sample", "snapshot": SAMPLE.name}
+        default_name = "sample"
+    src = snap.get("source") or {}
+    source["selector"], source["window"] = src.get("selector"), src.get("window")
+    current, csrc = current_flags_of(current_flags, list(ctx.args))
+    out_dir = Path(reports_dir) / (name or default_name)
+    say("recommending (analysis.recommend.build_report)")
+    rec = recommendation(snap, current, csrc, obj, seed, source, say)
+    say("simulating the report's plots")
+    data = assemble(snap, rec, current, obj, seed, out_dir.name, loadtest=loadtest, log=say)
+    paths = write(data, out_dir)
+    log(f"tune report: wrote {out_dir}/index.html, report.md, data.json and {sum(p.suffix == '.png' for p in paths)} "
+        f"plots in {time.perf_counter() - t0:.1f} s")
+    print(str(out_dir / "index.html"))
+    if rec["recommended"] is None:
+        raise ObjectiveViolated("no flag set meets the objective within the constraints (see the report)")
+    if not rec["current_ok"]:
+        raise ObjectiveViolated("current flags violate the objective (report written): "
+                                + "; ".join(rec["current_violations"]))
+    return 0
+
+
+def _build_signature() -> None:
+    from analysis.recommend import Objective
+
+    P = inspect.Parameter
+    params = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    ann: dict[str, Any] = {"ctx": typer.Context, "return": int}
+
+    def opt(name: str, typ: Any, default: Any) -> None:
+        params.append(P(name, P.KEYWORD_ONLY, default=default, annotation=typ))
+        ann[name] = typ
+
+    opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=PANEL_IN))
+    if _prom_available():
+        from analysis.prom import PromSettings
+
+        opt("prom", PromSettings, None)
+        opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers.", rich_help_panel=PANEL_IN))
+    else:
+        opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=PANEL_IN))
+    opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=PANEL_IN))
+    opt("step", str, typer.Option("30s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
+    opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults).", rich_help_panel=PANEL_IN))
+    opt("loadtest", Optional[str], typer.Option(None, "--loadtest", help="A tune loadtest run record (audit-tune-loadtest/v1; its trace sidecar beside it): observed vs predicted.", rich_help_panel=PANEL_IN))
+    for f in dataclasses.fields(Objective):
+        md = f.metadata
+        opt(f.name, md["type"], typer.Option(f.default, md["flag"], help=md["help"], rich_help_panel=PANEL_OBJ))
+    opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))
+    opt("name", Optional[str], typer.Option(None, "--name", help="Report folder name (default: the snapshot's name, 'sample' for the bundled sample).", rich_help_panel=PANEL_OUT))
+    opt("reports_dir", str, typer.Option("reports", "--reports-dir", help="Parent folder of the report folder.", rich_help_panel=PANEL_OUT))
+    opt("no_progress", bool, typer.Option(False, "--no-progress", help="No progress lines on stderr.", rich_help_panel=PANEL_OUT))
+    report.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
+    report.__annotations__ = ann
+
+
+_build_signature()
+if _prom_available():
+    from tune.options import prometheus_options
+
+    report = prometheus_options(report)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
