@@ -440,8 +440,8 @@ def backfill(files: list[Path], tsdb: Path) -> None:
 
 
 @contextlib.contextmanager
-def backfilled_prometheus(names: list[str] | None = None, workdir: Path | None = None
-                          ) -> Iterator[tuple[Any, dict[str, Truth]]]:
+def backfilled_prometheus(names: list[str] | None = None, workdir: Path | None = None,
+                          prom_args: tuple[str, ...] = ()) -> Iterator[tuple[Any, dict[str, Truth]]]:
     """Generate scenarios, backfill one TSDB, start the real Prometheus on it; yields (prom, truths)."""
     from loadgen.prometheus import Prometheus, scrape_config
 
@@ -457,7 +457,7 @@ def backfilled_prometheus(names: list[str] | None = None, workdir: Path | None =
         backfill(files, wd / "prom" / "data")
         for f in files:
             f.unlink()
-        prom = Prometheus(scrape_config(None), workdir=wd / "prom", retention="36500d")
+        prom = Prometheus(scrape_config(None), workdir=wd / "prom", retention="36500d", extra_args=prom_args)
         with prom:
             yield prom, truths
     finally:

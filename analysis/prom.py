@@ -30,6 +30,7 @@ from analysis.snapshot import (ERROR_PLUGINS, LEVELS, Errors, Histogram, Instanc
 from sim.errors import InputError, NotEnoughData, ServiceError, TimeoutExceeded
 from sim.units import format_duration, parse_duration
 
+WINDOW = "__WINDOW__"       # placeholder for the whole window's range in window-wide queries
 MAX_POINTS = 11000          # Prometheus refuses query_range answers above 11,000 points per series
 LOOPBACK_RE = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)(:\d+)?$")
 
@@ -245,6 +246,10 @@ def _mask_urls(text: str) -> str:
 # Client
 
 
+class TooManySamples(ServiceError):
+    """Prometheus refused a query that would load more samples than its ``--query.max-samples``."""
+
+
 class PromClient:
     """Queries with one-line errors. ``query`` (instant vector) and ``query_range`` (matrix)."""
 
@@ -265,6 +270,8 @@ class PromClient:
         self.pc = PrometheusConnect(url=settings.url, headers=dict(settings._headers) or None, auth=settings._auth,
                                     retry=retry, session=sess, timeout=settings._timeout_s)
         self.queries = 0
+        self._chunk_said: set[Any] = set()
+        self.log: Callable[[str], None] = lambda m: None   # take_snapshot points it at stderr
 
     # -- error mapping ------------------------------------------------------------------------
     def _call(self, what: str, promql: str, fn: Callable[[], Any]) -> Any:
@@ -303,7 +310,10 @@ class PromClient:
         except requests.exceptions.RequestException as e:
             raise ServiceError(f"prometheus {url} {what}: {self.s.mask(type(e).__name__ + ': ' + str(e))[:300]}") from None
         except PrometheusApiClientException as e:
-            raise ServiceError(self._http_error(str(e), what, promql)) from None
+            msg = self._http_error(str(e), what, promql)
+            if "too many samples" in msg:
+                raise TooManySamples(msg) from None
+            raise ServiceError(msg) from None
         except ValueError:  # malformed JSON (json.JSONDecodeError and requests' JSONDecodeError)
             raise ServiceError(f"prometheus {url} answered {what} with malformed JSON: is --prometheus-url the "
                                f"Prometheus API root (not a UI or proxy login page)?") from None
@@ -358,9 +368,66 @@ class PromClient:
             out.append((s["metric"], self._check_number(val[1], what, url)))
         return out
 
+    def query_over(self, promql: str, end: float, history: float, what: str,
+                   log: Callable[[str], None] = lambda m: None) -> list[tuple[dict[str, str], float]]:
+        """Instant query at ``end`` of a window-wide expression (``WINDOW`` stands for the range).
+
+        Additive expressions only (``increase``, ``resets``, ``count``): when Prometheus refuses the
+        whole window (``--query.max-samples``), the window is split into 2, 4, ... 128 chunks, evaluated
+        as one range query with step = range = chunk, and the chunks are summed per series."""
+        try:
+            return self.query(promql.replace(WINDOW, _dur(history)), end, what)
+        except TooManySamples:
+            pass
+        n = 2
+        while True:
+            chunk = math.ceil(history / n)
+            try:
+                res = self.query_range(promql.replace(WINDOW, _dur(chunk)), end - (n - 1) * chunk, end, chunk, what)
+            except TooManySamples:
+                if n >= 128:
+                    raise TooManySamples(f"prometheus {self.s.display_url} refuses {what} even in 128 chunks of the "
+                                         f"window (its --query.max-samples): shorten --history or narrow with "
+                                         f"--instance/-l") from None
+                n *= 2
+                continue
+            if n not in self._chunk_said:
+                self._chunk_said.add(n)
+                (log or self.log)(f"tune snapshot: window queries split into {n} chunks (Prometheus' --query.max-samples)")
+            out: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], float]] = {}
+            for lbl, ser in res:
+                key = tuple(sorted(lbl.items()))
+                prev = out.get(key, (lbl, 0.0))[1]
+                out[key] = (lbl, prev + sum(ser.v))
+            return list(out.values())
+
     def query_range(self, promql: str, start: float, end: float, step: float,
-                    what: str = "a range query") -> list[tuple[dict[str, str], Series]]:
-        """Range query; ``[(labels, Series)]``. Checks the result is a matrix."""
+                    what: str = "a range query", _depth: int = 0) -> list[tuple[dict[str, str], Series]]:
+        """Range query; ``[(labels, Series)]``. Checks the result is a matrix.
+
+        When Prometheus refuses it for loading too many samples (``--query.max-samples``), the time range
+        is halved (on the step grid) and the halves merged, down to 1/64 of the range."""
+        try:
+            return self._query_range_once(promql, start, end, step, what)
+        except TooManySamples:
+            n = int((end - start) // step) + 1
+            if n < 2 or _depth >= 6:
+                raise
+        if _depth == 0 and "range" not in self._chunk_said:
+            self._chunk_said.add("range")  # type: ignore[arg-type]
+            self.log("tune snapshot: range queries split into shorter time ranges (Prometheus' --query.max-samples)")
+        mid = start + ((n - 1) // 2) * step
+        merged: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], Series]] = {}
+        for a, b in ((start, mid), (mid + step, end)):
+            for lbl, ser in self.query_range(promql, a, b, step, what, _depth + 1):
+                key = tuple(sorted(lbl.items()))
+                have = merged.setdefault(key, (lbl, Series()))[1]
+                have.t.extend(ser.t)
+                have.v.extend(ser.v)
+        return list(merged.values())
+
+    def _query_range_once(self, promql: str, start: float, end: float, step: float,
+                          what: str) -> list[tuple[dict[str, str], Series]]:
         from datetime import datetime, timezone
 
         res = self._call(what, promql, lambda: self.pc.custom_query_range(
@@ -456,6 +523,7 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
     from tune import __version__
 
     s = client.s
+    client.log = log
     end = float(req.end if req.end is not None else (now or time.time()))
     end = math.floor(end)
     history = float(req.history)
@@ -463,7 +531,10 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
         raise InputError("--history: must be > 0, e.g. 7d")
     start = end - history
     hist_txt = human_duration(history)
-    W = _dur(history)
+    W = WINDOW
+
+    def qw(promql: str, at: float, what: str) -> list[tuple[dict[str, str], float]]:
+        return client.query_over(promql, at, history, what, log)
 
     # --- selector ----------------------------------------------------------------------------
     matchers = []
@@ -486,7 +557,7 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
     names = ("apiserver_audit_event_total", "apiserver_audit_level_total", "apiserver_request_total")
     if cl is None:
         # Auto-detect a 'cluster' label on the apiserver series.
-        probe = client.query(f"count by (cluster) (last_over_time(apiserver_request_total{sel()}[{W}])) or "
+        probe = qw(f"count by (cluster) (last_over_time(apiserver_request_total{sel()}[{W}])) or "
                              f"count by (cluster) (last_over_time(apiserver_audit_event_total{sel()}[{W}]))", end,
                              "the cluster label probe")
         if any(lbl.get("cluster") for lbl, _ in probe):
@@ -494,7 +565,7 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
     has: dict[tuple[str, str], set[str]] = {}
     for name in names:
         q = f'count by (instance{", " + cl if cl else ""}) (last_over_time({name}{sel()}[{W}]))'
-        for lbl, _ in client.query(q, end, f"the {name} discovery query"):
+        for lbl, _ in qw(q, end, f"the {name} discovery query"):
             has.setdefault(_key(lbl, cl), set()).add(name)
     missing: list[Missing] = []
     where = f" matching {sel()}" if S else ""
@@ -549,7 +620,7 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
 
     def inst_q(promql: str, what: str, by: str = "") -> dict[tuple[str, str], dict[str, float]]:
         out: dict[tuple[str, str], dict[str, float]] = {}
-        for lbl, v in client.query(promql, end, what):
+        for lbl, v in qw(promql, end, what):
             out.setdefault(_key(lbl, cl), {})[lbl.get(by, "") if by else ""] = v
         return out
 
@@ -606,12 +677,12 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
         hre = "|".join(re.escape(h).replace("\\", "\\\\") for h in sorted(set(host_of.values())))
         hsel = sel(f'verb="POST",host=~"{hre}"')
         csel = sel(f'method="POST",host=~"{hre}"')
-        wh["dur_b"] = _by2(client, f"sum by ({G}, host, le) (increase(rest_client_request_duration_seconds_bucket{hsel}[{W}]))", end, cl)
+        wh["dur_b"] = _by2(qw, f"sum by ({G}, host, le) (increase(rest_client_request_duration_seconds_bucket{hsel}[{W}]))", end, cl)
         for n in ("sum", "count"):
-            wh[f"dur_{n}"] = _hostval(client, f"sum by ({G}, host) (increase(rest_client_request_duration_seconds_{n}{hsel}[{W}]))", end, cl, f"the webhook latency {n}")
-            wh[f"size_{n}"] = _hostval(client, f"sum by ({G}, host) (increase(rest_client_request_size_bytes_{n}{hsel}[{W}]))", end, cl, f"the webhook size {n}")
-        wh["size_b"] = _by2(client, f"sum by ({G}, host, le) (increase(rest_client_request_size_bytes_bucket{hsel}[{W}]))", end, cl)
-        wh["codes"] = _by2(client, f"sum by ({G}, host, code) (increase(rest_client_requests_total{csel}[{W}]))", end, cl, sub="code")
+            wh[f"dur_{n}"] = _hostval(qw, f"sum by ({G}, host) (increase(rest_client_request_duration_seconds_{n}{hsel}[{W}]))", end, cl, f"the webhook latency {n}")
+            wh[f"size_{n}"] = _hostval(qw, f"sum by ({G}, host) (increase(rest_client_request_size_bytes_{n}{hsel}[{W}]))", end, cl, f"the webhook size {n}")
+        wh["size_b"] = _by2(qw, f"sum by ({G}, host, le) (increase(rest_client_request_size_bytes_bucket{hsel}[{W}]))", end, cl)
+        wh["codes"] = _by2(qw, f"sum by ({G}, host, code) (increase(rest_client_requests_total{csel}[{W}]))", end, cl, sub="code")
 
     # --- assemble ------------------------------------------------------------------------------
     keys_by_inst: dict[str, list[tuple[str, str]]] = {}
@@ -732,18 +803,19 @@ def partial_snapshot(e: BaseException) -> Snapshot | None:
     return c.snap if isinstance(c, _MissingCarrier) else None
 
 
-def _hostval(client: PromClient, promql: str, at: float, cl: str | None, what: str) -> dict[tuple[str, str], dict[str, float]]:
+def _hostval(q: Callable[..., Any], promql: str, at: float, cl: str | None, what: str
+             ) -> dict[tuple[str, str], dict[str, float]]:
     out: dict[tuple[str, str], dict[str, float]] = {}
-    for lbl, v in client.query(promql, at, what):
+    for lbl, v in q(promql, at, what):
         out.setdefault(_key(lbl, cl), {})[lbl.get("host", "")] = v
     return out
 
 
-def _by2(client: PromClient, promql: str, at: float, cl: str | None, sub: str = "le"
+def _by2(q: Callable[..., Any], promql: str, at: float, cl: str | None, sub: str = "le"
          ) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
     """{instance key: {host: {sub label value: value}}}."""
     out: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
-    for lbl, v in client.query(promql, at, f"the webhook {sub} query"):
+    for lbl, v in q(promql, at, f"the webhook {sub} query"):
         out.setdefault(_key(lbl, cl), {}).setdefault(lbl.get("host", ""), {})[lbl.get(sub, "")] = v
     return out
 
@@ -780,8 +852,11 @@ def _scrape_interval(client: PromClient, selector: str, end: float, history: flo
         gaps += [b - a for a, b in zip(ts, ts[1:]) if b > a]
     if not gaps:
         # Data ends earlier than an hour before the end: look at the whole window, sparsely.
-        res = client.query(f"count_over_time(apiserver_audit_event_total{selector}[{_dur(history)}])", end,
-                           "the scrape interval query")
+        try:
+            res = client.query_over(f"count_over_time(apiserver_audit_event_total{selector}[{WINDOW}])", end,
+                                    history, "the scrape interval query")
+        except TooManySamples:
+            return 0.0
         n = max((v for _, v in res), default=0.0)
         return round(history / n, 3) if n > 1 else 0.0
     gaps.sort()

@@ -87,11 +87,13 @@ class Prometheus:
     """One Prometheus process; ``start()`` waits for ``/-/ready``; ``stop()`` removes its storage."""
 
     def __init__(self, config: dict[str, Any], *, workdir: str | os.PathLike | None = None,
-                 detach: bool = False, retention: str = "1d", start_timeout: float = 60.0) -> None:
+                 detach: bool = False, retention: str = "1d", start_timeout: float = 60.0,
+                 extra_args: Sequence[str] = ()) -> None:
         self.config = config
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="audit-tune-prom-"))
         self.detach, self.retention, self.start_timeout = detach, retention, start_timeout
+        self.extra_args = list(extra_args)  # more prometheus flags, e.g. "--query.max-samples=1000"
         self.port = 0
         self.proc: Proc | None = None
         self._http = http_session()
@@ -131,7 +133,7 @@ class Prometheus:
             self.port = free_port()
             cmd = [binary, f"--config.file={self.config_file}", f"--storage.tsdb.path={self.workdir / 'data'}",
                    f"--storage.tsdb.retention.time={self.retention}", f"--web.listen-address=127.0.0.1:{self.port}",
-                   "--web.enable-lifecycle", "--log.level=warn"]
+                   "--web.enable-lifecycle", "--log.level=warn", *self.extra_args]
             self.proc, _ = spawn("prometheus", cmd, self.log_file, detach=self.detach)
             try:
                 wait_until(lambda: self._http.get(f"{self.url}/-/ready", timeout=2).status_code == 200,

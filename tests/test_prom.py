@@ -353,3 +353,37 @@ def test_bad_flag_values_are_one_line(tmp_path, capsys):
     assert "--end" in _one_line_error(capsys)
     assert main(["snapshot", "-o", str(tmp_path / "s.json")]) == 1
     assert "--prometheus-url" in _one_line_error(capsys)
+
+
+def test_window_queries_chunked_when_refused(real_prom, tmp_path, capsys):
+    """Newer Prometheus versions count instant-query range samples against --query.max-samples; 2.42 does
+    not, so a proxy refuses (422, Prometheus' own message) queries with a range over 2h and forwards the rest
+    to the real Prometheus. The snapshot must split the window and still match the generator."""
+    import re as _re
+
+    from analysis.snapshot import Snapshot
+
+    prom, tr = real_prom
+    sess = requests.Session()
+    sess.trust_env = False
+
+    def handle(h):
+        q = parse_qs(urlsplit(h.path).query).get("query", [""])[0]
+        if any(int(m) > 7200 for m in _re.findall(r"\[(\d+)s\]", q)):
+            return 422, json.dumps({"status": "error", "errorType": "execution",
+                                    "error": "query processing would load too many samples into memory in query execution"}), {}
+        r = sess.get(prom.url + h.path, timeout=30)
+        return r.status_code, r.content, {}
+
+    px = _Server(handle)
+    try:
+        assert main(_args(tr, px.url, tmp_path)[:-1]) == 0     # without --no-progress: the split is said
+        assert "window queries split into 4 chunks" in capsys.readouterr().err
+        snap = Snapshot.load(tmp_path / "s.json")
+        inst, t = snap.instances["10.0.1.1:6443"], tr.instances["10.0.1.1:6443"]
+        assert inst.events_increase == pytest.approx(t.events, rel=0.002)
+        assert sum(inst.requests_by_verb.values()) == pytest.approx(t.requests, rel=0.002)
+        assert inst.webhook.duration.count == pytest.approx(t.posts, rel=0.002)
+        assert any("reset" in m.why for m in snap.missing)
+    finally:
+        px.close()

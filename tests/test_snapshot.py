@@ -243,3 +243,27 @@ def test_load_rejects_bad_files(tmp_path):
         Snapshot.load(p)
     with pytest.raises(InputError, match="no such file"):
         Snapshot.load(tmp_path / "nope.json")
+
+
+def test_prometheus_sample_limit_splits_queries(prometheus_installed, tmp_path, capsys):
+    """A Prometheus with a tiny --query.max-samples refuses whole-window queries; the snapshot splits
+    them (window increases into chunks, range queries into halves) and gets the same numbers."""
+    with backfilled_prometheus(["steady", "webhook-slow"], prom_args=("--query.max-samples=2000",)) as (prom, truths):
+        for name in ("steady", "webhook-slow"):
+            tr = truths[name]
+            out = tmp_path / f"{name}.json"
+            rc = main(["snapshot", "-p", prom.url, "-o", str(out), "--end", str(int(tr.end)),
+                       "--history", f"{int(tr.end - tr.start)}s"])
+            err = capsys.readouterr().err
+            assert rc == 0, err
+            assert "split into" in err
+            snap = Snapshot.load(out)
+            for key, t in tr.instances.items():
+                inst = snap.instances[key]
+                assert inst.events_increase == pytest.approx(t.events, rel=0.002)
+                assert sum(inst.level_increase.values()) == pytest.approx(sum(t.levels.values()), rel=0.002)
+                assert sum(inst.requests_by_verb.values()) == pytest.approx(t.requests, rel=0.002)
+                assert inst.request_rate.mean == pytest.approx(t.requests / (tr.end - tr.start), rel=REL)
+                assert len(inst.request_rate) == len(inst.event_rate)
+                assert inst.webhook.duration.count == pytest.approx(t.posts, rel=0.002)
+                assert inst.errors_increase.webhook == pytest.approx(t.drops_webhook, rel=0.01, abs=1)
