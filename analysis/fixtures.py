@@ -76,6 +76,7 @@ class Inst:
     data_from: float = 0.0           # offset (s) where this instance's data starts (short data)
     reset_at: float | None = None    # offset (s) of an apiserver restart (all counters reset)
     other_post_hosts: dict[str, float] = field(default_factory=dict)  # e.g. admission webhooks: host -> POSTs/s
+    extra_jobs: tuple[str, ...] = ()  # the same apiserver scraped again by these jobs (a common misconfiguration)
 
 
 @dataclass
@@ -179,6 +180,10 @@ def scenarios() -> dict[str, Scenario]:
                   Inst("10.3.0.1:6443", _const(50.0), cluster="staging"),
                   Inst("10.3.0.2:6443", _const(60.0), cluster="staging")],
                  description="three clusters behind one Prometheus, told apart by the 'cluster' label"),
+        Scenario("duplicate", 8, 2 * 3600, 15,
+                 [Inst("10.4.0.1:6443", _const(700.0), extra_jobs=("kubernetes-apiservers",)),
+                  Inst("10.4.0.2:6443", _const(700.0))],
+                 description="one apiserver scraped by two jobs: every series twice (select one with --selector)"),
     ]
     return {s.name: s for s in sc}
 
@@ -356,6 +361,9 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
         mem = 1.2e9 + queued * 6000.0 + rng.normal(0, 5e6, n)
         emit("process_resident_memory_bytes", "gauge", "process_resident_memory_bytes", {}, np.round(mem), counter=False)
 
+    for job in inst.extra_jobs:
+        out += [_Series(x.family, x.kind, x.name, {**x.labels, "job": job}, x.t, x.v) for x in list(out)
+                if x.labels.get("job") == "apiserver"]
     k = np.flatnonzero(keep)
     per_tick = events[k[1:]] / dt if len(k) > 1 else np.zeros(1)
     dur = (len(k) - 1) * dt if len(k) > 1 else 0.0

@@ -597,6 +597,17 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
             f"(kube-apiserver metrics found for {len(has)} instance(s)): is --audit-policy-file set?",
         ) from _MissingCarrier(snap)
 
+    jobs: dict[tuple[str, str], list[str]] = {}
+    for lbl, _ in qw(f'count by (instance, job{", " + cl if cl else ""}) '
+                     f'(last_over_time(apiserver_audit_event_total{sel()}[{W}]))', end, "the duplicate scrape check"):
+        jobs.setdefault(_key(lbl, cl), []).append(lbl.get("job", ""))
+    for k, js in sorted(jobs.items()):
+        if len(js) > 1:
+            missing.append(Missing(k[1], "duplicate scrape",
+                                   f"instance {k[1]} is scraped by {len(js)} jobs ({', '.join(sorted(js))}): every "
+                                   f"rate and count below is {len(js)}x too high",
+                                   f"select one job, e.g. --selector 'job=\"{sorted(js)[0]}\"'"))
+
     # --- scrape interval and step ----------------------------------------------------------------
     scrape = _scrape_interval(client, sel(), end, history)
     step = float(req.step)

@@ -33,7 +33,8 @@ def _snap(fixture_prom, tmp_path: Path, name: str, *extra: str, capsys=None) -> 
 
 @pytest.mark.parametrize("name", list(scenarios()))
 def test_snapshot_matches_generator(fixture_prom, tmp_path, name):
-    rc, snap, tr = _snap(fixture_prom, tmp_path, name)
+    extra = ["--selector", 'job="apiserver"'] if name == "duplicate" else []
+    rc, snap, tr = _snap(fixture_prom, tmp_path, name, *extra)
     assert rc == 0
     assert snap.format == FORMAT
     audited = {k for k, t in tr.instances.items() if t.audit}
@@ -149,6 +150,19 @@ def test_missing_series_explained_per_item(fixture_prom, tmp_path, capsys):
     # every explanation is on stderr too, one line each
     for mm in snap.missing:
         assert mm.why in err
+
+
+def test_duplicate_scrape_jobs_explained(fixture_prom, tmp_path):
+    rc, snap, tr = _snap(fixture_prom, tmp_path, "duplicate")
+    assert rc == 0
+    dup = [m for m in snap.missing if m.item == "duplicate scrape"]
+    assert [m.instance for m in dup] == ["10.4.0.1:6443"]
+    assert "2 jobs (apiserver, kubernetes-apiservers)" in dup[0].why and "--selector" in dup[0].fix
+    t = tr.instances["10.4.0.1:6443"]
+    assert snap.instances["10.4.0.1:6443"].event_rate.mean == pytest.approx(2 * t.mean_rate, rel=REL)
+    rc, snap, _ = _snap(fixture_prom, tmp_path, "duplicate", "--selector", 'job="apiserver"')
+    assert not [m for m in snap.missing if m.item == "duplicate scrape"]
+    assert snap.source.selector == 'job="apiserver"'
 
 
 def test_counter_reset_handled_and_noted(fixture_prom, tmp_path):
