@@ -1,0 +1,287 @@
+"""Policy impact: the estimate's semantics against the REAL kube-apiserver, and its math.
+
+Real stack (needs the binaries that the conftest fixtures build; FAILS without them): for each
+policy, a LocalCluster runs with it; the test drives a known request mix (creates, gets, lists,
+updates, patches, deletes of configmaps and secrets, a watch, a list across namespaces, a health
+probe, and requests as a service account), reads ``/metrics`` before and after, and checks:
+
+* the predicted requests per level == ``apiserver_audit_level_total`` deltas;
+* the predicted events == the ``apiserver_audit_event_total`` delta;
+* the predicted events per (stage, level) of the test's own requests == what the sink received for
+  their audit IDs (``Audit-Id`` response header).
+
+The mix the prediction uses is what the tool sees: ``apiserver_request_total`` (+
+``apiserver_longrunning_requests``) deltas by class. Only the user/namespace/name, which the
+metrics do not carry, is supplied: the test's requests are attributed to the users that sent them,
+everything else to the apiserver's loopback user (the only other client of a local stack).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.policy import GroupResources, Policy, Rule, load_policy
+from analysis.policy.catalog import USER_KINDS, UserKind
+from analysis.policy.model import LEVELS
+from analysis.policy_impact import (
+    InstanceMix,
+    MixEntry,
+    RequestMix,
+    add_request_mix,
+    class_outcome,
+    default_size,
+    estimate,
+    impact_report,
+    mix_from_metrics,
+    project_snapshot,
+)
+from sim.errors import NotEnoughData
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "policies"
+POLICIES = {
+    "local-default": REPO / "loadgen" / "policies" / "default.yaml",
+    "k8s-docs": FIX / "k8s-docs-audit-policy.yaml",
+    "gce-style": FIX / "gce-style-policy.yaml",
+    "impact-users": FIX / "impact-users.yaml",
+}
+NS = "impact"
+LOADGEN = UserKind("loadgen", "audit-tune-loadgen", ("system:masters", "system:authenticated"))
+SA = UserKind("sa", f"system:serviceaccount:{NS}:app",
+              ("system:serviceaccounts", f"system:serviceaccounts:{NS}", "system:authenticated"))
+LOOPBACK = next(u for u in USER_KINDS if u.key == "apiserver-loopback")
+RR, RS, RC = "RequestReceived", "ResponseStarted", "ResponseComplete"
+
+
+# ================================================================================================
+# Real stack
+# ================================================================================================
+class Driver:
+    """Sends requests, remembering each one's metric class, attributes and Audit-Id."""
+
+    def __init__(self, cluster, token: str | None = None) -> None:
+        self.c = cluster
+        self.s = cluster.session()
+        if token:
+            self.s.cert = None
+            self.s.headers["Authorization"] = f"Bearer {token}"
+        self.who = SA if token else LOADGEN
+        self.sent: list[tuple[MixEntry, str]] = []
+
+    def req(self, method: str, path: str, key: tuple[str, str, str, str], name: str | None, ns: str | None,
+            body: dict | None = None, ctype: str = "application/json", ok=(200, 201), group: str = "") -> dict:
+        verb, resource, scope, sub = key
+        data = json.dumps(body).encode() if body is not None else None
+        r = self.s.request(method, self.c.server + path, data=data, headers={"Content-Type": ctype}, timeout=30)
+        assert r.status_code in ok, f"{method} {path}: {r.status_code} {r.text[:200]}"
+        component = "apiserver" if resource else ""
+        e = MixEntry(verb=verb, resource=resource, subresource=sub, group=group, scope=scope, component=component,
+                     count=1.0, starts=1.0 if verb == "WATCH" else None, user=self.who,
+                     namespace=ns if resource else None, name=name if resource else None)
+        self.sent.append((e, r.headers.get("Audit-Id", "")))
+        return {}
+
+
+def _cm(name: str, n: int = 0) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v" * (50 + n)}}
+
+
+def _secret(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"k": "s3cr3t"}}
+
+
+def _drive(c, token: str) -> list[tuple[MixEntry, str]]:
+    """The known request mix. Returns (entry with user/namespace/name, audit id) per request."""
+    d, sa = Driver(c), Driver(c, token)
+    base = f"/api/v1/namespaces/{NS}"
+    for n in ("a", "b", "keep-quiet"):
+        d.req("POST", f"{base}/configmaps", ("POST", "configmaps", "resource", ""), "", NS, _cm(n))
+    for n in ("a", "b", "keep-quiet"):
+        d.req("GET", f"{base}/configmaps/{n}", ("GET", "configmaps", "resource", ""), n, NS)
+    d.req("GET", f"{base}/configmaps", ("LIST", "configmaps", "namespace", ""), "", NS)
+    d.req("PUT", f"{base}/configmaps/a", ("PUT", "configmaps", "resource", ""), "a", NS, _cm("a", 1))
+    d.req("PATCH", f"{base}/configmaps/b", ("PATCH", "configmaps", "resource", ""), "b", NS,
+          {"data": {"k": "patched"}}, ctype="application/merge-patch+json")
+    d.req("DELETE", f"{base}/configmaps/b", ("DELETE", "configmaps", "resource", ""), "b", NS)
+    for n in ("s1", "s2"):
+        d.req("POST", f"{base}/secrets", ("POST", "secrets", "resource", ""), "", NS, _secret(n))
+    d.req("GET", f"{base}/secrets/s1", ("GET", "secrets", "resource", ""), "s1", NS)
+    d.req("GET", f"{base}/secrets", ("LIST", "secrets", "namespace", ""), "", NS)
+    d.req("DELETE", f"{base}/secrets/s2", ("DELETE", "secrets", "resource", ""), "s2", NS)
+    d.req("GET", "/api/v1/configmaps?limit=5", ("LIST", "configmaps", "cluster", ""), "", "")
+    d.req("GET", f"{base}/configmaps?watch=1&timeoutSeconds=1", ("WATCH", "configmaps", "namespace", ""), "", NS)
+    d.req("GET", "/healthz", ("GET", "", "", "/healthz"), None, None)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    d.req("POST", f"{base}/pods", ("POST", "pods", "resource", ""), "", NS, pod)
+    d.req("GET", f"{base}/pods/p1", ("GET", "pods", "resource", ""), "p1", NS)
+    d.req("GET", f"{base}/pods/p1/status", ("GET", "pods", "resource", "status"), "p1", NS)
+    d.req("GET", f"{base}/pods", ("LIST", "pods", "namespace", ""), "", NS)
+    d.req("POST", f"{base}/events", ("POST", "events", "resource", ""), "", NS, {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"}, "reason": "Test", "message": "m",
+        "involvedObject": {"kind": "Pod", "name": "p1", "namespace": NS}, "type": "Normal"})
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
+    d.req("POST", lease, ("POST", "leases", "resource", ""), "", NS,
+          {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l1"},
+           "spec": {"holderIdentity": "me"}}, group="coordination.k8s.io")
+    d.req("GET", f"{lease}/l1", ("GET", "leases", "resource", ""), "l1", NS, group="coordination.k8s.io")
+    sa.req("GET", f"{base}/configmaps/a", ("GET", "configmaps", "resource", ""), "a", NS)
+    sa.req("GET", f"{base}/configmaps", ("LIST", "configmaps", "namespace", ""), "", NS)
+    sa.req("POST", f"{base}/configmaps", ("POST", "configmaps", "resource", ""), "", NS, _cm("from-sa"))
+    sa.req("GET", f"{base}/secrets", ("LIST", "secrets", "namespace", ""), "", NS)
+    return d.sent + sa.sent
+
+
+def _setup(c) -> str:
+    """Namespace, service account with cluster-admin, and its token (before the measured window)."""
+    s = c.session()
+
+    def post(path: str, body: dict) -> dict:
+        r = s.post(c.server + path, json=body, timeout=30)
+        assert r.status_code in (200, 201), f"{path}: {r.status_code} {r.text[:200]}"
+        return r.json()
+
+    post("/api/v1/namespaces", {"metadata": {"name": NS}})
+    post(f"/api/v1/namespaces/{NS}/serviceaccounts", {"metadata": {"name": "app"}})
+    post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "metadata": {"name": "impact-app"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": NS}]})
+    tok = post(f"/api/v1/namespaces/{NS}/serviceaccounts/app/token",
+               {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})
+    token = tok["status"]["token"]
+    # RBAC caches: wait until the service account is allowed.
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        r = s.get(c.server + f"/api/v1/namespaces/{NS}/configmaps", headers={"Authorization": f"Bearer {token}"},
+                  cert=None, timeout=10)
+        if r.status_code == 200:
+            break
+        time.sleep(0.2)
+    return token
+
+
+def _scrape(c):
+    from loadgen import metrics_text as mt
+
+    r = c.session().get(c.metrics_url, timeout=30)
+    r.raise_for_status()
+    return mt.parse(r.text)
+
+
+def _audit(m) -> tuple[float, dict[str, float]]:
+    ev = sum(s.value for s in m.select("apiserver_audit_event_total"))
+    lv = {lv: sum(s.value for s in m.select("apiserver_audit_level_total", level=lv)) for lv in LEVELS}
+    return ev, lv
+
+
+def _window(c, token: str):
+    time.sleep(0.5)
+    m0 = _scrape(c)
+    t0 = time.monotonic()
+    sent = _drive(c, token)
+    time.sleep(0.3)
+    m1 = _scrape(c)
+    secs = time.monotonic() - t0
+    return m0, m1, sent, secs
+
+
+def _predict(policy: Policy, m0, m1, sent, secs):
+    """Mix from the metrics; the test's own requests carry their user, the rest is the loopback user."""
+    total = mix_from_metrics(m0, m1, secs)
+    ours: Counter = Counter()
+    for e, _ in sent:
+        if e.resource or e.subresource:  # in apiserver_request_total
+            ours[(e.verb, e.group, e.resource, e.subresource, e.scope, e.component)] += 1
+    entries = [e for e, _ in sent]
+    # /metrics is not in apiserver_request_total: the window holds the first scrape's ResponseComplete
+    # and the second scrape's RequestReceived and level, i.e. one whole GET /metrics by the test user.
+    entries.append(MixEntry(verb="get", subresource="/metrics", count=1.0, user=LOADGEN))
+    for e in total.entries:
+        k = (e.verb, e.group, e.resource, e.subresource, e.scope, e.component)
+        mine = ours.pop(k, 0)
+        rest = e.count - mine
+        starts = None if e.starts is None else e.starts - mine
+        assert rest >= -1e-9 and (starts is None or starts >= -1e-9), f"metrics show fewer {k} than the test sent"
+        if rest > 0 or (starts or 0) > 0:
+            entries.append(MixEntry(verb=e.verb, resource=e.resource, subresource=e.subresource, group=e.group,
+                                    scope=e.scope, component=e.component, count=rest, starts=starts, user=LOOPBACK))
+    assert not ours, f"requests the test sent are missing from apiserver_request_total: {dict(ours)}"
+    return estimate(policy, InstanceMix(entries, secs)), entries
+
+
+def _sink_counts(recv, ids: set[str], want: int, timeout: float = 15.0) -> Counter:
+    deadline = time.time() + timeout
+    while True:
+        evs = [e for e in recv.events() if e.get("auditID") in ids]
+        if len(evs) >= want or time.time() > deadline:
+            time.sleep(1.2)  # anything late or duplicated shows up too
+            evs = [e for e in recv.events() if e.get("auditID") in ids]
+            return Counter((e["stage"], e["level"]) for e in evs), evs
+        time.sleep(0.2)
+
+
+REAL: dict[str, dict] = {}
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_path: Path) -> None:
+    from conftest import AuditReceiver
+    from loadgen.local import LocalCluster
+    from sim.config import parse_flags
+
+    path = POLICIES[name]
+    policy = load_policy(path)
+    recv = AuditReceiver()
+    c = LocalCluster(f"impact-{name}", flags=parse_flags(["--audit-webhook-batch-max-wait=1s"]), policy=path,
+                     sink_url=recv.url, state_root=tmp_path / "clusters")
+    try:
+        c.up()
+        token = _setup(c)
+        # A background request in flight at a scrape is counted in one window by level_total (start)
+        # and in the next by request_total (end): measure again if that happened (rare).
+        for attempt in range(3):
+            m0, m1, sent, secs = _window(c, token)
+            est, entries = _predict(policy, m0, m1, sent, secs)
+            (e0, l0), (e1, l1) = _audit(m0), _audit(m1)
+            real_levels = {lv: l1[lv] - l0[lv] for lv in LEVELS}
+            real_events = e1 - e0
+            pred_levels = {lv: round(est.assumed.levels[lv], 6) for lv in LEVELS}
+            if pred_levels == real_levels and round(est.assumed.events, 6) == real_events:
+                break
+        assert pred_levels == real_levels, f"{name}: requests per level: predicted {pred_levels}, apiserver {real_levels}"
+        assert round(est.assumed.events, 6) == real_events, \
+            f"{name}: events predicted {est.assumed.events}, apiserver_audit_event_total delta {real_events}"
+        # The test's own requests, by (stage, level), against the sink (by audit ID).
+        mine = [(e, aid) for e, aid in sent]
+        assert all(aid for _, aid in mine), "every response carries an Audit-Id header"
+        pred: Counter = Counter()
+        for e, _ in mine:
+            from analysis.policy import decide
+            from analysis.policy_impact import _assumed
+
+            d = decide(policy, _assumed(e, policy, LOADGEN))
+            o = class_outcome(e, d.level, d.omit_stages, default_size)
+            for (lv, stg), n in o.by_level_stage.items():
+                pred[(stg, lv)] += int(n)
+        got, evs = _sink_counts(recv, {aid for _, aid in mine}, sum(pred.values()))
+        assert got == pred, f"{name}: sink events by (stage, level) {dict(got)} != predicted {dict(pred)}"
+        for ev in evs:  # the users the prediction assumed are the users kube-apiserver saw
+            u = ev["user"]
+            assert (u["username"], tuple(sorted(u.get("groups") or ()))) in {
+                (LOADGEN.user, tuple(sorted(LOADGEN.groups))), (SA.user, tuple(sorted(SA.groups)))}, u
+        REAL[name] = {"requests": sum(e.count for e in entries), "events_pred": est.assumed.events,
+                      "events_real": real_events, "levels_pred": pred_levels, "levels_real": real_levels,
+                      "mine_pred": sum(pred.values()), "mine_sink": sum(got.values()), "attempts": attempt + 1}
+        sys.stderr.write(f"impact real-stack {name}: {json.dumps(REAL[name])}\n")
+    finally:
+        c.down()
+        recv.close()
