@@ -316,3 +316,36 @@ def test_map_points_keeps_input_order():
     assert map_points(_square, [], "local") == []
     with pytest.raises(InputError):
         map_points(_square, [1], "dask")
+
+
+def test_dask_scheduler_address_survives_a_killed_worker(local_run, tmp_path):
+    """--executor dask --scheduler tcp://...: a worker killed mid-sweep; Dask reruns its tasks, nothing is
+    lost or duplicated, and the table is the local one."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "sched"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        cmd = [sys.executable, "-m", "tune.cli", "sweep", str(SMALL), "-o", str(out), "--executor", "dask",
+               "--scheduler", cluster.scheduler_address, "--chunk-size", "6", "--no-progress", "-q"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                j = out / JOURNAL
+                if j.exists() and j.read_bytes().count(b"\n") >= 12:
+                    break
+                time.sleep(0.02)
+            pids = client.run(os.getpid)
+            assert p.poll() is None, "the sweep finished before a worker could be killed"
+            os.kill(next(iter(pids.values())), signal.SIGKILL)  # the nanny restarts it
+            _, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert p.returncode == 0, err
+    ids = journal_ids(out / JOURNAL)
+    assert len(ids) == 216 and len(set(ids)) == 216
+    assert deterministic(read_csv(out / "results.csv")) == deterministic(read_csv(local_run / "results.csv"))
