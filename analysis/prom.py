@@ -499,10 +499,28 @@ class SnapshotRequest:
 
 def human_duration(seconds: float) -> str:
     """7d, 36h, 90m, 45s: the largest unit that divides evenly (else Go's format)."""
-    for unit, n in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= n and abs(seconds / n - round(seconds / n)) < 1e-9:
             return f"{round(seconds / n)}{unit}"
     return format_duration(seconds)
+
+
+_MATCHER_RE = re.compile(r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*')
+
+
+def check_selector(text: str) -> None:
+    """``--selector``: comma-separated label matchers such as ``job="apiserver",env!~"dev.*"``."""
+    pos = 0
+    while pos < len(text):
+        m = _MATCHER_RE.match(text, pos)
+        if not m:
+            raise InputError(f"--selector {text!r}: want label matchers such as 'job=\"apiserver\"' "
+                             f"(name, one of = != =~ !~, a double-quoted value; comma-separated)")
+        pos = m.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise InputError(f"--selector {text!r}: matchers must be separated by commas")
+            pos += 1
 
 
 def _esc(v: str) -> str:
@@ -544,9 +562,10 @@ def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str],
     if req.instances:
         matchers.append('instance=~"' + "|".join(re.escape(i).replace("\\", "\\\\") for i in req.instances) + '"')
     if req.selector:
-        sel = req.selector.strip().strip("{}").strip()
-        if sel:
-            matchers.append(sel)
+        extra_sel = req.selector.strip().strip("{}").strip()
+        if extra_sel:
+            check_selector(extra_sel)
+            matchers.append(extra_sel)
     S = ",".join(matchers)
 
     def sel(extra: str = "") -> str:

@@ -353,6 +353,9 @@ def test_bad_flag_values_are_one_line(tmp_path, capsys):
     assert "--end" in _one_line_error(capsys)
     assert main(["snapshot", "-o", str(tmp_path / "s.json")]) == 1
     assert "--prometheus-url" in _one_line_error(capsys)
+    assert main(["snapshot", "-p", "http://127.0.0.1:1", "-o", str(tmp_path / "s.json"), "--no-progress",
+                 "--selector", "job="]) == 1
+    assert "--selector 'job=': want label matchers" in _one_line_error(capsys)
 
 
 def test_window_queries_chunked_when_refused(real_prom, tmp_path, capsys):
