@@ -48,6 +48,7 @@ DEFAULT_LATENCY = Latency("fixed", 0.05)
 ENVELOPE_BYTES = 60  # {"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[]}
 LATENCY_POINTS = 40  # empirical quantiles read from the duration histogram
 FIT_DRAWS = 4000
+WHOLE_WINDOW_EVENTS = 2_000_000  # up to this, validation replays the whole window
 MAX_VALIDATION_EVENTS = 20_000_000  # above this, validation replays the stretches near capacity only
 
 
@@ -178,28 +179,48 @@ class InstanceModel:
         return tuple(cls), frozenset()
 
     def profile(self, seed: int, scale: float = 1.0, start: int = 0, stop: int | None = None,
-                sigma: float | None = None) -> RateProfile:
-        """Requests/s over steps ``[start, stop)``: observed steps x lognormal burst windows."""
+                sigma: float | None = None, shape: str = "model") -> RateProfile:
+        """Requests/s over steps ``[start, stop)``, ``n`` burst windows per step, each step keeping its
+        observed mean. ``shape="model"``: lognormal multipliers with the fitted sigma (the Monte Carlo
+        of future bursts). ``shape="observed"``: the observed burst-window peak replayed in as many
+        windows of each step as its mean allows (a contiguous block, position drawn from ``seed``), the
+        rest spread evenly over the other windows: the burstiest shape consistent with the observed mean
+        and peak (falls back to the model without ``event_rate_peak``)."""
         stop = len(self.rates) if stop is None else stop
         rates = np.asarray(self.rates[start:stop], dtype=float) * scale
         sig = self.burst.sigma if sigma is None else sigma
         n = max(self.burst.per_step, 1)
-        if sig <= 0 or n < 2:
+        g = np.random.default_rng([int(seed), 7919, start])
+        if shape == "observed" and self.peak_rates is not None and n >= 2:
+            # the burstiest shape the two observations allow: as many windows at the peak as the
+            # step's mean permits (a contiguous block), the remainder spread over the others
+            pk = np.asarray(self.peak_rates[start:stop], dtype=float) * scale
+            pk = np.minimum(np.maximum(pk, rates), rates * n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                m = np.where(pk > 0, np.floor(rates * n / np.where(pk > 0, pk, 1.0) + 1e-9), n)
+            m = np.clip(m, 1, n).astype(np.int64)
+            rest = np.where(m < n, (rates * n - m * pk) / np.maximum(n - m, 1), 0.0)
+            off = (g.random(len(rates)) * (n - m + 1)).astype(np.int64)
+            k = np.arange(n)[None, :]
+            inblock = (k >= off[:, None]) & (k < (off + m)[:, None])
+            sub = np.where(inblock, pk[:, None], np.maximum(rest, 0.0)[:, None]).ravel()
+        elif sig <= 0 or n < 2:
             t = np.arange(len(rates)) * self.step
             return RateProfile(tuple(t.tolist()), tuple((rates / self.epr).tolist()), "step")
-        g = np.random.default_rng([int(seed), 7919, start])
-        x = np.exp(sig * g.standard_normal((len(rates), n)) - sig * sig / 2)
-        x /= x.mean(axis=1, keepdims=True)
-        sub = (rates[:, None] * x).ravel()
+        else:
+            x = np.exp(sig * g.standard_normal((len(rates), n)) - sig * sig / 2)
+            x /= x.mean(axis=1, keepdims=True)
+            sub = (rates[:, None] * x).ravel()
         w = self.step / n
         t = np.arange(len(sub)) * w
         return RateProfile(tuple(t.tolist()), tuple((sub / self.epr).tolist()), "step")
 
     def scenario(self, flags: AuditFlags, seed: int, scale: float = 1.0, start: int = 0,
-                 stop: int | None = None, sigma: float | None = None, drain: bool = True) -> Scenario:
+                 stop: int | None = None, sigma: float | None = None, drain: bool = True,
+                 shape: str = "model") -> Scenario:
         stop = len(self.rates) if stop is None else stop
         classes, omit = self.classes()
-        wl = Workload(Arrivals("poisson", self.profile(seed, scale, start, stop, sigma)),
+        wl = Workload(Arrivals("poisson", self.profile(seed, scale, start, stop, sigma, shape)),
                       duration=max((stop - start) * self.step, 1e-3), classes=classes, policy_omit_stages=omit)
         return Scenario(flags=flags, workload=wl, receiver=self.receiver(), backends=("webhook",),
                         seed=int(seed), drain=drain)
@@ -547,7 +568,7 @@ def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str
     pev = 0.0
     obs_in_parts = 0.0
     for lo, hi in parts:
-        d = run(model.scenario(flags, seed, start=lo, stop=hi), engine=engine).to_dict(series=False)
+        d = run(model.scenario(flags, seed, start=lo, stop=hi, shape="observed"), engine=engine).to_dict(series=False)
         pev += d["events_total"]
         obs_in_parts += float(np.sum(model.rates[lo:hi])) * model.step
         for k in pred:
@@ -592,7 +613,7 @@ def replay_ranges(model: InstanceModel, flags: AuditFlags, max_events: float) ->
     drops need the rate near capacity; else the busiest segments (partial: said in the output)."""
     n = len(model.rates)
     rates = np.asarray(model.rates, dtype=float)
-    if float(rates.sum()) * model.step <= max_events:
+    if float(rates.sum()) * model.step <= min(max_events, WHOLE_WINDOW_EVENTS):
         return [(0, n)], "whole window", False
     cap = flags.webhook.batch.drain_capacity if flags.webhook.mode == "batch" else math.inf
     peak = np.asarray(model.peak_rates, dtype=float) if model.peak_rates else rates * (model.burst.model_ratio_p90 or 1.0)
