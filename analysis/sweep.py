@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 from analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
 from analysis.sweep_spec import SweepSpec, build_point, input_id, point_id
-from sim.errors import InputError
+from sim.errors import InputError, ServiceError, TuneError
 
 JOURNAL = "journal.jsonl"
 RESULT_FIELDS = [
@@ -343,6 +343,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
             progress(n_done, total)
         report = SweepReport(out, len(points), skipped, 0, 0, 0, 0.0)
         interrupted = False
+        failure: Exception | None = None
         try:
             if tasks:
                 if executor.warmup is None and spec.engine == "fast":
@@ -359,6 +360,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
                             progress(n_done, total)
         except KeyboardInterrupt:
             interrupted = True
+        except TuneError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a worker died (BrokenProcessPool, KilledWorker), a lost cluster
+            failure = e
         report.ran = n_done
         report.interrupted = interrupted
         final = load_journal(jpath)
@@ -370,6 +375,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
         _write_meta(out, spec, report)
     if interrupted:
         raise KeyboardInterrupt
+    if failure is not None:
+        raise ServiceError(f"the sweep stopped: {type(failure).__name__}: {failure}".rstrip(": ") +
+                           f"; {len(points) - report.remaining} finished points are saved in {out}/{JOURNAL}; "
+                           f"run the same command again to continue") from failure
     return report
 
 
