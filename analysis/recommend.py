@@ -228,19 +228,27 @@ class Runner:
     def __init__(self, jobs: int, engine: str = "fast", progress: Callable[[str], None] | None = None) -> None:
         self.jobs, self.engine, self.progress = jobs, engine, progress
         self._pool: ProcessPoolExecutor | None = None
+        self._cache: dict[tuple, dict[str, Any]] = {}
         self.runs = 0
 
     def map(self, tasks: list[tuple]) -> list[dict[str, Any]]:
-        tasks = [t + (self.engine,) for t in tasks]
-        self.runs += len(tasks)
-        if self.jobs <= 1 or len(tasks) <= 1:
-            return [_sim_task(t) for t in tasks]
-        if self._pool is None:
-            import multiprocessing as mp
+        """Results in task order; a task already run (same instance, flags, seed, scale, stretch) is reused."""
+        keys = [(t[0].name, t[1], *t[2:]) for t in tasks]
+        todo = [(k, t + (self.engine,)) for k, t in zip(keys, tasks) if k not in self._cache]
+        todo = list({k: t for k, t in todo}.items())
+        self.runs += len(todo)
+        if self.jobs <= 1 or len(todo) <= 1:
+            res = [_sim_task(t) for _, t in todo]
+        else:
+            if self._pool is None:
+                import multiprocessing as mp
 
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
-        return list(self._pool.map(_sim_task, tasks, chunksize=max(1, len(tasks) // (4 * self.jobs))))
+                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+                self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
+            res = list(self._pool.map(_sim_task, [t for _, t in todo], chunksize=max(1, len(todo) // (4 * self.jobs))))
+        for (k, _), r in zip(todo, res):
+            self._cache[k] = r
+        return [self._cache[k] for k in keys]
 
     def close(self) -> None:
         if self._pool is not None:
