@@ -349,3 +349,12 @@ def test_dask_scheduler_address_survives_a_killed_worker(local_run, tmp_path):
     ids = journal_ids(out / JOURNAL)
     assert len(ids) == 216 and len(set(ids)) == 216
     assert deterministic(read_csv(out / "results.csv")) == deterministic(read_csv(local_run / "results.csv"))
+
+
+def test_parquet_table_when_pyarrow_is_installed(local_run):
+    pq = pytest.importorskip("pyarrow.parquet")
+    t = pq.read_table(local_run / "results.parquet")
+    rows = read_csv(local_run / "results.csv")
+    assert t.num_rows == len(rows) == 216
+    assert t.column("id").to_pylist() == [r["id"] for r in rows]
+    assert str(t.schema.field("events_total").type) == "int64"
