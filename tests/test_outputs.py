@@ -141,3 +141,17 @@ def test_table_colours_only_on_a_terminal(report):
     assert "\x1b[" not in plain and "recommended" in plain
     coloured = outputs.render_table(report, color=True)
     assert "\x1b[32m" in coloured  # green: meets objective
+
+
+def test_kind_and_kubeadm_outputs_pass_the_strict_checker(report, kindcheck_binary, tmp_path):
+    """kind's and kubeadm's own Go types, strict decoding (loadgen/kindcheck, see tests/test_kind.py)."""
+    kind = tmp_path / "kind.yaml"
+    kind.write_text(render(report, "kind"))
+    r = subprocess.run([str(kindcheck_binary), str(kind)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), r.stdout + r.stderr
+    for fmt, version in (("kubeadm", "v1beta4"), ("kubeadm-v1beta3", "v1beta3")):
+        cfg = tmp_path / f"{fmt}.yaml"
+        cfg.write_text(yaml.safe_dump({"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "nodes": [
+            {"role": "control-plane", "kubeadmConfigPatches": [render(report, fmt)]}]}))
+        r = subprocess.run([str(kindcheck_binary), str(cfg)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and f"kubeadm.k8s.io/{version}" in r.stdout, r.stdout + r.stderr
