@@ -21,8 +21,9 @@ The model (``docs/policy.md``, "Impact"):
 * **Peak.** The average estimate times the observed burstiness: max ``event_rate_peak`` / mean
   ``event_rate`` of the snapshot (else the ``request_rate`` series' max/mean).
 
-Requests the metrics do not show (``/metrics``, ``/version``, discovery ``/api``, ``/apis``,
-requests refused by authentication or authorization) are not in the estimate.
+Requests the metrics do not show (``/version``, discovery ``/api``, ``/apis``, ``/metrics`` scrapes
+other than the reading Prometheus' own, requests refused by authentication or authorization) are
+not in the estimate.
 
 Python API::
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -159,10 +159,12 @@ class MixEntry:
 
 @dataclass
 class InstanceMix:
-    """The request mix of one apiserver over ``seconds``."""
+    """The request mix of one apiserver over ``seconds``; ``observed`` = audit counter deltas over the
+    same interval (``{"events": n, "levels": {level: n}}``) when recorded with the mix."""
 
     entries: list[MixEntry]
     seconds: float
+    observed: dict[str, Any] | None = None
 
     @property
     def requests(self) -> float:
@@ -205,8 +207,19 @@ class RequestMix:
             cl = (d or {}).get("classes")
             if not isinstance(cl, list):
                 raise InputError(f"{where}.request_mix.instances.{name}.classes: want a list")
+            isecs = d.get("seconds", secs)
+            isecs = _num(isecs, f"{where}.request_mix.instances.{name}.seconds")
+            if isecs <= 0:
+                raise InputError(f"{where}.request_mix.instances.{name}.seconds: must be > 0")
+            obs = d.get("observed")
+            if obs is not None:
+                if not isinstance(obs, dict):
+                    raise InputError(f"{where}.request_mix.instances.{name}.observed: want {{events, levels}}")
+                obs = {"events": _num(obs.get("events", 0.0), f"{where}.request_mix.instances.{name}.observed.events"),
+                       "levels": {lv: _num((obs.get("levels") or {}).get(lv, 0.0),
+                                           f"{where}.request_mix.instances.{name}.observed.levels.{lv}") for lv in LEVELS}}
             insts[str(name)] = InstanceMix([MixEntry.from_dict(c, f"{where}.request_mix.instances.{name}.classes[{i}]")
-                                            for i, c in enumerate(cl)], secs)
+                                            for i, c in enumerate(cl)], isecs, obs)
         missing = [m for m in rm.get("missing") or [] if isinstance(m, dict)]
         return cls(insts, missing)
 
@@ -448,6 +461,14 @@ def observed(inst: dict[str, Any], seconds: float) -> dict[str, Any]:
     return out
 
 
+def _snap_seconds(snap: dict[str, Any], im: InstanceMix) -> float:
+    w = (snap.get("source") or {}).get("window") or {}
+    try:
+        return float(w["end"]) - float(w["start"])
+    except (KeyError, TypeError, ValueError):
+        return im.seconds
+
+
 def _rel(est: float, obs: float | None) -> float | None:
     if obs is None or obs <= 0:
         return None
@@ -470,8 +491,9 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
         "apiserver_request_total has no user, group, namespace or object name: each class is evaluated for every "
         f"user kind of 'tune policy explain' ({', '.join(u.key for u in USER_KINDS)}) and every namespace/name the "
         "policy lists; 'range' is the best..worst case, the estimate assumes " + assume_user + " in an unlisted namespace",
-        "not in apiserver_request_total, so not estimated: /metrics, /version, discovery (/api, /apis), requests "
-        "refused by authentication or authorization",
+        "not in apiserver_request_total, so not estimated: /version, discovery (/api, /apis), other scrapers' "
+        "/metrics (this Prometheus' own scrapes are counted from 'up'), requests refused by authentication or "
+        "authorization",
     ]
     missing = [f"{m.get('instance')}: {m.get('item')}: {m.get('why')}" for m in mix.missing]
     for name, im in sorted(mix.instances.items()):
@@ -484,7 +506,11 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
             continue
         in_force = against or policy
         base = estimate(in_force, im, assume_user)
-        obs = observed(inst, im.seconds) if inst else {}
+        obs = observed(inst, _snap_seconds(snap, im)) if inst else {}
+        if im.observed is not None:
+            obs = {**obs, "events_per_s": im.observed["events"] / im.seconds,
+                   "requests_per_s_by_level": {k: v / im.seconds for k, v in im.observed["levels"].items()},
+                   "source": "audit counters read with the request mix (same interval)"}
         factor = 1.0
         size_note = "sim.workload.DEFAULT_SIZES (no webhook size histogram)"
         if obs.get("mean_event_bytes") and base.assumed.events > 0:
@@ -601,7 +627,14 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
                     history: float | None = None, selector: str | None = None) -> dict[str, Any]:
     """Query ``apiserver_request_total`` (and ``apiserver_longrunning_requests``) over the snapshot's
     window and store it under ``snapshot["request_mix"]`` (format ``audit-tune-request-mix/v1``,
-    ``docs/policy.md``). ``client`` is an :class:`analysis.prom.PromClient`. Returns the snapshot."""
+    ``docs/policy.md``). ``client`` is an :class:`analysis.prom.PromClient`. Returns the snapshot.
+
+    Counts are ``value(end) - value(start)`` per series, a series absent at the start counting from 0
+    (kube-apiserver creates a series at its first increment, so ``increase()`` would miss what a
+    series counted before its first scrape); ``increase()`` is used for series that reset (restarts).
+    The start is moved to the first scrape of the instance when the window begins earlier. The audit
+    counters are read the same way into ``observed``, so the check compares like with like.
+    """
     src = snapshot.get("source") or {}
     w = src.get("window") or {}
     end = float(end if end is not None else w.get("end"))
@@ -610,11 +643,8 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
     sel = selector if selector is not None else (src.get("selector") or "")
     cl = src.get("cluster_label")
     S = "{" + sel + "}" if sel else ""
-    W = f"{int(math.ceil(history))}s"
     G = "instance" + (f", {cl}" if cl else "")
     by = f"{G}, {', '.join(_LABELS)}"
-    q_total = f"sum by ({by}) (increase(apiserver_request_total{S}[{W}]))"
-    q_lr = f"sum by ({by}) (apiserver_longrunning_requests{S})"
     names = set((snapshot.get("instances") or {}).keys())
 
     def key(lbl: dict[str, str]) -> str:
@@ -623,17 +653,52 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
             return f"{lbl.get(cl, '')}/{inst}"
         return inst
 
-    def ckey(lbl: dict[str, str]) -> tuple[str, ...]:
-        return tuple(lbl.get(k, "") for k in _LABELS)
+    # Effective start per instance: the first point of its event_rate series (Prometheus may have
+    # started scraping after the window began).
+    eff: dict[str, float] = {}
+    for n, inst in (snapshot.get("instances") or {}).items():
+        t = ((inst or {}).get("event_rate") or {}).get("t") or []
+        step = float(w.get("step") or 0.0)
+        eff[n] = max(start, float(t[0]) - step) if t else start
 
-    totals: dict[str, dict[tuple[str, ...], float]] = {}
-    for lbl, v in client.query(q_total, end, "the request mix query (apiserver_request_total)"):
-        totals.setdefault(key(lbl), {})[ckey(lbl)] = totals.get(key(lbl), {}).get(ckey(lbl), 0.0) + v
-    lr_end: dict[str, dict[tuple[str, ...], float]] = {}
-    lr_start: dict[str, dict[tuple[str, ...], float]] = {}
-    for at, dst in ((end, lr_end), (start, lr_start)):
-        for lbl, v in client.query(q_lr, at, "the long-running requests query (apiserver_longrunning_requests)"):
-            dst.setdefault(key(lbl), {})[ckey(lbl)] = v
+    def values(promql: str, at: float, what: str, labels: tuple[str, ...]) -> dict[str, dict[tuple[str, ...], float]]:
+        out: dict[str, dict[tuple[str, ...], float]] = {}
+        for lbl, v in client.query(promql, at, what):
+            k = tuple(lbl.get(x, "") for x in labels)
+            d = out.setdefault(key(lbl), {})
+            d[k] = d.get(k, 0.0) + v
+        return out
+
+    def deltas(metric: str, labels: tuple[str, ...], what: str) -> tuple[dict[str, dict[tuple[str, ...], float]], float]:
+        byl = f"{G}" + (f", {', '.join(labels)}" if labels else "")
+        res: dict[str, dict[tuple[str, ...], float]] = {}
+        starts_at = sorted(set(eff.values()) or {start})
+        at_end = values(f"sum by ({byl}) ({metric}{S})", end, what, labels)
+        resets = values(f"sum by ({byl}) (resets({metric}{S}[{int(math.ceil(history))}s]))", end, what, labels)
+        incr = values(f"sum by ({byl}) (increase({metric}{S}[{int(math.ceil(history))}s]))", end, what, labels)
+        at_start: dict[float, dict[str, dict[tuple[str, ...], float]]] = {
+            t0: values(f"sum by ({byl}) ({metric}{S})", t0, what, labels) for t0 in starts_at}
+        for inst, series in at_end.items():
+            t0 = eff.get(inst, start)
+            s0 = at_start.get(t0, {}).get(inst, {})
+            for k, v in series.items():
+                if resets.get(inst, {}).get(k, 0.0) > 0:
+                    res.setdefault(inst, {})[k] = incr.get(inst, {}).get(k, 0.0)
+                else:
+                    res.setdefault(inst, {})[k] = max(0.0, v - s0.get(k, 0.0))
+        return res, len(starts_at)
+
+    totals, _ = deltas("apiserver_request_total", _LABELS, "the request mix query (apiserver_request_total)")
+    ev, _ = deltas("apiserver_audit_event_total", (), "the audit event query")
+    lv, _ = deltas("apiserver_audit_level_total", ("level",), "the audit level query")
+    # This Prometheus' own scrapes of /metrics are audited too but are not in apiserver_request_total.
+    scrapes: dict[str, float] = {}
+    for lbl, v in client.query(f"sum by ({G}) (count_over_time(up{S}[{int(math.ceil(history))}s]))", end,
+                               "the scrape count query (up)"):
+        scrapes[key(lbl)] = scrapes.get(key(lbl), 0.0) + v
+    q_lr = f"sum by ({by}) (apiserver_longrunning_requests{S})"
+    lr_end = values(q_lr, end, "the long-running requests query (apiserver_longrunning_requests)", _LABELS)
+    lr_start_by_t = {t0: values(q_lr, t0, "the long-running requests query", _LABELS) for t0 in sorted(set(eff.values()) or {start})}
     missing = []
     instances: dict[str, Any] = {}
     for inst in sorted(set(totals) | names):
@@ -643,6 +708,8 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
                             "why": f"no apiserver_request_total for instance {inst} in the window: request mix unknown",
                             "fix": "scrape kube-apiserver's /metrics in full (metric_relabel_configs may drop it)"})
             continue
+        t0 = eff.get(inst, start)
+        lr_start = lr_start_by_t.get(t0, {})
         have_lr = inst in lr_end and inst in lr_start
         if not have_lr:
             missing.append({"instance": inst, "item": "apiserver_longrunning_requests",
@@ -655,11 +722,22 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
             starts = None
             if have_lr and d["verb"].upper() in ("WATCH", "CONNECT", "WATCHLIST"):
                 starts = max(0.0, v + lr_end[inst].get(ck, 0.0) - lr_start[inst].get(ck, 0.0))
-            classes.append({**d, "count": round(v, 6), "starts": None if starts is None else round(starts, 6)})
-        instances[inst] = {"classes": classes}
+            if v > 0 or starts:
+                classes.append({**d, "count": round(v, 6), "starts": None if starts is None else round(starts, 6)})
+        if scrapes.get(inst):
+            span = (end - t0) / history if history > 0 else 1.0
+            classes.append({"verb": "GET", "group": "", "resource": "", "subresource": "/metrics", "scope": "",
+                            "component": "", "count": round(scrapes[inst] * min(span, 1.0), 6), "starts": None,
+                            "origin": "this Prometheus' scrapes (count_over_time(up)); not in apiserver_request_total"})
+        entry: dict[str, Any] = {"seconds": end - t0, "classes": classes}
+        if inst in ev:
+            entry["observed"] = {"events": ev[inst].get((), 0.0),
+                                 "levels": {lvl: lv.get(inst, {}).get((lvl,), 0.0) for lvl in LEVELS}}
+        instances[inst] = entry
     snapshot["request_mix"] = {"format": MIX_FORMAT,
                                "window": {"start": start, "end": end, "seconds": history},
-                               "queries": [q_total, q_lr], "instances": instances, "missing": missing}
+                               "query": f"sum by ({by}) (apiserver_request_total{S}) at the end minus at the start",
+                               "instances": instances, "missing": missing}
     return snapshot
 
 
@@ -686,4 +764,3 @@ def mix_from_metrics(before: Any, after: Any, seconds: float) -> InstanceMix:
     return InstanceMix(entries, seconds)
 
 
-_VALID_KEY = re.compile(r"^[A-Za-z0-9_.:/\[\]-]+$")

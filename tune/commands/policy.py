@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
     sub = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich")
     sub.command("explain", help=EXPLAIN_HELP,
                 short_help="Rule, level, stages and events per request for common requests; dead rules.")(explain_cmd)
+    sub.command("impact", help=IMPACT_HELP,
+                short_help="Audit events/s and bytes/s per apiserver under a policy, from the request mix.")(impact_cmd)
     app.add_typer(sub, name="policy", rich_help_panel=PANEL)
 
 
@@ -112,3 +114,173 @@ def _users_cell(users: list[str]) -> str:
 
 def _abbrev(stage: str) -> str:
     return {"RequestReceived": "RR", "ResponseStarted": "RS", "ResponseComplete": "RC", "Panic": "P"}.get(stage, stage)
+
+
+# ---------------------------------------------------------------------------------------------
+# tune policy impact
+
+IMPACT_HELP = """Estimate audit events/s and bytes/s per apiserver (average and peak) under POLICY, from the request
+mix (apiserver_request_total by verb, group, resource, subresource, scope). The level of each request class
+comes from the policy; users, groups and namespaces are not in the metrics, so the best..worst case over the
+user kinds of 'tune policy explain' is shown next to the estimate (--assume-user). The estimate for the policy
+in force (--against, else POLICY) is checked against apiserver_audit_event_total and apiserver_audit_level_total.
+
+Input: --prometheus-url (reads the window itself), --snapshot FILE (needs the 'request_mix' key: record it with
+-p URL --save-snapshot FILE), or the bundled sample. Exit 4 when the request mix is missing (per item).
+
+Example:  [bold]tune policy impact new-policy.yaml --against /etc/kubernetes/audit-policy.yaml -p http://prometheus:9090 --history 1d[/bold]
+"""
+
+
+def _impact(
+    prom: Any,
+    policy: Path = typer.Argument(..., help="Audit policy file to estimate."),
+    against: Optional[Path] = typer.Option(None, "--against", help="The policy in force (compared, and checked "
+                                           "against the observed counters)."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Snapshot file with a 'request_mix' key."),
+    history: str = typer.Option("1d", "--history", help="With --prometheus-url: how far back, e.g. 1d, 7d."),
+    step: str = typer.Option("60s", "--step", help="With --prometheus-url: resolution of the rate series."),
+    selector: Optional[str] = typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, "
+                                           "e.g. 'job=\"apiserver\"'."),
+    save_snapshot: Optional[str] = typer.Option(None, "--save-snapshot", help="With --prometheus-url: also write "
+                                                "the snapshot, request mix included, to FILE."),
+    assume_user: str = typer.Option("serviceaccount", "--assume-user", help="User kind the estimate assumes "
+                                    "(kubectl-user, serviceaccount, node, controller-manager, kube-proxy, "
+                                    "apiserver-loopback, anonymous); the range covers all."),
+    fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
+    strict: bool = typer.Option(False, "--strict", help="Unknown or duplicate fields in a policy are errors."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress lines on stderr."),
+) -> int:
+    import json as _json
+
+    from analysis.policy import load_policy
+    from analysis.policy_impact import add_request_mix, impact_report, user_kind
+    from analysis.snapshot import Snapshot, sample_path
+    from sim.errors import InputError
+    from sim.units import parse_duration
+    from tune.output import log, render, write_output
+
+    if fmt not in ("table", "json", "yaml"):
+        raise InputError(f"--format {fmt}: unknown format; use one of table, json, yaml")
+    user_kind(assume_user)
+    say = (lambda m: None) if no_progress else (lambda m: log(f"tune policy impact: {m}"))
+    new = load_policy(policy, strict=strict)
+    old = load_policy(against, strict=strict) if against else None
+    for p in (new, old):
+        for w in (p.warnings if p else ()):
+            log(f"tune: warning: {w}")
+    url = getattr(prom, "url", None)
+    if snapshot and url:
+        raise InputError("--snapshot and --prometheus-url: give one of them, not both")
+    if save_snapshot and not url:
+        raise InputError("--save-snapshot: only with --prometheus-url (a snapshot file is already saved)")
+    if url:
+        from analysis.prom import PromClient, SnapshotRequest, take_snapshot
+
+        prom.validate()
+        req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
+                              selector=selector or "")
+        say(f"reading {history} from {prom.display_url}")
+        client = PromClient(prom)
+        snap = take_snapshot(client, req, log=say).to_dict()
+        add_request_mix(snap, client)
+        if save_snapshot:
+            write_output(_json.dumps(snap, indent=1, allow_nan=False) + "\n", save_snapshot)
+            say(f"snapshot with request mix -> {save_snapshot}")
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history}
+    else:
+        path = Path(snapshot) if snapshot else sample_path()
+        if not snapshot:
+            log(f"tune policy impact: no --snapshot or --prometheus-url given; using the bundled sample {path.name} "
+                "(an example cluster, not yours)")
+        Snapshot.load(path)  # validates the documented part, errors name file and field
+        snap = _json.loads(path.read_text())
+        source = {"kind": "snapshot" if snapshot else "bundled sample", "snapshot": str(snapshot or path.name)}
+    report = impact_report(snap, new, old, assume_user=assume_user, source=source)
+    text = render_impact_table(report) if fmt == "table" else render(report, fmt)
+    write_output(text, output)
+    return 0
+
+
+def _rate(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if unit == "B":
+        from sim.units import format_size
+
+        try:
+            return format_size(x) + "/s"
+        except Exception:  # pragma: no cover - formatting only
+            return f"{x:.0f} B/s"
+    return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}%"
+
+
+def render_impact_table(r: dict[str, Any]) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False)
+    src = r["source"]
+    con.print(f"policy {r['policy']}" + (f" against {r['against']}" if r["against"] else "")
+              + f"; request mix from {src.get('kind')} {src.get('prometheus_url') or src.get('snapshot') or ''}"
+              + f" ({r['tool']})")
+    for name, e in r["instances"].items():
+        con.print(f"\ninstance {name}: {e['requests_per_s']:.2f} requests/s in apiserver_request_total")
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for col in ("policy", "events/s", "range (best..worst)", "peak events/s", "bytes/s", "peak bytes/s",
+                    "RR/s", "RS/s", "RC/s"):
+            t.add_column(col, justify="left" if col == "policy" else "right")
+        rows = [("POLICY", e["estimate"])] + ([("--against", e["against"])] if "against" in e else [])
+        for label, est in rows:
+            lo, hi = est["events_per_s_range"]
+            st = est["events_per_s_by_stage"]
+            t.add_row(label, _rate(est["events_per_s"]), f"{_rate(lo)}..{_rate(hi)}", _rate(est.get("events_per_s_peak")),
+                      _rate(est["bytes_per_s"], "B"), _rate(est.get("bytes_per_s_peak"), "B"),
+                      _rate(st["RequestReceived"]), _rate(st["ResponseStarted"]), _rate(st["ResponseComplete"]))
+        con.print(t)
+        if "change" in e and e["change"]["events_ratio"] is not None:
+            con.print(f"change: events x{e['change']['events_ratio']:.3f}, bytes x{e['change']['bytes_ratio'] or 0:.3f}")
+        ck = e.get("check")
+        if ck:
+            ok = ck["observed_within_range"]
+            con.print(f"check ({ck['policy']} in force): observed {_rate(ck['observed_events_per_s'])} events/s, "
+                      f"estimated {_rate(ck['estimated_events_per_s'])} (error {_pct(ck['error'])}); observed is "
+                      + ("inside" if ok else "OUTSIDE") + " the best..worst range")
+            lv = "  ".join(f"{k} {_rate(v['observed_requests_per_s'])} vs {_rate(v['estimated_requests_per_s'])}"
+                           f" ({_pct(v['error'])})" for k, v in ck["levels"].items())
+            con.print(f"  requests/s by level, observed vs estimated: {lv}")
+            if ck.get("note"):
+                con.print(f"  ({ck['note']})")
+        con.print(f"peak: x{e['estimate'].get('peak_factor', 1):.2f} ({e['peak_source']}); sizes: {e['event_size_source']}")
+        ct = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title="busiest request classes (estimate; range over user kinds)")
+        for col in ("class", "scope", "requests", "rule", "level", "levels possible", "events", "events range"):
+            ct.add_column(col, justify="right" if col in ("requests", "events", "events range") else "left")
+        for c in e["classes"][:12]:
+            ct.add_row(c["class"], c["scope"] or "-", f"{c['requests']:,.0f}",
+                       "-" if c["rule_index"] is None else f"rules[{c['rule_index']}]", c["level"],
+                       ",".join(c["levels_possible"]), f"{c['events']:,.0f}",
+                       f"{c['events_range'][0]:,.0f}..{c['events_range'][1]:,.0f}")
+        con.print(ct)
+    for n in r["notes"]:
+        con.print(f"note: {n}")
+    for m in r["missing"]:
+        con.print(f"missing: {m}")
+    return buf.getvalue()
+
+
+def _impact_entry() -> Any:
+    try:
+        from tune.options import prometheus_options
+    except ImportError:  # pragma: no cover
+        return None
+    return prometheus_options(_impact)
+
+
+impact_cmd = _impact_entry()
