@@ -358,3 +358,14 @@ def test_parquet_table_when_pyarrow_is_installed(local_run):
     assert t.num_rows == len(rows) == 216
     assert t.column("id").to_pylist() == [r["id"] for r in rows]
     assert str(t.schema.field("events_total").type) == "int64"
+
+
+def test_one_writer_per_folder_and_dry_run(tmp_path, capsys):
+    from analysis.sweep import Journal
+
+    spec = spec_from_dict({"base": {"duration": "1s"}, "axes": {"rate": [100, 200]}})
+    with Journal(tmp_path / JOURNAL):
+        with pytest.raises(InputError, match="another 'tune sweep' is writing"):
+            run_sweep(spec, tmp_path, ExecutorOptions(kind="local", jobs=1))
+    assert main(["sweep", str(SMALL), "--dry-run", "--seeds", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "144 points (72 configs x 2 seeds)"
