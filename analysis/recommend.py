@@ -213,9 +213,7 @@ def fluid_drop_probability(m: InstanceModel, flags: AuditFlags, horizon: float, 
 def _sim_task(args: tuple) -> dict[str, Any]:
     from sim.api import run
 
-    model, flags, seed, scale, lo, hi, engine = args
-    # x1: the fitted burst model (Monte Carlo); x headroom: the observed peaks, scaled
-    shape = "model" if scale == 1.0 else "observed"
+    model, flags, seed, scale, lo, hi, shape, engine = args
     d = run(model.scenario(flags, seed, scale=scale, start=lo, stop=hi, shape=shape), engine=engine).to_dict(series=False)
     return {"events": d["events_total"], "errors": d["errors"], "peak_memory": d["peak_memory_bytes"],
             "max_inflight": d["max_inflight_batches"], "max_occupancy": d["max_buffer_occupancy"],
@@ -352,8 +350,8 @@ class Recommender:
         return [f for _, f in out], excluded
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _tasks(self, flags: AuditFlags, scale: float) -> list[tuple]:
-        return [(m, flags, self.seed + s, scale, *self.segments[m.name])
+    def _tasks(self, flags: AuditFlags, scale: float, shape: str) -> list[tuple]:
+        return [(m, flags, self.seed + s, scale, *self.segments[m.name], shape)
                 for m in self.models for s in range(self.obj.seeds)]
 
     def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True) -> list[Evaluation]:
@@ -361,9 +359,12 @@ class Recommender:
         for i, (_, f) in enumerate(named):
             if f.webhook.mode != "batch":
                 continue
-            for scale in ((1.0, self.obj.headroom) if x1 else (self.obj.headroom,)):
-                ts = self._tasks(f, scale)
-                index.append((i, scale, len(tasks), len(tasks) + len(ts)))
+            # x1: the fitted burst model (Monte Carlo); x headroom: the observed peaks, scaled
+            loads = [("x1", 1.0, "model")] if x1 else []
+            loads.append(("headroom", self.obj.headroom, "observed"))
+            for label, scale, shape in loads:
+                ts = self._tasks(f, scale, shape)
+                index.append((i, label, len(tasks), len(tasks) + len(ts)))
                 tasks.extend(ts)
         res = self.runner.map(tasks)
         out = []
@@ -373,11 +374,11 @@ class Recommender:
                     f"--audit-webhook-mode={f.webhook.mode}: every request waits for the webhook; not simulated "
                     "here (use tune simulate); the recommendation is for batch mode"], x1))
                 continue
-            by_scale = {scale: res[a:b] for j, scale, a, b in index if j == i}
-            out.append(self._evaluation(name, f, by_scale, x1))
+            by_load = {label: res[a:b] for j, label, a, b in index if j == i}
+            out.append(self._evaluation(name, f, by_load, x1))
         return out
 
-    def _evaluation(self, name: str, f: AuditFlags, by_scale: dict[float, list[dict]], x1: bool) -> Evaluation:
+    def _evaluation(self, name: str, f: AuditFlags, by_load: dict[str, list[dict]], x1: bool) -> Evaluation:
         h = self.obj.headroom
         c = f.webhook.batch
         per_inst = []
@@ -390,14 +391,14 @@ class Recommender:
             share = float(np.mean([sum(r["errors"].values()) > 0 for r in rs]))
             return mean, share
 
-        d1, s1 = drops(by_scale.get(1.0, []))
-        dh, sh = drops(by_scale.get(h, []))
+        d1, s1 = drops(by_load.get("x1", []))
+        dh, sh = drops(by_load.get("headroom", []))
         mem_bound, sim_mem, p99s = 0, 0, []
         p_worst, p_detail = 0.0, {}
         for k, m in enumerate(self.models):
             n = self.obj.seeds
-            rh = by_scale.get(h, [])[k * n:(k + 1) * n]
-            r1 = by_scale.get(1.0, [])[k * n:(k + 1) * n]
+            rh = by_load.get("headroom", [])[k * n:(k + 1) * n]
+            r1 = by_load.get("x1", [])[k * n:(k + 1) * n]
             inflight = max((r["max_inflight"] for r in rh + r1), default=0)
             mb = int((c.buffer_size + c.max_batch_size + inflight * c.max_batch_size) * m.event_size)
             mem_bound = max(mem_bound, mb)
