@@ -592,7 +592,10 @@ def project_snapshot(snapshot: Any, policy: Policy, current_policy: Policy | Non
             cur = estimate(current_policy, im, assume_user)
             cur_events, cur_bytes, how = cur.assumed.events, cur.assumed.bytes, "estimate(new) / estimate(current)"
         else:
-            cur_events = float(inst.get("events_increase") or 0.0) * (im.seconds / max(im.seconds, 1e-9))
+            if im.observed is not None:
+                cur_events = im.observed["events"]
+            else:
+                cur_events = float(inst.get("events_increase") or 0.0) * im.seconds / max(_snap_seconds(snap, im), 1e-9)
             cur_bytes = None
             how = "estimate(new) / observed events"
         if cur_events <= 0:
@@ -606,8 +609,8 @@ def project_snapshot(snapshot: Any, policy: Policy, current_policy: Policy | Non
             if isinstance(s, dict) and isinstance(s.get("v"), list):
                 s["v"] = [x * r for x in s["v"]]
         inst["events_increase"] = float(inst.get("events_increase") or 0.0) * r
-        scale_lv = im.seconds and (float(sum((inst.get("level_increase") or {}).values()) or 0.0) / max(im.requests, 1e-9))
-        inst["level_increase"] = {k: v * (scale_lv or 1.0) for k, v in new.assumed.levels.items()}
+        to_window = _snap_seconds(snap, im) / im.seconds
+        inst["level_increase"] = {k: v * to_window for k, v in new.assumed.levels.items()}
         wh = inst.get("webhook")
         if isinstance(wh, dict) and wh.get("size_sum"):
             wh["size_sum"] = float(wh["size_sum"]) * r * per_event
