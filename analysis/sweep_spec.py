@@ -169,6 +169,7 @@ class Axis:
     log: bool = False
     steps: int | None = None
     integer: bool = False
+    key: str = ""  # as written in the spec (for error lines)
 
     @property
     def is_range(self) -> bool:
@@ -250,7 +251,7 @@ class SweepSpec:
         if self.sample == "grid":
             for a in self.axes:
                 if a.is_range and not a.steps:
-                    raise fail(("axes", a.name), "a range on a grid needs steps: K (or use sample: random / lhs)")
+                    raise fail(("axes", a.key or a.name), "a range on a grid needs steps: K (or use sample: random / lhs)")
         if self.seeds < 1:
             raise fail(("seeds",), f"{self.seeds}: must be >= 1")
         from sim.api import ENGINES
@@ -489,7 +490,9 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
             raise w.err(("axes", str(k)), str(e)) from None
         if name in [a.name for a in axes]:
             raise w.err(("axes", str(k)), f"{name} given twice")
-        axes.append(_axis(name, v, ("axes", str(k)), w))
+        ax = _axis(name, v, ("axes", str(k)), w)
+        ax.key = str(k)
+        axes.append(ax)
     sample = d.get("sample", "grid")
     if not isinstance(sample, str) or sample not in SAMPLERS:
         raise w.err(("sample",), f"{sample!r}: use grid, random or lhs")
