@@ -35,7 +35,8 @@ class Outage:
     """A window of receiver time in which every attempt fails.
 
     ``kind``: ``status`` (answers ``status`` after the normal latency), ``refuse`` (connection
-    refused, fails in about 1 ms) or ``hang`` (never answers: the attempt times out at 30 s).
+    refused, fails in about 1 ms; attempts in flight when it starts fail at that moment, as the
+    real client's connections are closed) or ``hang`` (never answers: the attempt times out at 30 s).
     """
 
     start: float
@@ -95,6 +96,15 @@ class Receiver:
             code[err] = self.error_status
         covered = np.zeros(n, dtype=bool)
         for o in self.outages:
+            if o.kind == "refuse":
+                # the receiver going away kills connections in flight: those attempts fail when it
+                # goes, even if it had already answered (the oracle saw the retried batch delivered twice)
+                cut = ~covered & ~((starts >= o.start) & (starts < o.end)) & (starts < o.start) & (starts + dur > o.start)
+                if cut.any():
+                    covered |= cut
+                    ok[cut] = False
+                    dur[cut] = o.start - starts[cut]
+                    code[cut] = -1
             hit = ~covered & (starts >= o.start) & (starts < o.end)
             if not hit.any():
                 continue

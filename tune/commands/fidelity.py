@@ -127,12 +127,9 @@ def cases() -> list[FidelityCase]:
 
 # Known simulator gaps: the scenario still runs and is compared; a row outside tolerance is shown
 # as "NO (known gap)" and does not fail the command (the test marks it xfail, not strict).
-KNOWN_GAPS = {
-    "webhook_restart_refuse": (
-        "simulator: a refuse outage decides each attempt by its start time, so attempts in flight when the "
-        "receiver goes down succeed; the real client sees those connections die (even after a 2xx was sent: "
-        "duplicates at the receiver) and retries them: 1-5 more failed attempts, max in flight +1..+2"),
-}
+# Scenarios where the simulator is known to differ from the real code (none now: the receiver-restart
+# gap, attempts in flight when connections are refused, is modelled in sim/receiver.py since it was found).
+KNOWN_GAPS: dict[str, str] = {}
 
 # A replay the machine stalled is not a measurement. Two signals, neither of them the code under
 # test: the arrival lag (docs/oracle-findings.md: undisturbed runs lag p99 0.5-2 ms, max 2-6 ms)
