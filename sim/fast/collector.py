@@ -37,6 +37,33 @@ def new_state(burst: float) -> np.ndarray:
     return s
 
 
+@nb.njit(cache=True, inline="always")
+def _reserve(tokens, last, now, qps, burst):
+    """``TokenBucket.reserve`` (sim/throttle.py), same arithmetic: new tokens and the wait."""
+    tokens = tokens + (now - last) * qps
+    if tokens > burst:
+        tokens = burst
+    tokens -= 1.0
+    return tokens, (-tokens / qps if tokens < 0.0 else 0.0)
+
+
+@nb.njit(cache=True, inline="always")
+def _dispatch(out_d, out_e, out_a, out_n, nbt, T, a, n, sync, acost, acc, per_batch):
+    """Record batch ``nbt`` (accepted positions a..a+n) dispatched at T; for the sync delegate its
+    write ends after ``per_batch`` plus each event's cost, added in order. Returns the write end."""
+    out_d[nbt] = T
+    out_a[nbt] = a
+    out_n[nbt] = n
+    out_e[nbt] = np.nan
+    if not sync:
+        return T
+    cost = per_batch
+    for q in range(a, a + n):
+        cost += acost[acc[q]]
+    out_e[nbt] = T + cost
+    return T + cost
+
+
 @nb.njit(cache=True)
 def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0):
     INF = np.inf
@@ -124,34 +151,21 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                     batch_n = 0
                     w = 0.0
                     if thr:
-                        tokens = tokens + (T - last) * qps
-                        if tokens > burst:
-                            tokens = burst
-                        tokens -= 1.0
+                        tokens, w = _reserve(tokens, last, T, qps, burst)
                         last = T
-                        if tokens < 0.0:
-                            w = -tokens / qps
                     if w > 0.0:
                         tw += w
                         mode = BLOCKED_DISPATCH
                         pend_n = n
                         block_end = T + w
                         break
-                    out_d[nbt] = T
-                    out_a[nbt] = qh - n
-                    out_n[nbt] = n
-                    out_e[nbt] = np.nan
+                    end = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - n, n, sync, acost, acc, per_batch)
+                    nbt += 1
                     seq += 1
                     if sync:
-                        cost = per_batch
-                        for q in range(qh - n, qh):
-                            cost += acost[acc[q]]
-                        out_e[nbt] = T + cost
-                        nbt += 1
                         mode = BLOCKED_WRITE
-                        block_end = T + cost
+                        block_end = end
                         break
-                    nbt += 1
                     if stopping:
                         mode = DRAIN
                         continue
@@ -167,27 +181,14 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                         obs_v[no] = acc_n - qh
                         no += 1
                         if thr:
-                            tokens = tokens + (T - last) * qps
-                            if tokens > burst:
-                                tokens = burst
-                            tokens -= 1.0
+                            tokens, w = _reserve(tokens, last, T, qps, burst)
                             last = T
-                            if tokens < 0.0:
-                                w = -tokens / qps
+                            if w > 0.0:
                                 tw += w
                                 T = T + w
-                        out_d[nbt] = T
-                        out_a[nbt] = qh - k
-                        out_n[nbt] = k
-                        out_e[nbt] = np.nan
-                        seq += 1
-                        if sync:
-                            cost = per_batch
-                            for q in range(qh - k, qh):
-                                cost += acost[acc[q]]
-                            out_e[nbt] = T + cost
-                            T = T + cost
+                        T = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - k, k, sync, acost, acc, per_batch)
                         nbt += 1
+                        seq += 1
                     mode = DONE
                     end_time = T
                     break
@@ -240,21 +241,13 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
             elif mode == BLOCKED_DISPATCH:
                 n = pend_n
                 pend_n = 0
-                out_d[nbt] = T
-                out_a[nbt] = qh - n
-                out_n[nbt] = n
-                out_e[nbt] = np.nan
+                end = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - n, n, sync, acost, acc, per_batch)
+                nbt += 1
                 seq += 1
                 if sync:
-                    cost = per_batch
-                    for q in range(qh - n, qh):
-                        cost += acost[acc[q]]
-                    out_e[nbt] = T + cost
-                    nbt += 1
                     mode = BLOCKED_WRITE
-                    block_end = T + cost
+                    block_end = end
                     continue
-                nbt += 1
                 if stopping:
                     mode = DRAIN
                 else:

@@ -18,27 +18,34 @@ import numpy as np
 import simpy
 
 from sim.receiver import ATTEMPTS, backoff_sleep
-from sim.reference.clock import TASK, at
+from sim.reference.clock import PIPELINE, TASK, at
+
+
+def _post_with_retries(pipe, key: int, nbytes: int, priority: int) -> Generator:
+    """``WithExponentialBackoff`` around the POST: up to 5 attempts, backoff sleeps between. Returns ok."""
+    env, st, rcv = pipe.env, pipe.stats, pipe.receiver
+    ok = False
+    for k in range(ATTEMPTS):
+        pipe.active += 1
+        dur, ok, code = rcv.attempt(pipe.seed, pipe.inst, key, k, env.now, nbytes, pipe.active)
+        st.attempts += 1
+        st.attempts_by_code[code] += 1
+        yield at(env, env.now + dur, priority)
+        pipe.active -= 1
+        if ok:
+            break
+        if k < ATTEMPTS - 1:
+            yield at(env, env.now + backoff_sleep(pipe.initial_backoff, pipe.seed, pipe.inst, key, k), priority)
+    return ok
 
 
 def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator:
     """Send one batch with retries; records attempts, delivery or the drop.
 
     The caller counts the batch in flight at dispatch; this goroutine uncounts it when done."""
-    env, st, rcv = pipe.env, pipe.stats, pipe.receiver
+    env, st = pipe.env, pipe.stats
     n, nbytes = len(times), int(sum(sizes))
-    ok = False
-    for k in range(ATTEMPTS):
-        pipe.active += 1
-        dur, ok, code = rcv.attempt(pipe.seed, pipe.inst, seq, k, env.now, nbytes, pipe.active)
-        st.attempts += 1
-        st.attempts_by_code[code] += 1
-        yield at(env, env.now + dur, TASK)
-        pipe.active -= 1
-        if ok:
-            break
-        if k < ATTEMPTS - 1:
-            yield at(env, env.now + backoff_sleep(pipe.initial_backoff, pipe.seed, pipe.inst, seq, k), TASK)
+    ok = yield from _post_with_retries(pipe, seq, nbytes, TASK)
     if ok:
         st.delivered += n
         st.delivery.add(env.now - np.asarray(times))
@@ -65,22 +72,11 @@ def log_batch(pipe, times: list[float], sizes: list[int], ids: list[int]) -> Gen
 
 def webhook_event(fe, inst_pipe, t: float, size: int, key: int) -> Generator:
     """Blocking mode: POST this one event with retries in the request goroutine. Returns ok."""
-    env, st, rcv = fe.env, inst_pipe.stats, inst_pipe.receiver
+    env, st = fe.env, inst_pipe.stats
     inst_pipe.hold(size)
     inst_pipe.inflight += 1
     st.max_inflight = max(st.max_inflight, inst_pipe.inflight)
-    ok = False
-    for k in range(ATTEMPTS):
-        inst_pipe.active += 1
-        dur, ok, code = rcv.attempt(fe.seed, fe.inst, key, k, env.now, size, inst_pipe.active)
-        st.attempts += 1
-        st.attempts_by_code[code] += 1
-        yield at(env, env.now + dur)
-        inst_pipe.active -= 1
-        if ok:
-            break
-        if k < ATTEMPTS - 1:
-            yield at(env, env.now + backoff_sleep(inst_pipe.initial_backoff, fe.seed, fe.inst, key, k))
+    ok = yield from _post_with_retries(inst_pipe, key, size, PIPELINE)
     st.batch(1)
     if ok:
         st.delivered += 1
