@@ -60,8 +60,21 @@ def _comment(report: dict[str, Any]) -> str:
     return "".join(f"# {line}\n" for line in header_lines(report))
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (kind's kubeadmConfigPatches) as ``|`` literal blocks, as people write them."""
+
+
+def _str_repr(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_repr)
+
+
 def _dump(doc: Any) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=200)
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=200)
 
 
 @formatter("flags")
@@ -102,7 +115,7 @@ def render_kind(report: dict[str, Any]) -> str:
                           {"hostPath": "./audit-webhook.kubeconfig", "containerPath": WEBHOOK_KUBECONFIG, "readOnly": True}]}]}
     return (_comment(report) + "# kind create cluster --config this.yaml  (needs ./audit-policy.yaml and "
             "./audit-webhook.kubeconfig; the webhook must be reachable from the node container)\n"
-            + yaml.safe_dump(doc, sort_keys=False, width=200, default_style=None))
+            + _dump(doc))
 
 
 @formatter("manifest-patch")
