@@ -607,6 +607,10 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         confidence = "medium"
         warnings.append("confidence lowered to medium: event size or webhook latency are defaults, not measured")
     warnings += [f"{s['instance']}: skipped, {s['why']}" for s in skipped]
+    for miss in snap.get("missing") or []:  # apiservers the snapshot itself could not read
+        if miss.get("instance") not in snap["instances"] and miss.get("instance") not in ("*", "", None):
+            warnings.append(f"{miss.get('instance')}: not in the recommendation, {miss.get('item')}: {miss.get('why')}"
+                            + (f" (fix: {miss['fix']})" if miss.get("fix") else ""))
     if current_source.startswith("kube-apiserver defaults") and any(v.confidence == "low" for v in vals):
         warnings.append("the current flags were not given and the defaults do not explain the observed counters: "
                         "pass --current-flags (flags, a flags file or the kube-apiserver manifest) and re-run")

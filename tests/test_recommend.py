@@ -272,3 +272,12 @@ def test_recommend_from_prometheus_equals_snapshot_path(drops_prom, tmp_path, ca
             assert v["predicted_errors"]["buffered"] == pytest.approx(it.drops_buffered, rel=0.35), v
     cap = parse_flags(live["recommended"]["flags"]).webhook.batch.drain_capacity
     assert cap >= 2 * max(it.peak_rate for it in tr.instances.values())
+
+
+def test_apiservers_the_snapshot_could_not_read_are_named():
+    s = synthetic_snapshot(rates={"a": [100.0] * 6}, sigma=0.1)
+    s["missing"] = [{"instance": "10.0.7.1:6443", "item": "apiserver_audit_event_total",
+                     "why": "no samples: is the audit policy set?", "fix": "set --audit-policy-file"}]
+    r = build_report(s, AuditFlags(), "defaults", Objective(seeds=1, jobs=1, peak_window="1m"))
+    assert any(w.startswith("10.0.7.1:6443: not in the recommendation") and "--audit-policy-file" in w
+               for w in r["warnings"])
