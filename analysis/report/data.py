@@ -217,7 +217,7 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
     worst = max(models, key=lambda m: m.peak_burst_rate)
     peak = max(m.peak_burst_rate for m in models)
     seg = worst.busiest_segments(parse_duration(obj.peak_window, "--peak-window"), 1)[0]
-    sims = Sims(worst, seg, seed, engine, log)
+    sims = Sims(worst, seg, seed, engine, log, jobs=obj.jobs)
     chosen = sets.get("recommended")
     data: dict[str, Any] = {
         "format": FORMAT, "tool": "audit-tune", "tool_version": __version__, "name": name,
@@ -234,10 +234,13 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
         "summary": summary(rec, sets, peak),
         "history": history(snap, models, sets),
     }
-    data["knee"] = sims.knee(sets, peak)
-    data["peak_window"] = sims.peak_window(sets)
-    data["latency_sweep"] = sims.latency_sweep({k: v for k, v in sets.items() if k != "rule_of_thumb"})
-    data["sensitivity"] = sims.sensitivity(chosen, obj.headroom) if chosen is not None else None
+    try:
+        data["knee"] = sims.knee(sets, peak)
+        data["peak_window"] = sims.peak_window(sets)
+        data["latency_sweep"] = sims.latency_sweep({k: v for k, v in sets.items() if k != "rule_of_thumb"})
+        data["sensitivity"] = sims.sensitivity(chosen, obj.headroom) if chosen is not None else None
+    finally:
+        sims.close()
     data["loadtest"] = loadtest_comparison(loadtest, seed) if loadtest else None
     data["config"]["report_simulation_runs"] = sims.runs
     data["recommendation"] = rec

@@ -14,10 +14,18 @@ the highest observed burst rate, over its busiest ``--peak-window`` stretch (the
   latency from 10 ms to the 30 s client timeout;
 * :func:`sensitivity`: drop fraction at peak x headroom over a qps x max-size grid around the
   recommended point (other flags as recommended).
+
+Every run replays the stretch with the *observed* burst shape (``InstanceModel.scenario(...,
+shape="observed")``: the burstiest shape consistent with the observed mean and short-window peak),
+the shape the recommender uses for its validation and its x headroom check. Independent runs (knee,
+latency sweep, sensitivity) go over a local process pool of ``--jobs`` workers (fork), results in
+task order, so the numbers do not depend on the number of workers.
 """
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -28,12 +36,21 @@ from sim.api import run
 from sim.config import AuditFlags
 from sim.latency import Latency
 
-CDF_Q = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+CDF_Q = (0.001, 0.005, *(round(0.01 + 0.02 * k, 2) for k in range(50)), 0.995, 0.999, 1.0)
 WEBHOOK_LATENCIES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 29.0)  # seconds; attempts time out at 30 s
 KNEE_POINTS = 14
 DROP_CUTS = 12
 QPS_FACTORS = (0.25, 0.4, 0.6, 0.8, 1.0, 1.25, 1.6, 2.5)
 SIZE_GRID = (10, 25, 50, 100, 200, 250, 400, 500, 800, 1000, 2000)
+SHAPE = "observed"
+
+
+def _task(args: tuple) -> dict[str, Any]:
+    """One whole-stretch run (picklable, for the pool): the numbers the plots need."""
+    model, flags, seed, scale, lo, hi, engine = args
+    d = run(model.scenario(flags, seed, scale=scale, start=lo, stop=hi, shape=SHAPE), engine=engine).to_dict(series=False)
+    return {"events_total": d["events_total"], "errors": d["errors"], "max_inflight": d["max_inflight_batches"],
+            "peak_memory": d["peak_memory_bytes"]}
 
 
 def _drop_fraction(d: dict[str, Any]) -> float:
@@ -45,10 +62,30 @@ class Sims:
     """Runs the report's scenarios for one instance model and stretch ``[lo, hi)`` (step indices)."""
 
     def __init__(self, model: InstanceModel, segment: tuple[int, int], seed: int, engine: str = "fast",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, jobs: int = 1) -> None:
         self.m, self.lo, self.hi, self.seed, self.engine = model, segment[0], segment[1], seed, engine
         self.log = log or (lambda s: None)
+        self.jobs = max(1, min(jobs, os.cpu_count() or 1))
+        self._pool: ProcessPoolExecutor | None = None
         self.runs = 0
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def _many(self, runs: list[tuple[AuditFlags, float, InstanceModel | None]]) -> list[dict[str, Any]]:
+        """Independent whole-stretch runs ``(flags, scale, model or None)``, results in order."""
+        tasks = [(m or self.m, f, self.seed, scale, self.lo, self.hi, self.engine) for f, scale, m in runs]
+        self.runs += len(tasks)
+        if self.jobs <= 1 or len(tasks) <= 1:
+            return [_task(t) for t in tasks]
+        if self._pool is None:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+        return list(self._pool.map(_task, tasks, chunksize=max(1, len(tasks) // (4 * self.jobs))))
 
     @property
     def seconds(self) -> float:
@@ -64,7 +101,7 @@ class Sims:
         m = model or self.m
         self.runs += 1
         sc = m.scenario(flags, self.seed, scale=scale, start=self.lo, stop=self.hi if stop is None else stop,
-                        drain=drain)
+                        drain=drain, shape=SHAPE)
         return run(sc, engine=self.engine)
 
     # -- plots ------------------------------------------------------------------------------
@@ -76,11 +113,11 @@ class Sims:
         rates = [float(x) for x in np.geomspace(lo, hi, KNEE_POINTS)]
         out: dict[str, Any] = {"rates": rates, "stretch_seconds": self.seconds, "series": {}}
         base = self.mean_rate or 1.0
-        for name, f in sets.items():
-            if f.webhook.mode != "batch":
-                continue
-            self.log(f"knee: {name}")
-            out["series"][name] = [_drop_fraction(self._run(f, scale=r / base).to_dict(series=False)) for r in rates]
+        names = [n for n, f in sets.items() if f.webhook.mode == "batch"]
+        self.log(f"knee: {len(rates)} rates x {len(names)} flag sets")
+        res = self._many([(sets[n], r / base, None) for n in names for r in rates])
+        for i, n in enumerate(names):
+            out["series"][n] = [_drop_fraction(d) for d in res[i * len(rates):(i + 1) * len(rates)]]
         return out
 
     def peak_window(self, sets: dict[str, AuditFlags]) -> dict[str, Any]:
@@ -114,18 +151,16 @@ class Sims:
 
     def latency_sweep(self, sets: dict[str, AuditFlags]) -> dict[str, Any]:
         out: dict[str, Any] = {"webhook_latency_seconds": list(WEBHOOK_LATENCIES), "sets": {}}
-        for name, f in sets.items():
-            if f.webhook.mode != "batch":
-                continue
-            self.log(f"webhook latency sweep: {name}")
-            inflight, mem = [], []
-            for lat in WEBHOOK_LATENCIES:
-                m = replace(self.m, latency=Latency("fixed", lat), failure_rate=0.0)
-                d = self._run(f, model=m).to_dict(series=False)
-                inflight.append(d["max_inflight_batches"])
-                mem.append(d["peak_memory_bytes"])
-            out["sets"][name] = {"max_inflight_batches": inflight, "peak_memory_bytes": mem,
-                                 "qps": f.webhook.batch.throttle_qps, "max_size": f.webhook.batch.max_batch_size}
+        names = [n for n, f in sets.items() if f.webhook.mode == "batch"]
+        self.log(f"webhook latency sweep: {len(WEBHOOK_LATENCIES)} latencies x {len(names)} flag sets")
+        models = [replace(self.m, latency=Latency("fixed", lat), failure_rate=0.0) for lat in WEBHOOK_LATENCIES]
+        res = self._many([(sets[n], 1.0, m) for n in names for m in models])
+        k = len(models)
+        for i, n in enumerate(names):
+            f, rs = sets[n], res[i * k:(i + 1) * k]
+            out["sets"][n] = {"max_inflight_batches": [d["max_inflight"] for d in rs],
+                              "peak_memory_bytes": [d["peak_memory"] for d in rs],
+                              "qps": f.webhook.batch.throttle_qps, "max_size": f.webhook.batch.max_batch_size}
         return out
 
     def sensitivity(self, chosen: AuditFlags, headroom: float) -> dict[str, Any]:
@@ -134,14 +169,13 @@ class Sims:
         sizes = sorted(SIZE_GRID, key=lambda s: (abs(math.log(s / c.max_batch_size)), s))[:7]
         sizes = sorted(set(sizes) | {c.max_batch_size})
         self.log(f"sensitivity: {len(qps)} x {len(sizes)} grid at peak x {headroom:g}")
-        grid = []
+        runs = []
         for ms in sizes:
-            row = []
             for q in qps:
                 b = replace(c, throttle_qps=q, max_batch_size=ms, throttle_burst=max(c.throttle_burst, 1))
-                f = replace(chosen, webhook=replace(chosen.webhook, batch=b))
-                row.append(_drop_fraction(self._run(f, scale=headroom).to_dict(series=False)))
-            grid.append(row)
+                runs.append((replace(chosen, webhook=replace(chosen.webhook, batch=b)), headroom, None))
+        res = self._many(runs)
+        grid = [[_drop_fraction(d) for d in res[i * len(qps):(i + 1) * len(qps)]] for i in range(len(sizes))]
         return {"qps": qps, "max_size": sizes, "drop_fraction": grid, "scale": headroom,
                 "chosen": {"qps": c.throttle_qps, "max_size": c.max_batch_size},
                 "other_flags": {"buffer_size": c.buffer_size, "max_wait_seconds": c.max_batch_wait,
