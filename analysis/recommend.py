@@ -345,6 +345,11 @@ class Recommender:
             f = webhook_flags(base, buf, ms, wait, qps, burst)
             inflight = max(2.0, qps * (lat_p99 + retry)) * ms
             mem = (buf + ms + inflight) * self.size
+            floor = (buf + 2 * ms) * self.size  # buffer + one batch collecting + at least one in flight
+            if floor > self.obj.memory_bytes:
+                excluded.append(f"max-size {ms}: buffer {buf} + 2 batches x {self.size} B = {format_size(floor)} > "
+                                f"--memory-budget {self.obj.memory_budget}")
+                continue
             out.append((mem, f))
         out.sort(key=lambda x: x[0])
         return [f for _, f in out], excluded

@@ -281,3 +281,12 @@ def test_apiservers_the_snapshot_could_not_read_are_named():
     r = build_report(s, AuditFlags(), "defaults", Objective(seeds=1, jobs=1, peak_window="1m"))
     assert any(w.startswith("10.0.7.1:6443: not in the recommendation") and "--audit-policy-file" in w
                for w in r["warnings"])
+
+
+def test_impossible_memory_budget_exit_3_without_simulating(tmp_path, capsys):
+    p = write_snapshot(tmp_path, synthetic_snapshot(rates={"a": [300.0] * 8}, sigma=0.3))
+    code, rep, err = recommend_json(capsys, p, "--memory-budget", "100KiB")
+    assert code == 3 and rep["recommended"] is None
+    assert "no flag set meets the objective" in err
+    assert all("--memory-budget" in e for e in rep["search"]["excluded"]) and rep["search"]["analytic_candidates"] == 0
+    assert any("--memory-budget" in v for v in rep["current_violations"])
