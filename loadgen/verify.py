@@ -35,6 +35,7 @@ Any failure makes the CLI exit 3.
 from __future__ import annotations
 
 import json
+import math
 import ssl
 import time
 import urllib.request
@@ -110,6 +111,7 @@ class StoreView:
     stage_unix: np.ndarray = field(default_factory=lambda: np.zeros(0))
     received_unix: np.ndarray = field(default_factory=lambda: np.zeros(0))
     users: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # namespace -> user
+    batch_first_received: np.ndarray = field(default_factory=lambda: np.zeros(0))  # one per batch
 
     def mean_size(self, level: str | None = None) -> float | None:
         keys = [k for k in self.count_by_level_stage if level is None or k[0] == level]
@@ -132,6 +134,7 @@ def read_store(path: str | Path, namespaces: tuple[str, ...] = ()) -> StoreView:
     """Sizes per (level, stage), and every event's ``stageTimestamp`` and ``received`` time."""
     sv = StoreView()
     st, rc = [], []
+    batches: dict[int, float] = {}
     with open(path, "rb") as f:
         for raw in f:
             rec = json.loads(raw)
@@ -142,12 +145,15 @@ def read_store(path: str | Path, namespaces: tuple[str, ...] = ()) -> StoreView:
             sv.count_by_level_stage[key] = sv.count_by_level_stage.get(key, 0) + 1
             st.append(_ts(ev.get("stageTimestamp")))
             rc.append(float(rec.get("received", float("nan"))))
+            bno = int(rec.get("batch", -1))
+            batches[bno] = min(batches.get(bno, math.inf), rc[-1])
             ns = (ev.get("objectRef") or {}).get("namespace")
             if ns in namespaces and ns not in sv.users:
                 u = ev.get("user") or {}
                 sv.users[ns] = (str(u.get("username", "")), tuple(u.get("groups") or ()))
             sv.events += 1
     sv.stage_unix, sv.received_unix = np.array(st, dtype=float), np.array(rc, dtype=float)
+    sv.batch_first_received = np.array(sorted(batches.values()), dtype=float)
     return sv
 
 
@@ -167,14 +173,18 @@ def scrape_totals(target: Any, timeout: float = 30.0) -> dict[str, Any]:
             "at": time.time()}
 
 
-def quiet_window(flags: Any, retries: bool = True) -> float:
+def quiet_window(flags: Any, retries: bool = True, refill: bool = False) -> float:
     """How long nothing may reach the sink before the pipeline is taken as quiet: a partial batch
     waits up to max-wait; with ``retries`` (the sink failed some attempts, or has faults configured)
-    a failing batch may also be sleeping up to ``1.2 x initial x 1.5^3`` before its next attempt."""
+    a failing batch may also be sleeping up to ``1.2 x initial x 1.5^3`` before its next attempt.
+    With ``refill`` also until the throttle's token bucket is full again (``burst / qps``): the
+    replay starts with a full bucket, as the apiserver does at start-up."""
     b = flags.webhook.batch
     w = max(2.0, b.max_batch_wait + 1.0)
     if retries:
         w = max(w, 1.2 * flags.webhook_initial_backoff * 1.5 ** 3 + 1.0)
+    if refill and b.throttle_enable and b.effective_qps > 0:
+        w = max(w, b.throttle_burst / b.effective_qps + 0.5)
     return w
 
 
@@ -185,7 +195,7 @@ def sink_failed_attempts(s0: dict, s1: dict) -> int:
 
 
 def wait_quiet(read_sink: Callable[[], dict], flags: Any, timeout: float = 120.0, poll: float = 0.5,
-               retries: bool | None = None, since: dict | None = None) -> tuple[dict, bool]:
+               retries: bool | None = None, since: dict | None = None, refill: bool = False) -> tuple[dict, bool]:
     """Poll the sink (not the apiserver: each scrape is itself an audit event) until nothing has
     reached it for :func:`quiet_window` seconds; returns (last stats, quiet reached). ``retries``
     None: decided from the sink's failed responses since ``since``."""
@@ -200,7 +210,7 @@ def wait_quiet(read_sink: Callable[[], dict], flags: Any, timeout: float = 120.0
             t_last = time.monotonic()
         last = s
         r = retries if retries is not None else sink_failed_attempts(since or {}, s) > 0
-        if time.monotonic() - t_last >= quiet_window(flags, r):
+        if time.monotonic() - t_last >= quiet_window(flags, r, refill):
             return last, True
     return last, False
 
@@ -353,6 +363,28 @@ def realized_error_rate(s0: dict, s1: dict, min_attempts: int = 20) -> tuple[flo
     return errs / n, n
 
 
+def bucket_at_start(sv: StoreView, start: float, flags: Any) -> float | None:
+    """Estimated tokens in the webhook throttle's bucket when the window started, from the batches
+    the sink received before it (a batch's arrival stands for its dispatch). The bucket is taken as
+    full after the last idle gap of at least ``burst / qps``; None when the throttle is off."""
+    b = flags.webhook.batch
+    if not b.throttle_enable or b.effective_qps <= 0:
+        return None
+    qps, burst = b.effective_qps, float(b.throttle_burst)
+    if not len(sv.batch_first_received):
+        return burst
+    t = np.sort(sv.batch_first_received[sv.batch_first_received < start])
+    if not len(t):
+        return burst
+    gaps = np.diff(np.concatenate([[-np.inf], t]))
+    i = int(np.nonzero(gaps >= burst / qps)[0][-1])
+    tokens, last = burst, t[i]
+    for x in t[i:]:
+        tokens = min(burst, tokens + qps * (x - last)) - 1.0
+        last = x
+    return max(0.0, min(burst, tokens + qps * (start - last)))
+
+
 # ----------------------------------------------------------------------------- verify
 
 def _pct(x: np.ndarray, q: float) -> float | None:
@@ -470,6 +502,14 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
         obs.update(delivered=(sink_rec.get("delta") or {}).get("events_stored"), p50=None, p99=None)
         deliv_src = "sink events_stored delta (no store to read)"
 
+    tokens0 = bucket_at_start(sv, start, flags) if sv is not None else None
+    b_opts = flags.webhook.batch
+    if tokens0 is not None and tokens0 < b_opts.throttle_burst - 1:
+        notes.append(f"throttle bucket at the window start: about {tokens0:.1f} of {b_opts.throttle_burst} tokens "
+                     "(estimated from the sink's batch arrivals before the window); the replay starts with a full "
+                     f"bucket, so when the throttle binds it may deliver up to "
+                     f"{(b_opts.throttle_burst - tokens0) * b_opts.max_batch_size:.0f} events more than the run could")
+
     # ---- compare
     batch = flags.webhook.batch.max_batch_size
     ev_obs = float(obs["events_total"] or 0.0)
@@ -520,7 +560,7 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
                    "outages_run_relative": [[round(o.start, 3), round(o.end, 3), o.kind] for o in outages],
                    "flags": flags.to_flags(only_changed=True), "webhook_drops": webhook_src,
                    "delivered": deliv_src, "engine": res_d.get("engine", engine)},
-        "predicted": pred, "observed": obs, "notes": notes,
+        "predicted": pred, "observed": obs, "notes": notes, "bucket_tokens_at_start": tokens0,
     }
 
 

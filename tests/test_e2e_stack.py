@@ -84,8 +84,9 @@ class Stack:
         assert check_safe(self.target, False) == "local"
 
     def baseline(self) -> tuple[dict, dict]:
-        """Wait until the start-up audit traffic has been delivered or dropped, then read both sides."""
-        wait_quiet(self.sink.stats, self.flags, timeout=30, retries=False)
+        """Wait until the start-up audit traffic has been delivered or dropped and the throttle's bucket
+        is full again (the replay starts that way), then read both sides."""
+        wait_quiet(self.sink.stats, self.flags, timeout=60, retries=False, refill=True)
         return scrape_totals(self.target), self.sink.stats()
 
     def close(self) -> None:
@@ -123,7 +124,6 @@ def _cli(st: Stack, out: Path, *extra: str) -> tuple[int, dict, str]:
 def test_overload_drops_match_the_prediction(stacks, tmp_path: Path) -> None:
     t0 = time.monotonic()
     st = stacks("overload", SMALL)
-    st.baseline()
     code, rec, err = _cli(st, tmp_path / "overload.json")
     assert "verify" in rec, err[-3000:]
     rep = rec["verify"]
@@ -144,7 +144,6 @@ def test_overload_drops_match_the_prediction(stacks, tmp_path: Path) -> None:
 def test_covering_flags_deliver_everything(stacks, tmp_path: Path) -> None:
     t0 = time.monotonic()
     st = stacks("covered", COVER)
-    st.baseline()
     code, rec, err = _cli(st, tmp_path / "covered.json")
     assert "verify" in rec, err[-3000:]
     rep = rec["verify"]

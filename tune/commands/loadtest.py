@@ -136,7 +136,7 @@ def loadtest_cmd(
     )
     if verify and not sink_url:
         raise InputError("--verify needs --sink-url (the sink's latencies, counts and store)")
-    pre = _verify_before(target, sink_url, str(sink_ca) if sink_ca else None) if verify else None
+    pre = _verify_before(target, sink_url, str(sink_ca) if sink_ca else None, flags) if verify else None
     bar: Progress | None = None
 
     def progress(t: float, total: float, sent: int, inflight: int) -> None:
@@ -187,12 +187,17 @@ def loadtest_cmd(
     return 0
 
 
-def _verify_before(target, sink_url: str, sink_ca: str | None) -> tuple[dict, dict]:
-    """Absolute apiserver audit counters and sink stats before the run (for the accounting check)."""
+def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[dict, dict]:
+    """Wait until the audit pipeline is idle and the throttle's bucket full again (the replay starts
+    that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
+    from loadgen.loadtest import _cluster_state
     from loadgen.sink import fetch_stats
-    from loadgen.verify import scrape_totals
+    from loadgen.verify import scrape_totals, wait_quiet
+    from sim.config import parse_flags
     from sim.errors import ServiceError
 
+    in_force = parse_flags(list(flags or _cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
+    wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), in_force, timeout=60, retries=False, refill=True)
     try:
         return scrape_totals(target), fetch_stats(sink_url, ca=sink_ca)
     except OSError as e:
