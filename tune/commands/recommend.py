@@ -132,9 +132,13 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
 
 
 def _table(report: dict, color: bool) -> str:
+    import shutil
+
     from analysis.outputs import render_table
 
-    return render_table(report, color=color)
+    if color:  # a terminal: use its width
+        return render_table(report, color=True, width=max(shutil.get_terminal_size((150, 40)).columns, 80))
+    return render_table(report, color=False)
 
 
 def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
