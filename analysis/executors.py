@@ -77,6 +77,15 @@ def _pool_init(warmup: Callable[[], Any] | None) -> None:
         warmup()
 
 
+def _ignore_sigint() -> bool:
+    """On our own LocalCluster's workers: Ctrl-C is the parent's to handle (it closes the cluster)."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return True
+    except ValueError:  # not the main thread of the worker process
+        return False
+
+
 def _dask_probe(warmup: Callable[[], Any] | None) -> str:
     if warmup is not None:
         warmup()
@@ -150,6 +159,8 @@ class ChunkExecutor:
         if not info.get("workers"):
             raise ServiceError(f"--scheduler {o.scheduler}: the Dask cluster has no workers yet; start some with "
                                f"'dask worker {o.scheduler}'")
+        if self._cluster is not None:
+            self._client.run(_ignore_sigint)
         try:
             versions = self._client.run(_dask_probe, o.warmup)
         except Exception as e:  # noqa: BLE001 - a worker without audit-tune installed, typically
