@@ -496,6 +496,9 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
         "authorization",
     ]
     missing = [f"{m.get('instance')}: {m.get('item')}: {m.get('why')}" for m in mix.missing]
+    for name in sorted(set(snap.get("instances") or {}) - set(mix.instances)):
+        if not any(m.get("instance") == name for m in mix.missing):
+            missing.append(f"{name}: in the snapshot but not in request_mix: no request mix for it")
     for name, im in sorted(mix.instances.items()):
         inst = (snap.get("instances") or {}).get(name)
         if inst is None:

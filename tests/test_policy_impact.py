@@ -539,3 +539,25 @@ def test_cli_errors_one_line_exit_1(tune_main, capsys, extra, fragment) -> None:
     assert tune_main(["policy", "impact", str(POLICIES["gce-style"]), *extra]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tune: error: ") and err.count("\n") == 1 and fragment in err, err
+
+
+def test_event_sizes_calibrated_from_the_webhook_size_histogram() -> None:
+    snap = _snap()
+    (name, inst), = snap["instances"].items()
+    sent = inst["events_increase"] - inst["errors_increase"]["buffered"] - inst["errors_increase"]["truncate"]
+    inst["webhook"] = {"host": "sink:443", "duration_buckets": {"le": [1, "+Inf"], "cum": [10, 10]},
+                       "duration_sum": 1, "duration_count": 10, "requests_by_code": {"200": 10},
+                       "size_buckets": {"le": ["+Inf"], "cum": [10]}, "size_sum": 10 * 60 + sent * 1000.0,
+                       "size_count": 10}
+    pol = load_policy(POLICIES["local-default"])
+    rep = impact_report(snap, pol)
+    est = rep["instances"][name]["estimate"]
+    assert est["mean_event_bytes"] == pytest.approx(1000.0, rel=1e-6)   # the observed mean event size
+    assert est["size_factor"] != 1.0 and "rest_client_request_size_bytes" in rep["instances"][name]["event_size_source"]
+
+
+def test_instances_without_mix_are_explained() -> None:
+    snap = _snap()
+    snap["instances"]["other:6443"] = next(iter(snap["instances"].values()))
+    rep = impact_report(snap, load_policy(POLICIES["local-default"]))
+    assert any("other:6443" in m and "no request mix" in m for m in rep["missing"])
