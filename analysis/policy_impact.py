@@ -770,3 +770,34 @@ def mix_from_metrics(before: Any, after: Any, seconds: float) -> InstanceMix:
     return InstanceMix(entries, seconds)
 
 
+
+
+def project_for_recommend(snap: dict[str, Any], policy_path: str, *, snapshot_path: str | None = None,
+                          prom: Any = None, current_policy_path: str | None = None,
+                          log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """``tune recommend --policy``: attach the request mix (from the snapshot file's raw JSON, which
+    ``Snapshot.load`` drops, or from Prometheus), then :func:`project_snapshot`."""
+    import json
+    from pathlib import Path
+
+    from analysis.policy import load_policy
+
+    new = load_policy(policy_path)
+    cur = load_policy(current_policy_path) if current_policy_path else None
+    for p in (new, cur):
+        for w in (p.warnings if p else ()):
+            log(f"warning: {w}")
+    if "request_mix" not in snap:
+        if snapshot_path:
+            raw = json.loads(Path(snapshot_path).read_text())
+            if "request_mix" in raw:
+                snap = {**snap, "request_mix": raw["request_mix"]}
+        elif prom is not None and getattr(prom, "url", None):
+            from analysis.prom import PromClient
+
+            snap = add_request_mix(copy.deepcopy(snap), PromClient(prom))
+    out = project_snapshot(snap, new, cur)
+    for name, p in out["projection"]["instances"].items():
+        log(f"--policy {policy_path}: instance {name}: audit events x{p['events_factor']:.3f} "
+            f"({p['method']}), event size x{p['event_size_factor']:.3f}")
+    return out

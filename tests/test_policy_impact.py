@@ -561,3 +561,70 @@ def test_instances_without_mix_are_explained() -> None:
     snap["instances"]["other:6443"] = next(iter(snap["instances"].values()))
     rep = impact_report(snap, load_policy(POLICIES["local-default"]))
     assert any("other:6443" in m and "no request mix" in m for m in rep["missing"])
+
+
+def test_project_for_recommend_reads_the_mix_from_the_file() -> None:
+    from analysis.calibrate import load_snapshot
+    from analysis.policy_impact import project_for_recommend
+
+    snap = load_snapshot(SNAP)          # what tune recommend holds: Snapshot.load drops request_mix
+    assert "request_mix" not in snap
+    lines: list[str] = []
+    out = project_for_recommend(snap, str(POLICIES["impact-users"]), snapshot_path=str(SNAP), log=lines.append)
+    (p,) = out["projection"]["instances"].values()
+    assert p["events_factor"] > 1.2 and lines and "audit events x" in lines[0]
+    with pytest.raises(NotEnoughData):
+        project_for_recommend(snap, str(POLICIES["impact-users"]))
+
+
+class FakeProm:
+    """Answers the add_request_mix queries from canned series: (labels, value at start, at end, resets)."""
+
+    def __init__(self, start: float, end: float, series: dict[str, list[tuple[dict, float | None, float, float]]]):
+        self.start, self.end, self.series = start, end, series
+
+    def query(self, promql: str, at: float, what: str = ""):
+        import re
+
+        metric = re.match(r"(?:increase\(|resets\(|count_over_time\()?([a-z_]+)", promql.split(") (", 1)[1]).group(1)
+        out = []
+        for lbl, v0, v1, nres in self.series.get(metric, []):
+            if "resets(" in promql:
+                out.append((lbl, nres))
+            elif "increase(" in promql:
+                out.append((lbl, v1 * 1.1))
+            elif "count_over_time(" in promql:
+                out.append((lbl, v1))
+            elif at >= self.end:
+                out.append((lbl, v1))
+            elif v0 is not None:
+                out.append((lbl, v0))
+        return out
+
+
+def test_add_request_mix_end_minus_start_new_series_resets_and_watch_starts() -> None:
+    i = {"instance": "a:6443"}
+    cls = lambda verb, res, scope: {**i, "verb": verb, "group": "", "resource": res, "subresource": "",  # noqa: E731
+                                    "scope": scope, "component": "apiserver"}
+    series = {
+        "apiserver_request_total": [(cls("GET", "pods", "resource"), 100.0, 160.0, 0.0),
+                                    (cls("LIST", "pods", "namespace"), None, 7.0, 0.0),      # born in the window
+                                    (cls("PUT", "pods", "resource"), 50.0, 20.0, 1.0),       # reset: increase()
+                                    (cls("WATCH", "pods", "namespace"), 10.0, 14.0, 0.0)],
+        "apiserver_longrunning_requests": [(cls("WATCH", "pods", "namespace"), 3.0, 5.0, 0.0)],
+        "apiserver_audit_event_total": [(i, 1000.0, 1300.0, 0.0)],
+        "apiserver_audit_level_total": [({**i, "level": "Metadata"}, 500.0, 580.0, 0.0)],
+        "up": [(i, None, 60.0, 0.0)],
+    }
+    snap = {"source": {"window": {"start": 0.0, "end": 60.0, "step": 1.0}, "selector": "", "cluster_label": None},
+            "instances": {"a:6443": {"event_rate": {"t": [1.0, 2.0], "v": [5.0, 5.0]}}}}
+    add_request_mix(snap, FakeProm(0.0, 60.0, series))
+    mix = RequestMix.from_snapshot(snap)
+    got = {(e.verb, e.scope): (e.count, e.starts) for e in mix.instances["a:6443"].entries}
+    assert got[("GET", "resource")] == (60.0, None)
+    assert got[("LIST", "namespace")] == (7.0, None)
+    assert got[("PUT", "resource")] == (pytest.approx(22.0), None)
+    assert got[("WATCH", "namespace")] == (4.0, 6.0)        # 4 ended, 4 + (5 - 3) started
+    assert got[("GET", "")] == (60.0, None)                  # this Prometheus' /metrics scrapes
+    assert mix.instances["a:6443"].observed == {"events": 300.0, "levels": {"None": 0.0, "Metadata": 80.0,
+                                                                           "Request": 0.0, "RequestResponse": 0.0}}
