@@ -245,12 +245,14 @@ def _reached(status: np.ndarray) -> np.ndarray:
 
 
 def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[str, ...]],
-                namespace: str, events_total_obs: float | None) -> tuple[np.ndarray, np.ndarray, str, dict]:
-    """(event times in run seconds, level per event, method, per-request-kind detail)."""
+                namespace: str, events_total_obs: float | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, dict]:
+    """(event times in run seconds, level and stage per event, method, per-request-kind detail)."""
     ok = _reached(tr.status) & np.isfinite(tr.send)
     lat = np.where(np.isfinite(tr.latency), tr.latency, 0.0)
     times: list[np.ndarray] = []
     levels: list[np.ndarray] = []
+    stages_l: list[np.ndarray] = []
     detail: dict[str, Any] = {}
     policy = None
     why = ""
@@ -280,6 +282,7 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
                     t = tr.send[m] + (lat[m] if s == "ResponseComplete" else 0.0)
                     times.append(t)
                     levels.append(np.full(len(t), level, dtype=object))
+                    stages_l.append(np.full(len(t), s, dtype=object))
         # the before-window /metrics scrape: its ResponseComplete is counted in the window
         attrs = RequestAttributes(user=user[0], groups=user[1], verb="get", path="/metrics",
                                   is_resource_request=False)
@@ -289,6 +292,7 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
         for _ in st:
             times.append(np.array([0.0]))
             levels.append(np.array([level], dtype=object))
+            stages_l.append(np.array(["ResponseComplete"], dtype=object))
         method = f"policy {policy_path}"
     else:
         n = int(ok.sum())
@@ -298,14 +302,16 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
         t = np.repeat((tr.send + lat)[ok], per)
         times.append(t)
         levels.append(np.full(len(t), "Metadata", dtype=object))
+        stages_l.append(np.full(len(t), "ResponseComplete", dtype=object))
         method = (f"measured ratio events_total/requests = {ratio:.4f} (policy not usable: {why or 'none given'}); "
                   "events placed at each request's completion")
     if not times:
-        return np.zeros(0), np.zeros(0, dtype=object), method, detail
+        return np.zeros(0), np.zeros(0, dtype=object), np.zeros(0, dtype=object), method, detail
     t = np.concatenate(times)
     lv = np.concatenate(levels)
+    sg = np.concatenate(stages_l)
     order = np.argsort(t, kind="stable")
-    return np.maximum(t[order], 0.0), lv[order], method, detail
+    return np.maximum(t[order], 0.0), lv[order], sg[order], method, detail
 
 
 def receiver_latency(samples: np.ndarray | None, stats: dict | None) -> tuple[Any, str]:
@@ -417,15 +423,21 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
     user = next(iter(sv.users.values())) if sv and sv.users else DEFAULT_USER
 
     # ---- the simulated scenario
-    times, levels, method, detail = event_times(tr, policy, user, ns[0] if ns else "", audit.get("event_total"))
+    times, levels, stages, method, detail = event_times(tr, policy, user, ns[0] if ns else "",
+                                                        audit.get("event_total"))
+    kinds = [f"{lv}/{sg}" for lv, sg in zip(levels.tolist(), stages.tolist())]
     if sv is not None and sv.events:
-        size_src = "mean bytes per level of the sink's stored events"
-        sizes = {lv: sv.mean_size(lv) or sv.mean_size() for lv in set(levels.tolist())}
+        size_src = "mean bytes per level and stage of the sink's stored events"
+        sizes = {}
+        for k in set(kinds):
+            lv, sg = k.split("/")
+            n = sv.count_by_level_stage.get((lv, sg), 0)
+            sizes[k] = sv.size_by_level_stage[(lv, sg)] / n if n else (sv.mean_size(lv) or sv.mean_size())
     else:
         sk = (record.get("sink") or {}).get("delta") or {}
         mean = sk["bytes_received"] / sk["events_received"] if sk.get("events_received") else 800.0
         size_src = "sink bytes_received / events_received" if sk.get("events_received") else "800 B (nothing measured)"
-        sizes = {lv: mean for lv in set(levels.tolist())}
+        sizes = {k: mean for k in set(kinds)}
     sink_rec = record.get("sink") or {}
     samples = sink_samples
     if samples is not None and sink_rec.get("before") and sink_rec.get("after") and "error" not in sink_rec["before"]:
@@ -443,11 +455,13 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
                      "(used)")
         err_rate = realized[0]
     classes = []
-    uniq, counts = np.unique(levels.astype(str), return_counts=True) if len(levels) else ([], [])
-    for lv, c in zip(list(uniq), list(counts)):
-        s = int(round(sizes.get(lv) or 800))
-        classes.append(RequestClass(name=f"event-{lv}", weight=float(c), level=lv, duration=0.0,
-                                    omit_stages=frozenset({"RequestReceived"}), sizes=(s, s, s, s)))
+    # one class per (level, stage), each request of it one event: the simulator draws a class per
+    # request by weight, so the sizes are right on average (they matter only for truncation and memory)
+    uniq, counts = np.unique(np.array(kinds, dtype=str), return_counts=True) if kinds else ([], [])
+    for k, c in zip(list(uniq), list(counts)):
+        sz = int(round(sizes.get(k) or 800))
+        classes.append(RequestClass(name=f"event-{k}", weight=float(c), level=k.split("/")[0], duration=0.0,
+                                    omit_stages=frozenset({"RequestReceived"}), sizes=(sz, sz, sz, sz)))
     horizon = max(float(win.get("elapsed_s") or win["duration_s"]), float(times[-1]) if len(times) else 0.0) + 1e-3
     receiver = Receiver(latency=lat, error_rate=err_rate, error_status=err_status, outages=outages,
                         max_body_bytes=max_body)
@@ -468,7 +482,8 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
             dl = d.get("delivery_latency_seconds") or {}
             runs.append({"events_total": d["events_total"], "buffered": d["errors"]["buffered"],
                          "webhook": d["errors"]["webhook"], "delivered": d["delivered"],
-                         "p50": dl.get("p50"), "p99": dl.get("p99"), "in_flight_at_end": d.get("in_flight_at_end")})
+                         "p50": dl.get("p50"), "p99": dl.get("p99"), "in_flight_at_end": d.get("in_flight_at_end"),
+                         "max_inflight_batches": d.get("max_inflight_batches")})
             res_d = res_d or d
         if len(runs) == 1:
             pred = runs[0]
@@ -536,6 +551,11 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
         rows.append({"metric": label, "observed": o, "predicted": p, "diff": o - p, "tolerance": lt, "ok": ok})
         if not ok:
             failures.append(f"{label}: observed {o:.3f} s vs predicted {p:.3f} s (tolerance {lt:.3f} s)")
+    if sink_stats:
+        # informational: the sink's most concurrent requests (its whole life) vs the simulated most batches in flight
+        obs["max_inflight_batches"] = sink_stats[1].get("max_inflight")
+        rows.append({"metric": "max in-flight batches", "observed": obs["max_inflight_batches"],
+                     "predicted": pred.get("max_inflight_batches"), "diff": None, "tolerance": None, "ok": None})
     drops_obs = float(obs["buffered"] or 0) + float(obs["webhook"] or 0)
     if drops_obs > max_drops:
         failures.append(f"observed drops {drops_obs:.0f} > --max-drops {max_drops:g} "

@@ -187,7 +187,7 @@ def test_slow_sink_piles_up_in_flight_without_drops(stacks) -> None:
     assert rep["ok"], (rep["failures"], rep["rows"])
     assert rep["observed"]["buffered"] == 0 and rep["observed"]["webhook"] == 0
     # batches leave about once a second and each takes 3 s: several are in flight at once
-    assert st.sink.stats()["max_inflight"] >= 3
+    assert st.sink.stats()["max_inflight"] >= 3 and rep["predicted"]["max_inflight_batches"] >= 3
     assert rep["predicted"]["p50"] > 3.0 and rep["observed"]["p50"] > 3.0
 
 
@@ -228,12 +228,13 @@ def test_event_times_follow_the_policy_in_force() -> None:
     tr = TraceRows(send=np.array([1.0, 2.0, 3.0, np.nan]), latency=np.array([0.5, 4.0, 0.1, np.nan]),
                    status=np.array([200, 200, 0, -1]), verb=["get", "watch", "get", "get"],
                    resource=["configmaps", "secrets", "configmaps", "configmaps"])
-    t, lv, method, detail = event_times(tr, str(DEFAULT_POLICY), ("u", ("system:masters",)), "ns", None)
+    t, lv, sg, method, detail = event_times(tr, str(DEFAULT_POLICY), ("u", ("system:masters",)), "ns", None)
     # default policy: RequestReceived omitted; get -> RC at completion; watch -> RS at send + RC at its end;
     # the transport error and the unsent request made no event; the before-window scrape at 0
     assert t.tolist() == [0.0, 1.5, 2.0, 6.0] and set(lv.tolist()) == {"Metadata"}
+    assert sg.tolist() == ["ResponseComplete", "ResponseComplete", "ResponseStarted", "ResponseComplete"]
     assert method.startswith("policy") and detail["watch secrets"]["stages"] == ["ResponseStarted", "ResponseComplete"]
-    t2, _, method2, _ = event_times(tr, "/nonexistent/policy.yaml", ("u", ()), "ns", 3.0)
+    t2, _, _, method2, _ = event_times(tr, "/nonexistent/policy.yaml", ("u", ()), "ns", 3.0)
     assert len(t2) == 3 and "measured ratio" in method2 and "1.5000" in method2
 
 
