@@ -266,8 +266,9 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 150) 
         for a in rec["flags"]:
             con.print("  " + a, markup=False)
     else:
-        con.print("[red]No flag set met the objective within the search; relax --memory-budget, --receiver-max-qps "
-                  "or --max-batch-bytes (see -f json 'search').[/red]")
+        con.print("[red]No flag set met the objective within the search:[/red]")
+        for w in report.get("no_recommendation_why") or []:
+            con.print(f"[red]  - {escape(w)}[/red]")
     rot = report["rule_of_thumb"]
     con.print(f"rule of thumb: {rot['derivation']}", markup=False)
     if report["current_ok"]:

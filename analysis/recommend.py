@@ -628,7 +628,7 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
             "explanation": rec.explain(ev, trace["excluded"]),
             "ok": ev.ok, "violations": ev.violations,
         }
-    rot_ev = by["rule-of-thumb"]
+    blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
     return {
         "kind": "AuditTuneRecommendation",
         "tool": "audit-tune",
@@ -645,6 +645,7 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         "calibration": [dict(m.to_dict(), validation=v.to_dict()) for m, v in zip(models, vals)],
         "skipped_instances": skipped,
         "recommended": recommended,
+        "no_recommendation_why": blockers,
         "rule_of_thumb": {**rot, "flags": tuned_args(rot_flags)},
         "comparison": [e.to_dict() for e in evs],
         "current_ok": by["current"].ok,
@@ -652,3 +653,27 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         "search": trace,
         "warnings": warnings,
     }
+
+
+def why_nothing_fits(trace: dict[str, Any], models: list[InstanceModel], obj: Objective) -> list[str]:
+    """Plain reasons no flag set met the objective: the violations every simulated candidate shared,
+    and what would change them."""
+    rounds = [c for r in trace.get("rounds", []) for c in r]
+    out: list[str] = []
+    if not rounds:
+        out.append("every max-size was excluded before simulation: " + "; ".join(trace.get("excluded", [])))
+        return out
+    every = lambda prefix: all(any(v.startswith(prefix) for v in c["violations"]) for c in rounds)  # noqa: E731
+    pf = max(m.failure_rate for m in models)
+    if every("P(any") and pf > 0:
+        out.append(f"the receiver fails {100 * pf:.1f}% of POST attempts, so some batch fails all {ATTEMPTS} attempts "
+                   "whatever the buffering flags: fix the receiver, or raise --max-drop-probability")
+    if every("p99 delivery latency"):
+        out.append("webhook latency and retry backoffs (10 s, 15 s, 22.5 s, 33.75 s) alone exceed "
+                   f"--max-delivery-latency {obj.max_delivery_latency}: raise it, or fix the receiver")
+    if every("memory"):
+        out.append(f"every candidate needs more than --memory-budget {obj.memory_budget}")
+    if every("buffered drops") or every("drops at the observed"):
+        out.append("drops remain at the largest buffer tried: raise --receiver-max-qps or --max-batch-bytes "
+                   "so the drain capacity can grow")
+    return out or ["each candidate failed a different constraint; see search.rounds in -f json"]

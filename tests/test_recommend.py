@@ -290,3 +290,12 @@ def test_impossible_memory_budget_exit_3_without_simulating(tmp_path, capsys):
     assert "no flag set meets the objective" in err
     assert all("--memory-budget" in e for e in rep["search"]["excluded"]) and rep["search"]["analytic_candidates"] == 0
     assert any("--memory-budget" in v for v in rep["current_violations"])
+
+
+def test_failing_receiver_is_named_as_the_blocker(tmp_path, capsys):
+    p = write_snapshot(tmp_path, synthetic_snapshot(rates={"a": [300.0] * 20}, sigma=0.3, failure_rate=0.3))
+    code, rep, err = recommend_json(capsys, p)
+    assert code == 3 and rep["recommended"] is None
+    assert rep["calibration"][0]["webhook_failure_rate"] == pytest.approx(0.3, abs=0.03)
+    assert any("fix the receiver" in w for w in rep["no_recommendation_why"])
+    assert "fix the receiver" in err and err.count("tune: error") == 1

@@ -125,7 +125,8 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         text = render(report, fmt)
     write_output(text, output)
     if report["recommended"] is None:
-        raise ObjectiveViolated("no flag set meets the objective within the constraints (see the table or -f json 'search')")
+        why = "; ".join(report.get("no_recommendation_why") or []) or "see the table or -f json 'search'"
+        raise ObjectiveViolated(f"no flag set meets the objective within the constraints: {why}")
     if not report["current_ok"]:
         raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report["current_violations"]))
     return 0
