@@ -114,9 +114,9 @@ def plan(spec: SweepSpec) -> list[Point]:
     for inputs, seed in spec.points():
         try:
             sc = build_point(inputs, seed, spec.root)
-        except InputError as e:
+        except (InputError, ValueError, TypeError, KeyError) as e:  # a combination the apiserver would reject
             pid = input_id(inputs, seed, spec.engine)
-            p = Point(pid, inputs, seed, None, error=f"InputError: {e}")
+            p = Point(pid, inputs, seed, None, error=f"{type(e).__name__}: {e}")
         else:
             d = sc.to_dict()
             cap = None
