@@ -21,6 +21,7 @@ PANEL_OBJ = "Objective"
 PANEL_OUT = "Output"
 FORMATS = ("table", "json", "yaml", "flags", "kubeadm", "kubeadm-v1beta3", "kind", "manifest-patch", "prometheusrule")
 SAMPLE = Path(__file__).resolve().parents[2] / "analysis" / "data" / "sample-snapshot.json"
+SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the sample was recorded with
 
 HELP = """Recommend --audit-webhook-batch-* flags from observed audit load: no event lost at the observed
 peak x headroom, bounded memory, a receiver that is not flooded. Calibrates the simulator to each
@@ -108,6 +109,10 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
                                  "'--audit-webhook-batch-max-size=400'")
             current = parse_flags(args, source="--current-flags", ignore_unknown=True)
             csrc = "from --current-flags"
+    elif source["kind"] == "bundled sample" and not extra and SAMPLE_FLAGS.exists():
+        current = load_flags_file(SAMPLE_FLAGS)
+        csrc = f"the flags the bundled sample was recorded with ({SAMPLE_FLAGS.name})"
+        log(f"tune recommend: --current-flags not given; using {csrc}")
     else:
         current = AuditFlags()
         csrc = "kube-apiserver defaults: --current-flags not given"
@@ -116,7 +121,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         csrc += " + command line"
     if current.webhook.mode != "batch":
         say(f"current --audit-webhook-mode={current.webhook.mode}: compared as is; recommendations are for batch mode")
-    if not current_flags and not extra:
+    if not current_flags and not extra and csrc.startswith("kube-apiserver defaults"):
         log("tune recommend: --current-flags not given; comparing against kube-apiserver defaults")
     report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say)
     if fmt == "table":
