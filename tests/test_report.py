@@ -119,6 +119,9 @@ class Browser:
         raise AssertionError(f"chromedriver gave no browser log: {r.status_code} {r.text[:200]}")
 
     def screenshot(self, path: Path) -> None:
+        """The whole page: the window is first resized to the document's height."""
+        h = int(self.js("return document.documentElement.scrollHeight"))
+        requests.post(self._url("window/rect"), json={"width": 1100, "height": min(h + 100, 16000)}, timeout=60)
         r = requests.get(self._url("screenshot"), timeout=120)
         assert r.ok, r.text
         path.parent.mkdir(parents=True, exist_ok=True)

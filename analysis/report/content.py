@@ -128,10 +128,15 @@ def loadtest_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]] | Non
 
 def loadtest_notes(d: dict[str, Any]) -> list[str]:
     lt = d["loadtest"]
-    out = [f"run {lt['run_id']} ({lt['file']}): {lt['how']}",
+    judged = [r for r in lt["rows"] if r["ok"] is not None]
+    agree = sum(1 for r in judged if r["ok"])
+    out = [f"prediction within tolerance for {agree} of {len(judged)} compared metrics"
+           + ("" if agree == len(judged) else " (see the table)"),
+           f"run {lt['run_id']} ({lt['file']}): {lt['how']}",
            f"requested {_n(lt['load'].get('requested_rate'), 1)} req/s, achieved {_n(lt['load'].get('achieved_rate'), 1)} req/s"
            + ("" if lt["load"].get("kept_up") is not False else f" (behind: {lt['load'].get('behind_reason')})"),
-           "flags in force: " + " ".join(a for a in lt["flags"] if "batch" in a)]
+           "flags in force: " + " ".join(a for a in lt["flags"]
+                                         if a.startswith(("--audit-webhook-batch-", "--audit-webhook-mode")))]
     out += [f"failure: {f}" for f in lt["failures"]] + [f"note: {n}" for n in lt["notes"]]
     return out
 
