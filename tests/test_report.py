@@ -192,6 +192,21 @@ def test_data_json_byte_identical(reports: dict[str, Path]) -> None:
         assert png.read_bytes() == (reports["b"] / png.name).read_bytes(), f"{png.name} differs between runs"
 
 
+def test_same_numbers_with_a_process_pool(reports: dict[str, Path]) -> None:
+    """--jobs 2 (plot runs over a process pool) gives the numbers --jobs 1 gave."""
+    out = reports["root"]
+    opts = [("2" if prev == "--jobs" else x) for prev, x in zip([None, *OPTS], OPTS)]
+    assert "--jobs" in opts and opts[opts.index("--jobs") + 1] == "2"
+    rc = main(["report", *opts, "--loadtest", str(LOADTEST), "--reports-dir", str(out), "--name", "c", "--no-progress"])
+    assert rc == 3
+    one, two = (json.loads((out / n / "data.json").read_text()) for n in ("a", "c"))
+    for d in (one, two):
+        d["name"] = "x"
+        d["config"]["objective"].pop("jobs")
+        d["recommendation"]["config"]["objective"].pop("jobs")
+    assert one == two
+
+
 def test_markdown_links_resolve(reports: dict[str, Path]) -> None:
     md = (reports["a"] / "report.md").read_text()
     links = re.findall(r"\]\(([^)\s]+)\)", md)
@@ -235,6 +250,7 @@ def test_dark_theme(reports: dict[str, Path], tmp_path: Path) -> None:
         dark = b.js("return matchMedia('(prefers-color-scheme: dark)').matches")
         bg = b.js("return getComputedStyle(document.body).backgroundColor")
         imgs = b.js(IMAGES_JS)
+        dark_shown = b.js("return [...document.images].map(i => i.currentSrc !== i.src)")
         b.screenshot(ART / "report-dark.png")
         assert not _severe(b.console())
     finally:
@@ -243,6 +259,7 @@ def test_dark_theme(reports: dict[str, Path], tmp_path: Path) -> None:
         assert bg == "rgb(22, 25, 29)", bg
         html = (reports["a"] / "index.html").read_text()
         assert html.count('media="(prefers-color-scheme: dark)"') == len(imgs)
+        assert all(dark_shown), "the dark PNG variants must be the ones displayed in dark mode"
     for im in imgs:
         assert im["w"] > 0 and im["variance"] > 50, im
 
