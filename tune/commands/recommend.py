@@ -59,7 +59,8 @@ def recommend(ctx: typer.Context, **kw: Any) -> int:
 
 def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: Optional[str], history: str, step: str,
          current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
-         prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None) -> int:
+         prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
+         output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None) -> int:
     from analysis import outputs  # noqa: F401 - registers the formatters
     from analysis.calibrate import load_snapshot, snapshot_dict
     from analysis.recommend import build_report
@@ -123,6 +124,10 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         say(f"current --audit-webhook-mode={current.webhook.mode}: compared as is; recommendations are for batch mode")
     if not current_flags and not extra and csrc.startswith("kube-apiserver defaults"):
         log("tune recommend: --current-flags not given; comparing against kube-apiserver defaults")
+    if all_clusters:
+        return _fleet(snap, current, csrc, obj, seed, source, fmt, output, output_dir, executor, scheduler, say)
+    if output_dir:
+        raise InputError("--output-dir: goes with --all-clusters (one file per cluster); use -o FILE for one report")
     report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say)
     if fmt == "table":
         text = _table(report, color=output in (None, "", "-") and sys.stdout.isatty())
@@ -135,6 +140,65 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
     if not report["current_ok"]:
         raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report["current_violations"]))
     return 0
+
+
+def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict, fmt: str, output: Optional[str],
+           output_dir: Optional[str], executor: str, scheduler: Optional[str], say: Any) -> int:
+    """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
+    from analysis.fleet import recommend_fleet
+    from sim.errors import InputError, ObjectiveViolated
+    from tune.output import render, write_atomic, write_output
+
+    if executor not in ("local", "dask", "dask-local"):
+        raise InputError(f"--executor {executor}: use local, dask or dask-local")
+    if executor == "dask" and not scheduler:
+        raise InputError("--executor dask: needs --scheduler tcp://HOST:PORT")
+    out_dir = Path(output_dir) if output_dir else None
+    if out_dir is not None and not out_dir.is_dir():
+        raise InputError(f"--output-dir {output_dir}: not a folder")
+    fleet = recommend_fleet(snap, current, csrc, obj, seed=seed, source=source, executor=executor,
+                            scheduler=scheduler, log=say)
+    if out_dir is not None:
+        ext = {"table": "txt", "json": "json", "yaml": "yaml", "prometheusrule": "yaml", "kind": "yaml",
+               "kubeadm": "yaml", "kubeadm-v1beta3": "yaml", "manifest-patch": "yaml", "flags": "txt"}[fmt]
+        for cluster, rep in fleet["clusters"].items():
+            text = _table(rep, color=False) if fmt == "table" else render(rep, fmt)
+            write_atomic(out_dir / f"{cluster or 'default'}.{ext}", text)
+        write_atomic(out_dir / "summary.json", render(fleet, "json"))
+    if fmt in ("json", "yaml"):
+        text = render(fleet, fmt)
+    else:
+        text = _fleet_table(fleet)
+    write_output(text, output)
+    bad = [r["cluster"] or "(no cluster label)" for r in fleet["summary"] if not r["current_ok"] or not r["recommended_flags"]]
+    if bad:
+        raise ObjectiveViolated(f"current flags violate the objective (or nothing fits) in {len(bad)} of "
+                                f"{len(fleet['summary'])} clusters: {', '.join(bad)}")
+    return 0
+
+
+def _fleet_table(fleet: dict) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = StringIO()
+    con = Console(file=buf, width=160, force_terminal=False, color_system=None)
+    con.print(f"audit-tune {fleet['tool_version']} recommend --all-clusters  seed={fleet['seed']}  "
+              f"executor={fleet['executor']}  current flags: {fleet['current_flags']['source']}")
+    t = Table(title="per cluster")
+    for c in ("cluster", "apiservers", "peak ev/s", "current", "confidence", "recommended (changed flags)", "binding"):
+        t.add_column(c)
+    for r in fleet["summary"]:
+        flags = r["recommended_flags"]
+        changed = [f for f in (flags or []) if f not in fleet["current_flags"]["flags"]]
+        t.add_row(r["cluster"] or "(none)", str(r["instances"]), f"{r['peak_event_rate']:,.0f}",
+                  "ok" if r["current_ok"] else "VIOLATES", str(r["confidence"]),
+                  "\n".join(changed) if flags else "none fits: " + "; ".join(r["why_none"] or []),
+                  str(r["binding_constraint"] or "-"))
+    con.print(t)
+    return buf.getvalue()
 
 
 def _table(report: dict, color: bool) -> str:
@@ -211,6 +275,10 @@ def _build_signature() -> None:
     for f in dataclasses.fields(Objective):
         md = f.metadata
         opt(f.name, md["type"], typer.Option(f.default, md["flag"], help=md["help"], rich_help_panel=PANEL_OBJ))
+    opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
+    opt("output_dir", Optional[str], typer.Option(None, "--output-dir", help="With --all-clusters: write one file per cluster (in --format) and summary.json here.", rich_help_panel=PANEL_OUT))
+    opt("executor", str, typer.Option("local", "--executor", help="With --all-clusters: local (process pool, --jobs), dask (--scheduler) or dask-local.", rich_help_panel=PANEL_OBJ))
+    opt("scheduler", Optional[str], typer.Option(None, "--scheduler", help="With --executor dask: the scheduler address, tcp://HOST:PORT.", rich_help_panel=PANEL_OBJ))
     opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))
     opt("fmt", str, typer.Option("table", "-f", "--format", help=" | ".join(FORMATS) + ".", rich_help_panel=PANEL_OUT))
     opt("output", Optional[str], typer.Option(None, "-o", "--output", help="Write to FILE (atomically) instead of stdout.", rich_help_panel=PANEL_OUT))
