@@ -2,7 +2,7 @@
 # Regenerate reports/sample/ (index.html, report.md + PNGs, data.json) from the bundled inputs:
 #   analysis/data/sample-snapshot.json           the bundled Prometheus snapshot (recorded from the real local stack)
 #   reports/sample/inputs/loadtest-run.json       the 'tune loadtest' record of that same recording run (+ its trace CSV)
-# with the flags the sample was recorded with as the current flags. Deterministic: --seed 1 gives the
+# with the flags the sample was recorded with (analysis/data/sample-flags.txt) as the current flags. Deterministic: --seed 1 gives the
 # same data.json byte for byte. Exit 3 from 'tune report' means "written; the current flags violate the
 # objective", which is what this sample shows (it drops events), so it counts as success here.
 #
@@ -10,9 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-reports}"
-CURRENT="--audit-webhook-batch-buffer-size=200 --audit-webhook-batch-max-size=10 --audit-webhook-batch-throttle-qps=5 --audit-webhook-batch-throttle-burst=5 --audit-webhook-batch-max-wait=1s"
 rc=0
-nice -n 10 python -m tune.cli report --current-flags "$CURRENT" --loadtest reports/sample/inputs/loadtest-run.json \
+nice -n 10 python -m tune.cli report --current-flags analysis/data/sample-flags.txt --loadtest reports/sample/inputs/loadtest-run.json \
   --name sample --reports-dir "$dir" --seed 1 --no-progress || rc=$?
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
   echo "make-sample-report: tune report failed (exit $rc)" >&2

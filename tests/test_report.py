@@ -286,6 +286,19 @@ def test_network_check_catches_a_request(tmp_path: Path, browser: Browser) -> No
     browser.console()  # drain
 
 
+def test_defaults_match_recommend(tmp_path: Path) -> None:
+    """No input given: both commands read the bundled sample and the flags it was recorded with."""
+    rc = main(["report", "--seeds", "2", "--jobs", "1", "--reports-dir", str(tmp_path), "--no-progress"])
+    assert rc == 3
+    d = json.loads((tmp_path / "sample" / "data.json").read_text())
+    assert main(["recommend", "--seeds", "2", "--jobs", "1", "-f", "json", "-o", str(tmp_path / "r.json"),
+                 "--no-progress"]) == 3
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert d["summary"]["recommended_flags"] == r["recommended"]["flags"]
+    assert d["config"]["current_flags_source"] == r["config"]["current_flags_source"]
+    assert d["flag_sets"]["current"] == r["config"]["current_flags"]
+
+
 def test_cli_errors(tmp_path: Path) -> None:
     assert main(["report", "--loadtest", str(tmp_path / "nope.json"), "--reports-dir", str(tmp_path)]) == 1
     bad = tmp_path / "bad.json"

@@ -21,6 +21,8 @@ import typer
 
 from tune.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, SAMPLE, _prom_available
 
+SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sample was recorded with
+
 HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
 verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
 recommended and rule-of-thumb flags, buffer occupancy at the busiest stretch, delivery latency,
@@ -39,8 +41,9 @@ def register(app: typer.Typer) -> None:
                 short_help="HTML + Markdown capacity report from a snapshot or Prometheus.")(report)
 
 
-def current_flags_of(current_flags: Optional[str], extra: list[str]) -> tuple[Any, str]:
-    """The flags in force, as ``tune recommend`` reads them: a flags file or manifest, flags, or defaults."""
+def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
+    """The flags in force, as ``tune recommend`` reads them: a flags file or manifest, flags, the flags
+    the bundled sample was recorded with (bundled sample, nothing given), or kube-apiserver defaults."""
     from sim.config import AuditFlags, load_flags_file, parse_flags
     from sim.errors import InputError
 
@@ -57,6 +60,9 @@ def current_flags_of(current_flags: Optional[str], extra: list[str]) -> tuple[An
                 raise InputError(f"--current-flags {current_flags!r}: not a file and not flags like "
                                  "'--audit-webhook-batch-max-size=400'")
             current, src = parse_flags(args, source="--current-flags", ignore_unknown=True), "from --current-flags"
+    elif bundled and not extra and SAMPLE_FLAGS.exists():
+        current = load_flags_file(SAMPLE_FLAGS)
+        src = f"the flags the bundled sample was recorded with ({SAMPLE_FLAGS.name})"
     else:
         current, src = AuditFlags(), "kube-apiserver defaults: --current-flags not given"
     if extra:
@@ -74,7 +80,8 @@ def report(ctx: typer.Context, **kw: Any) -> int:
 
 def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, step: str,
          current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
-         no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None) -> int:
+         no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None,
+         end: Optional[str] = None) -> int:
     from analysis.calibrate import load_snapshot, snapshot_dict
     from analysis.report import write
     from analysis.report.data import assemble, recommendation
@@ -96,8 +103,9 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
         snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": Path(snapshot).name}
         default_name = Path(snapshot).stem
     elif url:
-        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say))
-        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step}
+        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say, end))
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
+                  "end": end}
         default_name = "prometheus"
     else:
         if not SAMPLE.exists():
@@ -108,7 +116,9 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
         default_name = "sample"
     src = snap.get("source") or {}
     source["selector"], source["window"] = src.get("selector"), src.get("window")
-    current, csrc = current_flags_of(current_flags, list(ctx.args))
+    current, csrc = current_flags_of(current_flags, list(ctx.args), bundled=source["kind"] == "bundled sample")
+    if not current_flags and not ctx.args:
+        log(f"tune report: --current-flags not given; using {csrc.split(':')[0]}")
     out_dir = Path(reports_dir) / (name or default_name)
     say("recommending (analysis.recommend.build_report)")
     t1 = time.perf_counter()
@@ -152,7 +162,8 @@ def _build_signature() -> None:
         opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=PANEL_IN))
     opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=PANEL_IN))
     opt("step", str, typer.Option("30s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
-    opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults).", rich_help_panel=PANEL_IN))
+    opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=PANEL_IN))
+    opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults; for the bundled sample, the flags it was recorded with).", rich_help_panel=PANEL_IN))
     opt("loadtest", Optional[str], typer.Option(None, "--loadtest", help="A tune loadtest run record (audit-tune-loadtest/v1; its trace sidecar beside it): observed vs predicted.", rich_help_panel=PANEL_IN))
     for f in dataclasses.fields(Objective):
         md = f.metadata
