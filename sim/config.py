@@ -179,11 +179,9 @@ class AuditFlags:
 
 
 def fmt_float(x: float) -> str:
-    """Print a float as Go's pflag does for float32 (shortest form)."""
-    s = repr(float(np.float32(x)))
-    if "e" not in s and "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s
+    """Print a float as Go's pflag does for a float32: the shortest decimal that round-trips it
+    (``0.8``, not ``0.800000011920929``)."""
+    return np.format_float_positional(np.float32(x), unique=True, trim="-")
 
 
 def _fmt_bool(b: bool) -> str:

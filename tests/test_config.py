@@ -85,3 +85,12 @@ spec:
     with pytest.raises(InputError) as e:
         load_flags_file(bad)
     assert "bad.yaml" in str(e.value)
+
+
+def test_float32_qps_prints_shortest_round_trip():
+    from sim.config import fmt_float
+
+    assert fmt_float(0.8) == "0.8" and fmt_float(10) == "10" and fmt_float(77.7) == "77.7"
+    f = parse_flags(["--audit-webhook-batch-throttle-qps=0.8"])
+    assert f.to_flags(only_changed=True) == ["--audit-webhook-batch-throttle-qps=0.8"]
+    assert parse_flags(f.to_flags()) == f
