@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import typer
 
-from sim.errors import InputError, NotEnoughData, ObjectiveViolated
+from sim.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
 
 PANEL = "Load testing"
 TGT = "Target"
@@ -151,10 +151,15 @@ def loadtest_cmd(
         if bar is not None:
             bar.close()
     report = None
+    verify_error: Exception | None = None
     if pre is not None and not record.get("interrupted"):
-        report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
-                               sink_error_rate, sink_error_status, sink_outage, max_drops)
-        record["verify"] = report
+        try:
+            report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
+                                   sink_error_rate, sink_error_status, sink_outage, max_drops)
+            record["verify"] = report
+        except (TuneError, OSError, ValueError, KeyError) as e:  # the record is still written; raised after
+            verify_error = e
+            record["verify"] = {"error": str(e)}
     if fmt == "json":
         text = write_record(record, trace, output, trace_inline_max)
         if output is None:
@@ -182,6 +187,8 @@ def loadtest_cmd(
                                     f"({record['audit']['error_total_by_plugin']})")
     if fail_if_behind and not load["kept_up"]:
         raise NotEnoughData(f"--fail-if-behind: requested load not offered: {load['behind_reason']}")
+    if verify_error is not None:
+        raise verify_error if isinstance(verify_error, TuneError) else NotEnoughData(f"--verify: {verify_error}")
     if report is not None and not report["ok"]:
         raise ObjectiveViolated("--verify: " + "; ".join(report["failures"]))
     return 0
