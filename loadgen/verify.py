@@ -435,8 +435,17 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
             sizes[k] = sv.size_by_level_stage[(lv, sg)] / n if n else (sv.mean_size(lv) or sv.mean_size())
     else:
         sk = (record.get("sink") or {}).get("delta") or {}
-        mean = sk["bytes_received"] / sk["events_received"] if sk.get("events_received") else 800.0
-        size_src = "sink bytes_received / events_received" if sk.get("events_received") else "800 B (nothing measured)"
+        wh = audit.get("webhook") or {}
+        sent = (audit.get("event_total") or 0) - ((audit.get("error_total_by_plugin") or {}).get("buffered") or 0)
+        codes = wh.get("requests_by_code") or {}
+        if sk.get("events_received"):
+            mean, size_src = sk["bytes_received"] / sk["events_received"], "sink bytes_received / events_received"
+        elif wh.get("request_bytes") and sent > 0 and set(codes) <= {"200"}:
+            # no retries: every event crossed the wire once
+            mean = wh["request_bytes"] / sent
+            size_src = "rest_client_request_size_bytes / events sent (no retries)"
+        else:
+            mean, size_src = 800.0, "800 B (nothing measured)"
         sizes = {k: mean for k in set(kinds)}
     sink_rec = record.get("sink") or {}
     samples = sink_samples
