@@ -528,7 +528,7 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
             "requests_per_s": im.requests / im.seconds,
             "estimate": new.to_dict(pf),
             "peak_source": pf_src, "event_size_source": size_note,
-            "classes": new.classes[:25],
+            "classes": new.classes,
         }
         if against is not None:
             entry["against"] = base.to_dict(pf)
