@@ -16,7 +16,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE = 0, 1, 2, 3, 4
+WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE, DISPATCH, AFTER = 0, 1, 2, 3, 4, 5, 6
+# DISPATCH (hand the pending batch to the delegate) and AFTER (stop check, next window) are
+# transient: the advance loop always leaves in WAIT, BLOCKED_*, or DONE.
 
 # state vector S
 S_MODE, S_DEADLINE, S_BLOCK_END, S_TOKENS, S_LAST, S_BATCH_N, S_STOPPING, S_SEQ, S_END, S_PEND_N = range(10)
@@ -142,10 +144,7 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                     if not close:
                         break
                     if batch_n == 0:
-                        if stopping:
-                            mode = DRAIN
-                            continue
-                        deadline = T + max_wait if use_timer else INF
+                        mode = AFTER  # an empty window: nothing sent, no token used
                         continue
                     n = batch_n
                     batch_n = 0
@@ -153,12 +152,17 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                     if thr:
                         tokens, w = _reserve(tokens, last, T, qps, burst)
                         last = T
+                    pend_n = n
                     if w > 0.0:
                         tw += w
                         mode = BLOCKED_DISPATCH
-                        pend_n = n
                         block_end = T + w
                         break
+                    mode = DISPATCH
+                    continue
+                elif mode == DISPATCH:
+                    n = pend_n
+                    pend_n = 0
                     end = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - n, n, sync, acost, acc, per_batch)
                     nbt += 1
                     seq += 1
@@ -166,10 +170,14 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                         mode = BLOCKED_WRITE
                         block_end = end
                         break
+                    mode = AFTER
+                    continue
+                elif mode == AFTER:
                     if stopping:
                         mode = DRAIN
-                        continue
-                    deadline = T + max_wait if use_timer else INF
+                    else:
+                        mode = WAIT
+                        deadline = T + max_wait if use_timer else INF
                     continue
                 elif mode == DRAIN:
                     while True:
@@ -239,27 +247,10 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
             if mode == WAIT:
                 adv = True
             elif mode == BLOCKED_DISPATCH:
-                n = pend_n
-                pend_n = 0
-                end = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - n, n, sync, acost, acc, per_batch)
-                nbt += 1
-                seq += 1
-                if sync:
-                    mode = BLOCKED_WRITE
-                    block_end = end
-                    continue
-                if stopping:
-                    mode = DRAIN
-                else:
-                    mode = WAIT
-                    deadline = T + max_wait if use_timer else INF
+                mode = DISPATCH  # the throttle wait is over
                 adv = True
-            else:  # BLOCKED_WRITE finished
-                if stopping:
-                    mode = DRAIN
-                else:
-                    mode = WAIT
-                    deadline = T + max_wait if use_timer else INF
+            else:  # BLOCKED_WRITE: the sync write is over
+                mode = AFTER
                 adv = True
 
     S[S_MODE] = mode
