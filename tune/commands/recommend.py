@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -20,8 +19,7 @@ PANEL_IN = "Input"
 PANEL_OBJ = "Objective"
 PANEL_OUT = "Output"
 FORMATS = ("table", "json", "yaml", "flags", "kubeadm", "kubeadm-v1beta3", "kind", "manifest-patch", "prometheusrule")
-SAMPLE = Path(__file__).resolve().parents[2] / "analysis" / "data" / "sample-snapshot.json"
-SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the sample was recorded with
+from tune.inputs import SAMPLE  # noqa: E402,F401 - re-exported for callers that import it from here
 
 HELP = """Recommend --audit-webhook-batch-* flags from observed audit load: no event lost at the observed
 peak x headroom, bounded memory, a receiver that is not flooded. Calibrates the simulator to each
@@ -62,9 +60,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
          prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
          output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None) -> int:
     from analysis import outputs  # noqa: F401 - registers the formatters
-    from analysis.calibrate import load_snapshot, snapshot_dict
     from analysis.recommend import build_report
-    from sim.config import AuditFlags, load_flags_file, parse_flags
     from sim.errors import InputError, ObjectiveViolated
     from tune.output import log, render, write_output
 
@@ -73,57 +69,15 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
     obj = obj.validated()
     say = (lambda s: None) if no_progress else (lambda s: log(f"tune recommend: {s}"))
     # ---- input ----
-    if snapshot and prometheus_url:
-        raise InputError("--snapshot and --prometheus-url: give one of them, not both")
-    if snapshot:
-        snap = load_snapshot(snapshot)
-        source = {"kind": "snapshot", "snapshot": snapshot}
-    elif prometheus_url:
-        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say, end))
-        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
-                  "end": end}
-    else:
-        if not SAMPLE.exists():
-            raise InputError("no --snapshot or --prometheus-url given, and the bundled sample "
-                             f"{SAMPLE.relative_to(SAMPLE.parents[2])} is missing; record one with --snapshot FILE")
-        log(f"tune recommend: no --snapshot or --prometheus-url given; using the bundled sample {SAMPLE.name} "
-            "(an example cluster, not yours)")
-        snap = load_snapshot(SAMPLE)
-        source = {"kind": "bundled sample", "snapshot": str(SAMPLE.name)}
-    src = snap.get("source") or {}
-    source["selector"] = src.get("selector")
-    source["window"] = src.get("window")
-    # ---- current flags ----
-    extra = [a for a in ctx.args]
-    if current_flags:
-        p = Path(current_flags)
-        if p.exists() and p.is_file():
-            current = load_flags_file(p)
-            csrc = f"from {current_flags}"
-        else:
-            try:
-                args = shlex.split(current_flags)
-            except ValueError as e:
-                raise InputError(f"--current-flags: {e}") from None
-            if not args or not all(a.startswith("--") for a in args[:1]):
-                raise InputError(f"--current-flags {current_flags!r}: not a file and not flags like "
-                                 "'--audit-webhook-batch-max-size=400'")
-            current = parse_flags(args, source="--current-flags", ignore_unknown=True)
-            csrc = "from --current-flags"
-    elif source["kind"] == "bundled sample" and not extra and SAMPLE_FLAGS.exists():
-        current = load_flags_file(SAMPLE_FLAGS)
-        csrc = f"the flags the bundled sample was recorded with ({SAMPLE_FLAGS.name})"
-        log(f"tune recommend: --current-flags not given; using {csrc}")
-    else:
-        current = AuditFlags()
-        csrc = "kube-apiserver defaults: --current-flags not given"
-    if extra:
-        current = parse_flags(extra, base=current, source="command line")
-        csrc += " + command line"
+    from tune.inputs import current_flags_of, load_history
+
+    snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    extra = list(ctx.args)
+    current, csrc = current_flags_of(current_flags, extra, bundled=source["kind"] == "bundled sample")
+    if not current_flags and not extra:
+        log(f"tune recommend: --current-flags not given; using {csrc.split(':')[0]}")
     if current.webhook.mode != "batch":
         say(f"current --audit-webhook-mode={current.webhook.mode}: compared as is; recommendations are for batch mode")
-    if not current_flags and not extra and csrc.startswith("kube-apiserver defaults"):
-        log("tune recommend: --current-flags not given; comparing against kube-apiserver defaults")
     if all_clusters:
         return _fleet(snap, current, csrc, obj, seed, source, fmt, output, output_dir, executor, scheduler, say)
     if output_dir:

@@ -12,16 +12,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import shlex
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from tune.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, SAMPLE, _prom_available
-
-SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sample was recorded with
+from tune.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, _prom_available
+from tune.inputs import current_flags_of
 
 HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
 verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
@@ -41,36 +39,6 @@ def register(app: typer.Typer) -> None:
                 short_help="HTML + Markdown capacity report from a snapshot or Prometheus.")(report)
 
 
-def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
-    """The flags in force, as ``tune recommend`` reads them: a flags file or manifest, flags, the flags
-    the bundled sample was recorded with (bundled sample, nothing given), or kube-apiserver defaults."""
-    from sim.config import AuditFlags, load_flags_file, parse_flags
-    from sim.errors import InputError
-
-    if current_flags:
-        p = Path(current_flags)
-        if p.exists() and p.is_file():
-            current, src = load_flags_file(p), f"from {current_flags}"
-        else:
-            try:
-                args = shlex.split(current_flags)
-            except ValueError as e:
-                raise InputError(f"--current-flags: {e}") from None
-            if not args or not args[0].startswith("--"):
-                raise InputError(f"--current-flags {current_flags!r}: not a file and not flags like "
-                                 "'--audit-webhook-batch-max-size=400'")
-            current, src = parse_flags(args, source="--current-flags", ignore_unknown=True), "from --current-flags"
-    elif bundled and not extra and SAMPLE_FLAGS.exists():
-        current = load_flags_file(SAMPLE_FLAGS)
-        src = f"the flags the bundled sample was recorded with ({SAMPLE_FLAGS.name})"
-    else:
-        current, src = AuditFlags(), "kube-apiserver defaults: --current-flags not given"
-    if extra:
-        current = parse_flags(extra, base=current, source="command line")
-        src += " + command line"
-    return current, src
-
-
 def report(ctx: typer.Context, **kw: Any) -> int:
     from analysis.recommend import Objective
 
@@ -82,40 +50,24 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
          current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
          no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None,
          end: Optional[str] = None) -> int:
-    from analysis.calibrate import load_snapshot, snapshot_dict
     from analysis.report import write
     from analysis.report.data import assemble, recommendation
     from sim.errors import InputError, ObjectiveViolated
-    from tune.commands.recommend import _from_prometheus
     from tune.output import log
 
     t0 = time.perf_counter()
     obj = obj.validated()
     say = (lambda s: None) if no_progress else (lambda s: log(f"tune report: {s}"))
-    url = prom.url if prom is not None else prometheus_url
     if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise InputError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (it names the folder reports/NAME)")
     if loadtest and not Path(loadtest).is_file():
         raise InputError(f"--loadtest {loadtest}: no such file (a record written by 'tune loadtest -o run.json')")
-    if snapshot and url:
-        raise InputError("--snapshot and --prometheus-url: give one of them, not both")
-    if snapshot:
-        snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": Path(snapshot).name}
-        default_name = Path(snapshot).stem
-    elif url:
-        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say, end))
-        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
-                  "end": end}
-        default_name = "prometheus"
-    else:
-        if not SAMPLE.exists():
-            raise InputError(f"no --snapshot or --prometheus-url given, and the bundled sample {SAMPLE.name} is missing")
-        log(f"tune report: no --snapshot or --prometheus-url given; using the bundled sample {SAMPLE.name} "
-            "(an example cluster, not yours)")
-        snap, source = load_snapshot(SAMPLE), {"kind": "bundled sample", "snapshot": SAMPLE.name}
-        default_name = "sample"
-    src = snap.get("source") or {}
-    source["selector"], source["window"] = src.get("selector"), src.get("window")
+    from tune.inputs import load_history
+
+    snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus"}.get(source["kind"], "sample")
+    if source["kind"] == "snapshot":
+        source["snapshot"] = Path(snapshot).name
     current, csrc = current_flags_of(current_flags, list(ctx.args), bundled=source["kind"] == "bundled sample")
     if not current_flags and not ctx.args:
         log(f"tune report: --current-flags not given; using {csrc.split(':')[0]}")

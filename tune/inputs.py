@@ -1,0 +1,70 @@
+"""The inputs `tune recommend` and `tune report` share: where the history comes from (a snapshot
+file, a Prometheus, or the bundled sample) and which flags are in force (``--current-flags``, audit
+flags on the command line, the flags the bundled sample was recorded with, or the defaults)."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+SAMPLE = Path(__file__).resolve().parents[1] / "analysis" / "data" / "sample-snapshot.json"
+SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sample was recorded with
+
+
+def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: Optional[str], history: str,
+                 step: str, selector: Optional[str], end: Optional[str],
+                 say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The snapshot (as a dict) and a description of where it came from (``source``)."""
+    from analysis.calibrate import load_snapshot, snapshot_dict
+    from sim.errors import InputError
+    from tune.commands.recommend import _from_prometheus
+    from tune.output import log
+
+    url = prom.url if prom is not None else prometheus_url
+    if snapshot and url:
+        raise InputError("--snapshot and --prometheus-url: give one of them, not both")
+    if snapshot:
+        snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": snapshot}
+    elif url:
+        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say, end))
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
+                  "end": end}
+    else:
+        if not SAMPLE.exists():
+            raise InputError("no --snapshot or --prometheus-url given, and the bundled sample "
+                             f"{SAMPLE.relative_to(SAMPLE.parents[2])} is missing; record one with --snapshot FILE")
+        log(f"tune {who}: no --snapshot or --prometheus-url given; using the bundled sample {SAMPLE.name} "
+            "(an example cluster, not yours)")
+        snap, source = load_snapshot(SAMPLE), {"kind": "bundled sample", "snapshot": SAMPLE.name}
+    src = snap.get("source") or {}
+    source["selector"], source["window"] = src.get("selector"), src.get("window")
+    return snap, source
+
+
+def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
+    """The flags in force and where they came from."""
+    from sim.config import AuditFlags, load_flags_file, parse_flags
+    from sim.errors import InputError
+
+    if current_flags:
+        p = Path(current_flags)
+        if p.is_file():
+            current, src = load_flags_file(p), f"from {current_flags}"
+        else:
+            try:
+                args = shlex.split(current_flags)
+            except ValueError as e:
+                raise InputError(f"--current-flags: {e}") from None
+            if not args or not args[0].startswith("--"):
+                raise InputError(f"--current-flags {current_flags!r}: not a file and not flags like "
+                                 "'--audit-webhook-batch-max-size=400'")
+            current, src = parse_flags(args, source="--current-flags", ignore_unknown=True), "from --current-flags"
+    elif bundled and not extra and SAMPLE_FLAGS.exists():
+        current = load_flags_file(SAMPLE_FLAGS)
+        src = f"the flags the bundled sample was recorded with ({SAMPLE_FLAGS.name})"
+    else:
+        current, src = AuditFlags(), "kube-apiserver defaults: --current-flags not given"
+    if extra:
+        current = parse_flags(extra, base=current, source="command line")
+        src += " + command line"
+    return current, src
