@@ -138,10 +138,15 @@ def _table(d: dict) -> str:
     lat = d["delivery_latency_seconds"]
     if lat["p50"] is not None:
         t.add_row("delivery latency p50 / p99 / max", f"{lat['p50']:.3f}s / {lat['p99']:.3f}s / {lat['max']:.3f}s")
-    t.add_row("max_buffer_occupancy", f"{d['max_buffer_occupancy']:,}")
-    t.add_row("max_inflight_batches", f"{d['max_inflight_batches']:,}")
-    t.add_row("peak_memory_bytes", f"{d['peak_memory_bytes']:,} ({format_size(d['peak_memory_bytes'])})")
-    t.add_row("throttle_wait_seconds_total", f"{d['throttle_wait_seconds_total']:.1f}")
+    unmeasured = set((d.get("oracle") or {}).get("not_measured") or ())  # the oracle cannot see these
+
+    def row(name: str, text: str) -> None:
+        t.add_row(name, "not measured (oracle)" if name in unmeasured else text)
+
+    row("max_buffer_occupancy", f"{d['max_buffer_occupancy']:,}")
+    row("max_inflight_batches", f"{d['max_inflight_batches']:,}")
+    row("peak_memory_bytes", f"{d['peak_memory_bytes']:,} ({format_size(d['peak_memory_bytes'])})")
+    row("throttle_wait_seconds_total", f"{d['throttle_wait_seconds_total']:.1f}")
     if d["request_added_latency_seconds"]["p50"] is not None:
         a = d["request_added_latency_seconds"]
         t.add_row("request latency added p50 / p99", f"{a['p50']:.3f}s / {a['p99']:.3f}s")
