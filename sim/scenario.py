@@ -31,6 +31,9 @@ class Scenario:
     drain: bool = True  # shut down like the apiserver at the end (drain buffer, wait for retries)
     request_timeout: float = 60.0
     occupancy_interval: float = 0.0  # 0 = automatic (about 600 points)
+    # tokens in each buffered backend's throttle bucket at t=0; None = full (burst), as when the
+    # apiserver starts. A replay of a window that starts mid-run may know better (loadgen/verify.py).
+    throttle_initial_tokens: float | None = None
 
     def validate(self) -> "Scenario":
         self.flags.validate()
@@ -42,6 +45,8 @@ class Scenario:
             raise InputError(f"--webhook-failure-rate={r.error_rate}: must be within [0, 1]")
         if not 0 <= self.log_writer.error_rate <= 1:
             raise InputError(f"--log-failure-rate={self.log_writer.error_rate}: must be within [0, 1]")
+        if self.throttle_initial_tokens is not None and not self.throttle_initial_tokens >= 0:
+            raise InputError(f"throttle_initial_tokens={self.throttle_initial_tokens}: must be >= 0")
         for o in r.outages:
             if o.kind not in ("status", "refuse", "hang") or not o.end > o.start:
                 raise InputError(f"--webhook-outage {o.start}-{o.end}:{o.kind}: need start < end and kind status, refuse or hang")
@@ -88,6 +93,7 @@ class Scenario:
             "backends": list(self.backends),
             "drain": self.drain,
             "request_timeout": format_duration(self.request_timeout),
+            "throttle_initial_tokens": self.throttle_initial_tokens,
             "flags": self.flags.to_dict(),
             "workload": {
                 "duration": format_duration(w.duration),
@@ -185,7 +191,9 @@ def _from_dict(d: dict[str, Any]) -> Scenario:
     return Scenario(flags=flags, workload=workload, receiver=receiver, log_writer=log_writer,
                     backends=tuple(d.get("backends", ("webhook",))), seed=int(d.get("seed", 1)),
                     drain=bool(d.get("drain", True)), request_timeout=_dur(d.get("request_timeout", 60.0), "request_timeout"),
-                    occupancy_interval=float(d.get("occupancy_interval", 0.0)))
+                    occupancy_interval=float(d.get("occupancy_interval", 0.0)),
+                    throttle_initial_tokens=(None if d.get("throttle_initial_tokens") is None
+                                             else float(d["throttle_initial_tokens"])))
 
 
 def is_finite(x: float) -> bool:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 
 class TokenBucket:
-    def __init__(self, qps: float, burst: int, now: float = 0.0) -> None:
+    def __init__(self, qps: float, burst: int, now: float = 0.0, tokens: float | None = None) -> None:
         self.qps = float(qps)
         self.burst = float(burst)
-        self.tokens = float(burst)
+        self.tokens = initial_tokens(burst, tokens)
         self.last = now
 
     def reserve(self, now: float) -> float:
@@ -29,3 +29,8 @@ class TokenBucket:
         if tokens >= 0.0:
             return 0.0
         return -tokens / self.qps
+
+
+def initial_tokens(burst: float, tokens: float | None) -> float:
+    """The bucket's level at t=0: full unless a scenario says otherwise (never above burst)."""
+    return float(burst) if tokens is None else min(float(burst), float(tokens))

@@ -201,3 +201,15 @@ def test_zero_max_wait_batches_are_geometric_like_gos_select():
     bs = np.array(d["batch_sizes"])
     share = np.bincount(bs, minlength=4)[1:4] / len(bs)
     assert share == pytest.approx([0.5, 0.25, 0.125], abs=0.02)
+
+
+def test_partly_empty_bucket_at_start():
+    """A replay of a window that starts mid-run can begin with fewer tokens than the burst."""
+    flags = ["--audit-webhook-batch-buffer-size=100000", "--audit-webhook-batch-throttle-burst=15"]
+    full = result(scenario(flags, trace=[0.0] * 8000, duration=0.01, latency=0.0))
+    from dataclasses import replace
+
+    empty = result(replace(scenario(flags, trace=[0.0] * 8000, duration=0.01, latency=0.0), throttle_initial_tokens=0.0))
+    # 20 batches: with a full bucket 15 leave at t=0 and 5 more at 0.1 s steps; with an empty one every batch waits
+    assert full["simulated_seconds"] == pytest.approx(0.5, abs=1e-6)
+    assert empty["simulated_seconds"] == pytest.approx(2.0, abs=1e-6)

@@ -29,11 +29,12 @@ P_CAP, P_MAX, P_WAIT, P_THR, P_QPS, P_BURST, P_SYNC, P_PER_BATCH = range(8)
 C_ACC_N, C_QH, C_NB, C_NO, C_DROPS, C_FIRST_DROP, C_TW, C_MAXOCC = range(8)
 
 
-def new_state(burst: float) -> np.ndarray:
+def new_state(tokens: float) -> np.ndarray:
+    """State at t=0: a window opening, ``tokens`` in the bucket (``burst`` unless a scenario says)."""
     s = np.zeros(N_STATE)
     s[S_MODE] = WAIT
     s[S_DEADLINE] = np.nan  # set on first call (window opens at t=0)
-    s[S_TOKENS] = burst
+    s[S_TOKENS] = tokens
     s[S_LAST] = 0.0
     s[S_END] = np.nan
     return s

@@ -27,6 +27,7 @@ from sim import rng
 from sim.config import BackendOptions
 from sim.fast import collector as col
 from sim.fast.tasks import run_tasks
+from sim.throttle import initial_tokens
 from sim.result import BackendStats, InstanceStats, Result
 from sim.scenario import Scenario
 from sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
@@ -101,7 +102,7 @@ class _Backend:
         self.P = np.array([c.buffer_size, c.max_batch_size, c.max_batch_wait, 1.0 if c.throttle_enable else 0.0,
                            c.effective_qps, float(c.throttle_burst), 0.0 if c.async_delegate else 1.0,
                            sc.log_writer.per_batch])
-        self.S = col.new_state(float(c.throttle_burst))
+        self.S = col.new_state(initial_tokens(c.throttle_burst, sc.throttle_initial_tokens))
         self.C = np.zeros(8)
         self.C[col.C_FIRST_DROP] = np.nan
         self.sync = not c.async_delegate

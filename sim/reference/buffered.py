@@ -38,7 +38,8 @@ class Pipe:
     (blocking modes), and its statistics."""
 
     def __init__(self, env: simpy.Environment, name: str, opts: BackendOptions, stats: BackendStats,
-                 seed: int, inst: int, receiver: Receiver, log_writer: LogWriter, initial_backoff: float) -> None:
+                 seed: int, inst: int, receiver: Receiver, log_writer: LogWriter, initial_backoff: float,
+                 initial_tokens: float | None = None) -> None:
         self.env, self.name, self.opts, self.stats = env, name, opts, stats
         self.seed, self.inst = seed, inst
         self.receiver, self.log_writer, self.initial_backoff = receiver, log_writer, initial_backoff
@@ -46,7 +47,7 @@ class Pipe:
         self.cap = c.buffer_size
         self.max_size = c.max_batch_size
         self.max_wait = c.max_batch_wait
-        self.bucket = TokenBucket(c.effective_qps, c.throttle_burst, 0.0) if c.throttle_enable else None
+        self.bucket = TokenBucket(c.effective_qps, c.throttle_burst, 0.0, initial_tokens) if c.throttle_enable else None
         self.async_ = c.async_delegate
         self.queue: deque[tuple[float, int, int]] = deque()
         self.closed = False

@@ -33,7 +33,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
             opts = sc.flags.backend(name)
             bstats[name] = BackendStats(name, opts.mode, sc.interval)
             pipes[name] = Pipe(env, name, opts, bstats[name], sc.seed, i, sc.receiver, sc.log_writer,
-                               sc.flags.webhook_initial_backoff)
+                               sc.flags.webhook_initial_backoff, sc.throttle_initial_tokens)
         st = InstanceStats(f"apiserver-{i}", bstats)
         insts.append(st)
         all_pipes.append(list(pipes.values()))
