@@ -68,3 +68,57 @@ def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bo
         current = parse_flags(extra, base=current, source="command line")
         src += " + command line"
     return current, src
+
+
+class Signature:
+    """A command signature built from typer options at import time, for commands whose options come
+    partly from dataclass fields (the objective). ``input_options`` and ``objective_options`` add the
+    options `tune recommend` and `tune report` share; ``apply`` installs the signature on the function."""
+
+    def __init__(self) -> None:
+        import inspect
+
+        import typer
+
+        self._P = inspect.Parameter
+        self.params = [self._P("ctx", self._P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        self.ann: dict[str, Any] = {"ctx": typer.Context, "return": int}
+
+    def opt(self, name: str, typ: Any, default: Any) -> None:
+        self.params.append(self._P(name, self._P.KEYWORD_ONLY, default=default, annotation=typ))
+        self.ann[name] = typ
+
+    def input_options(self, panel: str, step_default: str, prom_available: bool) -> None:
+        """Where the history comes from, and the flags in force."""
+        import typer
+
+        self.opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=panel))
+        if prom_available:
+            from analysis.prom import PromSettings
+
+            self.opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
+            self.opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=panel))
+        else:
+            self.opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=panel))
+        self.opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=panel))
+        self.opt("step", str, typer.Option(step_default, "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=panel))
+        self.opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=panel))
+        self.opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults; for the bundled sample, the flags it was recorded with). Audit flags may also follow verbatim.", rich_help_panel=panel))
+
+    def objective_options(self, panel: str) -> None:
+        """One option per field of ``analysis.recommend.Objective``."""
+        import dataclasses
+
+        import typer
+
+        from analysis.recommend import Objective
+
+        for f in dataclasses.fields(Objective):
+            md = f.metadata
+            self.opt(f.name, md["type"], typer.Option(f.default, md["flag"], help=md["help"], rich_help_panel=panel))
+
+    def apply(self, fn: Callable[..., int]) -> None:
+        import inspect
+
+        fn.__signature__ = inspect.Signature(self.params, return_annotation=int)  # type: ignore[attr-defined]
+        fn.__annotations__ = self.ann

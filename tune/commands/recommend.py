@@ -8,7 +8,6 @@ flags violate the objective (or nothing meets it), 4 when the data is not enough
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -204,31 +203,12 @@ def _prom_available() -> bool:
 
 
 def _build_signature() -> None:
-    from analysis.recommend import Objective
+    from tune.inputs import Signature
 
-    P = inspect.Parameter
-    params = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    ann: dict[str, Any] = {"ctx": typer.Context, "return": int}
-
-    def opt(name: str, typ: Any, default: Any) -> None:
-        params.append(P(name, P.KEYWORD_ONLY, default=default, annotation=typ))
-        ann[name] = typ
-
-    opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=PANEL_IN))
-    if _prom_available():
-        from analysis.prom import PromSettings
-
-        opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
-        opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=PANEL_IN))
-    else:
-        opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=PANEL_IN))
-    opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=PANEL_IN))
-    opt("step", str, typer.Option("15s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
-    opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=PANEL_IN))
-    opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults). Audit flags may also follow verbatim.", rich_help_panel=PANEL_IN))
-    for f in dataclasses.fields(Objective):
-        md = f.metadata
-        opt(f.name, md["type"], typer.Option(f.default, md["flag"], help=md["help"], rich_help_panel=PANEL_OBJ))
+    sig = Signature()
+    opt = sig.opt
+    sig.input_options(PANEL_IN, step_default="15s", prom_available=_prom_available())
+    sig.objective_options(PANEL_OBJ)
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
     opt("output_dir", Optional[str], typer.Option(None, "--output-dir", help="With --all-clusters: write one file per cluster (in --format) and summary.json here.", rich_help_panel=PANEL_OUT))
     opt("executor", str, typer.Option("local", "--executor", help="With --all-clusters: local (process pool, --jobs), dask (--scheduler) or dask-local.", rich_help_panel=PANEL_OBJ))
@@ -237,8 +217,7 @@ def _build_signature() -> None:
     opt("fmt", str, typer.Option("table", "-f", "--format", help=" | ".join(FORMATS) + ".", rich_help_panel=PANEL_OUT))
     opt("output", Optional[str], typer.Option(None, "-o", "--output", help="Write to FILE (atomically) instead of stdout.", rich_help_panel=PANEL_OUT))
     opt("no_progress", bool, typer.Option(False, "--no-progress", help="No progress lines on stderr.", rich_help_panel=PANEL_OUT))
-    recommend.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
-    recommend.__annotations__ = ann
+    sig.apply(recommend)
 
 
 _build_signature()

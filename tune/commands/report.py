@@ -10,7 +10,6 @@ written), 1 on bad input, 4 when the data is not enough.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import time
 from pathlib import Path
@@ -94,38 +93,18 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
 
 
 def _build_signature() -> None:
-    from analysis.recommend import Objective
+    from tune.inputs import Signature
 
-    P = inspect.Parameter
-    params = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    ann: dict[str, Any] = {"ctx": typer.Context, "return": int}
-
-    def opt(name: str, typ: Any, default: Any) -> None:
-        params.append(P(name, P.KEYWORD_ONLY, default=default, annotation=typ))
-        ann[name] = typ
-
-    opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=PANEL_IN))
-    if _prom_available():
-        from analysis.prom import PromSettings
-
-        opt("prom", PromSettings, None)
-        opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers.", rich_help_panel=PANEL_IN))
-    else:
-        opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=PANEL_IN))
-    opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=PANEL_IN))
-    opt("step", str, typer.Option("30s", "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=PANEL_IN))
-    opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=PANEL_IN))
-    opt("current_flags", Optional[str], typer.Option(None, "--current-flags", help="Flags in force: 'flags', a flags file or a kube-apiserver manifest (default: kube-apiserver defaults; for the bundled sample, the flags it was recorded with).", rich_help_panel=PANEL_IN))
+    sig = Signature()
+    opt = sig.opt
+    sig.input_options(PANEL_IN, step_default="30s", prom_available=_prom_available())
     opt("loadtest", Optional[str], typer.Option(None, "--loadtest", help="A tune loadtest run record (audit-tune-loadtest/v1; its trace sidecar beside it): observed vs predicted.", rich_help_panel=PANEL_IN))
-    for f in dataclasses.fields(Objective):
-        md = f.metadata
-        opt(f.name, md["type"], typer.Option(f.default, md["flag"], help=md["help"], rich_help_panel=PANEL_OBJ))
+    sig.objective_options(PANEL_OBJ)
     opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))
     opt("name", Optional[str], typer.Option(None, "--name", help="Report folder name (default: the snapshot's name, 'sample' for the bundled sample).", rich_help_panel=PANEL_OUT))
     opt("reports_dir", str, typer.Option("reports", "--reports-dir", help="Parent folder of the report folder.", rich_help_panel=PANEL_OUT))
     opt("no_progress", bool, typer.Option(False, "--no-progress", help="No progress lines on stderr.", rich_help_panel=PANEL_OUT))
-    report.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
-    report.__annotations__ = ann
+    sig.apply(report)
 
 
 _build_signature()
