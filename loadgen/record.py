@@ -169,7 +169,7 @@ def write_record(record: dict[str, Any], trace: Trace, path: str | Path | None, 
 
     With ``path`` None the trace is inline only if small, else summarised (no sidecar to write).
     """
-    from tune.output import write_atomic
+    from tune.output import json_default, write_atomic
 
     if trace.n <= trace_inline_max:
         record["trace"] = {"columns": TRACE_COLUMNS, "rows": trace_rows(trace)}
@@ -183,17 +183,8 @@ def write_record(record: dict[str, Any], trace: Trace, path: str | Path | None, 
         record["trace"] = {"sidecar": side.name, "rows": trace.n, "columns": TRACE_COLUMNS}
     else:
         record["trace"] = {"omitted": f"{trace.n} rows; pass -o FILE to get a FILE.trace.csv sidecar", "rows": trace.n}
-    text = json.dumps(record, indent=2, default=_default) + "\n"
+    text = json.dumps(record, indent=2, default=json_default) + "\n"
     if path is not None:
         write_atomic(Path(path), text)
     return text
 
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not serialisable: {type(o).__name__}")

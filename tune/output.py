@@ -31,15 +31,16 @@ def formatter(name: str) -> Callable[[Callable[[Any], str]], Callable[[Any], str
 
 @formatter("json")
 def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n"
+    return json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
 
 
 @formatter("yaml")
 def _yaml(data: Any) -> str:
-    return yaml.safe_dump(json.loads(json.dumps(data, default=_default)), sort_keys=False)
+    return yaml.safe_dump(json.loads(json.dumps(data, default=json_default)), sort_keys=False)
 
 
-def _default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays, and objects with ``to_dict``."""
     import numpy as np
 
     if isinstance(o, np.integer):
