@@ -628,3 +628,30 @@ def test_add_request_mix_end_minus_start_new_series_resets_and_watch_starts() ->
     assert got[("GET", "")] == (60.0, None)                  # this Prometheus' /metrics scrapes
     assert mix.instances["a:6443"].observed == {"events": 300.0, "levels": {"None": 0.0, "Metadata": 80.0,
                                                                            "Request": 0.0, "RequestResponse": 0.0}}
+
+
+def test_recommend_with_policy_projects_the_load(tune_main, capsys, tmp_path) -> None:
+    cur = load_policy(POLICIES["local-default"])
+    keep_rr = tmp_path / "keep-rr.yaml"
+    keep_rr.write_text(POLICIES["local-default"].read_text().replace("omitStages:\n  - RequestReceived\n", ""))
+    base = ["recommend", "--snapshot", str(SNAP), "--no-progress", "-f", "json"]
+    assert tune_main(base) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert tune_main(base + ["--policy", str(keep_rr)]) == 0
+    after = json.loads(capsys.readouterr().out)
+    f = project_snapshot(_snap(), load_policy(keep_rr))["projection"]["instances"]
+    (factor,) = [p["events_factor"] for p in f.values()]
+    assert after["calibration"][0]["mean_event_rate"] == pytest.approx(
+        factor * before["calibration"][0]["mean_event_rate"], rel=1e-3)
+    assert after["config"]["source"]["policy"] == str(keep_rr)
+    assert after["calibration"][0]["events_per_request"] > 1.9 > before["calibration"][0]["events_per_request"]
+    assert cur.omit_stages  # the policy in force omits RequestReceived
+
+
+def test_recommend_with_policy_needs_the_request_mix_exit_4(tune_main, capsys) -> None:
+    from analysis.snapshot import sample_path
+
+    if "request_mix" in json.loads(sample_path().read_text()):
+        pytest.skip("the bundled sample has a request mix now")
+    assert tune_main(["recommend", "--policy", str(POLICIES["gce-style"]), "--no-progress"]) == 4
+    assert "no 'request_mix'" in capsys.readouterr().err

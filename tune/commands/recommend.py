@@ -57,7 +57,8 @@ def recommend(ctx: typer.Context, **kw: Any) -> int:
 def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: Optional[str], history: str, step: str,
          current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
          prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
-         output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None) -> int:
+         output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
+         policy: Optional[str] = None) -> int:
     from analysis import outputs  # noqa: F401 - registers the formatters
     from analysis.recommend import build_report
     from sim.errors import InputError, ObjectiveViolated
@@ -71,6 +72,13 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
     from tune.inputs import current_flags_of, load_history
 
     snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
+        from analysis.policy_impact import project_for_recommend
+        from tune.inputs import SAMPLE as _SAMPLE
+
+        path = str(_SAMPLE) if source["kind"] == "bundled sample" else snapshot
+        snap = project_for_recommend(snap, policy, snapshot_path=path, prom=prom, log=say)
+        source["policy"] = policy
     extra = list(ctx.args)
     current, csrc = current_flags_of(current_flags, extra, bundled=source["kind"] == "bundled sample")
     if not current_flags and not extra:
@@ -209,6 +217,7 @@ def _build_signature() -> None:
     opt = sig.opt
     sig.input_options(PANEL_IN, step_default="15s", prom_available=_prom_available())
     sig.objective_options(PANEL_OBJ)
+    opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
     opt("output_dir", Optional[str], typer.Option(None, "--output-dir", help="With --all-clusters: write one file per cluster (in --format) and summary.json here.", rich_help_panel=PANEL_OUT))
     opt("executor", str, typer.Option("local", "--executor", help="With --all-clusters: local (process pool, --jobs), dask (--scheduler) or dask-local.", rich_help_panel=PANEL_OBJ))
