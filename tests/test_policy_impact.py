@@ -518,12 +518,11 @@ def test_cli_table_json_yaml(tune_main, capsys, tmp_path) -> None:
     assert yaml.safe_load(out_file.read_text())["instances"]
 
 
-def test_cli_bundled_sample_without_mix_exit_4(tune_main, capsys) -> None:
+def test_cli_snapshot_without_mix_exit_4(tune_main, capsys) -> None:
     from analysis.snapshot import sample_path
 
-    if "request_mix" in json.loads(sample_path().read_text()):
-        pytest.skip("the bundled sample has a request mix now")  # then exit 0 is right
-    assert tune_main(["policy", "impact", str(POLICIES["gce-style"])]) == 4
+    assert "request_mix" not in json.loads(sample_path().read_text())  # the recommend sample has none
+    assert tune_main(["policy", "impact", str(POLICIES["gce-style"]), "--snapshot", str(sample_path())]) == 4
     err = capsys.readouterr().err
     assert "tune: error: " in err and "no request mix" in err and "--save-snapshot" in err
     assert err.count("tune: error: ") == 1
@@ -651,7 +650,24 @@ def test_recommend_with_policy_projects_the_load(tune_main, capsys, tmp_path) ->
 def test_recommend_with_policy_needs_the_request_mix_exit_4(tune_main, capsys) -> None:
     from analysis.snapshot import sample_path
 
-    if "request_mix" in json.loads(sample_path().read_text()):
-        pytest.skip("the bundled sample has a request mix now")
-    assert tune_main(["recommend", "--policy", str(POLICIES["gce-style"]), "--no-progress"]) == 4
+    assert "request_mix" not in json.loads(sample_path().read_text())  # the recommend sample has none
+    assert tune_main(["recommend", "--policy", str(POLICIES["gce-style"]), "--snapshot", str(sample_path()),
+                      "--no-progress"]) == 4
     assert "no 'request_mix'" in capsys.readouterr().err
+
+
+def test_bundled_policy_sample_answers_without_prometheus(capsys):
+    """With no --snapshot or -p, policy impact and recommend --policy use the bundled sample that has
+    a request mix (recorded from the real local stack)."""
+    from tune.cli import main as tune_main
+
+    docs = str(Path(__file__).parent / "fixtures" / "policies" / "k8s-docs-audit-policy.yaml")
+    assert tune_main(["policy", "impact", docs, "-f", "json"]) == 0
+    cap = capsys.readouterr()
+    rep = json.loads(cap.out)
+    assert "sample-policy-snapshot.json" in cap.err and "sample-policy-snapshot.json" in json.dumps(rep)
+    code = tune_main(["recommend", "--policy", docs, "-f", "json", "--seeds", "2", "--no-progress"])
+    cap = capsys.readouterr()
+    assert code in (0, 3), cap.err
+    out = json.loads(cap.out)
+    assert out["config"]["source"]["policy"] == docs and out["recommended"]["flags"]

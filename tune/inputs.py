@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional
 
 SAMPLE = Path(__file__).resolve().parents[1] / "analysis" / "data" / "sample-snapshot.json"
 SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sample was recorded with
+# a second bundled sample with a request mix (apiserver_request_total by class), for policy questions
+POLICY_SAMPLE = SAMPLE.with_name("sample-policy-snapshot.json")
 
 
 def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: Optional[str], history: str,

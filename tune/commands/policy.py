@@ -190,10 +190,14 @@ def _impact(
             say(f"snapshot with request mix -> {save_snapshot}")
         source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history}
     else:
-        path = Path(snapshot) if snapshot else sample_path()
+        # the bundled policy sample: a snapshot with its request mix, recorded from the real local stack
+        # (the recommend sample predates request mixes)
+        from tune.inputs import POLICY_SAMPLE
+
+        path = Path(snapshot) if snapshot else POLICY_SAMPLE
         if not snapshot:
             log(f"tune policy impact: no --snapshot or --prometheus-url given; using the bundled sample {path.name} "
-                "(an example cluster, not yours)")
+                "(a real local kube-apiserver under tune loadtest, with its request mix; an example, not yours)")
         Snapshot.load(path)  # validates the documented part, errors name file and field
         snap = _json.loads(path.read_text())
         source = {"kind": "snapshot" if snapshot else "bundled sample", "snapshot": str(snapshot or path.name)}

@@ -69,14 +69,17 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
     obj = obj.validated()
     say = (lambda s: None) if no_progress else (lambda s: log(f"tune recommend: {s}"))
     # ---- input ----
-    from tune.inputs import current_flags_of, load_history
+    from tune.inputs import POLICY_SAMPLE, current_flags_of, load_history
 
+    if policy and not snapshot and not (prom.url if prom is not None else prometheus_url):
+        snapshot = str(POLICY_SAMPLE)  # the bundled sample that has a request mix
+        log(f"tune recommend: --policy without --snapshot or --prometheus-url: using the bundled sample "
+            f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
     snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
     if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
         from analysis.policy_impact import project_for_recommend
-        from tune.inputs import SAMPLE as _SAMPLE
 
-        path = str(_SAMPLE) if source["kind"] == "bundled sample" else snapshot
+        path = snapshot
         snap = project_for_recommend(snap, policy, snapshot_path=path, prom=prom, log=say)
         source["policy"] = policy
     extra = list(ctx.args)
