@@ -116,19 +116,9 @@ class Histogram:
 
     def quantile(self, q: float) -> float | None:
         """``histogram_quantile`` semantics (linear inside a bucket); None when empty."""
-        if not self.cum or self.cum[-1] <= 0:
-            return None
-        rank = q * self.cum[-1]
-        prev_le, prev_c = 0.0, 0.0
-        for le, c in zip(self.le, self.cum):
-            if c >= rank:
-                if math.isinf(le):
-                    return prev_le
-                if c == prev_c:
-                    return le
-                return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
-            prev_le, prev_c = le, c
-        return prev_le
+        from loadgen.metrics_text import bucket_quantile
+
+        return bucket_quantile(q, list(zip(self.le, self.cum)))
 
     @property
     def mean(self) -> float | None:
