@@ -124,3 +124,14 @@ def local_stack(stack_binaries, tmp_path_factory):
     recv.close()
 
 # ===================== end of real-stack section =====================================
+
+
+# =====================================================================================
+# CLI entry point shared by command tests.
+# =====================================================================================
+@pytest.fixture
+def tune_main():
+    """``tune.cli.main``: run a command in-process, returning its exit code."""
+    from tune.cli import main
+
+    return main

@@ -5,10 +5,7 @@ Expected matches come from reading ``apiserver/pkg/audit/policy/checker.go`` and
 """
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -547,18 +544,6 @@ def test_explain_data_counts_events():
     assert sum(len(r["users"]) for r in rows if r["users"] != ["all"]) < len(data["requests"])
 
 
-@pytest.fixture
-def tune_main(monkeypatch):
-    """``tune.cli.main``; a stand-in ``simulate`` module only if that command is not written yet."""
-    try:
-        importlib.import_module("tune.commands.simulate")
-    except ModuleNotFoundError:
-        stub = types.ModuleType("tune.commands.simulate")
-        stub.register = lambda app: None
-        monkeypatch.setitem(sys.modules, "tune.commands.simulate", stub)
-    from tune.cli import main
-
-    return main
 
 
 def test_cli_explain_table(tune_main, capsys):

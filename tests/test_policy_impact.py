@@ -486,20 +486,6 @@ def test_project_snapshot_scales_rates() -> None:
     assert m.mean_rate == pytest.approx(f * calibrate(snap, inst).mean_rate, rel=1e-6)
 
 
-@pytest.fixture
-def tune_main(monkeypatch):
-    import importlib
-    import types
-
-    try:
-        importlib.import_module("tune.commands.simulate")
-    except ModuleNotFoundError:
-        stub = types.ModuleType("tune.commands.simulate")
-        stub.register = lambda app: None
-        monkeypatch.setitem(sys.modules, "tune.commands.simulate", stub)
-    from tune.cli import main
-
-    return main
 
 
 def test_cli_table_json_yaml(tune_main, capsys, tmp_path) -> None:
