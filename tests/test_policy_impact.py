@@ -494,6 +494,18 @@ def test_cli_table_json_yaml(tune_main, capsys, tmp_path) -> None:
     assert tune_main(args) == 0
     out = capsys.readouterr().out
     assert "events/s" in out and "check (" in out and "inside the best..worst range" in out
+    # Sentences are never wrapped, however long the policy paths (a clone in a deep directory broke CI once).
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    long_args = list(args)
+    for i in (2, 4):
+        copy = deep / Path(args[i]).name
+        copy.write_text(Path(args[i]).read_text())
+        long_args[i] = str(copy)
+    assert tune_main(long_args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    check = [ln for ln in lines if ln.startswith("check (")]
+    assert check and all(ln.endswith("the best..worst range") for ln in check) and str(deep) in check[0]
     assert tune_main(args + ["-f", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["tool"].startswith("audit-tune ") and data["against"].endswith("default.yaml")

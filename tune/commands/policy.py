@@ -73,7 +73,7 @@ def render_table(data: dict[str, Any]) -> str:
     from analysis.policy.explain import table_rows
 
     buf = io.StringIO()
-    console = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False)
+    console = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False, soft_wrap=True)
     omit = ", ".join(data["omitStages"]) or "none"
     console.print(f"policy {data['policy']}: {data['rules']} rules, policy omitStages: {omit}, "
                   f"omitManagedFields: {str(data['omitManagedFields']).lower()} ({data['tool']})")
@@ -230,7 +230,7 @@ def render_impact_table(r: dict[str, Any]) -> str:
     from rich.table import Table
 
     buf = io.StringIO()
-    con = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False)
+    con = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False, soft_wrap=True)
     src = r["source"]
     con.print(f"policy {r['policy']}" + (f" against {r['against']}" if r["against"] else "")
               + f"; request mix from {src.get('kind')} {src.get('prometheus_url') or src.get('snapshot') or ''}"
