@@ -199,7 +199,7 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 150) 
 
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     for line in header_lines(report):
         con.print(line, markup=False)
     conf_style = {"high": "green", "medium": "yellow", "low": "red"}[report["confidence"]]

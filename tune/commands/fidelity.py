@@ -315,7 +315,7 @@ def fidelity(
         from rich.table import Table
 
         buf = StringIO()
-        con = Console(file=buf, width=140, force_terminal=False, color_system=None)
+        con = Console(file=buf, width=140, force_terminal=False, color_system=None, soft_wrap=True)
         t = Table(show_header=True, header_style="bold")
         for h in HEADER:
             t.add_column(h, justify="left" if h in ("scenario", "metric") else "right")

@@ -148,7 +148,7 @@ def _fleet_table(fleet: dict) -> str:
     from rich.table import Table
 
     buf = StringIO()
-    con = Console(file=buf, width=160, force_terminal=False, color_system=None)
+    con = Console(file=buf, width=160, force_terminal=False, color_system=None, soft_wrap=True)
     con.print(f"audit-tune {fleet['tool_version']} recommend --all-clusters  seed={fleet['seed']}  "
               f"executor={fleet['executor']}  current flags: {fleet['current_flags']['source']}")
     t = Table(title="per cluster")

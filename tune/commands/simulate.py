@@ -112,7 +112,7 @@ def _table(d: dict) -> str:
     from sim.units import format_size
 
     buf = StringIO()
-    con = Console(file=buf, width=110, force_terminal=False, color_system=None)
+    con = Console(file=buf, width=110, force_terminal=False, color_system=None, soft_wrap=True)
     cfg = d["config"]
     con.print(f"audit-tune {cfg['tool_version']} simulate  engine={d['engine']}  seed={d['seed']}  "
               f"simulated={d['simulated_seconds']:.1f}s  wall={d['wall_seconds']:.2f}s")
