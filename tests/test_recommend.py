@@ -95,6 +95,31 @@ def test_recommended_flags_give_zero_drops_on_the_same_load(busy_snapshot):
                                                              "audit-webhook-batch-buffer-size"}
 
 
+def test_search_screens_on_one_seed_and_chooses_as_the_full_evaluation(busy_snapshot):
+    """A candidate that violates the objective on seed 1 violates it on every seed (the checks are
+    monotone in the runs), so the search stops it there; survivors run every seed."""
+    from analysis.recommend import webhook_flags
+
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    rec = Recommender(models, Objective(seeds=3, jobs=1, peak_window="2m"), seed=1)
+    try:
+        base = AuditFlags()
+        small = webhook_flags(base, 100, 10, 1.0, 5.0, 5)    # 50 events/s of capacity for ~2,000 ev/s
+        good = webhook_flags(base, 20000, 500, 5.0, 20.0, 30)
+        named = [("small", small), ("good", good)]
+        screened = rec._screened(named)
+        assert [e.seeds for e in screened] == [1, 3]
+        assert not screened[0].ok and screened[1].ok
+        full = rec.evaluate_many(named, x1=False)
+        assert [e.seeds for e in full] == [3, 3]
+        assert not full[0].ok  # what the screen concluded holds on all seeds
+        assert screened[1].to_dict() == full[1].to_dict()  # survivors are evaluated exactly as without the screen
+        # screen: 2 sets x 1 seed x 2 instances; good: 2 more seeds x 2; then the full small: 2 more seeds x 2
+        assert rec.runner.runs == 4 + 4 + 4
+    finally:
+        rec.close()
+
+
 def test_receiver_limits_shape_the_batch(busy_snapshot):
     obj = Objective(seeds=2, jobs=1, peak_window="3m", receiver_max_qps=20, max_batch_bytes="300KiB")
     models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
