@@ -48,7 +48,7 @@ class Quantiles:
         with np.errstate(divide="ignore"):
             idx = np.floor(np.log2(np.maximum(x, _MIN) / _MIN) * _BUCKETS_PER_DOUBLING).astype(np.int64) + 1
         idx[x < _MIN] = 0
-        np.add.at(self._hist, np.clip(idx, 0, _NB), 1)
+        self._hist += np.bincount(np.clip(idx, 0, _NB), minlength=_NB + 1)
 
     @property
     def exact(self) -> bool:
@@ -105,6 +105,14 @@ class SeriesMax:
         ends = np.concatenate([edges, [len(k)]])
         mx = np.maximum.reduceat(v, starts)
         for kk, m, last in zip(k[starts].tolist(), mx.tolist(), v[ends - 1].tolist()):
+            if m > self.maxes.get(kk, -1.0):
+                self.maxes[kk] = m
+            self.lasts[kk] = last
+
+    def observe_runs(self, keys: np.ndarray, maxes: np.ndarray, lasts: np.ndarray) -> None:
+        """Per-interval reductions already made (interval index, max, last value), in time order:
+        what :meth:`observe_many` computes, for callers that reduce in compiled code."""
+        for kk, m, last in zip(keys.tolist(), maxes.tolist(), lasts.tolist()):
             if m > self.maxes.get(kk, -1.0):
                 self.maxes[kk] = m
             self.lasts[kk] = last

@@ -144,3 +144,64 @@ def test_fixed_seeds(case, seed):
 def test_blocking_scenarios_use_the_reference_model_and_say_so():
     sc = scenario(["--audit-webhook-mode=blocking"], rate=20, duration=5)
     assert result(sc, "fast")["engine"] == "fast (reference model: a backend in blocking mode)"
+
+
+# ---- the compiled post-collector kernels, bit for bit against the numpy they replaced ----------
+
+def test_interval_runs_match_series_max() -> None:
+    import numpy as np
+
+    from sim.fast.collector import interval_runs
+    from sim.stats import SeriesMax
+
+    g = np.random.default_rng(3)
+    # times near interval edges (0.1 is not exact in binary: floor division decides the edge)
+    t = np.sort(np.concatenate([g.uniform(0, 50, 20000), np.arange(0, 50, 0.1), np.arange(0, 50, 0.1) - 1e-15]))
+    t = t[t >= 0]
+    v = g.integers(0, 500, len(t)).astype(float)
+    for interval in (0.1, 1.0, 7.3):
+        a, b = SeriesMax(interval), SeriesMax(interval)
+        a.observe_many(t, v)
+        b.observe_runs(*interval_runs(t, v, interval))
+        assert a.maxes == b.maxes and a.lasts == b.lasts
+        assert len(a.maxes) == int(t[-1] // interval) + 1
+
+
+def test_memory_peak_matches_numpy() -> None:
+    import numpy as np
+
+    from sim.fast.collector import memory_peak
+
+    g = np.random.default_rng(4)
+    acc_t = np.sort(g.uniform(0, 100, 5000))
+    acc_sz = g.integers(100, 5000, 5000).astype(np.int64)
+    rel_t = np.sort(np.concatenate([g.uniform(0, 120, 800), acc_t[::50]]))  # ties: released at an accept
+    rel_b = g.integers(1000, 90000, len(rel_t)).astype(np.int64)
+    acc0, ret0 = 123456, 7890
+    cum = acc0 + np.cumsum(acc_sz)
+    rel_cum = np.concatenate([[0], np.cumsum(rel_b)])
+    k = np.searchsorted(rel_t, acc_t, side="left")
+    held = cum - (ret0 + rel_cum[k])
+    peak, acc_bytes, kk, rel_bytes = memory_peak(acc_t, acc_sz, rel_t, rel_b, acc0, ret0)
+    assert (peak, acc_bytes, kk, rel_bytes) == (held.max(), cum[-1], k[-1], rel_cum[k[-1]])
+
+
+def test_batch_bytes_and_latencies_match_numpy() -> None:
+    import numpy as np
+
+    from sim.fast.collector import batch_bytes, ok_latencies
+
+    g = np.random.default_rng(5)
+    asz = g.integers(100, 9000, 3000).astype(np.int64)
+    acc = np.sort(g.choice(3000, 2000, replace=False)).astype(np.int64)
+    n = g.integers(1, 20, 150).astype(np.int64)
+    n = n[np.cumsum(n) <= len(acc)]
+    a = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) + 5
+    n[-1] = min(n[-1], len(acc) - a[-1])
+    pref = np.concatenate([[0], np.cumsum(asz[acc])])
+    np.testing.assert_array_equal(batch_bytes(asz, acc, a, n), pref[a + n] - pref[a])
+    end = g.uniform(10, 20, len(n))
+    ok = g.uniform(size=len(n)) < 0.7
+    ev_t = g.uniform(0, 10, int(n.sum()))
+    want = (np.repeat(end, n) - ev_t)[np.repeat(ok, n)]
+    np.testing.assert_array_equal(ok_latencies(end, ok, n, ev_t), want)

@@ -273,3 +273,89 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
     C[C_TW] = tw
     C[C_MAXOCC] = max_occ
     return i
+
+
+@nb.njit(cache=True)
+def interval_runs(t: np.ndarray, v: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of equal interval index ``t // interval`` (``t`` non-decreasing) in one pass: each run's
+    index, the maximum of ``v`` over it and its last ``v`` (the reduction
+    :meth:`sim.stats.SeriesMax.observe_many` makes with numpy, without its temporaries). ``//`` on
+    floats is Python's (and numpy's) floor division, so the indices are the same."""
+    n = len(t)
+    keys = np.empty(n, dtype=np.int64)
+    maxes = np.empty(n)
+    lasts = np.empty(n)
+    r = -1
+    safe = -np.inf  # below this, t // interval is surely the current run's index (floor is monotone)
+    for i in range(n):
+        if t[i] < safe:
+            k = keys[r]
+        else:
+            k = np.int64(t[i] // interval)
+            safe = (k + 1) * interval * (1.0 - 1e-12) if interval > 0 else -np.inf
+        if r < 0 or k != keys[r]:
+            r += 1
+            keys[r] = k
+            maxes[r] = v[i]
+        elif v[i] > maxes[r]:
+            maxes[r] = v[i]
+        lasts[r] = v[i]
+    return keys[:r + 1], maxes[:r + 1], lasts[:r + 1]
+
+
+@nb.njit(cache=True)
+def memory_peak(acc_t: np.ndarray, acc_sz: np.ndarray, rel_t: np.ndarray, rel_b: np.ndarray,
+                acc_bytes: int, retired: int) -> tuple[int, int, int, int]:
+    """Peak bytes held over a chunk's accepts, merging two sorted sequences in one pass.
+
+    At accept ``i`` the apiserver holds every byte accepted so far (``acc_bytes`` plus this chunk's
+    sizes up to ``i``) minus every byte released strictly before ``acc_t[i]`` (``retired`` plus the
+    releases ``rel_t < acc_t[i]``; ``rel_t`` sorted). Returns (peak, accepted bytes after the chunk,
+    releases consumed, their bytes)."""
+    j = 0
+    nrel = len(rel_t)
+    rel_sum = 0
+    cum = acc_bytes
+    peak = np.iinfo(np.int64).min
+    for i in range(len(acc_t)):
+        cum += acc_sz[i]
+        x = acc_t[i]
+        while j < nrel and rel_t[j] < x:
+            rel_sum += rel_b[j]
+            j += 1
+        held = cum - (retired + rel_sum)
+        if held > peak:
+            peak = held
+    return peak, cum, j, rel_sum
+
+
+@nb.njit(cache=True)
+def batch_bytes(asz: np.ndarray, acc: np.ndarray, a: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Bytes of each batch: batch ``j`` holds the accepted events ``acc[a[j]:a[j] + n[j]]``."""
+    out = np.zeros(len(a), dtype=np.int64)
+    for j in range(len(a)):
+        s = 0
+        for i in range(a[j], a[j] + n[j]):
+            s += asz[acc[i]]
+        out[j] = s
+    return out
+
+
+@nb.njit(cache=True)
+def ok_latencies(end: np.ndarray, ok: np.ndarray, n: np.ndarray, ev_t: np.ndarray) -> np.ndarray:
+    """Delivery latency (batch end - event time) of every event of a delivered batch, in event
+    order; ``ev_t`` holds the batches' events back to back."""
+    count = 0
+    for j in range(len(n)):
+        if ok[j]:
+            count += n[j]
+    out = np.empty(count)
+    c = 0
+    off = 0
+    for j in range(len(n)):
+        if ok[j]:
+            for i in range(n[j]):
+                out[c] = end[j] - ev_t[off + i]
+                c += 1
+        off += n[j]
+    return out

@@ -182,17 +182,16 @@ class _Backend:
             st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
         st.throttle_wait += float(C[col.C_TW])
         st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
-        st.occupancy.observe_many(obs_t[:no], obs_v[:no])
+        if no:
+            occ = st.occupancy
+            occ.observe_runs(*col.interval_runs(obs_t[:no], obs_v[:no], occ.interval))
         # newly accepted events, for memory
         new_acc = acc[nq:acc_n]
-        new_bytes_cum = self.acc_bytes + np.cumsum(asz[new_acc])
         self.acc_events += len(new_acc)
         # batches
         d, e, a, n = out_d[:nbt], out_e[:nbt], out_a[:nbt], out_n[:nbt]
         if nbt:
-            accsz = asz[acc[:acc_n]]
-            pref = np.concatenate([[0], np.cumsum(accsz)])
-            nbytes = pref[a + n] - pref[a]
+            nbytes = col.batch_bytes(asz, acc, a, n)
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
             st.batches += nbt
             for k, v in zip(*np.unique(n, return_counts=True)):
@@ -223,9 +222,9 @@ class _Backend:
                     st.attempts_by_code["<error>" if c < 0 else str(c)] += v
                 done = end < self.horizon
                 okb = out.ok & done
-                ok_ev = np.repeat(okb, n)
-                st.delivered += int(ok_ev.sum())
-                st.delivery.add(np.repeat(end, n)[ok_ev] - ev_t[ok_ev])
+                lat = col.ok_latencies(end, okb, n, ev_t)
+                st.delivered += len(lat)
+                st.delivery.add(lat)
                 failb = ~out.ok & done
                 if failb.any():
                     st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))
@@ -239,15 +238,13 @@ class _Backend:
         if len(new_acc):
             order = np.argsort(self.rel_t, kind="stable")
             self.rel_t, self.rel_b = self.rel_t[order], self.rel_b[order]
-            rel_cum = np.concatenate([[0], np.cumsum(self.rel_b)])
-            k = np.searchsorted(self.rel_t, at[new_acc], side="left")
-            held = new_bytes_cum - (self.retired_bytes + rel_cum[k])
-            st.peak_memory = max(st.peak_memory, int(held.max()))
+            peak, acc_bytes, kk, rel_bytes = col.memory_peak(at[new_acc], asz[new_acc], self.rel_t, self.rel_b,
+                                                             self.acc_bytes, self.retired_bytes)
+            st.peak_memory = max(st.peak_memory, int(peak))
             # retire releases before the last accept (no later accept can be earlier)
-            kk = int(k[-1])
-            self.retired_bytes += int(rel_cum[kk])
+            self.retired_bytes += int(rel_bytes)
             self.rel_t, self.rel_b = self.rel_t[kk:], self.rel_b[kk:]
-            self.acc_bytes = int(new_bytes_cum[-1])
+            self.acc_bytes = int(acc_bytes)
         # carry: the partly collected or pending batch, then the queue
         mode = int(self.S[col.S_MODE])
         front = int(self.S[col.S_BATCH_N]) if mode == col.WAIT else (int(self.S[col.S_PEND_N]) if mode == col.BLOCKED_DISPATCH else 0)
