@@ -57,6 +57,11 @@ def _vmix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def hash_start(seed: int, stream: int) -> int:
+    """The keyed start every draw of ``stream`` shares (the first mixing round of :func:`hash64`)."""
+    return _mix((seed * _GOLDEN + stream) & _M)
+
+
 def uniform_array(seed: int, stream: int, a, b=0, c=0) -> np.ndarray:
     """Vectorised :func:`uniform`; ``a``, ``b``, ``c`` broadcast."""
     with np.errstate(over="ignore"):

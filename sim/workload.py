@@ -30,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
-from sim import rng
+from sim import kernels, rng
 from sim.errors import InputError
 
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
@@ -127,6 +127,11 @@ class RateProfile:
         return cum[i] + r[i] * dx
 
     def inverse_cumulative(self, y: np.ndarray, horizon: float) -> np.ndarray:
+        if self.interp != "linear":
+            return self._inverse_step(y, horizon)
+        return self._inverse_numpy(y, horizon)
+
+    def _inverse_numpy(self, y: np.ndarray, horizon: float) -> np.ndarray:
         t, r = self._knots(horizon)
         seg = np.diff(t)
         area = seg * (r[:-1] + r[1:]) / 2 if self.interp == "linear" else seg * r[:-1]
@@ -142,6 +147,12 @@ class RateProfile:
             return t[i] + quad
         with np.errstate(divide="ignore"):
             return t[i] + np.where(r[i] > 0, dy / np.where(r[i] > 0, r[i], 1.0), np.inf)
+
+    def _inverse_step(self, y: np.ndarray, horizon: float) -> np.ndarray:
+        """:meth:`inverse_cumulative` for step profiles, compiled (the same arithmetic)."""
+        t, r = self._knots(horizon)
+        cum = np.concatenate([[0.0], np.cumsum(np.diff(t) * r[:-1])])
+        return kernels.inverse_step(cum, t, r, np.ascontiguousarray(y, dtype=float))
 
 
 @dataclass(frozen=True)
@@ -266,6 +277,7 @@ def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
     step = chunk_seconds(w)
     cum_w = np.cumsum([c.weight for c in w.classes], dtype=float)
     cum_w /= cum_w[-1]
+    h0 = np.uint64(rng.hash_start(seed, rng.S_REQ_CLASS))
     next_req = 0
 
     def classify(t: np.ndarray) -> RequestChunk:
@@ -275,9 +287,8 @@ def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
         if len(w.classes) == 1:
             cls = np.zeros(len(t), dtype=np.int16)
         else:
-            u = rng.uniform_array(seed, rng.S_REQ_CLASS, inst, req)
-            cls = np.searchsorted(cum_w, u, side="right").astype(np.int16)
-            cls = np.minimum(cls, len(w.classes) - 1)
+            # compiled: cls = min(searchsorted(cum_w, uniform_array(seed, S_REQ_CLASS, inst, req)), last)
+            cls = kernels.class_of(h0, np.uint64(inst), req, np.uint64(0), cum_w)
         return RequestChunk(t, cls, req)
 
     if a.process == "trace":
@@ -358,25 +369,19 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
     carry = empty
     for rc in iter_requests(w, seed, inst):
         counts = np.bincount(rc.cls, minlength=ncls) if ncls > 1 else np.array([len(rc.t)])
-        per = nst[rc.cls] if ncls > 1 else np.full(len(rc.t), nst[0])
-        total = int(per.sum())
         if ncls == 1 and nst[0] == 1:
-            # one class, one stage: the events are the arrivals themselves, already sorted
-            new = (rc.t if zero_offsets else rc.t + off_tab[0, 0], np.full(total, size_tab[0, 0]),
-                   np.full(total, meta_tab[0, 0]), np.full(total, lvl[0]), rc.req, np.full(total, stage_tab[0, 0]))
+            total = len(rc.t)
+            # one class, one stage: the events are the arrivals themselves, already sorted; the
+            # per-event columns are constant (read-only broadcast views, not copies)
+            def const(v: np.generic) -> np.ndarray:
+                return np.broadcast_to(v, (total,))
+
+            new = (rc.t if zero_offsets else rc.t + off_tab[0, 0], const(size_tab[0, 0]),
+                   const(meta_tab[0, 0]), const(lvl[0]), rc.req, const(stage_tab[0, 0]))
         else:
-            if ncls == 1:
-                k = int(nst[0])
-                cls = np.zeros(total, dtype=np.int64)
-                pos = np.tile(np.arange(k), len(rc.t))
-                rep_t, rep_r = np.repeat(rc.t, k), np.repeat(rc.req, k)
-            else:
-                cls = np.repeat(rc.cls.astype(np.int64), per)
-                pos = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
-                rep_t = np.repeat(rc.t, per)
-                rep_r = np.repeat(rc.req, per)
-            t = rep_t if zero_offsets else rep_t + off_tab[cls, pos]
-            new = (t, size_tab[cls, pos], meta_tab[cls, pos], lvl[cls], rep_r, stage_tab[cls, pos])
+            # each request's stages in order: time arrival + offset, and the stage's sizes and level
+            new = kernels.expand_events(rc.t, rc.cls, rc.req, nst, off_tab, size_tab, meta_tab, stage_tab, lvl,
+                                        zero_offsets)
         if len(carry[0]):
             allev = tuple(np.concatenate([a, b]) for a, b in zip(carry, new))
         else:
