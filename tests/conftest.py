@@ -20,6 +20,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """No test is ever skipped: everything a test needs is installed by scripts/test-all.sh, so a
+    skip (a missing module, a stray ``importorskip``) is reported as a failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and not hasattr(rep, "wasxfail"):
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped, which this suite does not allow: {rep.longrepr}"
+
+
 def _run_script(script: str, *args: str, timeout: float = 3600) -> None:
     r = subprocess.run(["bash", str(REPO / "scripts" / script), *args], capture_output=True, text=True,
                        timeout=timeout)
