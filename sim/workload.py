@@ -323,19 +323,19 @@ def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
             while True:
                 gaps = g.exponential(1.0, size=m)
                 ys_all = y + np.cumsum(gaps)
-                inside = ys_all[ys_all < y_end]
+                inside = ys_all[:int(np.searchsorted(ys_all, y_end, side="left"))]  # sorted: the part < y_end
                 pts.append(inside)
                 if len(inside) < m:
                     # the next point lies beyond this chunk: resume there (memoryless)
                     y = y_end
                     break
                 y = float(ys_all[-1])
-            ys = np.concatenate(pts) if pts else np.empty(0)
+            ys = pts[0] if len(pts) == 1 else np.concatenate(pts)
         if len(profile.rates) == 1 and profile.times[0] == 0.0 and profile.rates[0] > 0:
             t = ys / profile.rates[0]
         else:
             t = profile.inverse_cumulative(ys, w.duration) if len(ys) else np.empty(0)
-        t = t[t < w.duration]
+        t = t[:int(np.searchsorted(t, w.duration, side="left"))]  # non-decreasing: the part < duration
         yield classify(t)
         start = end
 

@@ -173,8 +173,10 @@ def test_memory_peak_matches_numpy() -> None:
     from sim.fast.collector import memory_peak
 
     g = np.random.default_rng(4)
-    acc_t = np.sort(g.uniform(0, 100, 5000))
-    acc_sz = g.integers(100, 5000, 5000).astype(np.int64)
+    at_all = np.sort(g.uniform(0, 100, 8000))
+    asz_all = g.integers(100, 5000, 8000).astype(np.int64)
+    idx = np.sort(g.choice(8000, 5000, replace=False)).astype(np.int64)  # the accepted ones
+    acc_t, acc_sz = at_all[idx], asz_all[idx]
     rel_t = np.sort(np.concatenate([g.uniform(0, 120, 800), acc_t[::50]]))  # ties: released at an accept
     rel_b = g.integers(1000, 90000, len(rel_t)).astype(np.int64)
     acc0, ret0 = 123456, 7890
@@ -182,7 +184,7 @@ def test_memory_peak_matches_numpy() -> None:
     rel_cum = np.concatenate([[0], np.cumsum(rel_b)])
     k = np.searchsorted(rel_t, acc_t, side="left")
     held = cum - (ret0 + rel_cum[k])
-    peak, acc_bytes, kk, rel_bytes = memory_peak(acc_t, acc_sz, rel_t, rel_b, acc0, ret0)
+    peak, acc_bytes, kk, rel_bytes = memory_peak(at_all, asz_all, idx, rel_t, rel_b, acc0, ret0)
     assert (peak, acc_bytes, kk, rel_bytes) == (held.max(), cum[-1], k[-1], rel_cum[k[-1]])
 
 

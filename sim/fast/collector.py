@@ -304,22 +304,23 @@ def interval_runs(t: np.ndarray, v: np.ndarray, interval: float) -> tuple[np.nda
 
 
 @nb.njit(cache=True)
-def memory_peak(acc_t: np.ndarray, acc_sz: np.ndarray, rel_t: np.ndarray, rel_b: np.ndarray,
+def memory_peak(at: np.ndarray, asz: np.ndarray, new_acc: np.ndarray, rel_t: np.ndarray, rel_b: np.ndarray,
                 acc_bytes: int, retired: int) -> tuple[int, int, int, int]:
-    """Peak bytes held over a chunk's accepts, merging two sorted sequences in one pass.
+    """Peak bytes held over a chunk's accepts (events ``new_acc`` of ``at``/``asz``, in time order),
+    merging two sorted sequences in one pass.
 
     At accept ``i`` the apiserver holds every byte accepted so far (``acc_bytes`` plus this chunk's
-    sizes up to ``i``) minus every byte released strictly before ``acc_t[i]`` (``retired`` plus the
-    releases ``rel_t < acc_t[i]``; ``rel_t`` sorted). Returns (peak, accepted bytes after the chunk,
+    sizes up to ``i``) minus every byte released strictly before its time (``retired`` plus the
+    releases ``rel_t < t``; ``rel_t`` sorted). Returns (peak, accepted bytes after the chunk,
     releases consumed, their bytes)."""
     j = 0
     nrel = len(rel_t)
     rel_sum = 0
     cum = acc_bytes
     peak = np.iinfo(np.int64).min
-    for i in range(len(acc_t)):
-        cum += acc_sz[i]
-        x = acc_t[i]
+    for e in new_acc:
+        cum += asz[e]
+        x = at[e]
         while j < nrel and rel_t[j] < x:
             rel_sum += rel_b[j]
             j += 1

@@ -238,7 +238,7 @@ class _Backend:
         if len(new_acc):
             order = np.argsort(self.rel_t, kind="stable")
             self.rel_t, self.rel_b = self.rel_t[order], self.rel_b[order]
-            peak, acc_bytes, kk, rel_bytes = col.memory_peak(at[new_acc], asz[new_acc], self.rel_t, self.rel_b,
+            peak, acc_bytes, kk, rel_bytes = col.memory_peak(at, asz, new_acc, self.rel_t, self.rel_b,
                                                              self.acc_bytes, self.retired_bytes)
             st.peak_memory = max(st.peak_memory, int(peak))
             # retire releases before the last accept (no later accept can be earlier)
