@@ -146,9 +146,11 @@ class Result:
             errors.update(b.errors)
             codes.update(b.attempts_by_code)
             sizes.update(b.batch_size_counts)
-            for part in (b.delivery._parts if b.delivery.exact else []):
+            for part in (b.delivery._parts if b.delivery.exact and len(bs) > 1 else []):
                 q.add(part)
-        if bs and not all(b.delivery.exact for b in bs):
+        if len(bs) == 1:
+            q = bs[0].delivery  # one backend of one apiserver: its own quantiles (the same numbers, computed once)
+        elif bs and not all(b.delivery.exact for b in bs):
             # histogram mode: merge histograms
             q = Quantiles(exact_cap=0)
             for b in bs:

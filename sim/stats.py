@@ -25,11 +25,13 @@ class Quantiles:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
+        self._summary: dict[str, float | None] | None = None
 
     def add(self, x: np.ndarray | float) -> None:
         x = np.atleast_1d(np.asarray(x, dtype=float))
         if not len(x):
             return
+        self._summary = None
         self.count += len(x)
         self.total += float(x.sum())
         self.max = max(self.max, float(x.max()))
@@ -69,6 +71,12 @@ class Quantiles:
         return min(lo * 2 ** (0.5 / _BUCKETS_PER_DOUBLING), self.max)
 
     def summary(self) -> dict[str, float | None]:
+        """p50/p90/p99/max/mean (computed once until the next :meth:`add`)."""
+        if self._summary is None:
+            self._summary = self._compute_summary()
+        return dict(self._summary)
+
+    def _compute_summary(self) -> dict[str, float | None]:
         if self.count == 0:
             return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
         if self._hist is None:

@@ -285,7 +285,7 @@ def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
         req = np.arange(next_req, next_req + len(t), dtype=np.int64)
         next_req += len(t)
         if len(w.classes) == 1:
-            cls = np.zeros(len(t), dtype=np.int16)
+            cls = np.broadcast_to(np.int16(0), (len(t),))  # read-only view: every request is class 0
         else:
             # compiled: cls = min(searchsorted(cum_w, uniform_array(seed, S_REQ_CLASS, inst, req)), last)
             cls = kernels.class_of(h0, np.uint64(inst), req, np.uint64(0), cum_w)

@@ -136,7 +136,9 @@ class _Backend:
     def feed(self, chunk: EventChunk | None, base: int, final: bool, t_stop: float) -> None:
         sc, st = self.sc, self.stats
         if chunk is not None:
-            t, sz, ids = chunk.t, chunk.size.astype(np.int64), np.arange(base, base + len(chunk), dtype=np.int64)
+            # event ids key the log writer's per-event draws: only the sync delegate needs them
+            ids = np.arange(base, base + len(chunk), dtype=np.int64) if self.sync else _EMPTY_I
+            t, sz = chunk.t, np.asarray(chunk.size, dtype=np.int64)
             tr = self.opts.truncate
             if tr.enabled:
                 sz = sz.copy()
@@ -147,7 +149,9 @@ class _Backend:
                 if gone.any():
                     st.drop("truncate", int(gone.sum()), float(t[gone][0]))
                     keep = ~gone
-                    t, sz, ids = t[keep], sz[keep], ids[keep]
+                    t, sz = t[keep], sz[keep]
+                    if self.sync:
+                        ids = ids[keep]
             if self.sync:
                 cost, fail = sc.log_writer.costs(sc.seed, self.inst, ids)
             else:
