@@ -70,3 +70,15 @@ def test_inverse_step_matches_numpy(knots: int) -> None:
     want = p._inverse_numpy(y, 1200.0)
     np.testing.assert_array_equal(got, want)
     assert np.isfinite(got).mean() > 0.5
+
+
+def test_arrival_draws_are_exponential_scale_one() -> None:
+    """sim.workload draws arrival gaps with ``standard_exponential``: the same numbers, and the same
+    stream position afterwards, as ``exponential(1.0)`` (checked on the installed numpy)."""
+    from sim import rng as r
+
+    g1, g2 = r.generator(3, r.S_ARRIVALS, 1), r.generator(3, r.S_ARRIVALS, 1)
+    for n in (1, 1000, 300_000):
+        np.testing.assert_array_equal(g1.exponential(1.0, size=n), g2.standard_exponential(n))
+    assert g1.uniform() == g2.uniform()
+
