@@ -67,6 +67,27 @@ def _dispatch(out_d, out_e, out_a, out_n, nbt, T, a, n, sync, acost, acc, per_ba
     return T + cost
 
 
+@nb.njit(cache=True, inline="always")
+def _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops, first_drop, max_occ):
+    """Event ``i`` arrives at ``ta``: dropped when the buffer holds ``cap`` events, else accepted
+    (its occupancy observed). Returns the updated (accepted count, observations, drops, first drop
+    time, max occupancy)."""
+    occ = acc_n - qh
+    if occ >= cap:
+        drops += 1
+        if np.isnan(first_drop):
+            first_drop = ta
+    else:
+        acc[acc_n] = i
+        acc_n += 1
+        obs_t[no] = ta
+        obs_v[no] = occ + 1
+        no += 1
+        if occ + 1 > max_occ:
+            max_occ = occ + 1
+    return acc_n, no, drops, first_drop, max_occ
+
+
 @nb.njit(cache=True)
 def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0):
     INF = np.inf
@@ -252,19 +273,8 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                 ta = at[i]
                 if not ta < lim:
                     break
-                occ = acc_n - qh
-                if occ >= cap:
-                    drops += 1
-                    if np.isnan(first_drop):
-                        first_drop = ta
-                else:
-                    acc[acc_n] = i
-                    acc_n += 1
-                    obs_t[no] = ta
-                    obs_v[no] = occ + 1
-                    no += 1
-                    if occ + 1 > max_occ:
-                        max_occ = occ + 1
+                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops,
+                                                                first_drop, max_occ)
                 i += 1
         # pick the next event
         ta = at[i] if i < N else INF
@@ -282,19 +292,8 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
             break
         if ta == tmin:
             while i < N and at[i] == ta:
-                occ = acc_n - qh
-                if occ >= cap:
-                    drops += 1
-                    if np.isnan(first_drop):
-                        first_drop = ta
-                else:
-                    acc[acc_n] = i
-                    acc_n += 1
-                    obs_t[no] = ta
-                    obs_v[no] = occ + 1
-                    no += 1
-                    if occ + 1 > max_occ:
-                        max_occ = occ + 1
+                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops,
+                                                                first_drop, max_occ)
                 i += 1
             if ts == ta:
                 stopping = True
