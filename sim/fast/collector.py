@@ -245,15 +245,9 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                 g = j - i
                 if g > cap or batch_n + g >= limit:
                     break
-                for e in range(i, j):
-                    occ = acc_n - qh
-                    acc[acc_n] = e
-                    acc_n += 1
-                    obs_t[no] = ta
-                    obs_v[no] = occ + 1
-                    no += 1
-                    if occ + 1 > max_occ:
-                        max_occ = occ + 1
+                for e in range(i, j):  # all accepted: g <= cap and the buffer held none
+                    acc_n, no, drops, first_drop, max_occ = _arrive(e, ta, cap, qh, acc, acc_n, obs_t, obs_v, no,
+                                                                    drops, first_drop, max_occ)
                 qh += g
                 batch_n += g
                 obs_t[no] = ta
