@@ -17,7 +17,8 @@ Agreement required (``tune.commands.fidelity.compare``):
   within 2 % of events_total plus one batch (max-size);
 * batch count: within 2 % plus 1;
 * delivery latency p50 and p99: within 10 % of the oracle's or 20 ms, whichever is larger;
-* max in-flight batches: within 1; events_total: equal.
+* max in-flight batches: within 1 (2 for ``webhook_restart_refuse``: the real code alone gives 47-49 on
+  its trace, measured over six undisturbed oracle runs); events_total: equal.
 
 ``webhook_restart_refuse`` found a simulator gap (attempts in flight when the receiver starts refusing
 connections succeeded in the model, but die in the real client); it is modelled now and the case is a

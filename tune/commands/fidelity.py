@@ -10,7 +10,8 @@ events of :func:`sim.workload.iter_events`) goes through a simulator engine and 
   (``--audit-*-batch-max-size``);
 * ``batches``: ``|sim - oracle| <= 2 % of the larger + 1``;
 * delivery latency ``p50`` and ``p99``: ``|sim - oracle| <= max(10 % of the oracle's, 20 ms)``;
-* ``max_inflight_batches``: ``|sim - oracle| <= 1``;
+* ``max_inflight_batches``: ``|sim - oracle| <= 1`` (2 for ``webhook_restart_refuse``, where the real
+  code itself gives 47-49 on the same trace: measured, see the case);
 * ``events_total``: equal (same trace).
 
 Why these tolerances (the oracle runs in real time on a shared machine, docs/oracle-findings.md):
@@ -53,6 +54,9 @@ class FidelityCase:
     name: str
     regime: str
     scenario: Scenario
+    # |sim - oracle| allowed for max in-flight batches: 1, unless the real code itself spreads wider
+    # on identical input (measured, and said where the case is defined)
+    inflight_tol: int = 1
 
     @property
     def max_batch(self) -> int:
@@ -112,7 +116,12 @@ def cases() -> list[FidelityCase]:
                          rate=1000, duration=3, outages=(Outage(1.0, 1.4, "status", 503),))),
         FidelityCase("webhook_restart_refuse", "the same, but the receiver restarts: connections refused 1.0-1.4 s",
                      _sc([f"{wb}max-size=10", f"{wb}max-wait=50ms", f"{wb}throttle-qps=200", f"{wb}throttle-burst=10"],
-                         rate=1000, duration=3, outages=(Outage(1.0, 1.4, "refuse"),))),
+                         rate=1000, duration=3, outages=(Outage(1.0, 1.4, "refuse"),)),
+                     # the real client's connection teardown at the restart decides, to the
+                     # millisecond, which attempts die or are retried after a delivered 2xx: six
+                     # undisturbed oracle runs of this same trace gave max in-flight 47, 47, 48, 48,
+                     # 48, 49 (webhook_fail_recover, 503s instead: 46 every time), so 2, not 1
+                     inflight_tol=2),
         FidelityCase("webhook_down", "receiver answers 503 throughout: every batch dropped after 5 attempts",
                      _sc([f"{wb}max-size=50", f"{wb}max-wait=200ms"], rate=200, duration=3,
                          outages=(Outage(0.0, 60.0, "status", 503),))),
@@ -192,7 +201,7 @@ def compare(case: FidelityCase, sim: dict[str, Any], orc: dict[str, Any]) -> lis
     for q in ("p50", "p99"):
         a, b = sim["delivery_latency_seconds"][q], orc["delivery_latency_seconds"][q]
         add(f"latency.{q}", a, b, max(0.10 * (b or 0.0), 0.020))
-    add("max_inflight_batches", sim["max_inflight_batches"], orc["max_inflight_batches"], 1)
+    add("max_inflight_batches", sim["max_inflight_batches"], orc["max_inflight_batches"], case.inflight_tol)
     if len(orc["instances"]) > 1:
         for si, oi in zip(sim["instances"], orc["instances"]):
             add(f"{oi['name']}.errors.buffered", si["errors"]["buffered"], oi["errors"]["buffered"],
@@ -359,7 +368,7 @@ def doc_text(rows: list[Row], results: list[dict[str, Any]], engine: str, cmd: s
         "- drops (`errors.buffered`, `errors.webhook`): 2 % of events_total + one batch (max-size)",
         "- `batches`: 2 % + 1",
         "- delivery latency p50 / p99: 10 % of the oracle's or 20 ms, whichever is larger",
-        "- `max_inflight_batches`: 1\n",
+        "- `max_inflight_batches`: 1 (2 for `webhook_restart_refuse`: six oracle runs of its trace gave 47-49)\n",
         "## Scenarios\n",
         "| scenario | regime | oracle arrival lag p99 / max / stall probe max | oracle wall |",
         "|---|---|---|---|",
@@ -391,9 +400,11 @@ READING = """## Reading the table
 - `log_sync_slow`: the oracle's modelled log write is a Go `time.Sleep`, which overshoots 50 ms by
   0.5-5 ms on this loaded machine, so the sync collector drains 1-2 % less (one or two batches fewer,
   up to ~45 more drops than the simulator). This is the oracle's model, not the real log backend.
-- `webhook_restart_refuse` (known gap above): the oracle made 388-392 attempts against the simulator's
-  387, and the receiver saw 301 answered POSTs for 300 batches (10 duplicate deliveries): a connection
-  closed right after the receiver answered 2xx makes the client retry a delivered batch.
+- `webhook_restart_refuse`: a connection closed right after the receiver answered 2xx makes the client
+  retry a delivered batch (the receiver saw 301 answered POSTs for 300 batches); the simulator models
+  attempts in flight at the restart failing (docs/oracle-findings.md (l)) and makes 390 attempts, the
+  oracle 388-392. The real code's max in-flight batches alone varies 47-49 between runs of this trace
+  (6 undisturbed runs), hence its tolerance of 2.
 - Not measured by the oracle (0 in `tune simulate --engine oracle`): buffer occupancy, peak memory,
   throttle wait; `first_drop_seconds` only for webhook drops.
 - A replay is *disturbed* when the arrival lag p99 > 5 ms, its max > 25 ms or the stall probe > 20 ms;
