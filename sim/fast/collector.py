@@ -230,11 +230,7 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
             # (a) an open window with room: a group of arrivals at one instant strictly before the
             # deadline, the stop and the horizon is accepted, then taken into the batch at once,
             # as long as it neither overflows the buffer nor fills the batch
-            lim = deadline
-            if final and t_stop < lim:
-                lim = t_stop
-            if horizon < lim:
-                lim = horizon
+            lim = min(deadline, min(t_stop if final else INF, horizon))
             while i < N:
                 ta = at[i]
                 if not ta < lim:
@@ -258,11 +254,7 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
         elif mode == BLOCKED_DISPATCH or mode == BLOCKED_WRITE:
             # (b) the collector is blocked (throttle or sync write): arrivals strictly before it
             # resumes, the stop and the horizon only enter the buffer or are dropped
-            lim = block_end
-            if final and not stopping and t_stop < lim:
-                lim = t_stop
-            if horizon < lim:
-                lim = horizon
+            lim = min(block_end, min(t_stop if (final and not stopping) else INF, horizon))
             while i < N:
                 ta = at[i]
                 if not ta < lim:
