@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import AuditFlags
-from sim.errors import InputError, NotEnoughData
-from sim.latency import Latency, ndtri
-from sim.receiver import ATTEMPTS, ATTEMPT_TIMEOUT, Receiver
-from sim.scenario import Scenario
-from sim.units import format_duration, parse_duration
-from sim.workload import Arrivals, RateProfile, RequestClass, Workload
+from audit_tune.sim.config import AuditFlags
+from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.sim.latency import Latency, ndtri
+from audit_tune.sim.receiver import ATTEMPTS, ATTEMPT_TIMEOUT, Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.units import format_duration, parse_duration
+from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
 
 FORMAT = "audit-tune-snapshot/v1"
 DEFAULT_EVENT_SIZE = 850  # bytes, spec section 7 (RC, Metadata)
@@ -82,7 +82,7 @@ def snapshot_dict(snap: Any) -> dict[str, Any]:
 def load_snapshot(path: str | Path) -> dict[str, Any]:
     """Load a snapshot file: through ``analysis.snapshot.Snapshot.load`` when it exists, else JSON."""
     try:
-        from analysis.snapshot import Snapshot  # type: ignore[import-not-found]
+        from audit_tune.analysis.snapshot import Snapshot  # type: ignore[import-not-found]
     except ImportError:
         Snapshot = None  # noqa: N806
     if Snapshot is not None:
@@ -561,7 +561,7 @@ class Validation:
 def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
              max_events: int = MAX_VALIDATION_EVENTS) -> Validation:
     """Replay the observed window with the current flags; compare drops with the observed counters."""
-    from sim.api import run
+    from audit_tune.sim.api import run
 
     parts, replayed, partial = replay_ranges(model, flags, max_events)
     pred: dict[str, float] = {k: 0.0 for k in ("buffered", "webhook", "log", "truncate")}

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from sim.errors import InputError, ServiceError
+from audit_tune.basics.errors import InputError, ServiceError
 
 EXECUTORS = ("local", "dask", "dask-local")
 
@@ -89,7 +89,7 @@ def _ignore_sigint() -> bool:
 def _dask_probe(warmup: Callable[[], Any] | None) -> str:
     if warmup is not None:
         warmup()
-    from tune import __version__
+    from audit_tune import __version__
 
     return __version__
 
@@ -170,7 +170,7 @@ class ChunkExecutor:
         except Exception as e:  # noqa: BLE001 - a worker without audit-tune installed, typically
             raise ServiceError(f"Dask workers cannot run audit-tune ({type(e).__name__}: {e}); install the same "
                                f"audit-tune on every worker") from None
-        from tune import __version__
+        from audit_tune import __version__
 
         bad = {w: v for w, v in versions.items() if v != __version__}
         if bad:

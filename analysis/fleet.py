@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from sim.config import AuditFlags
+from audit_tune.sim.config import AuditFlags
 
 
 def split_by_cluster(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -31,8 +31,8 @@ def split_by_cluster(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _one(item: tuple[str, dict[str, Any], list[str], str, Any, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Top-level (picklable) task: one cluster's report."""
-    from analysis.recommend import build_report
-    from sim.config import parse_flags
+    from audit_tune.analysis.recommend import build_report
+    from audit_tune.sim.config import parse_flags
 
     cluster, sub, flags, csrc, obj, seed, source = item
     current = parse_flags(flags, ignore_unknown=True, source="current flags")
@@ -44,8 +44,8 @@ def recommend_fleet(snap: dict[str, Any], current: AuditFlags, current_source: s
                     source: dict[str, Any] | None = None, executor: str = "local", jobs: int | None = None,
                     scheduler: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Reports for every cluster, and a summary row per cluster."""
-    from analysis.executors import map_points
-    from tune import __version__
+    from audit_tune.analysis.executors import map_points
+    from audit_tune import __version__
 
     log = log or (lambda s: None)
     groups = split_by_cluster(snap)

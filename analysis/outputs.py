@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from sim.config import AuditFlags, parse_flags
-from sim.errors import InputError
-from sim.units import format_duration, format_size
-from tune.output import formatter
+from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import format_duration, format_size
+from audit_tune.basics.output import formatter
 
 POLICY_PATH = "/etc/kubernetes/policies/audit-policy.yaml"
 WEBHOOK_KUBECONFIG = "/etc/kubernetes/audit/webhook.kubeconfig"

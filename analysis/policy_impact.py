@@ -38,11 +38,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from analysis.policy.catalog import USER_KINDS, UserKind
-from analysis.policy.matcher import LONG_RUNNING_SUBRESOURCES, RequestAttributes, decide, stages_emitted
-from analysis.policy.model import LEVELS, STAGES, Policy
-from sim.errors import InputError, NotEnoughData
-from sim.workload import DEFAULT_SIZES
+from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
+from audit_tune.analysis.policy.matcher import LONG_RUNNING_SUBRESOURCES, RequestAttributes, decide, stages_emitted
+from audit_tune.analysis.policy.model import LEVELS, STAGES, Policy
+from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.sim.workload import DEFAULT_SIZES
 
 MIX_FORMAT = "audit-tune-request-mix/v1"
 DEFAULT_ASSUME_USER = "serviceaccount"
@@ -454,7 +454,7 @@ def observed(inst: dict[str, Any], seconds: float) -> dict[str, Any]:
     err = inst.get("errors_increase") or {}
     sent = ev - float(err.get("buffered") or 0.0) - float(err.get("truncate") or 0.0)
     if ssum > 0 and scount > 0 and sent > 0:
-        from analysis.calibrate import ENVELOPE_BYTES
+        from audit_tune.analysis.calibrate import ENVELOPE_BYTES
 
         out["mean_event_bytes"] = max(ssum - ENVELOPE_BYTES * scount, 1.0) / sent
         out["mean_event_bytes_source"] = "rest_client_request_size_bytes (webhook POST bodies) / events sent"
@@ -482,7 +482,7 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
                   assume_user: str = DEFAULT_ASSUME_USER, source: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per instance: the estimate for ``policy`` (and ``against``), ranges, peak, and the check of the
     policy in force (``against`` if given, else ``policy``) against the observed counters."""
-    from tune import __version__
+    from audit_tune import __version__
 
     mix = RequestMix.from_snapshot(snap, (source or {}).get("snapshot", "snapshot"))
     window = ((snap.get("source") or {}).get("window") or {})
@@ -580,7 +580,7 @@ def project_snapshot(snapshot: Any, policy: Policy, current_policy: Policy | Non
     so that the per-event size follows the new levels. Observed drops (``errors_increase``) belong to
     the old load and are cleared. The result carries ``projection`` (per-instance factors and notes).
     """
-    from analysis.calibrate import snapshot_dict
+    from audit_tune.analysis.calibrate import snapshot_dict
 
     snap = copy.deepcopy(snapshot_dict(snapshot))
     mix = RequestMix.from_snapshot(snap)
@@ -780,7 +780,7 @@ def project_for_recommend(snap: dict[str, Any], policy_path: str, *, snapshot_pa
     import json
     from pathlib import Path
 
-    from analysis.policy import load_policy
+    from audit_tune.analysis.policy import load_policy
 
     new = load_policy(policy_path)
     cur = load_policy(current_policy_path) if current_policy_path else None
@@ -793,7 +793,7 @@ def project_for_recommend(snap: dict[str, Any], policy_path: str, *, snapshot_pa
             if "request_mix" in raw:
                 snap = {**snap, "request_mix": raw["request_mix"]}
         elif prom is not None and getattr(prom, "url", None):
-            from analysis.prom import PromClient
+            from audit_tune.analysis.prom import PromClient
 
             snap = add_request_mix(copy.deepcopy(snap), PromClient(prom))
     out = project_snapshot(snap, new, cur)

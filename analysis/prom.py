@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from analysis.snapshot import (ERROR_PLUGINS, LEVELS, Errors, Histogram, InstanceData, Missing, PeakSeries, Series,
+from audit_tune.analysis.snapshot import (ERROR_PLUGINS, LEVELS, Errors, Histogram, InstanceData, Missing, PeakSeries, Series,
                                Snapshot, Source, Webhook, Window)
-from sim.errors import InputError, NotEnoughData, ServiceError, TimeoutExceeded
-from sim.units import format_duration, parse_duration
+from audit_tune.basics.errors import InputError, NotEnoughData, ServiceError, TimeoutExceeded
+from audit_tune.sim.units import format_duration, parse_duration
 
 WINDOW = "__WINDOW__"       # placeholder for the whole window's range in window-wide queries
 MAX_POINTS = 11000          # Prometheus refuses query_range answers above 11,000 points per series
@@ -538,7 +538,7 @@ def _key(labels: dict[str, str], cl: str | None) -> tuple[str, str]:
 def take_snapshot(client: PromClient, req: SnapshotRequest, log: Callable[[str], None] = lambda m: None,
                   now: float | None = None) -> Snapshot:
     """Query Prometheus and build the snapshot (see docs/snapshot.md)."""
-    from tune import __version__
+    from audit_tune import __version__
 
     s = client.s
     client.log = log

@@ -31,11 +31,11 @@ from typing import Any, Callable
 import numba as nb
 import numpy as np
 
-from analysis.calibrate import InstanceModel, lognormal_quantile
-from sim.config import AuditFlags, BatchOptions, fmt_float
-from sim.errors import InputError
-from sim.receiver import ATTEMPTS
-from sim.units import format_duration, format_size, parse_duration, parse_size
+from audit_tune.analysis.calibrate import InstanceModel, lognormal_quantile
+from audit_tune.sim.config import AuditFlags, BatchOptions, fmt_float
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.receiver import ATTEMPTS
+from audit_tune.sim.units import format_duration, format_size, parse_duration, parse_size
 
 MAX_SIZES = (50, 100, 200, 250, 400, 500, 800, 1000, 2000)
 WAITS = (30.0, 20.0, 10.0, 5.0, 2.0, 1.0)
@@ -233,7 +233,7 @@ def _batch_count(rates: np.ndarray, step: float, max_size: int, wait: float) -> 
 # Simulation tasks (picklable, for the process pool)
 # ------------------------------------------------------------------------------------------------
 def _sim_task(args: tuple) -> dict[str, Any]:
-    from sim.api import run
+    from audit_tune.sim.api import run
 
     model, flags, seed, scale, lo, hi, shape, engine = args
     d = run(model.scenario(flags, seed, scale=scale, start=lo, stop=hi, shape=shape), engine=engine).to_dict(series=False)
@@ -577,8 +577,8 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
                   log: Callable[[str], None] | None = None) -> tuple[list[InstanceModel], list[Any], list[dict[str, str]]]:
     """Calibrate and validate every instance. Returns (models, validations, skipped instances with why).
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""
-    from analysis.calibrate import calibrate, validate, with_sigma
-    from sim.errors import NotEnoughData
+    from audit_tune.analysis.calibrate import calibrate, validate, with_sigma
+    from audit_tune.basics.errors import NotEnoughData
 
     log = log or (lambda s: None)
     models, vals, skipped = [], [], []
@@ -591,7 +591,7 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
         log(f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
             f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
         if current.webhook.mode != "batch":
-            from analysis.calibrate import Validation
+            from audit_tune.analysis.calibrate import Validation
 
             models.append(m)
             vals.append(Validation(name, "not replayed", m.events_increase, 0.0, dict(m.errors_increase),
@@ -610,7 +610,7 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
         models.append(m)
         vals.append(v)
     if not models:
-        from analysis.calibrate import missing_items
+        from audit_tune.analysis.calibrate import missing_items
 
         reasons = [f"{s['instance']}: {s['why']}" for s in skipped] + missing_items(snap)
         raise NotEnoughData("not enough data to recommend: " + ("; ".join(reasons) if reasons else
@@ -621,7 +621,7 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
 def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Objective,
                  seed: int = 1, source: dict[str, Any] | None = None, engine: str = "fast",
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from tune import __version__
+    from audit_tune import __version__
 
     log = log or (lambda s: None)
     obj = objective.validated()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 FORMAT = "audit-tune-snapshot/v1"
 ERROR_PLUGINS = ("buffered", "webhook", "log", "truncate")
@@ -116,7 +116,7 @@ class Histogram:
 
     def quantile(self, q: float) -> float | None:
         """``histogram_quantile`` semantics (linear inside a bucket); None when empty."""
-        from loadgen.metrics_text import bucket_quantile
+        from audit_tune.loadgen.metrics_text import bucket_quantile
 
         return bucket_quantile(q, list(zip(self.le, self.cum)))
 
@@ -398,7 +398,7 @@ class Snapshot:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temp file in the same folder, fsync, rename."""
-        from tune.output import write_atomic
+        from audit_tune.basics.output import write_atomic
 
         write_atomic(Path(path), self.dumps())
 

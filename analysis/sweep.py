@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
-from analysis.sweep_spec import SweepSpec, build_point, input_id, point_id
-from sim.errors import InputError, ServiceError, TuneError
+from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
+from audit_tune.analysis.sweep_spec import SweepSpec, build_point, input_id, point_id
+from audit_tune.basics.errors import InputError, ServiceError, TuneError
 
 JOURNAL = "journal.jsonl"
 RESULT_FIELDS = [
@@ -74,8 +74,8 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
     Never raises for a bad point: the error text is the result."""
     try:
-        from sim.api import run
-        from sim.scenario import Scenario
+        from audit_tune.sim.api import run
+        from audit_tune.sim.scenario import Scenario
 
         cpu0 = time.thread_time()  # this thread only: a Dask worker has other busy threads
         sc = Scenario.from_dict(task["scenario"], source=f"point {task['id']}").validate()
@@ -89,8 +89,8 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
 def warmup() -> None:
     """Import the engine and load its compiled code once per worker process."""
-    from sim.api import run
-    from sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
+    from audit_tune.sim.api import run
+    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
 
     sc = build_scenario(build_flags([]), WorkloadOptions(rate="100", duration="1s"), ReceiverOptions())
     run(sc, engine="fast")
@@ -248,8 +248,8 @@ def to_jsonl(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 def write_tables(out_dir: Path, spec: SweepSpec, points: list[Point], done: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Rebuild results.csv / results.jsonl / (results.parquet) / summary.{json,txt} from the journal rows."""
-    from analysis.sweep_summary import summarize, summary_text
-    from tune.output import write_atomic
+    from audit_tune.analysis.sweep_summary import summarize, summary_text
+    from audit_tune.basics.output import write_atomic
 
     rows = table_rows(points, done)
     cols = columns(spec)
@@ -383,8 +383,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
 
 
 def _write_meta(out: Path, spec: SweepSpec, report: SweepReport) -> None:
-    from tune import __version__
-    from tune.output import write_atomic
+    from audit_tune import __version__
+    from audit_tune.basics.output import write_atomic
 
     meta = {"tool_version": __version__, "spec": spec.to_dict(), "points": report.total,
             "finished": report.total - report.remaining, "errors": report.errors}

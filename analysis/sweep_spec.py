@@ -35,9 +35,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim.config import FLAGS_BY_NAME, _parse_bool, _parse_dur, _parse_float32, _parse_int
-from sim.errors import InputError
-from sim.units import parse_duration, parse_rate, parse_size
+from audit_tune.sim.config import FLAGS_BY_NAME, _parse_bool, _parse_dur, _parse_float32, _parse_int
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import parse_duration, parse_rate, parse_size
 
 SAMPLERS = ("grid", "random", "lhs")
 TOP_KEYS = ("base", "axes", "sample", "n", "sample_seed", "seeds", "seed", "engine")
@@ -254,7 +254,7 @@ class SweepSpec:
                     raise fail(("axes", a.key or a.name), "a range on a grid needs steps: K (or use sample: random / lhs)")
         if self.seeds < 1:
             raise fail(("seeds",), f"{self.seeds}: must be >= 1")
-        from sim.api import ENGINES
+        from audit_tune.sim.api import ENGINES
 
         if self.engine not in ENGINES:
             raise fail(("engine",), f"{self.engine!r}: use one of {', '.join(ENGINES)}")
@@ -291,8 +291,8 @@ class SweepSpec:
 # ---- building a scenario from one point ------------------------------------------------------------
 def build_point(inputs: dict[str, Any], seed: int, root: Path | None = None):
     """Inputs (canonical names) + seed -> a validated Scenario. Raises InputError."""
-    from sim.build import ReceiverOptions, WorkloadOptions, build_scenario
-    from sim.config import parse_flags
+    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
+    from audit_tune.sim.config import parse_flags
 
     flag_args = [f"--{k}={_fmt(v)}" for k, v in inputs.items() if is_flag(k)]
     flags = parse_flags(flag_args, source="sweep point")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from analysis.sweep_spec import NUMERIC, SweepSpec, is_flag, kind_of, numeric_value
+from audit_tune.analysis.sweep_spec import NUMERIC, SweepSpec, is_flag, kind_of, numeric_value
 
 PARETO_LIMIT = 25
 

@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 
-from sim.api import run
-from sim.config import parse_flags
-from sim.latency import Latency
-from sim.receiver import LogWriter, Receiver
-from sim.scenario import Scenario
-from sim.workload import Arrivals, RateProfile, RequestClass, Workload
+from audit_tune.sim.api import run
+from audit_tune.sim.config import parse_flags
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import LogWriter, Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
 
 ONE = (RequestClass("rc", level="Metadata", omit_stages=frozenset({"RequestReceived"})),)
 
@@ -72,9 +72,9 @@ def gen_only(n: int, rate: float) -> None:
 def day_run() -> dict:
     code = r"""
 import json, resource, time
-from sim.api import run
-from sim.scenario import Scenario
-from sim.workload import Arrivals, RateProfile, RequestClass, Workload
+from audit_tune.sim.api import run
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
 w = Workload(Arrivals("poisson", RateProfile.constant(10000)), 86400.0,
              (RequestClass("rc", level="Metadata", omit_stages=frozenset({"RequestReceived"})),))
 t = time.perf_counter(); d = run(Scenario(workload=w), engine="fast").to_dict(series=False); el = time.perf_counter() - t

@@ -27,8 +27,8 @@ import subprocess
 import sys
 import time
 
-from loadgen.kubetarget import from_flags
-from loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory
+from audit_tune.loadgen.kubetarget import from_flags
+from audit_tune.loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory
 
 
 def bench_sink(batches: int = 40, batch_size: int = 400, clients: int = 4) -> dict:
@@ -39,7 +39,7 @@ def bench_sink(batches: int = 40, batch_size: int = 400, clients: int = 4) -> di
 
     import requests
 
-    from loadgen.sink import SinkConfig, SinkProcess
+    from audit_tune.loadgen.sink import SinkConfig, SinkProcess
 
     ev = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a" * 36,
           "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/configmaps/x?timeout=30s",
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output")
     args = ap.parse_args(argv)
 
-    srv = subprocess.Popen([sys.executable, "-m", "loadgen.fakeapi", "--workers", str(args.server_workers)], stdout=subprocess.PIPE, text=True,
+    srv = subprocess.Popen([sys.executable, "-m", "audit_tune.loadgen.fakeapi", "--workers", str(args.server_workers)], stdout=subprocess.PIPE, text=True,
                            start_new_session=True)
     try:
         url = srv.stdout.readline().strip()  # type: ignore[union-attr]

@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from analysis.fixtures import Inst, Scenario, _bursty, _diurnal, backfill, write_scenario
-from loadgen.prometheus import Prometheus, scrape_config
-from tune.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from promfixtures import Inst, Scenario, _bursty, _diurnal, backfill, write_scenario  # noqa: E402
+from audit_tune.loadgen.prometheus import Prometheus, scrape_config
+from audit_tune.cli.app import main
 
 
 def quiet(args: list[str]) -> tuple[int, float]:

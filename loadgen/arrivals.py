@@ -33,8 +33,8 @@ from typing import Iterator
 
 import numpy as np
 
-from sim.errors import InputError
-from sim.units import parse_duration, parse_rate
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import parse_duration, parse_rate
 
 SPACINGS = ("constant", "poisson")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen import metrics_text as mt
+from audit_tune.loadgen import metrics_text as mt
 
 AUDIT_METRICS = ("apiserver_audit_event_total", "apiserver_audit_error_total", "apiserver_audit_level_total",
                  "apiserver_audit_requests_rejected_total")

@@ -198,7 +198,7 @@ def serve_forever(port: int = 0, trivial: bool = True, workers: int = 1) -> None
             await web.SockSite(runner, s, backlog=4096).start()
         await asyncio.Event().wait()
 
-    from loadgen.loadtest import loop_factory
+    from audit_tune.loadgen.loadtest import loop_factory
 
     def run(s: socket.socket) -> None:
         with asyncio.Runner(loop_factory=loop_factory()) as r:

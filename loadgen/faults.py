@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.errors import InputError
-from sim.units import format_duration, parse_duration, parse_size
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import format_duration, parse_duration, parse_size
 
 OUTAGE_MODES = ("refuse", "hang")
 _Z99 = 2.3263478740408408  # standard normal quantile at 0.99

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 OVERRIDE_FLAG = "--i-understand-this-is-not-a-test-cluster"
 _SECRET_KEYS = re.compile(r"(?:token|password|passwd|secret|authorization|bearer|client-key-data|private)", re.I)

@@ -35,10 +35,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from loadgen.local import DEFAULT_POLICY, STATE_FILE, _check_name, default_state_root, write_kubeconfig
-from loadgen.procs import cache_dir
-from sim.config import AuditFlags
-from sim.errors import BuildMissingError, InputError, ServiceError
+from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, _check_name, default_state_root, write_kubeconfig
+from audit_tune.loadgen.procs import cache_dir
+from audit_tune.sim.config import AuditFlags
+from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
 
 KubeadmAPI = Literal["auto", "v1beta3", "v1beta4"]
 AUDIT_DIR = "/etc/kubernetes/audit"

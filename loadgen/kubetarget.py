@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 OVERRIDE_FLAG = "--i-understand-this-is-not-a-test-cluster"
 
@@ -194,7 +194,7 @@ def check_safe(target: Target, override: bool) -> str:
     From a kubeconfig: a cluster audit-tune created, or a loopback server with a ``kind-*`` /
     ``audit-tune-*`` context. From ``--server``: a loopback server.
     """
-    from loadgen import guard
+    from audit_tune.loadgen import guard
 
     if target.kubeconfig:
         kind = guard.check_target(target.kubeconfig, target.context, override).kind

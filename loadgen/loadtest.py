@@ -43,13 +43,13 @@ import aiohttp
 import numpy as np
 from yarl import URL
 
-from loadgen import metrics_text as mt
-from loadgen.arrivals import Schedule, parse_profile
-from loadgen.audit_metrics import audit_delta
-from loadgen.kubetarget import Target
-from loadgen.mix import DEFAULT_MIX, RESOURCES, RUN_LABEL, VERBS, Mix, make_object, make_patch
-from loadgen.record import FORMAT, ST_CANCELLED, ST_ERROR, ST_TIMEOUT, Trace, summarize
-from sim.errors import InputError, ServiceError
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.arrivals import Schedule, parse_profile
+from audit_tune.loadgen.audit_metrics import audit_delta
+from audit_tune.loadgen.kubetarget import Target
+from audit_tune.loadgen.mix import DEFAULT_MIX, RESOURCES, RUN_LABEL, VERBS, Mix, make_object, make_patch
+from audit_tune.loadgen.record import FORMAT, ST_CANCELLED, ST_ERROR, ST_TIMEOUT, Trace, summarize
+from audit_tune.basics.errors import InputError, ServiceError
 
 V_CREATE, V_GET, V_LIST, V_UPDATE, V_PATCH, V_DELETE, V_WATCH = range(len(VERBS))
 JSON = {"Content-Type": "application/json"}
@@ -292,7 +292,7 @@ class LoadTest:
     async def _sink_stats(self) -> dict[str, Any] | None:
         if not self.cfg.sink_url:
             return None
-        from loadgen.sink import fetch_stats
+        from audit_tune.loadgen.sink import fetch_stats
 
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -474,7 +474,7 @@ class LoadTest:
     def _record(self, start_unix: float, end_unix: float, elapsed: float, cpu: float,
                 m_before: mt.Metrics | None, m_after: mt.Metrics | None, m_err: str | None,
                 s_before: dict | None, s_after: dict | None) -> dict[str, Any]:
-        from tune import __version__
+        from audit_tune import __version__
 
         duration = self.profile.duration
         summary = summarize(self.trace, duration, self.profile.mean_rate, self.profile.peak_rate, self.cfg.max_lag)
@@ -546,7 +546,7 @@ def _flags(args: tuple[str, ...]) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"args": list(args)}
     try:
-        from sim.config import asdict as flags_asdict, parse_flags
+        from audit_tune.sim.config import asdict as flags_asdict, parse_flags
 
         out["parsed"] = flags_asdict(parse_flags(list(args)))
     except Exception as e:  # noqa: BLE001 - the flags are echoed as given either way

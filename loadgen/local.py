@@ -15,7 +15,7 @@ This is the minimal loopback control plane envtest runs (controller-runtime
 
 Stable API (used by the sink and the load generator; keep it backwards compatible)::
 
-    from loadgen.local import LocalCluster
+    from audit_tune.loadgen.local import LocalCluster
     with LocalCluster("demo", flags=parse_flags(["--audit-webhook-batch-max-size=10"]),
                       sink_url="http://127.0.0.1:8443/audit") as c:
         c.server          # "https://127.0.0.1:<port>"
@@ -74,10 +74,10 @@ from typing import Any, Sequence
 import requests
 import yaml
 
-from loadgen import certs
-from loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
-from sim.config import AuditFlags, parse_flags
-from sim.errors import InputError, ServiceError
+from audit_tune.loadgen import certs
+from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
+from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.basics.errors import InputError, ServiceError
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -448,7 +448,7 @@ class LocalCluster:
         }
 
     def save_state(self) -> None:
-        from tune.output import write_atomic
+        from audit_tune.basics.output import write_atomic
 
         write_atomic(self.state_file, json.dumps(self.to_state(), indent=2) + "\n")
 

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 VERBS = ("create", "get", "list", "update", "patch", "delete", "watch")
 RESOURCES = ("configmaps", "secrets")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sim.errors import BuildMissingError, ServiceError, TimeoutExceeded
+from audit_tune.basics.errors import BuildMissingError, ServiceError, TimeoutExceeded
 
 
 def cache_dir() -> Path:

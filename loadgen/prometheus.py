@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import requests
 import yaml
 
-from loadgen.procs import Proc, free_port, http_session, spawn, stop, wait_until
-from sim.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
+from audit_tune.loadgen.procs import Proc, free_port, http_session, spawn, stop, wait_until
+from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
 
 
 def _which(name: str) -> str:

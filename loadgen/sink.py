@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from loadgen import metrics_text as mt
-from loadgen.faults import Decision, FaultConfig, FaultInjector
-from loadgen.store import EventStore
-from sim.errors import InputError, ServiceError
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.faults import Decision, FaultConfig, FaultInjector
+from audit_tune.loadgen.store import EventStore
+from audit_tune.basics.errors import InputError, ServiceError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -78,7 +78,7 @@ class SinkConfig:
             raise InputError("--tls-cert and --tls-key go together")
         if self.tls_cert and self.tls_generate:
             raise InputError("--tls-cert/--tls-key and --tls-generate are exclusive")
-        from loadgen.store import FSYNC_POLICIES
+        from audit_tune.loadgen.store import FSYNC_POLICIES
 
         if self.fsync not in FSYNC_POLICIES:
             raise InputError(f"--fsync {self.fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
@@ -111,7 +111,7 @@ class SinkConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "SinkConfig":
-        from loadgen.faults import Latency, Outage
+        from audit_tune.loadgen.faults import Latency, Outage
 
         d = json.loads(text)
         f = d.pop("faults")
@@ -168,7 +168,7 @@ class SinkServer:
 
     # ------------------------------------------------------------------ lifecycle
     def _ssl_context(self):
-        from loadgen import sink_tls
+        from audit_tune.loadgen import sink_tls
 
         c = self.config
         if c.tls_generate:
@@ -471,7 +471,7 @@ class SinkProcess:
         self.info: dict[str, Any] = {}
 
     def start(self, timeout: float = 20.0) -> str:
-        self.proc = subprocess.Popen([sys.executable, "-m", "loadgen.sink"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "audit_tune.loadgen.sink"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(self.config.to_json())

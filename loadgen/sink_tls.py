@@ -15,7 +15,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sim.errors import InputError, TuneError
+from audit_tune.basics.errors import InputError, TuneError
 
 GENESIS = "0" * 64
 FSYNC_POLICIES = ("always", "interval", "never")

@@ -46,9 +46,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from loadgen import metrics_text as mt
-from loadgen.mix import RESOURCES, VERBS
-from loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.mix import RESOURCES, VERBS
+from audit_tune.loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS
 
 COUNT_REL = 0.05  # count tolerance: 5% of observed events_total ...
 # ... plus one batch (max-batch-size events); see docs/verification.md.
@@ -258,13 +258,13 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
     why = ""
     if policy_path:
         try:
-            from analysis.policy import load_policy
+            from audit_tune.analysis.policy import load_policy
 
             policy = load_policy(policy_path)
         except Exception as e:  # noqa: BLE001 - any failure falls back to the measured ratio
             why = f"{type(e).__name__}: {e}"
     if policy is not None:
-        from analysis.policy import RequestAttributes, evaluate, stages_emitted
+        from audit_tune.analysis.policy import RequestAttributes, evaluate, stages_emitted
 
         verbs = np.array(tr.verb)
         ress = np.array(tr.resource)
@@ -315,7 +315,7 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
 
 
 def receiver_latency(samples: np.ndarray | None, stats: dict | None) -> tuple[Any, str]:
-    from sim.latency import Latency
+    from audit_tune.sim.latency import Latency
 
     x = np.asarray(samples if samples is not None else [], dtype=float)
     x = x[np.isfinite(x) & (x >= 0)]
@@ -335,7 +335,7 @@ def receiver_latency(samples: np.ndarray | None, stats: dict | None) -> tuple[An
 def receiver_faults(faults: Any, offset: float) -> tuple[float, int, tuple, int, list[str]]:
     """The sink's :class:`loadgen.faults.FaultConfig` in simulator terms; ``offset`` = sink start -
     window start (s), so a sink-relative outage ``[a, b)`` is ``[a + offset, b + offset)`` in the run."""
-    from sim.receiver import Outage
+    from audit_tune.sim.receiver import Outage
 
     notes: list[str] = []
     if faults is None:
@@ -404,11 +404,11 @@ def verify_run(record: dict[str, Any], trace: Any, *, flags: Any = None, policy:
                seeds: int | None = None, sink_stats: tuple[dict, dict] | None = None) -> dict[str, Any]:
     """Replay the run through the simulator and compare; returns the report (``ok``, ``failures``,
     ``rows``, ``exit_code``). ``quiet`` is :func:`accounting` over the whole run, if measured."""
-    from sim.api import run as sim_run
-    from sim.config import parse_flags
-    from sim.receiver import Receiver
-    from sim.scenario import Scenario
-    from sim.workload import Arrivals, RequestClass, Workload
+    from audit_tune.sim.api import run as sim_run
+    from audit_tune.sim.config import parse_flags
+    from audit_tune.sim.receiver import Receiver
+    from audit_tune.sim.scenario import Scenario
+    from audit_tune.sim.workload import Arrivals, RequestClass, Workload
 
     tr = trace if isinstance(trace, TraceRows) else TraceRows.of(trace)
     if flags is None:
@@ -631,8 +631,8 @@ def verify_live(record: dict[str, Any], trace: Any, target: Any, sink_url: str, 
                 max_drops: float = 0, quiet_timeout: float = 120.0) -> dict[str, Any]:
     """The CLI path: wait for the pipeline to go quiet, read the counters again (``a0``/``s0`` were
     read before the run's setup), fetch the sink's latencies and store, and :func:`verify_run`."""
-    from loadgen.sink import fetch_stats
-    from sim.config import parse_flags
+    from audit_tune.loadgen.sink import fetch_stats
+    from audit_tune.sim.config import parse_flags
 
     flags = parse_flags(list((record.get("flags") or {}).get("args") or []))
     retries = True if faults is not None and (faults.error_rate or faults.outages or faults.hang_rate) else None

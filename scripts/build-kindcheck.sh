@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Build the strict kind-config checker (loadgen/kindcheck) and the kind CLI (sigs.k8s.io/kind,
+# Build the strict kind-config checker (go/kindcheck) and the kind CLI (sigs.k8s.io/kind,
 # same pinned version) into ${AUDIT_TUNE_CACHE:-$HOME/.cache/audit-tune}/bin.
-# Rebuilt only when missing or when loadgen/kindcheck/{go.mod,go.sum,*.go} changed.
+# Rebuilt only when missing or when go/kindcheck/{go.mod,go.sum,*.go} changed.
 # Usage: scripts/build-kindcheck.sh [kindcheck] [kind]   (default: both); FORCE=1 to rebuild.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${AUDIT_TUNE_CACHE:-$HOME/.cache/audit-tune}"
 BIN="$CACHE/bin"
-MOD="$ROOT/loadgen/kindcheck"
+MOD="$ROOT/go/kindcheck"
 mkdir -p "$BIN"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 

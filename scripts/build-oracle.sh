@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Build the Go oracle (sim/oracle) into a cache outside the repository:
+# Build the Go oracle (go/oracle) into a cache outside the repository:
 #   ${AUDIT_TUNE_CACHE:-$HOME/.cache/audit-tune}/bin/audit-tune-oracle
-# It is rebuilt only when the hash of sim/oracle/{go.mod,go.sum,*.go} changes; the hash is kept
+# It is rebuilt only when the hash of go/oracle/{go.mod,go.sum,*.go} changes; the hash is kept
 # next to the binary (audit-tune-oracle.sha256). Modules come from the Go module proxy.
 # Usage: bash scripts/build-oracle.sh [--force]
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-src="$repo/sim/oracle"
+src="$repo/go/oracle"
 cache="${AUDIT_TUNE_CACHE:-$HOME/.cache/audit-tune}"
 bin="$cache/bin/audit-tune-oracle"
 stamp="$bin.sha256"

@@ -47,7 +47,7 @@ build() {
 }
 
 build_kube_apiserver() {
-  local moddir="$ROOT/loadgen/build/kube-apiserver" ver major minor
+  local moddir="$ROOT/go/build/kube-apiserver" ver major minor
   ver="$(cd "$moddir" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
   major="${ver#v}"; major="${major%%.*}"
   minor="${ver#v*.}"; minor="${minor%%.*}"
@@ -60,7 +60,7 @@ build_kube_apiserver() {
 }
 
 build_etcd() {
-  build etcd "$ROOT/loadgen/build/etcd" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3
+  build etcd "$ROOT/go/build/etcd" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3
 }
 
 targets=("$@")

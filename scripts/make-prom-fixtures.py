@@ -17,9 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from analysis.fixtures import backfill, scenarios, write_scenario  # noqa: E402
+from promfixtures import backfill, scenarios, write_scenario  # noqa: E402
 
 
 def main() -> int:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from sim.config import AuditFlags, load_flags_file, parse_flags
-from sim.errors import InputError
-from sim.latency import parse_latency
-from sim.receiver import LogWriter, Outage, Receiver
-from sim.scenario import Scenario
-from sim.units import parse_duration, parse_rate, parse_size
-from sim.workload import (STAGES, Arrivals, OnOff, RateProfile, RequestClass, Workload, read_rate_series,
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.latency import parse_latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.units import parse_duration, parse_rate, parse_size
+from audit_tune.sim.workload import (STAGES, Arrivals, OnOff, RateProfile, RequestClass, Workload, read_rate_series,
                           read_trace)
 
 # The built-in demo: 6,000 audit events/s on one apiserver for 2 minutes, default flags.

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from sim.errors import InputError
-from sim.units import format_duration, parse_duration
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import format_duration, parse_duration
 
 MODES = ("batch", "blocking", "blocking-strict")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.errors import InputError
-from sim.units import format_duration, parse_duration
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import format_duration, parse_duration
 
 _Z99 = 2.3263478740408408  # standard normal 0.99 quantile
 

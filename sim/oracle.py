@@ -1,6 +1,6 @@
 """Run the Go oracle: the REAL ``k8s.io/apiserver`` (v0.37.2) audit backends, replayed in real time.
 
-The oracle (``sim/oracle/``, built by ``bash scripts/build-oracle.sh`` into
+The oracle (``go/oracle/``, built by ``bash scripts/build-oracle.sh`` into
 ``${AUDIT_TUNE_CACHE:-~/.cache/audit-tune}/bin/audit-tune-oracle``) takes one
 ``audit-tune-trace/v1`` document and returns one result document; both are described in
 ``docs/oracle-io.md``.
@@ -42,7 +42,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sim.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
+from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
 
 __all__ = ["oracle_binary", "run_oracle", "cache_dir", "TRACE_FORMAT"]
 

@@ -36,11 +36,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim.errors import InputError
-from sim.oracle import TRACE_FORMAT, run_oracle
-from sim.result import BackendStats, InstanceStats, Result
-from sim.scenario import Scenario
-from sim.workload import LEVELS, iter_events
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.oracle import TRACE_FORMAT, run_oracle
+from audit_tune.sim.result import BackendStats, InstanceStats, Result
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.workload import LEVELS, iter_events
 
 ENGINE = "oracle"
 NOT_MEASURED = ("max_buffer_occupancy", "occupancy", "peak_memory_bytes", "throttle_wait_seconds_total")
@@ -200,7 +200,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
         st.end_time = end
     if progress:
         progress(1.0)
-    from sim.reference.engine import _config
+    from audit_tune.sim.reference.engine import _config
 
     extra = {"oracle": {
         name: {k: out.get(k) for k in ("delegate", "versions", "arrival_lag_seconds", "stall_seconds", "checks", "cpu_seconds",

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim import rng
-from sim.latency import Latency
+from audit_tune.sim import rng
+from audit_tune.sim.latency import Latency
 
 ATTEMPTS = 5
 BACKOFF_FACTOR = 1.5

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.stats import Quantiles, SeriesMax
-from sim.workload import LEVELS
+from audit_tune.sim.stats import Quantiles, SeriesMax
+from audit_tune.sim.workload import LEVELS
 
 PLUGINS = ("buffered", "webhook", "log", "truncate")
 BATCH_SIZES_LIMIT = 100_000  # keep the full sequence up to this many batches

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sim.config import AuditFlags, flags_from_options
-from sim.errors import InputError
-from sim.latency import Latency, parse_latency
-from sim.receiver import LogWriter, Outage, Receiver
-from sim.units import format_duration, parse_duration
-from sim.workload import Arrivals, OnOff, RateProfile, RequestClass, Workload
+from audit_tune.sim.config import AuditFlags, flags_from_options
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.latency import Latency, parse_latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.units import format_duration, parse_duration
+from audit_tune.sim.workload import Arrivals, OnOff, RateProfile, RequestClass, Workload
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 _DUR_UNITS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,

@@ -30,8 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
-from sim import kernels, rng
-from sim.errors import InputError
+from audit_tune.sim import kernels, rng
+from audit_tune.basics.errors import InputError
 
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 RR, RS, RC, PANIC = 0, 1, 2, 3

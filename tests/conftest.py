@@ -42,7 +42,7 @@ def _run_script(script: str, *args: str, timeout: float = 3600) -> None:
 @pytest.fixture(scope="session")
 def stack_binaries() -> dict[str, Path]:
     """kube-apiserver and etcd in the cache (built by scripts/build-stack.sh if missing)."""
-    from loadgen.procs import cache_dir
+    from audit_tune.loadgen.procs import cache_dir
 
     _run_script("build-stack.sh")
     b = cache_dir() / "bin"
@@ -52,7 +52,7 @@ def stack_binaries() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def kindcheck_binary() -> Path:
     """The strict kind-config checker (built by scripts/build-kindcheck.sh if missing)."""
-    from loadgen.procs import cache_dir
+    from audit_tune.loadgen.procs import cache_dir
 
     _run_script("build-kindcheck.sh", "kindcheck")
     return cache_dir() / "bin" / "kindcheck"
@@ -121,8 +121,8 @@ def audit_receiver():
 @pytest.fixture(scope="session")
 def local_stack(stack_binaries, tmp_path_factory):
     """One LocalCluster for the session, webhook to an AuditReceiver, flushing every second."""
-    from loadgen.local import LocalCluster
-    from sim.config import parse_flags
+    from audit_tune.loadgen.local import LocalCluster
+    from audit_tune.sim.config import parse_flags
 
     recv = AuditReceiver()
     flags = parse_flags(["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=50"])
@@ -143,6 +143,6 @@ def local_stack(stack_binaries, tmp_path_factory):
 @pytest.fixture
 def tune_main():
     """``tune.cli.main``: run a command in-process, returning its exit code."""
-    from tune.cli import main
+    from audit_tune.cli.app import main
 
     return main

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sim.api import run
-from sim.config import parse_flags
-from sim.latency import Latency
-from sim.receiver import LogWriter, Outage, Receiver
-from sim.scenario import Scenario
-from sim.workload import Arrivals, RateProfile, RequestClass, Workload
+from audit_tune.sim.api import run
+from audit_tune.sim.config import parse_flags
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
 
 ONE_EVENT = RequestClass("one", level="Metadata", omit_stages=frozenset({"RequestReceived"}), sizes=(1000, 1000, 1000, 1000))
 

@@ -1,7 +1,7 @@
 import pytest
 
-from sim.config import AuditFlags, load_flags_file, parse_flags
-from sim.errors import InputError
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
+from audit_tune.basics.errors import InputError
 
 
 def test_defaults_are_upstream():
@@ -88,7 +88,7 @@ spec:
 
 
 def test_float32_qps_prints_shortest_round_trip():
-    from sim.config import fmt_float
+    from audit_tune.sim.config import fmt_float
 
     assert fmt_float(0.8) == "0.8" and fmt_float(10) == "10" and fmt_float(77.7) == "77.7"
     f = parse_flags(["--audit-webhook-batch-throttle-qps=0.8"])

@@ -28,18 +28,18 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.faults import FaultConfig
-from loadgen.kubetarget import check_safe, from_kubeconfig
-from loadgen.loadtest import LoadTestConfig, run_loadtest
-from loadgen.local import DEFAULT_POLICY, LocalCluster
-from loadgen.sink import Sink, SinkConfig
-from loadgen.store import verify as verify_store
-from loadgen.verify import render, scrape_totals, verify_live, wait_quiet
-from sim.config import parse_flags
+from audit_tune.loadgen.faults import FaultConfig
+from audit_tune.loadgen.kubetarget import check_safe, from_kubeconfig
+from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
+from audit_tune.loadgen.local import DEFAULT_POLICY, LocalCluster
+from audit_tune.loadgen.sink import Sink, SinkConfig
+from audit_tune.loadgen.store import verify as verify_store
+from audit_tune.loadgen.verify import render, scrape_totals, verify_live, wait_quiet
+from audit_tune.sim.config import parse_flags
 
 import numpy as np
 
-from loadgen.verify import TraceRows, accounting, event_times, verify_run
+from audit_tune.loadgen.verify import TraceRows, accounting, event_times, verify_run
 
 pytestmark = [pytest.mark.timeout(420)]
 stack = pytest.mark.stack
@@ -112,7 +112,7 @@ def stacks(stack_binaries, tmp_path: Path):
 
 def _cli(st: Stack, out: Path, *extra: str) -> tuple[int, dict, str]:
     """``tune loadtest --verify`` against the stack, as a user runs it."""
-    cmd = [sys.executable, "-m", "tune.cli", "loadtest", "--kubeconfig", str(st.cluster.kubeconfig),
+    cmd = [sys.executable, "-m", "audit_tune.cli", "loadtest", "--kubeconfig", str(st.cluster.kubeconfig),
            "--rate", "150", "--duration", "30s", "--preseed", "5", "--max-lag", "500ms",
            "--sink-url", st.sink.url, "--verify", "--no-progress", "-o", str(out), *extra]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -263,6 +263,6 @@ def test_verify_run_compares_and_decides() -> None:
 
 
 def test_cli_verify_needs_a_sink() -> None:
-    p = subprocess.run([sys.executable, "-m", "tune.cli", "loadtest", "--server", "https://127.0.0.1:9",
+    p = subprocess.run([sys.executable, "-m", "audit_tune.cli", "loadtest", "--server", "https://127.0.0.1:9",
                         "--verify"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "--verify needs --sink-url" in p.stderr

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.latency import Latency
-from sim.receiver import LogWriter, Outage, Receiver
-from sim.workload import OnOff, RateProfile, RequestClass
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.workload import OnOff, RateProfile, RequestClass
 from tests.simhelp import result, scenario
 
 EXACT = ["events_total", "requests_total", "level_total", "errors", "requests_rejected", "delivered", "in_flight_at_end",
@@ -151,8 +151,8 @@ def test_blocking_scenarios_use_the_reference_model_and_say_so():
 def test_interval_runs_match_series_max() -> None:
     import numpy as np
 
-    from sim.fast.collector import interval_runs
-    from sim.stats import SeriesMax
+    from audit_tune.sim.fast.collector import interval_runs
+    from audit_tune.sim.stats import SeriesMax
 
     g = np.random.default_rng(3)
     # times near interval edges (0.1 is not exact in binary: floor division decides the edge)
@@ -170,7 +170,7 @@ def test_interval_runs_match_series_max() -> None:
 def test_memory_peak_matches_numpy() -> None:
     import numpy as np
 
-    from sim.fast.collector import memory_peak
+    from audit_tune.sim.fast.collector import memory_peak
 
     g = np.random.default_rng(4)
     at_all = np.sort(g.uniform(0, 100, 8000))
@@ -191,7 +191,7 @@ def test_memory_peak_matches_numpy() -> None:
 def test_batch_bytes_and_latencies_match_numpy() -> None:
     import numpy as np
 
-    from sim.fast.collector import batch_bytes, ok_latencies
+    from audit_tune.sim.fast.collector import batch_bytes, ok_latencies
 
     g = np.random.default_rng(5)
     asz = g.integers(100, 9000, 3000).astype(np.int64)

@@ -52,14 +52,14 @@ from pathlib import Path
 
 import pytest
 
-from sim.api import run
-from sim.errors import BuildMissingError, InputError
-from sim.oracle import oracle_binary
-from tune.commands.fidelity import KNOWN_GAPS, FidelityCase, Row, cases, replay_lag, run_case
+from audit_tune.sim.api import run
+from audit_tune.basics.errors import BuildMissingError, InputError
+from audit_tune.sim.oracle import oracle_binary
+from audit_tune.cli.commands.fidelity import KNOWN_GAPS, FidelityCase, Row, cases, replay_lag, run_case
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = cases()
-TUNE = [sys.executable, "-c", "import sys; from tune.cli import main; sys.exit(main())"]
+TUNE = [sys.executable, "-c", "import sys; from audit_tune.cli.app import main; sys.exit(main())"]
 
 pytestmark = pytest.mark.oracle
 
@@ -157,8 +157,8 @@ def test_latency_distribution_is_sampled_by_the_oracle() -> None:
     """A non-fixed receiver latency goes to the oracle as 2,000 quantiles, one drawn per attempt."""
     from dataclasses import replace
 
-    from sim.latency import parse_latency
-    from sim.oracle_engine import compile_scenario
+    from audit_tune.sim.latency import parse_latency
+    from audit_tune.sim.oracle_engine import compile_scenario
 
     sc = CASES[0].scenario
     sc = replace(sc, receiver=replace(sc.receiver, latency=parse_latency("uniform:min=10ms,max=30ms")))

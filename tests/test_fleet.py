@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from analysis.fleet import split_by_cluster
-from sim.config import parse_flags
-from tune.cli import main
+from audit_tune.analysis.fleet import split_by_cluster
+from audit_tune.sim.config import parse_flags
+from audit_tune.cli.app import main
 
 FAST = ["--seeds", "2", "--peak-window", "2m", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def clusters_prom(prometheus_installed):
-    from analysis.fixtures import backfilled_prometheus
+    from promfixtures import backfilled_prometheus
 
     with backfilled_prometheus(["clusters"]) as (prom, truths):
         yield prom, truths["clusters"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import kernels, rng
+from audit_tune.sim import kernels, rng
 
 
 @pytest.mark.parametrize("seed, inst, ncls", [(1, 0, 2), (7, 3, 5), (2**40 + 3, 1, 9), (0, 0, 1)])
@@ -57,7 +57,7 @@ def test_expand_events_matches_numpy(zero_offsets: bool) -> None:
 
 @pytest.mark.parametrize("knots", [1, 7, 300])
 def test_inverse_step_matches_numpy(knots: int) -> None:
-    from sim.workload import RateProfile
+    from audit_tune.sim.workload import RateProfile
 
     g = np.random.default_rng(knots)
     times = np.sort(np.concatenate([[0.0], g.uniform(0, 1000, knots - 1)])).tolist()
@@ -75,7 +75,7 @@ def test_inverse_step_matches_numpy(knots: int) -> None:
 def test_arrival_draws_are_exponential_scale_one() -> None:
     """sim.workload draws arrival gaps with ``standard_exponential``: the same numbers, and the same
     stream position afterwards, as ``exponential(1.0)`` (checked on the installed numpy)."""
-    from sim import rng as r
+    from audit_tune.sim import rng as r
 
     g1, g2 = r.generator(3, r.S_ARRIVALS, 1), r.generator(3, r.S_ARRIVALS, 1)
     for n in (1, 1000, 300_000):

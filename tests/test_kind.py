@@ -1,6 +1,6 @@
 """kind provider: generated configs pass kind's own strict decoding (Go checker), both kubeadm forms.
 
-The checker (loadgen/kindcheck) is built by the ``kindcheck_binary`` fixture. No Docker needed:
+The checker (go/kindcheck) is built by the ``kindcheck_binary`` fixture. No Docker needed:
 ``docker`` is replaced by a stub that fails like a client without an engine.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadgen.kind import (KindCluster, check_config, kind_args, kind_config, kubeadm_api_for,
+from audit_tune.loadgen.kind import (KindCluster, check_config, kind_args, kind_config, kubeadm_api_for,
                           rewrite_sink_for_node)
-from sim.config import parse_flags
-from sim.errors import InputError
+from audit_tune.sim.config import parse_flags
+from audit_tune.basics.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--audit-webhook-batch-max-size=10", "--audit-webhook-batch-throttle-qps=20",
@@ -138,7 +138,7 @@ def no_docker(tmp_path):
 
 
 def test_cli_kind_without_docker_is_one_line_error(no_docker):
-    r = subprocess.run([sys.executable, "-m", "tune.cli", "cluster", "up", "--provider", "kind",
+    r = subprocess.run([sys.executable, "-m", "audit_tune.cli", "cluster", "up", "--provider", "kind",
                         "--audit-webhook-batch-max-size=10"], capture_output=True, text=True, env=no_docker,
                        cwd=REPO, timeout=120)
     assert r.returncode == 1
@@ -149,7 +149,7 @@ def test_cli_kind_without_docker_is_one_line_error(no_docker):
 
 
 def test_cli_kind_config_only_needs_no_docker(kindcheck_binary, no_docker):
-    r = subprocess.run([sys.executable, "-m", "tune.cli", "cluster", "up", "--provider", "kind", "--config-only",
+    r = subprocess.run([sys.executable, "-m", "audit_tune.cli", "cluster", "up", "--provider", "kind", "--config-only",
                         "--name", "cfg", "--kubeadm-api", "v1beta3", "--sink-url", "http://127.0.0.1:9000/audit",
                         "--audit-webhook-batch-max-size", "25", "-f", "json"],
                        capture_output=True, text=True, env=no_docker, cwd=REPO, timeout=120)
@@ -194,7 +194,7 @@ nodes:
 
 def test_cli_kind_without_docker_cli_is_one_line_error(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path / "empty"), "AUDIT_TUNE_STATE": str(tmp_path / "state")}
-    r = subprocess.run([sys.executable, "-m", "tune.cli", "cluster", "up", "--provider", "kind"],
+    r = subprocess.run([sys.executable, "-m", "audit_tune.cli", "cluster", "up", "--provider", "kind"],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import yaml
 
-from loadgen import metrics_text as mt
-from loadgen.arrivals import Schedule, parse_profile
-from loadgen.audit_metrics import audit_delta
-from loadgen.fakeapi import FakeAPIServer
-from loadgen.kubetarget import Target, check_safe, from_flags, from_kubeconfig
-from loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory, run_loadtest
-from loadgen.mix import Mix, make_object
-from loadgen.record import Trace, summarize, write_record
-from sim.errors import InputError
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.arrivals import Schedule, parse_profile
+from audit_tune.loadgen.audit_metrics import audit_delta
+from audit_tune.loadgen.fakeapi import FakeAPIServer
+from audit_tune.loadgen.kubetarget import Target, check_safe, from_flags, from_kubeconfig
+from audit_tune.loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory, run_loadtest
+from audit_tune.loadgen.mix import Mix, make_object
+from audit_tune.loadgen.record import Trace, summarize, write_record
+from audit_tune.basics.errors import InputError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,7 +180,7 @@ def test_audit_metric_deltas_in_the_record(fake: FakeAPIServer) -> None:
 
 
 def test_sink_counts_in_the_record(fake: FakeAPIServer, tmp_path: Path) -> None:
-    from loadgen.sink import Sink, SinkConfig
+    from audit_tune.loadgen.sink import Sink, SinkConfig
 
     with Sink(SinkConfig(store=str(tmp_path / "ev.jsonl"))) as sink:
         rec, _ = run_loadtest(cfg(rate="50", duration=1.0, sink_url=sink.url), from_flags(fake.url))
@@ -189,7 +189,7 @@ def test_sink_counts_in_the_record(fake: FakeAPIServer, tmp_path: Path) -> None:
 
 
 def test_unreachable_apiserver_is_one_line_error() -> None:
-    from sim.errors import ServiceError
+    from audit_tune.basics.errors import ServiceError
 
     with pytest.raises(ServiceError, match="cannot reach the apiserver"):
         run_loadtest(cfg(duration=1.0), from_flags("http://127.0.0.1:9"))
@@ -219,7 +219,7 @@ def test_record_inline_and_sidecar(tmp_path: Path) -> None:
 
 
 def test_cli_writes_record_and_sidecar(fake: FakeAPIServer, tmp_path: Path, capsys) -> None:
-    from tune.cli import main
+    from audit_tune.cli.app import main
 
     out = tmp_path / "run.json"
     rc = main(["loadtest", "--server", fake.url, "--rate", "150", "--duration", "2s", "--preseed", "3",
@@ -236,7 +236,7 @@ def test_cli_writes_record_and_sidecar(fake: FakeAPIServer, tmp_path: Path, caps
 # ----------------------------------------------------------------------------- target and safety
 
 def test_safety_rule(tmp_path: Path, capsys) -> None:
-    from tune.cli import main
+    from audit_tune.cli.app import main
 
     assert check_safe(from_flags("https://127.0.0.1:6443"), False) == "local"
     assert check_safe(from_flags("https://localhost:6443"), False) == "local"
@@ -265,7 +265,7 @@ def test_safety_rule(tmp_path: Path, capsys) -> None:
 
 
 def test_kubeconfig_loading(tmp_path: Path) -> None:
-    from loadgen import sink_tls
+    from audit_tune.loadgen import sink_tls
 
     tls = sink_tls.generate(tmp_path / "pki")
     tok = tmp_path / "tok"
@@ -370,7 +370,7 @@ def test_ctrl_c_on_the_cli_cleans_up_and_writes_the_record(fake: FakeAPIServer, 
     import sys
 
     out = tmp_path / "run.json"
-    p = subprocess.Popen([sys.executable, "-m", "tune.cli", "loadtest", "--server", fake.url, "--rate", "100",
+    p = subprocess.Popen([sys.executable, "-m", "audit_tune.cli", "loadtest", "--server", fake.url, "--rate", "100",
                           "--duration", "60s", "--preseed", "5", "--no-progress", "-o", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30

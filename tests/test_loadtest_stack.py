@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import requests
 
-from loadgen import metrics_text as mt
-from loadgen.faults import FaultConfig
-from loadgen.kubetarget import check_safe, from_kubeconfig
-from loadgen.loadtest import LoadTestConfig, run_loadtest
-from loadgen.mix import RESOURCES, VERBS
-from loadgen.sink import Sink, SinkConfig
-from loadgen.store import verify
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.faults import FaultConfig
+from audit_tune.loadgen.kubetarget import check_safe, from_kubeconfig
+from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
+from audit_tune.loadgen.mix import RESOURCES, VERBS
+from audit_tune.loadgen.sink import Sink, SinkConfig
+from audit_tune.loadgen.store import verify
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -54,8 +54,8 @@ def _quiet_balance(c, sink: Sink, wait: float, tries: int = 8) -> tuple[float, f
 
 
 def _cluster(tmp_path: Path, sink: Sink, extra_flags: list[str]):
-    from loadgen.local import LocalCluster
-    from sim.config import parse_flags
+    from audit_tune.loadgen.local import LocalCluster
+    from audit_tune.sim.config import parse_flags
 
     flags = parse_flags(["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=100", *extra_flags])
     return LocalCluster(f"lt-{os.getpid()}-{int(time.time()) % 100000}", flags=flags, sink_url=sink.url,
@@ -149,8 +149,8 @@ def test_https_sink_with_token_receives_the_audit_stream(stack_binaries, tmp_pat
 
 
 def _cluster_tls(tmp_path: Path, sink: Sink):
-    from loadgen.local import LocalCluster
-    from sim.config import parse_flags
+    from audit_tune.loadgen.local import LocalCluster
+    from audit_tune.sim.config import parse_flags
 
     flags = parse_flags(["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=100"])
     return LocalCluster(f"lt-tls-{os.getpid()}", flags=flags, sink_url=sink.url,

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadgen.local import LocalCluster, audit_args
-from loadgen.procs import Proc
-from sim.config import AuditFlags, parse_flags
-from sim.errors import InputError, ServiceError
+from audit_tune.loadgen.local import LocalCluster, audit_args
+from audit_tune.loadgen.procs import Proc
+from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.basics.errors import InputError, ServiceError
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
@@ -128,7 +128,7 @@ def test_no_sink_means_no_webhook_flag_and_policy_choice(stack_binaries, tmp_pat
 
 def test_given_webhook_kubeconfig_is_used_as_is(stack_binaries, audit_receiver, tmp_path):
     """--audit-webhook-config-file among the audit flags (or webhook_kubeconfig=) is passed through."""
-    from loadgen.local import write_kubeconfig
+    from audit_tune.loadgen.local import write_kubeconfig
 
     wh = write_kubeconfig(tmp_path / "wh.kubeconfig", server=audit_receiver.url, context="sink")
     flags = parse_flags([f"--audit-webhook-config-file={wh}", "--audit-webhook-batch-max-wait=1s"])
@@ -163,7 +163,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 
 def _tune(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tune.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "audit_tune.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
 
@@ -201,7 +201,7 @@ def test_cli_up_status_down_detached(stack_binaries, prometheus_installed, tmp_p
 
 def test_cli_wait_ctrl_c_stops_everything(stack_binaries, tmp_path):
     env = {**os.environ, "AUDIT_TUNE_STATE": str(tmp_path)}
-    p = subprocess.Popen([sys.executable, "-m", "tune.cli", "cluster", "up", "--wait", "--no-prometheus",
+    p = subprocess.Popen([sys.executable, "-m", "audit_tune.cli", "cluster", "up", "--wait", "--no-prometheus",
                           "--name", "t-wait", "-f", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env, cwd=REPO)
     try:
@@ -223,7 +223,7 @@ def test_cli_wait_ctrl_c_stops_everything(stack_binaries, tmp_path):
 
 def test_owner_killed_then_down_from_another_process(stack_binaries, tmp_path):
     """A SIGKILLed owner cannot clean up; its state file lets `tune cluster down` stop the processes."""
-    code = ("import time; from loadgen.local import LocalCluster; "
+    code = ("import time; from audit_tune.loadgen.local import LocalCluster; "
             f"c = LocalCluster('t-orphan', state_root={str(tmp_path)!r}).up(); print('up', flush=True); time.sleep(600)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
     state = tmp_path / "t-orphan" / "state.json"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sim.errors import BuildMissingError, InputError, TimeoutExceeded
-from sim.oracle import oracle_binary, run_oracle
+from audit_tune.basics.errors import BuildMissingError, InputError, TimeoutExceeded
+from audit_tune.sim.oracle import oracle_binary, run_oracle
 
 REPO = Path(__file__).resolve().parents[1]
 

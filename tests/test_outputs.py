@@ -8,11 +8,11 @@ import subprocess
 import pytest
 import yaml
 
-from analysis import outputs
-from analysis.calibrate import synthetic_snapshot
-from analysis.recommend import Objective, build_report
-from sim.config import AuditFlags, load_flags_file, parse_flags
-from tune.output import render
+from audit_tune.analysis import outputs
+from audit_tune.analysis.calibrate import synthetic_snapshot
+from audit_tune.analysis.recommend import Objective, build_report
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
+from audit_tune.basics.output import render
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_prometheusrule_is_valid_and_uses_the_recommended_capacity(report, rec_f
 
 
 def test_paste_formats_refuse_when_nothing_met_the_objective(report):
-    from sim.errors import InputError
+    from audit_tune.basics.errors import InputError
 
     bad = dict(report, recommended=None)
     for fmt in ("flags", "kubeadm", "kind", "manifest-patch", "prometheusrule"):
@@ -144,7 +144,7 @@ def test_table_colours_only_on_a_terminal(report):
 
 
 def test_kind_and_kubeadm_outputs_pass_the_strict_checker(report, kindcheck_binary, tmp_path):
-    """kind's and kubeadm's own Go types, strict decoding (loadgen/kindcheck, see tests/test_kind.py)."""
+    """kind's and kubeadm's own Go types, strict decoding (go/kindcheck, see tests/test_kind.py)."""
     kind = tmp_path / "kind.yaml"
     kind.write_text(render(report, "kind"))
     r = subprocess.run([str(kindcheck_binary), str(kind)], capture_output=True, text=True, timeout=60)

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.policy import (
+from audit_tune.analysis.policy import (
     GroupResources,
     Policy,
     RequestAttributes,
@@ -26,9 +26,9 @@ from analysis.policy import (
     rule_matches,
     stages_emitted,
 )
-from analysis.policy.explain import explain_policy, table_rows
-from analysis.policy.shadow import rule_covers, shadowed_rules
-from sim.errors import InputError
+from audit_tune.analysis.policy.explain import explain_policy, table_rows
+from audit_tune.analysis.policy.shadow import rule_covers, shadowed_rules
+from audit_tune.basics.errors import InputError
 
 FIX = Path(__file__).parent / "fixtures" / "policies"
 RR, RS, RC = "RequestReceived", "ResponseStarted", "ResponseComplete"

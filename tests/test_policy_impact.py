@@ -27,10 +27,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.policy import GroupResources, Policy, Rule, load_policy
-from analysis.policy.catalog import USER_KINDS, UserKind
-from analysis.policy.model import LEVELS
-from analysis.policy_impact import (
+from audit_tune.analysis.policy import GroupResources, Policy, Rule, load_policy
+from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
+from audit_tune.analysis.policy.model import LEVELS
+from audit_tune.analysis.policy_impact import (
     InstanceMix,
     MixEntry,
     RequestMix,
@@ -42,7 +42,7 @@ from analysis.policy_impact import (
     mix_from_metrics,
     project_snapshot,
 )
-from sim.errors import NotEnoughData
+from audit_tune.basics.errors import NotEnoughData
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "policies"
@@ -169,7 +169,7 @@ def _setup(c) -> str:
 
 
 def _scrape(c):
-    from loadgen import metrics_text as mt
+    from audit_tune.loadgen import metrics_text as mt
 
     r = c.session().get(c.metrics_url, timeout=30)
     r.raise_for_status()
@@ -235,8 +235,8 @@ REAL: dict[str, dict] = {}
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_path: Path) -> None:
     from conftest import AuditReceiver
-    from loadgen.local import LocalCluster
-    from sim.config import parse_flags
+    from audit_tune.loadgen.local import LocalCluster
+    from audit_tune.sim.config import parse_flags
 
     path = POLICIES[name]
     policy = load_policy(path)
@@ -265,8 +265,8 @@ def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_pat
         assert all(aid for _, aid in mine), "every response carries an Audit-Id header"
         pred: Counter = Counter()
         for e, _ in mine:
-            from analysis.policy import decide
-            from analysis.policy_impact import _assumed
+            from audit_tune.analysis.policy import decide
+            from audit_tune.analysis.policy_impact import _assumed
 
             d = decide(policy, _assumed(e, policy, LOADGEN))
             o = class_outcome(e, d.level, d.omit_stages, default_size)
@@ -296,11 +296,11 @@ def test_cli_with_real_prometheus_matches_observed(stack_binaries, prometheus_in
     import subprocess
 
     from conftest import AuditReceiver
-    from loadgen.kubetarget import from_kubeconfig
-    from loadgen.loadtest import LoadTestConfig, run_loadtest
-    from loadgen.local import LocalCluster
-    from loadgen.prometheus import Prometheus
-    from sim.config import parse_flags
+    from audit_tune.loadgen.kubetarget import from_kubeconfig
+    from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
+    from audit_tune.loadgen.local import LocalCluster
+    from audit_tune.loadgen.prometheus import Prometheus
+    from audit_tune.sim.config import parse_flags
 
     policy = POLICIES["local-default"]
     recv = AuditReceiver()
@@ -480,7 +480,7 @@ def test_project_snapshot_scales_rates() -> None:
     assert 1.9 < f < 2.0   # RequestReceived back: about 2 events per request instead of 1 (watches 3 vs 2)
     assert p["instances"][inst]["events_increase"] == pytest.approx(f * snap["instances"][inst]["events_increase"])
     assert snap["instances"][inst]["events_increase"] != p["instances"][inst]["events_increase"]  # input untouched
-    from analysis.calibrate import calibrate
+    from audit_tune.analysis.calibrate import calibrate
 
     m = calibrate(p, inst)
     assert m.mean_rate == pytest.approx(f * calibrate(snap, inst).mean_rate, rel=1e-6)
@@ -517,7 +517,7 @@ def test_cli_table_json_yaml(tune_main, capsys, tmp_path) -> None:
 
 
 def test_cli_snapshot_without_mix_exit_4(tune_main, capsys) -> None:
-    from analysis.snapshot import sample_path
+    from audit_tune.analysis.snapshot import sample_path
 
     assert "request_mix" not in json.loads(sample_path().read_text())  # the recommend sample has none
     assert tune_main(["policy", "impact", str(POLICIES["gce-style"]), "--snapshot", str(sample_path())]) == 4
@@ -561,8 +561,8 @@ def test_instances_without_mix_are_explained() -> None:
 
 
 def test_project_for_recommend_reads_the_mix_from_the_file() -> None:
-    from analysis.calibrate import load_snapshot
-    from analysis.policy_impact import project_for_recommend
+    from audit_tune.analysis.calibrate import load_snapshot
+    from audit_tune.analysis.policy_impact import project_for_recommend
 
     snap = load_snapshot(SNAP)          # what tune recommend holds: Snapshot.load drops request_mix
     assert "request_mix" not in snap
@@ -646,7 +646,7 @@ def test_recommend_with_policy_projects_the_load(tune_main, capsys, tmp_path) ->
 
 
 def test_recommend_with_policy_needs_the_request_mix_exit_4(tune_main, capsys) -> None:
-    from analysis.snapshot import sample_path
+    from audit_tune.analysis.snapshot import sample_path
 
     assert "request_mix" not in json.loads(sample_path().read_text())  # the recommend sample has none
     assert tune_main(["recommend", "--policy", str(POLICIES["gce-style"]), "--snapshot", str(sample_path()),
@@ -657,7 +657,7 @@ def test_recommend_with_policy_needs_the_request_mix_exit_4(tune_main, capsys) -
 def test_bundled_policy_sample_answers_without_prometheus(capsys):
     """With no --snapshot or -p, policy impact and recommend --policy use the bundled sample that has
     a request mix (recorded from the real local stack)."""
-    from tune.cli import main as tune_main
+    from audit_tune.cli.app import main as tune_main
 
     docs = str(Path(__file__).parent / "fixtures" / "policies" / "k8s-docs-audit-policy.yaml")
     assert tune_main(["policy", "impact", docs, "-f", "json"]) == 0

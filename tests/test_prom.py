@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from analysis.fixtures import backfilled_prometheus
-from analysis.prom import PromSettings, strip_userinfo
-from sim.errors import InputError
-from tune.cli import main
+from promfixtures import backfilled_prometheus
+from audit_tune.analysis.prom import PromSettings, strip_userinfo
+from audit_tune.basics.errors import InputError
+from audit_tune.cli.app import main
 
 TOKEN = "s3cr3t-t0ken-value-XYZ"
 PASSWORD = "hunter2-password-QQQ"
@@ -57,7 +57,7 @@ class _Server:
         self.httpd.block_on_close = False
         scheme = "http"
         if tls is not None:
-            from loadgen.sink_tls import server_context
+            from audit_tune.loadgen.sink_tls import server_context
 
             self.httpd.socket = server_context(tls.server_cert, tls.server_key).wrap_socket(
                 self.httpd.socket, server_side=True)
@@ -159,7 +159,7 @@ def test_basic_auth_and_custom_headers(real_prom, tmp_path, capsys):
 
 
 def test_tls_ca_file_and_insecure(real_prom, tmp_path, capsys):
-    from loadgen.sink_tls import generate
+    from audit_tune.loadgen.sink_tls import generate
 
     prom, tr = real_prom
     tls = generate(tmp_path / "tls", client=False)
@@ -284,7 +284,7 @@ def test_bad_query_400_names_the_query(fake, tmp_path, capsys):
 
 
 def test_unreachable(tmp_path, capsys):
-    from loadgen.procs import free_port
+    from audit_tune.loadgen.procs import free_port
 
     url = f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"
     assert _run(url, tmp_path, "--prometheus-retries", "0") == 1
@@ -333,7 +333,7 @@ def test_settings_validation(tmp_path, monkeypatch):
 def test_flags_are_shared_and_krr_named():
     from typer.main import get_command
 
-    from tune.cli import app
+    from audit_tune.cli.app import app
 
     cmd = get_command(app).commands["snapshot"]
     opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
@@ -364,7 +364,7 @@ def test_window_queries_chunked_when_refused(real_prom, tmp_path, capsys):
     to the real Prometheus. The snapshot must split the window and still match the generator."""
     import re as _re
 
-    from analysis.snapshot import Snapshot
+    from audit_tune.analysis.snapshot import Snapshot
 
     prom, tr = real_prom
     sess = requests.Session()

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import yaml
 
-from loadgen.prometheus import Prometheus, promtool, scrape_config
+from audit_tune.loadgen.prometheus import Prometheus, promtool, scrape_config
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.latency import Latency
-from sim.receiver import Outage, Receiver
-from sim.workload import OnOff
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import Outage, Receiver
+from audit_tune.sim.workload import OnOff
 from tests.simhelp import lost, result, scenario
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.calibrate import calibrate, synthetic_snapshot
-from analysis.recommend import (Objective, Recommender, build_report, fluid_drop_probability, nice_up,
+from audit_tune.analysis.calibrate import calibrate, synthetic_snapshot
+from audit_tune.analysis.recommend import (Objective, Recommender, build_report, fluid_drop_probability, nice_up,
                                 rule_of_thumb)
-from sim.api import run
-from sim.config import AuditFlags, parse_flags
-from tune.cli import main
+from audit_tune.sim.api import run
+from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.cli.app import main
 
 BUSY = [1200.0 + 900.0 * np.sin(i / 3.0) ** 2 for i in range(12)]  # 6 min, peaks ~2,100 ev/s, bursty
 FAST = ["--seeds", "2", "--jobs", "1", "--peak-window", "2m", "--no-progress"]
@@ -98,7 +98,7 @@ def test_recommended_flags_give_zero_drops_on_the_same_load(busy_snapshot):
 def test_search_screens_on_one_seed_and_chooses_as_the_full_evaluation(busy_snapshot):
     """A candidate that violates the objective on seed 1 violates it on every seed (the checks are
     monotone in the runs), so the search stops it there; survivors run every seed."""
-    from analysis.recommend import webhook_flags
+    from audit_tune.analysis.recommend import webhook_flags
 
     models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
     rec = Recommender(models, Objective(seeds=3, jobs=1, peak_window="2m"), seed=1)
@@ -214,7 +214,7 @@ def test_bad_snapshot_content_is_one_line(tmp_path, capsys):
 
 
 def test_without_input_uses_the_bundled_sample_and_says_so(capsys):
-    from tune.commands.recommend import SAMPLE
+    from audit_tune.cli.commands.recommend import SAMPLE
 
     code = main(["recommend", "-f", "json", "--seeds", "1", "--jobs", "1", "--peak-window", "1m", "--no-progress"])
     out = capsys.readouterr()
@@ -241,7 +241,7 @@ def test_calibration_predicts_the_real_apiservers_drops_in_the_bundled_sample(ca
     small flags: replaying it through the calibrated model must predict the buffered drops it saw."""
     import re
 
-    from tune.commands.recommend import SAMPLE
+    from audit_tune.cli.commands.recommend import SAMPLE
 
     script = (Path(__file__).resolve().parents[1] / "scripts" / "record-sample.sh").read_text()
     m = re.search(r"FLAGS = \[(.*?)\]", script, re.S)
@@ -266,7 +266,7 @@ def test_calibration_predicts_the_real_apiservers_drops_in_the_bundled_sample(ca
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def drops_prom(prometheus_installed):
-    from analysis.fixtures import backfilled_prometheus
+    from promfixtures import backfilled_prometheus
 
     with backfilled_prometheus(["drops"]) as (prom, truths):
         yield prom, truths["drops"]

@@ -8,7 +8,7 @@ import json
 import time
 
 from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
-from tune.cli import main
+from audit_tune.cli.app import main
 
 
 @stack

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.latency import Latency
-from sim.receiver import LogWriter, Outage, Receiver
-from sim.throttle import TokenBucket
-from sim.workload import RequestClass
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.throttle import TokenBucket
+from audit_tune.sim.workload import RequestClass
 from tests.simhelp import lost, result, scenario
 
 
@@ -138,7 +138,7 @@ def test_blocking_webhook_adds_latency_to_requests_and_strict_rejects():
 
 
 def test_truncate_drops_events_too_big_even_after_stripping():
-    from sim.workload import RequestClass
+    from audit_tune.sim.workload import RequestClass
 
     big = RequestClass("big", level="Metadata", omit_stages=frozenset({"RequestReceived"}), sizes=(200_000,) * 4)
     body = RequestClass("body", level="RequestResponse", omit_stages=frozenset({"RequestReceived"}), sizes=(200_000,) * 4)
@@ -176,7 +176,7 @@ def test_docs_worked_example_sync_vs_async():
     a backend that takes 5 s. Right for neither delegate: behind a synchronous 5 s write the collector
     drains 100 events per 5 s and most events are lost; behind the async webhook nothing is lost, the
     buffer stays nearly empty and the cost is batches in flight (memory)."""
-    from sim.receiver import LogWriter
+    from audit_tune.sim.receiver import LogWriter
 
     rrrc = (RequestClass("get", level="Metadata", sizes=(650, 650, 850, 850)),)
     common = ["--audit-{b}-batch-max-size=100", "--audit-{b}-batch-buffer-size=1000",

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tune.cli import main
+from audit_tune.cli.app import main
 
 REPO = Path(__file__).resolve().parents[1]
 ART = REPO / "test-artifacts"
@@ -269,7 +269,7 @@ def test_network_check_catches_a_request(tmp_path: Path, browser: Browser) -> No
     port = _free_port()
     csp = (REPO / "analysis" / "report" / "html.py").read_text()
     assert "default-src 'none'" in csp
-    from analysis.report.html import CSP
+    from audit_tune.analysis.report.html import CSP
 
     p = tmp_path / "leak.html"
     p.write_text(f'<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="{CSP}"></head>'

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tune.cli import main
+from audit_tune.cli.app import main
 
 
 def run_cli(capsys, *args):
@@ -102,7 +102,7 @@ def test_output_file_is_written_atomically(tmp_path, capsys):
 
 
 def test_scenario_file_round_trip(tmp_path, capsys):
-    from sim.scenario import Scenario
+    from audit_tune.sim.scenario import Scenario
     from tests.simhelp import scenario
 
     sc = scenario(["--audit-webhook-batch-max-size=50"], rate=500, duration=10)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadgen import metrics_text as mt
-from loadgen.faults import FaultConfig, FaultInjector, parse_latency, parse_outage
-from loadgen.sink import Sink, SinkConfig, SinkProcess, webhook_kubeconfig
-from loadgen.store import ChainError, EventStore, verify
-from sim.errors import InputError
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.faults import FaultConfig, FaultInjector, parse_latency, parse_outage
+from audit_tune.loadgen.sink import Sink, SinkConfig, SinkProcess, webhook_kubeconfig
+from audit_tune.loadgen.store import ChainError, EventStore, verify
+from audit_tune.basics.errors import InputError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,7 +128,7 @@ def test_deleted_and_reordered_records_are_detected(sink: Sink, store: Path) -> 
 
 
 def test_verify_cli_one_line_error_exit_1_and_counts(sink: Sink, store: Path, capsys) -> None:
-    from tune.cli import main
+    from audit_tune.cli.app import main
 
     fill(sink, store)
     sink.stop()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.fixtures import backfilled_prometheus, scenarios
-from analysis.snapshot import FORMAT, Histogram, Snapshot
-from tune.cli import main
+from promfixtures import backfilled_prometheus, scenarios
+from audit_tune.analysis.snapshot import FORMAT, Histogram, Snapshot
+from audit_tune.cli.app import main
 
 REL = 0.02
 
@@ -225,7 +225,7 @@ def test_roundtrip_and_sample(fixture_prom, tmp_path):
 
 
 def test_bundled_sample_is_valid():
-    from analysis.snapshot import sample_path
+    from audit_tune.analysis.snapshot import sample_path
 
     snap = Snapshot.load(sample_path())
     assert snap.usable
@@ -241,7 +241,7 @@ def test_histogram_quantile_matches_promql_semantics():
 
 
 def test_load_rejects_bad_files(tmp_path):
-    from sim.errors import InputError
+    from audit_tune.basics.errors import InputError
 
     p = tmp_path / "bad.json"
     p.write_text("{")

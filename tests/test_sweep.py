@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from analysis.executors import ExecutorOptions, map_points
-from analysis.sweep import JOURNAL, NONDETERMINISTIC, load_journal, plan, run_sweep
-from analysis.sweep_spec import load_spec, spec_from_dict
-from sim.errors import InputError
-from tune.cli import main
+from audit_tune.analysis.executors import ExecutorOptions, map_points
+from audit_tune.analysis.sweep import JOURNAL, NONDETERMINISTIC, load_journal, plan, run_sweep
+from audit_tune.analysis.sweep_spec import load_spec, spec_from_dict
+from audit_tune.basics.errors import InputError
+from audit_tune.cli.app import main
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -103,7 +103,7 @@ def test_dask_localcluster_gives_the_identical_table(local_run, tmp_path):
 
 def test_in_process_results_match_the_pool(local_run):
     """A few points run here, in this process, give the pool's numbers (the engine is deterministic)."""
-    from analysis.sweep import run_point
+    from audit_tune.analysis.sweep import run_point
 
     spec = load_spec(SMALL)
     pts = plan(spec)[::40]
@@ -155,7 +155,7 @@ def test_ctrl_c_leaves_a_consistent_partial_result(tmp_path):
     out = tmp_path / "int"
     spec = tmp_path / "slow.yaml"
     spec.write_text((SMALL.read_text().replace("duration: 5s", "duration: 20s")))
-    cmd = [sys.executable, "-m", "tune.cli", "sweep", str(spec), "-o", str(out), "-j", "1", "--chunk-size", "4",
+    cmd = [sys.executable, "-m", "audit_tune.cli", "sweep", str(spec), "-o", str(out), "-j", "1", "--chunk-size", "4",
            "--no-progress", "-q"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -202,7 +202,7 @@ def test_points_that_raise_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     assert "2 raised" in cap.err
 
     # (2) a point that raises inside the worker: recorded with its error, the other points still run
-    import analysis.sweep as sw
+    import audit_tune.analysis.sweep as sw
 
     real_plan = sw.plan
 
@@ -328,7 +328,7 @@ def test_dask_scheduler_address_survives_a_killed_worker(local_run, tmp_path):
     out = tmp_path / "sched"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        cmd = [sys.executable, "-m", "tune.cli", "sweep", str(SMALL), "-o", str(out), "--executor", "dask",
+        cmd = [sys.executable, "-m", "audit_tune.cli", "sweep", str(SMALL), "-o", str(out), "--executor", "dask",
                "--scheduler", cluster.scheduler_address, "--chunk-size", "6", "--no-progress", "-q"]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -362,7 +362,7 @@ def test_parquet_table(local_run):
 
 
 def test_one_writer_per_folder_and_dry_run(tmp_path, capsys):
-    from analysis.sweep import Journal
+    from audit_tune.analysis.sweep import Journal
 
     spec = spec_from_dict({"base": {"duration": "1s"}, "axes": {"rate": [100, 200]}})
     with Journal(tmp_path / JOURNAL):

@@ -1,7 +1,7 @@
 import pytest
 
-from sim.errors import InputError
-from sim.units import format_duration, parse_duration, parse_rate, parse_size
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import format_duration, parse_duration, parse_rate, parse_size
 
 
 @pytest.mark.parametrize("text,secs", [("30s", 30), ("1m30s", 90), ("200ms", 0.2), ("7d", 604800), ("0", 0), ("1.5h", 5400), ("2", 2)])

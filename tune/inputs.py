@@ -7,7 +7,9 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-SAMPLE = Path(__file__).resolve().parents[1] / "analysis" / "data" / "sample-snapshot.json"
+from audit_tune.analysis.snapshot import sample_path
+
+SAMPLE = sample_path()
 SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sample was recorded with
 # a second bundled sample with a request mix (apiserver_request_total by class), for policy questions
 POLICY_SAMPLE = SAMPLE.with_name("sample-policy-snapshot.json")
@@ -17,10 +19,10 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
                  step: str, selector: Optional[str], end: Optional[str],
                  say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The snapshot (as a dict) and a description of where it came from (``source``)."""
-    from analysis.calibrate import load_snapshot, snapshot_dict
-    from sim.errors import InputError
-    from tune.commands.recommend import _from_prometheus
-    from tune.output import log
+    from audit_tune.analysis.calibrate import load_snapshot, snapshot_dict
+    from audit_tune.basics.errors import InputError
+    from audit_tune.cli.commands.recommend import _from_prometheus
+    from audit_tune.basics.output import log
 
     url = prom.url if prom is not None else prometheus_url
     if snapshot and url:
@@ -34,7 +36,7 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
     else:
         if not SAMPLE.exists():
             raise InputError("no --snapshot or --prometheus-url given, and the bundled sample "
-                             f"{SAMPLE.relative_to(SAMPLE.parents[2])} is missing; record one with --snapshot FILE")
+                             f"{SAMPLE} is missing; record one with --snapshot FILE")
         log(f"tune {who}: no --snapshot or --prometheus-url given; using the bundled sample {SAMPLE.name} "
             "(an example cluster, not yours)")
         snap, source = load_snapshot(SAMPLE), {"kind": "bundled sample", "snapshot": SAMPLE.name}
@@ -45,8 +47,8 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
 
 def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
     """The flags in force and where they came from."""
-    from sim.config import AuditFlags, load_flags_file, parse_flags
-    from sim.errors import InputError
+    from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
+    from audit_tune.basics.errors import InputError
 
     if current_flags:
         p = Path(current_flags)
@@ -96,7 +98,7 @@ class Signature:
 
         self.opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=panel))
         if prom_available:
-            from analysis.prom import PromSettings
+            from audit_tune.analysis.prom import PromSettings
 
             self.opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
             self.opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=panel))
@@ -113,7 +115,7 @@ class Signature:
 
         import typer
 
-        from analysis.recommend import Objective
+        from audit_tune.analysis.recommend import Objective
 
         for f in dataclasses.fields(Objective):
             md = f.metadata

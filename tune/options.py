@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from analysis.prom import PromSettings
+from audit_tune.analysis.prom import PromSettings
 
 _PARAM = "prom"
 

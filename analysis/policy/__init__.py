@@ -10,9 +10,9 @@
 * :mod:`.catalog`: common request classes and user kinds.
 * :mod:`.explain`: the data behind ``tune policy explain``.
 """
-from analysis.policy.loader import load_policy, load_policy_text
-from analysis.policy.matcher import Decision, RequestAttributes, decide, evaluate, rule_matches, stages_emitted
-from analysis.policy.model import LEVELS, STAGES, GroupResources, Policy, Rule
+from audit_tune.analysis.policy.loader import load_policy, load_policy_text
+from audit_tune.analysis.policy.matcher import Decision, RequestAttributes, decide, evaluate, rule_matches, stages_emitted
+from audit_tune.analysis.policy.model import LEVELS, STAGES, GroupResources, Policy, Rule
 
 __all__ = [
     "Decision", "GroupResources", "LEVELS", "Policy", "RequestAttributes", "Rule", "STAGES", "decide",

@@ -19,8 +19,8 @@ import difflib
 
 import yaml
 
-from analysis.policy.model import GroupResources, Policy, Rule
-from sim.errors import InputError
+from audit_tune.analysis.policy.model import GroupResources, Policy, Rule
+from audit_tune.basics.errors import InputError
 
 # Fields of metav1.ObjectMeta (``metadata:`` is allowed on a Policy and ignored).
 _OBJECT_META_FIELDS = frozenset({

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.policy.catalog import REQUEST_CLASSES, USER_KINDS, RequestClass, UserKind
-from analysis.policy.matcher import decide, stages_emitted
-from analysis.policy.model import STAGES, Policy
-from analysis.policy.shadow import shadowed_rules
+from audit_tune.analysis.policy.catalog import REQUEST_CLASSES, USER_KINDS, RequestClass, UserKind
+from audit_tune.analysis.policy.matcher import decide, stages_emitted
+from audit_tune.analysis.policy.model import STAGES, Policy
+from audit_tune.analysis.policy.shadow import shadowed_rules
 
 
 def explain_policy(policy: Policy, classes: tuple[RequestClass, ...] = REQUEST_CLASSES,

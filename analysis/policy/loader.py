@@ -29,11 +29,11 @@ from pathlib import Path
 
 import yaml
 
-from analysis.policy.decode import Decoder
-from analysis.policy.model import API_VERSION, KIND, Policy
-from analysis.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
-from analysis.policy.validation import validate_policy
-from sim.errors import InputError
+from audit_tune.analysis.policy.decode import Decoder
+from audit_tune.analysis.policy.model import API_VERSION, KIND, Policy
+from audit_tune.analysis.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
+from audit_tune.analysis.policy.validation import validate_policy
+from audit_tune.basics.errors import InputError
 
 
 def _compose(text: str, source: str) -> tuple[yaml.Node | None, int]:

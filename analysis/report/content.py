@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.units import format_size
+from audit_tune.sim.units import format_size
 
 FLAG_ROWS = ("audit-webhook-mode", "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size",
              "audit-webhook-batch-max-wait", "audit-webhook-batch-throttle-enable",

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim.config import AuditFlags, parse_flags
-from sim.units import format_duration, parse_duration
+from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.sim.units import format_duration, parse_duration
 
 FORMAT = "audit-tune-report/v1"
 SIG = 6
@@ -28,14 +28,14 @@ SIG = 6
 def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Any, seed: int,
                    source: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
-    from analysis.recommend import build_report
+    from audit_tune.analysis.recommend import build_report
 
     return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log)
 
 
 def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:
     """The calibrated instance models the recommendation used (same sigma after validation)."""
-    from analysis.calibrate import calibrate, with_sigma
+    from audit_tune.analysis.calibrate import calibrate, with_sigma
 
     out = []
     for cal in rec["calibration"]:
@@ -139,9 +139,9 @@ def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
     """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
     import json
 
-    from loadgen.record import FORMAT as LT_FORMAT
-    from loadgen.verify import TraceRows
-    from sim.errors import InputError
+    from audit_tune.loadgen.record import FORMAT as LT_FORMAT
+    from audit_tune.loadgen.verify import TraceRows
+    from audit_tune.basics.errors import InputError
 
     p = Path(path)
     try:
@@ -168,8 +168,8 @@ def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
 def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     """Observed vs predicted for a load-test run: the record's own ``verify`` section when it was
     run with ``--verify``, else ``loadgen.verify.verify_run`` replayed from the record and trace."""
-    from loadgen.verify import verify_run
-    from sim.errors import InputError
+    from audit_tune.loadgen.verify import verify_run
+    from audit_tune.basics.errors import InputError
 
     rec, trace = load_loadtest(path)
     if rec.get("verify"):
@@ -207,8 +207,8 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
              name: str, loadtest: str | None = None, engine: str = "fast",
              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Everything the report shows. ``rec`` is :func:`recommendation`'s document."""
-    from analysis.report.sims import Sims
-    from tune import __version__
+    from audit_tune.analysis.report.sims import Sims
+    from audit_tune import __version__
 
     log = log or (lambda s: None)
     obj = objective.validated()
@@ -248,6 +248,6 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
 
 
 def _tuned() -> tuple[str, ...]:
-    from analysis.recommend import TUNED
+    from audit_tune.analysis.recommend import TUNED
 
     return TUNED

@@ -11,8 +11,8 @@ import base64
 from html import escape
 from typing import Any
 
-from analysis.report import content
-from analysis.report.plots import titles
+from audit_tune.analysis.report import content
+from audit_tune.analysis.report.plots import titles
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.report import content
-from analysis.report.plots import titles
+from audit_tune.analysis.report import content
+from audit_tune.analysis.report.plots import titles
 
 
 def _cell(x: Any) -> str:

@@ -31,10 +31,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from analysis.calibrate import InstanceModel
-from sim.api import run
-from sim.config import AuditFlags
-from sim.latency import Latency
+from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.sim.api import run
+from audit_tune.sim.config import AuditFlags
+from audit_tune.sim.latency import Latency
 
 CDF_Q = (0.001, 0.005, *(round(0.01 + 0.02 * k, 2) for k in range(50)), 0.995, 0.999, 1.0)
 WEBHOOK_LATENCIES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 29.0)  # seconds; attempts time out at 30 s

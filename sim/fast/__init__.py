@@ -1,4 +1,4 @@
 """The fast engine (compiled collector + vectorised retries); see ``sim.fast.engine``."""
-from sim.fast.engine import run
+from audit_tune.sim.fast.engine import run
 
 __all__ = ["run"]

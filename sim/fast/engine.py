@@ -23,14 +23,14 @@ from typing import Callable
 
 import numpy as np
 
-from sim import rng
-from sim.config import BackendOptions
-from sim.fast import collector as col
-from sim.fast.tasks import run_tasks
-from sim.throttle import initial_tokens
-from sim.result import BackendStats, InstanceStats, Result
-from sim.scenario import Scenario
-from sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
+from audit_tune.sim import rng
+from audit_tune.sim.config import BackendOptions
+from audit_tune.sim.fast import collector as col
+from audit_tune.sim.fast.tasks import run_tasks
+from audit_tune.sim.throttle import initial_tokens
+from audit_tune.sim.result import BackendStats, InstanceStats, Result
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
 
 ENGINE = "fast"
 REQUEST_LEVEL = LEVELS.index("Request")
@@ -48,7 +48,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     sc.validate()
     why = fallback_reason(sc)
     if why:
-        from sim.reference import run as ref
+        from audit_tune.sim.reference import run as ref
 
         res = ref(sc, progress)
         res.engine = f"fast (reference model: {why})"
@@ -280,6 +280,6 @@ def _head(c: EventChunk, k: int) -> EventChunk:
 
 
 def _config(sc: Scenario) -> dict:
-    from sim.reference.engine import _config as ref_config
+    from audit_tune.sim.reference.engine import _config as ref_config
 
     return ref_config(sc)

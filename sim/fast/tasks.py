@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.receiver import ATTEMPTS, Receiver, backoff_sleep_array
+from audit_tune.sim.receiver import ATTEMPTS, Receiver, backoff_sleep_array
 
 
 @dataclass

@@ -4,6 +4,6 @@ Modules: ``clock`` (absolute-time events), ``buffered`` (buffer, collector, thro
 ``delegates`` (async webhook with retries, sync log writer, blocking calls), ``frontend``
 (requests and their stages, truncation, the union of backends), ``engine`` (wiring and results).
 """
-from sim.reference.engine import run
+from audit_tune.sim.reference.engine import run
 
 __all__ = ["run"]

@@ -24,13 +24,13 @@ from typing import Generator
 
 import simpy
 
-from sim import rng
-from sim.config import BackendOptions
-from sim.receiver import LogWriter, Receiver
-from sim.reference.clock import PIPELINE, at
-from sim.reference.delegates import log_batch, webhook_batch
-from sim.result import BackendStats
-from sim.throttle import TokenBucket
+from audit_tune.sim import rng
+from audit_tune.sim.config import BackendOptions
+from audit_tune.sim.receiver import LogWriter, Receiver
+from audit_tune.sim.reference.clock import PIPELINE, at
+from audit_tune.sim.reference.delegates import log_batch, webhook_batch
+from audit_tune.sim.result import BackendStats
+from audit_tune.sim.throttle import TokenBucket
 
 
 class Pipe:

@@ -17,8 +17,8 @@ from typing import Generator
 import numpy as np
 import simpy
 
-from sim.receiver import ATTEMPTS, backoff_sleep
-from sim.reference.clock import PIPELINE, TASK, at
+from audit_tune.sim.receiver import ATTEMPTS, backoff_sleep
+from audit_tune.sim.reference.clock import PIPELINE, TASK, at
 
 
 def _post_with_retries(pipe, key: int, nbytes: int, priority: int) -> Generator:

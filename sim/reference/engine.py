@@ -6,14 +6,14 @@ from typing import Callable, Generator
 
 import simpy
 
-from sim.reference.buffered import Pipe
-from sim.reference.clock import ARRIVAL, at
-from sim.reference.frontend import Frontend
-from sim.result import BackendStats, InstanceStats, Result
-from sim.scenario import Scenario
+from audit_tune.sim.reference.buffered import Pipe
+from audit_tune.sim.reference.clock import ARRIVAL, at
+from audit_tune.sim.reference.frontend import Frontend
+from audit_tune.sim.result import BackendStats, InstanceStats, Result
+from audit_tune.sim.scenario import Scenario
 import numpy as np
 
-from sim.workload import add_level_counts, iter_events, iter_requests
+from audit_tune.sim.workload import add_level_counts, iter_events, iter_requests
 
 ENGINE = "reference"
 
@@ -98,7 +98,7 @@ def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progre
 
 
 def _config(sc: Scenario) -> dict:
-    from tune import __version__
+    from audit_tune import __version__
 
     d = sc.to_dict()
     if d["workload"]["arrivals"].get("trace") and len(d["workload"]["arrivals"]["trace"]) > 1000:

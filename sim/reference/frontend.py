@@ -17,11 +17,11 @@ from typing import Generator
 
 import simpy
 
-from sim.reference.buffered import Pipe
-from sim.reference.clock import ARRIVAL, at
-from sim.reference.delegates import log_event, webhook_event
-from sim.result import InstanceStats
-from sim.workload import RC, RR, LEVELS, RequestClass
+from audit_tune.sim.reference.buffered import Pipe
+from audit_tune.sim.reference.clock import ARRIVAL, at
+from audit_tune.sim.reference.delegates import log_event, webhook_event
+from audit_tune.sim.result import InstanceStats
+from audit_tune.sim.workload import RC, RR, LEVELS, RequestClass
 
 REQUEST_LEVEL = LEVELS.index("Request")
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from sim.errors import InputError, ServiceError
+from audit_tune.basics.errors import InputError, ServiceError
 
 PANEL = "Load testing"
 DEFAULT_NAME = "audit-tune"
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_audit_flags(extra: list[str], flags_file: Optional[Path]):
-    from sim.config import AuditFlags, load_flags_file, parse_flags
+    from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 
     base = load_flags_file(flags_file) if flags_file else AuditFlags()
     for a in extra:
@@ -96,7 +96,7 @@ def _table(info: dict[str, Any]) -> str:
 
 
 def _emit(info: dict[str, Any], fmt: str) -> None:
-    from tune.output import render, write_output
+    from audit_tune.basics.output import render, write_output
 
     public = {k: v for k, v in info.items() if k not in ("data_dir",)}
     write_output(_table(public) if fmt == "table" else render(public, fmt), None)
@@ -124,8 +124,8 @@ def up_cmd(
     config_only: bool = typer.Option(False, "--config-only", help="Write and check the kind config, print its path; no Docker needed.", rich_help_panel=K),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
 ) -> None:
-    from sim.units import parse_duration
-    from tune.output import log
+    from audit_tune.sim.units import parse_duration
+    from audit_tune.basics.output import log
 
     flags = _parse_audit_flags(list(ctx.args), flags_file)
     token = _read_secret(sink_token_file, "AUDIT_SINK_TOKEN")
@@ -138,8 +138,8 @@ def up_cmd(
         raise InputError(f"--provider {provider!r}: use local or kind")
     if config_only:
         raise InputError("--config-only: only for --provider kind")
-    from loadgen.local import LocalCluster
-    from loadgen.prometheus import Prometheus
+    from audit_tune.loadgen.local import LocalCluster
+    from audit_tune.loadgen.prometheus import Prometheus
 
     timeout = parse_duration(start_timeout, "--start-timeout")
     for a in apiserver_arg:
@@ -182,8 +182,8 @@ def up_cmd(
 
 
 def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, kubeadm_api, config_only, fmt) -> None:
-    from loadgen.kind import KindCluster, check_config
-    from tune.output import log
+    from audit_tune.loadgen.kind import KindCluster, check_config
+    from audit_tune.basics.output import log
 
     k = KindCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_host=sink_host, sink_ca_file=sink_ca,
                     sink_token=token, image=image, kubeadm_api=kubeadm_api)  # type: ignore[arg-type]
@@ -192,26 +192,26 @@ def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, ku
         try:
             log(check_config(path))
         except Exception as e:  # noqa: BLE001 - the checker is optional here
-            from sim.errors import BuildMissingError
+            from audit_tune.basics.errors import BuildMissingError
             if not isinstance(e, BuildMissingError):
                 raise
             log(f"not checked: {e}")
         _emit({"name": name, "provider": "kind", "config": str(path), "sink_url": sink_url,
                "node_sink_url": k.node_sink_url}, fmt)
         return
-    from loadgen.kind import check_docker
+    from audit_tune.loadgen.kind import check_docker
 
     check_docker()
     log(f"creating kind cluster '{name}' ...")
     k.up()
-    from loadgen.local import default_state_root
+    from audit_tune.loadgen.local import default_state_root
 
     _emit(json.loads((default_state_root() / name / "state.json").read_text()), fmt)
     log(f"export KUBECONFIG={k.kubeconfig}; stop with: tune cluster down --name {name}")
 
 
 def _provider_of(name: str) -> str:
-    from loadgen.local import STATE_FILE, _check_name, default_state_root
+    from audit_tune.loadgen.local import STATE_FILE, _check_name, default_state_root
 
     st = default_state_root() / _check_name(name) / STATE_FILE
     try:
@@ -224,7 +224,7 @@ def _provider_of(name: str) -> str:
 
 
 def _names() -> list[str]:
-    from loadgen.local import list_clusters
+    from audit_tune.loadgen.local import list_clusters
 
     return list_clusters()
 
@@ -233,14 +233,14 @@ def down_cmd(
     name: str = typer.Option(DEFAULT_NAME, "--name", help="Cluster name."),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
 ) -> None:
-    from tune.output import log
+    from audit_tune.basics.output import log
 
     if _provider_of(name) == "kind":
-        from loadgen.kind import KindCluster
+        from audit_tune.loadgen.kind import KindCluster
 
         info = KindCluster.delete(name)
     else:
-        from loadgen.local import cluster_down
+        from audit_tune.loadgen.local import cluster_down
 
         info = cluster_down(name)
     log(f"cluster '{name}' stopped: {', '.join(info['stopped']) or 'nothing was running'}")
@@ -252,7 +252,7 @@ def status_cmd(
     name: Optional[str] = typer.Option(None, "--name", help=f"Cluster name (default {DEFAULT_NAME}; with no clusters of that name, all are listed)."),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
 ) -> None:
-    from loadgen.local import cluster_status, default_state_root
+    from audit_tune.loadgen.local import cluster_status, default_state_root
 
     names = [name] if name else ([DEFAULT_NAME] if DEFAULT_NAME in _names() else _names())
     if not names:
@@ -268,7 +268,7 @@ def status_cmd(
     if fmt == "table":
         sys.stdout.write("\n".join(_table(i) for i in infos))
     else:
-        from tune.output import render
+        from audit_tune.basics.output import render
 
         sys.stdout.write(render(infos if len(infos) > 1 else infos[0], fmt))
     if not all(i.get("running") is True for i in infos if i.get("provider") == "local"):

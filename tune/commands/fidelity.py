@@ -37,11 +37,11 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from sim.config import parse_flags
-from sim.latency import Latency
-from sim.receiver import LogWriter, Outage, Receiver
-from sim.scenario import Scenario
-from sim.workload import Arrivals, RateProfile, RequestClass, Workload
+from audit_tune.sim.config import parse_flags
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
 
 PANEL = "Simulate"
 ONE_EVENT = RequestClass("one", level="Metadata", omit_stages=frozenset({"RequestReceived"}),
@@ -213,7 +213,7 @@ def run_case(case: FidelityCase, engines: tuple[str, ...] = ("fast",), log: Call
              ) -> dict[str, Any]:
     """Run the case on the simulator engine(s) and on the oracle; rows per engine. The oracle run
     is repeated (at most ``RUNS`` in all) while it fails a comparison on a disturbed replay."""
-    from sim.api import run
+    from audit_tune.sim.api import run
 
     out: dict[str, Any] = {"case": case.name, "disturbed_runs": []}
     sims = {eng: run(case.scenario, engine=eng).to_dict(series=False) for eng in engines}
@@ -284,8 +284,8 @@ def fidelity(
     write_doc: Optional[str] = typer.Option(None, "--write-doc", help="Also write the markdown report to FILE (e.g. docs/fidelity.md)."),
     list_: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
 ) -> int:
-    from sim.errors import InputError, ObjectiveViolated
-    from sim.oracle import oracle_binary
+    from audit_tune.basics.errors import InputError, ObjectiveViolated
+    from audit_tune.sim.oracle import oracle_binary
 
     all_cases = cases()
     if list_:

@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import typer
 
-from sim.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
+from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
 
 PANEL = "Load testing"
 TGT = "Target"
@@ -90,11 +90,11 @@ def loadtest_cmd(
     sink_error_status: int = typer.Option(503, "--sink-error-status", help="--verify: the sink's --error-status.", rich_help_panel=VERIFY),
     sink_outage: List[str] = typer.Option([], "--sink-outage", help="--verify: the sink's --outage START-END[:MODE] (sink-relative, as given to the sink; repeatable).", rich_help_panel=VERIFY),
 ) -> int:
-    from loadgen import kubetarget
-    from loadgen.loadtest import LoadTestConfig, run_loadtest
-    from loadgen.record import write_record
-    from sim.units import parse_duration, parse_size
-    from tune.output import Progress, log, render, write_output
+    from audit_tune.loadgen import kubetarget
+    from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
+    from audit_tune.loadgen.record import write_record
+    from audit_tune.sim.units import parse_duration, parse_size
+    from audit_tune.basics.output import Progress, log, render, write_output
 
     if fmt not in ("json", "yaml", "table"):
         raise InputError(f"--format {fmt}: use json, yaml or table")
@@ -197,11 +197,11 @@ def loadtest_cmd(
 def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[dict, dict]:
     """Wait until the audit pipeline is idle and the throttle's bucket full again (the replay starts
     that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
-    from loadgen.loadtest import _cluster_state
-    from loadgen.sink import fetch_stats
-    from loadgen.verify import scrape_totals, wait_quiet
-    from sim.config import parse_flags
-    from sim.errors import ServiceError
+    from audit_tune.loadgen.loadtest import _cluster_state
+    from audit_tune.loadgen.sink import fetch_stats
+    from audit_tune.loadgen.verify import scrape_totals, wait_quiet
+    from audit_tune.sim.config import parse_flags
+    from audit_tune.basics.errors import ServiceError
 
     in_force = parse_flags(list(flags or _cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
     wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), in_force, timeout=60, retries=False, refill=True)
@@ -216,10 +216,10 @@ def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | Non
                   max_drops: float) -> dict:
     import sys
 
-    from loadgen.faults import FaultConfig
-    from loadgen.loadtest import _cluster_state
-    from loadgen.local import DEFAULT_POLICY
-    from loadgen.verify import render, verify_live
+    from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.loadtest import _cluster_state
+    from audit_tune.loadgen.local import DEFAULT_POLICY
+    from audit_tune.loadgen.verify import render, verify_live
 
     pol = str(policy) if policy else (_cluster_state(target).get("policy") or str(DEFAULT_POLICY))
     faults = FaultConfig.from_flags(error_rate=error_rate, error_status=error_status, outages=list(outages))

@@ -44,11 +44,11 @@ def explain_cmd(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
     strict: bool = typer.Option(False, "--strict", help="Unknown or duplicate fields are errors, not warnings."),
 ) -> None:
-    from analysis.policy import load_policy
-    from analysis.policy.explain import explain_policy
-    from sim.errors import InputError
-    from tune import __version__
-    from tune.output import log, render, write_output
+    from audit_tune.analysis.policy import load_policy
+    from audit_tune.analysis.policy.explain import explain_policy
+    from audit_tune.basics.errors import InputError
+    from audit_tune import __version__
+    from audit_tune.basics.output import log, render, write_output
 
     if fmt not in ("table", "json", "yaml"):
         raise InputError(f"--format {fmt}: unknown format; use one of table, json, yaml")
@@ -70,7 +70,7 @@ def render_table(data: dict[str, Any]) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    from analysis.policy.explain import table_rows
+    from audit_tune.analysis.policy.explain import table_rows
 
     buf = io.StringIO()
     console = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False, soft_wrap=True)
@@ -103,7 +103,7 @@ def render_table(data: dict[str, Any]) -> str:
 
 
 def _users_cell(users: list[str]) -> str:
-    from analysis.policy.catalog import USER_KINDS
+    from audit_tune.analysis.policy.catalog import USER_KINDS
 
     everyone = [u.key for u in USER_KINDS]
     others = [u for u in everyone if u not in users]
@@ -154,12 +154,12 @@ def _impact(
 ) -> int:
     import json as _json
 
-    from analysis.policy import load_policy
-    from analysis.policy_impact import add_request_mix, impact_report, user_kind
-    from analysis.snapshot import Snapshot, sample_path
-    from sim.errors import InputError
-    from sim.units import parse_duration
-    from tune.output import log, render, write_output
+    from audit_tune.analysis.policy import load_policy
+    from audit_tune.analysis.policy_impact import add_request_mix, impact_report, user_kind
+    from audit_tune.analysis.snapshot import Snapshot, sample_path
+    from audit_tune.basics.errors import InputError
+    from audit_tune.sim.units import parse_duration
+    from audit_tune.basics.output import log, render, write_output
 
     if fmt not in ("table", "json", "yaml"):
         raise InputError(f"--format {fmt}: unknown format; use one of table, json, yaml")
@@ -176,7 +176,7 @@ def _impact(
     if save_snapshot and not url:
         raise InputError("--save-snapshot: only with --prometheus-url (a snapshot file is already saved)")
     if url:
-        from analysis.prom import PromClient, SnapshotRequest, take_snapshot
+        from audit_tune.analysis.prom import PromClient, SnapshotRequest, take_snapshot
 
         prom.validate()
         req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
@@ -192,7 +192,7 @@ def _impact(
     else:
         # the bundled policy sample: a snapshot with its request mix, recorded from the real local stack
         # (the recommend sample predates request mixes)
-        from tune.inputs import POLICY_SAMPLE
+        from audit_tune.cli.inputs import POLICY_SAMPLE
 
         path = Path(snapshot) if snapshot else POLICY_SAMPLE
         if not snapshot:
@@ -211,7 +211,7 @@ def _rate(x: float | None, unit: str = "") -> str:
     if x is None:
         return "-"
     if unit == "B":
-        from sim.units import format_size
+        from audit_tune.sim.units import format_size
 
         try:
             return format_size(x) + "/s"
@@ -281,7 +281,7 @@ def render_impact_table(r: dict[str, Any]) -> str:
 
 def _impact_entry() -> Any:
     try:
-        from tune.options import prometheus_options
+        from audit_tune.cli.options import prometheus_options
     except ImportError:  # pragma: no cover
         return None
     return prometheus_options(_impact)

@@ -18,7 +18,7 @@ PANEL_IN = "Input"
 PANEL_OBJ = "Objective"
 PANEL_OUT = "Output"
 FORMATS = ("table", "json", "yaml", "flags", "kubeadm", "kubeadm-v1beta3", "kind", "manifest-patch", "prometheusrule")
-from tune.inputs import SAMPLE  # noqa: E402,F401 - re-exported for callers that import it from here
+from audit_tune.cli.inputs import SAMPLE  # noqa: E402,F401 - re-exported for callers that import it from here
 
 HELP = """Recommend --audit-webhook-batch-* flags from observed audit load: no event lost at the observed
 peak x headroom, bounded memory, a receiver that is not flooded. Calibrates the simulator to each
@@ -39,13 +39,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _objective_fields() -> list[dataclasses.Field]:
-    from analysis.recommend import Objective
+    from audit_tune.analysis.recommend import Objective
 
     return list(dataclasses.fields(Objective))
 
 
 def recommend(ctx: typer.Context, **kw: Any) -> int:
-    from analysis.recommend import Objective
+    from audit_tune.analysis.recommend import Objective
 
     obj = Objective(**{f.name: kw.pop(f.name) for f in _objective_fields()})
     prom = kw.pop("prom", None)
@@ -59,17 +59,17 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
          prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
          output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
          policy: Optional[str] = None) -> int:
-    from analysis import outputs  # noqa: F401 - registers the formatters
-    from analysis.recommend import build_report
-    from sim.errors import InputError, ObjectiveViolated
-    from tune.output import log, render, write_output
+    from audit_tune.analysis import outputs  # noqa: F401 - registers the formatters
+    from audit_tune.analysis.recommend import build_report
+    from audit_tune.basics.errors import InputError, ObjectiveViolated
+    from audit_tune.basics.output import log, render, write_output
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
     obj = obj.validated()
     say = (lambda s: None) if no_progress else (lambda s: log(f"tune recommend: {s}"))
     # ---- input ----
-    from tune.inputs import POLICY_SAMPLE, current_flags_of, load_history
+    from audit_tune.cli.inputs import POLICY_SAMPLE, current_flags_of, load_history
 
     if policy and not snapshot and not (prom.url if prom is not None else prometheus_url):
         snapshot = str(POLICY_SAMPLE)  # the bundled sample that has a request mix
@@ -77,7 +77,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
             f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
     snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
     if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
-        from analysis.policy_impact import project_for_recommend
+        from audit_tune.analysis.policy_impact import project_for_recommend
 
         path = snapshot
         snap = project_for_recommend(snap, policy, snapshot_path=path, prom=prom, log=say)
@@ -109,9 +109,9 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
 def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict, fmt: str, output: Optional[str],
            output_dir: Optional[str], executor: str, scheduler: Optional[str], say: Any) -> int:
     """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
-    from analysis.fleet import recommend_fleet
-    from sim.errors import InputError, ObjectiveViolated
-    from tune.output import render, write_atomic, write_output
+    from audit_tune.analysis.fleet import recommend_fleet
+    from audit_tune.basics.errors import InputError, ObjectiveViolated
+    from audit_tune.basics.output import render, write_atomic, write_output
 
     if executor not in ("local", "dask", "dask-local"):
         raise InputError(f"--executor {executor}: use local, dask or dask-local")
@@ -168,7 +168,7 @@ def _fleet_table(fleet: dict) -> str:
 def _table(report: dict, color: bool) -> str:
     import shutil
 
-    from analysis.outputs import render_table
+    from audit_tune.analysis.outputs import render_table
 
     if color:  # a terminal: use its width
         return render_table(report, color=True, width=max(shutil.get_terminal_size((150, 40)).columns, 80))
@@ -177,15 +177,15 @@ def _table(report: dict, color: bool) -> str:
 
 def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
     """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
-    from analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
-    from sim.errors import InputError, NotEnoughData
-    from sim.units import parse_duration
-    from tune.output import log
+    from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
+    from audit_tune.basics.errors import InputError, NotEnoughData
+    from audit_tune.sim.units import parse_duration
+    from audit_tune.basics.output import log
 
     if prom is None:
         raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")
     prom.validate()
-    from tune.commands.snapshot import _parse_end
+    from audit_tune.cli.commands.snapshot import _parse_end
 
     req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
                           end=_parse_end(end) if end else None, selector=selector)
@@ -206,15 +206,15 @@ def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any
 
 def _prom_available() -> bool:
     try:
-        import analysis.prom  # noqa: F401
-        import tune.options  # noqa: F401
+        import audit_tune.analysis.prom  # noqa: F401
+        import audit_tune.cli.options  # noqa: F401
     except ImportError:
         return False
     return True
 
 
 def _build_signature() -> None:
-    from tune.inputs import Signature
+    from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
@@ -234,6 +234,6 @@ def _build_signature() -> None:
 
 _build_signature()
 if _prom_available():
-    from tune.options import prometheus_options
+    from audit_tune.cli.options import prometheus_options
 
     recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them

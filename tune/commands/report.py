@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 import typer
 
-from tune.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, _prom_available
-from tune.inputs import current_flags_of
+from audit_tune.cli.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, _prom_available
+from audit_tune.cli.inputs import current_flags_of
 
 HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
 verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
 
 def report(ctx: typer.Context, **kw: Any) -> int:
-    from analysis.recommend import Objective
+    from audit_tune.analysis.recommend import Objective
 
     obj = Objective(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Objective)})
     return _run(ctx, obj, **kw)
@@ -49,10 +49,10 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
          current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
          no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None,
          end: Optional[str] = None) -> int:
-    from analysis.report import write
-    from analysis.report.data import assemble, recommendation
-    from sim.errors import InputError, ObjectiveViolated
-    from tune.output import log
+    from audit_tune.analysis.report import write
+    from audit_tune.analysis.report.data import assemble, recommendation
+    from audit_tune.basics.errors import InputError, ObjectiveViolated
+    from audit_tune.basics.output import log
 
     t0 = time.perf_counter()
     obj = obj.validated()
@@ -61,7 +61,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
         raise InputError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (it names the folder reports/NAME)")
     if loadtest and not Path(loadtest).is_file():
         raise InputError(f"--loadtest {loadtest}: no such file (a record written by 'tune loadtest -o run.json')")
-    from tune.inputs import load_history
+    from audit_tune.cli.inputs import load_history
 
     snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
     default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus"}.get(source["kind"], "sample")
@@ -93,7 +93,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
 
 
 def _build_signature() -> None:
-    from tune.inputs import Signature
+    from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
@@ -109,6 +109,6 @@ def _build_signature() -> None:
 
 _build_signature()
 if _prom_available():
-    from tune.options import prometheus_options
+    from audit_tune.cli.options import prometheus_options
 
     report = prometheus_options(report)  # noqa: F811 - the shared Prometheus flags, named as KRR names them

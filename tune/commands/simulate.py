@@ -5,8 +5,8 @@ from typing import Optional
 
 import typer
 
-from sim.errors import ObjectiveViolated
-from tune.output import Progress, log, render, write_output
+from audit_tune.basics.errors import ObjectiveViolated
+from audit_tune.basics.output import Progress, log, render, write_output
 
 PANEL_WL = "Workload"
 PANEL_RCV = "Receiver (webhook) and log writer"
@@ -65,9 +65,9 @@ def simulate(
     series: bool = typer.Option(False, "--series", help="Include batch sizes and occupancy series in JSON/YAML.", rich_help_panel=PANEL_OUT),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress output on stderr.", rich_help_panel=PANEL_OUT),
 ) -> int:
-    from sim.api import run
-    from sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
-    from sim.scenario import Scenario
+    from audit_tune.sim.api import run
+    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
+    from audit_tune.sim.scenario import Scenario
 
     audit_args = list(ctx.args)
     flags = build_flags(audit_args, flags_file)
@@ -75,7 +75,7 @@ def simulate(
         sc = Scenario.load(scenario)
         if audit_args or flags_file:
             sc = sc.with_flags(build_flags(audit_args, flags_file) if flags_file else
-                               __import__("sim.config", fromlist=["parse_flags"]).parse_flags(audit_args, base=sc.flags))
+                               __import__("audit_tune.sim.config", fromlist=["parse_flags"]).parse_flags(audit_args, base=sc.flags))
     else:
         wo = WorkloadOptions(rate=rate, request_rate=request_rate, duration=duration, arrivals=arrivals, profile=profile,
                              ramp=ramp, burst=burst, trace=trace, rate_series=rate_series, instances=instances,
@@ -109,7 +109,7 @@ def _table(d: dict) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    from sim.units import format_size
+    from audit_tune.sim.units import format_size
 
     buf = StringIO()
     con = Console(file=buf, width=110, force_terminal=False, color_system=None, soft_wrap=True)

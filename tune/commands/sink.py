@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 PANEL = "Load testing"
 
@@ -69,10 +69,10 @@ def serve_cmd(
     duration: Optional[str] = typer.Option(None, "--duration", help="Stop after this long (default: until Ctrl-C)."),
     stats_out: Optional[Path] = typer.Option(None, "--stats-out", help="Write the final stats JSON here on exit, with every per-request handling latency (latency_samples_s)."),
 ) -> None:
-    from loadgen.faults import FaultConfig
-    from loadgen.sink import SinkConfig, SinkServer, serve, webhook_kubeconfig
-    from sim.units import parse_duration
-    from tune.output import log, write_atomic
+    from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.sink import SinkConfig, SinkServer, serve, webhook_kubeconfig
+    from audit_tune.sim.units import parse_duration
+    from audit_tune.basics.output import log, write_atomic
 
     token = _read_token(token_file)
     faults = FaultConfig.from_flags(latency=latency, latency_per_inflight=latency_per_inflight,
@@ -144,8 +144,8 @@ def verify_cmd(
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE (atomically) instead of stdout."),
 ) -> None:
-    from loadgen.store import verify
-    from tune.output import render, write_output
+    from audit_tune.loadgen.store import verify
+    from audit_tune.basics.output import render, write_output
 
     summary = verify(store).to_dict()
     if fmt == "table":

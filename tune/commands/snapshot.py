@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from analysis.prom import PromSettings
-from tune.options import prometheus_options
+from audit_tune.analysis.prom import PromSettings
+from audit_tune.cli.options import prometheus_options
 
 PANEL = "Snapshot"
 
@@ -43,10 +43,10 @@ def snapshot(
                                                rich_help_panel=PANEL),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress output on stderr.", rich_help_panel=PANEL),
 ) -> int:
-    from analysis.prom import PromClient, SnapshotRequest, human_duration, partial_snapshot, take_snapshot
-    from sim.errors import InputError, NotEnoughData
-    from sim.units import parse_duration
-    from tune.output import log, write_output
+    from audit_tune.analysis.prom import PromClient, SnapshotRequest, human_duration, partial_snapshot, take_snapshot
+    from audit_tune.basics.errors import InputError, NotEnoughData
+    from audit_tune.sim.units import parse_duration
+    from audit_tune.basics.output import log, write_output
 
     prom.validate()
     req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
@@ -82,7 +82,7 @@ def snapshot(
 def _parse_end(text: str) -> float:
     from datetime import datetime
 
-    from sim.errors import InputError
+    from audit_tune.basics.errors import InputError
 
     try:
         return float(text)

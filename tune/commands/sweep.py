@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tune.output import Progress, log
+from audit_tune.basics.output import Progress, log
 
 PANEL_SPEC = "Spec"
 PANEL_EXEC = "Executor"
@@ -61,10 +61,10 @@ def sweep(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Do not print the summary.", rich_help_panel=PANEL_OUT),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress output on stderr.", rich_help_panel=PANEL_OUT),
 ) -> int:
-    from analysis.executors import ExecutorOptions
-    from analysis.sweep import plan, run_sweep
-    from analysis.sweep_spec import load_spec, parse_cli_axis, parse_cli_set, spec_from_dict
-    from sim.errors import InputError
+    from audit_tune.analysis.executors import ExecutorOptions
+    from audit_tune.analysis.sweep import plan, run_sweep
+    from audit_tune.analysis.sweep_spec import load_spec, parse_cli_axis, parse_cli_set, spec_from_dict
+    from audit_tune.basics.errors import InputError
 
     if spec_file is None and not axis:
         raise InputError("tune sweep: give a SPEC file and/or --axis NAME=V1,V2,... (see 'tune sweep --help')")
@@ -121,7 +121,7 @@ def sweep(
         raise
     if bar is not None:
         bar.close()
-    from analysis.sweep_summary import summary_text
+    from audit_tune.analysis.sweep_summary import summary_text
 
     if not quiet:
         print(summary_text(rep.summary), end="")

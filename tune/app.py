@@ -22,7 +22,7 @@ _EXIT = (click.exceptions.Exit, typer.Exit)
 _ABORT = (click.exceptions.Abort, typer.Abort)
 _CLICK_ERR = (click.ClickException, _TClickException)
 
-from sim.errors import EXIT_ERROR, TuneError
+from audit_tune.basics.errors import EXIT_ERROR, TuneError
 
 # Subcommand modules; each exposes ``register(app)``.
 COMMANDS = ["simulate", "sink", "policy", "cluster", "loadtest", "fidelity", "sweep", "snapshot", "recommend", "report"]
@@ -41,7 +41,7 @@ _state = {"debug": False}
 
 def _version_callback(value: bool) -> None:
     if value:
-        from tune import __version__
+        from audit_tune import __version__
 
         typer.echo(f"audit-tune {__version__}")
         raise typer.Exit()
@@ -57,7 +57,7 @@ def _root(
 
 
 for _name in COMMANDS:
-    importlib.import_module(f"tune.commands.{_name}").register(app)
+    importlib.import_module(f"audit_tune.cli.commands.{_name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from sim.errors import InputError
+from audit_tune.basics.errors import InputError
 
 _FORMATTERS: dict[str, Callable[[Any], str]] = {}
 

@@ -1,4 +1,4 @@
-"""Oracle experiments behind docs/oracle-findings.md (run: python3 sim/oracle/experiments/findings.py [a b c d e f g h i]).
+"""Oracle experiments behind docs/oracle-findings.md (run: python3 scripts/oracle_findings.py [a b c d e f g h i]).
 
 Each experiment runs the real k8s.io/apiserver audit backends through sim.oracle.run_oracle and
 prints the measured numbers. Build first: bash scripts/build-oracle.sh
@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from sim.oracle import run_oracle
+from audit_tune.sim.oracle import run_oracle
 
 NO_THROTTLE = {"audit-webhook-batch-throttle-enable": "false"}
 

@@ -436,8 +436,8 @@ def write_scenario(sc: Scenario, outdir: Path) -> tuple[Path, Truth]:
 
 def backfill(files: list[Path], tsdb: Path) -> None:
     """``promtool tsdb create-blocks-from openmetrics FILE TSDB`` for each file."""
-    from loadgen.prometheus import promtool
-    from sim.errors import ServiceError
+    from audit_tune.loadgen.prometheus import promtool
+    from audit_tune.basics.errors import ServiceError
 
     tsdb.mkdir(parents=True, exist_ok=True)
     for f in files:
@@ -451,7 +451,7 @@ def backfill(files: list[Path], tsdb: Path) -> None:
 def backfilled_prometheus(names: list[str] | None = None, workdir: Path | None = None,
                           prom_args: tuple[str, ...] = ()) -> Iterator[tuple[Any, dict[str, Truth]]]:
     """Generate scenarios, backfill one TSDB, start the real Prometheus on it; yields (prom, truths)."""
-    from loadgen.prometheus import Prometheus, scrape_config
+    from audit_tune.loadgen.prometheus import Prometheus, scrape_config
 
     own = workdir is None
     wd = Path(tempfile.mkdtemp(prefix="audit-tune-promfix-")) if own else Path(workdir)

@@ -1,0 +1,1 @@
+"""The bottom layer: version, error types with their exit codes, and output plumbing."""
