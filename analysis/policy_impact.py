@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
-from audit_tune.analysis.policy.matcher import LONG_RUNNING_SUBRESOURCES, RequestAttributes, decide, stages_emitted
-from audit_tune.analysis.policy.model import LEVELS, STAGES, Policy
+from audit_tune.sim.policy.matcher import LONG_RUNNING_SUBRESOURCES, RequestAttributes, decide, stages_emitted
+from audit_tune.sim.policy.model import LEVELS, STAGES, Policy
 from audit_tune.basics.errors import InputError, NotEnoughData
 from audit_tune.sim.workload import DEFAULT_SIZES
 

@@ -258,13 +258,13 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
     why = ""
     if policy_path:
         try:
-            from audit_tune.analysis.policy import load_policy
+            from audit_tune.sim.policy import load_policy
 
             policy = load_policy(policy_path)
         except Exception as e:  # noqa: BLE001 - any failure falls back to the measured ratio
             why = f"{type(e).__name__}: {e}"
     if policy is not None:
-        from audit_tune.analysis.policy import RequestAttributes, evaluate, stages_emitted
+        from audit_tune.sim.policy import RequestAttributes, evaluate, stages_emitted
 
         verbs = np.array(tr.verb)
         ress = np.array(tr.resource)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from audit_tune.analysis.policy import GroupResources, Policy, Rule, load_policy
 from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
-from audit_tune.analysis.policy.model import LEVELS
+from audit_tune.sim.policy.model import LEVELS
 from audit_tune.analysis.policy_impact import (
     InstanceMix,
     MixEntry,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from audit_tune.analysis.policy.matcher import RequestAttributes
+from audit_tune.sim.policy.matcher import RequestAttributes
 
 
 class UserKind(NamedTuple):

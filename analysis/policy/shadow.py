@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from audit_tune.analysis.policy.model import GroupResources, Policy, Rule
+from audit_tune.sim.policy.model import GroupResources, Policy, Rule
 
 
 class Shadowed(NamedTuple):

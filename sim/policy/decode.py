@@ -19,7 +19,7 @@ import difflib
 
 import yaml
 
-from audit_tune.analysis.policy.model import GroupResources, Policy, Rule
+from audit_tune.sim.policy.model import GroupResources, Policy, Rule
 from audit_tune.basics.errors import InputError
 
 # Fields of metav1.ObjectMeta (``metadata:`` is allowed on a Policy and ignored).

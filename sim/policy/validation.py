@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from audit_tune.analysis.policy.model import LEVELS, STAGES, Policy, Rule
+from audit_tune.sim.policy.model import LEVELS, STAGES, Policy, Rule
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")

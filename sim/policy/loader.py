@@ -29,10 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from audit_tune.analysis.policy.decode import Decoder
-from audit_tune.analysis.policy.model import API_VERSION, KIND, Policy
-from audit_tune.analysis.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
-from audit_tune.analysis.policy.validation import validate_policy
+from audit_tune.sim.policy.decode import Decoder
+from audit_tune.sim.policy.model import API_VERSION, KIND, Policy
+from audit_tune.sim.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
+from audit_tune.sim.policy.validation import validate_policy
 from audit_tune.basics.errors import InputError
 
 

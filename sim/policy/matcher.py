@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from audit_tune.analysis.policy.model import (
+from audit_tune.sim.policy.model import (
     LEVEL_NONE,
     STAGE_REQUEST_RECEIVED,
     STAGE_RESPONSE_COMPLETE,
