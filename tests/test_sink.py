@@ -103,7 +103,7 @@ def test_altered_last_line_is_caught_by_the_head(sink: Sink, store: Path) -> Non
     lines = _lines(store)
     lines[-1] = lines[-1].replace(b'"get"', b'"list"')
     store.write_bytes(b"".join(lines))
-    with pytest.raises(ChainError, match="line 16: last record does not match"):
+    with pytest.raises(ChainError, match="line 16: last anchored record does not match"):
         verify(store)
 
 
@@ -123,7 +123,7 @@ def test_deleted_and_reordered_records_are_detected(sink: Sink, store: Path) -> 
     with pytest.raises(ChainError, match="line 1: first record"):
         verify(store)
     store.write_bytes(b"".join(good[:-1]))  # tail deleted: only the head can tell
-    with pytest.raises(ChainError, match="line 15: last record does not match"):
+    with pytest.raises(ChainError, match="records 16 events but the store holds 11 whole ones"):
         verify(store)
 
 
