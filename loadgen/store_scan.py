@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,9 @@ def scan(path: Path, chain: Chain, head_seq: int | None = None) -> Scan:
             line = raw[:-1]
             try:
                 rec = json.loads(line)
-            except (ValueError, RecursionError):
+            except RecursionError:  # an event nested near the parser's limit: read the record's fields only
+                rec = _fields(line, where)
+            except ValueError:
                 raise ChainError(f"{where}: not valid JSON (record altered or corrupted)") from None
             if not isinstance(rec, dict) or not {"seq", "prev", "event", "batch"} <= rec.keys():
                 raise ChainError(f"{where}: not a sink record (needs seq, prev, received, batch, event)")
@@ -135,6 +138,21 @@ def scan(path: Path, chain: Chain, head_seq: int | None = None) -> Scan:
     s.partial_records = len(pending)
     s.size = off + s.torn_bytes
     return s
+
+
+_FIELDS = re.compile(rb'\{"seq":(\d+),"prev":"([0-9a-f]{64})","received":([-0-9.e+]+),"batch":(\d+),'
+                     rb'(?:"n":(\d+),)?"event":\{')
+
+
+def _fields(line: bytes, where: str) -> dict[str, Any]:
+    m = _FIELDS.match(line)
+    if m is None or not line.endswith(b"}"):
+        raise ChainError(f"{where}: not valid JSON (record altered or corrupted)")
+    rec: dict[str, Any] = {"seq": int(m[1]), "prev": m[2].decode(), "received": float(m[3]), "batch": int(m[4]),
+                           "event": {}}
+    if m[5] is not None:
+        rec["n"] = int(m[5])
+    return rec
 
 
 def _count(s: Scan, recs: list[tuple[dict[str, Any], int, str]], head_seq: int | None) -> None:
