@@ -213,8 +213,6 @@ def test_torn_record_and_cut_batch_are_cut_back(tmp_path: Path) -> None:
     extra = record_line(6, prev, 1.0, last["batch"] + 1, 3, encode_event({"auditID": "x"}))
     with open(p, "ab") as f:
         f.write(extra + b"\n" + b'{"seq":7,"prev":"ab')  # 1 of 3 records, then a torn line
-    with pytest.raises(ChainError):
-        verify(p, allow_unanchored=False) if not head_path(p).exists() else (_ for _ in ()).throw(ChainError("x"))
     s = verify(p)
     assert s.events == 6 and s.unanchored_events == 1 and s.torn_bytes > 0
     st = EventStore(p)
@@ -331,6 +329,9 @@ def test_disk_full_answers_503_rolls_back_and_recovers(tmp_path: Path) -> None:
             assert r.status_code == 200
             acked.update(e["auditID"] for e in evs)
         assert verify(store).events == len(acked) and set(stored_ids(store)) == acked
+        print(f"\ndisk full: {codes.count(200)} batches acknowledged, then {codes.count(503)} answered 503 "
+              f"(Retry-After) at {size} bytes stored, none torn; 200 again once space was freed; "
+              f"{len(acked)} events verified")
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
