@@ -233,6 +233,11 @@ def test_tampering_is_refused_by_serve_and_verify(tmp_path: Path) -> None:
     with pytest.raises(ChainError, match="--allow-unanchored"):
         verify(p)
     assert verify(p, allow_unanchored=True).events == 6
+    v = subprocess.run([TUNE, "sink", "verify", str(p)], capture_output=True, text=True)
+    assert v.returncode == 1 and "--allow-unanchored" in v.stderr and v.stderr.count("\n") == 1
+    v = subprocess.run([TUNE, "sink", "verify", str(p), "--allow-unanchored", "-f", "json"], capture_output=True,
+                       text=True)
+    assert v.returncode == 0 and json.loads(v.stdout)["head_checked"] is False
     r = subprocess.run([TUNE, "sink", "serve", "--store", str(p)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 

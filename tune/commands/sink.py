@@ -148,7 +148,7 @@ unless --allow-unanchored. Batches written but not acknowledged before a crash a
 not counted. A plain chain detects damage, not a consistent rewrite; a keyed one
 (--chain-key-file) detects that too. See docs/sink-promises.md.
 
-Example:  [bold]tune sink verify /tmp/ev.jsonl --format json[/bold]
+Example:  [bold]tune sink verify ./audit/ev.jsonl --format json[/bold]
 """
 
 
