@@ -22,7 +22,9 @@ skip the fsyncs (the head is still written last); after an OS crash or power los
 acknowledged batches, and the store may then be refused as truncated.
 
 One writer per store: ``STORE.lock`` is held with ``flock`` for the writer's lifetime.
-Batch ids count up from the last one in the store, under the same lock, so they never repeat.
+Batch ids count up from the last one in the store, assigned by the one thread writing, so they
+never repeat. Batches that arrive while a write is under way are written together by the next
+round (group commit), which shares the fsyncs among them.
 """
 from __future__ import annotations
 
@@ -67,11 +69,27 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+class _Job:
+    """One batch waiting for (or done with) a group commit."""
+
+    __slots__ = ("events", "received", "done", "error")
+
+    def __init__(self, events: list[bytes], received: float) -> None:
+        self.events, self.received = events, received
+        self.done = False
+        self.error: StoreUnavailable | None = None
+
+    def result(self) -> int:
+        if self.error is not None:
+            raise self.error
+        return len(self.events)
+
+
 class EventStore:
     """Appends batches to ``path`` under an exclusive lock, recovering from a crash on open.
 
-    Thread-safe: the sink calls :meth:`append_batch` from worker threads; a lock keeps batches
-    whole and in order.
+    Thread-safe: the sink calls :meth:`append_batch` from worker threads; one thread writes at a
+    time, each batch stays whole, and batches are stored in the order they were queued.
     """
 
     def __init__(self, path: str | os.PathLike, fsync: str = "always", fsync_interval: float = 1.0,
@@ -86,6 +104,9 @@ class EventStore:
         self.fsync, self.fsync_interval = fsync, fsync_interval
         self.chain = Chain(key)
         self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._queue: list[_Job] = []
+        self._leading = False
         self._lockfd = self._take_lock()
         self.recovered: list[str] = []
         self.events_stored = 0
@@ -183,40 +204,69 @@ class EventStore:
         """Store one batch and anchor it; returns the events written. Raises :class:`StoreUnavailable`.
 
         ``events`` are dicts, or event JSON already encoded with :func:`loadgen.chain.encode_event`.
-        ``batch`` is ignored: ids are assigned here, under the store's lock.
+        ``batch`` is ignored: ids are assigned here, in the order batches are written.
+
+        Group commit: batches that arrive while another thread is writing wait, and the next
+        writer takes all of them at once (one write, one round of fsyncs, one head); each
+        returns only once that round is durable, or raises if it failed.
         """
         encoded = [e if isinstance(e, bytes) else encode_event(e) for e in events]
         if not encoded:
             return 0
-        received = time.time() if received is None else received
-        with self._lock:
+        job = _Job(encoded, time.time() if received is None else received)
+        with self._cv:
+            self._queue.append(job)
+            while not job.done and self._leading:
+                self._cv.wait()
+            if job.done:
+                return job.result()
+            self._leading = True
+            group, self._queue = self._queue, []
+        try:
+            self._write_group(group)
+        finally:
+            with self._cv:
+                for j in group:
+                    j.done = True
+                self._leading = False
+                self._cv.notify_all()
+        return job.result()
+
+    def _write_group(self, group: list["_Job"]) -> None:
+        try:
             self._settle()
-            bid, n = self.last_batch + 1, len(encoded)
-            seq, prev, chunks = self.seq, self.prev, []
-            for ev in encoded:
-                line = record_line(seq, prev, received, bid, n, ev)
-                chunks.append(line)
-                chunks.append(b"\n")
+        except StoreUnavailable as e:
+            for j in group:
+                j.error = e
+            return
+        seq, prev, bid, chunks = self.seq, self.prev, self.last_batch, []
+        for j in group:
+            bid += 1
+            for ev in j.events:
+                line = record_line(seq, prev, j.received, bid, len(j.events), ev)
+                chunks += (line, b"\n")
                 prev = self.chain.digest(line)
                 seq += 1
-            data = b"".join(chunks)
-            now = time.monotonic()
-            sync = self.fsync == "always" or (self.fsync == "interval" and now - self._last_sync >= self.fsync_interval)
-            head = Head(seq - 1, prev, bid, self.end + len(data), self.chain.alg)
-            try:
-                _write_all(self._fd, data)
-                if sync:
-                    os.fsync(self._fd)
-                    self._last_sync = now
-                self._commit_head(head, sync)
-            except OSError as e:
-                if self._head_is(head):
-                    self._advance(seq, prev, bid, len(data), n)  # anchored; only the folder fsync failed
-                else:
-                    self._rollback()
-                raise StoreUnavailable(f"store {self.path} cannot take writes: {e.strerror or e}") from None
-            self._advance(seq, prev, bid, len(data), n)
-            return n
+        data = b"".join(chunks)
+        now = time.monotonic()
+        sync = self.fsync == "always" or (self.fsync == "interval" and now - self._last_sync >= self.fsync_interval)
+        head = Head(seq - 1, prev, bid, self.end + len(data), self.chain.alg)
+        try:
+            _write_all(self._fd, data)
+            if sync:
+                os.fsync(self._fd)
+                self._last_sync = now
+            self._commit_head(head, sync)
+        except OSError as e:
+            if self._head_is(head):
+                self._advance(seq, prev, bid, len(data), seq - self.seq)  # anchored; only the folder fsync failed
+            else:
+                self._rollback()
+            err = StoreUnavailable(f"store {self.path} cannot take writes: {e.strerror or e}")
+            for j in group:
+                j.error = err
+            return
+        self._advance(seq, prev, bid, len(data), seq - self.seq)
 
     def _head_is(self, head: Head) -> bool:
         try:
@@ -250,7 +300,9 @@ class EventStore:
         return not self._rollback_pending
 
     def close(self) -> None:
-        with self._lock:
+        with self._cv:
+            while self._leading:
+                self._cv.wait()
             if self._fd >= 0:
                 try:
                     if self.fsync != "never":
