@@ -328,7 +328,11 @@ def test_disk_full_answers_503_rolls_back_and_recovers(tmp_path: Path) -> None:
             head = json.loads(head_path(store).read_text())
             assert size == head["offset"]  # rolled back: no torn record past the head
             assert verify(store).unanchored_events == 0
-            filler.unlink()
+            filler.unlink()  # ~160 KiB free again
+            huge = events("huge", 10, pad=40_000)  # ~400 KiB: part of it fits, then ENOSPC mid-batch
+            r = requests.post(s.url, data=body(huge), timeout=10)
+            assert r.status_code == 503 and "Retry-After" in r.headers
+            assert store.stat().st_size == size  # the part that fitted was rolled back
             evs = events("after", 7, pad=1500)
             r = requests.post(s.url, data=body(evs), timeout=10)
             assert r.status_code == 200
