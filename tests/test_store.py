@@ -365,7 +365,7 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -> None:
     store = tmp_path / "ev.jsonl"
-    p = ServeProc("--store", str(store), "--header-timeout", "1s", "--body-timeout", "1s")
+    p = ServeProc("--store", str(store), "--header-timeout", "1s", "--body-timeout", "1s", "--idle-timeout", "1s")
     u = p.url + "/?timeout=30s"
     try:
         big = body(events("big", 1, pad=13 * 1024 * 1024))
@@ -399,6 +399,12 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
         with socket.create_connection(("127.0.0.1", int(p.url.rsplit(":", 1)[1])), timeout=10) as s:
             s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
             assert s.recv(200).startswith(b"HTTP/1.1 408")
+        with socket.create_connection(("127.0.0.1", int(p.url.rsplit(":", 1)[1])), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive, then silence
+            got = b""
+            while not got.endswith(b"ok"):
+                got += s.recv(1000)
+            assert s.recv(100) == b""  # closed by the idle timeout, well before the 10 s socket timeout
     finally:
         err = p.stop()
     assert "Traceback" not in err and "Error" not in err.replace("error:", "")
