@@ -115,6 +115,9 @@ class EventStore:
         self._rollback_pending = False
         try:
             self._open()
+        except OSError as e:
+            os.close(self._lockfd)
+            raise InputError(f"--store {self.path}: {e.strerror or e} ({getattr(e, 'filename', '') or self.path})") from None
         except BaseException:
             os.close(self._lockfd)
             raise

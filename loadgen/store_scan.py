@@ -255,7 +255,10 @@ def verify(path: str | os.PathLike, key: bytes | None = None, allow_unanchored: 
     """
     p = Path(path)
     chain = Chain(key)
-    j = judge(p, chain, allow_unanchored)
+    try:
+        j = judge(p, chain, allow_unanchored)
+    except OSError as e:
+        raise InputError(f"STORE {p}: cannot read: {e.strerror or e}") from None
     s = j.scan
     out = Summary(str(p), events=j.anchored_events, batches=s.batches - j.tail_batches,
                   by_stage=dict(s.by_stage), by_level=dict(s.by_level), by_verb=dict(s.by_verb),
