@@ -136,7 +136,8 @@ class SinkServer:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False,
                                      auto_decompress=False, keepalive_timeout=self.config.idle_timeout)
         await self._runner.setup()
-        self._runner._server = _HeaderDeadline(self._runner.server, self.config.header_timeout, self._served)
+        self._runner._server = _HeaderDeadline(self._runner.server,  # type: ignore[assignment]
+                                               self.config.header_timeout, self._served)
         await self._bind()
         self.t0 = time.monotonic()
         self.started_unix = time.time()
@@ -334,7 +335,7 @@ class _HeaderDeadline:
     """Wraps aiohttp's protocol factory: a connection that has not sent a whole request head
     within ``timeout`` is closed (aiohttp has no header read timeout of its own)."""
 
-    def __init__(self, server: web.Server, timeout: float, served: set) -> None:
+    def __init__(self, server: Any, timeout: float, served: set) -> None:
         self._server, self._timeout, self._served = server, timeout, served
 
     def __call__(self, *a: Any, **kw: Any) -> Any:

@@ -242,7 +242,8 @@ class EventStore:
             for j in group:
                 j.error = e
             return
-        seq, prev, bid, chunks = self.seq, self.prev, self.last_batch, []
+        seq, prev, bid = self.seq, self.prev, self.last_batch
+        chunks: list[bytes] = []
         for j in group:
             bid += 1
             for ev in j.events:
