@@ -164,6 +164,7 @@ class EventStore:
             self._note(f"re-anchored the head past {j.tail_events} events in {j.tail_batches} whole batches "
                        "written before a crash (never acknowledged; the sender retries them)")
         self.end = s.end
+        self.last_batch = max(self.last_batch, s.last_batch)  # a head from before batch ids were anchored
 
     def _note(self, msg: str) -> None:
         self.recovered.append(msg)

@@ -467,3 +467,23 @@ def test_tls_generate_never_writes_through_planted_files(tmp_path: Path) -> None
     assert r.stderr.strip().count("\n") == 0 and not any(shared.iterdir())
     h = subprocess.run([TUNE, "sink", "serve", "--help"], capture_output=True, text=True)
     assert "/tmp" not in h.stdout
+
+
+def test_a_store_in_the_earlier_format_is_continued(tmp_path: Path) -> None:
+    """Records without ``n`` and a head of only ``{"seq","hash"}`` (the format before batch sizes)."""
+    import hashlib
+
+    p, prev, lines = tmp_path / "ev.jsonl", "0" * 64, []
+    for seq, b in enumerate([0, 0, 1, 3, 3]):
+        line = json.dumps({"seq": seq, "prev": prev, "received": 1.0, "batch": b, "event": {"auditID": f"o{seq}"}},
+                          separators=(",", ":")).encode()
+        lines.append(line + b"\n")
+        prev = hashlib.sha256(line).hexdigest()
+    p.write_bytes(b"".join(lines))
+    head_path(p).write_text(json.dumps({"seq": 4, "hash": prev}))
+    assert (verify(p).events, verify(p).batches) == (5, 3)
+    st = EventStore(p)
+    st.append_batch(events("new", 2))
+    st.close()
+    assert [json.loads(x)["batch"] for x in p.read_bytes().splitlines()] == [0, 0, 1, 3, 3, 4, 4]
+    assert verify(p).events == 7
