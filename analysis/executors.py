@@ -67,7 +67,7 @@ def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 # ---- worker side ------------------------------------------------------------------------------------
-def _run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     return [fn(x) for x in items]
 
 
@@ -229,7 +229,7 @@ class ChunkExecutor:
         nxt = 0
         while nxt < len(chunks) or pending:
             while nxt < len(chunks) and len(pending) < window:
-                pending[self._pool.submit(_run_chunk, fn, chunks[nxt])] = nxt
+                pending[self._pool.submit(run_chunk, fn, chunks[nxt])] = nxt
                 nxt += 1
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=lambda f: pending[f]):
@@ -239,7 +239,7 @@ class ChunkExecutor:
     def _imap_dask(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
         from distributed import as_completed
 
-        futs = [self._client.submit(_run_chunk, fn, c, pure=False, retries=self.opts.retries) for c in chunks]
+        futs = [self._client.submit(run_chunk, fn, c, pure=False, retries=self.opts.retries) for c in chunks]
         index = {f.key: i for i, f in enumerate(futs)}
         try:
             for f, res in as_completed(futs, with_results=True):

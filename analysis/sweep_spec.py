@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from audit_tune.sim.config import FLAGS_BY_NAME, _parse_bool, _parse_dur, _parse_float32, _parse_int
+from audit_tune.sim.config import FLAGS_BY_NAME, parse_bool, parse_dur, parse_float32, parse_int
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import parse_duration, parse_rate, parse_size
 
@@ -84,7 +84,7 @@ BURST_KEYS = ("on", "off", "mean-on", "mean-off")
 
 def _flag_kind(name: str) -> str:
     p = FLAGS_BY_NAME[name].parse
-    return {_parse_int: "int", _parse_float32: "float", _parse_dur: "duration", _parse_bool: "bool"}.get(p, "str")
+    return {parse_int: "int", parse_float32: "float", parse_dur: "duration", parse_bool: "bool"}.get(p, "str")
 
 
 def canonical(key: Any) -> str:

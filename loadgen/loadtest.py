@@ -492,7 +492,7 @@ class LoadTest:
         if self.substituted > 0.05 * max(1, self.trace.n):
             self.notes.append(f"{self.substituted} get/update/patch/delete found no free object and became creates; "
                               "raise --preseed to keep the mix")
-        state = _cluster_state(self.target)
+        state = cluster_state(self.target)
         sink_for_host = self.cfg.sink_url or state.get("sink_url")
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
         if m_before is not None and m_after is not None:
@@ -505,7 +505,7 @@ class LoadTest:
             if s_before and s_after and "error" not in s_before and "error" not in s_after:
                 sink["delta"] = {k: s_after[k] - s_before[k] for k in
                                  ("requests", "batches", "events_received", "events_stored", "bytes_received")}
-        state = _cluster_state(self.target)
+        state = cluster_state(self.target)
         flags = _flags(self.cfg.audit_flags) if self.cfg.audit_flags else _flags(tuple(state.get("audit_flags") or ()))
         if flags is not None and not self.cfg.audit_flags:
             flags["source"] = state.get("_path")
@@ -522,7 +522,7 @@ class LoadTest:
         }
 
 
-def _cluster_state(target: Target) -> dict[str, Any]:
+def cluster_state(target: Target) -> dict[str, Any]:
     """The ``state.json`` of an audit-tune cluster whose kubeconfig the target came from (else {}):
     it knows the ``--audit-*`` flags in force and the sink URL."""
     import json

@@ -93,7 +93,7 @@ def default_state_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "audit-tune" / "clusters"
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     ok = name and len(name) <= 40 and all(c.isalnum() or c in "-_." for c in name) and name[0].isalnum()
     if not ok:
         raise InputError(f"--name {name!r}: use 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit")
@@ -165,7 +165,7 @@ class LocalCluster:
                  extra_args: Sequence[str] = (),
                  state_root: str | os.PathLike | None = None, detach: bool = False,
                  start_timeout: float = 90.0) -> None:
-        self.name = _check_name(name)
+        self.name = check_name(name)
         self.flags = flags or AuditFlags()
         policy = policy or self.flags.policy_file or None
         self.policy = Path(policy) if policy else DEFAULT_POLICY
@@ -456,7 +456,7 @@ class LocalCluster:
     def load(cls, name: str, state_root: str | os.PathLike | None = None) -> "LocalCluster":
         """Attach to a cluster started by another process (from its ``state.json``)."""
         root = Path(state_root) if state_root else default_state_root()
-        st = _read_state(root / _check_name(name))
+        st = _read_state(root / check_name(name))
         if st is None:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")

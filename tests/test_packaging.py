@@ -13,29 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
-# The source folders that hold the import package (pyproject's package-dir values).
-SOURCE_ROOTS = ("sim", "loadgen", "analysis", "tune", "audit_tune")
+from tests.layout import REPO, SETUPTOOLS, SOURCE_ROOTS, package_of, source_files
+
 _COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
                                       ".pytest_cache", ".hypothesis", "reports", "test-artifacts")
-
-
-def _package_of(folder: Path) -> str:
-    """The import name setuptools gives a folder, by the longest matching package-dir entry."""
-    rel = folder.relative_to(REPO).as_posix()
-    best = max(((pkg, src) for pkg, src in SETUPTOOLS["package-dir"].items()
-                if rel == src or rel.startswith(src + "/")), key=lambda ps: len(ps[1]))
-    pkg, src = best
-    rest = rel[len(src):].strip("/")
-    return ".".join([pkg, *rest.split("/")]) if rest else pkg
 
 
 def _clean_env() -> dict[str, str]:
@@ -89,7 +75,7 @@ def test_the_wheel_installs_exactly_one_top_level_import_package(wheel):
 
 def test_every_source_package_folder_is_listed_in_pyproject():
     listed = set(SETUPTOOLS["packages"])
-    folders = {_package_of(init.parent) for root in SOURCE_ROOTS for init in (REPO / root).rglob("__init__.py")
+    folders = {package_of(init.parent) for root in SOURCE_ROOTS for init in (REPO / root).rglob("__init__.py")
                if "__pycache__" not in init.parts}
     assert folders - listed == set(), f"add to [tool.setuptools] packages: {sorted(folders - listed)}"
     assert listed - folders == set(), f"listed without a folder: {sorted(listed - folders)}"
@@ -99,8 +85,7 @@ def test_the_wheel_holds_every_python_file_of_the_source_folders(wheel):
     """A module in a folder without ``__init__.py``, or in an unlisted package, would be silently
     missing from the wheel while the editable install still finds it."""
     shipped = {p for p in _record(wheel) if p.endswith(".py")}
-    expected = {_package_of(f.parent).replace(".", "/") + "/" + f.name
-                for root in SOURCE_ROOTS for f in (REPO / root).rglob("*.py") if "__pycache__" not in f.parts}
+    expected = {package_of(f.parent).replace(".", "/") + "/" + f.name for f in source_files().values()}
     assert expected - shipped == set(), sorted(expected - shipped)
     data = [p for p in _record(wheel) if p.startswith("audit_tune/analysis/data/")]
     assert any(p.endswith("sample-snapshot.json") for p in data), data
