@@ -18,13 +18,17 @@ append results as they arrive).
 """
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing as mp
 import os
 import signal
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from audit_tune import __version__
 from audit_tune.basics.errors import InputError, ServiceError
 
 EXECUTORS = ("local", "dask", "dask-local")
@@ -89,7 +93,6 @@ def _ignore_sigint() -> bool:
 def _dask_probe(warmup: Callable[[], Any] | None) -> str:
     if warmup is not None:
         warmup()
-    from audit_tune import __version__
 
     return __version__
 
@@ -118,9 +121,6 @@ class ChunkExecutor:
         t0 = time.perf_counter()
         o = self.opts
         if o.kind == "local":
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
             self.n_workers = o.jobs or os.cpu_count() or 1
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
             self._pool = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=mp.get_context(method),
@@ -135,8 +135,6 @@ class ChunkExecutor:
     def _connect(self) -> None:
         o = self.opts
         try:
-            import logging
-
             from distributed import Client, LocalCluster
         except ImportError:
             raise InputError(f"--executor {o.kind} needs dask.distributed: pip install 'audit-tune[dask]'") from None
@@ -170,7 +168,6 @@ class ChunkExecutor:
         except Exception as e:  # noqa: BLE001 - a worker without audit-tune installed, typically
             raise ServiceError(f"Dask workers cannot run audit-tune ({type(e).__name__}: {e}); install the same "
                                f"audit-tune on every worker") from None
-        from audit_tune import __version__
 
         bad = {w: v for w, v in versions.items() if v != __version__}
         if bad:
@@ -222,8 +219,6 @@ class ChunkExecutor:
             raise RuntimeError("ChunkExecutor used outside its 'with' block")
 
     def _imap_local(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         window = max(4, 2 * self.n_workers)  # bounded in-flight tasks: memory stays flat for huge sweeps
         pending: dict[Any, int] = {}
         nxt = 0

@@ -74,10 +74,11 @@ from typing import Any, Sequence
 import requests
 import yaml
 
+from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.basics.output import write_atomic
 from audit_tune.loadgen import certs
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
 from audit_tune.sim.config import AuditFlags, parse_flags
-from audit_tune.basics.errors import InputError, ServiceError
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -448,8 +449,6 @@ class LocalCluster:
         }
 
     def save_state(self) -> None:
-        from audit_tune.basics.output import write_atomic
-
         write_atomic(self.state_file, json.dumps(self.to_state(), indent=2) + "\n")
 
     @classmethod

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import requests
+
 from audit_tune.basics.errors import BuildMissingError, ServiceError, TimeoutExceeded
 
 
@@ -36,8 +38,6 @@ def binary(name: str, build_hint: str = "scripts/build-stack.sh") -> Path:
 
 def http_session() -> "requests.Session":
     """A ``requests.Session`` that ignores proxy/CA environment variables (loopback traffic only)."""
-    import requests
-
     s = requests.Session()
     s.trust_env = False
     return s

@@ -18,12 +18,14 @@ manifest, and printed back the same way.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import yaml
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import format_duration, parse_duration
@@ -327,7 +329,6 @@ def parse_flags(args: Iterable[str], base: AuditFlags | None = None, ignore_unkn
             if ignore_unknown and not name.startswith("audit-"):
                 continue
             if name.startswith("audit-"):
-                import difflib
                 close = difflib.get_close_matches(name, FLAGS_BY_NAME, n=1)
                 hint = f"; did you mean --{close[0]}?" if close else ""
                 raise InputError(f"--{name}{where}: unknown audit flag{hint}")
@@ -369,8 +370,6 @@ def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFl
 
 
 def _flags_from_manifest(text: str, path: str, base: AuditFlags | None) -> AuditFlags:
-    import yaml
-
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.version import __version__
 from audit_tune.sim.config import AuditFlags, flags_from_options
-from audit_tune.sim.latency import Latency, parse_latency
+from audit_tune.sim.latency import parse_latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.units import format_duration, parse_duration
 from audit_tune.sim.workload import Arrivals, OnOff, RateProfile, RequestClass, Workload
@@ -136,8 +138,6 @@ class Scenario:
             raise InputError(f"--scenario {path}: cannot read ({e.strerror})") from None
         try:
             if str(path).endswith((".yaml", ".yml")):
-                import yaml
-
                 d = yaml.safe_load(text)
             else:
                 d = json.loads(text)

@@ -27,9 +27,10 @@ from audit_tune.sim import rng
 from audit_tune.sim.config import BackendOptions
 from audit_tune.sim.fast import collector as col
 from audit_tune.sim.fast.tasks import run_tasks
-from audit_tune.sim.throttle import initial_tokens
+from audit_tune.sim.reference import run as ref
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
 from audit_tune.sim.scenario import Scenario, result_config
+from audit_tune.sim.throttle import initial_tokens
 from audit_tune.sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
 
 ENGINE = "fast"
@@ -48,8 +49,6 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     sc.validate()
     why = fallback_reason(sc)
     if why:
-        from audit_tune.sim.reference import run as ref
-
         res = ref(sc, progress)
         res.engine = f"fast (reference model: {why})"
         return res
