@@ -7,7 +7,7 @@ load, one bursty apiserver). Measured, each in the same process one after the ot
 * analyse  `tune recommend --snapshot FILE`: calibration, validation, search, output;
 * total    `tune recommend -p URL --history 7d --step 15s`: both.
 
-Goal (issue 6): total / fetch <= 2, i.e. the analysis costs no more than fetching the data.
+Goal: total / fetch <= 2, i.e. the analysis costs no more than fetching the data.
 
     python bench/bench_recommend.py
 """

@@ -91,18 +91,15 @@ class Signature:
         self.params.append(self._P(name, self._P.KEYWORD_ONLY, default=default, annotation=typ))
         self.ann[name] = typ
 
-    def input_options(self, panel: str, step_default: str, prom_available: bool) -> None:
+    def input_options(self, panel: str, step_default: str) -> None:
         """Where the history comes from, and the flags in force."""
         import typer
 
-        self.opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=panel))
-        if prom_available:
-            from audit_tune.analysis.prom import PromSettings
+        from audit_tune.analysis.prom import PromSettings
 
-            self.opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
-            self.opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=panel))
-        else:
-            self.opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=panel))
+        self.opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=panel))
+        self.opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
+        self.opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=panel))
         self.opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=panel))
         self.opt("step", str, typer.Option(step_default, "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=panel))
         self.opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=panel))
@@ -152,16 +149,6 @@ def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any,
     for m in snap.missing:
         say(f"missing: {m}")
     return snap
-
-
-def prom_available() -> bool:
-    """Whether the Prometheus input (analysis.prom and its CLI options) can be imported."""
-    try:
-        import audit_tune.analysis.prom  # noqa: F401
-        import audit_tune.cli.options  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def parse_end(text: str) -> float:

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import typer
 
-from audit_tune.cli.inputs import SAMPLE, prom_available
+from audit_tune.cli.inputs import SAMPLE
+from audit_tune.cli.options import prometheus_options
 
 __all__ = ["SAMPLE", "register", "recommend"]
 
@@ -79,7 +80,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         log(f"tune recommend: --policy without --snapshot or --prometheus-url: using the bundled sample "
             f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
     snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
-    if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
+    if policy:  # the load a new audit policy would make (analysis/policy_impact.py, docs/policy.md)
         from audit_tune.analysis.policy_impact import project_for_recommend
 
         path = snapshot
@@ -183,7 +184,7 @@ def _build_signature() -> None:
 
     sig = Signature()
     opt = sig.opt
-    sig.input_options(PANEL_IN, step_default="15s", prom_available=prom_available())
+    sig.input_options(PANEL_IN, step_default="15s")
     sig.objective_options(PANEL_OBJ)
     opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
@@ -198,7 +199,4 @@ def _build_signature() -> None:
 
 
 _build_signature()
-if prom_available():
-    from audit_tune.cli.options import prometheus_options
-
-    recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
+recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
