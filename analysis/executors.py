@@ -24,9 +24,10 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from audit_tune import __version__
 from audit_tune.basics.errors import InputError, ServiceError
@@ -44,7 +45,7 @@ class ExecutorOptions:
     retries: int = 2  # dask: retries of a task that raised
     warmup: Callable[[], Any] | None = None  # run once per worker before the first chunk
 
-    def validate(self) -> "ExecutorOptions":
+    def validate(self) -> ExecutorOptions:
         if self.kind not in EXECUTORS:
             raise InputError(f"--executor {self.kind}: use one of {', '.join(EXECUTORS)}")
         if self.kind == "dask" and not self.scheduler:
@@ -110,14 +111,14 @@ class ChunkExecutor:
         self.startup_seconds = 0.0
 
     # lifecycle
-    def __enter__(self) -> "ChunkExecutor":
+    def __enter__(self) -> ChunkExecutor:
         try:
             return self._start()
         except BaseException:  # Ctrl-C or a failed probe while starting: stop what was started
             self.close(cancel=True)
             raise
 
-    def _start(self) -> "ChunkExecutor":
+    def _start(self) -> ChunkExecutor:
         t0 = time.perf_counter()
         o = self.opts
         if o.kind == "local":

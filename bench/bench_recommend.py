@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from promfixtures import Inst, Scenario, _bursty, _diurnal, backfill, write_scenario  # noqa: E402
-from audit_tune.loadgen.prometheus import Prometheus, scrape_config
+
 from audit_tune.cli.app import main
+from audit_tune.loadgen.prometheus import Prometheus, scrape_config
 
 
 def quiet(args: list[str]) -> tuple[int, float]:

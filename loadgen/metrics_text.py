@@ -23,8 +23,8 @@ import bisect
 import math
 import re
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from audit_tune.basics.errors import InputError
 

@@ -1,7 +1,7 @@
 """``run(scenario, engine=...)``: the one entry point every command and test uses."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.fast import run as fast

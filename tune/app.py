@@ -65,7 +65,7 @@ class _Stub(typer.core.TyperCommand):
     """A listed command whose module is not loaded yet: enough for ``tune --help``; parsing its
     arguments loads the real command and hands over to it."""
 
-    def __init__(self, group: "_LazyGroup", name: str, panel: str, short_help: str) -> None:
+    def __init__(self, group: _LazyGroup, name: str, panel: str, short_help: str) -> None:
         super().__init__(name, short_help=short_help, rich_help_panel=panel, rich_markup_mode="rich")
         self._group = group
 
