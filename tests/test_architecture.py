@@ -1,6 +1,7 @@
-"""The package's structure, checked statically: the import layers (import-linter's contract in
-pyproject.toml), no import cycles between modules (grimp's import graph), no module importing
-another module's private names.
+"""The package's structure: the import layers (import-linter's contract in pyproject.toml), no
+import cycles between modules (grimp's import graph), no module importing another module's private
+names, library modules importing at the top, and the CLI loading a command's module only when that
+command runs (with the same ``tune --help`` as when every command is loaded).
 
 The checkers read the package as the wheel lays it out (``tests.layout.stage_package``): the
 editable install maps folders with package-dir, which they cannot follow.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 import typer
@@ -31,6 +32,9 @@ _ABORT = (click.exceptions.Abort, typer.Abort)
 _CLICK_ERR = (click.ClickException, _TClickException)
 
 from audit_tune.basics.errors import EXIT_ERROR, TuneError
+
+if TYPE_CHECKING:  # the click that typer's groups hold (typer >= 0.29 vendors its own)
+    from typer._click.core import Command as ClickCommand
 
 # Subcommands in the order ``tune --help`` lists them: name -> (help panel, the first paragraph of
 # the command's help). Each is the module audit_tune.cli.commands.<name>, exposing ``register(app)``.
@@ -54,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_command(name: str) -> click.Command:
+def load_command(name: str) -> ClickCommand:
     """Import ``audit_tune.cli.commands.<name>`` and build its click command (or group)."""
     holder = typer.Typer(rich_markup_mode="rich", add_completion=False, pretty_exceptions_enable=False)
     importlib.import_module(f"audit_tune.cli.commands.{name}").register(holder)
@@ -81,7 +85,7 @@ class _LazyGroup(typer.core.TyperGroup):
         for name, (panel, short) in COMMANDS.items():
             self.commands.setdefault(name, _Stub(self, name, panel, short))
 
-    def load(self, name: str) -> click.Command:
+    def load(self, name: str) -> ClickCommand:
         cmd = self.commands[name]
         if isinstance(cmd, _Stub):
             cmd = self.commands[name] = load_command(name)

@@ -100,8 +100,8 @@ def doc_text(rows: list[Row], results: list[dict[str, Any]], engine: str, cmd: s
         "| scenario | regime | oracle arrival lag p99 / max / stall probe max | oracle wall |",
         "|---|---|---|---|",
     ]
-    for r in results:
-        parts.append(f"| {r['case']} | {by_case[r['case']].regime} | {lag_text(r)} | {r['oracle_wall']:.1f} s |")
+    for res in results:
+        parts.append(f"| {res['case']} | {by_case[res['case']].regime} | {lag_text(res)} | {res['oracle_wall']:.1f} s |")
     parts += ["", "## Side by side\n", markdown(rows),
               f"Outside tolerance: {len(bad)} of {len(rows)}" + (":" if bad else ".")]
     for r in bad:
