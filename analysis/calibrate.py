@@ -25,7 +25,6 @@ confidence level come out of it.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,10 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from audit_tune.sim.config import AuditFlags
+from audit_tune.analysis.snapshot import Snapshot
 from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.sim.api import run
+from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency, ndtri
-from audit_tune.sim.receiver import ATTEMPTS, ATTEMPT_TIMEOUT, Receiver
+from audit_tune.sim.receiver import ATTEMPT_TIMEOUT, ATTEMPTS, Receiver
 from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.units import format_duration, parse_duration
 from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
@@ -53,25 +54,12 @@ MAX_VALIDATION_EVENTS = 20_000_000  # above this, validation replays the stretch
 
 
 # ------------------------------------------------------------------------------------------------
-# Snapshot loading (the other half of issue 6 owns analysis/snapshot.py; use it when present)
+# Snapshot loading: files are read and validated by analysis.snapshot.Snapshot; calibration reads the
+# plain dict
 # ------------------------------------------------------------------------------------------------
-def snapshot_dict(snap: Any) -> dict[str, Any]:
-    """A plain ``audit-tune-snapshot/v1`` dict from a dict or a ``Snapshot``-like object."""
-    if isinstance(snap, dict):
-        d = snap
-    else:
-        d = None
-        for attr in ("to_dict", "as_dict"):
-            if callable(getattr(snap, attr, None)):
-                d = getattr(snap, attr)()
-                break
-        if d is None:
-            for attr in ("data", "raw", "doc"):
-                if isinstance(getattr(snap, attr, None), dict):
-                    d = getattr(snap, attr)
-                    break
-        if d is None:
-            raise InputError(f"snapshot: cannot read a {type(snap).__name__} (expected an {FORMAT} document)")
+def snapshot_dict(snap: Snapshot | dict[str, Any]) -> dict[str, Any]:
+    """A plain ``audit-tune-snapshot/v1`` dict from a dict or a :class:`Snapshot`."""
+    d = snap if isinstance(snap, dict) else snap.to_dict()
     if d.get("format") != FORMAT:
         raise InputError(f"snapshot: format {d.get('format')!r} is not {FORMAT!r}")
     if not isinstance(d.get("instances"), dict):
@@ -80,27 +68,8 @@ def snapshot_dict(snap: Any) -> dict[str, Any]:
 
 
 def load_snapshot(path: str | Path) -> dict[str, Any]:
-    """Load a snapshot file: through ``analysis.snapshot.Snapshot.load`` when it exists, else JSON."""
-    try:
-        from audit_tune.analysis.snapshot import Snapshot  # type: ignore[import-not-found]
-    except ImportError:
-        Snapshot = None  # noqa: N806
-    if Snapshot is not None:
-        return snapshot_dict(Snapshot.load(path))
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise InputError(f"--snapshot {path}: cannot read ({e.strerror})") from None
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"--snapshot {path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise InputError(f"--snapshot {path}: expected a JSON object with format {FORMAT!r}")
-    try:
-        return snapshot_dict(d)
-    except InputError as e:
-        raise InputError(f"--snapshot {path}: {str(e).removeprefix('snapshot: ')}") from None
+    """Load a snapshot file (:meth:`analysis.snapshot.Snapshot.load` validates it) as a plain dict."""
+    return snapshot_dict(Snapshot.load(path))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -561,8 +530,6 @@ class Validation:
 def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
              max_events: int = MAX_VALIDATION_EVENTS) -> Validation:
     """Replay the observed window with the current flags; compare drops with the observed counters."""
-    from audit_tune.sim.api import run
-
     parts, replayed, partial = replay_ranges(model, flags, max_events)
     pred: dict[str, float] = {k: 0.0 for k in ("buffered", "webhook", "log", "truncate")}
     pev = 0.0

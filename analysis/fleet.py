@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from audit_tune.sim.config import AuditFlags
+from audit_tune import __version__
+from audit_tune.analysis.executors import map_points
+from audit_tune.analysis.recommend import build_report
+from audit_tune.sim.config import AuditFlags, parse_flags
 
 
 def split_by_cluster(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -31,9 +34,6 @@ def split_by_cluster(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _one(item: tuple[str, dict[str, Any], list[str], str, Any, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Top-level (picklable) task: one cluster's report."""
-    from audit_tune.analysis.recommend import build_report
-    from audit_tune.sim.config import parse_flags
-
     cluster, sub, flags, csrc, obj, seed, source = item
     current = parse_flags(flags, ignore_unknown=True, source="current flags")
     src = dict(source, cluster=cluster)
@@ -44,9 +44,6 @@ def recommend_fleet(snap: dict[str, Any], current: AuditFlags, current_source: s
                     source: dict[str, Any] | None = None, executor: str = "local", jobs: int | None = None,
                     scheduler: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Reports for every cluster, and a summary row per cluster."""
-    from audit_tune.analysis.executors import map_points
-    from audit_tune import __version__
-
     log = log or (lambda s: None)
     groups = split_by_cluster(snap)
     obj1 = dataclasses.replace(objective, jobs=1)

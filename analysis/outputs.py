@@ -21,11 +21,14 @@ import io
 from typing import Any
 
 import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.basics.errors import InputError
-from audit_tune.sim.units import format_duration, format_size
 from audit_tune.basics.output import formatter
+from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.sim.units import format_duration, format_size
 
 POLICY_PATH = "/etc/kubernetes/policies/audit-policy.yaml"
 WEBHOOK_KUBECONFIG = "/etc/kubernetes/audit/webhook.kubeconfig"
@@ -193,10 +196,6 @@ def _short(flags: list[str]) -> str:
 
 
 def render_table(report: dict[str, Any], color: bool = False, width: int = 150) -> str:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                   highlight=False, soft_wrap=True)

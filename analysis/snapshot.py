@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.output import write_atomic
+from audit_tune.loadgen.metrics_text import bucket_quantile
 
 FORMAT = "audit-tune-snapshot/v1"
 ERROR_PLUGINS = ("buffered", "webhook", "log", "truncate")
@@ -116,8 +118,6 @@ class Histogram:
 
     def quantile(self, q: float) -> float | None:
         """``histogram_quantile`` semantics (linear inside a bucket); None when empty."""
-        from audit_tune.loadgen.metrics_text import bucket_quantile
-
         return bucket_quantile(q, list(zip(self.le, self.cum)))
 
     @property
@@ -398,8 +398,6 @@ class Snapshot:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temp file in the same folder, fsync, rename."""
-        from audit_tune.basics.output import write_atomic
-
         write_atomic(Path(path), self.dumps())
 
     @classmethod

@@ -25,6 +25,7 @@ workload / receiver options of ``tune simulate`` (``rate``, ``burst-on``, ``webh
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -34,9 +35,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import yaml
 
-from audit_tune.sim.config import FLAGS_BY_NAME, _parse_bool, _parse_dur, _parse_float32, _parse_int
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.api import ENGINES
+from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
+from audit_tune.sim.config import FLAGS_BY_NAME, parse_bool, parse_dur, parse_flags, parse_float32, parse_int
 from audit_tune.sim.units import parse_duration, parse_rate, parse_size
 
 SAMPLERS = ("grid", "random", "lhs")
@@ -84,7 +88,7 @@ BURST_KEYS = ("on", "off", "mean-on", "mean-off")
 
 def _flag_kind(name: str) -> str:
     p = FLAGS_BY_NAME[name].parse
-    return {_parse_int: "int", _parse_float32: "float", _parse_dur: "duration", _parse_bool: "bool"}.get(p, "str")
+    return {parse_int: "int", parse_float32: "float", parse_dur: "duration", parse_bool: "bool"}.get(p, "str")
 
 
 def canonical(key: Any) -> str:
@@ -94,15 +98,11 @@ def canonical(key: Any) -> str:
     name = key.strip().lstrip("-").replace("_", "-")
     if name.startswith("audit-"):
         if name not in FLAGS_BY_NAME:
-            import difflib
-
             close = difflib.get_close_matches(name, FLAGS_BY_NAME, n=1)
             hint = f"; did you mean --{close[0]}?" if close else ""
             raise InputError(f"--{name}: unknown audit flag{hint}")
         return name
     if name not in OPTIONS:
-        import difflib
-
         close = difflib.get_close_matches(name, OPTIONS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise InputError(f"{key}: unknown parameter; {hint}use an --audit-* flag or one of {', '.join(OPTIONS)}")
@@ -254,7 +254,6 @@ class SweepSpec:
                     raise fail(("axes", a.key or a.name), "a range on a grid needs steps: K (or use sample: random / lhs)")
         if self.seeds < 1:
             raise fail(("seeds",), f"{self.seeds}: must be >= 1")
-        from audit_tune.sim.api import ENGINES
 
         if self.engine not in ENGINES:
             raise fail(("engine",), f"{self.engine!r}: use one of {', '.join(ENGINES)}")
@@ -291,9 +290,6 @@ class SweepSpec:
 # ---- building a scenario from one point ------------------------------------------------------------
 def build_point(inputs: dict[str, Any], seed: int, root: Path | None = None):
     """Inputs (canonical names) + seed -> a validated Scenario. Raises InputError."""
-    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
-    from audit_tune.sim.config import parse_flags
-
     flag_args = [f"--{k}={_fmt(v)}" for k, v in inputs.items() if is_flag(k)]
     flags = parse_flags(flag_args, source="sweep point")
     wo, ro = WorkloadOptions(), ReceiverOptions()
@@ -359,8 +355,6 @@ def input_id(inputs: dict[str, Any], seed: int, engine: str) -> str:
 # ---- loading ---------------------------------------------------------------------------------------
 def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """(path of keys) -> 1-based line, from the YAML node tree (JSON is YAML too)."""
-    import yaml
-
     out: dict[tuple[str, ...], int] = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -461,8 +455,6 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
         raise w.err((), "expected a mapping with base, axes, sample, seeds, ...")
     for k in d:
         if k not in TOP_KEYS:
-            import difflib
-
             close = difflib.get_close_matches(str(k), TOP_KEYS, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise w.err((str(k),), f"unknown key; {hint}valid keys: {', '.join(TOP_KEYS)}")
@@ -518,8 +510,6 @@ def load_spec(path: str | Path) -> SweepSpec:
         if is_json:
             d = json.loads(text)
         else:
-            import yaml
-
             d = yaml.safe_load(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None

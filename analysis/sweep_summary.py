@@ -15,6 +15,7 @@ and *condition* axes (workload, receiver, non-numeric flags such as the mode). F
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -24,8 +25,6 @@ PARETO_LIMIT = 25
 
 
 def _key(v: Any) -> str:
-    import json
-
     return json.dumps(v, sort_keys=True, default=str)
 
 

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, _check_name, default_state_root, write_kubeconfig
+from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, check_name, default_state_root, write_kubeconfig
 from audit_tune.loadgen.procs import cache_dir
 from audit_tune.sim.config import AuditFlags
 from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
@@ -213,7 +213,7 @@ class KindCluster:
                  sink_host: str | None = None, sink_ca_file: str | os.PathLike | None = None,
                  sink_token: str | None = None, image: str | None = None, kubeadm_api: KubeadmAPI = "auto",
                  state_root: str | os.PathLike | None = None, wait: str = "120s") -> None:
-        self.name = _check_name(name)
+        self.name = check_name(name)
         self.flags = flags or AuditFlags()
         if self.flags.webhook_config_file:
             raise InputError("--audit-webhook-config-file: not for kind (the file must be valid inside the node); "

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen import guard
 
 OVERRIDE_FLAG = "--i-understand-this-is-not-a-test-cluster"
 
@@ -194,8 +195,6 @@ def check_safe(target: Target, override: bool) -> str:
     From a kubeconfig: a cluster audit-tune created, or a loopback server with a ``kind-*`` /
     ``audit-tune-*`` context. From ``--server``: a loopback server.
     """
-    from audit_tune.loadgen import guard
-
     if target.kubeconfig:
         kind = guard.check_target(target.kubeconfig, target.context, override).kind
     else:

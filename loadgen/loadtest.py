@@ -30,12 +30,14 @@ Python API::
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import secrets
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -43,13 +45,17 @@ import aiohttp
 import numpy as np
 from yarl import URL
 
+from audit_tune import __version__
+from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.arrivals import Schedule, parse_profile
 from audit_tune.loadgen.audit_metrics import audit_delta
 from audit_tune.loadgen.kubetarget import Target
 from audit_tune.loadgen.mix import DEFAULT_MIX, RESOURCES, RUN_LABEL, VERBS, Mix, make_object, make_patch
 from audit_tune.loadgen.record import FORMAT, ST_CANCELLED, ST_ERROR, ST_TIMEOUT, Trace, summarize
-from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.loadgen.sink import fetch_stats
+from audit_tune.sim.config import asdict as flags_asdict
+from audit_tune.sim.config import parse_flags
 
 V_CREATE, V_GET, V_LIST, V_UPDATE, V_PATCH, V_DELETE, V_WATCH = range(len(VERBS))
 JSON = {"Content-Type": "application/json"}
@@ -292,7 +298,6 @@ class LoadTest:
     async def _sink_stats(self) -> dict[str, Any] | None:
         if not self.cfg.sink_url:
             return None
-        from audit_tune.loadgen.sink import fetch_stats
 
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -391,8 +396,6 @@ class LoadTest:
     async def _count(self, url: URL) -> int:
         """Objects matching ``url`` (a label-selected list), paged 500 at a time so a large
         leftover set never arrives as one response."""
-        import json
-
         total, token = 0, ""
         while True:
             q = dict(url.query)
@@ -474,8 +477,6 @@ class LoadTest:
     def _record(self, start_unix: float, end_unix: float, elapsed: float, cpu: float,
                 m_before: mt.Metrics | None, m_after: mt.Metrics | None, m_err: str | None,
                 s_before: dict | None, s_after: dict | None) -> dict[str, Any]:
-        from audit_tune import __version__
-
         duration = self.profile.duration
         summary = summarize(self.trace, duration, self.profile.mean_rate, self.profile.peak_rate, self.cfg.max_lag)
         load = summary["load"]
@@ -492,7 +493,7 @@ class LoadTest:
         if self.substituted > 0.05 * max(1, self.trace.n):
             self.notes.append(f"{self.substituted} get/update/patch/delete found no free object and became creates; "
                               "raise --preseed to keep the mix")
-        state = _cluster_state(self.target)
+        state = cluster_state(self.target)
         sink_for_host = self.cfg.sink_url or state.get("sink_url")
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
         if m_before is not None and m_after is not None:
@@ -505,7 +506,7 @@ class LoadTest:
             if s_before and s_after and "error" not in s_before and "error" not in s_after:
                 sink["delta"] = {k: s_after[k] - s_before[k] for k in
                                  ("requests", "batches", "events_received", "events_stored", "bytes_received")}
-        state = _cluster_state(self.target)
+        state = cluster_state(self.target)
         flags = _flags(self.cfg.audit_flags) if self.cfg.audit_flags else _flags(tuple(state.get("audit_flags") or ()))
         if flags is not None and not self.cfg.audit_flags:
             flags["source"] = state.get("_path")
@@ -522,12 +523,9 @@ class LoadTest:
         }
 
 
-def _cluster_state(target: Target) -> dict[str, Any]:
+def cluster_state(target: Target) -> dict[str, Any]:
     """The ``state.json`` of an audit-tune cluster whose kubeconfig the target came from (else {}):
     it knows the ``--audit-*`` flags in force and the sink URL."""
-    import json
-    from pathlib import Path
-
     if not target.kubeconfig:
         return {}
     p = Path(target.kubeconfig).parent / "state.json"
@@ -546,8 +544,6 @@ def _flags(args: tuple[str, ...]) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"args": list(args)}
     try:
-        from audit_tune.sim.config import asdict as flags_asdict, parse_flags
-
         out["parsed"] = flags_asdict(parse_flags(list(args)))
     except Exception as e:  # noqa: BLE001 - the flags are echoed as given either way
         out["parse_error"] = str(e)
@@ -555,8 +551,6 @@ def _flags(args: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 def _reason(body: bytes) -> str:
-    import json
-
     try:
         return str(json.loads(body).get("message", ""))[:200]
     except (ValueError, AttributeError):

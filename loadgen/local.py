@@ -74,10 +74,11 @@ from typing import Any, Sequence
 import requests
 import yaml
 
+from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.basics.output import write_atomic
 from audit_tune.loadgen import certs
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
 from audit_tune.sim.config import AuditFlags, parse_flags
-from audit_tune.basics.errors import InputError, ServiceError
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -93,7 +94,7 @@ def default_state_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "audit-tune" / "clusters"
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     ok = name and len(name) <= 40 and all(c.isalnum() or c in "-_." for c in name) and name[0].isalnum()
     if not ok:
         raise InputError(f"--name {name!r}: use 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit")
@@ -165,7 +166,7 @@ class LocalCluster:
                  extra_args: Sequence[str] = (),
                  state_root: str | os.PathLike | None = None, detach: bool = False,
                  start_timeout: float = 90.0) -> None:
-        self.name = _check_name(name)
+        self.name = check_name(name)
         self.flags = flags or AuditFlags()
         policy = policy or self.flags.policy_file or None
         self.policy = Path(policy) if policy else DEFAULT_POLICY
@@ -448,15 +449,13 @@ class LocalCluster:
         }
 
     def save_state(self) -> None:
-        from audit_tune.basics.output import write_atomic
-
         write_atomic(self.state_file, json.dumps(self.to_state(), indent=2) + "\n")
 
     @classmethod
     def load(cls, name: str, state_root: str | os.PathLike | None = None) -> "LocalCluster":
         """Attach to a cluster started by another process (from its ``state.json``)."""
         root = Path(state_root) if state_root else default_state_root()
-        st = _read_state(root / _check_name(name))
+        st = _read_state(root / check_name(name))
         if st is None:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")

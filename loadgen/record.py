@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from audit_tune.basics.output import json_default, write_atomic
 from audit_tune.loadgen.mix import RESOURCES, VERBS
 
 FORMAT = "audit-tune-loadtest/v1"
@@ -169,8 +170,6 @@ def write_record(record: dict[str, Any], trace: Trace, path: str | Path | None, 
 
     With ``path`` None the trace is inline only if small, else summarised (no sidecar to write).
     """
-    from audit_tune.basics.output import json_default, write_atomic
-
     if trace.n <= trace_inline_max:
         record["trace"] = {"columns": TRACE_COLUMNS, "rows": trace_rows(trace)}
     elif path is not None:

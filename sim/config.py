@@ -18,12 +18,14 @@ manifest, and printed back the same way.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import yaml
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import format_duration, parse_duration
@@ -188,7 +190,7 @@ def _fmt_bool(b: bool) -> str:
     return "true" if b else "false"
 
 
-def _parse_bool(name: str, s: str) -> bool:
+def parse_bool(name: str, s: str) -> bool:
     low = s.strip().lower()
     if low in ("true", "t", "1"):
         return True
@@ -197,7 +199,7 @@ def _parse_bool(name: str, s: str) -> bool:
     raise InputError(f"--{name}={s}: not a boolean; use true or false")
 
 
-def _parse_int(name: str, s: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
+def parse_int(name: str, s: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
     try:
         v = int(s.strip(), 10)
     except ValueError:
@@ -207,7 +209,7 @@ def _parse_int(name: str, s: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> in
     return v
 
 
-def _parse_float32(name: str, s: str) -> float:
+def parse_float32(name: str, s: str) -> float:
     try:
         v = float(s.strip())
     except ValueError:
@@ -217,7 +219,7 @@ def _parse_float32(name: str, s: str) -> float:
     return v
 
 
-def _parse_dur(name: str, s: str) -> float:
+def parse_dur(name: str, s: str) -> float:
     return parse_duration(s, what=f"--{name}")
 
 
@@ -264,15 +266,15 @@ def _backend_specs(name: str) -> list[FlagSpec]:
     b = (name,)
     specs = [
         FlagSpec(f"audit-{name}-mode", b + ("mode",), _choice("", MODES), str),
-        FlagSpec(f"audit-{name}-batch-buffer-size", b + ("batch", "buffer_size"), _parse_int, str),
-        FlagSpec(f"audit-{name}-batch-max-size", b + ("batch", "max_batch_size"), _parse_int, str),
-        FlagSpec(f"audit-{name}-batch-max-wait", b + ("batch", "max_batch_wait"), _parse_dur, format_duration),
-        FlagSpec(f"audit-{name}-batch-throttle-enable", b + ("batch", "throttle_enable"), _parse_bool, _fmt_bool, is_bool=True),
-        FlagSpec(f"audit-{name}-batch-throttle-qps", b + ("batch", "throttle_qps"), _parse_float32, fmt_float),
-        FlagSpec(f"audit-{name}-batch-throttle-burst", b + ("batch", "throttle_burst"), _parse_int, str),
-        FlagSpec(f"audit-{name}-truncate-enabled", b + ("truncate", "enabled"), _parse_bool, _fmt_bool, is_bool=True),
-        FlagSpec(f"audit-{name}-truncate-max-batch-size", b + ("truncate", "max_batch_size"), _parse_int, str),
-        FlagSpec(f"audit-{name}-truncate-max-event-size", b + ("truncate", "max_event_size"), _parse_int, str),
+        FlagSpec(f"audit-{name}-batch-buffer-size", b + ("batch", "buffer_size"), parse_int, str),
+        FlagSpec(f"audit-{name}-batch-max-size", b + ("batch", "max_batch_size"), parse_int, str),
+        FlagSpec(f"audit-{name}-batch-max-wait", b + ("batch", "max_batch_wait"), parse_dur, format_duration),
+        FlagSpec(f"audit-{name}-batch-throttle-enable", b + ("batch", "throttle_enable"), parse_bool, _fmt_bool, is_bool=True),
+        FlagSpec(f"audit-{name}-batch-throttle-qps", b + ("batch", "throttle_qps"), parse_float32, fmt_float),
+        FlagSpec(f"audit-{name}-batch-throttle-burst", b + ("batch", "throttle_burst"), parse_int, str),
+        FlagSpec(f"audit-{name}-truncate-enabled", b + ("truncate", "enabled"), parse_bool, _fmt_bool, is_bool=True),
+        FlagSpec(f"audit-{name}-truncate-max-batch-size", b + ("truncate", "max_batch_size"), parse_int, str),
+        FlagSpec(f"audit-{name}-truncate-max-event-size", b + ("truncate", "max_event_size"), parse_int, str),
     ]
     return specs
 
@@ -280,16 +282,16 @@ def _backend_specs(name: str) -> list[FlagSpec]:
 FLAG_SPECS: list[FlagSpec] = [
     FlagSpec("audit-policy-file", ("policy_file",), _str, str),
     FlagSpec("audit-log-path", ("log_file", "path"), _str, str),
-    FlagSpec("audit-log-maxage", ("log_file", "maxage"), _parse_int, str),
-    FlagSpec("audit-log-maxbackup", ("log_file", "maxbackup"), _parse_int, str),
-    FlagSpec("audit-log-maxsize", ("log_file", "maxsize"), _parse_int, str),
+    FlagSpec("audit-log-maxage", ("log_file", "maxage"), parse_int, str),
+    FlagSpec("audit-log-maxbackup", ("log_file", "maxbackup"), parse_int, str),
+    FlagSpec("audit-log-maxsize", ("log_file", "maxsize"), parse_int, str),
     FlagSpec("audit-log-format", ("log_file", "format"), _str, str),
-    FlagSpec("audit-log-compress", ("log_file", "compress"), _parse_bool, _fmt_bool, is_bool=True),
+    FlagSpec("audit-log-compress", ("log_file", "compress"), parse_bool, _fmt_bool, is_bool=True),
     FlagSpec("audit-log-version", ("log_file", "version"), _str, str),
     *_backend_specs("log"),
     FlagSpec("audit-webhook-config-file", ("webhook_config_file",), _str, str),
-    FlagSpec("audit-webhook-initial-backoff", ("webhook_initial_backoff",), _parse_dur, format_duration),
-    FlagSpec("audit-webhook-batch-initial-backoff", ("webhook_initial_backoff",), _parse_dur, format_duration,
+    FlagSpec("audit-webhook-initial-backoff", ("webhook_initial_backoff",), parse_dur, format_duration),
+    FlagSpec("audit-webhook-batch-initial-backoff", ("webhook_initial_backoff",), parse_dur, format_duration,
              deprecated_alias_of="audit-webhook-initial-backoff"),
     FlagSpec("audit-webhook-version", ("webhook_version",), _str, str),
     *_backend_specs("webhook"),
@@ -327,7 +329,6 @@ def parse_flags(args: Iterable[str], base: AuditFlags | None = None, ignore_unkn
             if ignore_unknown and not name.startswith("audit-"):
                 continue
             if name.startswith("audit-"):
-                import difflib
                 close = difflib.get_close_matches(name, FLAGS_BY_NAME, n=1)
                 hint = f"; did you mean --{close[0]}?" if close else ""
                 raise InputError(f"--{name}{where}: unknown audit flag{hint}")
@@ -369,8 +370,6 @@ def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFl
 
 
 def _flags_from_manifest(text: str, path: str, base: AuditFlags | None) -> AuditFlags:
-    import yaml
-
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -39,7 +39,7 @@ import numpy as np
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.oracle import TRACE_FORMAT, run_oracle
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
-from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.scenario import Scenario, result_config
 from audit_tune.sim.workload import LEVELS, iter_events
 
 ENGINE = "oracle"
@@ -200,8 +200,6 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
         st.end_time = end
     if progress:
         progress(1.0)
-    from audit_tune.sim.reference.engine import _config
-
     extra = {"oracle": {
         name: {k: out.get(k) for k in ("delegate", "versions", "arrival_lag_seconds", "stall_seconds", "checks", "cpu_seconds",
                                         "receiver", "receiver_errors", "run_returned_seconds", "effective",
@@ -209,7 +207,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
         for name, out in zip(names, outs)
     } | {"not_measured": list(NOT_MEASURED)}}
     primary = "webhook" if "webhook" in sc.enabled else "log"
-    return Result(ENGINE, sc.seed, _config(sc), insts, primary, simulated_seconds=end,
+    return Result(ENGINE, sc.seed, result_config(sc), insts, primary, simulated_seconds=end,
                   wall_seconds=time.perf_counter() - wall0, interval=sc.interval, extra=extra)
 
 

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit_tune.sim.config import AuditFlags, flags_from_options
+import yaml
+
 from audit_tune.basics.errors import InputError
-from audit_tune.sim.latency import Latency, parse_latency
+from audit_tune.basics.version import __version__
+from audit_tune.sim.config import AuditFlags, flags_from_options
+from audit_tune.sim.latency import parse_latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.units import format_duration, parse_duration
 from audit_tune.sim.workload import Arrivals, OnOff, RateProfile, RequestClass, Workload
@@ -135,8 +138,6 @@ class Scenario:
             raise InputError(f"--scenario {path}: cannot read ({e.strerror})") from None
         try:
             if str(path).endswith((".yaml", ".yml")):
-                import yaml
-
                 d = yaml.safe_load(text)
             else:
                 d = json.loads(text)
@@ -194,6 +195,17 @@ def _from_dict(d: dict[str, Any]) -> Scenario:
                     occupancy_interval=float(d.get("occupancy_interval", 0.0)),
                     throttle_initial_tokens=(None if d.get("throttle_initial_tokens") is None
                                              else float(d["throttle_initial_tokens"])))
+
+
+def result_config(sc: Scenario) -> dict[str, Any]:
+    """The scenario as a result records it: its dict, long traces summarised, the changed flags and the
+    tool version (every engine's ``Result.config``)."""
+    d = sc.to_dict()
+    if d["workload"]["arrivals"].get("trace") and len(d["workload"]["arrivals"]["trace"]) > 1000:
+        d["workload"]["arrivals"]["trace"] = f"<{len(sc.workload.arrivals.trace)} arrival times>"
+    d["flags_changed"] = sc.flags.to_flags(only_changed=True)
+    d["tool_version"] = __version__
+    return d
 
 
 def is_finite(x: float) -> bool:

@@ -1,8 +1,8 @@
-"""Shared pytest fixtures. Each engineer keeps their fixtures in their own marked section."""
+"""Shared pytest fixtures, in sections by the part of the system they set up."""
 from __future__ import annotations
 
 # =====================================================================================
-# Real stack (kube-apiserver, etcd, kindcheck, Prometheus) -- owner: real-stack / issue 5.
+# Real stack (kube-apiserver, etcd, kindcheck, Prometheus).
 # Binaries are BUILT by these fixtures (scripts/build-*.sh) when missing, so a fresh clone
 # works; a failed build FAILS the tests (never skips them).
 # =====================================================================================

@@ -1,4 +1,4 @@
-"""Calibration math without Prometheus: synthetic snapshots from a *known* load (issue 6).
+"""Calibration math without Prometheus: synthetic snapshots from a *known* load.
 
 ``analysis.calibrate.synthetic_snapshot`` records a known rate curve, lognormal sub-step bursts,
 event size, webhook latency and failures the way Prometheus would; calibration must get them back.

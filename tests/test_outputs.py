@@ -1,4 +1,4 @@
-"""Every ``tune recommend`` output parses and says what the recommendation says (issue 6)."""
+"""Every ``tune recommend`` output parses and says what the recommendation says."""
 from __future__ import annotations
 
 import json

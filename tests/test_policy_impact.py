@@ -666,6 +666,8 @@ def test_bundled_policy_sample_answers_without_prometheus(capsys):
     assert "sample-policy-snapshot.json" in cap.err and "sample-policy-snapshot.json" in json.dumps(rep)
     code = tune_main(["recommend", "--policy", docs, "-f", "json", "--seeds", "2", "--no-progress"])
     cap = capsys.readouterr()
-    assert code in (0, 3), cap.err
+    # the sample peaks at 48 events/s; under the docs policy that stays far below what the flags in
+    # force (kube-apiserver's defaults: the sample records none) drain, 4,000/s at headroom 2
+    assert code == 0, cap.err
     out = json.loads(cap.out)
     assert out["config"]["source"]["policy"] == docs and out["recommended"]["flags"]

@@ -18,15 +18,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from audit_tune.analysis.report import html, markdown, plots
+from audit_tune.basics.output import write_atomic
+
 __all__ = ["write"]
 
 
 def write(data: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Render and write the report files; returns their paths. Stale PNGs of plots no longer drawn
     are removed so report.md never links a file from an earlier run."""
-    from audit_tune.analysis.report import html, markdown, plots
-    from audit_tune.basics.output import write_atomic
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figs = plots.render_all(data)

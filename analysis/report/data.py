@@ -12,12 +12,21 @@ input and seed give a byte-identical ``data.json``.
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from audit_tune import __version__
+from audit_tune.analysis.calibrate import calibrate, with_sigma
+from audit_tune.analysis.recommend import TUNED, build_report
+from audit_tune.analysis.report.sims import Sims
+from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.record import FORMAT as LT_FORMAT
+from audit_tune.loadgen.verify import TraceRows, verify_run
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.units import format_duration, parse_duration
 
@@ -28,15 +37,11 @@ SIG = 6
 def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Any, seed: int,
                    source: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
-    from audit_tune.analysis.recommend import build_report
-
     return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log)
 
 
 def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:
     """The calibrated instance models the recommendation used (same sigma after validation)."""
-    from audit_tune.analysis.calibrate import calibrate, with_sigma
-
     out = []
     for cal in rec["calibration"]:
         m = calibrate(snap, cal["instance"])
@@ -137,12 +142,6 @@ def history(snap: dict[str, Any], models: list[Any], sets: dict[str, AuditFlags]
 
 def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
     """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
-    import json
-
-    from audit_tune.loadgen.record import FORMAT as LT_FORMAT
-    from audit_tune.loadgen.verify import TraceRows
-    from audit_tune.basics.errors import InputError
-
     p = Path(path)
     try:
         rec = json.loads(p.read_text())
@@ -168,9 +167,6 @@ def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
 def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     """Observed vs predicted for a load-test run: the record's own ``verify`` section when it was
     run with ``--verify``, else ``loadgen.verify.verify_run`` replayed from the record and trace."""
-    from audit_tune.loadgen.verify import verify_run
-    from audit_tune.basics.errors import InputError
-
     rec, trace = load_loadtest(path)
     if rec.get("verify"):
         v, how = rec["verify"], "the record's --verify section (measured when the run ended)"
@@ -191,8 +187,6 @@ def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
 
 
 def window_of(snap: dict[str, Any]) -> dict[str, Any]:
-    import datetime as dt
-
     w = ((snap.get("source") or {}).get("window") or {})
     out: dict[str, Any] = {"start": w.get("start"), "end": w.get("end"), "step": w.get("step")}
     for k in ("start", "end"):
@@ -207,9 +201,6 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
              name: str, loadtest: str | None = None, engine: str = "fast",
              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Everything the report shows. ``rec`` is :func:`recommendation`'s document."""
-    from audit_tune.analysis.report.sims import Sims
-    from audit_tune import __version__
-
     log = log or (lambda s: None)
     obj = objective.validated()
     sets = flag_sets(rec, current)
@@ -248,6 +239,4 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
 
 
 def _tuned() -> tuple[str, ...]:
-    from audit_tune.analysis.recommend import TUNED
-
     return TUNED

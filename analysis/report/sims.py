@@ -24,6 +24,7 @@ task order, so the numbers do not depend on the number of workers.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -81,8 +82,6 @@ class Sims:
         if self.jobs <= 1 or len(tasks) <= 1:
             return [_task(t) for t in tasks]
         if self._pool is None:
-            import multiprocessing as mp
-
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
         return list(self._pool.map(_task, tasks, chunksize=max(1, len(tasks) // (4 * self.jobs))))

@@ -6,6 +6,7 @@ renamed, so an error never leaves a half-written file); logs and progress go to 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from rich.progress import Progress as RichProgress
 
 from audit_tune.basics.errors import InputError
 
@@ -40,14 +42,15 @@ def _yaml(data: Any) -> str:
 
 
 def json_default(o: Any) -> Any:
-    """``json.dumps(default=...)`` for numpy scalars and arrays, and objects with ``to_dict``."""
-    import numpy as np
+    """``json.dumps(default=...)`` for numpy scalars and arrays, and objects with ``to_dict``.
 
-    if isinstance(o, np.integer):
+    numpy's scalar types register as :mod:`numbers` ABCs and its arrays have ``tolist``, so the
+    basics need not import numpy."""
+    if isinstance(o, numbers.Integral):
         return int(o)
-    if isinstance(o, np.floating):
+    if isinstance(o, numbers.Real):
         return float(o)
-    if isinstance(o, np.ndarray):
+    if callable(getattr(o, "tolist", None)):
         return o.tolist()
     if hasattr(o, "to_dict"):
         return o.to_dict()
@@ -102,9 +105,7 @@ class Progress:
         self._rich = None
         self._last_pct = -10
         if enabled and sys.stderr.isatty():
-            from rich.progress import Progress as RP
-
-            self._rich = RP(transient=True)
+            self._rich = RichProgress(transient=True)
             self._rich.start()
             self._task = self._rich.add_task(label, total=total)
 

@@ -27,9 +27,10 @@ from audit_tune.sim import rng
 from audit_tune.sim.config import BackendOptions
 from audit_tune.sim.fast import collector as col
 from audit_tune.sim.fast.tasks import run_tasks
-from audit_tune.sim.throttle import initial_tokens
+from audit_tune.sim.reference import run as ref
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
-from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.scenario import Scenario, result_config
+from audit_tune.sim.throttle import initial_tokens
 from audit_tune.sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
 
 ENGINE = "fast"
@@ -48,8 +49,6 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     sc.validate()
     why = fallback_reason(sc)
     if why:
-        from audit_tune.sim.reference import run as ref
-
         res = ref(sc, progress)
         res.engine = f"fast (reference model: {why})"
         return res
@@ -88,7 +87,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     end = max(ends) if sc.drain else w.duration
     for st in insts:
         st.end_time = end
-    return Result(ENGINE, sc.seed, _config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
+    return Result(ENGINE, sc.seed, result_config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
                   simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
 
 
@@ -278,8 +277,3 @@ def _head(c: EventChunk, k: int) -> EventChunk:
     """The events before the horizon (a run that does not drain stops there)."""
     return EventChunk(c.t[:k], c.size[:k], c.meta[:k], c.level[:k], c.req[:k], c.stage[:k], c.class_counts)
 
-
-def _config(sc: Scenario) -> dict:
-    from audit_tune.sim.reference.engine import _config as ref_config
-
-    return ref_config(sc)

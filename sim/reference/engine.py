@@ -10,7 +10,7 @@ from audit_tune.sim.reference.buffered import Pipe
 from audit_tune.sim.reference.clock import ARRIVAL, at
 from audit_tune.sim.reference.frontend import Frontend
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
-from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.scenario import Scenario, result_config
 import numpy as np
 
 from audit_tune.sim.workload import add_level_counts, iter_events, iter_requests
@@ -49,7 +49,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
         st.end_time = end
         for pipe in pipes_i:
             pipe.stats.in_flight_at_end = pipe.held_events
-    return Result(ENGINE, sc.seed, _config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
+    return Result(ENGINE, sc.seed, result_config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
                   simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
 
 
@@ -97,12 +97,3 @@ def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progre
     finished.append(env.now)
 
 
-def _config(sc: Scenario) -> dict:
-    from audit_tune import __version__
-
-    d = sc.to_dict()
-    if d["workload"]["arrivals"].get("trace") and len(d["workload"]["arrivals"]["trace"]) > 1000:
-        d["workload"]["arrivals"]["trace"] = f"<{len(sc.workload.arrivals.trace)} arrival times>"
-    d["flags_changed"] = sc.flags.to_flags(only_changed=True)
-    d["tool_version"] = __version__
-    return d

@@ -211,9 +211,9 @@ def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, ku
 
 
 def _provider_of(name: str) -> str:
-    from audit_tune.loadgen.local import STATE_FILE, _check_name, default_state_root
+    from audit_tune.loadgen.local import STATE_FILE, check_name, default_state_root
 
-    st = default_state_root() / _check_name(name) / STATE_FILE
+    st = default_state_root() / check_name(name) / STATE_FILE
     try:
         return json.loads(st.read_text()).get("provider", "local")
     except FileNotFoundError:

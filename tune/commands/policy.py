@@ -1,4 +1,4 @@
-"""``tune policy``: what an audit policy does to the event rate (issue 9, first half).
+"""``tune policy``: what an audit policy does to the event rate.
 
 ``tune policy explain POLICY`` loads the policy exactly as kube-apiserver's
 ``--audit-policy-file`` does (:mod:`analysis.policy`), evaluates it against common request

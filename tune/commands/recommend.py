@@ -14,11 +14,15 @@ from typing import Any, Optional
 
 import typer
 
+from audit_tune.cli.inputs import SAMPLE
+from audit_tune.cli.options import prometheus_options
+
+__all__ = ["SAMPLE", "register", "recommend"]
+
 PANEL_IN = "Input"
 PANEL_OBJ = "Objective"
 PANEL_OUT = "Output"
 FORMATS = ("table", "json", "yaml", "flags", "kubeadm", "kubeadm-v1beta3", "kind", "manifest-patch", "prometheusrule")
-from audit_tune.cli.inputs import SAMPLE  # noqa: E402,F401 - re-exported for callers that import it from here
 
 HELP = """Recommend --audit-webhook-batch-* flags from observed audit load: no event lost at the observed
 peak x headroom, bounded memory, a receiver that is not flooded. Calibrates the simulator to each
@@ -76,7 +80,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         log(f"tune recommend: --policy without --snapshot or --prometheus-url: using the bundled sample "
             f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
     snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
-    if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
+    if policy:  # the load a new audit policy would make (analysis/policy_impact.py, docs/policy.md)
         from audit_tune.analysis.policy_impact import project_for_recommend
 
         path = snapshot
@@ -175,50 +179,12 @@ def _table(report: dict, color: bool) -> str:
     return render_table(report, color=False)
 
 
-def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
-    """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
-    from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
-    from audit_tune.basics.errors import InputError, NotEnoughData
-    from audit_tune.sim.units import parse_duration
-    from audit_tune.basics.output import log
-
-    if prom is None:
-        raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")
-    prom.validate()
-    from audit_tune.cli.commands.snapshot import _parse_end
-
-    req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
-                          end=_parse_end(end) if end else None, selector=selector)
-    if req.step <= 0:
-        raise InputError("--step: must be > 0s, e.g. 15s")
-    say(f"reading {history} from {prom.display_url}")
-    try:
-        snap = take_snapshot(PromClient(prom), req, log=say)
-    except NotEnoughData as e:
-        part = partial_snapshot(e)
-        for m in (part.missing if part else []):
-            log(f"tune recommend: missing: {m}")
-        raise
-    for m in snap.missing:
-        say(f"missing: {m}")
-    return snap
-
-
-def _prom_available() -> bool:
-    try:
-        import audit_tune.analysis.prom  # noqa: F401
-        import audit_tune.cli.options  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _build_signature() -> None:
     from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
-    sig.input_options(PANEL_IN, step_default="15s", prom_available=_prom_available())
+    sig.input_options(PANEL_IN, step_default="15s")
     sig.objective_options(PANEL_OBJ)
     opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
@@ -233,7 +199,4 @@ def _build_signature() -> None:
 
 
 _build_signature()
-if _prom_available():
-    from audit_tune.cli.options import prometheus_options
-
-    recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
+recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them

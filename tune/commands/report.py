@@ -17,8 +17,9 @@ from typing import Any, Optional
 
 import typer
 
-from audit_tune.cli.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, _prom_available
+from audit_tune.cli.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT
 from audit_tune.cli.inputs import current_flags_of
+from audit_tune.cli.options import prometheus_options
 
 HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
 verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
@@ -97,7 +98,7 @@ def _build_signature() -> None:
 
     sig = Signature()
     opt = sig.opt
-    sig.input_options(PANEL_IN, step_default="30s", prom_available=_prom_available())
+    sig.input_options(PANEL_IN, step_default="30s")
     opt("loadtest", Optional[str], typer.Option(None, "--loadtest", help="A tune loadtest run record (audit-tune-loadtest/v1; its trace sidecar beside it): observed vs predicted.", rich_help_panel=PANEL_IN))
     sig.objective_options(PANEL_OBJ)
     opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))
@@ -108,7 +109,4 @@ def _build_signature() -> None:
 
 
 _build_signature()
-if _prom_available():
-    from audit_tune.cli.options import prometheus_options
-
-    report = prometheus_options(report)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
+report = prometheus_options(report)  # noqa: F811 - the shared Prometheus flags, named as KRR names them

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from audit_tune.analysis.prom import PromSettings
+from audit_tune.cli.inputs import parse_end
 from audit_tune.cli.options import prometheus_options
 
 PANEL = "Snapshot"
@@ -50,7 +51,7 @@ def snapshot(
 
     prom.validate()
     req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
-                          end=_parse_end(end) if end else None, instances=list(instance), selector=selector or "",
+                          end=parse_end(end) if end else None, instances=list(instance), selector=selector or "",
                           webhook_host=webhook_host)
     if req.step <= 0:
         raise InputError("--step: must be > 0s, e.g. 15s")
@@ -77,18 +78,3 @@ def snapshot(
         f"{client.queries} queries in {time.monotonic() - t0:.1f}s"
         + (f" -> {output}" if output not in ("-", "") else ""))
     return 0
-
-
-def _parse_end(text: str) -> float:
-    from datetime import datetime
-
-    from audit_tune.basics.errors import InputError
-
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise InputError(f"--end {text!r}: want unix seconds or RFC 3339 such as 2026-05-28T12:00:00Z") from None
