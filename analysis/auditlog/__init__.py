@@ -13,6 +13,16 @@ API::
     read = read_logs(["apiserver-0=/var/log/kubernetes/audit/"], jobs=2)
     snap = to_snapshot(read, step=15.0)                  # dict, audit-tune-snapshot/v1 + audit_log
 """
+from pathlib import Path
+
 from audit_tune.analysis.auditlog.build import LogRead, read_logs, to_snapshot, trace_from_dict
 
-__all__ = ["LogRead", "read_logs", "to_snapshot", "trace_from_dict"]
+SAMPLE_NAME = "sample-audit.jsonl.gz"
+
+
+def sample_path() -> Path:
+    """The bundled real audit log sample (``analysis/data/sample-audit.jsonl.gz``, docs/audit-log.md)."""
+    return Path(__file__).resolve().parent.parent / "data" / SAMPLE_NAME
+
+
+__all__ = ["SAMPLE_NAME", "LogRead", "read_logs", "sample_path", "to_snapshot", "trace_from_dict"]

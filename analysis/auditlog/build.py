@@ -22,7 +22,7 @@ from audit_tune.analysis.auditlog.completeness import Completeness, assess
 from audit_tune.analysis.auditlog.mix import MixStats
 from audit_tune.analysis.auditlog.reader import LogFile, discover
 from audit_tune.analysis.auditlog.scan import FileResult, scan_files
-from audit_tune.analysis.auditlog.series import Bins, bursts, choose_step, step_series, stretches
+from audit_tune.analysis.auditlog.series import TRACE_MAX_EVENTS, Bins, bursts, choose_step, step_series, stretches
 from audit_tune.analysis.auditlog.sizes import SizeStats
 from audit_tune.analysis.auditlog.skips import Skips
 from audit_tune.basics.errors import InputError, NotEnoughData
@@ -67,8 +67,10 @@ class LogRead:
 
 
 def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int], None] | None = None,
-              keep_trace: bool = True, flag: str = "--audit-log") -> LogRead:
-    """Read every file the specs name. InputError (exit 1) when no line of any file is usable."""
+              keep_trace: bool = True, flag: str = "--audit-log", trace_max_events: float | None = None) -> LogRead:
+    """Read every file the specs name. InputError (exit 1) when no line of any file is usable.
+    ``trace_max_events``: keep the whole log exactly up to this many events per instance (default
+    ``series.TRACE_MAX_EVENTS``; inf for a replay of everything)."""
     t0 = time.monotonic()
     files = discover(specs, flag)
     results = scan_files(files, jobs, progress=progress)
@@ -93,7 +95,7 @@ def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int
         why = "; ".join(read.skip_messages()) or "the files are empty"
         raise InputError(f"{flag}: no usable audit event in {len(files)} file(s): {why}")
     if keep_trace:
-        want = {k: stretches(v.bins) for k, v in usable.items()}
+        want = {k: stretches(v.bins, max_events=trace_max_events or TRACE_MAX_EVENTS) for k, v in usable.items()}
         sel = [i for i, f in enumerate(files) if f.instance in want and results[i].first is not None
                and any(a <= (results[i].last or 0) and results[i].first <= b for a, b in want[f.instance])]
         again = scan_files([files[i] for i in sel], jobs, collect={k: v for k, v in want.items()}) if sel else []
@@ -106,10 +108,10 @@ def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int
     return read
 
 
-def _trace_dict(a: float, b: float, t: np.ndarray) -> dict[str, Any]:
+def _trace_dict(a: float, b: float, t: np.ndarray, whole: bool) -> dict[str, Any]:
     ms = np.round((t - a) / TRACE_RESOLUTION).astype(np.int64)
-    return {"start": round(a, 3), "end": round(b, 3), "resolution": TRACE_RESOLUTION, "events": int(len(ms)),
-            "delta": np.diff(ms, prepend=0).tolist()}
+    return {"start": round(a, 3), "end": round(b, 3), "whole_log": whole, "resolution": TRACE_RESOLUTION,
+            "events": int(len(ms)), "delta": np.diff(ms, prepend=0).tolist()}
 
 
 def trace_from_dict(d: dict[str, Any]) -> tuple[float, float, np.ndarray]:
@@ -189,7 +191,7 @@ def to_snapshot(read: LogRead, step: float, log_mode: str = "blocking", prom: di
                                       for (lv, st), n in sorted(il.mix.levels.items())],
             "events_folded_into_other": il.mix.folded,
             "skipped": [s.to_dict() for s in il.skips if s.reasons],
-            "trace": [_trace_dict(a, b, t) for a, b, t in il.trace],
+            "trace": [_trace_dict(a, b, t, len(il.trace) == 1 and len(t) == il.events) for a, b, t in il.trace],
             "sources": sources,
         }
         mix_insts[name] = {"seconds": round(max(il.span, 1e-3), 3), "classes": il.mix.entries(),
