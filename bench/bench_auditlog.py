@@ -37,8 +37,10 @@ VERBS = ("get", "list", "create", "update", "patch", "delete", "watch")
 
 
 def make_line(t: float, i: int, rnd: random.Random) -> bytes:
-    verb = rnd.choice(VERBS)
+    """Line ``i``: request ``i // 2``, its RequestReceived (even ``i``) or ResponseComplete (odd)."""
     stage = "ResponseComplete" if i % 2 else "RequestReceived"
+    i //= 2
+    verb = VERBS[(i * 7919) % len(VERBS)]
     ts = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     ev = {
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request" if verb in ("create", "update") else "Metadata",

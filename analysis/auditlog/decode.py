@@ -90,7 +90,7 @@ class _WithGroups(msgspec.Struct, gc=False):
 class StoreRecord(msgspec.Struct, gc=False):
     """One line of ``tune sink``'s store; ``event`` stays raw."""
 
-    event: msgspec.Raw | None = None
+    event: msgspec.Raw = msgspec.Raw(b"")
     received: float = 0.0
 
 
@@ -201,7 +201,7 @@ def _decode_store(lines: list[bytes]) -> tuple[list[Event | None], list[int], li
             sizes.append(0)
             why.append("?")
             continue
-        if r.event is None:
+        if not r.event:
             evs.append(None)
             sizes.append(0)
             why.append(NOT_EVENT)

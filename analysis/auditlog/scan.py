@@ -131,11 +131,11 @@ def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | N
                         sk.skip(dec.classify(lines[i], last and i == nl - 1, fmt) if w == "?" else (w or dec.NOT_EVENT),
                                 lineno + i + 1)
                         continue
-                    if ev.apiVersion not in known and (ev.apiVersion or kind_ok):
-                        sk.skip(dec.UNKNOWN_VERSION if ev.apiVersion else dec.NOT_EVENT, lineno + i + 1)
-                        continue
                     if (kind_ok and ev.kind != "Event") or not ev.stage:
                         sk.skip(dec.NOT_EVENT, lineno + i + 1)
+                        continue
+                    if ev.apiVersion not in known and (ev.apiVersion or kind_ok):
+                        sk.skip(dec.UNKNOWN_VERSION if ev.apiVersion else dec.NOT_EVENT, lineno + i + 1)
                         continue
                     if ev.stageTimestamp is None:
                         sk.skip(dec.NOT_EVENT, lineno + i + 1)
