@@ -8,7 +8,7 @@ items aside). ``tune sink``'s store keeps the event it received: its raw bytes a
 Legacy-format lines carry no JSON and are not measured.
 
 Per (level, stage): count, sum and a power-of-two histogram (bucket ``k`` holds sizes in
-``[2^k, 2^(k+1))``), enough for a mean, a p50/p99 and a ``--event-size`` per level and stage.
+``[2^(k-1), 2^k)``, i.e. sizes of bit length ``k``), enough for a mean, a p50/p99 and a ``--event-size`` per level and stage.
 """
 from __future__ import annotations
 
@@ -86,13 +86,13 @@ class SizeStats:
         for k, c in enumerate(hist):
             acc += c
             if total and acc >= q * total:
-                return 1 << k  # upper bound of bucket k is 2^k ... 2^(k+1); report its top
+                return 1 << k  # bucket k holds sizes with bit_length k: below 2^k
         return 0
 
     def to_dict(self) -> dict[str, Any]:
         rows = []
         for (lv, st), (c, t, h) in sorted(self.by_key.items()):
             rows.append({"level": lv or "unknown", "stage": st, "events": c, "mean_bytes": round(t / c, 1) if c else None,
-                         "p50_bytes_at_most": self._quantile(h, 0.5) * 2, "p99_bytes_at_most": self._quantile(h, 0.99) * 2})
+                         "p50_bytes_below": self._quantile(h, 0.5), "p99_bytes_below": self._quantile(h, 0.99)})
         return {"by_level_stage": rows, "events": self.count,
                 "mean_bytes": round(self.mean, 1) if self.mean is not None else None}
