@@ -29,6 +29,7 @@ WEBHOOK_FLAGS = ["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max
 @dataclass
 class Recorded:
     log_dir: Path
+    store: Path  # the sink's store (every event the webhook delivered)
     prom: Any
     cluster: Any
     sink: Any
@@ -45,7 +46,8 @@ def recorded(tmp: Path, rate: str, duration: str, scrape: str = "5s", name: str 
     log_dir.mkdir(parents=True, exist_ok=True)
     flags = parse_flags([f"--audit-log-path={log_dir / 'audit.log'}", "--audit-log-maxsize=1",
                          "--audit-log-maxbackup=50", "--audit-log-compress=true", *WEBHOOK_FLAGS])
-    sink = Sink(SinkConfig(faults=FaultConfig.from_flags(latency="lognormal:median=50ms,p99=300ms", seed=3)))
+    sink = Sink(SinkConfig(faults=FaultConfig.from_flags(latency="lognormal:median=50ms,p99=300ms", seed=3),
+                           store=str(tmp / "sink-store.jsonl")))
     sink.start()
     try:
         with LocalCluster(f"{name}-{int(time.time()) % 100000}", flags=flags, sink_url=sink.url,
@@ -59,6 +61,6 @@ def recorded(tmp: Path, rate: str, duration: str, scrape: str = "5s", name: str 
                 from audit_tune.sim.units import parse_duration
 
                 time.sleep(2 * parse_duration(scrape, "scrape") + 1)  # the last scrapes
-                yield Recorded(log_dir, prom, c, sink, urlsplit(sink.url).netloc, t0, time.time(), rc)
+                yield Recorded(log_dir, tmp / "sink-store.jsonl", prom, c, sink, urlsplit(sink.url).netloc, t0, time.time(), rc)
     finally:
         sink.stop()
