@@ -108,7 +108,7 @@ def main() -> int:
     def with_msgspec(ls: list[bytes]) -> None:
         for x in ls:
             e = dec.decode_event(x)
-            (e.apiVersion, e.kind, e.level, e.stage, e.stageTimestamp, e.verb, e.user.username, e.objectRef.resource)
+            _ = (e.apiVersion, e.kind, e.level, e.stage, e.stageTimestamp, e.verb, e.user.username, e.objectRef.resource)
 
     r_ms = r_or = r_js = 0.0
     for _ in range(3):  # interleaved, best of each

@@ -20,7 +20,7 @@ import numpy as np
 
 from audit_tune.analysis.auditlog.completeness import Completeness, assess
 from audit_tune.analysis.auditlog.mix import MixStats
-from audit_tune.analysis.auditlog.reader import LogFile, discover
+from audit_tune.analysis.auditlog.reader import discover
 from audit_tune.analysis.auditlog.scan import FileResult, scan_files
 from audit_tune.analysis.auditlog.series import TRACE_MAX_EVENTS, Bins, bursts, choose_step, step_series, stretches
 from audit_tune.analysis.auditlog.sizes import SizeStats
