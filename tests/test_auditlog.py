@@ -273,3 +273,39 @@ def test_not_enough_data_is_exit_4_not_a_traceback(tmp_path: Path) -> None:
     _write(p, _times(10, 10))
     with pytest.raises(NotEnoughData):
         to_snapshot(read_logs([str(p)], jobs=1), 15.0)
+
+
+def test_report_lists_the_bursts(tmp_path: Path, tune_main, capsys) -> None:
+    code = tune_main(["report", "--audit-log", "sample", "--seeds", "1", "--no-progress", "--reports-dir", str(tmp_path)])
+    capsys.readouterr()
+    assert code in (0, 3)
+    md = (tmp_path / "audit-log" / "report.md").read_text()
+    assert "**Bursts (audit log)**: peak 100ms" in md
+
+
+def test_progress_line_gives_rate_and_eta() -> None:
+    from audit_tune.analysis.auditlog.scan import RateLine
+
+    seen: list[str] = []
+    line = RateLine(seen.append, every=0.0, after=0.0)
+    line(25 * 2**20, 100 * 2**20, 50_000)
+    assert len(seen) == 1 and "25 of 100 MiB (25%)" in seen[0] and "lines/s" in seen[0] and "ETA" in seen[0]
+
+
+def test_memory_does_not_grow_with_the_log(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from audit_tune.analysis.auditlog.reader import LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    peaks = []
+    for n in (20_000, 80_000):
+        p = tmp_path / f"a{n}.log"
+        _write(p, _times(n, 200))
+        tracemalloc.start()
+        res = scan_file(LogFile("a", str(p), p.stat().st_size))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert res.events == n
+    # four times the lines (and bytes): the peak is the 4 MiB chunks and their lines, not the file
+    assert peaks[1] < 1.5 * peaks[0], peaks
