@@ -173,7 +173,7 @@ def decode_events(lines: list[bytes], fmt: str) -> tuple[list[Event | None], lis
     if fmt == "store":
         return _decode_store(lines)
     try:
-        evs: list[Event | None] = [decode_event(x) for x in lines]
+        evs: list[Event | None] = list(map(decode_event, lines))
         return evs, [len(x) for x in lines], [None] * len(lines)
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass

@@ -46,8 +46,8 @@ class MixStats:
         self.raw = Counter(keep)
         self.raw.update(other)
 
-    def update(self, keys: list[tuple]) -> None:
-        self.raw.update(keys)
+    def update_counts(self, counts: Counter) -> None:
+        self.raw.update(counts)
         if len(self.raw) > 2 * MAX_KEYS:
             self._fold()
 

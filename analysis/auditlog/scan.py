@@ -15,8 +15,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
 from typing import Any, Callable
 
 import numpy as np
@@ -45,16 +48,16 @@ class FileResult:
     collected: np.ndarray | None = None
 
 
-def _keys(evs: list) -> list[tuple]:
-    """Per event ``(verb, objectRef, user, path, level, stage)``: the request-mix class (the path
-    only for non-resource requests), its level and its stage, counted in one ``Counter`` update."""
-    none = dec.NO_REF
-    return [(e.verb, e.objectRef, e.user.username, e.requestURI.split("?", 1)[0] if e.objectRef is none else "",
-             e.level, e.stage) for e in evs]
+_CLASS = attrgetter("verb", "objectRef", "user", "level", "stage")
+_LEVEL_STAGE = attrgetter("level", "stage")
+_STAMP = attrgetter("stageTimestamp")
+_CHECK = attrgetter("apiVersion", "kind", "stage")
+_USER = attrgetter("user")
 
 
 class _Acc:
-    """Per-file accumulators, fed one clean batch at a time (lists in, C-level Counter updates)."""
+    """Per-file accumulators, fed one clean batch at a time. Per-event work stays in C (``map``
+    over ``attrgetter``, ``Counter``); Python touches only the batch's distinct classes."""
 
     def __init__(self, res: FileResult) -> None:
         self.res = res
@@ -62,22 +65,35 @@ class _Acc:
     def add(self, evs: list, lens: list[int], raws: list[bytes], ts: list[float]) -> None:
         res = self.res
         mix = res.mix
-        keys = _keys(evs)
-        mix.update(keys)
+        none = dec.NO_REF
+        batch = Counter(map(_CLASS, evs))
+        keys: Counter = Counter()
+        for (verb, ref, user, lv, st), n in batch.items():
+            if ref is not none:
+                keys[(verb, ref, user.username, "", lv, st)] += n
+        if none in {k[1] for k in batch}:  # non-resource requests: keyed by their path
+            keys.update((e.verb, none, e.user.username, e.requestURI.split("?", 1)[0], e.level, e.stage)
+                        for e in evs if e.objectRef is none)
+        mix.update_counts(keys)
         groups = mix.groups
-        if len(groups) < len(mix.raw):
-            for k, raw in zip(keys, raws):
-                if k[2] not in groups and k[2]:
-                    groups[k[2]] = dec.groups_of(raw) if raw else ()
+        new = {u.username for u in set(map(_USER, evs)) if u.username and u.username not in groups}
+        if new:
+            for e, raw in zip(evs, raws):
+                u = e.user.username
+                if u in new:
+                    groups[u] = dec.groups_of(raw) if raw else ()
+                    new.discard(u)
+                    if not new:
+                        break
         if any(lens):
-            codes = [CODES.get((k[4], k[5]), -1) for k in keys]
-            if -1 in codes:  # a level or stage outside the API's enums: measured one by one
-                for k, n in zip(keys, lens):
-                    if (k[4], k[5]) not in CODES:
-                        res.sizes.add(k[4], k[5], n)
-                lens = [n for c, n in zip(codes, lens) if c >= 0]
-                codes = [c for c in codes if c >= 0]
-            res.sizes.add_many(codes, lens)
+            codes = list(map(CODES.get, map(_LEVEL_STAGE, evs)))
+            if None in codes:  # a level or stage outside the API's enums: measured one by one
+                for e, c, n in zip(evs, codes, lens):
+                    if c is None:
+                        res.sizes.add(e.level, e.stage, n)
+                lens = [n for c, n in zip(codes, lens) if c is not None]
+                codes = [c for c in codes if c is not None]
+            res.sizes.add_many(codes, lens)  # type: ignore[arg-type]
         arr = np.asarray(ts, dtype=np.float64)
         res.bins.add(arr)
         res.events += len(arr)
@@ -110,9 +126,9 @@ def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | N
             clean = why.count(None) == nl
             if clean:
                 try:
-                    ts = [e.stageTimestamp.timestamp() for e in evs]  # type: ignore[union-attr]
-                    clean = {(e.apiVersion, e.kind, not e.stage) for e in evs} <= ok_pairs  # type: ignore[union-attr]
-                except AttributeError:  # an event without stageTimestamp
+                    ts = list(map(datetime.timestamp, map(_STAMP, evs)))
+                    clean = all((v, k, not st) in ok_pairs for v, k, st in set(map(_CHECK, evs)))
+                except TypeError:  # an event without stageTimestamp
                     clean = False
                 if clean:
                     arr = np.asarray(ts, dtype=np.float64)
