@@ -309,3 +309,18 @@ def test_memory_does_not_grow_with_the_log(tmp_path: Path) -> None:
         assert res.events == n
     # four times the lines (and bytes): the peak is the 4 MiB chunks and their lines, not the file
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_large_logs_keep_the_busiest_stretches_exactly(tmp_path: Path) -> None:
+    # 20 ev/s for 10 min with a 1 s burst of 500 at 300 s; keep at most 2,000 events exactly
+    base = _times(12_000, 20)
+    burst = [T0 + 300.2 + i / 500 for i in range(500)]
+    _write(tmp_path / "a.log", sorted(base + burst))
+    r = read_logs([f"a={tmp_path / 'a.log'}"], jobs=1, trace_max_events=2_000)
+    tr = r.instances["a"].trace
+    assert tr and sum(len(t) for _, _, t in tr) <= 2_000
+    a, b, t = next(x for x in tr if x[0] <= T0 + 300.5 < x[1])
+    want = sum(1 for x in sorted(base + burst) if a <= x < b)
+    assert len(t) == want and np.all(np.diff(t) >= 0)
+    snap = to_snapshot(r, 15.0)
+    assert snap["audit_log"]["instances"]["a"]["trace"][0]["whole_log"] is False

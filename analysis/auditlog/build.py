@@ -73,7 +73,8 @@ def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int
     ``series.TRACE_MAX_EVENTS``; inf for a replay of everything)."""
     t0 = time.monotonic()
     files = discover(specs, flag)
-    results = scan_files(files, jobs, progress=progress)
+    cap = trace_max_events or TRACE_MAX_EVENTS
+    results = scan_files(files, jobs, progress=progress, keep_upto=cap if keep_trace else 0)
     by: dict[str, InstanceLog] = {}
     order = sorted(range(len(files)), key=lambda i: (files[i].instance, results[i].first or 0.0))
     for i in order:
@@ -95,7 +96,12 @@ def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int
         why = "; ".join(read.skip_messages()) or "the files are empty"
         raise InputError(f"{flag}: no usable audit event in {len(files)} file(s): {why}")
     if keep_trace:
-        want = {k: stretches(v.bins, max_events=trace_max_events or TRACE_MAX_EVENTS) for k, v in usable.items()}
+        for k, v in list(usable.items()):  # kept whole by the first pass: no second one
+            mine = [r for r in results if r.file.instance == k]
+            if v.events <= cap and all(r.collected is not None for r in mine):
+                allt = np.sort(np.concatenate([r.collected for r in mine if r.collected is not None]))
+                v.trace.append((v.bins.t0, v.bins.t1, allt))
+        want = {k: stretches(v.bins, max_events=cap) for k, v in usable.items() if not v.trace}
         sel = [i for i, f in enumerate(files) if f.instance in want and results[i].first is not None
                and any(a <= (results[i].last or 0) and results[i].first <= b for a, b in want[f.instance])]
         again = scan_files([files[i] for i in sel], jobs, collect={k: v for k, v in want.items()}) if sel else []

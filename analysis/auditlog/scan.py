@@ -102,7 +102,11 @@ class _Acc:
         res.last = hi if res.last is None else max(res.last, hi)
 
 
-def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | None = None) -> FileResult:
+def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | None = None,
+              keep_upto: float = 0) -> FileResult:
+    """One file. ``collect``: return the arrival times inside these ranges. ``keep_upto``: without
+    ``collect``, return every arrival time while the file has at most that many events (else None),
+    so a small log needs no second pass."""
     fmt = dec.sniff(first_line(f))
     res = FileResult(f, fmt, skips=Skips(f.path))
     sk = res.skips
@@ -169,6 +173,11 @@ def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | N
                 if len(keep) < nl:
                     evs, lens, lines, ts = ([x[i] for i in keep] for x in (evs, lens, lines, ts))  # type: ignore[assignment]
                 acc.add(evs, lens, lines if fmt == "json" else [b""] * len(keep), ts)  # type: ignore[arg-type]
+                if keep_upto and collect is None:
+                    if res.events <= keep_upto:
+                        got.append(np.asarray(ts, dtype=np.float64))
+                    elif got:
+                        got = []
                 if collect:
                     arr = np.asarray(ts, dtype=np.float64)
                     for a, b in collect:
@@ -182,7 +191,7 @@ def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | N
         sk.skip(dec.TRUNCATED, lineno + 1)
     sk.lines = lineno
     sk.used = res.events
-    if collect is not None:
+    if collect is not None or (keep_upto and res.events <= keep_upto):
         res.collected = np.sort(np.concatenate(got)) if got else np.zeros(0)
     if slot >= 0 and _SHARED is not None:
         _SHARED[0][slot] = f.size
@@ -190,17 +199,18 @@ def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | N
 
 
 def _task(args: tuple) -> FileResult:
-    f, slot, collect = args
-    return scan_file(f, slot, collect)
+    f, slot, collect, keep = args
+    return scan_file(f, slot, collect, keep)
 
 
 def scan_files(files: list[LogFile], jobs: int = 2, collect: dict[str, list[tuple[float, float]]] | None = None,
-               progress: Callable[[int, int, int], None] | None = None) -> list[FileResult]:
+               progress: Callable[[int, int, int], None] | None = None, keep_upto: float = 0) -> list[FileResult]:
     """Scan every file (one worker process per file, up to ``jobs``); results in ``files`` order.
     ``collect`` maps an instance to the ranges whose exact arrival times to return."""
     global _SHARED
     total = sum(f.size for f in files)
-    tasks = [(f, i, (collect or {}).get(f.instance) if collect is not None else None) for i, f in enumerate(files)]
+    tasks = [(f, i, (collect or {}).get(f.instance) if collect is not None else None, keep_upto)
+             for i, f in enumerate(files)]
     _SHARED = (mp.RawArray("q", len(files)), mp.RawArray("q", len(files)))
     try:
         workers = min(jobs, len(files), os.cpu_count() or 1)
