@@ -13,6 +13,10 @@ What is built, per instance (see ``docs/recommend.md``):
   matches the observed ``event_rate_peak / event_rate``: the median ratio, raised to the 90th
   percentile's fit when the tail is heavier. Without ``event_rate_peak`` sigma comes from the spread
   of the step series around its rolling median (assumed scale-free; said in the output).
+* **Audit log input** (the snapshot's ``audit_log`` key, ``analysis.auditlog``, docs/audit-log.md):
+  the peak series is the log's busiest 1 s per step, the event size its mean line length, and the
+  observed load (scale 1) of a stretch the stored trace covers is replayed from the logged arrival
+  times exactly (:meth:`InstanceModel.trace_between`); other scales use the fitted model.
 * **Event size**: webhook ``size_sum / size_count`` (one observation per POST attempt) divided by
   the mean events per POST; default 850 B (spec section 7) when the webhook histograms are absent.
 * **Receiver**: webhook latency = empirical quantiles of ``rest_client_request_duration_seconds``
