@@ -103,7 +103,7 @@ def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int
                 v.trace.append((v.bins.t0, v.bins.t1, allt))
         want = {k: stretches(v.bins, max_events=cap) for k, v in usable.items() if not v.trace}
         sel = [i for i, f in enumerate(files) if f.instance in want and results[i].first is not None
-               and any(a <= (results[i].last or 0) and results[i].first <= b for a, b in want[f.instance])]
+               and any(a <= (results[i].last or 0) and (results[i].first or 0) <= b for a, b in want[f.instance])]
         again = scan_files([files[i] for i in sel], jobs, collect={k: v for k, v in want.items()}) if sel else []
         for k, ranges in want.items():
             got = [r.collected for r in again if r.file.instance == k and r.collected is not None and len(r.collected)]

@@ -39,6 +39,7 @@ class Completeness:
 def assess(fmt: str, log_mode: str, events: float, errors: dict[str, float] | None) -> Completeness:
     """``fmt`` is the files' format (``store`` for a sink store); ``errors`` = Prometheus
     ``errors_increase`` of the instance, or None without Prometheus."""
+    plugins: tuple[str, ...]
     if fmt == "store":
         src, mode, plugins = "store", "webhook", ("buffered", "webhook", "truncate")
     else:

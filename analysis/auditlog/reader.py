@@ -93,7 +93,7 @@ def discover(specs: list[str], flag: str = "--audit-log") -> list[LogFile]:
 
 def open_file(f: LogFile) -> BinaryIO:
     try:
-        return gzip.open(f.path, "rb") if f.gz else open(f.path, "rb")  # noqa: SIM115
+        return gzip.open(f.path, "rb") if f.gz else open(f.path, "rb")  # type: ignore[return-value]  # noqa: SIM115
     except OSError as e:
         raise InputError(f"--audit-log {f.path}: cannot open ({e.strerror})") from None
 

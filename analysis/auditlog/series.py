@@ -164,7 +164,7 @@ def bursts(b: Bins, step: float, grid_start: float | None = None) -> list[dict[s
 
 
 def stretches(b: Bins, span: float = TRACE_SPAN, k: int = TRACE_STRETCHES,
-              max_events: int = TRACE_MAX_EVENTS) -> list[tuple[float, float]]:
+              max_events: float = TRACE_MAX_EVENTS) -> list[tuple[float, float]]:
     """Unix ``[start, end)`` ranges to keep exactly: the whole log when it holds at most
     ``max_events``; else up to ``k`` non-overlapping ``span``-long stretches centred on the busiest
     1 s windows, as many as fit in ``max_events``."""
