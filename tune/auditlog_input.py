@@ -10,22 +10,50 @@ source every quantity came from.
 from __future__ import annotations
 
 import math
+import sys
+import time
 from typing import Any, Callable
 
 from audit_tune.analysis.auditlog import read_logs, sample_path, to_snapshot
 from audit_tune.analysis.auditlog.completeness import MODES
 from audit_tune.analysis.auditlog.scan import RateLine
 from audit_tune.basics.errors import InputError, NotEnoughData
-from audit_tune.basics.output import log
+from audit_tune.basics.output import Progress, log
 
 HELP = ("Audit log of one apiserver: a file or a folder of rotated (.gz) files, [INSTANCE=]PATH "
         "(repeatable; default instance: the file or folder name). Also reads a 'tune sink' store.")
 
 
+class _Bar:
+    """A Rich progress bar (MiB read) on a terminal, for reads that take more than 2 s."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.t0, self.bar = label, time.monotonic(), None
+
+    def __call__(self, done: int, total: int, lines: int) -> None:
+        if self.bar is None:
+            if time.monotonic() - self.t0 < 2.0:
+                return
+            self.bar = Progress(total / 2**20, self.label)
+        self.bar.update(done / 2**20)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def read(specs: list[str], who: str, jobs: int = 2, progress: bool = True, whole: bool = False) -> Any:
-    """Read the logs; skipped lines reported once per file on stderr."""
-    line = RateLine(lambda m: log(f"tune {who}: {m}")) if progress else None
-    r = read_logs(list(specs), jobs=jobs, progress=line, trace_max_events=math.inf if whole else None)
+    """Read the logs; skipped lines reported once per file on stderr. Progress: a bar on a terminal,
+    else a plain line with MiB, lines/s and ETA (``scan.RateLine``)."""
+    line: Any = None
+    if progress:
+        line = _Bar(f"tune {who}: reading audit logs (MiB)") if sys.stderr.isatty() else \
+            RateLine(lambda m: log(f"tune {who}: {m}"))
+    try:
+        r = read_logs(list(specs), jobs=jobs, progress=line, trace_max_events=math.inf if whole else None)
+    finally:
+        if isinstance(line, _Bar):
+            line.close()
     for m in r.skip_messages():
         log(f"tune {who}: {m}")
     if progress:
