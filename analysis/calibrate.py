@@ -13,6 +13,10 @@ What is built, per instance (see ``docs/recommend.md``):
   matches the observed ``event_rate_peak / event_rate``: the median ratio, raised to the 90th
   percentile's fit when the tail is heavier. Without ``event_rate_peak`` sigma comes from the spread
   of the step series around its rolling median (assumed scale-free; said in the output).
+* **Audit log input** (the snapshot's ``audit_log`` key, ``analysis.auditlog``, docs/audit-log.md):
+  the peak series is the log's busiest 1 s per step, the event size its mean line length, and the
+  observed load (scale 1) of a stretch the stored trace covers is replayed from the logged arrival
+  times exactly (:meth:`InstanceModel.trace_between`); other scales use the fitted model.
 * **Event size**: webhook ``size_sum / size_count`` (one observation per POST attempt) divided by
   the mean events per POST; default 850 B (spec section 7) when the webhook histograms are absent.
 * **Receiver**: webhook latency = empirical quantiles of ``rest_client_request_duration_seconds``
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from audit_tune.analysis.snapshot import Snapshot
+from audit_tune.analysis.auditlog.build import trace_from_dict
 from audit_tune.basics.errors import InputError, NotEnoughData
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
@@ -111,6 +116,9 @@ class InstanceModel:
     errors_increase: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict)  # what each number came from
     warnings: tuple[str, ...] = ()
+    # exact arrival times from an audit log: (start, end, event times), seconds from the window start
+    trace: tuple[tuple[float, float, np.ndarray], ...] = field(default=(), compare=False)
+    bursts: tuple[dict[str, Any], ...] = ()  # busiest 100 ms / 1 s / 10 s / 1 min of the log
 
     @property
     def duration(self) -> float:
@@ -188,11 +196,28 @@ class InstanceModel:
                  stop: int | None = None, sigma: float | None = None, drain: bool = True,
                  shape: str = "model") -> Scenario:
         stop = len(self.rates) if stop is None else stop
+        exact = self.trace_between(start * self.step, stop * self.step) if scale == 1.0 else None
+        if exact is not None:  # the observed load itself: replay the audit log's arrivals, one event each
+            s = int(self.event_size)
+            wl = Workload(Arrivals("trace", trace=tuple(exact.tolist())), duration=max((stop - start) * self.step, 1e-3),
+                          classes=(RequestClass("audit-log", 1.0, "Metadata", sizes=(s, s, s, s)),),
+                          policy_omit_stages=frozenset({"RequestReceived"}))
+            return Scenario(flags=flags, workload=wl, receiver=self.receiver(), backends=("webhook",),
+                            seed=int(seed), drain=drain)
         classes, omit = self.classes()
         wl = Workload(Arrivals("poisson", self.profile(seed, scale, start, stop, sigma, shape)),
                       duration=max((stop - start) * self.step, 1e-3), classes=classes, policy_omit_stages=omit)
         return Scenario(flags=flags, workload=wl, receiver=self.receiver(), backends=("webhook",),
                         seed=int(seed), drain=drain)
+
+    def trace_between(self, a: float, b: float) -> np.ndarray | None:
+        """Exact event times in ``[a, b)`` (seconds from the window start), shifted to start at 0,
+        when one stored stretch of the audit log covers that range; else None."""
+        for lo, hi, t in self.trace:
+            if lo <= a + 1e-6 and b <= hi + 1e-6:
+                i, j = np.searchsorted(t, [a, b])
+                return t[i:j] - a
+        return None
 
     def busiest_segments(self, seconds: float, k: int) -> list[tuple[int, int]]:
         """Up to ``k`` non-overlapping step ranges of about ``seconds`` with the highest peaks."""
@@ -234,6 +259,8 @@ class InstanceModel:
             "errors_increase": self.errors_increase,
             "sources": self.sources,
             "warnings": list(self.warnings),
+            "observed_bursts": list(self.bursts),
+            "exact_trace_events": int(sum(len(t) for _, _, t in self.trace)),
         }
 
 
@@ -463,6 +490,8 @@ def calibrate(snapshot: Any, instance: str) -> InstanceModel:
     for m in missing_items(snap, instance):
         warnings.append(m)
     t0 = float(t[0])
+    extra = _from_audit_log(snap, instance, t0 - step, sources, warnings)
+    size = extra.pop("event_size", size)
     return InstanceModel(
         name=instance, step=step, times=tuple((t - t0).tolist()), rates=tuple(float(x) for x in v),
         peak_rates=tuple(float(x) for x in peaks) if peaks is not None else None, epr=epr, event_size=size,
@@ -470,7 +499,39 @@ def calibrate(snapshot: Any, instance: str) -> InstanceModel:
         events_increase=float(inst.get("events_increase") or 0.0),
         errors_increase={k: float((inst.get("errors_increase") or {}).get(k) or 0.0)
                          for k in ("buffered", "webhook", "log", "truncate")},
-        sources=sources, warnings=tuple(warnings))
+        sources=sources, warnings=tuple(warnings), **extra)
+
+
+def _from_audit_log(snap: dict[str, Any], instance: str, origin: float, sources: dict[str, str],
+                    warnings: list[str]) -> dict[str, Any]:
+    """What an audit log (``analysis.auditlog``, the snapshot's ``audit_log`` key) adds to the model:
+    the measured event size, the exact arrival trace of its busiest stretches (``origin`` = unix
+    start of the first step) and the bursts it found; notes in ``sources`` and ``warnings``."""
+    al = ((snap.get("audit_log") or {}).get("instances") or {}).get(instance)
+    if not al:
+        return {}
+    out: dict[str, Any] = {"bursts": tuple(al.get("bursts") or ())}
+    sz = al.get("sizes") or {}
+    if sz.get("mean_bytes"):
+        out["event_size"] = int(round(sz["mean_bytes"]))
+        warnings[:] = [w for w in warnings if not w.startswith("no webhook request size histogram")]
+        sources["event_size"] = f"audit log: mean bytes per event line ({sz.get('events', 0):,} events)"
+    tr = []
+    for d in al.get("trace") or []:
+        a, b, times = trace_from_dict(d)
+        if d.get("whole_log"):
+            a, b = -math.inf, math.inf
+        tr.append((a - origin, b - origin, times - origin))
+    if tr:
+        out["trace"] = tuple(tr)
+        n = sum(len(x[2]) for x in tr)
+        sources["arrivals"] = (f"x1: the audit log's exact arrival times ({n:,} events, 1 ms, "
+                               f"{'the whole log' if any(math.isinf(x[0]) for x in tr) else f'{len(tr)} busiest stretch(es)'})"
+                               " replayed as they happened; x headroom: the 1 s peaks and fitted bursts scaled")
+    comp = al.get("completeness") or {}
+    if comp and not comp.get("complete", True):
+        warnings.append(f"audit log trace: {comp.get('note')}")
+    return out
 
 
 def missing_items(snap: dict[str, Any], instance: str | None = None) -> list[str]:

@@ -195,6 +195,22 @@ def _short(flags: list[str]) -> str:
             f"qps {c.throttle_qps:g}  burst {c.throttle_burst}" + ("" if c.throttle_enable else "  (throttle off)"))
 
 
+def burst_lines(report: dict[str, Any]) -> list[str]:
+    """The bursts an audit log showed (``observed_bursts``): peak rates per window against the step average."""
+    out = []
+    for c in report["calibration"]:
+        bs = c.get("observed_bursts") or []
+        if not bs:
+            continue
+        step = format_duration(c["step_seconds"])
+        parts = [f"{format_duration(b['window'])} {b['peak_rate']:,.0f} ev/s"
+                 + (f" (x{b['peak_over_step']:.1f})" if b.get("peak_over_step") else "") for b in bs]
+        out.append(f"bursts in the audit log, {c['instance']}: peak " + ", ".join(parts)
+                   + f" vs the {step} step average (mean {bs[0]['window_mean']:,.0f} ev/s); "
+                   + f"x1 replays {c.get('exact_trace_events', 0):,} logged arrivals exactly")
+    return out
+
+
 def render_table(report: dict[str, Any], color: bool = False, width: int = 150) -> str:
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
@@ -223,6 +239,8 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 150) 
                     f"{c['event_size_bytes']:,} B", lat, f"{c['webhook_failure_rate']:.4f}", f"{obs:,.0f} / {pred:,.0f}",
                     f"[{style}]{v['confidence']}[/{style}] (rate err {100 * v['rate_error']:.1f}%, drop err {100 * v['drop_error']:.0f}%)")
     con.print(cal)
+    for line in burst_lines(report):
+        con.print(line, markup=False)
     for c in report["calibration"]:
         if c["validation"]["confidence"] != "high":
             con.print(f"[yellow]{escape(c['instance'])}: calibration {c['validation']['confidence']}: {escape(c['validation']['why'])}[/yellow]")

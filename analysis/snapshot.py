@@ -34,6 +34,9 @@ from audit_tune.loadgen.metrics_text import bucket_quantile
 FORMAT = "audit-tune-snapshot/v1"
 ERROR_PLUGINS = ("buffered", "webhook", "log", "truncate")
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+# optional top-level sections other readers own: the request mix (analysis.policy_impact) and what an
+# audit log added (analysis.auditlog.build); kept through load and save, validated by their readers
+EXTRA_KEYS = ("request_mix", "audit_log")
 
 
 def _num(v: Any, where: str) -> float:
@@ -371,6 +374,7 @@ class Snapshot:
     tool_version: str = ""
     recorded_at: float = 0.0
     format: str = FORMAT
+    extras: dict[str, Any] = field(default_factory=dict)  # optional top-level keys kept as read (EXTRA_KEYS)
 
     @property
     def usable(self) -> bool:
@@ -391,7 +395,7 @@ class Snapshot:
         return {"format": self.format, "tool_version": self.tool_version, "recorded_at": self.recorded_at,
                 "source": self.source.to_dict(),
                 "instances": {k: v.to_dict() for k, v in sorted(self.instances.items())},
-                "missing": [m.to_dict() for m in self.missing]}
+                "missing": [m.to_dict() for m in self.missing], **self.extras}
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
@@ -424,7 +428,8 @@ class Snapshot:
         return cls(source=source, instances=insts,
                    missing=[Missing.from_dict(m, f"{where}.missing[{i}]") for i, m in enumerate(miss)],
                    tool_version=str(d.get("tool_version", "")),
-                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=fmt)
+                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=fmt,
+                   extras={k: _obj(d[k], f"{where}.{k}") for k in EXTRA_KEYS if d.get(k) is not None})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Snapshot":

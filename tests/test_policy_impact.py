@@ -564,14 +564,16 @@ def test_project_for_recommend_reads_the_mix_from_the_file() -> None:
     from audit_tune.analysis.calibrate import load_snapshot
     from audit_tune.analysis.policy_impact import project_for_recommend
 
-    snap = load_snapshot(SNAP)          # what tune recommend holds: Snapshot.load drops request_mix
-    assert "request_mix" not in snap
+    snap = load_snapshot(SNAP)          # what tune recommend holds: Snapshot.load keeps request_mix
+    assert "request_mix" in snap
+    bare = {k: v for k, v in snap.items() if k != "request_mix"}  # as an older reader would hold it
     lines: list[str] = []
-    out = project_for_recommend(snap, str(POLICIES["impact-users"]), snapshot_path=str(SNAP), log=lines.append)
+    out = project_for_recommend(bare, str(POLICIES["impact-users"]), snapshot_path=str(SNAP), log=lines.append)
     (p,) = out["projection"]["instances"].values()
     assert p["events_factor"] > 1.2 and lines and "audit events x" in lines[0]
+    assert project_for_recommend(snap, str(POLICIES["impact-users"]))["projection"]["instances"]
     with pytest.raises(NotEnoughData):
-        project_for_recommend(snap, str(POLICIES["impact-users"]))
+        project_for_recommend(bare, str(POLICIES["impact-users"]))
 
 
 class FakeProm:

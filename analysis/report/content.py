@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from audit_tune.analysis.outputs import burst_lines
 from audit_tune.sim.units import format_size
 
 FLAG_ROWS = ("audit-webhook-mode", "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size",
@@ -49,6 +50,8 @@ def key_facts(d: dict[str, Any]) -> list[tuple[str, str]]:
                     f"(observed {_n(c['observed_drops'])} lost, predicted {_n(c['predicted_drops'])})"
                     for c in s["calibration"])
     facts.append(("Calibration error", cal))
+    for line in burst_lines(d["recommendation"]):  # an audit log input: the bursts it showed
+        facts.append(("Bursts (audit log)", line.split(": ", 1)[1]))
     facts.append(("Confidence", s["confidence"]))
     w = d["window"]
     facts.append(("Data window", f"{w.get('start_utc', '?')} to {w.get('end_utc', '?')} ({w.get('length', '?')}, "

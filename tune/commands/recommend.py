@@ -62,7 +62,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
          current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
          prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
          output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
-         policy: Optional[str] = None) -> int:
+         policy: Optional[str] = None, audit_log: Optional[list[str]] = None) -> int:
     from audit_tune.analysis import outputs  # noqa: F401 - registers the formatters
     from audit_tune.analysis.recommend import build_report
     from audit_tune.basics.errors import InputError, ObjectiveViolated
@@ -79,7 +79,13 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         snapshot = str(POLICY_SAMPLE)  # the bundled sample that has a request mix
         log(f"tune recommend: --policy without --snapshot or --prometheus-url: using the bundled sample "
             f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
-    snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    if audit_log:  # audit log files (tune/auditlog_input.py), with Prometheus when given
+        from audit_tune.cli import auditlog_input
+
+        snap, source = auditlog_input.load("recommend", audit_log, snapshot, prom, step, selector, list(ctx.args),
+                                           current_flags, say, not no_progress)
+    else:
+        snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
     if policy:  # the load a new audit policy would make (analysis/policy_impact.py, docs/policy.md)
         from audit_tune.analysis.policy_impact import project_for_recommend
 
@@ -180,11 +186,13 @@ def _table(report: dict, color: bool) -> str:
 
 
 def _build_signature() -> None:
+    from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
     from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
     sig.input_options(PANEL_IN, step_default="15s")
+    opt("audit_log", list[str], typer.Option([], "--audit-log", help=AUDIT_LOG_HELP + " 'sample' = the bundled real sample.", rich_help_panel=PANEL_IN))
     sig.objective_options(PANEL_OBJ)
     opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))

@@ -49,7 +49,7 @@ def report(ctx: typer.Context, **kw: Any) -> int:
 def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, step: str,
          current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
          no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None,
-         end: Optional[str] = None) -> int:
+         end: Optional[str] = None, audit_log: Optional[list[str]] = None) -> int:
     from audit_tune.analysis.report import write
     from audit_tune.analysis.report.data import assemble, recommendation
     from audit_tune.basics.errors import InputError, ObjectiveViolated
@@ -64,8 +64,15 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
         raise InputError(f"--loadtest {loadtest}: no such file (a record written by 'tune loadtest -o run.json')")
     from audit_tune.cli.inputs import load_history
 
-    snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
-    default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus"}.get(source["kind"], "sample")
+    if audit_log:  # audit log files (tune/auditlog_input.py), with Prometheus when given
+        from audit_tune.cli import auditlog_input
+
+        snap, source = auditlog_input.load("report", audit_log, snapshot, prom, step, selector, list(ctx.args),
+                                           current_flags, say, not no_progress)
+    else:
+        snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus",
+                    "audit log": "audit-log"}.get(source["kind"], "sample")
     if source["kind"] == "snapshot":
         source["snapshot"] = Path(snapshot).name
     current, csrc = current_flags_of(current_flags, list(ctx.args), bundled=source["kind"] == "bundled sample")
@@ -94,11 +101,13 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
 
 
 def _build_signature() -> None:
+    from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
     from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
     sig.input_options(PANEL_IN, step_default="30s")
+    opt("audit_log", list[str], typer.Option([], "--audit-log", help=AUDIT_LOG_HELP + " 'sample' = the bundled real sample.", rich_help_panel=PANEL_IN))
     opt("loadtest", Optional[str], typer.Option(None, "--loadtest", help="A tune loadtest run record (audit-tune-loadtest/v1; its trace sidecar beside it): observed vs predicted.", rich_help_panel=PANEL_IN))
     sig.objective_options(PANEL_OBJ)
     opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))

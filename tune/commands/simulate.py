@@ -40,6 +40,7 @@ def simulate(
     ramp: bool = typer.Option(False, "--ramp", help="Interpolate --profile linearly (a ramp).", rich_help_panel=PANEL_WL),
     burst: Optional[str] = typer.Option(None, "--burst", help="On/off bursts, events/s: 'on=20000,off=2000,mean-on=5s,mean-off=55s'.", rich_help_panel=PANEL_WL),
     trace: Optional[str] = typer.Option(None, "--trace", help="Arrival trace file: one request per line, 'time[,instance]'.", rich_help_panel=PANEL_WL),
+    audit_log: list[str] = typer.Option([], "--audit-log", help="Replay audit log arrivals exactly: [INSTANCE=]PATH, a file or a folder of rotated (.gz) files (repeatable: one apiserver each); 'sample' = the bundled sample.", rich_help_panel=PANEL_WL),
     rate_series: Optional[str] = typer.Option(None, "--rate-series", help="Rate series file 'timestamp,rate' (events/s), replayed.", rich_help_panel=PANEL_WL),
     instances: int = typer.Option(1, "--instances", help="Number of apiservers behind the load balancer.", rich_help_panel=PANEL_WL),
     weights: Optional[str] = typer.Option(None, "--weights", help="Load balancer weights, e.g. 2,1,1.", rich_help_panel=PANEL_WL),
@@ -86,8 +87,12 @@ def simulate(
                              error_status=webhook_error_status, outages=list(webhook_outage), max_body=webhook_max_body,
                              log_write_latency=log_write_latency)
         bl = [b.strip() for b in backends.split(",")] if backends else None
-        sc = build_scenario(flags, wo, ro, seed=seed, backends=bl, drain=not no_drain)
-        if not any([rate, request_rate, profile, burst, trace, rate_series, scenario]):
+        if audit_log:  # the logged arrivals replace the workload options (tune/auditlog_input.py)
+            sc = _from_audit_log(audit_log, flags, wo, ro, seed, bl, no_drain, no_progress,
+                                 [rate, request_rate, profile, burst, trace, rate_series])
+        else:
+            sc = build_scenario(flags, wo, ro, seed=seed, backends=bl, drain=not no_drain)
+        if not any([rate, request_rate, profile, burst, trace, rate_series, scenario, audit_log]):
             log("tune simulate: no workload given; running the built-in demo (6,000 events/s for 2m on the given flags)")
     bar = Progress(1.0, f"simulate ({engine})", enabled=not no_progress and sc.workload.duration >= 600)
     try:
@@ -101,6 +106,26 @@ def simulate(
     if max_drops is not None and lost > max_drops:
         raise ObjectiveViolated(f"{lost} audit events lost (errors {data['errors']}), above --max-drops {max_drops}")
     return 0
+
+
+def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_drain: bool, no_progress: bool,
+                    others: list) -> "Scenario":  # noqa: F821
+    import dataclasses
+
+    from audit_tune.basics.errors import InputError
+    from audit_tune.cli import auditlog_input
+    from audit_tune.sim.build import build_scenario
+
+    if any(others):
+        raise InputError("--audit-log: replays the logged arrivals; drop --rate, --request-rate, --profile, --burst, "
+                         "--trace and --rate-series")
+    wl, info = auditlog_input.simulate_workload(specs, progress=not no_progress)
+    if not no_progress:
+        log(f"tune simulate: replaying {info['events']:,} logged events of {', '.join(info['instances'])} exactly "
+            f"({wl.duration:.1f}s, {info['event_size_bytes']} B each, the logs' mean)")
+    sc = build_scenario(flags, dataclasses.replace(wo, rate="1", duration="1s"), ro, seed=seed, backends=backends,
+                        drain=not no_drain)
+    return dataclasses.replace(sc, workload=wl).validate()
 
 
 def _table(d: dict) -> str:
