@@ -42,12 +42,13 @@ from audit_tune.loadgen.kubetarget import Target
 from audit_tune.loadgen.ltconfig import LoadTestConfig, available_cores
 from audit_tune.loadgen.mix import RESOURCES, RUN_LABEL, Mix, make_object
 from audit_tune.loadgen.rawhttp import now
+from audit_tune.loadgen.runinfo import _cluster_state, _flags
 from audit_tune.loadgen.record import FORMAT, Trace, merge_histograms, summarize
 from audit_tune.loadgen.workers import WorkerSet, merge, worker_figures
 from audit_tune.basics.errors import InputError, ServiceError
 
 JSON = {"Content-Type": "application/json"}
-__all__ = ["LoadTest", "LoadTestConfig", "available_cores", "run_loadtest", "loop_factory"]
+__all__ = ["LoadTest", "LoadTestConfig", "available_cores", "run_loadtest", "loop_factory", "_cluster_state"]
 
 
 class _Pool:
@@ -333,8 +334,12 @@ class LoadTest:
             if self._workers is not None:
                 cpu += sum(r.cpu_s for r in self.results)
             end_unix = time.time()
-            m_after, m_err2 = (await self._scrape()) if (self.cfg.scrape_metrics and m_before) else (None, m_err)
-            s_after = await (self._sink_stats() if self.interrupted else self._settle(s_before))
+            m_after, m_err2 = (None, m_err)
+            if self.cfg.scrape_metrics and m_before:  # interrupted: stop within a second, so a short bound
+                m_after, m_err2 = await (_bounded(self._scrape(), (None, "interrupted: no /metrics read after"))
+                                         if self.interrupted else self._scrape())
+            s_after = await (_bounded(self._sink_stats(), {"error": "interrupted: no /stats read after"})
+                             if self.interrupted else self._settle(s_before))
             record = self._record(start_unix, end_unix, elapsed, cpu, m_before, m_after, m_err or m_err2,
                                   s_before, s_after)
         finally:
@@ -431,36 +436,11 @@ class LoadTest:
         }
 
 
-def _cluster_state(target: Target) -> dict[str, Any]:
-    """The ``state.json`` of an audit-tune cluster whose kubeconfig the target came from (else {}):
-    it knows the ``--audit-*`` flags in force and the sink URL."""
-    import json
-    from pathlib import Path
-
-    if not target.kubeconfig:
-        return {}
-    p = Path(target.kubeconfig).parent / "state.json"
+async def _bounded(coro: Any, default: Any, timeout: float = 0.3) -> Any:
     try:
-        st = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(st, dict) or Path(str(st.get("kubeconfig", ""))).resolve() != Path(target.kubeconfig).resolve():
-        return {}
-    st["_path"] = str(p)
-    return st
-
-
-def _flags(args: tuple[str, ...]) -> dict[str, Any] | None:
-    if not args:
-        return None
-    out: dict[str, Any] = {"args": list(args)}
-    try:
-        from audit_tune.sim.config import asdict as flags_asdict, parse_flags
-
-        out["parsed"] = flags_asdict(parse_flags(list(args)))
-    except Exception as e:  # noqa: BLE001 - the flags are echoed as given either way
-        out["parse_error"] = str(e)
-    return out
+        return await asyncio.wait_for(coro, timeout)
+    except asyncio.TimeoutError:
+        return default
 
 
 def _reason(body: bytes) -> str:

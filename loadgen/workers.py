@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from audit_tune.basics.errors import ServiceError
 from audit_tune.loadgen.engine import Engine, WorkerResult
 from audit_tune.loadgen.kubetarget import Target
 from audit_tune.loadgen.ltconfig import LoadTestConfig
@@ -118,6 +119,8 @@ class WorkerSet:
             child.close()
             self.procs.append(p)
             self.pipes.append(parent)
+        self.ready = [False] * n
+        self.stopped = False
 
     async def run(self, cfg: LoadTestConfig, target: Target, ns_names: list[str], run_id: str,
                   pool: dict[tuple[int, int], list[str]], clock: Any) -> tuple[float, list[WorkerResult], list[str]]:
@@ -128,8 +131,12 @@ class WorkerSet:
         for k, pipe in enumerate(self.pipes):
             try:
                 await loop.run_in_executor(None, pipe.recv)
+                self.ready[k] = True
             except (EOFError, OSError):
-                raise RuntimeError(f"load test worker {k} died while starting (exit {self.procs[k].exitcode})")
+                if not self.stopped:
+                    raise ServiceError(f"load test worker {k} died while starting (exit {self.procs[k].join(1) or self.procs[k].exitcode})") from None
+        if self.stopped:
+            return clock(), [], ["stopped before the window started"]
         t0 = clock() + START_MARGIN_S
         for k, (pipe, share) in enumerate(zip(self.pipes, split_pool(pool, n))):
             pipe.send((cfg, target, ns_names, run_id, share, k, n, t0))
@@ -142,9 +149,11 @@ class WorkerSet:
         return t0, results, notes
 
     def stop(self) -> None:
-        """Forward a stop to every live worker (SIGTERM by pid)."""
-        for p in self.procs:
-            if p.is_alive() and p.pid is not None:
+        """Forward a stop to every live worker that is up (SIGTERM by pid); one still starting
+        is told by :meth:`run` instead (its signal handlers may not be in place yet)."""
+        self.stopped = True
+        for p, ready in zip(self.procs, self.ready):
+            if ready and p.is_alive() and p.pid is not None:
                 try:
                     os.kill(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
