@@ -41,6 +41,7 @@ from audit_tune.loadgen.record import ST_ERROR, Trace
 
 V_CREATE, V_GET, V_LIST, V_UPDATE, V_PATCH, V_DELETE, V_WATCH = range(7)
 YIELD_EVERY = 256
+MAX_DIALS = 8
 
 
 @dataclass
@@ -152,7 +153,9 @@ class Engine:
             self._send(c, j, i, v, r, ns)
             return
         self.backlog.append((j, i, v, r, ns))
-        if self.conns.can_open():
+        # Dial only for requests no dial in progress will serve, and a few at a time (a TLS
+        # handshake costs as much CPU as hundreds of requests; a busy connection often frees first).
+        if self.conns.can_open() and self.conns.connecting < min(len(self.backlog), MAX_DIALS):
             self.conns.open()
 
     # ------------------------------------------------------------------ one request

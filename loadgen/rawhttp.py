@@ -105,6 +105,7 @@ class ConnPool:
         self.idle: list[Conn] = []
         self.busy: set[Conn] = set()
         self.opened = 0
+        self.connecting = 0
         self.connects = 0
         self.free = free
         self.connect_failed = connect_failed
@@ -126,6 +127,7 @@ class ConnPool:
     def open(self) -> None:
         """Start one new connection; when up it is handed to ``free``."""
         self.opened += 1
+        self.connecting += 1
         self.connects += 1
         t = asyncio.get_running_loop().create_task(self._connect())
         self._tasks.add(t)
@@ -138,8 +140,10 @@ class ConnPool:
                                                    server_hostname=self.host if self.tls else None)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
             self.opened -= 1
+            self.connecting -= 1
             self.connect_failed(e)
             return
+        self.connecting -= 1
         self.free(conn)
 
     def expire(self, now: float) -> int:
