@@ -196,14 +196,17 @@ def summarize(trace: Trace, duration: float, requested_rate: float, peak_rate: f
 
 
 def trace_rows(trace: Trace) -> list[list[Any]]:
+    """The trace as rows of :data:`TRACE_COLUMNS` (times rounded to the µs; None where not sent)."""
     v = trace.view()
-    rows = []
-    for i in range(trace.n):
-        rows.append([round(float(v["sched"][i]), 6),
-                     None if not np.isfinite(v["send"][i]) else round(float(v["send"][i]), 6),
-                     VERBS[v["verb"][i]], RESOURCES[v["resource"][i]], status_name(v["status"][i]),
-                     None if not np.isfinite(v["latency"][i]) else round(float(v["latency"][i]), 6)])
-    return rows
+
+    def col(x: np.ndarray) -> list[float | None]:
+        r = np.round(x.astype(np.float64), 6)
+        return [None if f != f else f for f in r.tolist()]  # NaN -> None
+
+    names = {k: status_name(k) for k in np.unique(v["status"]).tolist()}
+    return [list(row) for row in zip(col(v["sched"]), col(v["send"]), [VERBS[i] for i in v["verb"].tolist()],
+                                     [RESOURCES[i] for i in v["resource"].tolist()],
+                                     [names[k] for k in v["status"].tolist()], col(v["latency"]))]
 
 
 TRACE_COLUMNS = ["offset", "send_offset", "verb", "resource", "status", "latency"]
