@@ -104,6 +104,7 @@ class LoadTest:
         self._engine: Engine | None = None
         self._workers: WorkerSet | None = None
         self.results: list[WorkerResult] = []
+        self._start_unix = 0.0
 
     # ------------------------------------------------------------------ HTTP helpers
     def _collection(self, ns: int, res: int) -> URL:
@@ -223,6 +224,7 @@ class LoadTest:
                 self._engine.stop()
             results = [await self._engine.run(t0)]
         self._t0 = t0
+        self._start_unix = time.time() - (now() - t0)  # the window's start, not the workers' start-up
         self.results = results
         self.trace = merge(results)
         for r in results:
@@ -330,6 +332,7 @@ class LoadTest:
                 raise KeyboardInterrupt
             self._measure_task = asyncio.ensure_future(self._measure())
             elapsed, cancelled = await self._measure_task
+            start_unix = self._start_unix or start_unix
             cpu = time.process_time() - cpu0
             if self._workers is not None:
                 cpu += sum(r.cpu_s for r in self.results)

@@ -466,3 +466,13 @@ def test_sigterm_stops_within_a_second_and_writes_the_record(fake: FakeAPIServer
     assert rec["interrupted"] is True and rec["load"]["workers"] == 2 and rec["load"]["sent"] > 800
     assert rec["cleanup"]["leftover"] == 0 and fake.objects == {} and fake.namespaces == set()
     assert "Traceback" not in err
+
+
+def test_bad_workers_and_max_late_are_one_line_errors(capsys) -> None:
+    from audit_tune.cli.app import main
+
+    for args, word in ((["--workers", "0"], "--workers"), (["--max-late", "0s"], "--max-late"),
+                       (["--workers", "8", "--max-inflight", "4"], "--max-inflight")):
+        assert main(["loadtest", "--server", "http://127.0.0.1:9", "--duration", "1s", *args]) == 1
+        err = capsys.readouterr().err
+        assert word in err and err.count("\n") == 1 and "Traceback" not in err
