@@ -12,8 +12,9 @@ Model (one process, one event loop; :mod:`loadgen.workers` runs several of these
   it waited in the backlog) is *shed*: not sent, its trace row stays ``unsent``, and it is
   counted. Falling behind never turns into a catch-up storm; the scheduler yields to the loop
   every 256 entries while behind, so signals and responses are served.
-* **Bounded end.** The schedule ends at ``duration``; then requests in flight get at most
-  ``drain_timeout`` to finish and the rest are cancelled. A stop (SIGINT/SIGTERM) cancels at once.
+* **Bounded end.** The schedule ends at ``duration``; requests in flight (and late entries still
+  within ``max_late``) get until ``duration + drain_timeout``, then the rest are cancelled: the
+  window never outlives that. A stop (SIGINT/SIGTERM) cancels at once.
 
 Objects: get/update/patch/delete take a live name from this worker's pool (names are split between
 workers, so two workers never act on one object); an empty pool turns the request into a create
@@ -224,6 +225,7 @@ class Engine:
         rng = np.random.default_rng(self.cfg.seed + 1)
         t0, base, behind = self.t0, 0, 0
         next_progress = 1.0
+        stop_at = self.profile.duration + self.cfg.drain_timeout
         for chunk in self.schedule.chunks():
             verbs, ress, nss = self.mix.draw(rng, len(chunk))
             first = (k - base) % n
@@ -248,7 +250,7 @@ class Engine:
                 if j < 0:
                     continue
                 self.idx[j] = i
-                if t - off > max_late:
+                if t - off > max_late or t > stop_at:
                     self.res.shed += 1
                     continue
                 self._dispatch(j, i, v, r, ns)
@@ -297,10 +299,11 @@ class Engine:
                     pass
             end = now()
             self.draining = True
-            if self.inflight and not self.stopping:
+            left = t0 + self.profile.duration + self.cfg.drain_timeout - end  # the stated bound on the window
+            if self.inflight and not self.stopping and left > 0:
                 self._idle_event.clear()
                 try:
-                    await asyncio.wait_for(self._idle_event.wait(), self.cfg.drain_timeout)
+                    await asyncio.wait_for(self._idle_event.wait(), left)
                 except asyncio.TimeoutError:
                     pass
             self.res.drain_s = now() - end
