@@ -86,8 +86,7 @@ class LoadTest:
         self.run_id = time.strftime("%m%d%H%M%S") + "-" + secrets.token_hex(2)
         self.ns_names = [f"{config.namespace_prefix}-{self.run_id}-{i}" for i in range(config.namespaces)]
         self.ns_owned: list[str] = []
-        cap = min(self.schedule.capacity_hint(), config.max_records)
-        self.trace = Trace(cap)
+        self.trace = Trace(1)  # replaced by the workers' merged rows after the window
         self.pool = _Pool(np.random.default_rng(config.seed + 2))
         self.created = 0
         self.deleted = 0
