@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from audit_tune.loadgen.loadtest import loop_factory
+from audit_tune.loadgen.eventloop import loop_factory
 
 
 class FakeAPIServer:

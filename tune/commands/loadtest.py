@@ -66,8 +66,10 @@ def loadtest_cmd(
     list_limit: int = typer.Option(100, "--list-limit", help="?limit= on lists (0 = none).", rich_help_panel=LOAD),
     max_inflight: int = typer.Option(1024, "--max-inflight", help="Most requests on the wire at once; waiting for a slot shows as send lag.", rich_help_panel=LOAD),
     request_timeout: str = typer.Option("30s", "--request-timeout", rich_help_panel=LOAD),
-    drain_timeout: str = typer.Option("30s", "--drain-timeout", help="Wait this long for in-flight requests after the window.", rich_help_panel=LOAD),
+    drain_timeout: str = typer.Option("30s", "--drain-timeout", help="After the window, wait at most this long for in-flight requests, then cancel them: the run ends by --duration + this.", rich_help_panel=LOAD),
     max_lag: str = typer.Option("100ms", "--max-lag", help="Send-lag p99 above this means the generator fell behind.", rich_help_panel=LOAD),
+    max_late: str = typer.Option("1s", "--max-late", help="A request this late behind its scheduled time is shed (not sent, counted): no catch-up storm.", rich_help_panel=LOAD),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Generator processes sharing the schedule (default: the cores available).", rich_help_panel=LOAD),
     seed: int = typer.Option(1, "--seed", rich_help_panel=LOAD),
     no_cleanup: bool = typer.Option(False, "--no-cleanup", help="Keep the objects and namespaces.", rich_help_panel=LOAD),
     no_metrics: bool = typer.Option(False, "--no-metrics", help="Do not scrape the apiserver's /metrics.", rich_help_panel=LOAD),
@@ -91,7 +93,7 @@ def loadtest_cmd(
     sink_outage: List[str] = typer.Option([], "--sink-outage", help="--verify: the sink's --outage START-END[:MODE] (sink-relative, as given to the sink; repeatable).", rich_help_panel=VERIFY),
 ) -> int:
     from audit_tune.loadgen import kubetarget
-    from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
+    from audit_tune.loadgen.loadtest import LoadTestConfig, available_cores, run_loadtest
     from audit_tune.loadgen.record import write_record
     from audit_tune.sim.units import parse_duration, parse_size
     from audit_tune.basics.output import Progress, log, render, write_output
@@ -130,6 +132,8 @@ def loadtest_cmd(
         watch_duration=parse_duration(watch_duration, "--watch-duration"), list_limit=list_limit,
         max_inflight=max_inflight, request_timeout=parse_duration(request_timeout, "--request-timeout"),
         drain_timeout=parse_duration(drain_timeout, "--drain-timeout"), max_lag=parse_duration(max_lag, "--max-lag"),
+        max_late=parse_duration(max_late, "--max-late"),
+        workers=workers if workers is not None else min(available_cores(), max_inflight),
         seed=seed, cleanup=not no_cleanup, scrape_metrics=not no_metrics, sink_url=sink_url,
         sink_ca=str(sink_ca) if sink_ca else None, webhook_host=webhook_host,
         settle=parse_duration(settle, "--settle"), audit_flags=tuple(flags),
@@ -170,7 +174,7 @@ def loadtest_cmd(
         write_output(text, output)
     load = record["load"]
     log(f"loadtest: {load['sent']} requests, achieved {load['achieved_rate']:.1f} of "
-        f"{load['requested_rate']:.1f} req/s, lag p99 {_ms(record['lag_s']['p99'])}, "
+        f"{load['requested_rate']:.1f} req/s, shed {load.get('shed', 0)}, {load.get('workers', 1)} worker(s), lag p99 {_ms(record['lag_s']['p99'])}, "
         f"latency p99 {_ms(record['latency_s']['p99'])}, cleanup leftover "
         f"{(record.get('cleanup') or {}).get('leftover', '?')}")
     if not load["kept_up"]:
@@ -230,7 +234,7 @@ def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | Non
 
 
 def _ms(x: float | None) -> str:
-    return "n/a" if x is None else f"{1000 * x:.1f} ms"
+    return "n/a" if x is None else f"{1000 * x:.3f} ms"
 
 
 def _table(r: dict) -> str:
