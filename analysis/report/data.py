@@ -30,7 +30,7 @@ def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: st
     """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
     from audit_tune.analysis.recommend import build_report
 
-    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log)
+    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log).to_dict()
 
 
 def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:

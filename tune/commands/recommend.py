@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from audit_tune.analysis.recommendation import RecommendationReport
 
 PANEL_IN = "Input"
 PANEL_OBJ = "Objective"
@@ -59,8 +62,8 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
          prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
          output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
          policy: Optional[str] = None) -> int:
-    from audit_tune.analysis import outputs  # noqa: F401 - registers the formatters
     from audit_tune.analysis.recommend import build_report
+    from audit_tune.analysis.render import recommend as _formats  # noqa: F401 - registers the formatters
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import log, render, write_output
 
@@ -98,11 +101,11 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
     else:
         text = render(report, fmt)
     write_output(text, output)
-    if report["recommended"] is None:
-        why = "; ".join(report.get("no_recommendation_why") or []) or "see the table or -f json 'search'"
+    if report.recommended is None:
+        why = "; ".join(report.no_recommendation_why or []) or "see the table or -f json 'search'"
         raise ObjectiveViolated(f"no flag set meets the objective within the constraints: {why}")
-    if not report["current_ok"]:
-        raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report["current_violations"]))
+    if not report.current_ok:
+        raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report.current_violations))
     return 0
 
 
@@ -110,6 +113,8 @@ def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict
            output_dir: Optional[str], executor: str, scheduler: Optional[str], say: Any) -> int:
     """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
     from audit_tune.analysis.fleet import recommend_fleet
+    from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - registers the formatters
+    from audit_tune.analysis.render import recommend as _formats  # noqa: F401
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import render, write_atomic, write_output
 
@@ -125,50 +130,23 @@ def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict
     if out_dir is not None:
         ext = {"table": "txt", "json": "json", "yaml": "yaml", "prometheusrule": "yaml", "kind": "yaml",
                "kubeadm": "yaml", "kubeadm-v1beta3": "yaml", "manifest-patch": "yaml", "flags": "txt"}[fmt]
-        for cluster, rep in fleet["clusters"].items():
+        for cluster, rep in fleet.clusters.items():
             text = _table(rep, color=False) if fmt == "table" else render(rep, fmt)
             write_atomic(out_dir / f"{cluster or 'default'}.{ext}", text)
         write_atomic(out_dir / "summary.json", render(fleet, "json"))
-    if fmt in ("json", "yaml"):
-        text = render(fleet, fmt)
-    else:
-        text = _fleet_table(fleet)
+    text = render(fleet, fmt if fmt in ("json", "yaml") else "table")
     write_output(text, output)
-    bad = [r["cluster"] or "(no cluster label)" for r in fleet["summary"] if not r["current_ok"] or not r["recommended_flags"]]
+    bad = [r.cluster or "(no cluster label)" for r in fleet.summary if not r.fits]
     if bad:
         raise ObjectiveViolated(f"current flags violate the objective (or nothing fits) in {len(bad)} of "
-                                f"{len(fleet['summary'])} clusters: {', '.join(bad)}")
+                                f"{len(fleet.summary)} clusters: {', '.join(bad)}")
     return 0
 
 
-def _fleet_table(fleet: dict) -> str:
-    from io import StringIO
-
-    from rich.console import Console
-    from rich.table import Table
-
-    buf = StringIO()
-    con = Console(file=buf, width=160, force_terminal=False, color_system=None, soft_wrap=True)
-    con.print(f"audit-tune {fleet['tool_version']} recommend --all-clusters  seed={fleet['seed']}  "
-              f"executor={fleet['executor']}  current flags: {fleet['current_flags']['source']}")
-    t = Table(title="per cluster")
-    for c in ("cluster", "apiservers", "peak ev/s", "current", "confidence", "recommended (changed flags)", "binding"):
-        t.add_column(c)
-    for r in fleet["summary"]:
-        flags = r["recommended_flags"]
-        changed = [f for f in (flags or []) if f not in fleet["current_flags"]["flags"]]
-        t.add_row(r["cluster"] or "(none)", str(r["instances"]), f"{r['peak_event_rate']:,.0f}",
-                  "ok" if r["current_ok"] else "VIOLATES", str(r["confidence"]),
-                  "\n".join(changed) if flags else "none fits: " + "; ".join(r["why_none"] or []),
-                  str(r["binding_constraint"] or "-"))
-    con.print(t)
-    return buf.getvalue()
-
-
-def _table(report: dict, color: bool) -> str:
+def _table(report: "RecommendationReport", color: bool) -> str:
     import shutil
 
-    from audit_tune.analysis.outputs import render_table
+    from audit_tune.analysis.render.recommend import render_table
 
     if color:  # a terminal: use its width
         return render_table(report, color=True, width=max(shutil.get_terminal_size((150, 40)).columns, 80))
