@@ -3,21 +3,28 @@ each of its formats, json/yaml are its ``to_dict``, and an unknown format is a o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from audit_tune.analysis.calibrate import synthetic_snapshot
 from audit_tune.analysis.fleet import FleetResult, recommend_fleet
+from audit_tune.analysis.impact_result import PolicyImpact
+from audit_tune.analysis.policy import load_policy
+from audit_tune.analysis.policy_impact import impact_report
 from audit_tune.analysis.recommend import Objective, build_report
 from audit_tune.analysis.recommendation import RecommendationReport
 from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - registers the formatters
+from audit_tune.analysis.render import policy_impact as _impact_formats  # noqa: F401
 from audit_tune.analysis.render import recommend as _recommend_formats  # noqa: F401
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.formats import formats_of, registered_types, render
 from audit_tune.sim.config import AuditFlags
 
 OBJ = Objective(seeds=1, jobs=1, peak_window="1m")
+REPO = Path(__file__).resolve().parents[1]
+POLICIES = REPO / "tests" / "fixtures" / "policies"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,9 @@ def samples() -> dict[type, object]:
     return {
         RecommendationReport: build_report(one, AuditFlags(), "defaults", OBJ, seed=2),
         FleetResult: recommend_fleet(two, AuditFlags(), "defaults", OBJ, seed=2),
+        PolicyImpact: impact_report(json.loads((POLICIES / "impact-snapshot-local-default.json").read_text()),
+                                    load_policy(POLICIES / "gce-style-policy.yaml"),
+                                    load_policy(REPO / "loadgen" / "policies" / "default.yaml")),
     }
 
 

@@ -239,7 +239,7 @@ def render_table(report: RecommendationReport, color: bool = False, width: int =
     t = Table(title=f"Flag sets compared (busiest {o.peak_window} per instance, "
                     f"{o.seeds} seeds; x1 = observed load, x{h:g} = headroom)",
               show_header=True, header_style="bold", title_justify="left")
-    for col in ("flag set", "flags", f"drops/run x1", f"drops/run x{h:g}", "P(any drop)", "memory", "p99 latency", "verdict"):
+    for col in ("flag set", "flags", "drops/run x1", f"drops/run x{h:g}", "P(any drop)", "memory", "p99 latency", "verdict"):
         t.add_column(col, justify="left" if col in ("flag set", "flags", "verdict") else "right")
     for e in report.comparison:
         d1 = sum(e.drops_x1.values()) if e.drops_x1 else 0
