@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -19,6 +20,9 @@ from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - r
 from audit_tune.analysis.render import policy_impact as _impact_formats  # noqa: F401
 from audit_tune.analysis.render import recommend as _recommend_formats  # noqa: F401
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.local import DEFAULT_POLICY
+from audit_tune.loadgen.verify import TraceRows, verify_run
+from audit_tune.loadgen.verify_result import VerifyReport
 from audit_tune.basics.formats import formats_of, registered_types, render
 from audit_tune.sim.config import AuditFlags
 
@@ -39,7 +43,22 @@ def samples() -> dict[type, object]:
         PolicyImpact: impact_report(json.loads((POLICIES / "impact-snapshot-local-default.json").read_text()),
                                     load_policy(POLICIES / "gce-style-policy.yaml"),
                                     load_policy(REPO / "loadgen" / "policies" / "default.yaml")),
+        VerifyReport: verify_run(_run_record(), _trace(), policy=str(DEFAULT_POLICY)),
     }
+
+
+def _trace(n: int = 600) -> TraceRows:
+    """Gets of configmaps at 60/s, each answered in 4 ms."""
+    return TraceRows(send=np.arange(n) / 60.0, latency=np.full(n, 0.004), status=np.full(n, 200),
+                     verb=["get"] * n, resource=["configmaps"] * n)
+
+
+def _run_record() -> dict:
+    """A load-test record of the trace above: 601 events (the trace plus the window's scrape)."""
+    return {"window": {"start_unix": 1000.0, "end_unix": 1010.0, "duration_s": 10.0, "elapsed_s": 10.0},
+            "audit": {"event_total": 601.0, "error_total_by_plugin": {"buffered": 0.0}},
+            "flags": {"args": ["--audit-webhook-batch-max-wait=1s"]}, "config": {"seed": 1}, "load": {"kept_up": True},
+            "cleanup": {}, "sink": {"delta": {"events_stored": 601, "events_received": 601, "bytes_received": 601 * 900}}}
 
 
 def test_every_registered_type_renders_in_each_of_its_formats(samples):

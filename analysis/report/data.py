@@ -177,7 +177,7 @@ def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     else:
         if trace is None:
             raise InputError(f"--loadtest {path}: no trace in the record and no --verify section: nothing to replay")
-        v, how = verify_run(rec, trace), "replayed now from the record and its trace (loadgen.verify.verify_run)"
+        v, how = verify_run(rec, trace).to_dict(), "replayed now from the record and its trace (loadgen.verify.verify_run)"
     load = rec.get("load") or {}
     win = rec.get("window") or {}
     return {

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from audit_tune.loadgen.verify_result import VerifyReport
 
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
 
@@ -156,7 +159,7 @@ def loadtest_cmd(
         try:
             report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
                                    sink_error_rate, sink_error_status, sink_outage, max_drops)
-            record["verify"] = report
+            record["verify"] = report.to_dict()
         except (TuneError, OSError, ValueError, KeyError) as e:  # the record is still written; raised after
             verify_error = e
             record["verify"] = {"error": str(e)}
@@ -189,8 +192,8 @@ def loadtest_cmd(
         raise NotEnoughData(f"--fail-if-behind: requested load not offered: {load['behind_reason']}")
     if verify_error is not None:
         raise verify_error if isinstance(verify_error, TuneError) else NotEnoughData(f"--verify: {verify_error}")
-    if report is not None and not report["ok"]:
-        raise ObjectiveViolated("--verify: " + "; ".join(report["failures"]))
+    if report is not None and not report.ok:
+        raise ObjectiveViolated("--verify: " + "; ".join(report.failures))
     return 0
 
 
@@ -213,7 +216,7 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
 
 def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
                   policy: Optional[Path], error_rate: float, error_status: int, outages: List[str],
-                  max_drops: float) -> dict:
+                  max_drops: float) -> "VerifyReport":
     import sys
 
     from audit_tune.loadgen.faults import FaultConfig
