@@ -18,6 +18,8 @@ from audit_tune.analysis.recommend import Objective, build_report
 from audit_tune.analysis.recommendation import RecommendationReport
 from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - registers the formatters
 from audit_tune.analysis.render import policy_impact as _impact_formats  # noqa: F401
+from audit_tune.analysis.report import CapacityReport
+from audit_tune.analysis.report.data import assemble, recommendation
 from audit_tune.analysis.render import recommend as _recommend_formats  # noqa: F401
 from audit_tune.basics.errors import InputError
 from audit_tune.loadgen.local import DEFAULT_POLICY
@@ -37,7 +39,10 @@ def samples() -> dict[type, object]:
     one = synthetic_snapshot(rates={"a": [300.0, 900.0, 400.0] * 3}, sigma=0.3)
     two = synthetic_snapshot(rates={"a": [300.0] * 6, "b": [200.0] * 6}, sigma=0.2)
     two["instances"]["a"]["cluster"], two["instances"]["b"]["cluster"] = "east", "west"
+    capacity = assemble(one, recommendation(one, AuditFlags(), "defaults", OBJ, 2, {}, lambda m: None), AuditFlags(),
+                        OBJ, 2, "formats")
     return {
+        CapacityReport: capacity,
         RecommendationReport: build_report(one, AuditFlags(), "defaults", OBJ, seed=2),
         FleetResult: recommend_fleet(two, AuditFlags(), "defaults", OBJ, seed=2),
         PolicyImpact: impact_report(json.loads((POLICIES / "impact-snapshot-local-default.json").read_text()),
@@ -82,6 +87,14 @@ def test_fleet_summary_is_one_row_per_cluster(samples):
     assert [r.instances for r in fleet.summary] == [1, 1]
     assert set(fleet.clusters) == {"east", "west"}
     assert "east" in render(fleet, "table") and "west" in render(fleet, "table")
+
+
+def test_capacity_report_is_its_document(samples):
+    report = samples[CapacityReport]
+    doc = report.to_dict()
+    assert CapacityReport.from_doc(doc) == report
+    assert report.summary.verdict in ("ok", "change", "no-solution")
+    assert report.title in render(report, "markdown") and "<!DOCTYPE html>" in render(report, "html")
 
 
 def test_unknown_format_names_the_formats_of_that_type(samples):

@@ -18,14 +18,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.analysis.objective import Objective
+from audit_tune.analysis.report.model import FORMAT, CapacityReport
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.units import format_duration, parse_duration
 
-FORMAT = "audit-tune-report/v1"
 SIG = 6
 
 
-def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Any, seed: int,
+def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Objective, seed: int,
                    source: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
     from audit_tune.analysis.recommend import build_report
@@ -33,7 +35,7 @@ def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: st
     return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log).to_dict()
 
 
-def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:
+def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[InstanceModel]:
     """The calibrated instance models the recommendation used (same sigma after validation)."""
     from audit_tune.analysis.calibrate import calibrate, with_sigma
 
@@ -203,10 +205,10 @@ def window_of(snap: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Any, seed: int,
+def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Objective, seed: int,
              name: str, loadtest: str | None = None, engine: str = "fast",
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Everything the report shows. ``rec`` is :func:`recommendation`'s document."""
+             log: Callable[[str], None] | None = None) -> CapacityReport:
+    """Everything the report shows, built once. ``rec`` is :func:`recommendation`'s document."""
     from audit_tune.analysis.report.sims import Sims
     from audit_tune import __version__
 
@@ -244,7 +246,7 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
     data["loadtest"] = loadtest_comparison(loadtest, seed) if loadtest else None
     data["config"]["report_simulation_runs"] = sims.runs
     data["recommendation"] = rec
-    return clean(data)
+    return CapacityReport.from_doc(clean(data))
 
 
 def _tuned() -> tuple[str, ...]:
