@@ -10,9 +10,11 @@ import urllib.request
 from typing import Any, Callable
 
 from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.kubetarget import Target
+from audit_tune.sim.config import AuditFlags
 
 
-def scrape_totals(target: Any, timeout: float = 30.0) -> dict[str, Any]:
+def scrape_totals(target: Target, timeout: float = 30.0) -> dict[str, Any]:
     """Absolute ``apiserver_audit_event_total`` and ``apiserver_audit_error_total`` by plugin."""
     ctx = target.ssl_context()
     req = urllib.request.Request(target.server.rstrip("/") + "/metrics", headers=target.headers())
@@ -26,7 +28,7 @@ def scrape_totals(target: Any, timeout: float = 30.0) -> dict[str, Any]:
             "at": time.time()}
 
 
-def quiet_window(flags: Any, retries: bool = True, refill: bool = False) -> float:
+def quiet_window(flags: AuditFlags, retries: bool = True, refill: bool = False) -> float:
     """How long nothing may reach the sink before the pipeline is taken as quiet: a partial batch
     waits up to max-wait; with ``retries`` (the sink failed some attempts, or has faults configured)
     a failing batch may also be sleeping up to ``1.2 x initial x 1.5^3`` before its next attempt.
@@ -47,7 +49,7 @@ def sink_failed_attempts(s0: dict, s1: dict) -> int:
     return int(sum(v - r0.get(k, 0) for k, v in r1.items() if k != "200"))
 
 
-def wait_quiet(read_sink: Callable[[], dict], flags: Any, timeout: float = 120.0, poll: float = 0.5,
+def wait_quiet(read_sink: Callable[[], dict], flags: AuditFlags, timeout: float = 120.0, poll: float = 0.5,
                retries: bool | None = None, since: dict | None = None, refill: bool = False) -> tuple[dict, bool]:
     """Poll the sink (not the apiserver: each scrape is itself an audit event) until nothing has
     reached it for :func:`quiet_window` seconds; returns (last stats, quiet reached). ``retries``

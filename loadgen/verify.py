@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from audit_tune.loadgen.faults import FaultConfig
+from audit_tune.loadgen.kubetarget import Target
 from audit_tune.loadgen.quiet import accounting, quiet_window, scrape_totals, sink_failed_attempts, wait_quiet
 from audit_tune.loadgen.sink import fetch_stats
 from audit_tune.loadgen.verify_inputs import (DEFAULT_USER, StoreView, TraceRows, bucket_at_start, event_times,
@@ -287,11 +288,13 @@ def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str |
                         quiet, inputs, pred, obs, notes, tokens0)
 
 
-def verify_live(record: dict[str, Any], trace: Any, target: Any, sink_url: str, a0: dict, s0: dict, *,
-                sink_ca: str | None = None, policy: str | None = None, faults: Any = None,
+def verify_live(record: dict[str, Any], trace: TraceRows | dict[str, Any], target: Target, sink_url: str,
+                baseline: tuple[dict[str, Any], dict[str, Any]], *,
+                sink_ca: str | None = None, policy: str | None = None, faults: FaultConfig | None = None,
                 max_drops: float = 0, quiet_timeout: float = 120.0) -> VerifyReport:
     """The CLI path: wait for the pipeline to go quiet, read the counters again (``a0``/``s0`` were
-    read before the run's setup), fetch the sink's latencies and store, and :func:`verify_run`."""
+    read before the run's setup, ``baseline``), fetch the sink's latencies and store, and :func:`verify_run`."""
+    a0, s0 = baseline
     flags = parse_flags(list((record.get("flags") or {}).get("args") or []))
     retries = True if faults is not None and (faults.error_rate or faults.outages or faults.hang_rate) else None
     s_mid, reached = wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), flags, quiet_timeout,

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.mix import RESOURCES, VERBS
 from audit_tune.loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS
+from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.policy import RequestAttributes, evaluate, load_policy, stages_emitted
 from audit_tune.sim.receiver import Outage
@@ -83,7 +85,7 @@ class StoreView:
         return sum(self.size_by_level_stage[k] for k in keys) / n
 
 
-def _ts(s: Any) -> float:
+def _ts(s: object) -> float:
     if not isinstance(s, str) or not s:
         return float("nan")
     try:
@@ -211,7 +213,7 @@ def receiver_latency(samples: np.ndarray | None, stats: dict | None) -> tuple[La
     return Latency("fixed", 0.005), "fixed 5 ms (no sink measurements)"
 
 
-def receiver_faults(faults: Any, offset: float) -> tuple[float, int, tuple, int, list[str]]:
+def receiver_faults(faults: FaultConfig | None, offset: float) -> tuple[float, int, tuple, int, list[str]]:
     """The sink's :class:`loadgen.faults.FaultConfig` in simulator terms; ``offset`` = sink start -
     window start (s), so a sink-relative outage ``[a, b)`` is ``[a + offset, b + offset)`` in the run."""
     notes: list[str] = []
@@ -246,7 +248,7 @@ def realized_error_rate(s0: dict, s1: dict, min_attempts: int = 20) -> tuple[flo
     return errs / n, n
 
 
-def bucket_at_start(sv: StoreView, start: float, flags: Any) -> float | None:
+def bucket_at_start(sv: StoreView, start: float, flags: AuditFlags) -> float | None:
     """Estimated tokens in the webhook throttle's bucket when the window started, from the batches
     the sink received before it (a batch's arrival stands for its dispatch). The bucket is taken as
     full after the last idle gap of at least ``burst / qps``; None when the throttle is off."""

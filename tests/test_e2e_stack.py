@@ -172,7 +172,7 @@ def _run(st: Stack, name: str, t0: float, rate: str, duration: float, faults: Fa
     a0, s0 = st.baseline()
     rec, trace = run_loadtest(LoadTestConfig(rate=rate, duration=duration, preseed=5, sink_url=st.sink.url,
                                              max_lag=0.5, audit_flags=tuple(st.flags.to_flags())), st.target)
-    rep = verify_live(rec, trace, st.target, st.sink.url, a0, s0, policy=str(DEFAULT_POLICY), faults=faults,
+    rep = verify_live(rec, trace, st.target, st.sink.url, (a0, s0), policy=str(DEFAULT_POLICY), faults=faults,
                       max_drops=max_drops)
     _log(name, rep, t0)
     # The replay uses the real send times, so a generator a little behind schedule (the apiserver

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 if TYPE_CHECKING:
+    from audit_tune.loadgen.faults import FaultConfig
     from audit_tune.loadgen.verify_result import VerifyReport
 
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
@@ -157,8 +158,12 @@ def loadtest_cmd(
     verify_error: Exception | None = None
     if pre is not None and not record.get("interrupted"):
         try:
+            from audit_tune.loadgen.faults import FaultConfig
+
+            faults = FaultConfig.from_flags(error_rate=sink_error_rate, error_status=sink_error_status,
+                                            outages=list(sink_outage))
             report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
-                                   sink_error_rate, sink_error_status, sink_outage, max_drops)
+                                   faults, max_drops)
             record["verify"] = report.to_dict()
         except (TuneError, OSError, ValueError, KeyError) as e:  # the record is still written; raised after
             verify_error = e
@@ -215,18 +220,15 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
 
 
 def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
-                  policy: Optional[Path], error_rate: float, error_status: int, outages: List[str],
-                  max_drops: float) -> "VerifyReport":
+                  policy: Optional[Path], faults: "FaultConfig", max_drops: float) -> "VerifyReport":
     import sys
 
-    from audit_tune.loadgen.faults import FaultConfig
     from audit_tune.loadgen.loadtest import _cluster_state
     from audit_tune.loadgen.local import DEFAULT_POLICY
     from audit_tune.loadgen.verify import render, verify_live
 
     pol = str(policy) if policy else (_cluster_state(target).get("policy") or str(DEFAULT_POLICY))
-    faults = FaultConfig.from_flags(error_rate=error_rate, error_status=error_status, outages=list(outages))
-    report = verify_live(record, trace, target, sink_url, pre[0], pre[1], sink_ca=sink_ca, policy=pol,
+    report = verify_live(record, trace, target, sink_url, pre, sink_ca=sink_ca, policy=pol,
                          faults=faults, max_drops=max_drops)
     sys.stderr.write(render(report))
     return report

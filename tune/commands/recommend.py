@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
 if TYPE_CHECKING:
+    from audit_tune.analysis.objective import Objective
     from audit_tune.analysis.recommendation import RecommendationReport
+    from audit_tune.sim.config import AuditFlags
 
 PANEL_IN = "Input"
 PANEL_OBJ = "Objective"
@@ -54,23 +56,43 @@ def recommend(ctx: typer.Context, **kw: Any) -> int:
     prom = kw.pop("prom", None)
     if prom is not None:
         kw["prometheus_url"] = prom.url
-    return _run(ctx, obj, prom=prom, **kw)
+    return _run(ctx, obj, RecommendArgs(**kw), prom)
 
 
-def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: Optional[str], history: str, step: str,
-         current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
-         prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
-         output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
-         policy: Optional[str] = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class RecommendArgs:
+    """The ``tune recommend`` options other than the objective and the Prometheus connection."""
+
+    snapshot: Optional[str]
+    prometheus_url: Optional[str]
+    history: str
+    step: str
+    current_flags: Optional[str]
+    seed: int
+    fmt: str
+    output: Optional[str]
+    no_progress: bool
+    selector: Optional[str] = None
+    end: Optional[str] = None
+    all_clusters: bool = False
+    output_dir: Optional[str] = None
+    executor: str = "local"
+    scheduler: Optional[str] = None
+    policy: Optional[str] = None
+
+
+def _run(ctx: typer.Context, obj: "Objective", args: RecommendArgs, prom: Any = None) -> int:
     from audit_tune.analysis.recommend import build_report
     from audit_tune.analysis.render import recommend as _formats  # noqa: F401 - registers the formatters
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import log, render, write_output
 
+    snapshot, prometheus_url, fmt, output, policy = args.snapshot, args.prometheus_url, args.fmt, args.output, args.policy
+    current_flags, seed = args.current_flags, args.seed
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
     obj = obj.validated()
-    say = (lambda s: None) if no_progress else (lambda s: log(f"tune recommend: {s}"))
+    say = (lambda s: None) if args.no_progress else (lambda s: log(f"tune recommend: {s}"))
     # ---- input ----
     from audit_tune.cli.inputs import POLICY_SAMPLE, current_flags_of, load_history
 
@@ -78,7 +100,8 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         snapshot = str(POLICY_SAMPLE)  # the bundled sample that has a request mix
         log(f"tune recommend: --policy without --snapshot or --prometheus-url: using the bundled sample "
             f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
-    snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    snap, source = load_history("recommend", snapshot, prom, prometheus_url, args.history, args.step, args.selector,
+                                args.end, say)
     if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
         from audit_tune.analysis.policy_impact import project_for_recommend
 
@@ -91,9 +114,9 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         log(f"tune recommend: --current-flags not given; using {csrc.split(':')[0]}")
     if current.webhook.mode != "batch":
         say(f"current --audit-webhook-mode={current.webhook.mode}: compared as is; recommendations are for batch mode")
-    if all_clusters:
-        return _fleet(snap, current, csrc, obj, seed, source, fmt, output, output_dir, executor, scheduler, say)
-    if output_dir:
+    if args.all_clusters:
+        return _fleet(snap, current, csrc, obj, source, args, say)
+    if args.output_dir:
         raise InputError("--output-dir: goes with --all-clusters (one file per cluster); use -o FILE for one report")
     report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say)
     if fmt == "table":
@@ -109,9 +132,10 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
     return 0
 
 
-def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict, fmt: str, output: Optional[str],
-           output_dir: Optional[str], executor: str, scheduler: Optional[str], say: Any) -> int:
+def _fleet(snap: dict[str, Any], current: "AuditFlags", csrc: str, obj: "Objective", source: dict[str, object],
+           args: RecommendArgs, say: Callable[[str], None]) -> int:
     """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
+    fmt, output, output_dir, executor, scheduler = args.fmt, args.output, args.output_dir, args.executor, args.scheduler
     from audit_tune.analysis.fleet import recommend_fleet
     from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - registers the formatters
     from audit_tune.analysis.render import recommend as _formats  # noqa: F401
@@ -125,7 +149,7 @@ def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict
     out_dir = Path(output_dir) if output_dir else None
     if out_dir is not None and not out_dir.is_dir():
         raise InputError(f"--output-dir {output_dir}: not a folder")
-    fleet = recommend_fleet(snap, current, csrc, obj, seed=seed, source=source, executor=executor,
+    fleet = recommend_fleet(snap, current, csrc, obj, seed=args.seed, source=source, executor=executor,
                             scheduler=scheduler, log=say)
     if out_dir is not None:
         ext = {"table": "txt", "json": "json", "yaml": "yaml", "prometheusrule": "yaml", "kind": "yaml",
