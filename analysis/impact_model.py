@@ -105,8 +105,8 @@ class Outcome:
             self.levels[k] += v
         for k, v in other.stages.items():
             self.stages[k] += v
-        for k, v in other.by_level_stage.items():
-            self.by_level_stage[k] = self.by_level_stage.get(k, 0.0) + v
+        for ls, v in other.by_level_stage.items():
+            self.by_level_stage[ls] = self.by_level_stage.get(ls, 0.0) + v
         self.bytes += other.bytes
 
 

@@ -240,30 +240,30 @@ class Recommender:
         lat = ev.latency_p99
         body = c.max_batch_size * self.size
         out = {
-            "audit-webhook-batch-throttle-qps": {
-                "value": fmt_float(c.throttle_qps),
-                "why": f"capacity qps x max-size = {c.drain_capacity:,.0f} events/s >= observed peak {peak:,.0f} x headroom {h:g}",
-                "headroom": round(c.drain_capacity / peak, 2) if peak else None,
-                "headroom_meaning": "capacity / observed peak"},
-            "audit-webhook-batch-max-size": {
-                "value": c.max_batch_size,
-                "why": "least memory among sizes the receiver limits allow" + (f" ({len(excluded)} excluded)" if excluded else ""),
-                "headroom": round(self.obj.batch_bytes / body, 2) if self.obj.batch_bytes else None,
-                "headroom_meaning": f"--max-batch-bytes / (max-size x {self.size} B)"},
-            "audit-webhook-batch-buffer-size": {
-                "value": c.buffer_size,
-                "why": f"fluid burst backlog at peak x headroom, at least 2 batches, 1 s of peak x headroom and {MIN_BUFFER} events; no drops in simulation",
-                "headroom": round(c.buffer_size / occ, 2) if occ else None,
-                "headroom_meaning": f"buffer / most events ever waiting (simulated, peak x {h:g})"},
-            "audit-webhook-batch-max-wait": {
-                "value": format_duration(c.max_batch_wait),
-                "why": f"largest wait with wait + webhook p99 (+ one retry when failures are seen) <= half of --max-delivery-latency {self.obj.max_delivery_latency}",
-                "headroom": round(self.obj.latency_seconds / lat, 2) if lat else None,
-                "headroom_meaning": "--max-delivery-latency / simulated p99 delivery latency"},
-            "audit-webhook-batch-throttle-burst": {
-                "value": c.throttle_burst,
-                "why": "1.5 x qps: catches up after a pause without letting a retry storm through",
-                "headroom": None, "headroom_meaning": ""},
+            "audit-webhook-batch-throttle-qps": FlagReason(
+                value=fmt_float(c.throttle_qps),
+                why=f"capacity qps x max-size = {c.drain_capacity:,.0f} events/s >= observed peak {peak:,.0f} x headroom {h:g}",
+                headroom=round(c.drain_capacity / peak, 2) if peak else None,
+                headroom_meaning="capacity / observed peak"),
+            "audit-webhook-batch-max-size": FlagReason(
+                value=c.max_batch_size,
+                why="least memory among sizes the receiver limits allow" + (f" ({len(excluded)} excluded)" if excluded else ""),
+                headroom=round(self.obj.batch_bytes / body, 2) if self.obj.batch_bytes else None,
+                headroom_meaning=f"--max-batch-bytes / (max-size x {self.size} B)"),
+            "audit-webhook-batch-buffer-size": FlagReason(
+                value=c.buffer_size,
+                why=f"fluid burst backlog at peak x headroom, at least 2 batches, 1 s of peak x headroom and {MIN_BUFFER} events; no drops in simulation",
+                headroom=round(c.buffer_size / occ, 2) if occ else None,
+                headroom_meaning=f"buffer / most events ever waiting (simulated, peak x {h:g})"),
+            "audit-webhook-batch-max-wait": FlagReason(
+                value=format_duration(c.max_batch_wait),
+                why=f"largest wait with wait + webhook p99 (+ one retry when failures are seen) <= half of --max-delivery-latency {self.obj.max_delivery_latency}",
+                headroom=round(self.obj.latency_seconds / lat, 2) if lat else None,
+                headroom_meaning="--max-delivery-latency / simulated p99 delivery latency"),
+            "audit-webhook-batch-throttle-burst": FlagReason(
+                value=c.throttle_burst,
+                why="1.5 x qps: catches up after a pause without letting a retry storm through",
+                headroom=None, headroom_meaning=""),
         }
         slack = {
             "peak x headroom (capacity)": c.drain_capacity / (peak * h) if peak else math.inf,
@@ -275,7 +275,7 @@ class Recommender:
             "drop probability": (self.obj.max_drop_probability / ev.p_drop) if ev.p_drop > 0 else math.inf,
         }
         binding = min(slack, key=lambda k: slack[k])
-        return Explanation({k: FlagReason(**v) for k, v in out.items()}, binding,
+        return Explanation(out, binding,
                            {k: (round(v, 3) if math.isfinite(v) else None) for k, v in slack.items()})
 
     def close(self) -> None:

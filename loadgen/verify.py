@@ -185,9 +185,9 @@ def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str |
         # With random faults (an error rate) one simulated draw is one outcome among many, like the
         # real run: replay RANDOM_SEEDS draws, predict their median, and widen the count tolerance by
         # the draws' spread (the larger distance from the median to the min or the max).
-        k = seeds if seeds is not None else (RANDOM_SEEDS if err_rate > 0 else 1)
+        draws = seeds if seeds is not None else (RANDOM_SEEDS if err_rate > 0 else 1)
         runs = []
-        for j in range(max(1, k)):
+        for j in range(max(1, draws)):
             sc = Scenario(flags=flags, receiver=receiver, seed=seed0 + j, workload=wl,
                           throttle_initial_tokens=tokens0)
             d = sim_run(sc, engine=engine).to_dict(series=False)

@@ -198,6 +198,7 @@ def event_times(tr: TraceRows, policy_path: str | None, user: tuple[str, tuple[s
 
 
 def receiver_latency(samples: np.ndarray | None, stats: dict | None) -> tuple[Latency, str]:
+    n_samples = 0 if samples is None else len(samples)
     x = np.asarray(samples if samples is not None else [], dtype=float)
     x = x[np.isfinite(x) & (x >= 0)]
     if len(x):
@@ -205,7 +206,7 @@ def receiver_latency(samples: np.ndarray | None, stats: dict | None) -> tuple[La
             q = (np.arange(MAX_LATENCY_VALUES) + 0.5) / MAX_LATENCY_VALUES
             x = np.quantile(x, q)
         vals = tuple(float(v) for v in np.sort(x))
-        return Latency("empirical", values=vals), f"empirical, {len(samples)} sink handling latencies " \
+        return Latency("empirical", values=vals), f"empirical, {n_samples} sink handling latencies " \
                                                   f"(p50 {1000 * np.median(x):.1f} ms, max {1000 * x.max():.1f} ms)"
     p50 = ((stats or {}).get("latency_s") or {}).get("p50")
     if p50:

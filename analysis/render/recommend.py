@@ -250,11 +250,11 @@ def render_table(report: RecommendationReport, color: bool = False, width: int =
         first = viol[0] if viol else ""
         first = first if len(first) <= 70 else first[:67] + "..."
         verdict = "[green]meets objective[/green]" if ok else f"[red]{escape(first)}[/red]" + (f" (+{len(viol) - 1} more)" if len(viol) > 1 else "")
-        lat = e.latency_p99
+        p99 = e.latency_p99
         t.add_row(f"[{style}]{e.name}[/{style}]", _short(e.args),
                   f"[{'red' if d1 else 'green'}]{d1:,.0f}[/]", f"[{'red' if dh else 'green'}]{dh:,.0f}[/]",
                   f"{e.p_drop:.2g}", format_size(e.memory_bound),
-                  f"{lat:.2f}s" if lat is not None else "-", verdict)
+                  f"{p99:.2f}s" if p99 is not None else "-", verdict)
     con.print(t)
     rec = report.recommended
     if rec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import matplotlib
 
@@ -47,7 +47,7 @@ STYLE = {  # line style and marker per flag set: distinguishable without colour
 DPI = 100
 
 
-def _rc(th: Theme) -> dict[str, object]:
+def _rc(th: Theme) -> dict[str, Any]:
     return {"figure.facecolor": th["bg"], "axes.facecolor": th["bg"], "savefig.facecolor": th["bg"],
             "text.color": th["fg"], "axes.labelcolor": th["fg"], "axes.edgecolor": th["muted"],
             "xtick.color": th["fg"], "ytick.color": th["fg"], "grid.color": th["grid"], "axes.grid": True,
@@ -82,7 +82,7 @@ def _plain(ax: Axes, which: str = "x") -> None:
     lo, hi = (ax.get_xlim() if which == "x" else ax.get_ylim())
     if hi / max(lo, 1e-12) < 300:  # two decades or less: also label 2x and 5x
 
-        def minor(v: float, _p: object) -> str:
+        def minor(v: float, _p: int | None) -> str:
             lead = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
             return fmt(v, _p) if lead in (2, 5) else ""
 
@@ -223,6 +223,8 @@ def latency_sweep(data: CapacityReport, th: Theme) -> Figure:
 
 def sensitivity(data: CapacityReport, th: Theme) -> Figure:
     s = data.sensitivity
+    if s is None:
+        raise ValueError("the report has no sensitivity grid to plot")
     z = [[100 * v for v in row] for row in s["drop_fraction"]]
     fig, ax = plt.subplots(figsize=(9, 4.8))
     im = ax.imshow(z, origin="lower", aspect="auto", cmap="cividis", vmin=0, vmax=max(1.0, max(map(max, z))))
