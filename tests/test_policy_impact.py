@@ -361,7 +361,7 @@ def test_stages_per_start_and_end_and_levels_per_start() -> None:
     assert a.stages == {RR: 0, RS: 12, RC: 110, "Panic": 0}
     assert a.levels["Metadata"] == 112          # level_total counts a watch when it starts
     assert est.best_events == est.worst_events == a.events == 122
-    assert est.to_dict()["events_per_s"] == pytest.approx(12.2)
+    assert est.rates().events_per_s == pytest.approx(12.2)
     sizes = {s: default_size("Metadata", s) for s in (RS, RC)}
     assert a.bytes == pytest.approx(12 * sizes[RS] + 110 * sizes[RC])
 
@@ -461,10 +461,11 @@ def _snap() -> dict:
 
 def test_report_on_recorded_snapshot_checks_the_policy_in_force() -> None:
     rep = impact_report(_snap(), load_policy(POLICIES["gce-style"]), load_policy(POLICIES["local-default"]))
-    (e,) = rep["instances"].values()
-    assert abs(e["check"]["error"]) < 0.01 and e["check"]["observed_within_range"]
-    assert e["estimate"]["events_per_s_peak"] > e["estimate"]["events_per_s"]
-    assert e["change"]["events_ratio"] == pytest.approx(e["estimate"]["events_per_s"] / e["against"]["events_per_s"])
+    (e,) = rep.instances.values()
+    assert abs(e.check.error) < 0.01 and e.check.observed_within_range
+    assert e.estimate.peak.events_per_s > e.estimate.events_per_s
+    assert e.change.events_ratio == pytest.approx(e.estimate.events_per_s / e.against.events_per_s)
+    assert rep.to_dict()["instances"][next(iter(rep.instances))]["estimate"]["events_per_s_peak"] == e.estimate.peak.events_per_s
 
 
 def test_project_snapshot_scales_rates() -> None:
@@ -548,16 +549,16 @@ def test_event_sizes_calibrated_from_the_webhook_size_histogram() -> None:
                        "size_count": 10}
     pol = load_policy(POLICIES["local-default"])
     rep = impact_report(snap, pol)
-    est = rep["instances"][name]["estimate"]
-    assert est["mean_event_bytes"] == pytest.approx(1000.0, rel=1e-6)   # the observed mean event size
-    assert est["size_factor"] != 1.0 and "rest_client_request_size_bytes" in rep["instances"][name]["event_size_source"]
+    est = rep.instances[name].estimate
+    assert est.mean_event_bytes == pytest.approx(1000.0, rel=1e-6)   # the observed mean event size
+    assert est.size_factor != 1.0 and "rest_client_request_size_bytes" in rep.instances[name].event_size_source
 
 
 def test_instances_without_mix_are_explained() -> None:
     snap = _snap()
     snap["instances"]["other:6443"] = next(iter(snap["instances"].values()))
     rep = impact_report(snap, load_policy(POLICIES["local-default"]))
-    assert any("other:6443" in m and "no request mix" in m for m in rep["missing"])
+    assert any("other:6443" in m and "no request mix" in m for m in rep.missing)
 
 
 def test_project_for_recommend_reads_the_mix_from_the_file() -> None:

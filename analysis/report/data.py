@@ -21,8 +21,10 @@ from typing import Any, Callable
 import numpy as np
 
 from audit_tune import __version__
-from audit_tune.analysis.calibrate import calibrate, with_sigma
+from audit_tune.analysis.calibrate import InstanceModel, calibrate, with_sigma
+from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommend import TUNED, build_report
+from audit_tune.analysis.report.model import FORMAT, CapacityReport
 from audit_tune.analysis.report.sims import Sims
 from audit_tune.basics.errors import InputError
 from audit_tune.loadgen.record import FORMAT as LT_FORMAT
@@ -30,17 +32,16 @@ from audit_tune.loadgen.verify import TraceRows, verify_run
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.units import format_duration, parse_duration
 
-FORMAT = "audit-tune-report/v1"
 SIG = 6
 
 
-def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Any, seed: int,
+def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Objective, seed: int,
                    source: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
-    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log)
+    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log).to_dict()
 
 
-def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:
+def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[InstanceModel]:
     """The calibrated instance models the recommendation used (same sigma after validation)."""
     out = []
     for cal in rec["calibration"]:
@@ -173,7 +174,7 @@ def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     else:
         if trace is None:
             raise InputError(f"--loadtest {path}: no trace in the record and no --verify section: nothing to replay")
-        v, how = verify_run(rec, trace), "replayed now from the record and its trace (loadgen.verify.verify_run)"
+        v, how = verify_run(rec, trace).to_dict(), "replayed now from the record and its trace (loadgen.verify.verify_run)"
     load = rec.get("load") or {}
     win = rec.get("window") or {}
     return {
@@ -197,10 +198,10 @@ def window_of(snap: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Any, seed: int,
+def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Objective, seed: int,
              name: str, loadtest: str | None = None, engine: str = "fast",
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Everything the report shows. ``rec`` is :func:`recommendation`'s document."""
+             log: Callable[[str], None] | None = None) -> CapacityReport:
+    """Everything the report shows, built once. ``rec`` is :func:`recommendation`'s document."""
     log = log or (lambda s: None)
     obj = objective.validated()
     sets = flag_sets(rec, current)
@@ -235,7 +236,7 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
     data["loadtest"] = loadtest_comparison(loadtest, seed) if loadtest else None
     data["config"]["report_simulation_runs"] = sims.runs
     data["recommendation"] = rec
-    return clean(data)
+    return CapacityReport.from_doc(clean(data))
 
 
 def _tuned() -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
+from audit_tune.sim.result import Result
 
 CDF_Q = (0.001, 0.005, *(round(0.01 + 0.02 * k, 2) for k in range(50)), 0.995, 0.999, 1.0)
 WEBHOOK_LATENCIES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 29.0)  # seconds; attempts time out at 30 s
@@ -96,7 +97,7 @@ class Sims:
         return float(np.mean(r)) if len(r) else 0.0
 
     def _run(self, flags: AuditFlags, scale: float = 1.0, stop: int | None = None, drain: bool = True,
-             model: InstanceModel | None = None) -> Any:
+             model: InstanceModel | None = None) -> Result:
         m = model or self.m
         self.runs += 1
         sc = m.scenario(flags, self.seed, scale=scale, start=self.lo, stop=self.hi if stop is None else stop,

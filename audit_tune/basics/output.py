@@ -5,59 +5,38 @@ renamed, so an error never leaves a half-written file); logs and progress go to 
 """
 from __future__ import annotations
 
-import json
-import numbers
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import yaml
 from rich.progress import Progress as RichProgress
 
+from audit_tune.basics import formats
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.formats import json_default, to_json, to_yaml
 
-_FORMATTERS: dict[str, Callable[[Any], str]] = {}
+__all__ = ["Progress", "formatter", "json_default", "log", "render", "write_atomic", "write_output"]
+
+_FORMATTERS: dict[str, Callable[[object], str]] = {"json": to_json, "yaml": to_yaml}
 
 
-def formatter(name: str) -> Callable[[Callable[[Any], str]], Callable[[Any], str]]:
-    """Register a formatter by name (KRR style): ``@formatter("json")``."""
+def formatter(name: str) -> Callable[[Callable[[object], str]], Callable[[object], str]]:
+    """Register a format for plain data (dicts and lists): ``@formatter("json")``. Result types
+    register theirs with :func:`audit_tune.basics.formats.register`."""
 
-    def deco(fn: Callable[[Any], str]) -> Callable[[Any], str]:
+    def deco(fn: Callable[[object], str]) -> Callable[[object], str]:
         _FORMATTERS[name] = fn
         return fn
 
     return deco
 
 
-@formatter("json")
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
-
-
-@formatter("yaml")
-def _yaml(data: Any) -> str:
-    return yaml.safe_dump(json.loads(json.dumps(data, default=json_default)), sort_keys=False)
-
-
-def json_default(o: Any) -> Any:
-    """``json.dumps(default=...)`` for numpy scalars and arrays, and objects with ``to_dict``.
-
-    numpy's scalar types register as :mod:`numbers` ABCs and its arrays have ``tolist``, so the
-    basics need not import numpy."""
-    if isinstance(o, numbers.Integral):
-        return int(o)
-    if isinstance(o, numbers.Real):
-        return float(o)
-    if callable(getattr(o, "tolist", None)):
-        return o.tolist()
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    raise TypeError(f"not serialisable: {type(o).__name__}")
-
-
-def render(data: Any, fmt: str) -> str:
+def render(data: object, fmt: str) -> str:
+    """Plain data through the formats above; a result type through its registered formatters."""
+    if not isinstance(data, (dict, list)):
+        return formats.render(data, fmt)
     try:
         return _FORMATTERS[fmt](data)
     except KeyError:

@@ -15,11 +15,14 @@ observation disagree beyond the tolerance, or when events were lost.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.verify_result import VerifyReport
 
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
 
@@ -92,11 +95,11 @@ def loadtest_cmd(
     sink_error_status: int = typer.Option(503, "--sink-error-status", help="--verify: the sink's --error-status.", rich_help_panel=VERIFY),
     sink_outage: List[str] = typer.Option([], "--sink-outage", help="--verify: the sink's --outage START-END[:MODE] (sink-relative, as given to the sink; repeatable).", rich_help_panel=VERIFY),
 ) -> int:
+    from audit_tune.basics.output import Progress, log, render, write_output
     from audit_tune.loadgen import kubetarget
     from audit_tune.loadgen.loadtest import LoadTestConfig, available_cores, run_loadtest
     from audit_tune.loadgen.record import write_record
     from audit_tune.sim.units import parse_duration, parse_size
-    from audit_tune.basics.output import Progress, log, render, write_output
 
     if fmt not in ("json", "yaml", "table"):
         raise InputError(f"--format {fmt}: use json, yaml or table")
@@ -158,9 +161,13 @@ def loadtest_cmd(
     verify_error: Exception | None = None
     if pre is not None and not record.get("interrupted"):
         try:
+            from audit_tune.loadgen.faults import FaultConfig
+
+            faults = FaultConfig.from_flags(error_rate=sink_error_rate, error_status=sink_error_status,
+                                            outages=list(sink_outage))
             report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
-                                   sink_error_rate, sink_error_status, sink_outage, max_drops)
-            record["verify"] = report
+                                   faults, max_drops)
+            record["verify"] = report.to_dict()
         except (TuneError, OSError, ValueError, KeyError) as e:  # the record is still written; raised after
             verify_error = e
             record["verify"] = {"error": str(e)}
@@ -193,19 +200,19 @@ def loadtest_cmd(
         raise NotEnoughData(f"--fail-if-behind: requested load not offered: {load['behind_reason']}")
     if verify_error is not None:
         raise verify_error if isinstance(verify_error, TuneError) else NotEnoughData(f"--verify: {verify_error}")
-    if report is not None and not report["ok"]:
-        raise ObjectiveViolated("--verify: " + "; ".join(report["failures"]))
+    if report is not None and not report.ok:
+        raise ObjectiveViolated("--verify: " + "; ".join(report.failures))
     return 0
 
 
 def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[dict, dict]:
     """Wait until the audit pipeline is idle and the throttle's bucket full again (the replay starts
     that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
+    from audit_tune.basics.errors import ServiceError
     from audit_tune.loadgen.loadtest import cluster_state
     from audit_tune.loadgen.sink import fetch_stats
     from audit_tune.loadgen.verify import scrape_totals, wait_quiet
     from audit_tune.sim.config import parse_flags
-    from audit_tune.basics.errors import ServiceError
 
     in_force = parse_flags(list(flags or cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
     wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), in_force, timeout=60, retries=False, refill=True)
@@ -216,18 +223,15 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
 
 
 def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
-                  policy: Optional[Path], error_rate: float, error_status: int, outages: List[str],
-                  max_drops: float) -> dict:
+                  policy: Optional[Path], faults: "FaultConfig", max_drops: float) -> "VerifyReport":
     import sys
 
-    from audit_tune.loadgen.faults import FaultConfig
     from audit_tune.loadgen.loadtest import cluster_state
     from audit_tune.loadgen.local import DEFAULT_POLICY
     from audit_tune.loadgen.verify import render, verify_live
 
     pol = str(policy) if policy else (cluster_state(target).get("policy") or str(DEFAULT_POLICY))
-    faults = FaultConfig.from_flags(error_rate=error_rate, error_status=error_status, outages=list(outages))
-    report = verify_live(record, trace, target, sink_url, pre[0], pre[1], sink_ca=sink_ca, policy=pol,
+    report = verify_live(record, trace, target, sink_url, pre, sink_ca=sink_ca, policy=pol,
                          faults=faults, max_drops=max_drops)
     sys.stderr.write(render(report))
     return report

@@ -43,18 +43,38 @@ def report(ctx: typer.Context, **kw: Any) -> int:
     from audit_tune.analysis.recommend import Objective
 
     obj = Objective(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Objective)})
-    return _run(ctx, obj, **kw)
+    prom = kw.pop("prom", None)
+    return _run(ctx, obj, ReportArgs(**kw), prom)
 
 
-def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, step: str,
-         current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
-         no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None,
-         end: Optional[str] = None, audit_log: Optional[list[str]] = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class ReportArgs:
+    """The ``tune report`` options other than the objective and the Prometheus connection."""
+
+    snapshot: Optional[str]
+    history: str
+    step: str
+    current_flags: Optional[str]
+    loadtest: Optional[str]
+    name: Optional[str]
+    reports_dir: str
+    seed: int
+    no_progress: bool
+    selector: Optional[str] = None
+    prometheus_url: Optional[str] = None
+    end: Optional[str] = None
+    audit_log: Optional[list[str]] = None
+
+
+def _run(ctx: typer.Context, obj: Any, args: ReportArgs, prom: Any = None) -> int:
     from audit_tune.analysis.report import write
     from audit_tune.analysis.report.data import assemble, recommendation
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import log
 
+    snapshot, history, step, current_flags, loadtest = args.snapshot, args.history, args.step, args.current_flags, args.loadtest
+    name, reports_dir, seed, no_progress = args.name, args.reports_dir, args.seed, args.no_progress
+    selector, prometheus_url, end, audit_log = args.selector, args.prometheus_url, args.end, args.audit_log
     t0 = time.perf_counter()
     obj = obj.validated()
     say = (lambda s: None) if no_progress else (lambda s: log(f"tune report: {s}"))
@@ -90,7 +110,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
     t4 = time.perf_counter()
     log(f"tune report: wrote {out_dir}/index.html, report.md, data.json and {sum(p.suffix == '.png' for p in paths)} "
         f"plots in {t4 - t0:.1f} s (inputs {t1 - t0:.1f} s, recommendation {t2 - t1:.1f} s, "
-        f"{data['config']['report_simulation_runs']} report simulations {t3 - t2:.1f} s, plots and files {t4 - t3:.1f} s)")
+        f"{data.config.report_simulation_runs} report simulations {t3 - t2:.1f} s, plots and files {t4 - t3:.1f} s)")
     print(str(out_dir / "index.html"))
     if rec["recommended"] is None:
         raise ObjectiveViolated("no flag set meets the objective within the constraints (see the report)")

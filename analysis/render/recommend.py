@@ -1,7 +1,8 @@
 """Renderers for ``tune recommend``: what users paste elsewhere.
 
-Each takes the recommendation report (:func:`analysis.recommend.build_report`) and returns text;
-they register with ``tune.output``'s ``@formatter`` registry, so ``render(report, "kind")`` works.
+Each takes the :class:`~analysis.recommendation.RecommendationReport` and returns text; they
+register for that type with :func:`audit_tune.basics.formats.register`, so
+``render(report, "kind")`` works (``json`` and ``yaml`` come from the report's ``to_dict``).
 Every output starts by echoing the tool version, the seed, the input and the objective (as YAML
 comments, or annotations where comments would be lost).
 
@@ -18,15 +19,15 @@ comments, or annotations where comments would be lost).
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from audit_tune.analysis.recommendation import RecommendationReport
 from audit_tune.basics.errors import InputError
-from audit_tune.basics.output import formatter
+from audit_tune.basics.formats import register
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.units import format_duration, format_size
 
@@ -35,31 +36,31 @@ WEBHOOK_KUBECONFIG = "/etc/kubernetes/audit/webhook.kubeconfig"
 HEADROOM_ALERT_FRACTION = 0.8
 
 
-def _flags(report: dict[str, Any]) -> list[str]:
-    rec = report.get("recommended")
+def _flags(report: RecommendationReport) -> list[str]:
+    rec = report.recommended
     if not rec:
         raise InputError("no flag set met the objective, so there is nothing to paste; use -f table or -f json to see why")
-    return list(rec["flags"])
+    return list(rec.flags)
 
 
-def _pairs(report: dict[str, Any]) -> list[tuple[str, str]]:
+def _pairs(report: RecommendationReport) -> list[tuple[str, str]]:
     return [(a[2:].partition("=")[0], a.partition("=")[2]) for a in _flags(report)]
 
 
-def header_lines(report: dict[str, Any]) -> list[str]:
-    c = report["config"]
-    o = c["objective"]
-    src = c.get("source") or {}
+def header_lines(report: RecommendationReport) -> list[str]:
+    c = report.config
+    o = c.objective.to_dict()
+    src = c.source or {}
     src_txt = src.get("snapshot") or src.get("prometheus_url") or src.get("kind") or "?"
     return [
-        f"audit-tune {report['tool_version']} recommend  seed={c['seed']}  engine={c['engine']}  input={src_txt}",
+        f"audit-tune {report.tool_version} recommend  seed={c.seed}  engine={c.engine}  input={src_txt}",
         "objective: " + " ".join(f"{k.replace('_', '-')}={v}" for k, v in o.items() if v not in ("", None)),
-        "current flags (" + c["current_flags_source"] + "): " + " ".join(c["current_flags"]),
-        f"confidence: {report['confidence']}",
+        "current flags (" + c.current_flags_source + "): " + " ".join(c.current_flags),
+        f"confidence: {report.confidence}",
     ]
 
 
-def _comment(report: dict[str, Any]) -> str:
+def _comment(report: RecommendationReport) -> str:
     return "".join(f"# {line}\n" for line in header_lines(report))
 
 
@@ -76,31 +77,31 @@ def _str_repr(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 _Dumper.add_representer(str, _str_repr)
 
 
-def _dump(doc: Any) -> str:
+def _dump(doc: object) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=200)
 
 
-@formatter("flags")
-def render_flags(report: dict[str, Any]) -> str:
+@register(RecommendationReport, "flags")
+def render_flags(report: RecommendationReport) -> str:
     return _comment(report) + "".join(f"{a}\n" for a in _flags(report))
 
 
-@formatter("kubeadm")
-def render_kubeadm(report: dict[str, Any]) -> str:
+@register(RecommendationReport, "kubeadm")
+def render_kubeadm(report: RecommendationReport) -> str:
     doc = {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "ClusterConfiguration",
            "apiServer": {"extraArgs": [{"name": n, "value": v} for n, v in _pairs(report)]}}
     return _comment(report) + "# merge into your ClusterConfiguration (kubeadm v1beta4: extraArgs is a list)\n" + _dump(doc)
 
 
-@formatter("kubeadm-v1beta3")
-def render_kubeadm_v1beta3(report: dict[str, Any]) -> str:
+@register(RecommendationReport, "kubeadm-v1beta3")
+def render_kubeadm_v1beta3(report: RecommendationReport) -> str:
     doc = {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
            "apiServer": {"extraArgs": {n: v for n, v in _pairs(report)}}}
     return _comment(report) + "# merge into your ClusterConfiguration (kubeadm v1beta3: extraArgs is a map)\n" + _dump(doc)
 
 
-@formatter("kind")
-def render_kind(report: dict[str, Any]) -> str:
+@register(RecommendationReport, "kind")
+def render_kind(report: RecommendationReport) -> str:
     args = {"audit-policy-file": POLICY_PATH, "audit-webhook-config-file": WEBHOOK_KUBECONFIG}
     args.update(dict(_pairs(report)))
     patch = {"kind": "ClusterConfiguration",
@@ -121,23 +122,23 @@ def render_kind(report: dict[str, Any]) -> str:
             + _dump(doc))
 
 
-@formatter("manifest-patch")
-def render_manifest_patch(report: dict[str, Any]) -> str:
+@register(RecommendationReport, "manifest-patch")
+def render_manifest_patch(report: RecommendationReport) -> str:
     ops = [{"op": "add", "path": "/spec/containers/0/command/-", "value": a} for a in _flags(report)]
     return (_comment(report) + "# kubeadm patch for /etc/kubernetes/manifests/kube-apiserver.yaml: save as\n"
             "# <patches-dir>/kube-apiserver+json.yaml and run kubeadm with --patches <patches-dir>.\n"
             "# It appends the flags; kube-apiserver (pflag) uses the last value of a repeated flag.\n" + _dump(ops))
 
 
-def _selector(report: dict[str, Any], extra: str = "") -> str:
-    sel = str(((report["config"].get("source") or {}).get("selector")) or "").strip()
+def _selector(report: RecommendationReport, extra: str = "") -> str:
+    sel = str(((report.config.source or {}).get("selector")) or "").strip()
     if sel.startswith("{") and sel.endswith("}"):
         sel = sel[1:-1].strip()
     parts = [p for p in (sel, extra) if p]
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-def prometheus_rule(report: dict[str, Any]) -> dict[str, Any]:
+def prometheus_rule(report: RecommendationReport) -> dict[str, object]:
     flags = parse_flags(_flags(report))
     c = flags.webhook.batch
     cap = c.effective_qps * c.max_batch_size
@@ -150,8 +151,8 @@ def prometheus_rule(report: dict[str, Any]) -> dict[str, Any]:
         "metadata": {
             "name": "audit-tune-audit-webhook",
             "labels": {"app.kubernetes.io/name": "audit-tune", "app.kubernetes.io/component": "audit-alerts"},
-            "annotations": {"audit-tune/tool-version": str(report["tool_version"]),
-                            "audit-tune/seed": str(report["config"]["seed"]),
+            "annotations": {"audit-tune/tool-version": str(report.tool_version),
+                            "audit-tune/seed": str(report.config.seed),
                             "audit-tune/generated-by": hdr[0], "audit-tune/objective": hdr[1],
                             "audit-tune/flags": " ".join(_flags(report))},
         },
@@ -180,9 +181,14 @@ def prometheus_rule(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@formatter("prometheusrule")
-def render_prometheusrule(report: dict[str, Any]) -> str:
+@register(RecommendationReport, "prometheusrule")
+def render_prometheusrule(report: RecommendationReport) -> str:
     return _comment(report) + _dump(prometheus_rule(report))
+
+
+def _r4(x: float | None) -> float:
+    """The figure as the JSON document has it (four decimals)."""
+    return round(x or 0.0, 4)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ def _short(flags: list[str]) -> str:
             f"qps {c.throttle_qps:g}  burst {c.throttle_burst}" + ("" if c.throttle_enable else "  (throttle off)"))
 
 
-def burst_lines(report: dict[str, Any]) -> list[str]:
+def burst_lines(report: dict[str, object]) -> list[str]:
     """The bursts an audit log showed (``observed_bursts``): peak rates per window against the step average."""
     out = []
     for c in report["calibration"]:
@@ -211,88 +217,90 @@ def burst_lines(report: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_table(report: dict[str, Any], color: bool = False, width: int = 150) -> str:
+@register(RecommendationReport, "table")
+def render_table(report: RecommendationReport, color: bool = False, width: int = 150) -> str:
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                   highlight=False, soft_wrap=True)
     for line in header_lines(report):
         con.print(line, markup=False)
-    conf_style = {"high": "green", "medium": "yellow", "low": "red"}[report["confidence"]]
+    conf_style = {"high": "green", "medium": "yellow", "low": "red"}[report.confidence]
     con.print()
     cal = Table(title="Calibration (per apiserver)", show_header=True, header_style="bold", title_justify="left")
     for col in ("instance", "mean ev/s", "peak ev/s", "burst sigma (fit)", "event size", "webhook p50/max",
                 "fail/attempt", "drops obs/pred", "calibration"):
         cal.add_column(col, justify="right" if col not in ("instance", "calibration") else "left")
-    for c in report["calibration"]:
-        v = c["validation"]
-        b = c["burst"]
-        fit = f"{b['sigma']:.2f}"
-        if b.get("observed_ratio_p50"):
-            fit += f" (obs {b['observed_ratio_p50']:.2f}/{b['observed_ratio_p90']:.2f}, model {b['model_ratio_p50']:.2f}/{b['model_ratio_p90']:.2f})"
-        lat = c["webhook_latency"]
+    for c in report.calibration:
+        v = c.validation
+        b = c.model.burst
+        fit = f"{_r4(b.sigma):.2f}"
+        if b.observed_ratio_p50 and _r4(b.observed_ratio_p50):
+            fit += (f" (obs {_r4(b.observed_ratio_p50):.2f}/{_r4(b.observed_ratio_p90):.2f}, "
+                    f"model {_r4(b.model_ratio_p50):.2f}/{_r4(b.model_ratio_p90):.2f})")
+        lat = c.webhook_latency
         if "median=" in lat:
             lat = lat.split("median=")[1].replace(", max=", " / ")
-        obs = sum(v["observed_errors"].values())
-        pred = sum(v["predicted_errors"].values())
-        style = {"high": "green", "medium": "yellow", "low": "red"}[v["confidence"]]
-        cal.add_row(c["instance"], f"{c['mean_event_rate']:,.0f}", f"{c['peak_burst_event_rate']:,.0f}", fit,
-                    f"{c['event_size_bytes']:,} B", lat, f"{c['webhook_failure_rate']:.4f}", f"{obs:,.0f} / {pred:,.0f}",
-                    f"[{style}]{v['confidence']}[/{style}] (rate err {100 * v['rate_error']:.1f}%, drop err {100 * v['drop_error']:.0f}%)")
+        obs = sum(v.observed_errors.values())
+        pred = sum(v.predicted_errors.values())
+        style = {"high": "green", "medium": "yellow", "low": "red"}[v.confidence]
+        cal.add_row(c.instance, f"{c.mean_event_rate:,.0f}", f"{c.peak_burst_event_rate:,.0f}", fit,
+                    f"{c.model.event_size:,} B", lat, f"{c.webhook_failure_rate:.4f}", f"{obs:,.0f} / {pred:,.0f}",
+                    f"[{style}]{v.confidence}[/{style}] (rate err {100 * round(v.rate_error, 4):.1f}%, drop err {100 * round(v.drop_error, 4):.0f}%)")
     con.print(cal)
-    for line in burst_lines(report):
+    for line in burst_lines(report.to_dict()):
         con.print(line, markup=False)
-    for c in report["calibration"]:
-        if c["validation"]["confidence"] != "high":
-            con.print(f"[yellow]{escape(c['instance'])}: calibration {c['validation']['confidence']}: {escape(c['validation']['why'])}[/yellow]")
-    h = report["config"]["objective"]["headroom"]
-    t = Table(title=f"Flag sets compared (busiest {report['config']['objective']['peak_window']} per instance, "
-                    f"{report['config']['objective']['seeds']} seeds; x1 = observed load, x{h:g} = headroom)",
+    for c in report.calibration:
+        if c.validation.confidence != "high":
+            con.print(f"[yellow]{escape(c.instance)}: calibration {c.validation.confidence}: {escape(c.validation.why)}[/yellow]")
+    o = report.config.objective
+    h = o.headroom
+    t = Table(title=f"Flag sets compared (busiest {o.peak_window} per instance, "
+                    f"{o.seeds} seeds; x1 = observed load, x{h:g} = headroom)",
               show_header=True, header_style="bold", title_justify="left")
-    for col in ("flag set", "flags", f"drops/run x1", f"drops/run x{h:g}", "P(any drop)", "memory", "p99 latency", "verdict"):
+    for col in ("flag set", "flags", "drops/run x1", f"drops/run x{h:g}", "P(any drop)", "memory", "p99 latency", "verdict"):
         t.add_column(col, justify="left" if col in ("flag set", "flags", "verdict") else "right")
-    for e in report["comparison"]:
-        d1 = sum(e["drops_per_run_x1"].values()) if e["drops_per_run_x1"] else 0
-        dh = sum(e["drops_per_run_headroom"].values()) if e["drops_per_run_headroom"] else 0
-        ok = e["ok"] if e["name"] != "current" else report["current_ok"]
-        viol = e["violations"] if e["name"] != "current" else report["current_violations"]
+    for e in report.comparison:
+        d1 = sum(e.drops_x1.values()) if e.drops_x1 else 0
+        dh = sum(e.drops_headroom.values()) if e.drops_headroom else 0
+        ok = e.ok if e.name != "current" else report.current_ok
+        viol = e.violations if e.name != "current" else report.current_violations
         style = "green" if ok else "red"
         first = viol[0] if viol else ""
         first = first if len(first) <= 70 else first[:67] + "..."
         verdict = "[green]meets objective[/green]" if ok else f"[red]{escape(first)}[/red]" + (f" (+{len(viol) - 1} more)" if len(viol) > 1 else "")
-        lat = e["delivery_latency_p99_seconds"]
-        t.add_row(f"[{style}]{e['name']}[/{style}]", _short(e["flags"]),
+        p99 = e.latency_p99
+        t.add_row(f"[{style}]{e.name}[/{style}]", _short(e.args),
                   f"[{'red' if d1 else 'green'}]{d1:,.0f}[/]", f"[{'red' if dh else 'green'}]{dh:,.0f}[/]",
-                  f"{e['p_any_drop_horizon']:.2g}", format_size(e["memory_bound_bytes"]),
-                  f"{lat:.2f}s" if lat is not None else "-", verdict)
+                  f"{e.p_drop:.2g}", format_size(e.memory_bound),
+                  f"{p99:.2f}s" if p99 is not None else "-", verdict)
     con.print(t)
-    rec = report.get("recommended")
+    rec = report.recommended
     if rec:
-        ex = rec["explanation"]
-        con.print(f"[bold]Recommended[/bold] (binding constraint: [bold]{ex['binding_constraint']}[/bold]):")
+        ex = rec.explanation
+        con.print(f"[bold]Recommended[/bold] (binding constraint: [bold]{ex.binding_constraint}[/bold]):")
         ft = Table(show_header=True, header_style="bold")
         ft.add_column("flag")
         ft.add_column("value", justify="right")
         ft.add_column("headroom", justify="right")
         ft.add_column("why")
-        for name, info in ex["flags"].items():
-            hr = info["headroom"]
+        for name, info in ex.flags.items():
+            hr = info.headroom
             hs = "-" if hr is None else (f"[red]{hr:g}x[/red]" if hr < 1.2 else f"[yellow]{hr:g}x[/yellow]" if hr < 1.5 else f"[green]{hr:g}x[/green]")
-            ft.add_row(f"--{name}", str(info["value"]), hs, info["why"] + (f" ({info['headroom_meaning']})" if info["headroom_meaning"] else ""))
+            ft.add_row(f"--{name}", str(info.value), hs, info.why + (f" ({info.headroom_meaning})" if info.headroom_meaning else ""))
         con.print(ft)
         con.print("Paste (kube-apiserver flags):", markup=False)
-        for a in rec["flags"]:
+        for a in rec.flags:
             con.print("  " + a, markup=False)
     else:
         con.print("[red]No flag set met the objective within the search:[/red]")
-        for w in report.get("no_recommendation_why") or []:
+        for w in report.no_recommendation_why or []:
             con.print(f"[red]  - {escape(w)}[/red]")
-    rot = report["rule_of_thumb"]
-    con.print(f"rule of thumb: {rot['derivation']}", markup=False)
-    if report["current_ok"]:
+    con.print(f"rule of thumb: {report.rule_of_thumb.derivation}", markup=False)
+    if report.current_ok:
         con.print("[green]Current flags meet the objective.[/green]")
     else:
-        con.print("[red]Current flags violate the objective: " + escape("; ".join(report["current_violations"])) + "[/red]")
-    con.print(f"confidence: [{conf_style}]{report['confidence']}[/{conf_style}]")
-    for w in report["warnings"]:
+        con.print("[red]Current flags violate the objective: " + escape("; ".join(report.current_violations)) + "[/red]")
+    con.print(f"confidence: [{conf_style}]{report.confidence}[/{conf_style}]")
+    for w in report.warnings:
         con.print(f"[yellow]warning: {escape(w)}[/yellow]")
     return buf.getvalue()
