@@ -63,7 +63,9 @@ def candidate_attributes(entry: MixEntry, policy: Policy, users: Iterable[UserKi
     return out
 
 
-def _assumed(entry: MixEntry, policy: Policy, assume: UserKind) -> RequestAttributes:
+def assumed_attributes(entry: MixEntry, policy: Policy, assume: UserKind) -> RequestAttributes:
+    """The request the point estimate assumes for ``entry``: its recorded user, else ``assume``, in a
+    namespace and with an object name no rule of ``policy`` lists."""
     who = entry.user or assume
     verb = entry.audit_verbs()[0]
     if not entry.is_resource_request:
@@ -190,7 +192,7 @@ def estimate(policy: Policy, mix: InstanceMix, assume_user: str | UserKind = DEF
     for e in mix.entries:
         if e.count <= 0 and not e.starts:
             continue
-        attrs = _assumed(e, policy, assume)
+        attrs = assumed_attributes(e, policy, assume)
         d = decide(policy, attrs)
         o = class_outcome(e, d.level, d.omit_stages, sz)
         total.add(o)

@@ -266,9 +266,9 @@ def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_pat
         pred: Counter = Counter()
         for e, _ in mine:
             from audit_tune.analysis.policy import decide
-            from audit_tune.analysis.policy_impact import _assumed
+            from audit_tune.analysis.impact_model import assumed_attributes
 
-            d = decide(policy, _assumed(e, policy, LOADGEN))
+            d = decide(policy, assumed_attributes(e, policy, LOADGEN))
             o = class_outcome(e, d.level, d.omit_stages, default_size)
             for (lv, stg), n in o.by_level_stage.items():
                 pred[(stg, lv)] += int(n)
