@@ -74,7 +74,7 @@ from typing import Any, Sequence
 import requests
 import yaml
 
-from audit_tune.loadgen import certs
+from audit_tune.loadgen import certs, kubeconfig
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.basics.errors import InputError, ServiceError
@@ -130,14 +130,7 @@ def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | N
 
 def _kubeconfig_server(path: Path) -> str | None:
     """The current context's server of a kubeconfig (for display), or None."""
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-        ctx = {c["name"]: c["context"] for c in cfg.get("contexts") or []}.get(cfg.get("current-context"), {})
-        cl = {c["name"]: c["cluster"] for c in cfg.get("clusters") or []}
-        name = ctx.get("cluster") or (cfg.get("clusters") or [{}])[0].get("name")
-        return cl.get(name, {}).get("server")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
+    return kubeconfig.server_of(path)
 
 
 def audit_args(flags: AuditFlags) -> list[str]:
