@@ -92,8 +92,11 @@ def decode(data: bytes | str, what: str) -> str:
     return text
 
 
-def compose_all(data: bytes | str, what: str) -> list[yaml.Node]:
-    """The bounded node graphs of every document in ``data`` (``None`` documents dropped)."""
+def compose_all(data: bytes | str, what: str, yaml_errors: bool = False) -> list[yaml.Node]:
+    """The bounded node graphs of every document in ``data`` (``None`` documents dropped).
+
+    ``yaml_errors=True`` lets syntax errors (``yaml.YAMLError``) through for a caller that words
+    them itself; the bounds are always :class:`InputError`."""
     text = decode(data, what)
     loader = _DepthLimited(text)
     nodes: list[yaml.Node] = []
@@ -112,7 +115,9 @@ def compose_all(data: bytes | str, what: str) -> list[yaml.Node]:
     except RecursionError:
         raise InputError(f"{what}: nested too deeply; refused") from None
     except yaml.YAMLError as e:
-        raise InputError(f"{what}: not valid YAML ({_one_line(e)})") from None
+        if yaml_errors:
+            raise
+        raise InputError(_syntax(e, what)) from None
     finally:
         loader.dispose()
     return nodes
@@ -124,7 +129,7 @@ def construct(node: yaml.Node, what: str) -> Any:
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise InputError(f"{what}: not valid YAML ({_one_line(e)})") from None
+        raise InputError(_syntax(e, what)) from None
     except RecursionError:
         raise InputError(f"{what}: nested too deeply; refused") from None
     finally:
@@ -163,8 +168,9 @@ def read(path: str | os.PathLike, what: str) -> Any:
     return load(read_bytes(path, what), f"{what} {path}")
 
 
-def _one_line(e: BaseException) -> str:
-    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or (lines[0] if lines else type(e).__name__)
-    return f"{problem} at line {mark.line + 1}" if mark is not None else str(problem)
+def _syntax(e: BaseException, what: str) -> str:
+    """``what:LINE: not valid YAML (problem)`` in one line."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    line = f":{mark.line + 1}" if mark is not None else ""
+    return f"{what}{line}: not valid YAML ({problem})"
