@@ -140,6 +140,13 @@ def from_flags(server: str, client_cert: str | None = None, client_key: str | No
                ca_file: str | None = None, token: str | None = None, insecure: bool = False) -> Target:
     if not server.startswith(("https://", "http://")):
         raise InputError(f"--server {server}: must start with https:// (or http://)")
+    try:
+        u = urlsplit(server)
+        u.port
+    except ValueError:
+        raise InputError(f"--server {server}: not a URL (bad host or port); IPv6 as https://[::1]:6443") from None
+    if not u.hostname:
+        raise InputError(f"--server {server}: no host")
     if bool(client_cert) != bool(client_key):
         raise InputError("--client-cert and --client-key go together")
     return Target(server=server.rstrip("/"), ca_file=ca_file, client_cert=client_cert, client_key=client_key,

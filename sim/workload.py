@@ -457,6 +457,10 @@ def _read_rows(path: str, what: str) -> list[list[str]]:
         text = p.read_text()
     except OSError as e:
         raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path}: not UTF-8 text (byte {e.start}); want CSV") from None
+    if "\x00" in text:
+        raise InputError(f"{what} {path}: contains a NUL byte (binary file?); want CSV")
     rows = []
     for lineno, row in enumerate(csv.reader(text.splitlines()), 1):
         if not row or row[0].strip().startswith("#"):

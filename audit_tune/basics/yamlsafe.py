@@ -98,7 +98,12 @@ def compose_all(data: bytes | str, what: str, yaml_errors: bool = False) -> list
     ``yaml_errors=True`` lets syntax errors (``yaml.YAMLError``) through for a caller that words
     them itself; the bounds are always :class:`InputError`."""
     text = decode(data, what)
-    loader = _DepthLimited(text)
+    try:
+        loader = _DepthLimited(text)
+    except yaml.YAMLError as e:   # the reader refuses control characters at once
+        if yaml_errors:
+            raise
+        raise InputError(_syntax(e, what)) from None
     nodes: list[yaml.Node] = []
     total = 0
     try:
