@@ -453,6 +453,14 @@ class LocalCluster:
         if st is None:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")
+        try:
+            return cls._from_state(name, root, st)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ServiceError(f"{root / name / STATE_FILE}: damaged state ({type(e).__name__} {e}); "
+                               "remove the folder to forget it") from None
+
+    @classmethod
+    def _from_state(cls, name: str, root: Path, st: dict[str, Any]) -> "LocalCluster":
         c = cls.__new__(cls)
         LocalCluster.__init__(c, name, state_root=root, detach=bool(st.get("detached")))
         c.policy, c.sink_url = Path(st["policy"]), st.get("sink_url")
@@ -489,11 +497,16 @@ class LocalCluster:
 
 def _read_state(d: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((d / STATE_FILE).read_text())
+        st = json.loads((d / STATE_FILE).read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({e}); remove the folder to forget it") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({type(e).__name__}); "
+                           "remove the folder to forget it") from None
+    if not isinstance(st, dict):
+        raise ServiceError(f"{d / STATE_FILE}: not an audit-tune cluster state (a JSON object); "
+                           "remove the folder to forget it")
+    return st
 
 
 def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
