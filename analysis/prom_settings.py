@@ -123,11 +123,15 @@ class PromSettings:
             k, v = k.strip(), v.strip()
             if not k or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", k):
                 raise InputError(f"--prometheus-headers: {k!r} is not a header name; want 'Name: value'")
+            if any(ord(c) < 32 and c != "\t" or ord(c) > 255 for c in v):
+                raise InputError(f"--prometheus-headers {k}: the value has a control or non-Latin-1 character")
             headers[k] = v
             if v:
                 self._secrets.append(v)
         mechanisms = []
         if self.auth_header:
+            if any(ord(c) < 32 and c != "\t" or ord(c) > 255 for c in self.auth_header.strip()):
+                raise InputError("--prometheus-auth-header: the value has a control or non-Latin-1 character")
             headers["Authorization"] = self.auth_header.strip()
             self._secrets.append(self.auth_header.strip())
             parts = self.auth_header.strip().split(None, 1)
