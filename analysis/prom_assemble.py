@@ -12,6 +12,7 @@ from typing import Any, Callable
 from audit_tune.analysis.prom_client import PromClient
 from audit_tune.analysis.prom_settings import LOOPBACK_RE
 from audit_tune.analysis.promql import Queries
+from audit_tune.sim.units import format_duration
 from audit_tune.analysis.snapshot import (ERROR_PLUGINS, LEVELS, Errors, Histogram, InstanceData, Missing, PeakSeries,
                                           Series, Webhook)
 
@@ -25,8 +26,6 @@ def key_of(labels: dict[str, str], cl: str | None) -> Key:
 
 def human_duration(seconds: float) -> str:
     """7d, 36h, 90m, 45s: the largest unit that divides evenly (else Go's format)."""
-    from audit_tune.sim.units import format_duration
-
     for unit, n in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= n and abs(seconds / n - round(seconds / n)) < 1e-9:
             return f"{round(seconds / n)}{unit}"

@@ -19,6 +19,7 @@ from audit_tune.analysis.prom_http import Transport
 from audit_tune.analysis.prom_settings import PromSettings
 from audit_tune.analysis.snapshot import Series
 from audit_tune.basics.errors import ServiceError
+from audit_tune.basics.output import log as stderr_log
 
 WINDOW = "__WINDOW__"       # placeholder for the whole window's range in window-wide queries
 MAX_SERIES = 10_000         # series in one answer; more means the selector is far too wide
@@ -43,8 +44,6 @@ class PromClient:
     """Queries with one-line errors. ``query`` (instant vector) and ``query_range`` (matrix)."""
 
     def __init__(self, settings: PromSettings, log: Callable[[str], None] | None = None) -> None:
-        from audit_tune.basics.output import log as stderr_log
-
         self.s = settings.validate()
         self.log: Callable[[str], None] = lambda m: None   # take_snapshot points it at its progress log
         self.http = Transport(self.s, log or stderr_log)

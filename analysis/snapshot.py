@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics import yamlsafe
 
 FORMAT = "audit-tune-snapshot/v1"
 ERROR_PLUGINS = ("buffered", "webhook", "log", "truncate")
@@ -447,8 +448,6 @@ class Snapshot:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Snapshot":
-        from audit_tune.basics import yamlsafe
-
         p = Path(path)
         if not p.exists():
             raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")

@@ -37,6 +37,7 @@ import numpy as np
 
 from audit_tune.sim.config import FLAGS_BY_NAME, _parse_bool, _parse_dur, _parse_float32, _parse_int
 from audit_tune.basics.errors import InputError
+from audit_tune.basics import yamlsafe
 from audit_tune.sim.units import parse_duration, parse_rate, parse_size
 
 SAMPLERS = ("grid", "random", "lhs")
@@ -381,8 +382,6 @@ def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """(path of keys) -> 1-based line, from the YAML node tree (JSON is YAML too)."""
     import yaml
 
-    from audit_tune.basics import yamlsafe
-
     out: dict[tuple[str, ...], int] = {}
     try:
         nodes = yamlsafe.compose_all(text, "sweep spec")
@@ -531,8 +530,6 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    from audit_tune.basics import yamlsafe
-
     p = Path(path)
     text = yamlsafe.decode(yamlsafe.read_bytes(p, "sweep spec"), str(path))
     if p.suffix == ".json":

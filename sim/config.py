@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics import yamlsafe
+from audit_tune.basics.output import log as stderr_log
 from audit_tune.sim.units import format_duration, parse_duration
 
 MODES = ("batch", "blocking", "blocking-strict")
@@ -351,8 +353,6 @@ def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFl
 
     A file that sets no ``--audit-*`` flag at all means "kube-apiserver's defaults"; that is said
     on stderr in one line, since it is more often a wrong file than a wish."""
-    from audit_tune.basics import yamlsafe
-
     text = yamlsafe.decode(yamlsafe.read_bytes(path, "flags file"), f"flags file {path}")
     stripped = text.lstrip()
     if stripped.startswith(("apiVersion", "kind", "{", "metadata", "spec")) or "\nspec:" in text:
@@ -368,15 +368,11 @@ def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFl
             except ValueError as e:
                 raise InputError(f"{path}:{lineno}: {e}") from None
     if not any(a.strip().startswith("--audit-") for a in args):
-        from audit_tune.basics.output import log
-
-        log(f"note: {path} sets no --audit-* flag; kube-apiserver's defaults are assumed")
+        stderr_log(f"note: {path} sets no --audit-* flag; kube-apiserver's defaults are assumed")
     return parse_flags(args, base=base, ignore_unknown=True, source=str(path))
 
 
 def _args_from_manifest(text: str, path: str) -> list[str]:
-    from audit_tune.basics import yamlsafe
-
     doc = yamlsafe.load(text, path)
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a Pod manifest or a file of flags")

@@ -14,6 +14,7 @@ from typing import Any
 
 from audit_tune.sim.config import AuditFlags, flags_from_options
 from audit_tune.basics.errors import InputError
+from audit_tune.basics import yamlsafe
 from audit_tune.sim.latency import Latency, parse_latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.units import format_duration, parse_duration
@@ -129,8 +130,6 @@ class Scenario:
 
     @staticmethod
     def load(path: str | Path) -> "Scenario":
-        from audit_tune.basics import yamlsafe
-
         text = yamlsafe.decode(yamlsafe.read_bytes(path, "--scenario"), f"--scenario {path}")
         try:
             if str(path).endswith((".yaml", ".yml")):
