@@ -301,7 +301,7 @@ def chunk_seconds(w: Workload) -> float:
         rate = max(rate, w.arrivals.onoff.on)
     else:
         rate = max(rate, w.arrivals.profile.peak_rate())
-    return float(min(max(CHUNK_REQUESTS / rate, 1e-9), w.duration))
+    return float(min(max(CHUNK_REQUESTS / rate, 1e-9 * (1.0 + w.duration)), w.duration))
 
 
 def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
