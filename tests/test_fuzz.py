@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from audit_tune.analysis.snapshot import sample_path
 from audit_tune.cli.app import main
-from audit_tune.sim import workload
+from audit_tune.sim import limits
 
 FUZZ = settings(max_examples=5, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -54,7 +54,7 @@ FILE_INPUTS = {
 
 @pytest.fixture(autouse=True)
 def small_event_limit(monkeypatch):
-    monkeypatch.setattr(workload, "MAX_EVENTS", 1e6)
+    monkeypatch.setattr(limits, "MAX_EVENTS", 1e6)
 
 
 def run(args: list[str]) -> tuple[int, str, str]:
