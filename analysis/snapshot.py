@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.output import write_atomic
 from audit_tune.loadgen.metrics_text import bucket_quantile
@@ -39,12 +40,24 @@ LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 EXTRA_KEYS = ("request_mix", "audit_log")
 
 
+MAX_VALUE = 1e15  # above any rate, count, size or timestamp a snapshot can hold
+
+
 def _num(v: Any, where: str) -> float:
+    """A finite, non-negative, plausible number: every value in a snapshot is a timestamp, a rate,
+    a counter increase, a size or a bucket bound, none of which is negative."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InputError(f"{where}: want a number, got {type(v).__name__}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
     if not math.isfinite(f):
         raise InputError(f"{where}: {v!r} is not a finite number")
+    if f < 0:
+        raise InputError(f"{where}: {f:g} is negative; rates, counter increases and times cannot be")
+    if f > MAX_VALUE:
+        raise InputError(f"{where}: {f:g} is implausibly large (above {MAX_VALUE:g})")
     return f
 
 
@@ -420,6 +433,11 @@ class Snapshot:
                                          _num(w.get("end"), f"{where}.source.window.end"),
                                          _num(w.get("step"), f"{where}.source.window.step")),
                         cl, str(src.get("selector", "") or ""))
+        if source.window.step <= 0:
+            raise InputError(f"{where}.source.window.step: {source.window.step:g} must be > 0")
+        if source.window.end <= source.window.start:
+            raise InputError(f"{where}.source.window.end: {source.window.end:g} is not after start "
+                             f"{source.window.start:g}")
         insts = {str(k): InstanceData.from_dict(v, f"{where}.instances.{k}")
                  for k, v in _obj(d.get("instances", {}), f"{where}.instances").items()}
         miss = d.get("missing", [])
@@ -434,16 +452,15 @@ class Snapshot:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Snapshot":
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')") from None
-        except OSError as e:
-            raise InputError(f"snapshot {p}: {e.strerror}") from None
+        if not p.exists():
+            raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")
+        text = yamlsafe.decode(yamlsafe.read_bytes(p, "snapshot"), f"snapshot {p}")
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"snapshot {p} line {e.lineno}: not JSON ({e.msg})") from None
+        except RecursionError:
+            raise InputError(f"snapshot {p}: nested too deeply; not a snapshot") from None
         return cls.from_dict(d, str(p))
 
 

@@ -313,7 +313,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
     executor = executor or ExecutorOptions()
     executor.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: is a file; the sweep writes a folder of tables there, give a folder name")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"-o {out}: cannot create the folder ({e.strerror})") from None
     jpath = out / JOURNAL
     points = plan(spec)
     with Journal(jpath) as journal:

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.api import ENGINES
 from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
@@ -160,6 +161,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+MAX_POINTS = 100_000  # points of one sweep; counted before anything is built
+
+
 @dataclass
 class Axis:
     name: str
@@ -257,7 +261,24 @@ class SweepSpec:
 
         if self.engine not in ENGINES:
             raise fail(("engine",), f"{self.engine!r}: use one of {', '.join(ENGINES)}")
+        configs, total = self.count_configs(), self.count()
+        if total > MAX_POINTS:
+            key = ("n",) if self.sample != "grid" else (("seeds",) if configs <= MAX_POINTS else ("axes",))
+            raise fail(key, f"{total:,} points ({configs:,} configs x {self.seeds:,} seeds), above the limit of "
+                            f"{MAX_POINTS:,}; use fewer values or steps, fewer seeds, or sample: random / lhs")
         return self
+
+    def count_configs(self) -> int:
+        """How many parameter combinations :meth:`configs` makes, without making them."""
+        if not self.axes:
+            return 1
+        if self.sample != "grid":
+            return int(self.n or 0)
+        return math.prod(len(a.values) if a.values is not None else int(a.steps or 0) for a in self.axes)
+
+    def count(self) -> int:
+        """How many points (configs x seeds) :meth:`points` makes, without making them."""
+        return self.count_configs() * self.seeds
 
     # ---- points -------------------------------------------------------------------------------
     def configs(self) -> list[dict[str, Any]]:
@@ -357,9 +378,10 @@ def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """(path of keys) -> 1-based line, from the YAML node tree (JSON is YAML too)."""
     out: dict[tuple[str, ...], int] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except Exception:  # noqa: BLE001 - line numbers are a nicety
+        nodes = yamlsafe.compose_all(text, "sweep spec")
+    except InputError:  # the loader itself reports it; line numbers are a nicety
         return out
+    node = nodes[0] if nodes else None
 
     def walk(n: Any, path: tuple[str, ...]) -> None:
         if isinstance(n, yaml.MappingNode):
@@ -501,22 +523,16 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
 
 def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read sweep spec ({e.strerror})") from None
-    is_json = p.suffix == ".json"
-    try:
-        if is_json:
+    text = yamlsafe.decode(yamlsafe.read_bytes(p, "sweep spec"), str(path))
+    if p.suffix == ".json":
+        try:
             d = json.loads(text)
-        else:
-            d = yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except Exception as e:  # noqa: BLE001 - yaml errors become one line
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise InputError(f"{path}: nested too deeply; refused") from None
+    else:
+        d = yamlsafe.load(text, str(path))
     return spec_from_dict(d, source=str(path), lines=_line_map(text), root=p.resolve().parent)
 
 

@@ -35,10 +35,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
+from audit_tune.loadgen import kubeconfig
 from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, check_name, default_state_root, write_kubeconfig
 from audit_tune.loadgen.procs import cache_dir
 from audit_tune.sim.config import AuditFlags
-from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
 
 KubeadmAPI = Literal["auto", "v1beta3", "v1beta4"]
 AUDIT_DIR = "/etc/kubernetes/audit"
@@ -275,11 +276,7 @@ class KindCluster:
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ServiceError(f"kind create cluster --name {self.name} failed: {last[0]}")
-        server = ""
-        try:
-            server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-        except (OSError, KeyError, IndexError, TypeError):
-            pass
+        server = kubeconfig.server_of(self.kubeconfig) or ""
         state = {"name": self.name, "provider": PROVIDER, "started_at": time.time(),
                  "startup_seconds": round(time.monotonic() - t0, 1), "server": server,
                  "metrics_url": f"{server}/metrics" if server else "", "kubeconfig": str(self.kubeconfig),

@@ -76,7 +76,7 @@ import yaml
 
 from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.basics.output import write_atomic
-from audit_tune.loadgen import certs
+from audit_tune.loadgen import certs, kubeconfig
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
 from audit_tune.sim.config import AuditFlags, parse_flags
 
@@ -131,14 +131,7 @@ def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | N
 
 def _kubeconfig_server(path: Path) -> str | None:
     """The current context's server of a kubeconfig (for display), or None."""
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-        ctx = {c["name"]: c["context"] for c in cfg.get("contexts") or []}.get(cfg.get("current-context"), {})
-        cl = {c["name"]: c["cluster"] for c in cfg.get("clusters") or []}
-        name = ctx.get("cluster") or (cfg.get("clusters") or [{}])[0].get("name")
-        return cl.get(name, {}).get("server")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
+    return kubeconfig.server_of(path)
 
 
 def audit_args(flags: AuditFlags) -> list[str]:
@@ -459,6 +452,14 @@ class LocalCluster:
         if st is None:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")
+        try:
+            return cls._from_state(name, root, st)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ServiceError(f"{root / name / STATE_FILE}: damaged state ({type(e).__name__} {e}); "
+                               "remove the folder to forget it") from None
+
+    @classmethod
+    def _from_state(cls, name: str, root: Path, st: dict[str, Any]) -> "LocalCluster":
         c = cls.__new__(cls)
         LocalCluster.__init__(c, name, state_root=root, detach=bool(st.get("detached")))
         c.policy, c.sink_url = Path(st["policy"]), st.get("sink_url")
@@ -495,11 +496,16 @@ class LocalCluster:
 
 def _read_state(d: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((d / STATE_FILE).read_text())
+        st = json.loads((d / STATE_FILE).read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({e}); remove the folder to forget it") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({type(e).__name__}); "
+                           "remove the folder to forget it") from None
+    if not isinstance(st, dict):
+        raise ServiceError(f"{d / STATE_FILE}: not an audit-tune cluster state (a JSON object); "
+                           "remove the folder to forget it")
+    return st
 
 
 def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:

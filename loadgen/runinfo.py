@@ -23,6 +23,8 @@ def cluster_state(target: Target) -> dict[str, Any]:
         return {}
     if not isinstance(st, dict) or Path(str(st.get("kubeconfig", ""))).resolve() != Path(target.kubeconfig).resolve():
         return {}
+    if str(st.get("server", "")).rstrip("/") != target.server.rstrip("/"):
+        return {}
     st["_path"] = str(p)
     return st
 

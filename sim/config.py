@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import yaml
 
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.output import log as stderr_log
 from audit_tune.sim.units import format_duration, parse_duration
 
 MODES = ("batch", "blocking", "blocking-strict")
@@ -348,41 +349,48 @@ def parse_flags(args: Iterable[str], base: AuditFlags | None = None, ignore_unkn
 
 def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFlags:
     """Load flags from a file: either flags (one or more per line, ``#`` comments) or a
-    kube-apiserver static pod manifest (``spec.containers[].command``/``args``)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read flags file ({e.strerror})") from None
+    kube-apiserver static pod manifest (``spec.containers[].command``/``args``).
+
+    A file that sets no ``--audit-*`` flag at all means "kube-apiserver's defaults"; that is said
+    on stderr in one line, since it is more often a wrong file than a wish."""
+    text = yamlsafe.decode(yamlsafe.read_bytes(path, "flags file"), f"flags file {path}")
     stripped = text.lstrip()
     if stripped.startswith(("apiVersion", "kind", "{", "metadata", "spec")) or "\nspec:" in text:
-        return _flags_from_manifest(text, str(path), base)
-    args: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
-        if not line:
-            continue
-        try:
-            args.extend(shlex.split(line))
-        except ValueError as e:
-            raise InputError(f"{path}:{lineno}: {e}") from None
+        args = _args_from_manifest(text, str(path))
+    else:
+        args = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip().rstrip("\\").strip()
+            if not line:
+                continue
+            try:
+                args.extend(shlex.split(line))
+            except ValueError as e:
+                raise InputError(f"{path}:{lineno}: {e}") from None
+    if not any(a.strip().startswith("--audit-") for a in args):
+        stderr_log(f"note: {path} sets no --audit-* flag; kube-apiserver's defaults are assumed")
     return parse_flags(args, base=base, ignore_unknown=True, source=str(path))
 
 
-def _flags_from_manifest(text: str, path: str, base: AuditFlags | None) -> AuditFlags:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+def _args_from_manifest(text: str, path: str) -> list[str]:
+    doc = yamlsafe.load(text, path)
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a Pod manifest or a file of flags")
-    containers = ((doc.get("spec") or {}).get("containers")) or []
-    for c in containers:
-        cmd = list(c.get("command") or []) + list(c.get("args") or [])
-        if c.get("name") == "kube-apiserver" or any("kube-apiserver" in str(x) for x in cmd[:1]):
-            return parse_flags([str(x) for x in cmd], base=base, ignore_unknown=True, source=path)
+    spec = doc.get("spec") or {}
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not isinstance(containers, list):
+        raise InputError(f"{path}: spec.containers must be a list of containers")
+    for i, c in enumerate(containers):
+        if not isinstance(c, dict):
+            raise InputError(f"{path}: spec.containers[{i}] must be a mapping")
+        parts = []
+        for key in ("command", "args"):
+            v = c.get(key) or []
+            if not isinstance(v, list) or not all(isinstance(x, (str, int, float, bool)) for x in v):
+                raise InputError(f"{path}: spec.containers[{i}].{key} must be a list of strings")
+            parts += [str(x) for x in v]
+        if c.get("name") == "kube-apiserver" or any("kube-apiserver" in x for x in parts[:1]):
+            return parts
     raise InputError(f"{path}: no kube-apiserver container in spec.containers")
 
 

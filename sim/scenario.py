@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.version import __version__
 from audit_tune.sim.config import AuditFlags, flags_from_options
@@ -132,20 +131,23 @@ class Scenario:
 
     @staticmethod
     def load(path: str | Path) -> "Scenario":
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise InputError(f"--scenario {path}: cannot read ({e.strerror})") from None
+        text = yamlsafe.decode(yamlsafe.read_bytes(path, "--scenario"), f"--scenario {path}")
         try:
             if str(path).endswith((".yaml", ".yml")):
-                d = yaml.safe_load(text)
+                d = yamlsafe.load(text, f"--scenario {path}")
             else:
-                d = json.loads(text)
-        except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+                d = json.loads(text, parse_constant=_no_constant)
+        except InputError:
+            raise
+        except (ValueError, RecursionError) as e:
             raise InputError(f"--scenario {path}: not valid {'YAML' if str(path).endswith(('.yaml', '.yml')) else 'JSON'} ({e})") from None
         if not isinstance(d, dict):
             raise InputError(f"--scenario {path}: expected a mapping at the top level")
         return Scenario.from_dict(d, source=f"--scenario {path}").validate()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _dur(v: Any, what: str) -> float:

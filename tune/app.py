@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"tune: error: {e}", file=sys.stderr)
+        print(f"tune: error: {one_line(str(e))}", file=sys.stderr)
         code = e.exit_code
     except _EXIT as e:
         code = e.exit_code
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except _CLICK_ERR as e:
         # Usage errors: one line that names the option, exit 1.
-        msg = e.format_message().replace("\n", " ")
+        msg = one_line(e.format_message().replace("\n", " "))
         ctx = getattr(e, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"tune: error: {msg}{where}", file=sys.stderr)
@@ -154,10 +154,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tune: interrupted", file=sys.stderr)
         code = 130
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, a traceback only with --debug
+        code = _unexpected(e, args, debug)
     sys.stdout.flush()
     if argv is None:
         sys.exit(code)
     return code
+
+
+def one_line(text: str) -> str:
+    """``text`` with control and line-separator characters escaped, so an error stays one line
+    whatever the user typed."""
+    return "".join(repr(c)[1:-1] if (ord(c) < 32 or c in "\x7f\x85\u2028\u2029") else c for c in text)
+
+
+def _unexpected(e: BaseException, args: list[str], debug: bool) -> int:
+    """An error no command turned into a TuneError: one line naming the command (and, for an
+    OSError, the file), never its message (it may hold input or secrets), and how to report it."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    words: list[str] = []
+    for a in args:
+        if a.startswith("-") or len(words) == 2:
+            break
+        words.append(a)
+    what = f"tune {' '.join(words)}".strip()
+    name = getattr(e, "filename", None)
+    where = f" on {name}" if isinstance(e, OSError) and name else ""
+    print(f"tune: error: {what}: unexpected {type(e).__name__}{where}; this is a bug: please report it with "
+          f"the output of the same command with --debug", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,11 +1,13 @@
 """Output plumbing shared by commands: formats, atomic writes, progress on stderr.
 
-Data goes to stdout (or ``-o FILE``, written atomically: a temp file in the same folder, then
-renamed, so an error never leaves a half-written file); logs and progress go to stderr.
+Data goes to stdout (or ``-o FILE``, see :func:`write_atomic`: a regular file is replaced
+atomically, a device, FIFO or ``/dev/stdout`` is written through, a symlink keeps pointing at its
+replaced target); logs and progress go to stderr.
 """
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -52,24 +54,82 @@ def write_output(text: str, output: str | os.PathLike | None) -> None:
     write_atomic(Path(output), text)
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise InputError(f"-o {path}: folder {path.parent} does not exist")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent or "."))
+_STDOUT_ALIASES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+_STDERR_ALIASES = ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2")
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader never sees half of it, and what ``path`` is stays.
+
+    * ``/dev/stdout`` / ``/dev/fd/1`` (and stderr): written to the process's own stream;
+    * a character device (``/dev/null``), FIFO or socket: written through, never replaced;
+    * a folder: refused with one line;
+    * a symlink: its final target is replaced atomically (temp file in the target's folder,
+      renamed), so the link stays a link;
+    * a regular or new file: temp file in the same folder, fsync, rename; an existing file keeps
+      its mode.
+    """
+    raw = os.fspath(path)
+    if raw in _STDOUT_ALIASES or raw in _STDERR_ALIASES:
+        stream = sys.stdout if raw in _STDOUT_ALIASES else sys.stderr
+        if isinstance(data, bytes):
+            stream.flush()
+            stream.buffer.write(data)
+        else:
+            stream.write(data)
+        stream.flush()
+        return
+    p = Path(raw)
     try:
-        with os.fdopen(fd, mode) as f:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot use ({e.strerror})") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise InputError(f"-o {p}: is a folder; give a file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _write_through(p, data)
+        return
+    target = Path(os.path.realpath(p)) if p.is_symlink() else p
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"-o {p}: folder {folder} does not exist")
+    mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(folder))
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot write in {folder} ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise InputError(f"-o {p}: cannot write ({e.strerror or e})") from None
         raise
+
+
+def _write_through(p: Path, data: str | bytes) -> None:
+    """Open an existing non-regular file (device, FIFO, socket) and write into it."""
+    try:
+        with open(p, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot write ({e.strerror or e})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def log(msg: str) -> None:

@@ -215,7 +215,10 @@ def _provider_of(name: str) -> str:
 
     st = default_state_root() / check_name(name) / STATE_FILE
     try:
-        return json.loads(st.read_text()).get("provider", "local")
+        doc = json.loads(st.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        return str(doc.get("provider", "local"))
     except FileNotFoundError:
         raise ServiceError(f"--name {name}: no such cluster (no {st}); running clusters: "
                            f"{', '.join(_names()) or 'none'}") from None

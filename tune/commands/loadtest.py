@@ -107,8 +107,8 @@ def loadtest_cmd(
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
-        except OSError as e:
-            raise InputError(f"--token-file {token_file}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--token-file {token_file}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     if server:
         if kubeconfig:
             raise InputError("--server and --kubeconfig are exclusive")
@@ -126,8 +126,8 @@ def loadtest_cmd(
     if flags_file is not None:
         try:
             flags += [ln.strip() for ln in flags_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        except OSError as e:
-            raise InputError(f"--flags-file {flags_file}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--flags-file {flags_file}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     cfg = LoadTestConfig(
         rate=rate, duration=parse_duration(duration, "--duration") if duration else None, arrivals=arrivals,
         mix=mix, resources=resources, namespaces=namespaces, namespace_prefix=namespace_prefix,

@@ -65,6 +65,7 @@ def simulate(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout.", rich_help_panel=PANEL_OUT),
     series: bool = typer.Option(False, "--series", help="Include batch sizes and occupancy series in JSON/YAML.", rich_help_panel=PANEL_OUT),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress output on stderr.", rich_help_panel=PANEL_OUT),
+    force: bool = typer.Option(False, "--force", help="Run a workload of more than 1e9 audit events (hours of CPU).", rich_help_panel=PANEL_OUT),
 ) -> int:
     from audit_tune.sim.api import run
     from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
@@ -94,6 +95,9 @@ def simulate(
             sc = build_scenario(flags, wo, ro, seed=seed, backends=bl, drain=not no_drain)
         if not any([rate, request_rate, profile, burst, trace, rate_series, scenario, audit_log]):
             log("tune simulate: no workload given; running the built-in demo (6,000 events/s for 2m on the given flags)")
+    from audit_tune.sim.limits import check_size
+
+    check_size(sc.workload, force)
     bar = Progress(1.0, f"simulate ({engine})", enabled=not no_progress and sc.workload.duration >= 600)
     try:
         res = run(sc, engine=engine, progress=bar.update)

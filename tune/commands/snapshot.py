@@ -69,8 +69,6 @@ def snapshot(
     say = (lambda m: None) if no_progress else log
     say(f"tune snapshot: reading {human_duration(req.history)} from {prom.display_url}"
         + (f" (cluster {prom.cluster_label}={prom.cluster})" if prom.cluster else ""))
-    if prom.insecure_skip_tls_verify:
-        log("tune snapshot: TLS certificate verification is off (--insecure-skip-tls-verify)")
     client = PromClient(prom)
     t0 = time.monotonic()
     try:
