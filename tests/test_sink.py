@@ -323,3 +323,68 @@ def test_sink_in_a_subprocess(tmp_path: Path) -> None:
         assert st["events_stored"] == 3 and len(st["latency_samples_s"]) == 1
     assert p.proc is not None and p.proc.returncode is not None
     assert verify(tmp_path / "ev.jsonl").events == 3
+
+
+# ----------------------------------------------------------------------------- per-request header deadline
+
+def _read_response(s, buf: bytes = b"") -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with Content-Length from socket ``s``; returns (response, leftover)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, f"closed before a response: {buf!r}"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    n = int([h.split(b":", 1)[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+    while len(rest) < n:
+        rest += s.recv(4096)
+    return head + b"\r\n\r\n" + rest[:n], rest[n:]
+
+
+def test_a_slow_header_on_a_later_keep_alive_request_is_closed_by_the_header_deadline(store: Path) -> None:
+    import socket
+    with Sink(SinkConfig(store=str(store), header_timeout=1.0, idle_timeout=30.0)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp, _ = _read_response(c)
+            assert resp.startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)  # idle longer than the header deadline: idle is not a slow header
+            c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 10:  # one header line every 0.2 s, never finished
+                try:
+                    c.sendall(b"X-Drip: a\r\n")
+                    c.settimeout(0.2)
+                    if c.recv(100) == b"":
+                        closed = True
+                        break
+                except socket.timeout:
+                    continue
+                except OSError:
+                    closed = True
+                    break
+            assert closed and time.monotonic() - t0 < 5, "a dripped header kept the connection open"
+
+
+def test_pipelined_and_http10_requests_are_answered_in_order(store: Path) -> None:
+    import socket
+    with Sink(SinkConfig(store=str(store), header_timeout=1.0)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        bodies = [json.dumps(batch(2, 10 * i)).encode() for i in range(3)]
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            c.sendall(b"".join(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+                               for b in bodies))
+            left = b""
+            for _ in bodies:
+                resp, left = _read_response(c, left)
+                assert resp.startswith(b"HTTP/1.1 200") and b'"stored": 2' in resp
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            b10 = json.dumps(batch(1, 99)).encode()
+            c.sendall(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(b10), b10))
+            got = b""
+            while chunk := c.recv(4096):
+                got += chunk
+            assert got.startswith(b"HTTP/1.0 200") or got.startswith(b"HTTP/1.1 200")
+    assert [e["auditID"] for e in (json.loads(x)["event"] for x in store.read_bytes().splitlines())] == \
+        [f"id-{i}" for i in (0, 1, 10, 11, 20, 21, 99)]

@@ -70,7 +70,7 @@ def serve_cmd(
     seed: int = typer.Option(1, "--seed", help="Seed for every random fault decision.", rich_help_panel=F),
     write_kubeconfig: Optional[Path] = typer.Option(None, "--write-kubeconfig", help="Write the --audit-webhook-config-file kubeconfig pointing at this sink (mode 0600, absolute certificate paths)."),
     chain_key_file: Optional[Path] = typer.Option(None, "--chain-key-file", help="Key the store's chain with HMAC-SHA256 (file of >= 16 bytes, mode 0600, outside the store's folder); verify then needs it."),
-    header_timeout: str = typer.Option("10s", "--header-timeout", help="Close a connection that has not sent its request headers within this."),
+    header_timeout: str = typer.Option("10s", "--header-timeout", help="Close a connection whose request head (any request, first or keep-alive) is not complete within this of its first byte."),
     body_timeout: str = typer.Option("60s", "--body-timeout", help="Answer 408 when a body takes longer than this to arrive."),
     idle_timeout: str = typer.Option("90s", "--idle-timeout", help="Close a keep-alive connection idle this long."),
     duration: Optional[str] = typer.Option(None, "--duration", help="Stop after this long (default: until Ctrl-C)."),
