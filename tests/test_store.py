@@ -221,6 +221,62 @@ def test_torn_record_and_cut_batch_are_cut_back(tmp_path: Path) -> None:
     assert p.read_bytes() == good
 
 
+def _kill_mid_write(p: ServeProc, store: Path, deadline: float = 60.0) -> bool:
+    """SIGKILL the sink the moment the store's last byte is not a newline, i.e. while a write() is
+    copying a batch into the file (Linux stops a write at a page boundary on a fatal signal and
+    keeps the part already copied). True if the file was left torn."""
+    fd = os.open(store, os.O_RDONLY)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < deadline:
+            n = os.fstat(fd).st_size
+            if n and os.pread(fd, 1, n - 1) != b"\n":
+                break
+        p.kill()
+        n = os.fstat(fd).st_size
+        return n > 0 and os.pread(fd, 1, n - 1) != b"\n"
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(300)
+def test_a_real_torn_record_from_a_sigkill_mid_write_is_cut_back(tmp_path: Path) -> None:
+    """A real partial append: the real sink is killed while a ~9 MiB batch is being written."""
+    store = tmp_path / "ev.jsonl"
+    acked: list[str] = []
+    torn_rounds = 0
+    for round_ in range(6):
+        p = ServeProc("--store", str(store))
+        for i in range(2):
+            evs = events(f"r{round_}-small{i}", 3)
+            assert requests.post(p.url, data=body(evs), timeout=30).status_code == 200
+            acked += [e["auditID"] for e in evs]
+        big = body(events(f"r{round_}-big", 3, pad=3 * 1024 * 1024))
+        threading.Thread(target=lambda: _post_quietly(p.url, big), daemon=True).start()
+        torn = _kill_mid_write(p, store)
+        torn_rounds += torn
+        assert store.read_bytes().endswith(b"\n") != torn
+        p = ServeProc("--store", str(store))  # restarts on the torn store
+        err = p.stop()
+        assert "Traceback" not in err
+        if torn:
+            assert "torn line" in err and "never acknowledged" in err, err
+        assert store.read_bytes().endswith(b"\n")
+        s = verify(store)
+        assert s.torn_bytes == 0 and s.unanchored_events == 0
+        assert set(acked) <= set(stored_ids(store))
+        if torn_rounds >= 3:
+            break
+    assert torn_rounds >= 3, f"only {torn_rounds} torn writes produced in {round_ + 1} kills"
+
+
+def _post_quietly(url: str, data: bytes) -> None:
+    try:
+        requests.post(url, data=data, timeout=60)
+    except requests.RequestException:
+        pass
+
+
 def test_tampering_is_refused_by_serve_and_verify(tmp_path: Path) -> None:
     p = _store_with(tmp_path, 3)
     lines = p.read_bytes().splitlines(keepends=True)
