@@ -52,6 +52,7 @@ from audit_tune.loadgen.sink_body import BodyError, parse_event_list, read_body
 from audit_tune.loadgen.sink_client import SinkProcess, fetch_stats, webhook_kubeconfig
 from audit_tune.loadgen.sink_config import SinkConfig
 from audit_tune.loadgen.sink_deadline import HeaderDeadline
+from audit_tune.loadgen.sink_log import HTTP_LOGGER
 from audit_tune.loadgen.store import EventStore, StoreUnavailable
 
 __all__ = ["Sink", "SinkConfig", "SinkProcess", "SinkServer", "fetch_stats", "serve", "webhook_kubeconfig"]
@@ -137,7 +138,8 @@ class SinkServer:
         app.router.add_get("/healthz", self._get_health)
         app.router.add_route("POST", "/{tail:.*}", self._post)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False,
-                                     auto_decompress=False, keepalive_timeout=self.config.idle_timeout)
+                                     auto_decompress=False, keepalive_timeout=self.config.idle_timeout,
+                                     logger=HTTP_LOGGER)
         await self._runner.setup()
         assert self._runner.server is not None
         self._deadline = HeaderDeadline(self._runner.server, self.config.header_timeout)

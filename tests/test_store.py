@@ -437,6 +437,8 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
             "lone surrogate": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":"\\ud800"}]}', {}),
             "deep nesting": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + b"[" * 100_000, {}),
             "NaN": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":NaN}]}', {}),
+            "1e999": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":1e999}]}', {}),
+            "gzip then garbage": (ok + b"garbage", {"Content-Encoding": "gzip"}),
             "not UTF-8": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":"\xff"}]}', {}),
             "not an EventList": (b'{"kind":"Pod","apiVersion":"v1"}', {}),
             "items not a list": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{}}', {}),
@@ -445,6 +447,7 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
         for name, (data, headers) in bad.items():
             r = requests.post(u, data=data, headers=headers, timeout=10)
             assert r.status_code == 400, (name, r.status_code, r.text)
+            assert name != "1e999" or "out of range" in r.json()["error"]
         deep = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":' + b"[" * 900 + b"]" * 900 + b"}]}"
         assert requests.post(u, data=deep, timeout=10).status_code == 200  # storable, and verify must read it back
         r = requests.post(u, data=b"{}", headers={"Content-Encoding": "br"}, timeout=10)
@@ -465,6 +468,31 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
         err = p.stop()
     assert "Traceback" not in err and "Error" not in err.replace("error:", "")
     assert verify(store).events == 3
+
+
+@pytest.mark.timeout(120)
+def test_malformed_http_and_a_client_gone_mid_body_log_one_line_and_store_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "ev.jsonl"
+    p = ServeProc("--store", str(store))
+    port = int(p.url.rsplit(":", 1)[1])
+    half = body(events("gone", 50))
+    try:
+        for raw in (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+                    b"NOT HTTP AT ALL\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(raw)
+                assert s.recv(100).split(b" ")[1] == b"400"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # gone half-way through a body
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(half) + half[: len(half) // 2])
+            time.sleep(0.3)
+        assert requests.post(p.url, data=body(events("after", 2)), timeout=10).status_code == 200
+    finally:
+        err = p.stop()
+    assert "Traceback" not in err, err
+    assert all(len(line) < 300 for line in err.splitlines()), err
+    assert stored_ids(store) == ["after-0", "after-1"]
 
 
 # ----------------------------------------------------------------------------- key files
