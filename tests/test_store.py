@@ -495,6 +495,36 @@ def test_malformed_http_and_a_client_gone_mid_body_log_one_line_and_store_nothin
     assert stored_ids(store) == ["after-0", "after-1"]
 
 
+@pytest.mark.timeout(120)
+def test_sigterm_with_batches_in_flight_acknowledges_only_what_is_stored(tmp_path: Path) -> None:
+    store = tmp_path / "ev.jsonl"
+    p = ServeProc("--store", str(store))
+    codes: dict[int, object] = {}
+
+    def post(i: int) -> None:
+        try:
+            codes[i] = requests.post(p.url, data=body(events(f"t{i}", 5, pad=512 * 1024)), timeout=60).status_code
+        except requests.RequestException as e:
+            codes[i] = type(e).__name__
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    err = p.stop()
+    for t in threads:
+        t.join()
+    assert p.proc.returncode == 0 and "Traceback" not in err, err
+    acked = {f"t{i}" for i, c in codes.items() if c == 200}
+    stored = {a.rsplit("-", 1)[0] for a in stored_ids(store)}
+    assert acked <= stored and set(codes.values()) <= {200, "ConnectionError"}, codes
+    s = verify(store)
+    assert s.unanchored_events == 0 and s.events == 5 * len(stored)
+    p = ServeProc("--store", str(store))  # and it starts again on what SIGTERM left
+    assert requests.post(p.url, data=body(events("again", 1)), timeout=10).status_code == 200
+    p.stop()
+
+
 # ----------------------------------------------------------------------------- key files
 
 def test_private_dir_refuses_shared_folders_and_symlinks(tmp_path: Path) -> None:
