@@ -601,3 +601,23 @@ def test_a_store_in_the_earlier_format_is_continued(tmp_path: Path) -> None:
     st.close()
     assert [json.loads(x)["batch"] for x in p.read_bytes().splitlines()] == [0, 0, 1, 3, 3, 4, 4]
     assert verify(p).events == 7
+
+
+def test_kubeconfig_into_the_new_tls_folder_and_the_token_is_never_printed(tmp_path: Path) -> None:
+    token = "tok-" + os.urandom(8).hex()
+    tf = tmp_path / "token"
+    tf.write_text(token + "\n")
+    os.chmod(tf, 0o600)
+    p = ServeProc("--store", "ev.jsonl", "--tls-generate", "tls", "--token-file", str(tf),
+                  "--write-kubeconfig", "tls/wh.kubeconfig", cwd=tmp_path)
+    try:
+        assert p.url.startswith("https://127.0.0.1:")  # loopback by default
+        r = requests.post(p.url, data=body(events("k", 1)), verify=str(tmp_path / "tls" / "ca.crt"), timeout=10,
+                          headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+    finally:
+        err = p.stop()
+    assert token not in err and token not in json.dumps(p.info)
+    assert (os.stat(tmp_path / "tls").st_mode & 0o777) == 0o700
+    kc = tmp_path / "tls" / "wh.kubeconfig"
+    assert (os.stat(kc).st_mode & 0o777) == 0o600 and token in kc.read_text()

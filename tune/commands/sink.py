@@ -97,7 +97,9 @@ def serve_cmd(
                      body_timeout=parse_duration(body_timeout, "--body-timeout"),
                      idle_timeout=parse_duration(idle_timeout, "--idle-timeout"))
     stop_after = parse_duration(duration, "--duration") if duration else None
-    if write_kubeconfig is not None and not write_kubeconfig.parent.exists():
+    kc_folder = write_kubeconfig.parent if write_kubeconfig is not None else None
+    into_tls = kc_folder is not None and tls_generate is not None and kc_folder.resolve() == tls_generate.resolve()
+    if kc_folder is not None and not kc_folder.exists() and not into_tls:  # --tls-generate creates its folder
         raise InputError(f"--write-kubeconfig {write_kubeconfig}: folder does not exist")
 
     def ready(server: SinkServer) -> None:
