@@ -101,6 +101,8 @@ class EventStore:
             raise InputError(f"--store {self.path}: folder {self.path.parent} does not exist")
         if self.path.is_dir():
             raise InputError(f"--store {self.path}: is a folder; give a file name")
+        if self.path.exists() and not self.path.is_file():
+            raise InputError(f"--store {self.path}: not a regular file (a device, FIFO or socket cannot hold a store)")
         self.fsync, self.fsync_interval = fsync, fsync_interval
         self.chain = Chain(key)
         self._lock = threading.Lock()

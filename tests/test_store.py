@@ -621,3 +621,20 @@ def test_kubeconfig_into_the_new_tls_folder_and_the_token_is_never_printed(tmp_p
     assert (os.stat(tmp_path / "tls").st_mode & 0o777) == 0o700
     kc = tmp_path / "tls" / "wh.kubeconfig"
     assert (os.stat(kc).st_mode & 0o777) == 0o600 and token in kc.read_text()
+
+
+def test_a_store_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "ev.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        r = subprocess.run([TUNE, "sink", "serve", "--store", str(target)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "not a regular file" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / (target.name + ".lock")).exists() and not (tmp_path / (target.name + ".head")).exists()
+    real = tmp_path / "real.jsonl"
+    (tmp_path / "good.jsonl").symlink_to(real)  # a symlink to a regular file (or to none yet) is followed
+    st = EventStore(tmp_path / "good.jsonl")
+    st.append_batch(events("l", 2))
+    st.close()
+    assert stored_ids(real) == ["l-0", "l-1"] and verify(tmp_path / "good.jsonl").events == 2
