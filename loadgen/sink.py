@@ -158,8 +158,9 @@ class SinkServer:
         assert self._deadline is not None
         loop = asyncio.get_running_loop()
         try:
+            handshake = self.config.header_timeout if self._ssl else None  # TLS: the handshake counts as the head
             self._listener = await loop.create_server(self._deadline, self.config.host, self._port, ssl=self._ssl,
-                                                      reuse_address=True, backlog=1024)
+                                                      reuse_address=True, backlog=1024, ssl_handshake_timeout=handshake)
         except OSError as e:
             raise ServiceError(f"sink: cannot listen on {self.config.host}:{self._port}: {e.strerror or e}") from None
         if self._listener.sockets:  # port 0 -> the port the OS picked

@@ -388,3 +388,14 @@ def test_pipelined_and_http10_requests_are_answered_in_order(store: Path) -> Non
             assert got.startswith(b"HTTP/1.0 200") or got.startswith(b"HTTP/1.1 200")
     assert [e["auditID"] for e in (json.loads(x)["event"] for x in store.read_bytes().splitlines())] == \
         [f"id-{i}" for i in (0, 1, 10, 11, 20, 21, 99)]
+
+
+def test_a_tls_handshake_never_finished_is_closed_by_the_header_deadline(tmp_path: Path) -> None:
+    import socket
+    with Sink(SinkConfig(store=str(tmp_path / "ev.jsonl"), tls_generate=str(tmp_path / "tls"), header_timeout=1.0)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            t0 = time.monotonic()
+            c.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then silence
+            assert c.recv(100) == b""
+            assert time.monotonic() - t0 < 8
