@@ -399,3 +399,18 @@ def test_a_tls_handshake_never_finished_is_closed_by_the_header_deadline(tmp_pat
             c.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then silence
             assert c.recv(100) == b""
             assert time.monotonic() - t0 < 8
+
+
+def test_a_chunked_body_without_length_is_cut_off_at_the_limit(store: Path) -> None:
+    def chunks(n: int):
+        yield b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":['
+        for i in range(n):
+            yield json.dumps(event(i)).encode() + b","
+        yield json.dumps(event(n)).encode() + b"]}"
+
+    with Sink(SinkConfig(store=str(store), max_body_bytes=100_000)) as s:
+        r = requests.post(s.url, data=chunks(5000), timeout=20)  # Transfer-Encoding: chunked, ~700 KB
+        assert r.status_code == 413
+        r = requests.post(s.url, data=chunks(2), timeout=20)
+        assert r.status_code == 200 and r.json()["stored"] == 3
+    assert verify(store).events == 3
