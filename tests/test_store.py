@@ -638,3 +638,46 @@ def test_a_store_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
     st.append_batch(events("l", 2))
     st.close()
     assert stored_ids(real) == ["l-0", "l-1"] and verify(tmp_path / "good.jsonl").events == 2
+
+
+CRASH_CHILD = """
+import sys
+from audit_tune.loadgen.store import EventStore
+st = EventStore(sys.argv[1])
+for i in range(4):
+    st.append_batch([{"auditID": f"b{i}-{j}"} for j in range(3)])
+    print(f"b{i}", flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_sigkill_at_every_step_of_the_write_order_recovers(tmp_path: Path) -> None:
+    """strace delivers a real SIGKILL on entry to the k-th fsync or rename of a writer storing 4
+    batches, so the kill lands before each step of the write order on demand: before the data
+    fsync (data written), before the head temp file's fsync, before its rename (a stale
+    ``.head.tmp`` left), before the folder fsync (head renamed, not acknowledged)."""
+    points = [("fsync", k) for k in range(1, 11)] + [("rename", k) for k in range(1, 5)]
+    calls = {"fsync": "fsync", "rename": "rename,renameat,renameat2"}
+    kinds: dict[str, int] = {}
+    for call, k in points:
+        d = tmp_path / f"{call}{k}"
+        d.mkdir()
+        store = d / "ev.jsonl"
+        r = subprocess.run(["strace", "-f", "-qq", "-o", os.devnull, "-e", f"trace={calls[call]}",
+                            "-e", f"inject={calls[call]}:signal=SIGKILL:when={k}", sys.executable, "-c", CRASH_CHILD,
+                            str(store)], capture_output=True, text=True, timeout=120)
+        acked = r.stdout.split()
+        assert r.returncode == 128 + signal.SIGKILL or r.returncode == -signal.SIGKILL, (call, k, r.returncode, r.stderr)
+        assert len(acked) < 4 and "Traceback" not in r.stderr
+        st = EventStore(store)  # restarts on whatever the kill left
+        for n in st.recovered:
+            kinds[n.split()[0]] = kinds.get(n.split()[0], 0) + 1
+        st.append_batch(events("after", 1))
+        st.close()
+        s = verify(store)
+        assert s.unanchored_events == 0 and s.torn_bytes == 0
+        ids = stored_ids(store)
+        assert {f"{b}-{j}" for b in acked for j in range(3)} <= set(ids), (call, k)
+        assert ids[-1] == "after-0"
+    assert kinds.get("re-anchored", 0) >= 3, kinds  # whole batches past the head arose from real kills
+    print(f"\ncrash points: {len(points)} kills, recoveries {kinds}")
