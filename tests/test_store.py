@@ -681,3 +681,17 @@ def test_a_sigkill_at_every_step_of_the_write_order_recovers(tmp_path: Path) -> 
         assert ids[-1] == "after-0"
     assert kinds.get("re-anchored", 0) >= 3, kinds  # whole batches past the head arose from real kills
     print(f"\ncrash points: {len(points)} kills, recoveries {kinds}")
+
+
+def test_a_store_on_a_read_only_filesystem_is_one_line(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        for cmd in (["serve", "--store", str(mnt / "ev.jsonl")], ["verify", str(mnt / "ev.jsonl")]):
+            r = subprocess.run([TUNE, "sink", *cmd], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "Read-only file system" in subprocess.run([TUNE, "sink", "serve", "--store", str(mnt / "ev.jsonl")],
+                                                          capture_output=True, text=True, timeout=60).stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
