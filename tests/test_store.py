@@ -695,3 +695,15 @@ def test_a_store_on_a_read_only_filesystem_is_one_line(tmp_path: Path) -> None:
                                                           capture_output=True, text=True, timeout=60).stderr
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_token_file_that_cannot_be_a_bearer_token_is_one_line_and_not_echoed(tmp_path: Path) -> None:
+    cases = {"binary": b"\xff\xfesecretA", "inner whitespace": b"secretB part\nmore", "control": b"secretC\x00x",
+             "huge": b"secretD" * 200_000}
+    for name, raw in cases.items():
+        tf = tmp_path / name.replace(" ", "_")
+        tf.write_bytes(raw)
+        r = subprocess.run([TUNE, "sink", "serve", "--token-file", str(tf)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (name, r.stderr)
+        assert "--token-file" in r.stderr and "secret" not in r.stderr, (name, r.stderr)

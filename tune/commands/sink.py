@@ -131,15 +131,29 @@ def serve_cmd(
 
 
 def _read_token(token_file: Optional[Path]) -> Optional[str]:
+    """The bearer token: one line of visible ASCII (what an HTTP header can carry), never echoed."""
     if token_file is not None:
         try:
-            tok = token_file.read_text().strip()
+            with open(token_file, "rb") as f:
+                raw = f.read(MAX_TOKEN_BYTES + 1)
         except OSError as e:
             raise InputError(f"--token-file {token_file}: {e.strerror}") from None
+        if len(raw) > MAX_TOKEN_BYTES:
+            raise InputError(f"--token-file {token_file}: longer than {MAX_TOKEN_BYTES} bytes; not a token file?")
+        tok, where = raw.strip(), f"--token-file {token_file}"
+    else:
+        tok, where = os.environ.get("AUDIT_SINK_TOKEN", "").strip().encode("utf-8", "replace"), "AUDIT_SINK_TOKEN"
         if not tok:
-            raise InputError(f"--token-file {token_file}: file is empty")
-        return tok
-    return os.environ.get("AUDIT_SINK_TOKEN") or None
+            return None
+    if not tok:
+        raise InputError(f"{where}: file is empty")
+    if not all(0x21 <= b <= 0x7E for b in tok):
+        raise InputError(f"{where}: the token must be one line of visible ASCII (no spaces, control or "
+                         "non-ASCII bytes) to travel in an Authorization header")
+    return tok.decode("ascii")
+
+
+MAX_TOKEN_BYTES = 4096
 
 
 VERIFY_HELP = """Check a sink store's hash chain against its head and count its events.
