@@ -99,7 +99,7 @@ class SinkServer:
         self.url = ""
         self.tls_files = None
         self._runner: web.AppRunner | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._listener: asyncio.Server | None = None
         self._deadline: HeaderDeadline | None = None
         self._ssl = None
         self._port = config.port
