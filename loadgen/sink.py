@@ -176,8 +176,16 @@ class SinkServer:
         await asyncio.sleep(max(0.0, self.t0 + start - time.monotonic()))
         self._unbind()
         await asyncio.sleep(max(0.0, self.t0 + end - time.monotonic()))
-        if not self._closing:
-            await self._bind()
+        said = False
+        while not self._closing:  # listen again; if the port was taken meanwhile, keep trying
+            try:
+                await self._bind()
+                return
+            except ServiceError as e:
+                if not said:
+                    log(f"{e}; retrying every 0.5 s")
+                    said = True
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         self._closing = True

@@ -420,3 +420,25 @@ def test_a_chunked_body_without_length_is_cut_off_at_the_limit(store: Path) -> N
         r = requests.post(s.url, data=chunks(2), timeout=20)
         assert r.status_code == 200 and r.json()["stored"] == 3
     assert verify(store).events == 3
+
+
+def test_the_port_reopens_after_a_refuse_window_even_if_it_was_briefly_taken(store: Path) -> None:
+    import socket
+    cfg = SinkConfig(store=str(store), faults=FaultConfig.from_flags(outages=["200ms-1500ms:refuse"]))
+    with Sink(cfg) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        time.sleep(max(0.0, 0.7 - s.stats()["uptime_s"]))
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        time.sleep(max(0.0, 2.5 - s.stats()["uptime_s"]))  # the window ends while the port is taken
+        blocker.close()
+        deadline = time.monotonic() + 8
+        while True:
+            try:
+                assert requests.post(s.url, json=batch(1), timeout=5).status_code == 200
+                break
+            except requests.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "the sink never listened again"
+                time.sleep(0.2)
