@@ -254,6 +254,7 @@ def verify(path: str | os.PathLike, key: bytes | None = None, allow_unanchored: 
     progress), not errors: they are reported in ``unanchored_events``/``torn_bytes``.
     """
     p = Path(path)
+    p = Path(os.path.realpath(p)) if p.is_symlink() else p  # the head sits beside the real file
     chain = Chain(key)
     try:
         j = judge(p, chain, allow_unanchored)

@@ -707,3 +707,23 @@ def test_a_token_file_that_cannot_be_a_bearer_token_is_one_line_and_not_echoed(t
                            timeout=60)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (name, r.stderr)
         assert "--token-file" in r.stderr and "secret" not in r.stderr, (name, r.stderr)
+
+
+def test_a_symlink_to_a_store_in_use_is_the_same_store(tmp_path: Path) -> None:
+    real = tmp_path / "ev.jsonl"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    link = other / "alias.jsonl"
+    link.symlink_to(real)
+    first = EventStore(real)
+    try:
+        with pytest.raises(InputError, match="another sink is writing"):
+            EventStore(link)  # the lock is the real file's, whatever name reaches it
+        first.append_batch(events("a", 2))
+    finally:
+        first.close()
+    st = EventStore(link)
+    st.append_batch(events("b", 1))
+    st.close()
+    assert verify(link).events == 3 and verify(real).events == 3
+    assert not (other / "alias.jsonl.head").exists()
