@@ -14,8 +14,10 @@ The sink therefore accepts a POST on any path and answers:
   batch was rolled back, and every later batch tries again;
 * **413/429/5xx**, delays, hangs and refused connections as :mod:`loadgen.faults` decides.
 
-A connection that has not sent its first request headers within ``header_timeout`` is closed;
-an idle keep-alive connection after ``idle_timeout``.
+A request whose head is not complete within ``header_timeout`` of its first byte (the first
+request: of the connection opening) has its connection closed, on every request of a keep-alive
+or pipelined connection (:mod:`loadgen.sink_deadline`); an idle keep-alive connection is closed
+after ``idle_timeout``.
 
 ``GET /metrics`` serves the sink's own Prometheus metrics, ``GET /stats`` a JSON snapshot
 (counters and per-request handling latencies), ``GET /healthz`` ``ok``; these three are not
@@ -49,6 +51,8 @@ from audit_tune.loadgen.faults import Decision, FaultInjector
 from audit_tune.loadgen.sink_body import BodyError, parse_event_list, read_body
 from audit_tune.loadgen.sink_client import SinkProcess, fetch_stats, webhook_kubeconfig
 from audit_tune.loadgen.sink_config import SinkConfig
+from audit_tune.loadgen.sink_deadline import HeaderDeadline
+from audit_tune.loadgen.sink_log import HTTP_LOGGER
 from audit_tune.loadgen.store import EventStore, StoreUnavailable
 
 __all__ = ["Sink", "SinkConfig", "SinkProcess", "SinkServer", "fetch_stats", "serve", "webhook_kubeconfig"]
@@ -84,7 +88,6 @@ class SinkServer:
         self.injector = FaultInjector(config.faults)
         key = load_key(config.chain_key_file, config.store) if config.chain_key_file else None
         self.store = EventStore(config.store, config.fsync, config.fsync_interval, key) if config.store else None
-        self._served: set = set()  # connections younger than header_timeout that sent a request head
         self.inflight = 0
         self.max_inflight_seen = 0
         self._lat = np.zeros(max(1, config.max_latency_samples), dtype=np.float32)
@@ -96,7 +99,8 @@ class SinkServer:
         self.url = ""
         self.tls_files = None
         self._runner: web.AppRunner | None = None
-        self._site: web.BaseSite | None = None
+        self._listener: asyncio.Server | None = None
+        self._deadline: HeaderDeadline | None = None
         self._ssl = None
         self._port = config.port
         self._outage_tasks: list[asyncio.Task] = []
@@ -128,16 +132,17 @@ class SinkServer:
 
     async def _start(self) -> str:
         self._ssl = self._ssl_context()
-        app = web.Application(client_max_size=self.config.body_limit + 1, middlewares=[self._mark_served])
+        app = web.Application(client_max_size=self.config.body_limit + 1, middlewares=[self._request_bounds])
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_get("/healthz", self._get_health)
         app.router.add_route("POST", "/{tail:.*}", self._post)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False,
-                                     auto_decompress=False, keepalive_timeout=self.config.idle_timeout)
+                                     auto_decompress=False, keepalive_timeout=self.config.idle_timeout,
+                                     logger=HTTP_LOGGER)
         await self._runner.setup()
-        self._runner._server = _HeaderDeadline(self._runner.server,  # type: ignore[assignment]
-                                               self.config.header_timeout, self._served)
+        assert self._runner.server is not None
+        self._deadline = HeaderDeadline(self._runner.server, self.config.header_timeout)
         await self._bind()
         self.t0 = time.monotonic()
         self.started_unix = time.time()
@@ -150,32 +155,43 @@ class SinkServer:
         return self.url
 
     async def _bind(self) -> None:
-        assert self._runner is not None
-        site = web.TCPSite(self._runner, self.config.host, self._port, ssl_context=self._ssl, reuse_address=True,
-                           backlog=1024)
+        assert self._deadline is not None
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            handshake = self.config.header_timeout if self._ssl else None  # TLS: the handshake counts as the head
+            self._listener = await loop.create_server(self._deadline, self.config.host, self._port, ssl=self._ssl,
+                                                      reuse_address=True, backlog=1024, ssl_handshake_timeout=handshake)
         except OSError as e:
             raise ServiceError(f"sink: cannot listen on {self.config.host}:{self._port}: {e.strerror or e}") from None
-        self._site = site
-        server = site._server  # asyncio.Server; port 0 -> the port the OS picked
-        if server is not None and server.sockets:
-            self._port = server.sockets[0].getsockname()[1]
+        if self._listener.sockets:  # port 0 -> the port the OS picked
+            self._port = self._listener.sockets[0].getsockname()[1]
+
+    def _unbind(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def _refuse_window(self, start: float, end: float) -> None:
         """Stop listening during [start, end) so new connections are refused, then listen again."""
         await asyncio.sleep(max(0.0, self.t0 + start - time.monotonic()))
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        self._unbind()
         await asyncio.sleep(max(0.0, self.t0 + end - time.monotonic()))
-        if not self._closing:
-            await self._bind()
+        said = False
+        while not self._closing:  # listen again; if the port was taken meanwhile, keep trying
+            try:
+                await self._bind()
+                return
+            except ServiceError as e:
+                if not said:
+                    log(f"{e}; retrying every 0.5 s")
+                    said = True
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         self._closing = True
         for t in self._outage_tasks:
             t.cancel()
+        self._unbind()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:
@@ -193,9 +209,15 @@ class SinkServer:
         return web.Response(text="ok")
 
     @web.middleware
-    async def _mark_served(self, request: web.Request, handler) -> web.StreamResponse:
-        self._served.add(request.protocol)
-        return await handler(request)
+    async def _request_bounds(self, request: web.Request, handler) -> web.StreamResponse:
+        guard = self._deadline.of(request.protocol) if self._deadline else None
+        if guard is not None:
+            guard.head_seen(request.body_exists)
+        try:
+            return await handler(request)
+        finally:
+            if guard is not None:
+                guard.answered()
 
     def _authorized(self, request: web.Request) -> bool:
         token = self.config.token
@@ -257,6 +279,9 @@ class SinkServer:
             body, wire = await read_body(request, self.config.body_limit, self.config.body_timeout)
         except BodyError as e:
             return self._refuse(e, close=True)
+        guard = self._deadline.of(request.protocol) if self._deadline else None
+        if guard is not None:
+            guard.body_read()
         self.metrics.bytes.inc(wire)
         decision = self.injector.decide(t, self.inflight, wire)
         if decision.drop:
@@ -329,28 +354,6 @@ def _percentiles(x: np.ndarray) -> dict[str, float | None]:
     p = np.percentile(x, [50, 90, 99])
     return {"count": int(len(x)), "mean": float(x.mean()), "p50": float(p[0]), "p90": float(p[1]),
             "p99": float(p[2]), "max": float(x.max())}
-
-
-class _HeaderDeadline:
-    """Wraps aiohttp's protocol factory: a connection that has not sent a whole request head
-    within ``timeout`` is closed (aiohttp has no header read timeout of its own)."""
-
-    def __init__(self, server: Any, timeout: float, served: set) -> None:
-        self._server, self._timeout, self._served = server, timeout, served
-
-    def __call__(self, *a: Any, **kw: Any) -> Any:
-        proto = self._server(*a, **kw)
-        asyncio.get_running_loop().call_later(self._timeout, self._expire, proto)
-        return proto
-
-    def _expire(self, proto: Any) -> None:
-        if proto in self._served:
-            self._served.discard(proto)
-        elif proto.transport is not None:
-            proto.transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._server, name)
 
 
 class Sink:

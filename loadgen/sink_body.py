@@ -101,6 +101,8 @@ def parse_event_list(body: bytes) -> list[bytes]:
             out.append(encode_event(ev))
         except RecursionError:
             raise BodyError(400, f"items[{i}] is nested too deeply") from None
-        except ValueError:  # UnicodeEncodeError included: a lone surrogate
+        except UnicodeEncodeError:  # a lone surrogate
             raise BodyError(400, f"items[{i}] holds a string that is not valid Unicode") from None
+        except ValueError:  # a number past float range (1e999) reads as Infinity
+            raise BodyError(400, f"items[{i}] holds a number out of range (strict JSON has no Infinity)") from None
     return out

@@ -2,7 +2,7 @@
 
 Limits follow what a webhook receiver in production uses: the body limit defaults to 12 MiB
 (Falco's default); a gzip body is limited by the same number
-after decompression. Timeouts: ``header_timeout`` for a new connection's first request headers,
+after decompression. Timeouts: ``header_timeout`` for each request head (from its first byte),
 ``body_timeout`` for reading one body, ``idle_timeout`` for a keep-alive connection with no
 request (Go's ``http.Server`` ``ReadHeaderTimeout``/``ReadTimeout``/``IdleTimeout``).
 """

@@ -21,7 +21,8 @@ again, so the sink answers 200 as soon as the store can take writes. ``fsync=int
 skip the fsyncs (the head is still written last); after an OS crash or power loss they may lose
 acknowledged batches, and the store may then be refused as truncated.
 
-One writer per store: ``STORE.lock`` is held with ``flock`` for the writer's lifetime.
+One writer per store: ``STORE.lock`` is held with ``flock`` for the writer's lifetime (a
+symlinked ``STORE`` is its target, so every name of one store shares its lock and head).
 Batch ids count up from the last one in the store, assigned by the one thread writing, so they
 never repeat. Batches that arrive while a write is under way are written together by the next
 round (group commit), which shares the fsyncs among them.
@@ -52,6 +53,12 @@ class StoreUnavailable(ServiceError):
 
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def _real(path: Path) -> Path:
+    """A symlinked store is its target: lock and head sit beside the real file, so two names for
+    one store share one lock."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -96,11 +103,13 @@ class EventStore:
                  key: bytes | None = None) -> None:
         if fsync not in FSYNC_POLICIES:
             raise InputError(f"--fsync {fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
-        self.path = Path(path)
+        self.path = _real(Path(path))
         if not self.path.parent.is_dir():
             raise InputError(f"--store {self.path}: folder {self.path.parent} does not exist")
         if self.path.is_dir():
             raise InputError(f"--store {self.path}: is a folder; give a file name")
+        if self.path.exists() and not self.path.is_file():
+            raise InputError(f"--store {self.path}: not a regular file (a device, FIFO or socket cannot hold a store)")
         self.fsync, self.fsync_interval = fsync, fsync_interval
         self.chain = Chain(key)
         self._lock = threading.Lock()

@@ -199,7 +199,7 @@ def judge(path: Path, chain: Chain, allow_unanchored: bool = False) -> Judgement
     if not path.is_file():
         if head is not None and head.seq >= 0:
             raise ChainError(f"{path}: missing, but {hp.name} records {head.seq + 1} events (the store was removed)")
-        raise InputError(f"STORE {path}: no such file")
+        raise InputError(f"STORE {path}: " + ("not a regular file" if path.exists() else "no such file"))
     s = scan(path, chain, head.seq if head is not None else None)
     cut_bytes = s.size - s.end
     if head is None:
@@ -254,6 +254,7 @@ def verify(path: str | os.PathLike, key: bytes | None = None, allow_unanchored: 
     progress), not errors: they are reported in ``unanchored_events``/``torn_bytes``.
     """
     p = Path(path)
+    p = Path(os.path.realpath(p)) if p.is_symlink() else p  # the head sits beside the real file
     chain = Chain(key)
     try:
         j = judge(p, chain, allow_unanchored)

@@ -221,6 +221,62 @@ def test_torn_record_and_cut_batch_are_cut_back(tmp_path: Path) -> None:
     assert p.read_bytes() == good
 
 
+def _kill_mid_write(p: ServeProc, store: Path, deadline: float = 60.0) -> bool:
+    """SIGKILL the sink the moment the store's last byte is not a newline, i.e. while a write() is
+    copying a batch into the file (Linux stops a write at a page boundary on a fatal signal and
+    keeps the part already copied). True if the file was left torn."""
+    fd = os.open(store, os.O_RDONLY)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < deadline:
+            n = os.fstat(fd).st_size
+            if n and os.pread(fd, 1, n - 1) != b"\n":
+                break
+        p.kill()
+        n = os.fstat(fd).st_size
+        return n > 0 and os.pread(fd, 1, n - 1) != b"\n"
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(300)
+def test_a_real_torn_record_from_a_sigkill_mid_write_is_cut_back(tmp_path: Path) -> None:
+    """A real partial append: the real sink is killed while a ~9 MiB batch is being written."""
+    store = tmp_path / "ev.jsonl"
+    acked: list[str] = []
+    torn_rounds = 0
+    for round_ in range(6):
+        p = ServeProc("--store", str(store))
+        for i in range(2):
+            evs = events(f"r{round_}-small{i}", 3)
+            assert requests.post(p.url, data=body(evs), timeout=30).status_code == 200
+            acked += [e["auditID"] for e in evs]
+        big = body(events(f"r{round_}-big", 3, pad=3 * 1024 * 1024))
+        threading.Thread(target=lambda: _post_quietly(p.url, big), daemon=True).start()
+        torn = _kill_mid_write(p, store)
+        torn_rounds += torn
+        assert store.read_bytes().endswith(b"\n") != torn
+        p = ServeProc("--store", str(store))  # restarts on the torn store
+        err = p.stop()
+        assert "Traceback" not in err
+        if torn:
+            assert "torn line" in err and "never acknowledged" in err, err
+        assert store.read_bytes().endswith(b"\n")
+        s = verify(store)
+        assert s.torn_bytes == 0 and s.unanchored_events == 0
+        assert set(acked) <= set(stored_ids(store))
+        if torn_rounds >= 3:
+            break
+    assert torn_rounds >= 3, f"only {torn_rounds} torn writes produced in {round_ + 1} kills"
+
+
+def _post_quietly(url: str, data: bytes) -> None:
+    try:
+        requests.post(url, data=data, timeout=60)
+    except requests.RequestException:
+        pass
+
+
 def test_tampering_is_refused_by_serve_and_verify(tmp_path: Path) -> None:
     p = _store_with(tmp_path, 3)
     lines = p.read_bytes().splitlines(keepends=True)
@@ -381,6 +437,8 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
             "lone surrogate": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":"\\ud800"}]}', {}),
             "deep nesting": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + b"[" * 100_000, {}),
             "NaN": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":NaN}]}', {}),
+            "1e999": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":1e999}]}', {}),
+            "gzip then garbage": (ok + b"garbage", {"Content-Encoding": "gzip"}),
             "not UTF-8": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":"\xff"}]}', {}),
             "not an EventList": (b'{"kind":"Pod","apiVersion":"v1"}', {}),
             "items not a list": (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{}}', {}),
@@ -389,6 +447,7 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
         for name, (data, headers) in bad.items():
             r = requests.post(u, data=data, headers=headers, timeout=10)
             assert r.status_code == 400, (name, r.status_code, r.text)
+            assert name != "1e999" or "out of range" in r.json()["error"]
         deep = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":' + b"[" * 900 + b"]" * 900 + b"}]}"
         assert requests.post(u, data=deep, timeout=10).status_code == 200  # storable, and verify must read it back
         r = requests.post(u, data=b"{}", headers={"Content-Encoding": "br"}, timeout=10)
@@ -409,6 +468,61 @@ def test_limits_and_malformed_bodies_get_4xx_never_a_traceback(tmp_path: Path) -
         err = p.stop()
     assert "Traceback" not in err and "Error" not in err.replace("error:", "")
     assert verify(store).events == 3
+
+
+@pytest.mark.timeout(120)
+def test_malformed_http_and_a_client_gone_mid_body_log_one_line_and_store_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "ev.jsonl"
+    p = ServeProc("--store", str(store))
+    port = int(p.url.rsplit(":", 1)[1])
+    half = body(events("gone", 50))
+    try:
+        for raw in (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+                    b"NOT HTTP AT ALL\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(raw)
+                assert s.recv(100).split(b" ")[1] == b"400"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # gone half-way through a body
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(half) + half[: len(half) // 2])
+            time.sleep(0.3)
+        assert requests.post(p.url, data=body(events("after", 2)), timeout=10).status_code == 200
+    finally:
+        err = p.stop()
+    assert "Traceback" not in err, err
+    assert all(len(line) < 300 for line in err.splitlines()), err
+    assert stored_ids(store) == ["after-0", "after-1"]
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_with_batches_in_flight_acknowledges_only_what_is_stored(tmp_path: Path) -> None:
+    store = tmp_path / "ev.jsonl"
+    p = ServeProc("--store", str(store))
+    codes: dict[int, object] = {}
+
+    def post(i: int) -> None:
+        try:
+            codes[i] = requests.post(p.url, data=body(events(f"t{i}", 5, pad=512 * 1024)), timeout=60).status_code
+        except requests.RequestException as e:
+            codes[i] = type(e).__name__
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    err = p.stop()
+    for t in threads:
+        t.join()
+    assert p.proc.returncode == 0 and "Traceback" not in err, err
+    acked = {f"t{i}" for i, c in codes.items() if c == 200}
+    stored = {a.rsplit("-", 1)[0] for a in stored_ids(store)}
+    assert acked <= stored and set(codes.values()) <= {200, "ConnectionError"}, codes
+    s = verify(store)
+    assert s.unanchored_events == 0 and s.events == 5 * len(stored)
+    p = ServeProc("--store", str(store))  # and it starts again on what SIGTERM left
+    assert requests.post(p.url, data=body(events("again", 1)), timeout=10).status_code == 200
+    p.stop()
 
 
 # ----------------------------------------------------------------------------- key files
@@ -487,3 +601,129 @@ def test_a_store_in_the_earlier_format_is_continued(tmp_path: Path) -> None:
     st.close()
     assert [json.loads(x)["batch"] for x in p.read_bytes().splitlines()] == [0, 0, 1, 3, 3, 4, 4]
     assert verify(p).events == 7
+
+
+def test_kubeconfig_into_the_new_tls_folder_and_the_token_is_never_printed(tmp_path: Path) -> None:
+    token = "tok-" + os.urandom(8).hex()
+    tf = tmp_path / "token"
+    tf.write_text(token + "\n")
+    os.chmod(tf, 0o600)
+    p = ServeProc("--store", "ev.jsonl", "--tls-generate", "tls", "--token-file", str(tf),
+                  "--write-kubeconfig", "tls/wh.kubeconfig", cwd=tmp_path)
+    try:
+        assert p.url.startswith("https://127.0.0.1:")  # loopback by default
+        r = requests.post(p.url, data=body(events("k", 1)), verify=str(tmp_path / "tls" / "ca.crt"), timeout=10,
+                          headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+    finally:
+        err = p.stop()
+    assert token not in err and token not in json.dumps(p.info)
+    assert (os.stat(tmp_path / "tls").st_mode & 0o777) == 0o700
+    kc = tmp_path / "tls" / "wh.kubeconfig"
+    assert (os.stat(kc).st_mode & 0o777) == 0o600 and token in kc.read_text()
+
+
+def test_a_store_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "ev.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        r = subprocess.run([TUNE, "sink", "serve", "--store", str(target)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "not a regular file" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / (target.name + ".lock")).exists() and not (tmp_path / (target.name + ".head")).exists()
+    real = tmp_path / "real.jsonl"
+    (tmp_path / "good.jsonl").symlink_to(real)  # a symlink to a regular file (or to none yet) is followed
+    st = EventStore(tmp_path / "good.jsonl")
+    st.append_batch(events("l", 2))
+    st.close()
+    assert stored_ids(real) == ["l-0", "l-1"] and verify(tmp_path / "good.jsonl").events == 2
+
+
+CRASH_CHILD = """
+import sys
+from audit_tune.loadgen.store import EventStore
+st = EventStore(sys.argv[1])
+for i in range(4):
+    st.append_batch([{"auditID": f"b{i}-{j}"} for j in range(3)])
+    print(f"b{i}", flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_sigkill_at_every_step_of_the_write_order_recovers(tmp_path: Path) -> None:
+    """strace delivers a real SIGKILL on entry to the k-th fsync or rename of a writer storing 4
+    batches, so the kill lands before each step of the write order on demand: before the data
+    fsync (data written), before the head temp file's fsync, before its rename (a stale
+    ``.head.tmp`` left), before the folder fsync (head renamed, not acknowledged)."""
+    points = [("fsync", k) for k in range(1, 11)] + [("rename", k) for k in range(1, 5)]
+    calls = {"fsync": "fsync", "rename": "rename,renameat,renameat2"}
+    kinds: dict[str, int] = {}
+    for call, k in points:
+        d = tmp_path / f"{call}{k}"
+        d.mkdir()
+        store = d / "ev.jsonl"
+        r = subprocess.run(["strace", "-f", "-qq", "-o", os.devnull, "-e", f"trace={calls[call]}",
+                            "-e", f"inject={calls[call]}:signal=SIGKILL:when={k}", sys.executable, "-c", CRASH_CHILD,
+                            str(store)], capture_output=True, text=True, timeout=120)
+        acked = r.stdout.split()
+        assert r.returncode == 128 + signal.SIGKILL or r.returncode == -signal.SIGKILL, (call, k, r.returncode, r.stderr)
+        assert len(acked) < 4 and "Traceback" not in r.stderr
+        st = EventStore(store)  # restarts on whatever the kill left
+        for n in st.recovered:
+            kinds[n.split()[0]] = kinds.get(n.split()[0], 0) + 1
+        st.append_batch(events("after", 1))
+        st.close()
+        s = verify(store)
+        assert s.unanchored_events == 0 and s.torn_bytes == 0
+        ids = stored_ids(store)
+        assert {f"{b}-{j}" for b in acked for j in range(3)} <= set(ids), (call, k)
+        assert ids[-1] == "after-0"
+    assert kinds.get("re-anchored", 0) >= 3, kinds  # whole batches past the head arose from real kills
+    print(f"\ncrash points: {len(points)} kills, recoveries {kinds}")
+
+
+def test_a_store_on_a_read_only_filesystem_is_one_line(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        for cmd in (["serve", "--store", str(mnt / "ev.jsonl")], ["verify", str(mnt / "ev.jsonl")]):
+            r = subprocess.run([TUNE, "sink", *cmd], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "Read-only file system" in subprocess.run([TUNE, "sink", "serve", "--store", str(mnt / "ev.jsonl")],
+                                                          capture_output=True, text=True, timeout=60).stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_token_file_that_cannot_be_a_bearer_token_is_one_line_and_not_echoed(tmp_path: Path) -> None:
+    cases = {"binary": b"\xff\xfesecretA", "inner whitespace": b"secretB part\nmore", "control": b"secretC\x00x",
+             "huge": b"secretD" * 200_000}
+    for name, raw in cases.items():
+        tf = tmp_path / name.replace(" ", "_")
+        tf.write_bytes(raw)
+        r = subprocess.run([TUNE, "sink", "serve", "--token-file", str(tf)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (name, r.stderr)
+        assert "--token-file" in r.stderr and "secret" not in r.stderr, (name, r.stderr)
+
+
+def test_a_symlink_to_a_store_in_use_is_the_same_store(tmp_path: Path) -> None:
+    real = tmp_path / "ev.jsonl"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    link = other / "alias.jsonl"
+    link.symlink_to(real)
+    first = EventStore(real)
+    try:
+        with pytest.raises(InputError, match="another sink is writing"):
+            EventStore(link)  # the lock is the real file's, whatever name reaches it
+        first.append_batch(events("a", 2))
+    finally:
+        first.close()
+    st = EventStore(link)
+    st.append_batch(events("b", 1))
+    st.close()
+    assert verify(link).events == 3 and verify(real).events == 3
+    assert not (other / "alias.jsonl.head").exists()

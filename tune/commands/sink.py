@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -70,7 +68,7 @@ def serve_cmd(
     seed: int = typer.Option(1, "--seed", help="Seed for every random fault decision.", rich_help_panel=F),
     write_kubeconfig: Optional[Path] = typer.Option(None, "--write-kubeconfig", help="Write the --audit-webhook-config-file kubeconfig pointing at this sink (mode 0600, absolute certificate paths)."),
     chain_key_file: Optional[Path] = typer.Option(None, "--chain-key-file", help="Key the store's chain with HMAC-SHA256 (file of >= 16 bytes, mode 0600, outside the store's folder); verify then needs it."),
-    header_timeout: str = typer.Option("10s", "--header-timeout", help="Close a connection that has not sent its request headers within this."),
+    header_timeout: str = typer.Option("10s", "--header-timeout", help="Close a connection whose request head (any request, first or keep-alive) is not complete within this of its first byte."),
     body_timeout: str = typer.Option("60s", "--body-timeout", help="Answer 408 when a body takes longer than this to arrive."),
     idle_timeout: str = typer.Option("90s", "--idle-timeout", help="Close a keep-alive connection idle this long."),
     duration: Optional[str] = typer.Option(None, "--duration", help="Stop after this long (default: until Ctrl-C)."),
@@ -97,7 +95,9 @@ def serve_cmd(
                      body_timeout=parse_duration(body_timeout, "--body-timeout"),
                      idle_timeout=parse_duration(idle_timeout, "--idle-timeout"))
     stop_after = parse_duration(duration, "--duration") if duration else None
-    if write_kubeconfig is not None and not write_kubeconfig.parent.exists():
+    kc_folder = write_kubeconfig.parent if write_kubeconfig is not None else None
+    into_tls = kc_folder is not None and tls_generate is not None and kc_folder.resolve() == tls_generate.resolve()
+    if kc_folder is not None and not kc_folder.exists() and not into_tls:  # --tls-generate creates its folder
         raise InputError(f"--write-kubeconfig {write_kubeconfig}: folder does not exist")
 
     def ready(server: SinkServer) -> None:
@@ -129,15 +129,29 @@ def serve_cmd(
 
 
 def _read_token(token_file: Optional[Path]) -> Optional[str]:
+    """The bearer token: one line of visible ASCII (what an HTTP header can carry), never echoed."""
     if token_file is not None:
         try:
-            tok = token_file.read_text().strip()
+            with open(token_file, "rb") as f:
+                raw = f.read(MAX_TOKEN_BYTES + 1)
         except OSError as e:
             raise InputError(f"--token-file {token_file}: {e.strerror}") from None
+        if len(raw) > MAX_TOKEN_BYTES:
+            raise InputError(f"--token-file {token_file}: longer than {MAX_TOKEN_BYTES} bytes; not a token file?")
+        tok, where = raw.strip(), f"--token-file {token_file}"
+    else:
+        tok, where = os.environ.get("AUDIT_SINK_TOKEN", "").strip().encode("utf-8", "replace"), "AUDIT_SINK_TOKEN"
         if not tok:
-            raise InputError(f"--token-file {token_file}: file is empty")
-        return tok
-    return os.environ.get("AUDIT_SINK_TOKEN") or None
+            return None
+    if not tok:
+        raise InputError(f"{where}: file is empty")
+    if not all(0x21 <= b <= 0x7E for b in tok):
+        raise InputError(f"{where}: the token must be one line of visible ASCII (no spaces, control or "
+                         "non-ASCII bytes) to travel in an Authorization header")
+    return tok.decode("ascii")
+
+
+MAX_TOKEN_BYTES = 4096
 
 
 VERIFY_HELP = """Check a sink store's hash chain against its head and count its events.
