@@ -36,10 +36,10 @@ class Scenario:
     throttle_initial_tokens: float | None = None
 
     def validate(self) -> "Scenario":
-        self.flags.validate()
-        self.workload.validate()
         if not self.backends or any(b not in ("log", "webhook") for b in self.backends):
             raise InputError(f"backends {list(self.backends)}: enable 'webhook' and/or 'log'")
+        self.flags.validate(self.enabled)
+        self.workload.validate()
         r = self.receiver
         if not 0 <= r.error_rate <= 1:
             raise InputError(f"--webhook-failure-rate={r.error_rate}: must be within [0, 1]")

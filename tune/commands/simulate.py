@@ -89,6 +89,9 @@ def simulate(
         sc = build_scenario(flags, wo, ro, seed=seed, backends=bl, drain=not no_drain)
         if not any([rate, request_rate, profile, burst, trace, rate_series, scenario]):
             log("tune simulate: no workload given; running the built-in demo (6,000 events/s for 2m on the given flags)")
+    spin = sc.flags.spin_warning(sc.enabled)
+    if spin:
+        log(f"tune simulate: {spin}")
     bar = Progress(1.0, f"simulate ({engine})", enabled=not no_progress and sc.workload.duration >= 600)
     try:
         res = run(sc, engine=engine, progress=bar.update)
