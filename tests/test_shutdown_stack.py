@@ -1,0 +1,116 @@
+"""The shutdown model (sim/shutdown.py) against a REAL kube-apiserver: real watches, a real SIGTERM.
+
+Each test starts its own loopback etcd + kube-apiserver (loadgen/local.py) with a webhook to an
+in-process receiver, opens real watches that end by their own ``timeoutSeconds``, sends SIGTERM to
+kube-apiserver, and compares what reached the receiver and what the apiserver logged (its
+``HandlePluginError`` lines: ``apiserver_audit_error_total`` cannot be scraped from a process that
+has exited) with the simulator's prediction for the same timeline. Serial; about 15 s each.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from audit_tune.loadgen.local import LocalCluster
+from audit_tune.sim.api import run
+from audit_tune.sim.config import parse_flags
+from audit_tune.sim.receiver import Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.shutdown import ShutdownOptions
+from audit_tune.sim.workload import Arrivals, RequestClass, Workload
+from tests.conftest import AuditReceiver
+
+WATCHES = 6
+WATCH_SECONDS = 4
+FLAGS = ["--audit-webhook-batch-max-wait=200ms", "--audit-webhook-batch-max-size=50"]
+USER = "audit-tune-loadgen"  # the client-cert user of LocalCluster.session()
+URI = f"/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds={WATCH_SECONDS}"
+# HandlePluginError logs each impacted event after its error line (k8s.io/apiserver pkg/audit/metrics.go)
+IMPACTED = re.compile(r'AUDIT: .*stage="ResponseComplete".*user="' + USER + r'".*uri="' + re.escape(URI) + '"')
+
+
+def _watch(c: LocalCluster, opened: list[float]) -> None:
+    s = c.session()
+    url = c.server + URI
+    with s.get(url, stream=True, timeout=WATCH_SECONDS + 30) as r:
+        opened.append(time.monotonic())
+        for _ in r.iter_content(chunk_size=None):
+            pass
+    s.close()
+
+
+def _sigterm_with_watches(tmp_path, extra_args: list[str]) -> dict:
+    """Open the watches, SIGTERM kube-apiserver 1 s later, wait for it to exit; what was seen."""
+    recv = AuditReceiver()
+    c = LocalCluster(f"shutdown-{os.getpid()}-{len(extra_args)}", flags=parse_flags(FLAGS), sink_url=recv.url,
+                     extra_args=extra_args, state_root=tmp_path)
+    c.up()
+    try:
+        opened: list[float] = []
+        threads = [threading.Thread(target=_watch, args=(c, opened), daemon=True) for _ in range(WATCHES)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(opened) < WATCHES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(opened) == WATCHES, "the watches did not open"
+        time.sleep(1.0)
+        api = next(p for p in c.processes if p.name == "kube-apiserver")
+        t_term = time.monotonic()
+        os.kill(api.pid, signal.SIGTERM)
+        while api.alive() and time.monotonic() < t_term + 90:
+            time.sleep(0.05)
+        exited = time.monotonic() - t_term
+        for t in threads:
+            t.join(timeout=30)
+        log = c.apiserver_log.read_text(errors="replace")
+    finally:
+        c.down()
+        recv.close()
+    mine = [e for e in recv.events() if e.get("requestURI") == URI and e.get("user", {}).get("username") == USER]
+    return {"started": sum(e["stage"] == "ResponseStarted" for e in mine),
+            "completed": sum(e["stage"] == "ResponseComplete" for e in mine),
+            "buffered_errors": len(IMPACTED.findall(log)) if "audit backend shut down" in log else 0,
+            "exit_after_sigterm": exited,
+            "watch_end_after_sigterm": max(opened) + WATCH_SECONDS - t_term}
+
+
+def _predict(watch_end_after_sigterm: float, watch_grace: float) -> dict:
+    """The simulator on the same timeline: the watches open at 0 and end WATCH_SECONDS later; SIGTERM
+    when their remaining time equals what the real run had (the run's duration)."""
+    sigterm = WATCH_SECONDS - watch_end_after_sigterm
+    watch = RequestClass("watch", level="Metadata", long_running=True, duration=WATCH_SECONDS, first_byte=0.001,
+                         omit_stages=frozenset({"RequestReceived"}))
+    w = Workload(Arrivals("trace", trace=tuple(0.001 * i for i in range(WATCHES))), sigterm, (watch,))
+    sc = Scenario(flags=parse_flags(FLAGS), workload=w, receiver=Receiver(),
+                  shutdown=ShutdownOptions(watch_grace=watch_grace)).validate()
+    d = run(sc, engine="fast").to_dict(series=False)
+    return {"completed": d["delivered"] - WATCHES, "buffered_errors": d["errors"]["buffered"],
+            "not_emitted": d["events_not_emitted"], "exit_after_sigterm": d["simulated_seconds"] - sigterm}
+
+
+def test_watch_final_events_hit_the_stopped_buffer(stack_binaries, tmp_path):
+    real = _sigterm_with_watches(tmp_path, [])
+    pred = _predict(real["watch_end_after_sigterm"], 0.0)
+    # the audit backend stops at once (no non-long-running request in flight, no watch grace); the
+    # process waits for the watch connections (HTTP server shutdown, up to the request timeout)
+    assert real["started"] == WATCHES
+    assert real["completed"] == pred["completed"] == 0
+    assert real["buffered_errors"] == pred["buffered_errors"] == WATCHES
+    assert pred["not_emitted"] == 0
+    # exit when the last watch ended: measured against predicted, within 1 s of process teardown
+    assert abs(real["exit_after_sigterm"] - pred["exit_after_sigterm"]) < 1.0, (real, pred)
+
+
+def test_watch_grace_period_delivers_them(stack_binaries, tmp_path):
+    real = _sigterm_with_watches(tmp_path, ["--shutdown-watch-termination-grace-period=15s"])
+    pred = _predict(real["watch_end_after_sigterm"], 15.0)
+    assert real["started"] == WATCHES
+    assert real["completed"] == pred["completed"] == WATCHES
+    assert real["buffered_errors"] == pred["buffered_errors"] == 0
