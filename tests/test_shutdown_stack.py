@@ -114,3 +114,71 @@ def test_watch_grace_period_delivers_them(stack_binaries, tmp_path):
     assert real["started"] == WATCHES
     assert real["completed"] == pred["completed"] == WATCHES
     assert real["buffered_errors"] == pred["buffered_errors"] == 0
+
+
+class _Refusing:
+    """A webhook receiver that answers every POST 503 and remembers the audit IDs it was sent."""
+
+    def __init__(self) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.ids: set[tuple[str, str]] = set()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                for e in body.get("items", []):
+                    if e.get("user", {}).get("username") == USER:
+                        outer.ids.add((e["auditID"], e["stage"]))
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/audit"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_restart_kill_loses_the_retry_chains(stack_binaries, tmp_path):
+    """Audit Shutdown waits for every retry chain (10 s backoff): the kubelet's kill comes first."""
+    kill_after, requests = 3.0, 20
+    recv = _Refusing()
+    c = LocalCluster(f"kill-{os.getpid()}", flags=parse_flags(FLAGS), sink_url=recv.url, state_root=tmp_path)
+    c.up()
+    try:
+        s = c.session()
+        for _ in range(requests):
+            assert s.get(f"{c.server}/api/v1/namespaces/default/configmaps", timeout=10).status_code == 200
+        s.close()
+        time.sleep(1.0)  # every batch has had its first 503 and sleeps its backoff
+        api = next(p for p in c.processes if p.name == "kube-apiserver")
+        t_term = time.monotonic()
+        os.kill(api.pid, signal.SIGTERM)
+        while api.alive() and time.monotonic() < t_term + kill_after:
+            time.sleep(0.05)
+        alive_at_kill = api.alive()
+        os.kill(api.pid, signal.SIGKILL)
+        sent = {i for i, stage in recv.ids if stage == "ResponseComplete"}
+    finally:
+        c.down()
+        recv.close()
+    # the simulator: the same requests, a receiver answering 503, SIGTERM 1 s after the last one
+    one = RequestClass("get", level="Request", omit_stages=frozenset({"RequestReceived"}))
+    w = Workload(Arrivals("trace", trace=tuple(0.01 * i for i in range(requests))), 10.0, (one,))
+    sc = Scenario(flags=parse_flags(FLAGS), workload=w, receiver=Receiver(error_rate=1.0),
+                  shutdown=ShutdownOptions(restart_at=(0.01 * requests + 1.0,), kill_after=kill_after)).validate()
+    d = run(sc, engine="fast").to_dict(series=False)
+    life = d["lifetimes"][0][0]
+    assert alive_at_kill and life["killed"]
+    assert len(sent) == requests  # the real server had sent each event at least once, never acknowledged
+    assert d["restart_loss"]["retry-chain-at-kill"] == requests and d["delivered"] == 0
