@@ -99,3 +99,18 @@ def test_bad_shutdown_options_exit_1(capsys, args, needle):
     code = main(["simulate", "--rate", "10", "--duration", "1m", "-f", "json", *args])
     err = capsys.readouterr().err
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_blocking_strict_rejection_after_the_request_timeout_is_a_504_first():
+    from audit_tune.sim.receiver import Outage
+
+    flags = ["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=10s"]
+    down = Receiver(latency=Latency("fixed", 0.01), outages=(Outage(0.0, 1000.0, "status", 503),))
+    d = result(scenario(flags, rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
+    # the retry chain (4 backoffs of 10-33.75 s) outlasts the 60 s timeout: 504 first, rejection later
+    assert d["requests_rejected"] > 0
+    assert d["requests_timed_out"] == d["requests_rejected_after_timeout"] == d["requests_rejected"]
+    assert d["request_added_latency_seconds"]["p50"] > 60
+    quick = result(scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=100ms"],
+                            rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
+    assert quick["requests_rejected"] > 0 and quick["requests_timed_out"] == 0  # rejected within the timeout
