@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
 from audit_tune.basics.errors import InputError
-from typing import Iterator
-
-from audit_tune.sim.workload import EventChunk, Workload, iter_requests
+from audit_tune.sim import kernels, rng
+from audit_tune.sim.workload import EventChunk, Workload, iter_events, iter_requests
 
 RESTART_GAP = 5.0  # seconds from the old process's exit until the new instance serves
 
@@ -94,7 +94,7 @@ class Lifetime:
 LOSS_CAUSES = ("buffer-at-kill", "in-flight-at-kill", "retry-chain-at-kill", "not-emitted")
 
 
-def needs_pass(w: Workload, opts: ShutdownOptions) -> bool:
+def needs_pass(w: Workload) -> bool:
     """Whether ``drained``/``last_end`` need the arrivals (some class with a handler time)."""
     return any(c.duration > 0 or c.first_byte > 0 for c in w.classes)
 
@@ -127,7 +127,7 @@ class Plan:
         sig = [*opts.restart_at, w.duration]
         self.sigterms = sig
         cuts = [s + opts.delay for s in sig]
-        self._last = last_arrivals(w, seed, inst, cuts) if needs_pass(w, opts) else None
+        self._last = last_arrivals(w, seed, inst, cuts) if needs_pass(w) else None
         self.lifetimes: list[Lifetime] = []
         self.start(0.0)
 
@@ -200,9 +200,6 @@ class EventRouter:
     requests after its kill are never emitted; later lifetimes' events wait for their turn."""
 
     def __init__(self, w: Workload, seed: int, inst: int, plan: Plan) -> None:
-        from audit_tune.sim import kernels, rng
-        from audit_tune.sim.workload import iter_events
-
         self.w, self.plan = w, plan
         self.src = iter_events(w, seed, inst)
         self.head: EventChunk | None = None
@@ -224,7 +221,7 @@ class EventRouter:
             cls = self._class_of(self._h0, self._inst, c.req, np.uint64(0), self._cum_w)
         return c.t - self.off[cls, c.stage]
 
-    def chunks(self) -> "Iterator[EventChunk]":
+    def chunks(self) -> Iterator[EventChunk]:
         """The current lifetime's events (each chunk keeps its ``class_counts`` for the level metric)."""
         if self.simple:
             yield from self.src
