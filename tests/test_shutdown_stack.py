@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 
 import pytest
+import requests
 
 from audit_tune.loadgen.local import LocalCluster
 from audit_tune.sim.api import run
@@ -184,3 +185,68 @@ def test_restart_kill_loses_the_retry_chains(stack_binaries, tmp_path):
     assert alive_at_kill and life["killed"]
     assert len(sent) == requests  # the real server had sent each event at least once, never acknowledged
     assert d["restart_loss"]["retry-chain-at-kill"] == requests and d["delivered"] == 0
+
+
+def test_blocking_strict_client_gets_504_at_the_request_timeout(stack_binaries, tmp_path):
+    """The audit filter runs inside the timeout filter: the client's request ends at --request-timeout."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    marker = "labelSelector=audit-tune-timeout"
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            bad = any(marker in e.get("requestURI", "") for e in body.get("items", []))
+            self.send_response(503 if bad else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    flags = ["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=1s"]
+    c = LocalCluster(f"strict-{os.getpid()}", flags=parse_flags(flags),
+                     sink_url=f"http://127.0.0.1:{srv.server_address[1]}/audit",
+                     extra_args=["--request-timeout=3s"], state_root=tmp_path)
+    c.up()
+    try:
+        s = c.session()
+        t0 = time.monotonic()
+        try:
+            status = s.get(f"{c.server}/api/v1/namespaces/default/configmaps?{marker}", timeout=60).status_code
+        except requests.ConnectionError:
+            status = 0  # the server closed the connection without an answer
+        answered = time.monotonic() - t0
+        rejected_at = None
+        while time.monotonic() < t0 + 30:
+            m = s.get(c.metrics_url, timeout=10).text
+            v = sum(float(ln.split()[-1]) for ln in m.splitlines()
+                    if ln.startswith("apiserver_audit_requests_rejected_total"))
+            if v >= 1:
+                rejected_at = time.monotonic() - t0
+                break
+            time.sleep(0.2)
+        s.close()
+    finally:
+        c.down()
+        srv.shutdown()
+        srv.server_close()
+    # the simulator: one such request, every attempt failing, the same flags and timeout
+    one = RequestClass("get", level="Metadata")
+    w = Workload(Arrivals("trace", trace=(0.0,)), 1.0, (one,))
+    sc = replace(Scenario(flags=parse_flags(flags), workload=w, receiver=Receiver(error_rate=1.0)),
+                 request_timeout=3.0).validate()
+    d = run(sc, engine="fast").to_dict(series=False)
+    assert d["requests_timed_out"] == d["requests_rejected_after_timeout"] == d["requests_rejected"] == 1
+    added = d["request_added_latency_seconds"]["p50"]
+    # kube-apiserver v1.37.2 over HTTP/1.1: at the timeout the connection is closed with no answer
+    # (not a written 504; 3 runs), and within 30 s the rejection was never counted (2 runs); the simulator
+    # counts the request timed out at the same instant but still counts the rejection when the retry
+    # chain ends (README: "Not modelled"), so only the timeout is compared here
+    assert status == 0 and 3.0 <= answered < 4.0
+    assert rejected_at is None
+    assert 8.0 <= added <= 9.8  # backoff 1, 1.5, 2.25, 3.375 s, each x U[1, 1.2)
