@@ -5,9 +5,11 @@ Mirrors ``staging/src/k8s.io/apiserver/pkg/server/options/audit.go`` (Kubernetes
 * ``NewAuditOptions`` gives the defaults: the webhook is ``batch`` mode (buffer 10000, max size 400,
   max wait 30s, throttle on at 10 qps / 15 burst, async delegate); the log is ``blocking``
   (its batch options default to max size 1, no throttle, sync delegate).
-* ``Validate`` checks batch options only in batch mode (buffer > 0, max size > 0, qps and burst > 0
-  when the throttle is on) and truncate options only when truncation is enabled
-  (max-event-size > 0, max-batch-size >= max-event-size).
+* ``Validate`` checks only enabled backends (log: ``--audit-log-path`` set; webhook: a config
+  file), for each the batch options only in batch mode (buffer > 0, max size > 0, qps and burst
+  > 0 when the throttle is on) and the truncate options always, even with truncation off
+  (max-event-size > 0, max-batch-size >= max-event-size); log batch options without
+  ``--audit-log-path`` are ignored.
 * Log rotation defaults changed in 1.36 (maxage 366, maxbackup 100, maxsize 100); they do not
   affect buffering and are kept only so flags round-trip.
 
@@ -134,9 +136,22 @@ class AuditFlags:
             raise ValueError(name)
         return getattr(self, name)
 
-    def validate(self) -> "AuditFlags":
-        """Upstream ``AuditOptions.Validate`` plus checks the simulator needs. Raises InputError."""
+    def default_backends(self) -> tuple[str, ...]:
+        """Backends the simulator runs for these flags: the webhook always (it is what audit-tune
+        is about), the log when ``--audit-log-path`` is set."""
+        return ("log", "webhook") if self.log_file.path else ("webhook",)
+
+    def validate(self, backends: Iterable[str] | None = None) -> "AuditFlags":
+        """Upstream ``AuditOptions.Validate``. Raises InputError naming the first bad flag.
+
+        As upstream, only enabled backends are checked (``backends``; default
+        :meth:`default_backends`); for each, the mode, the batch options in batch mode only, and
+        the truncate options always, whether truncation is enabled or not; the log file options
+        (format, maxage, maxbackup, maxsize) only when the log backend is enabled."""
+        enabled = tuple(backends) if backends is not None else self.default_backends()
         for name in ("log", "webhook"):
+            if name not in enabled:
+                continue
             b = self.backend(name)
             if b.mode not in MODES:
                 raise InputError(
@@ -161,24 +176,39 @@ class AuditFlags:
                             f"when --audit-{name}-batch-throttle-enable=true"
                         )
             t = b.truncate
-            if t.enabled:
-                if t.max_event_size <= 0:
-                    raise InputError(f"--audit-{name}-truncate-max-event-size={t.max_event_size}: must be a positive number")
-                if t.max_batch_size < t.max_event_size:
-                    raise InputError(
-                        f"--audit-{name}-truncate-max-batch-size={t.max_batch_size}: must be >= "
-                        f"--audit-{name}-truncate-max-event-size={t.max_event_size}"
-                    )
-        lf = self.log_file
-        for fname, v in (("maxage", lf.maxage), ("maxbackup", lf.maxbackup), ("maxsize", lf.maxsize)):
-            if v < 0:
-                raise InputError(f"--audit-log-{fname}={v}: must be >= 0")
-        if lf.format not in ("legacy", "json"):
-            raise InputError(f"--audit-log-format={lf.format}: invalid format, allowed formats are \"legacy,json\"")
-        for fname, v in (("log", lf.version), ("webhook", self.webhook_version)):
-            if v not in ("audit.k8s.io/v1",):
-                raise InputError(f"--audit-{fname}-version={v}: unsupported; the only served version is audit.k8s.io/v1")
+            if t.max_event_size <= 0:
+                raise InputError(f"--audit-{name}-truncate-max-event-size={t.max_event_size}: must be a positive "
+                                 f"number (checked even when truncation is disabled)")
+            if t.max_batch_size < t.max_event_size:
+                raise InputError(
+                    f"--audit-{name}-truncate-max-batch-size={t.max_batch_size}: must be >= "
+                    f"--audit-{name}-truncate-max-event-size={t.max_event_size} (checked even when truncation "
+                    f"is disabled)"
+                )
+            version = self.log_file.version if name == "log" else self.webhook_version
+            if version not in ("audit.k8s.io/v1",):
+                raise InputError(f"--audit-{name}-version={version}: unsupported; the only served version is "
+                                 f"audit.k8s.io/v1")
+        if "log" in enabled:
+            lf = self.log_file
+            if lf.format not in ("legacy", "json"):
+                raise InputError(f"--audit-log-format={lf.format}: invalid format, allowed formats are \"legacy,json\"")
+            for fname, v in (("maxage", lf.maxage), ("maxbackup", lf.maxbackup), ("maxsize", lf.maxsize)):
+                if v < 0:
+                    raise InputError(f"--audit-log-{fname}={v}: must be >= 0")
         return self
+
+    def spin_warning(self, backends: Iterable[str] | None = None) -> str | None:
+        """One line when a synchronous (log) batch backend has max-wait 0 and max-size > 1: its
+        collector's timer has always fired, so ``collectEvents`` loops on an empty ``select``
+        and keeps a CPU core busy (``plugin/pkg/audit/buffered/buffered.go``; measured by the
+        oracle). kube-apiserver starts anyway, so this is a warning, not an error."""
+        enabled = tuple(backends) if backends is not None else self.default_backends()
+        b = self.log.batch
+        if "log" in enabled and self.log.mode == "batch" and b.max_batch_size > 1 and b.max_batch_wait <= 0:
+            return (f"warning: --audit-log-batch-max-wait=0s with --audit-log-batch-max-size={b.max_batch_size} "
+                    f"makes the log backend's collector spin a CPU core; set a max-wait (e.g. 1s) or max-size 1")
+        return None
 
 
 def fmt_float(x: float) -> str:

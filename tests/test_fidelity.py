@@ -52,11 +52,12 @@ from pathlib import Path
 
 import pytest
 
-from audit_tune.sim.api import run
-from audit_tune.basics.errors import BuildMissingError, InputError
-from audit_tune.sim.oracle import oracle_binary
 from audit_tune.analysis.fidelity.cases import KNOWN_GAPS, FidelityCase, cases
 from audit_tune.analysis.fidelity.compare import Row, replay_lag, run_case
+from audit_tune.basics.errors import BuildMissingError, InputError
+from audit_tune.sim.api import run
+from audit_tune.sim.oracle import oracle_binary
+from audit_tune.sim.shutdown import ShutdownOptions
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = cases()
@@ -110,7 +111,7 @@ def test_cases_cover_every_regime() -> None:
     assert len(CASES) >= 12
     assert {"under_capacity", "overload_throttle", "burst_absorbed", "burst_overflows", "max_size_1",
             "throttle_disabled", "log_sync_slow", "webhook_slow", "webhook_fail_recover", "webhook_down",
-            "max_wait_short", "three_instances"} <= names
+            "max_wait_short", "three_instances", "events_after_stop"} <= names
     for c in CASES:  # real time stays short, retries finish quickly
         assert c.scenario.workload.duration <= 5
         assert c.scenario.flags.webhook_initial_backoff <= 0.1
@@ -147,7 +148,8 @@ def test_unsupported_receiver_features_are_refused_in_one_line() -> None:
     sc = CASES[0].scenario
     for bad, word in ((replace(sc, receiver=replace(sc.receiver, per_inflight=0.01)), "per-inflight"),
                       (replace(sc, receiver=replace(sc.receiver, max_body_bytes=1000)), "max-body"),
-                      (replace(sc, drain=False), "no-drain")):
+                      (replace(sc, drain=False), "no-drain"),
+                      (replace(sc, shutdown=ShutdownOptions(restart_at=(1.0,))), "restart-at")):
         with pytest.raises(InputError) as ei:
             run(bad, engine="oracle")
         msg = str(ei.value)

@@ -135,4 +135,22 @@ READING = """## Reading the table
 - Not measured by the oracle (0 in `tune simulate --engine oracle`): buffer occupancy, peak memory,
   throttle wait; `first_drop_seconds` only for webhook drops.
 - A replay is *disturbed* when the arrival lag p99 > 5 ms, its max > 25 ms or the stall probe > 20 ms;
-  a disturbed run that fails a comparison is repeated (at most 3 runs). The lag column shows the kept run."""
+  a disturbed run that fails a comparison is repeated (at most 3 runs). The lag column shows the kept run.
+- `events_after_stop`: the oracle offers the watches' late ResponseComplete events after stopCh, as the
+  server does; the real buffered backend counts those that arrive after its channel closed, the
+  simulator the same 90 (four oracle runs: 90 each time).
+
+## What the server decides: checked against a real kube-apiserver
+
+The oracle runs the backends only; the shutdown sequence and flag validation are kube-apiserver's
+(`genericapiserver.go`, `options/audit.go`), checked with the real binary (`tests/test_shutdown_stack.py`,
+`tests/test_validation_real.py`; serial, about 2 min in all):
+
+| check | real kube-apiserver | simulator | runs |
+|---|---|---|---|
+| 6 watches open at SIGTERM, no grace period: their ResponseComplete | 6 logged as `buffered` errors (`audit backend shut down`), 0 at the sink | 6 `errors.buffered`, 0 delivered | 4 runs, the same every time |
+| process exit after SIGTERM (watches end 2.93-2.99 s later) | 3.21-3.37 s | 2.96-3.00 s (exit when the last watch ends) | 4 runs: real 0.23-0.41 s later (process teardown, not modelled); tolerance 1 s |
+| the same with `--shutdown-watch-termination-grace-period=15s` | 6 ResponseComplete at the sink, 0 errors | 6 delivered, 0 errors | 1 run each time the suite runs |
+| 20 requests, receiver answering 503, SIGTERM 1 s later, SIGKILL 3 s after it | still running at the kill (waiting on retry chains); every event sent, none acknowledged | lifetime killed, `restart_loss.retry-chain-at-kill` = 20 | 1 run each time the suite runs |
+| 7 audit flag sets (truncate options with truncation off, log options without `--audit-log-path`, ...) | refuses 4 to start, starts 3 | refuses the same 4 (exit 1) | deterministic |
+| `blocking-strict`, receiver failing, `--request-timeout=3s`, backoff 1 s | connection closed at 3.0 s without an answer (no 504 written); rejection not counted within 30 s | timed out at 3.0 s; rejection counted at the end of the retry chain (~9 s): a known difference (README) | 3 runs (rejection: 2) |"""
