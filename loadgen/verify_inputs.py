@@ -18,6 +18,7 @@ import numpy as np
 from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.mix import RESOURCES, VERBS
 from audit_tune.loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS
+from audit_tune.loadgen.store_scan import read_head
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.policy import RequestAttributes, evaluate, load_policy, stages_emitted
@@ -95,12 +96,22 @@ def _ts(s: object) -> float:
 
 
 def read_store(path: str | Path, namespaces: tuple[str, ...] = ()) -> StoreView:
-    """Sizes per (level, stage), and every event's ``stageTimestamp`` and ``received`` time."""
+    """Sizes per (level, stage), and every event's ``stageTimestamp`` and ``received`` time.
+
+    Only what the sink acknowledged counts: the records up to the head's offset (a batch written
+    after it was never answered 200), and never a torn last line left by a crash."""
+    real = Path(path).resolve()
+    head = read_head(real)
+    end = head.offset if head is not None and head.offset is not None else None
     sv = StoreView()
     st, rc = [], []
     batches: dict[int, float] = {}
-    with open(path, "rb") as f:
+    with open(real, "rb") as f:
+        pos = 0
         for raw in f:
+            pos += len(raw)
+            if (end is not None and pos > end) or not raw.endswith(b"\n"):
+                break
             rec = json.loads(raw)
             ev = rec.get("event") or {}
             key = (str(ev.get("level", "")), str(ev.get("stage", "")))
