@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from audit_tune.analysis.snapshot import Snapshot
 from audit_tune.analysis.auditlog.build import trace_from_dict
+from audit_tune.analysis.snapshot import Snapshot
 from audit_tune.basics.errors import InputError, NotEnoughData
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
@@ -687,9 +687,12 @@ DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 SIZE_BUCKETS = tuple(float(64 * 4 ** k) for k in range(10))
 
 
+SYNTHETIC_LATENCY = Latency("lognormal", 0.05, 0.4)
+
+
 def synthetic_snapshot(rates: dict[str, list[float]] | None = None, step: float = 30.0, sigma: float = 0.4,
                        window: float = 10.0, event_size: int = 900, epr: float = 2.0,
-                       latency: Latency = Latency("lognormal", 0.05, 0.4), failure_rate: float = 0.0,
+                       latency: Latency = SYNTHETIC_LATENCY, failure_rate: float = 0.0,
                        batch_events: float = 400.0, errors: dict[str, dict[str, float]] | None = None,
                        seed: int = 1, start: float = 1_780_000_000.0) -> dict[str, Any]:
     """An ``audit-tune-snapshot/v1`` document generated from a *known* load, as Prometheus would

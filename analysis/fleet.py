@@ -10,8 +10,9 @@ and nested pools inside pool workers would oversubscribe the cores.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis.executors import map_points

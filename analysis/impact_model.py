@@ -11,8 +11,8 @@ stage from :data:`sim.workload.DEFAULT_SIZES`, times a size factor.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from audit_tune.analysis.impact_result import ClassRow, Peak, RateEstimate
 from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
@@ -102,7 +102,7 @@ class Outcome:
     def events(self) -> float:
         return sum(self.stages.values())
 
-    def add(self, other: "Outcome") -> None:
+    def add(self, other: Outcome) -> None:
         for k, v in other.levels.items():
             self.levels[k] += v
         for k, v in other.stages.items():

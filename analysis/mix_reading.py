@@ -10,7 +10,6 @@ from typing import Any
 from audit_tune.analysis.request_mix import MIX_FORMAT, InstanceMix, MixEntry
 from audit_tune.sim.policy.model import LEVELS
 
-
 _LABELS = ("verb", "group", "resource", "subresource", "scope", "component")
 
 

@@ -42,7 +42,7 @@ class Objective:
         "--jobs", int, "Local worker processes for the simulations (1 = in-process)."))
 
     # parsed values, validated once
-    def validated(self) -> "Objective":
+    def validated(self) -> Objective:
         if not self.headroom >= 1.0 or not math.isfinite(self.headroom):
             raise InputError(f"--headroom {self.headroom}: must be a number >= 1 (2 = twice the observed peak)")
         if not 0 < self.max_drop_probability < 1:

@@ -39,13 +39,21 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis.calibrate import ENVELOPE_BYTES, snapshot_dict
-from audit_tune.analysis.impact_model import (DEFAULT_ASSUME_USER, Estimate, Outcome, class_outcome, default_size,
-                                              estimate, user_kind)
+from audit_tune.analysis.impact_model import (
+    DEFAULT_ASSUME_USER,
+    Estimate,
+    Outcome,
+    class_outcome,
+    default_size,
+    estimate,
+    user_kind,
+)
 from audit_tune.analysis.impact_result import Change, Check, InstanceImpact, LevelCheck, PolicyImpact
 from audit_tune.analysis.mix_reading import add_request_mix, mix_from_metrics
 from audit_tune.analysis.policy import load_policy

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from audit_tune.analysis import prom_assemble as asm
 from audit_tune.analysis.prom_assemble import human_duration

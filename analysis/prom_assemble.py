@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from audit_tune.analysis.prom_client import PromClient
 from audit_tune.analysis.prom_settings import LOOPBACK_RE
 from audit_tune.analysis.promql import Queries
+from audit_tune.analysis.snapshot import (
+    ERROR_PLUGINS,
+    LEVELS,
+    Errors,
+    Histogram,
+    InstanceData,
+    Missing,
+    PeakSeries,
+    Series,
+    Webhook,
+)
 from audit_tune.sim.units import format_duration
-from audit_tune.analysis.snapshot import (ERROR_PLUGINS, LEVELS, Errors, Histogram, InstanceData, Missing, PeakSeries,
-                                          Series, Webhook)
 
 Key = tuple[str, str]   # (cluster label value, instance)
 Values = dict[Key, dict[str, float]]

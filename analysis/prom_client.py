@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from audit_tune.analysis.prom_http import Transport
 from audit_tune.analysis.prom_settings import PromSettings

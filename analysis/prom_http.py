@@ -25,8 +25,8 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from audit_tune.analysis.prom_settings import PromSettings
@@ -175,7 +175,7 @@ class Transport:
                                        f"{MAX_ANSWER_BYTES:,} bytes: narrow the query with "
                                        f"-l/--instance/--selector or shorten --history")
             return Reply(resp.status, bytes(body), url), resp.getheader("Location")
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise _Timeout() from None
         except (OSError, http.client.HTTPException):
             if time.monotonic() >= deadline - 0.001:

@@ -85,7 +85,7 @@ class PromSettings:
         """The label name to filter/group on: ``--prometheus-label``, or 'cluster' when -l is given."""
         return self.label or ("cluster" if self.cluster else None)
 
-    def validate(self, require_url: bool = True) -> "PromSettings":
+    def validate(self, require_url: bool = True) -> PromSettings:
         """Check every field once; resolve files and env. Raises :class:`InputError` naming the flag.
 
         Idempotent: a second call returns at once (the URL's userinfo was already moved to ``_auth``)."""
@@ -102,7 +102,7 @@ class PromSettings:
             url = ("https://" if self.ssl_enabled else "http://") + url
         try:
             u = urlsplit(url)
-            u.port
+            _ = u.port  # raises on a bad host or port
         except ValueError:
             raise InputError(f"--prometheus-url {strip_userinfo(url)!r}: not a URL (bad host or port); "
                              "want http(s)://host[:port][/path], IPv6 as http://[::1]:9090") from None

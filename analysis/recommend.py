@@ -20,8 +20,9 @@ results). This module calibrates every instance and builds the :class:`Recommend
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis.calibrate import InstanceModel, Validation, calibrate, missing_items, validate, with_sigma
@@ -29,7 +30,7 @@ from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.objective import Objective
-from audit_tune.analysis.recommendation import Calibrated, RecommendConfig, Recommended, RecommendationReport, Skipped
+from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
 from audit_tune.analysis.search import Recommender
 from audit_tune.basics.errors import NotEnoughData
 from audit_tune.sim.config import AuditFlags

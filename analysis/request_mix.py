@@ -99,7 +99,7 @@ class MixEntry:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "MixEntry":
+    def from_dict(cls, d: Any, where: str) -> MixEntry:
         if not isinstance(d, dict):
             raise InputError(f"{where}: want an object with verb, resource, ..., count")
         verb = d.get("verb")
@@ -144,7 +144,7 @@ class RequestMix:
     missing: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
-    def from_snapshot(cls, snap: dict[str, Any], where: str = "snapshot") -> "RequestMix":
+    def from_snapshot(cls, snap: dict[str, Any], where: str = "snapshot") -> RequestMix:
         """Read the ``request_mix`` key; :class:`NotEnoughData` (exit 4), per item, when it is absent."""
         rm = snap.get("request_mix")
         if rm is None:

@@ -7,7 +7,7 @@ memory, then lowest latency. Each evaluation checks every objective of :class:`O
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from audit_tune.analysis.evaluation import Evaluation, Explanation, FlagReason, 
 from audit_tune.analysis.flagsets import MAX_SIZES, MIN_BUFFER, SIZE_MARGIN, WAITS, nice_up, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.objective import Objective
-from audit_tune.analysis.simrunner import RunSummary, Runner, SimTask
+from audit_tune.analysis.simrunner import Runner, RunSummary, SimTask
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.config import AuditFlags, fmt_float
 from audit_tune.sim.units import format_duration, format_size, parse_duration
@@ -198,7 +198,7 @@ class Recommender:
         while pos < len(cands) and best is None:
             group = cands[pos:pos + width]
             pos += width
-            for attempt in range(4):
+            for _attempt in range(4):
                 evs = self._screened([(f"candidate-{i}", f) for i, f in enumerate(group)])
                 rounds.append([Trial(tuned_args(e.flags), e.violations, e.seeds) for e in evs])
                 ok = [e for e in evs if e.ok]

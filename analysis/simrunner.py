@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.sim.api import run

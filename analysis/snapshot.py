@@ -95,7 +95,7 @@ class Series:
         return {"t": list(self.t), "v": list(self.v)}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Series":
+    def from_dict(cls, d: Any, where: str) -> Series:
         d = _obj(d, where)
         t, v = _nums(d.get("t"), f"{where}.t"), _nums(d.get("v"), f"{where}.v")
         if len(t) != len(v):
@@ -115,7 +115,7 @@ class PeakSeries(Series):
         return {"window": self.window, **super().to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "PeakSeries":
+    def from_dict(cls, d: Any, where: str) -> PeakSeries:
         s = Series.from_dict(d, where)
         w = d.get("window")
         if not isinstance(w, str) or not w:
@@ -144,12 +144,12 @@ class Histogram:
         return {"le": [_le_out(x) for x in self.le], "cum": list(self.cum), sum_key: self.sum, count_key: self.count}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Histogram":
+    def from_dict(cls, d: Any, where: str) -> Histogram:
         d = _obj(d, where)
         return cls.from_parts(d.get("le"), d.get("cum"), d.get("sum", 0.0), d.get("count", 0.0), where)
 
     @classmethod
-    def from_parts(cls, le: Any, cum: Any, s: Any, c: Any, where: str) -> "Histogram":
+    def from_parts(cls, le: Any, cum: Any, s: Any, c: Any, where: str) -> Histogram:
         if not isinstance(le, list):
             raise InputError(f"{where}.le: want a list of bucket bounds")
         les = [_le_in(x, f"{where}.le[{i}]") for i, x in enumerate(le)]
@@ -188,7 +188,7 @@ class Errors:
         return {p: getattr(self, p) for p in ERROR_PLUGINS}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Errors":
+    def from_dict(cls, d: Any, where: str) -> Errors:
         d = _obj(d, where)
         return cls(**{p: _num(d.get(p, 0.0), f"{where}.{p}") for p in ERROR_PLUGINS})
 
@@ -231,7 +231,7 @@ class Webhook:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Webhook":
+    def from_dict(cls, d: Any, where: str) -> Webhook:
         d = _obj(d, where)
         host = d.get("host")
         if not isinstance(host, str) or not host:
@@ -292,7 +292,7 @@ class InstanceData:
         }
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "InstanceData":
+    def from_dict(cls, d: Any, where: str) -> InstanceData:
         d = _obj(d, where)
 
         def opt(key: str, fn: Any) -> Any:
@@ -340,7 +340,7 @@ class Missing:
         return {"instance": self.instance, "item": self.item, "why": self.why, "fix": self.fix}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Missing":
+    def from_dict(cls, d: Any, where: str) -> Missing:
         d = _obj(d, where)
         vals = {}
         for k in ("instance", "item", "why", "fix"):
@@ -418,7 +418,7 @@ class Snapshot:
         write_atomic(Path(path), self.dumps())
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "snapshot") -> "Snapshot":
+    def from_dict(cls, d: Any, where: str = "snapshot") -> Snapshot:
         d = _obj(d, where)
         fmt = d.get("format")
         if fmt != FORMAT:
@@ -450,7 +450,7 @@ class Snapshot:
                    extras={k: _obj(d[k], f"{where}.{k}") for k in EXTRA_KEYS if d.get(k) is not None})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Snapshot":
+    def load(cls, path: str | os.PathLike) -> Snapshot:
         p = Path(path)
         if not p.exists():
             raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")

@@ -25,9 +25,10 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
@@ -165,7 +166,7 @@ class Journal:
         self.path = path
         self.fd: int | None = None
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -30,9 +30,10 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -244,7 +245,7 @@ class SweepSpec:
                 "n": self.n, "sample_seed": self.sample_seed, "seeds": self.seeds, "seed": self.seed,
                 "engine": self.engine}
 
-    def validate(self, err: Callable[[tuple[str, ...], str], InputError] | None = None) -> "SweepSpec":
+    def validate(self, err: Callable[[tuple[str, ...], str], InputError] | None = None) -> SweepSpec:
         def fail(key: tuple[str, ...], msg: str) -> InputError:
             return err(key, msg) if err else InputError(f"{self.source}: {'.'.join(key)}: {msg}")
 

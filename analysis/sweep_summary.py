@@ -55,7 +55,7 @@ def summarize(spec: SweepSpec, rows: list[dict[str, Any]], total_points: int) ->
         return (0, x, "") if x is not None else (1, 0.0, str(v))
 
     conditions = []
-    for ck, cs in sorted(by_cond.items(), key=lambda kv: [order(a, kv[1][0]["values"][a]) for a in conds]):
+    for _ck, cs in sorted(by_cond.items(), key=lambda kv: [order(a, kv[1][0]["values"][a]) for a in conds]):
         free = [c for c in cs if c["drop_free"]]
         dropped = [c for c in cs if c["dropped"]]
         entry: dict[str, Any] = {

@@ -23,7 +23,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -41,7 +41,7 @@ def make_line(t: float, i: int, rnd: random.Random) -> bytes:
     stage = "ResponseComplete" if i % 2 else "RequestReceived"
     i //= 2
     verb = VERBS[(i * 7919) % len(VERBS)]
-    ts = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     ev = {
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request" if verb in ("create", "update") else "Metadata",
         "auditID": f"{rnd.getrandbits(128):032x}", "stage": stage,

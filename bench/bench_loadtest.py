@@ -56,7 +56,7 @@ def pin(cpu: int):
 
 
 class Server:
-    def __init__(self, cpu: int, tls: "object | None") -> None:
+    def __init__(self, cpu: int, tls: object | None) -> None:
         args = [str(LOOPSERVER)] + (["-cert", str(tls.server_cert), "-key", str(tls.server_key)] if tls else [])
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, preexec_fn=pin(cpu),
                                   env=dict(os.environ, GOMAXPROCS="1"))

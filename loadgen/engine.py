@@ -27,8 +27,8 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -295,7 +295,7 @@ class Engine:
             if rest > 0 and not self.stopping:
                 try:
                     await asyncio.wait_for(self._stop_event.wait(), rest)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             end = now()
             self.draining = True
@@ -304,7 +304,7 @@ class Engine:
                 self._idle_event.clear()
                 try:
                     await asyncio.wait_for(self._idle_event.wait(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             self.res.drain_s = now() - end
         finally:

@@ -191,7 +191,7 @@ def serve_forever(port: int = 0, trivial: bool = True, workers: int = 1) -> None
 
     async def main(s: socket.socket) -> None:
         if trivial:
-            server = await asyncio.get_running_loop().create_server(web.Server(trivial_handler, access_log=None),
+            _server = await asyncio.get_running_loop().create_server(web.Server(trivial_handler, access_log=None),
                                                                     sock=s, backlog=4096)
         else:
             runner = web.AppRunner(FakeAPIServer().app(), access_log=None)

@@ -259,7 +259,7 @@ class KindCluster:
         self.config_path.write_text(text)
         return self.config_path
 
-    def up(self) -> "KindCluster":
+    def up(self) -> KindCluster:
         want = kubeadm_api_for(self.image, "auto")
         got = kubeadm_api_for(self.image, self.kubeadm_api)
         if got != want:

@@ -143,7 +143,7 @@ def from_flags(server: str, client_cert: str | None = None, client_key: str | No
         raise InputError(f"--server {server}: must start with https:// (or http://)")
     try:
         u = urlsplit(server)
-        u.port
+        _ = u.port  # raises on a bad port
     except ValueError:
         raise InputError(f"--server {server}: not a URL (bad host or port); IPv6 as https://[::1]:6443") from None
     if not u.hostname:

@@ -27,7 +27,8 @@ import json
 import secrets
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -143,8 +144,9 @@ class LoadTest:
     # ------------------------------------------------------------------ phases
     async def _setup(self) -> None:
         for name in self.ns_names:
-            body = ('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"%s","labels":{"%s":"%s"}}}'
-                    % (name, RUN_LABEL, self.run_id)).encode()
+            body = json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": name, "labels": {RUN_LABEL: self.run_id}}},
+                              separators=(",", ":")).encode()
             status, text = await self._call("POST", f"{self.target.server}/api/v1/namespaces", body, JSON)
             if status in (200, 201, 202):
                 self.ns_owned.append(name)
@@ -167,7 +169,7 @@ class LoadTest:
     async def _scrape(self) -> tuple[mt.Metrics | None, str | None]:
         try:
             status, body = await self._call("GET", f"{self.target.server}/metrics", timeout=30)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return None, f"GET /metrics failed: {e.__class__.__name__}"
         if status != 200:
             return None, f"GET /metrics: HTTP {status} (the user needs get on nonResourceURL /metrics)"
@@ -252,7 +254,7 @@ class LoadTest:
                                "namespaces_deleted": [], "errors": []}
         sel = {"labelSelector": f"{RUN_LABEL}={self.run_id}"}
         for ns in range(self.cfg.namespaces):
-            for res, p in enumerate(self.mix.resources):
+            for res, _p in enumerate(self.mix.resources):
                 coll = self._collection(ns, res)
                 try:
                     before = await self._count(coll.with_query(sel))
@@ -262,7 +264,7 @@ class LoadTest:
                     after = await self._count(coll.with_query(sel))
                     out["deleted_at_cleanup"] += max(0, before - after)
                     out["leftover"] += after
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError) as e:
                     out["errors"].append(f"cleanup {coll.path}: {e.__class__.__name__}")
         for name in self.ns_owned:
             try:
@@ -271,7 +273,7 @@ class LoadTest:
                     out["namespaces_deleted"].append(name)
                 else:
                     out["errors"].append(f"delete namespace {name}: HTTP {status} {_reason(text)}")
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 out["errors"].append(f"delete namespace {name}: {e.__class__.__name__}")
         return out
 
@@ -320,7 +322,7 @@ class LoadTest:
         try:
             try:
                 await self._setup()
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise ServiceError(f"{self.target.server}: cannot reach the apiserver ({e.__class__.__name__}: "
                                    f"{str(e)[:120]})") from None
             m_before, m_err = (await self._scrape()) if self.cfg.scrape_metrics else (None, "disabled")
@@ -439,7 +441,7 @@ class LoadTest:
 async def _bounded(coro: Any, default: Any, timeout: float = 0.3) -> Any:
     try:
         return await asyncio.wait_for(coro, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return default
 
 

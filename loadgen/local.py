@@ -68,8 +68,9 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import requests
 import yaml
@@ -246,13 +247,13 @@ class LocalCluster:
         return s
 
     # ---- lifecycle --------------------------------------------------------------------------
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.up()
 
     def __exit__(self, *exc: Any) -> None:
         self.down()
 
-    def up(self) -> "LocalCluster":
+    def up(self) -> LocalCluster:
         """Start etcd and kube-apiserver, wait for ``/readyz``, write kubeconfig and state."""
         existing = _read_state(self.state_dir)
         if existing and any(Proc.from_dict(p).alive() for p in existing.get("processes", [])):
@@ -445,7 +446,7 @@ class LocalCluster:
         write_atomic(self.state_file, json.dumps(self.to_state(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, name: str, state_root: str | os.PathLike | None = None) -> "LocalCluster":
+    def load(cls, name: str, state_root: str | os.PathLike | None = None) -> LocalCluster:
         """Attach to a cluster started by another process (from its ``state.json``)."""
         root = Path(state_root) if state_root else default_state_root()
         st = _read_state(root / check_name(name))
@@ -459,7 +460,7 @@ class LocalCluster:
                                "remove the folder to forget it") from None
 
     @classmethod
-    def _from_state(cls, name: str, root: Path, st: dict[str, Any]) -> "LocalCluster":
+    def _from_state(cls, name: str, root: Path, st: dict[str, Any]) -> LocalCluster:
         c = cls.__new__(cls)
         LocalCluster.__init__(c, name, state_root=root, detach=bool(st.get("detached")))
         c.policy, c.sink_url = Path(st["policy"]), st.get("sink_url")

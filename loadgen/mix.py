@@ -52,7 +52,7 @@ class Mix:
     namespaces: int = 1
 
     @classmethod
-    def parse(cls, mix: str = DEFAULT_MIX, resources: str = "configmaps,secrets", namespaces: int = 1) -> "Mix":
+    def parse(cls, mix: str = DEFAULT_MIX, resources: str = "configmaps,secrets", namespaces: int = 1) -> Mix:
         if namespaces < 1:
             raise InputError(f"--namespaces {namespaces}: must be >= 1")
         return cls(tuple(parse_weights(mix, VERBS, "--mix")), tuple(parse_weights(resources, RESOURCES, "--resources")),

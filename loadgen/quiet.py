@@ -7,7 +7,8 @@ from __future__ import annotations
 import ssl
 import time
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.kubetarget import Target

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httptools
 
@@ -41,7 +41,7 @@ class Conn(asyncio.Protocol):
 
     __slots__ = ("pool", "transport", "parser", "done", "deadline", "dead")
 
-    def __init__(self, pool: "ConnPool") -> None:
+    def __init__(self, pool: ConnPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -138,7 +138,7 @@ class ConnPool:
         try:
             _, conn = await loop.create_connection(lambda: Conn(self), self.host, self.port, ssl=self.tls,
                                                    server_hostname=self.host if self.tls else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError, ssl.SSLError) as e:
             self.opened -= 1
             self.connecting -= 1
             self.connect_failed(e)

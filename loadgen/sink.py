@@ -418,7 +418,7 @@ class Sink:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         self.start()
         return self
 

@@ -55,7 +55,7 @@ class SinkProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "SinkProcess":
+    def __enter__(self) -> SinkProcess:
         self.start()
         return self
 

@@ -104,7 +104,7 @@ class SinkConfig:
         return json.dumps(d)
 
     @classmethod
-    def from_json(cls, text: str) -> "SinkConfig":
+    def from_json(cls, text: str) -> SinkConfig:
         d = json.loads(text)
         f = d.pop("faults")
         kind, params = f.pop("latency")

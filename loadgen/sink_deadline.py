@@ -22,7 +22,8 @@ forwards every asyncio protocol call to aiohttp's handler and keeps one timer:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["HeaderDeadline"]
 

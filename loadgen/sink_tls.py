@@ -44,7 +44,7 @@ def generate(folder: str | os.PathLike, client: bool = True, days: int = 7) -> T
     ``folder`` must be new or private (:func:`loadgen.keyfiles.private_dir`); paths are absolute.
     """
     d = private_dir(folder)
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
     def key() -> ec.EllipticCurvePrivateKey:
         return ec.generate_private_key(ec.SECP256R1())

@@ -33,8 +33,8 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.basics.output import log
@@ -245,7 +245,7 @@ class EventStore:
                 self._cv.notify_all()
         return job.result()
 
-    def _write_group(self, group: list["_Job"]) -> None:
+    def _write_group(self, group: list[_Job]) -> None:
         try:
             self._settle()
         except StoreUnavailable as e:

@@ -48,8 +48,17 @@ from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.kubetarget import Target
 from audit_tune.loadgen.quiet import accounting, quiet_window, scrape_totals, sink_failed_attempts, wait_quiet
 from audit_tune.loadgen.sink import fetch_stats
-from audit_tune.loadgen.verify_inputs import (DEFAULT_USER, StoreView, TraceRows, bucket_at_start, event_times,
-                                              read_store, realized_error_rate, receiver_faults, receiver_latency)
+from audit_tune.loadgen.verify_inputs import (
+    DEFAULT_USER,
+    StoreView,
+    TraceRows,
+    bucket_at_start,
+    event_times,
+    read_store,
+    realized_error_rate,
+    receiver_faults,
+    receiver_latency,
+)
 from audit_tune.loadgen.verify_result import ReplayInputs, VerifyReport, VerifyRow, fmt_value, render_verify
 from audit_tune.sim.api import run as sim_run
 from audit_tune.sim.config import AuditFlags, parse_flags

@@ -39,7 +39,7 @@ class TraceRows:
     resource: list[str]
 
     @classmethod
-    def of(cls, trace: Any) -> "TraceRows":
+    def of(cls, trace: Any) -> TraceRows:
         if hasattr(trace, "view"):
             v = trace.view()
             return cls(v["send"].astype(float), v["latency"].astype(float), v["status"].astype(int),
@@ -59,7 +59,7 @@ class TraceRows:
                    [str(r[ix["verb"]]) for r in rows], [str(r[ix["resource"]]) for r in rows])
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> "TraceRows":
+    def from_csv(cls, path: str | Path) -> TraceRows:
         with open(path, newline="") as f:
             rd = csv.reader(f)
             cols = next(rd)

@@ -3,15 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 from audit_tune.sim.latency import parse_latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.shutdown import ShutdownOptions
 from audit_tune.sim.units import parse_duration, parse_rate, parse_size
-from audit_tune.sim.workload import (STAGES, Arrivals, OnOff, RateProfile, RequestClass, Workload, read_rate_series,
-                          read_trace)
+from audit_tune.sim.workload import (
+    STAGES,
+    Arrivals,
+    OnOff,
+    RateProfile,
+    RequestClass,
+    Workload,
+    read_rate_series,
+    read_trace,
+)
 
 # The built-in demo: 6,000 audit events/s on one apiserver for 2 minutes, default flags.
 # Defaults drain 10 qps x 400 = 4,000 events/s, so the buffer fills and events are dropped.

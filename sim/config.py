@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ class AuditFlags:
         is about), the log when ``--audit-log-path`` is set."""
         return ("log", "webhook") if self.log_file.path else ("webhook",)
 
-    def validate(self, backends: Iterable[str] | None = None) -> "AuditFlags":
+    def validate(self, backends: Iterable[str] | None = None) -> AuditFlags:
         """Upstream ``AuditOptions.Validate``. Raises InputError naming the first bad flag.
 
         As upstream, only enabled backends are checked (``backends``; default

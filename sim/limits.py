@@ -23,7 +23,7 @@ MAX_INSTANCES = 1000
 MAX_EVENTS = 1e9
 
 
-def check_shape(w: "Workload") -> None:
+def check_shape(w: Workload) -> None:
     """Instances, weights and bursts a run can hold (called by ``Workload.validate``)."""
     if w.instances > MAX_INSTANCES:
         raise InputError(f"--instances={w.instances}: at most {MAX_INSTANCES} apiservers can be simulated")
@@ -40,7 +40,7 @@ def check_shape(w: "Workload") -> None:
         raise InputError("--burst: more than a million on/off periods in --duration; make mean-on/mean-off longer")
 
 
-def expected_events(w: "Workload") -> float:
+def expected_events(w: Workload) -> float:
     """Audit events the run is expected to produce (all instances), before it starts."""
     a = w.arrivals
     if a.process == "trace":
@@ -52,7 +52,7 @@ def expected_events(w: "Workload") -> float:
     return requests * w.events_per_request()
 
 
-def check_size(w: "Workload", force: bool = False) -> None:
+def check_size(w: Workload, force: bool = False) -> None:
     """Refuse (one line) a run expected to produce more than :data:`MAX_EVENTS` events unless
     ``force``."""
     n = expected_events(w)

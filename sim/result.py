@@ -243,7 +243,7 @@ class Result:
             d["occupancy"] = prim["occupancy"]
             bsz = [i.backends[self.primary].batch_sizes for i in self.instances]
             d["batch_sizes"] = [list(x) for x in bsz] if len(bsz) > 1 else list(bsz[0])
-        for name, b in d["backends"].items():
+        for _name, b in d["backends"].items():
             if not series:
                 b.pop("occupancy", None)
         d.update(self.extra)

@@ -40,7 +40,7 @@ class Scenario:
     # graceful termination at the end (and at each restart): sim/shutdown.py
     shutdown: ShutdownOptions = field(default_factory=ShutdownOptions)
 
-    def validate(self) -> "Scenario":
+    def validate(self) -> Scenario:
         if not self.backends or any(b not in ("log", "webhook") for b in self.backends):
             raise InputError(f"backends {list(self.backends)}: enable 'webhook' and/or 'log'")
         self.flags.validate(self.enabled)
@@ -81,7 +81,7 @@ class Scenario:
                 return float(nice)
         return 3600.0
 
-    def with_flags(self, flags: AuditFlags) -> "Scenario":
+    def with_flags(self, flags: AuditFlags) -> Scenario:
         return replace(self, flags=flags)
 
     # ---- JSON ---------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class Scenario:
         }
 
     @staticmethod
-    def from_dict(d: dict[str, Any], source: str = "scenario") -> "Scenario":
+    def from_dict(d: dict[str, Any], source: str = "scenario") -> Scenario:
         try:
             return _from_dict(d)
         except InputError as e:
@@ -143,7 +143,7 @@ class Scenario:
             raise InputError(f"{source}: invalid scenario field ({type(e).__name__}: {e})") from None
 
     @staticmethod
-    def load(path: str | Path) -> "Scenario":
+    def load(path: str | Path) -> Scenario:
         text = yamlsafe.decode(yamlsafe.read_bytes(path, "--scenario"), f"--scenario {path}")
         try:
             if str(path).endswith((".yaml", ".yml")):

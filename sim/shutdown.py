@@ -32,8 +32,8 @@ alone (one pass over the requests, only when some class has a non-zero duration)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class ShutdownOptions:
     kill_after: float = 30.0  # --kill-after: the kubelet's terminationGracePeriodSeconds
     restart_gap: float = RESTART_GAP  # exit of the old process to the new instance serving
 
-    def validate(self, duration: float) -> "ShutdownOptions":
+    def validate(self, duration: float) -> ShutdownOptions:
         for name, v in (("--shutdown-delay-duration", self.delay),
                         ("--shutdown-watch-termination-grace-period", self.watch_grace),
                         ("--restart-gap", self.restart_gap)):

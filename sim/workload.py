@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from audit_tune.sim import kernels, limits, rng
 from audit_tune.basics.errors import InputError
+from audit_tune.sim import kernels, limits, rng
 
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 RR, RS, RC, PANIC = 0, 1, 2, 3
@@ -87,10 +87,10 @@ class RateProfile:
     interp: str = "step"  # step | linear
 
     @staticmethod
-    def constant(rate: float) -> "RateProfile":
+    def constant(rate: float) -> RateProfile:
         return RateProfile((0.0,), (float(rate),), "step")
 
-    def scaled(self, f: float) -> "RateProfile":
+    def scaled(self, f: float) -> RateProfile:
         return RateProfile(self.times, tuple(r * f for r in self.rates), self.interp)
 
     def mean_rate(self, duration: float) -> float:
@@ -210,7 +210,7 @@ class Workload:
         tw = sum(c.weight for c in self.classes)
         return sum(c.weight * len(c.stages(self.policy_omit_stages)) for c in self.classes) / tw
 
-    def validate(self) -> "Workload":
+    def validate(self) -> Workload:
         if not self.duration > 0 or not math.isfinite(self.duration):
             raise InputError(f"--duration={self.duration}: must be a positive finite duration")
         if self.instances < 1:
@@ -372,7 +372,7 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
             total = len(rc.t)
             # one class, one stage: the events are the arrivals themselves, already sorted; the
             # per-event columns are constant (read-only broadcast views, not copies)
-            def const(v: np.generic) -> np.ndarray:
+            def const(v: np.generic, total: int = total) -> np.ndarray:
                 return np.broadcast_to(v, (total,))
 
             new = (rc.t if zero_offsets else rc.t + off_tab[0, 0], const(size_tab[0, 0]),

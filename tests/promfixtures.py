@@ -28,9 +28,10 @@ import math
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -455,8 +456,8 @@ def write_scenario(sc: Scenario, outdir: Path) -> tuple[Path, Truth]:
 
 def backfill(files: list[Path], tsdb: Path) -> None:
     """``promtool tsdb create-blocks-from openmetrics FILE TSDB`` for each file."""
-    from audit_tune.loadgen.prometheus import promtool
     from audit_tune.basics.errors import ServiceError
+    from audit_tune.loadgen.prometheus import promtool
 
     tsdb.mkdir(parents=True, exist_ok=True)
     for f in files:

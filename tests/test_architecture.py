@@ -229,3 +229,13 @@ def test_the_cli_loads_only_the_command_it_runs(argv, commands):
     # nothing heavy for help: the simulator, numpy and the Prometheus client stay unloaded
     assert not {m for m in mods if m.split(".")[0] in ("numpy", "numba", "simpy", "prometheus_api_client")
                 or m.startswith(("audit_tune.sim.", "audit_tune.analysis."))}
+
+
+def test_ruff_finds_nothing():
+    """The style rules in pyproject.toml ([tool.ruff]) hold over the whole repository."""
+    here = Path(sys.executable).parent / "ruff"
+    ruff = str(here) if here.exists() else shutil.which("ruff")
+    assert ruff, "ruff missing: pip install -e '.[test]'"
+    r = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", "."], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ T0 = 1_790_000_000.0
 
 
 def _ts(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _write(path: Path, times: list[float], seed: int = 1, gz: bool = False) -> list[bytes]:
@@ -43,7 +43,7 @@ def test_parse_time_matches_datetime() -> None:
     for t in (T0, T0 + 0.000001, T0 + 59.999999, T0 + 86400 * 40 + 0.5):
         assert dec.parse_time(_ts(t)) == pytest.approx(t, abs=1e-6)
     assert dec.parse_time("2026-12-06T19:00:00.5+01:00") == pytest.approx(
-        datetime(2026, 12, 6, 18, 0, 0, 500000, tzinfo=timezone.utc).timestamp())
+        datetime(2026, 12, 6, 18, 0, 0, 500000, tzinfo=UTC).timestamp())
     assert dec.parse_time("yesterday") is None
 
 

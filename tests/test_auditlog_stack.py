@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.auditstack import recorded
 from audit_tune.cli.app import main
+from tests.auditstack import recorded
 
 SCRAPE = 5.0
 

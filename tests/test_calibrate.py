@@ -10,10 +10,19 @@ import json
 import numpy as np
 import pytest
 
-from audit_tune.analysis.calibrate import (DEFAULT_EVENT_SIZE, calibrate, data_problems, failure_rate, fit_burst,
-                                latency_from_histogram, load_snapshot, synthetic_snapshot, validate)
-from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.analysis.calibrate import (
+    DEFAULT_EVENT_SIZE,
+    calibrate,
+    data_problems,
+    failure_rate,
+    fit_burst,
+    latency_from_histogram,
+    load_snapshot,
+    synthetic_snapshot,
+    validate,
+)
 from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.latency import Latency
 
 RATES = [300.0 + 200.0 * np.sin(i / 8.0) ** 2 for i in range(60)]  # 30 min at 30 s steps

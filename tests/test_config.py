@@ -1,7 +1,7 @@
 import pytest
 
-from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 
 
 def test_defaults_are_upstream():

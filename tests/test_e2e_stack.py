@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audit_tune.loadgen.faults import FaultConfig
@@ -34,12 +35,19 @@ from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
 from audit_tune.loadgen.local import DEFAULT_POLICY, LocalCluster
 from audit_tune.loadgen.sink import Sink, SinkConfig
 from audit_tune.loadgen.store import verify as verify_store
-from audit_tune.loadgen.verify import render, scrape_totals, verify_live, wait_quiet
+from audit_tune.loadgen.verify import (
+    ReplayOptions,
+    TraceRows,
+    VerifyReport,
+    accounting,
+    event_times,
+    render,
+    scrape_totals,
+    verify_live,
+    verify_run,
+    wait_quiet,
+)
 from audit_tune.sim.config import parse_flags
-
-import numpy as np
-
-from audit_tune.loadgen.verify import ReplayOptions, TraceRows, VerifyReport, accounting, event_times, verify_run
 
 pytestmark = [pytest.mark.timeout(420)]
 stack = pytest.mark.stack

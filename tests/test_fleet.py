@@ -7,8 +7,8 @@ import json
 import pytest
 
 from audit_tune.analysis.fleet import split_by_cluster
-from audit_tune.sim.config import parse_flags
 from audit_tune.cli.app import main
+from audit_tune.sim.config import parse_flags
 
 FAST = ["--seeds", "2", "--peak-window", "2m", "--no-progress"]
 
@@ -37,7 +37,7 @@ def test_all_clusters_one_recommendation_each(clusters_prom, tmp_path, capsys):
     assert code == 0, cap.err
     assert sorted(r["cluster"] for r in fleet["summary"]) == ["prod-eu", "prod-us", "staging"]
     peaks: dict[str, float] = {}
-    for name, it in tr.instances.items():
+    for _name, it in tr.instances.items():
         peaks[it.cluster] = max(peaks.get(it.cluster, 0.0), it.peak_rate)
     for row in fleet["summary"]:
         assert row["instances"] == 2

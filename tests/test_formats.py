@@ -18,14 +18,14 @@ from audit_tune.analysis.recommend import Objective, build_report
 from audit_tune.analysis.recommendation import RecommendationReport
 from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - registers the formatters
 from audit_tune.analysis.render import policy_impact as _impact_formats  # noqa: F401
+from audit_tune.analysis.render import recommend as _recommend_formats  # noqa: F401
 from audit_tune.analysis.report import CapacityReport
 from audit_tune.analysis.report.data import assemble, recommendation
-from audit_tune.analysis.render import recommend as _recommend_formats  # noqa: F401
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.formats import formats_of, registered_types, render
 from audit_tune.loadgen.local import DEFAULT_POLICY
 from audit_tune.loadgen.verify import TraceRows, verify_run
 from audit_tune.loadgen.verify_result import VerifyReport
-from audit_tune.basics.formats import formats_of, registered_types, render
 from audit_tune.sim.config import AuditFlags
 
 OBJ = Objective(seeds=1, jobs=1, peak_window="1m")

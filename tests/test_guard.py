@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audit_tune.loadgen.guard import (OVERRIDE_FLAG, check_server, check_target, classify, classify_server, redact,
-                           redact_url)
-from audit_tune.loadgen.local import write_kubeconfig
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.guard import (
+    OVERRIDE_FLAG,
+    check_server,
+    check_target,
+    classify,
+    classify_server,
+    redact,
+    redact_url,
+)
+from audit_tune.loadgen.local import write_kubeconfig
 
 SECRET = "s3cr3t-token-value"
 

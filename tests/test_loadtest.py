@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -17,15 +16,15 @@ import numpy as np
 import pytest
 import yaml
 
+from audit_tune.basics.errors import InputError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.arrivals import Schedule, parse_profile
 from audit_tune.loadgen.audit_metrics import audit_delta
 from audit_tune.loadgen.fakeapi import FakeAPIServer
-from audit_tune.loadgen.kubetarget import Target, check_safe, from_flags, from_kubeconfig
+from audit_tune.loadgen.kubetarget import check_safe, from_flags, from_kubeconfig
 from audit_tune.loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory, run_loadtest
 from audit_tune.loadgen.mix import Mix, make_object
 from audit_tune.loadgen.record import Trace, summarize, write_record
-from audit_tune.basics.errors import InputError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -213,7 +212,7 @@ def test_record_inline_and_sidecar(tmp_path: Path) -> None:
     csv_lines = (tmp_path / "r2.json.trace.csv").read_text().splitlines()
     assert csv_lines[0] == "offset,send_offset,verb,resource,status,latency" and len(csv_lines) == 6
     full = Trace(2)
-    for i in range(3):
+    for _ in range(3):
         full.add(0.0, 0, 0)
     assert full.n == 2 and full.overflow == 1
 

@@ -9,11 +9,11 @@ import subprocess
 import pytest
 import yaml
 
-from audit_tune.analysis.render import recommend as outputs
 from audit_tune.analysis.calibrate import synthetic_snapshot
 from audit_tune.analysis.recommend import Objective, build_report
-from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
+from audit_tune.analysis.render import recommend as outputs
 from audit_tune.basics.output import render
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 
 from audit_tune.analysis.policy import GroupResources, Policy, Rule, load_policy
 from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
-from audit_tune.sim.policy.model import LEVELS
 from audit_tune.analysis.policy_impact import (
     InstanceMix,
     MixEntry,
@@ -43,6 +42,7 @@ from audit_tune.analysis.policy_impact import (
     project_snapshot,
 )
 from audit_tune.basics.errors import NotEnoughData
+from audit_tune.sim.policy.model import LEVELS
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "policies"
@@ -235,6 +235,7 @@ REAL: dict[str, dict] = {}
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_path: Path) -> None:
     from conftest import AuditReceiver
+
     from audit_tune.loadgen.local import LocalCluster
     from audit_tune.sim.config import parse_flags
 
@@ -248,7 +249,7 @@ def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_pat
         token = _setup(c)
         # A background request in flight at a scrape is counted in one window by level_total (start)
         # and in the next by request_total (end): measure again if that happened (rare).
-        for attempt in range(3):
+        for attempt in range(3):  # noqa: B007 - the count is reported after the loop
             m0, m1, sent, secs = _window(c, token)
             est, entries = _predict(policy, m0, m1, sent, secs)
             (e0, l0), (e1, l1) = _audit(m0), _audit(m1)
@@ -265,8 +266,8 @@ def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_pat
         assert all(aid for _, aid in mine), "every response carries an Audit-Id header"
         pred: Counter = Counter()
         for e, _ in mine:
-            from audit_tune.analysis.policy import decide
             from audit_tune.analysis.impact_model import assumed_attributes
+            from audit_tune.analysis.policy import decide
 
             d = decide(policy, assumed_attributes(e, policy, LOADGEN))
             o = class_outcome(e, d.level, d.omit_stages, default_size)
@@ -296,6 +297,7 @@ def test_cli_with_real_prometheus_matches_observed(stack_binaries, prometheus_in
     import subprocess
 
     from conftest import AuditReceiver
+
     from audit_tune.loadgen.kubetarget import from_kubeconfig
     from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
     from audit_tune.loadgen.local import LocalCluster

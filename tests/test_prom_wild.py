@@ -6,14 +6,12 @@ huge answers)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-
 from promfixtures import backfilled_prometheus
+
 from audit_tune.analysis import prom_client, prom_http
 from audit_tune.analysis.prom import choose_step
 from audit_tune.analysis.snapshot import Snapshot

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 def test_prometheus_scrapes_audit_counter(local_stack, prometheus_installed):
     c = local_stack
     with c.session() as s:  # some audited traffic
-        for i in range(5):
+        for _i in range(5):
             s.get(f"{c.server}/api/v1/namespaces/default/configmaps", timeout=10).raise_for_status()
     with Prometheus.for_cluster(c, interval="1s") as prom:
         assert prom.url.startswith("http://127.0.0.1:")

@@ -14,11 +14,17 @@ import numpy as np
 import pytest
 
 from audit_tune.analysis.calibrate import calibrate, synthetic_snapshot
-from audit_tune.analysis.recommend import (Objective, Recommender, build_report, fluid_drop_probability, nice_up,
-                                rule_of_thumb)
+from audit_tune.analysis.recommend import (
+    Objective,
+    Recommender,
+    build_report,
+    fluid_drop_probability,
+    nice_up,
+    rule_of_thumb,
+)
+from audit_tune.cli.app import main
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags, parse_flags
-from audit_tune.cli.app import main
 
 BUSY = [1200.0 + 900.0 * np.sin(i / 3.0) ** 2 for i in range(12)]  # 6 min, peaks ~2,100 ev/s, bursty
 FAST = ["--seeds", "2", "--jobs", "1", "--peak-window", "2m", "--no-progress"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 from audit_tune.cli.app import main
+from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 
 
 @stack

@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import replace
 
-import pytest
 import requests
 
 from audit_tune.loadgen.local import LocalCluster

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from audit_tune.basics.errors import InputError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.faults import FaultConfig, FaultInjector, parse_latency, parse_outage
 from audit_tune.loadgen.sink import Sink, SinkConfig, SinkProcess, webhook_kubeconfig
 from audit_tune.loadgen.store import ChainError, EventStore, verify
-from audit_tune.basics.errors import InputError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -365,7 +365,7 @@ def test_a_slow_header_on_a_later_keep_alive_request_is_closed_by_the_header_dea
                     if c.recv(100) == b"":
                         closed = True
                         break
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     closed = True

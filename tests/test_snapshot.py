@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from promfixtures import backfilled_prometheus, scenarios
+
 from audit_tune.analysis.snapshot import FORMAT, Histogram, Snapshot
 from audit_tune.cli.app import main
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from audit_tune.basics.errors import InputError
-from audit_tune.loadgen.chain import Chain, ChainError, record_line, encode_event
+from audit_tune.loadgen.chain import Chain, ChainError, encode_event, record_line
 from audit_tune.loadgen.keyfiles import private_dir, write_private
 from audit_tune.loadgen.sink import Sink, SinkConfig
 from audit_tune.loadgen.store import EventStore, head_path, verify
@@ -252,7 +252,7 @@ def test_a_real_torn_record_from_a_sigkill_mid_write_is_cut_back(tmp_path: Path)
             assert requests.post(p.url, data=body(evs), timeout=30).status_code == 200
             acked += [e["auditID"] for e in evs]
         big = body(events(f"r{round_}-big", 3, pad=3 * 1024 * 1024))
-        threading.Thread(target=lambda: _post_quietly(p.url, big), daemon=True).start()
+        threading.Thread(target=_post_quietly, args=(p.url, big), daemon=True).start()
         torn = _kill_mid_write(p, store)
         torn_rounds += torn
         assert store.read_bytes().endswith(b"\n") != torn
@@ -340,7 +340,7 @@ def test_batch_ids_are_unique_across_restarts(tmp_path: Path) -> None:
     store = tmp_path / "ev.jsonl"
     for round_ in range(3):
         with Sink(SinkConfig(store=str(store))) as s:
-            def post(i: int) -> int:
+            def post(i: int, round_: int = round_) -> int:
                 return requests.post(s.url, data=body(events(f"r{round_}-{i}", 2)), timeout=10).status_code
 
             from concurrent.futures import ThreadPoolExecutor

@@ -2,8 +2,6 @@
 simulate size limit, and sweeps counted before they are built."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from audit_tune.basics import yamlsafe

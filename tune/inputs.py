@@ -46,8 +46,8 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
 
 def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
     """The flags in force and where they came from."""
-    from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
     from audit_tune.basics.errors import InputError
+    from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 
     if current_flags:
         p = Path(current_flags)
@@ -128,8 +128,8 @@ def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any,
     """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
     from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
     from audit_tune.basics.errors import InputError, NotEnoughData
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log
+    from audit_tune.sim.units import parse_duration
 
     if prom is None:
         raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")

@@ -20,8 +20,9 @@ A line that cannot be used gets a reason (:data:`REASONS`); nothing raises.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Annotated, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -250,7 +251,7 @@ def decode_legacy(lines: Iterable[bytes]) -> tuple[list[Event | None], list[int]
         ns = ns.strip('"')
         ns = "" if ns == "<none>" else ns
         evs.append(Event(apiVersion="audit.k8s.io/v1", kind="Event", level="", stage=stage,
-                         stageTimestamp=datetime.fromtimestamp(t, timezone.utc),
+                         stageTimestamp=datetime.fromtimestamp(t, UTC),
                          verb=method, requestURI=uri, user=User("" if user == "<none>" else user),
                          objectRef=ObjectRef(namespace=ns) if ns else NO_REF))
         why.append(None)

@@ -51,7 +51,7 @@ class MixStats:
         if len(self.raw) > 2 * MAX_KEYS:
             self._fold()
 
-    def merge(self, o: "MixStats") -> None:
+    def merge(self, o: MixStats) -> None:
         self.raw.update(o.raw)
         for k, v in o.groups.items():
             self.groups.setdefault(k, v)

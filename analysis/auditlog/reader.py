@@ -16,9 +16,10 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from audit_tune.basics.errors import InputError
 

@@ -16,11 +16,12 @@ import multiprocessing as mp
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

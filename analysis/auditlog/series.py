@@ -60,7 +60,7 @@ class Bins:
         grown[self.start - ns: self.start - ns + len(self.counts)] = self.counts
         self.start, self.counts = ns, grown
 
-    def merge(self, o: "Bins") -> None:
+    def merge(self, o: Bins) -> None:
         if o.counts is None:
             return
         self._cover(o.start, o.start + len(o.counts) - 1)

@@ -60,7 +60,7 @@ class SizeStats:
             s[1] += int(tot[i])
             s[2] = [a + int(b) for a, b in zip(s[2], hist[i])]
 
-    def merge(self, other: "SizeStats") -> None:
+    def merge(self, other: SizeStats) -> None:
         for k, (c, t, h) in other.by_key.items():
             s = self.by_key.get(k)
             if s is None:

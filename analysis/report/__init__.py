@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from audit_tune.analysis.report import html, markdown, plots
 from audit_tune.analysis.report.model import CapacityReport
 from audit_tune.basics.formats import register

@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def window_of(snap: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"start": w.get("start"), "end": w.get("end"), "step": w.get("step")}
     for k in ("start", "end"):
         if isinstance(w.get(k), (int, float)):
-            out[f"{k}_utc"] = dt.datetime.fromtimestamp(float(w[k]), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            out[f"{k}_utc"] = dt.datetime.fromtimestamp(float(w[k]), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(w.get("start"), (int, float)) and isinstance(w.get("end"), (int, float)):
         out["length"] = format_duration(float(w["end"]) - float(w["start"]))
     return out

@@ -26,9 +26,10 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import numbers
-from typing import Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import yaml
 

@@ -10,8 +10,8 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.progress import Progress as RichProgress
 

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import yaml
 
+from audit_tune.basics import yamlsafe
+from audit_tune.basics.errors import InputError
 from audit_tune.sim.policy.decode import Decoder
 from audit_tune.sim.policy.model import API_VERSION, KIND, Policy
 from audit_tune.sim.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
 from audit_tune.sim.policy.validation import validate_policy
-from audit_tune.basics import yamlsafe
-from audit_tune.basics.errors import InputError
 
 
 def _compose(text: str, source: str) -> tuple[yaml.Node | None, int]:

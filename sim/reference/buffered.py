@@ -20,7 +20,7 @@ event (the collector spins until one arrives) and then each further *ready* even
 from __future__ import annotations
 
 from collections import deque
-from typing import Generator
+from collections.abc import Generator
 
 import simpy
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Generator
+from collections.abc import Callable, Generator
 
 import numpy as np
 import simpy

@@ -13,7 +13,7 @@ timeout filter (``requests_timed_out``) while its goroutine carries on.
 """
 from __future__ import annotations
 
-from typing import Generator
+from collections.abc import Generator
 
 import simpy
 
@@ -21,7 +21,7 @@ from audit_tune.sim.reference.buffered import Pipe
 from audit_tune.sim.reference.clock import ARRIVAL, at
 from audit_tune.sim.reference.delegates import log_event, webhook_event
 from audit_tune.sim.result import InstanceStats
-from audit_tune.sim.workload import RC, RR, LEVELS, RequestClass
+from audit_tune.sim.workload import LEVELS, RC, RR, RequestClass
 
 REQUEST_LEVEL = LEVELS.index("Request")
 

@@ -124,8 +124,8 @@ def up_cmd(
     config_only: bool = typer.Option(False, "--config-only", help="Write and check the kind config, print its path; no Docker needed.", rich_help_panel=K),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
 ) -> None:
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log
+    from audit_tune.sim.units import parse_duration
 
     flags = _parse_audit_flags(list(ctx.args), flags_file)
     token = _read_secret(sink_token_file, "AUDIT_SINK_TOKEN")
@@ -182,8 +182,8 @@ def up_cmd(
 
 
 def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, kubeadm_api, config_only, fmt) -> None:
-    from audit_tune.loadgen.kind import KindCluster, check_config
     from audit_tune.basics.output import log
+    from audit_tune.loadgen.kind import KindCluster, check_config
 
     k = KindCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_host=sink_host, sink_ca_file=sink_ca,
                     sink_token=token, image=image, kubeadm_api=kubeadm_api)  # type: ignore[arg-type]

@@ -223,7 +223,7 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
 
 
 def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
-                  policy: Optional[Path], faults: "FaultConfig", max_drops: float) -> "VerifyReport":
+                  policy: Optional[Path], faults: FaultConfig, max_drops: float) -> VerifyReport:
     import sys
 
     from audit_tune.loadgen.loadtest import cluster_state

@@ -44,10 +44,10 @@ def explain_cmd(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
     strict: bool = typer.Option(False, "--strict", help="Unknown or duplicate fields are errors, not warnings."),
 ) -> None:
+    from audit_tune import __version__
     from audit_tune.analysis.policy import load_policy
     from audit_tune.analysis.policy.explain import explain_policy
     from audit_tune.basics.errors import InputError
-    from audit_tune import __version__
     from audit_tune.basics.output import log, render, write_output
 
     if fmt not in ("table", "json", "yaml"):
@@ -157,10 +157,10 @@ def _impact(
     from audit_tune.analysis.policy import load_policy
     from audit_tune.analysis.policy_impact import add_request_mix, impact_report, user_kind
     from audit_tune.analysis.render import policy_impact as _formats  # noqa: F401 - registers the formatters
-    from audit_tune.analysis.snapshot import Snapshot, sample_path
+    from audit_tune.analysis.snapshot import Snapshot
     from audit_tune.basics.errors import InputError
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log, render, write_output
+    from audit_tune.sim.units import parse_duration
 
     if fmt not in ("table", "json", "yaml"):
         raise InputError(f"--format {fmt}: unknown format; use one of table, json, yaml")

@@ -86,7 +86,7 @@ class RecommendArgs:
     audit_log: Optional[list[str]] = None
 
 
-def _run(ctx: typer.Context, obj: "Objective", args: RecommendArgs, prom: Any = None) -> int:
+def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: Any = None) -> int:
     from audit_tune.analysis.recommend import build_report
     from audit_tune.analysis.render import recommend as _formats  # noqa: F401 - registers the formatters
     from audit_tune.basics.errors import InputError, ObjectiveViolated
@@ -143,7 +143,7 @@ def _run(ctx: typer.Context, obj: "Objective", args: RecommendArgs, prom: Any = 
     return 0
 
 
-def _fleet(snap: dict[str, Any], current: "AuditFlags", csrc: str, obj: "Objective", source: dict[str, object],
+def _fleet(snap: dict[str, Any], current: AuditFlags, csrc: str, obj: Objective, source: dict[str, object],
            args: RecommendArgs, say: Callable[[str], None]) -> int:
     """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
     fmt, output, output_dir, executor, scheduler = args.fmt, args.output, args.output_dir, args.executor, args.scheduler
@@ -178,7 +178,7 @@ def _fleet(snap: dict[str, Any], current: "AuditFlags", csrc: str, obj: "Objecti
     return 0
 
 
-def _table(report: "RecommendationReport", color: bool) -> str:
+def _table(report: RecommendationReport, color: bool) -> str:
     import shutil
 
     from audit_tune.analysis.render.recommend import render_table

@@ -141,7 +141,7 @@ def simulate(
 
 
 def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_drain: bool, no_progress: bool,
-                    others: list) -> "Scenario":  # noqa: F821
+                    others: list) -> Scenario:  # noqa: F821
     import dataclasses
 
     from audit_tune.basics.errors import InputError

@@ -74,11 +74,11 @@ def serve_cmd(
     duration: Optional[str] = typer.Option(None, "--duration", help="Stop after this long (default: until Ctrl-C)."),
     stats_out: Optional[Path] = typer.Option(None, "--stats-out", help="Write the final stats JSON here on exit, with every per-request handling latency (latency_samples_s)."),
 ) -> None:
+    from audit_tune.basics.output import log, write_atomic
     from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.keyfiles import write_private
     from audit_tune.loadgen.sink import SinkConfig, SinkServer, serve, webhook_kubeconfig
     from audit_tune.sim.units import parse_duration
-    from audit_tune.basics.output import log, write_atomic
-    from audit_tune.loadgen.keyfiles import write_private
 
     token = _read_token(token_file)
     faults = FaultConfig.from_flags(latency=latency, latency_per_inflight=latency_per_inflight,
@@ -173,9 +173,9 @@ def verify_cmd(
     chain_key_file: Optional[Path] = typer.Option(None, "--chain-key-file", help="The key the sink was started with (keyed stores)."),
     allow_unanchored: bool = typer.Option(False, "--allow-unanchored", help="Check the chain even without STORE.head (the end of the store then cannot be checked)."),
 ) -> None:
+    from audit_tune.basics.output import render, write_output
     from audit_tune.loadgen.chain import load_key
     from audit_tune.loadgen.store import verify
-    from audit_tune.basics.output import render, write_output
 
     key = load_key(chain_key_file, store) if chain_key_file else None
     summary = verify(store, key=key, allow_unanchored=allow_unanchored).to_dict()

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from audit_tune.analysis.prom import PromSettings
-from audit_tune.cli.inputs import parse_end
 from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
+from audit_tune.cli.inputs import parse_end
 from audit_tune.cli.options import prometheus_options
 
 PANEL = "Snapshot"
@@ -53,8 +53,8 @@ def snapshot(
 ) -> int:
     from audit_tune.analysis.prom import PromClient, SnapshotRequest, human_duration, partial_snapshot, take_snapshot
     from audit_tune.basics.errors import InputError, NotEnoughData
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log, write_output
+    from audit_tune.sim.units import parse_duration
 
     if audit_log:  # audit log files (analysis.auditlog), with Prometheus for what a log cannot see
         return _from_audit_log(prom, audit_log, audit_log_mode, output, step, selector, webhook_host, no_progress)
