@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARALLEL_SAFE = frozenset({
     "test_architecture", "test_auditlog", "test_calibrate", "test_config", "test_fast",
     "test_fleet", "test_fuzz", "test_guard", "test_kernels", "test_kubeconfig", "test_outputs",
-    "test_packaging", "test_policy", "test_properties", "test_recommend", "test_reference",
+    "test_packaging", "test_policy", "test_properties", "test_recommend", "test_reference", "test_restart_at_peak",
     "test_shutdown", "test_simulate_cli", "test_snapshot", "test_sweep", "test_units",
 })
 
