@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from audit_tune.analysis.request_mix import MIX_FORMAT, InstanceMix, MixEntry
+from audit_tune.basics.errors import InputError
 from audit_tune.sim.policy.model import LEVELS
 
 _LABELS = ("verb", "group", "resource", "subresource", "scope", "component")
@@ -27,8 +28,11 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
     """
     src = snapshot.get("source") or {}
     w = src.get("window") or {}
-    end = float(end if end is not None else w.get("end"))
-    history = float(history if history is not None else (w.get("end") - w.get("start")))
+    if ((end is None or history is None) and w.get("end") is None) or (history is None and w.get("start") is None):
+        raise InputError("the snapshot has no source.window (start and end): read the request mix with an "
+                         "explicit window end and history")
+    end = float(end if end is not None else w["end"])
+    history = float(history if history is not None else (w["end"] - w["start"]))
     start = end - history
     sel = selector if selector is not None else (src.get("selector") or "")
     cl = src.get("cluster_label")
@@ -150,5 +154,7 @@ def mix_from_metrics(before: Any, after: Any, seconds: float) -> InstanceMix:
         if d["verb"].upper() in ("WATCH", "CONNECT", "WATCHLIST"):
             starts = n + g1.get(k, 0.0) - g0.get(k, 0.0)
         if n > 0 or (starts or 0) > 0:
-            entries.append(MixEntry(count=n, starts=starts, **d))
+            entries.append(MixEntry(verb=d["verb"], group=d["group"], resource=d["resource"],
+                                    subresource=d["subresource"], scope=d["scope"], component=d["component"],
+                                    count=n, starts=starts))
     return InstanceMix(entries, seconds)

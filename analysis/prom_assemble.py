@@ -153,10 +153,10 @@ def collect_webhook(client: PromClient, q: Queries, w: Window, c: Collected, log
 
 
 def hist(buckets: dict[str, float], s: float, c: float) -> Histogram:
-    items = []
-    for le, v in buckets.items():
+    items: list[tuple[float, float]] = []
+    for le_text, v in buckets.items():
         try:
-            items.append((math.inf if le in ("+Inf", "Inf") else float(le), v))
+            items.append((math.inf if le_text in ("+Inf", "Inf") else float(le_text), v))
         except ValueError:
             continue
     items.sort()

@@ -206,13 +206,14 @@ class PromClient:
         """Instant query of a range selector: the raw sample timestamps per series."""
         res = self._call("/api/v1/query", {"query": promql_range, "time": f"{at:.3f}"}, what, promql_range)
         url = self.s.display_url
-        out = []
+        out: list[tuple[dict[str, str], list[float]]] = []
         if not isinstance(res, list):
             raise ServiceError(f"prometheus {url} answered {what} with a {_kind(res)}, not a range vector")
         for s in res:
             if not isinstance(s, dict) or not isinstance(s.get("values"), list):
                 raise ServiceError(f"prometheus {url} answered {what} with a {_kind(s)} result, not a range vector")
-            metric = s.get("metric") if isinstance(s.get("metric"), dict) else {}
+            m = s.get("metric")
+            metric: dict[str, str] = m if isinstance(m, dict) else {}
             out.append((metric, [self._check_number(p[0] if isinstance(p, list) and p else p, what, url)
                                  for p in s["values"]]))
         return out

@@ -335,7 +335,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
         # points whose scenario could not be built are recorded straight away
         bad = [p for p in todo if p.scenario is None]
         if bad:
-            rows = [{"id": p.id, "error": p.error} for p in bad]
+            rows: list[dict[str, Any]] = [{"id": p.id, "error": p.error} for p in bad]
             journal.append(rows)
             done.update({r["id"]: r for r in rows})
         tasks = [{"id": p.id, "scenario": p.scenario, "engine": spec.engine} for p in todo if p.scenario is not None]

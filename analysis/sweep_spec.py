@@ -90,7 +90,9 @@ BURST_KEYS = ("on", "off", "mean-on", "mean-off")
 
 def _flag_kind(name: str) -> str:
     p = FLAGS_BY_NAME[name].parse
-    return {parse_int: "int", parse_float32: "float", parse_dur: "duration", parse_bool: "bool"}.get(p, "str")
+    kinds: dict[Callable[..., Any], str] = {parse_int: "int", parse_float32: "float", parse_dur: "duration",
+                                             parse_bool: "bool"}
+    return kinds.get(p, "str")
 
 
 def canonical(key: Any) -> str:

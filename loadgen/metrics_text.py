@@ -25,6 +25,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from audit_tune.basics.errors import InputError
 
@@ -224,8 +225,7 @@ def _esc(v: str) -> str:
 
 
 def _labels_text(labels: Mapping[str, str] | Labels) -> str:
-    items = labels.items() if isinstance(labels, Mapping) else labels
-    items = list(items)
+    items = list(labels.items() if isinstance(labels, Mapping) else labels)
     if not items:
         return ""
     return "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in items) + "}"
@@ -234,6 +234,10 @@ def _labels_text(labels: Mapping[str, str] | Labels) -> str:
 class _Family:
     def __init__(self, name: str, help_: str, kind: str, label_names: tuple[str, ...]) -> None:
         self.name, self.help, self.kind, self.label_names = name, help_, kind, label_names
+
+    def lines(self) -> list[str]:
+        """The family's sample lines in exposition format (each kind renders its own)."""
+        raise NotImplementedError
 
     def _key(self, labels: Mapping[str, str]) -> Labels:
         if set(labels) != set(self.label_names):
@@ -302,6 +306,9 @@ class Histogram(_Family):
         return out
 
 
+_F = TypeVar("_F", bound=_Family)
+
+
 class Registry:
     """An ordered set of metric families rendered as one exposition document."""
 
@@ -310,7 +317,7 @@ class Registry:
     def __init__(self) -> None:
         self.families: list[_Family] = []
 
-    def add(self, family: _Family) -> _Family:
+    def add(self, family: _F) -> _F:
         self.families.append(family)
         return family
 
@@ -319,5 +326,5 @@ class Registry:
         for f in self.families:
             out.append(f"# HELP {f.name} {f.help}")
             out.append(f"# TYPE {f.name} {f.kind}")
-            out.extend(f.lines())  # type: ignore[attr-defined]
+            out.extend(f.lines())
         return "\n".join(out) + "\n"

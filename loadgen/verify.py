@@ -174,8 +174,11 @@ def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str |
     classes = []
     # one class per (level, stage), each request of it one event: the simulator draws a class per
     # request by weight, so the sizes are right on average (they matter only for truncation and memory)
-    uniq, counts = np.unique(np.array(kinds, dtype=str), return_counts=True) if kinds else ([], [])
-    for k, c in zip(list(uniq), list(counts)):
+    per_kind: list[tuple[str, int]] = []
+    if kinds:
+        uniq, counts = np.unique(np.array(kinds, dtype=str), return_counts=True)
+        per_kind = list(zip(uniq.tolist(), counts.tolist()))
+    for k, c in per_kind:
         sz = int(round(sizes.get(k) or 800))
         classes.append(RequestClass(name=f"event-{k}", weight=float(c), level=k.split("/")[0], duration=0.0,
                                     omit_stages=frozenset({"RequestReceived"}), sizes=(sz, sz, sz, sz)))

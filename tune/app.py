@@ -22,10 +22,13 @@ import typer
 import typer.core
 import typer.main
 
-try:  # typer >= 0.29 vendors its own copy of click; catch both families
+if TYPE_CHECKING:  # typer >= 0.29 vendors its own copy of click; catch both families
     from typer._click.exceptions import ClickException as _TClickException
-except ImportError:  # pragma: no cover
-    _TClickException = click.ClickException
+else:
+    try:
+        from typer._click.exceptions import ClickException as _TClickException
+    except ImportError:  # pragma: no cover
+        _TClickException = click.ClickException
 
 _EXIT = (click.exceptions.Exit, typer.Exit)
 _ABORT = (click.exceptions.Abort, typer.Abort)

@@ -28,7 +28,8 @@ class _Bar:
     """A Rich progress bar (MiB read) on a terminal, for reads that take more than 2 s."""
 
     def __init__(self, label: str) -> None:
-        self.label, self.t0, self.bar = label, time.monotonic(), None
+        self.label, self.t0 = label, time.monotonic()
+        self.bar: Progress | None = None
 
     def __call__(self, done: int, total: int, lines: int) -> None:
         if self.bar is None:

@@ -26,6 +26,7 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
     url = prom.url if prom is not None else prometheus_url
     if snapshot and url:
         raise InputError("--snapshot and --prometheus-url: give one of them, not both")
+    source: dict[str, Any]
     if snapshot:
         snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": snapshot}
     elif url:

@@ -30,12 +30,13 @@ Field rules (A covers B when all hold):
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from audit_tune.sim.policy.model import GroupResources, Policy, Rule
 
 
-class Shadowed(NamedTuple):
+@dataclass(frozen=True)
+class Shadowed:
     """Rule ``index`` (0-based) is unreachable because rule ``by`` (earlier) covers it."""
 
     index: int

@@ -204,7 +204,10 @@ def _short(flags: list[str]) -> str:
 def burst_lines(report: dict[str, object]) -> list[str]:
     """The bursts an audit log showed (``observed_bursts``): peak rates per window against the step average."""
     out = []
-    for c in report["calibration"]:
+    calibration = report["calibration"]
+    if not isinstance(calibration, list):
+        raise TypeError(f"calibration is a {type(calibration).__name__}, not a list of per-apiserver results")
+    for c in calibration:
         bs = c.get("observed_bursts") or []
         if not bs:
             continue

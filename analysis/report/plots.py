@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -22,6 +22,9 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from audit_tune.analysis.report.model import CapacityReport  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 # Okabe & Ito (2008), "Color Universal Design"
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
@@ -48,7 +51,7 @@ STYLE = {  # line style and marker per flag set: distinguishable without colour
 DPI = 100
 
 
-def _rc(th: Theme) -> dict[str, Any]:
+def _rc(th: Theme) -> dict[RcKeyType, Any]:
     return {"figure.facecolor": th["bg"], "axes.facecolor": th["bg"], "savefig.facecolor": th["bg"],
             "text.color": th["fg"], "axes.labelcolor": th["fg"], "axes.edgecolor": th["muted"],
             "xtick.color": th["fg"], "ytick.color": th["fg"], "grid.color": th["grid"], "axes.grid": True,

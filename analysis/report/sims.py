@@ -170,7 +170,7 @@ class Sims:
         sizes = sorted(SIZE_GRID, key=lambda s: (abs(math.log(s / c.max_batch_size)), s))[:7]
         sizes = sorted(set(sizes) | {c.max_batch_size})
         self.log(f"sensitivity: {len(qps)} x {len(sizes)} grid at peak x {headroom:g}")
-        runs = []
+        runs: list[tuple[AuditFlags, float, InstanceModel | None]] = []
         for ms in sizes:
             for q in qps:
                 b = replace(c, throttle_qps=q, max_batch_size=ms, throttle_burst=max(c.throttle_burst, 1))

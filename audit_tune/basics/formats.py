@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import numbers
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import yaml
 
 from audit_tune.basics.errors import InputError
 
 R = TypeVar("R")
-Formatter = Callable[[R], str]
+P = ParamSpec("P")
 
 _REGISTRY: dict[type, dict[str, Callable[[object], str]]] = {}
 
@@ -30,10 +30,12 @@ class HasToDict(Protocol):
     def to_dict(self) -> dict[str, object]: ...
 
 
-def register(result_type: type[R], name: str) -> Callable[[Formatter[R]], Formatter[R]]:
-    """Register ``fn`` as the ``name`` format of ``result_type``."""
+def register(result_type: type[R], name: str) -> Callable[[Callable[Concatenate[R, P], str]],
+                                                          Callable[Concatenate[R, P], str]]:
+    """Register ``fn`` as the ``name`` format of ``result_type`` (it may take keyword options after
+    the result, with defaults: ``render`` calls it with the result alone)."""
 
-    def deco(fn: Formatter[R]) -> Formatter[R]:
+    def deco(fn: Callable[Concatenate[R, P], str]) -> Callable[Concatenate[R, P], str]:
         _REGISTRY.setdefault(result_type, {})[name] = fn  # type: ignore[assignment]
         return fn
 

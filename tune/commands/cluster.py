@@ -158,6 +158,8 @@ def up_cmd(
                 prom = Prometheus.for_cluster(c, extra_targets=prometheus_target,
                                               workdir=c.state_dir / "prometheus", detach=not wait)
                 prom.start()
+                if prom.proc is None:
+                    raise ServiceError(f"prometheus {prom.url} did not start (see {prom.log_file})")
                 c.add_process(prom.proc, prometheus_url=prom.url)
         except BaseException:
             c.down()

@@ -141,9 +141,11 @@ def loadtest_cmd(
         sink_ca=str(sink_ca) if sink_ca else None, webhook_host=webhook_host,
         settle=parse_duration(settle, "--settle"), audit_flags=tuple(flags),
     )
-    if verify and not sink_url:
-        raise InputError("--verify needs --sink-url (the sink's latencies, counts and store)")
-    pre = _verify_before(target, sink_url, str(sink_ca) if sink_ca else None, flags) if verify else None
+    pre = None
+    if verify:
+        if not sink_url:
+            raise InputError("--verify needs --sink-url (the sink's latencies, counts and store)")
+        pre = _verify_before(target, sink_url, str(sink_ca) if sink_ca else None, flags)
     bar: Progress | None = None
 
     def progress(t: float, total: float, sent: int, inflight: int) -> None:
@@ -159,7 +161,7 @@ def loadtest_cmd(
             bar.close()
     report = None
     verify_error: Exception | None = None
-    if pre is not None and not record.get("interrupted"):
+    if pre is not None and sink_url and not record.get("interrupted"):
         try:
             from audit_tune.loadgen.faults import FaultConfig
 

@@ -93,7 +93,7 @@ def _run(ctx: typer.Context, obj: Any, args: ReportArgs, prom: Any = None) -> in
         snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
     default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus",
                     "audit log": "audit-log"}.get(source["kind"], "sample")
-    if source["kind"] == "snapshot":
+    if source["kind"] == "snapshot" and snapshot:
         source["snapshot"] = Path(snapshot).name
     current, csrc = current_flags_of(current_flags, list(ctx.args), bundled=source["kind"] == "bundled sample")
     if not current_flags and not ctx.args:

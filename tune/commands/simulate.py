@@ -1,12 +1,15 @@
 """``tune simulate``: run one scenario through the simulator and print what happened."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from audit_tune.basics.errors import ObjectiveViolated
 from audit_tune.basics.output import Progress, log, render, write_output
+
+if TYPE_CHECKING:
+    from audit_tune.sim.scenario import Scenario
 
 PANEL_WL = "Workload"
 PANEL_RCV = "Receiver (webhook) and log writer"
@@ -141,7 +144,7 @@ def simulate(
 
 
 def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_drain: bool, no_progress: bool,
-                    others: list) -> Scenario:  # noqa: F821
+                    others: list) -> Scenario:
     import dataclasses
 
     from audit_tune.basics.errors import InputError
