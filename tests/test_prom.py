@@ -331,11 +331,9 @@ def test_settings_validation(tmp_path, monkeypatch):
 
 
 def test_flags_are_shared_and_krr_named():
-    from typer.main import get_command
+    from audit_tune.cli.app import load_command
 
-    from audit_tune.cli.app import app
-
-    cmd = get_command(app).commands["snapshot"]
+    cmd = load_command("snapshot")
     opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
     for flag in ("--prometheus-url", "-p", "--prometheus", "--prometheus-auth-header", "-H", "--prometheus-headers",
                  "--prometheus-ssl-enabled", "--prometheus-label", "-l", "--prometheus-cluster-label",
