@@ -135,7 +135,8 @@ class AuditFlags:
     def backend(self, name: str) -> BackendOptions:
         if name not in ("log", "webhook"):
             raise ValueError(name)
-        return getattr(self, name)
+        opts: BackendOptions = getattr(self, name)
+        return opts
 
     def default_backends(self) -> tuple[str, ...]:
         """Backends the simulator runs for these flags: the webhook always (it is what audit-tune
@@ -285,7 +286,8 @@ class FlagSpec:
         return obj
 
     def set(self, flags: AuditFlags, value: Any) -> AuditFlags:
-        return _set_path(flags, self.path, value)
+        updated: AuditFlags = _set_path(flags, self.path, value)
+        return updated
 
 
 def _set_path(obj: Any, path: tuple[str, ...], value: Any) -> Any:

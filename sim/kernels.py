@@ -34,7 +34,7 @@ def class_of(h0: np.uint64, a: np.uint64, req: np.ndarray, c: np.uint64, cum_w: 
         h = _mix(h ^ ((c + np.uint64(1)) * _C2))
         u = np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
         k = np.searchsorted(cum_w, u, side="right")
-        out[i] = min(k, last)
+        out[i] = min(k, last)  # type: ignore[call-overload]  # numba-compiled: k is an intp scalar
     return out
 
 

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import format_duration, parse_duration
@@ -58,7 +59,7 @@ class Latency:
             return self.a
         return float(self.sample_array(np.array([u]))[0])
 
-    def sample_array(self, u: np.ndarray) -> np.ndarray:
+    def sample_array(self, u: npt.ArrayLike) -> npt.NDArray[np.float64]:
         u = np.asarray(u, dtype=float)
         k = self.kind
         if k == "fixed":
@@ -66,7 +67,8 @@ class Latency:
         if k == "uniform":
             return self.a + (self.b - self.a) * u
         if k == "exp":
-            return -self.a * np.log1p(-u)
+            exp_draw: npt.NDArray[np.float64] = -self.a * np.log1p(-u)  # ufuncs are typed to return Any
+            return exp_draw
         if k == "lognormal":
             if self.a <= 0:
                 return np.zeros(u.shape)
@@ -103,7 +105,7 @@ class Latency:
             return f"lognormal:median={format_duration(self.a)},p99={format_duration(self.b)}"
         return "empirical:" + ",".join(format_duration(v) for v in self.values)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {"spec": self.describe()}
 
 

@@ -137,7 +137,7 @@ class Result:
 
     # ---- aggregation ----
     def _merged(self, name: str) -> dict[str, Any]:
-        cache = self.__dict__.setdefault("_merged_cache", {})
+        cache: dict[str, dict[str, Any]] = self.__dict__.setdefault("_merged_cache", {})
         if name not in cache:
             cache[name] = self._merge(name)
         return cache[name]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class Lifetime:
         return min(self.kill, max(finish, http_stopped, self.drained))
 
 
-LOSS_CAUSES = ("buffer-at-kill", "in-flight-at-kill", "retry-chain-at-kill", "not-emitted")
+LOSS_CAUSES: tuple[str, ...] = ("buffer-at-kill", "in-flight-at-kill", "retry-chain-at-kill", "not-emitted")
 
 
 def needs_pass(w: Workload) -> bool:
@@ -170,7 +171,7 @@ class Plan:
             self.start(lt.exit + self.opts.restart_gap)
         return lt
 
-    def to_dict(self) -> list[dict]:
+    def to_dict(self) -> list[LifetimeRecord]:
         return [{"up": float(lt.up), "sigterm": float(lt.sigterm), "not_accepting": float(lt.not_accepting),
                  "audit_stopped": float(lt.drained), "exit": float(lt.exit),
                  "killed": bool(lt.finish >= lt.kill), "lost": dict(lt.lost)} for lt in self.lifetimes]
@@ -219,7 +220,8 @@ class EventRouter:
             cls = np.zeros(len(c), dtype=np.int64)
         else:
             cls = self._class_of(self._h0, self._inst, c.req, np.uint64(0), self._cum_w)
-        return c.t - self.off[cls, c.stage]
+        arrivals: np.ndarray = c.t - self.off[cls, c.stage]
+        return arrivals
 
     def chunks(self) -> Iterator[EventChunk]:
         """The current lifetime's events (each chunk keeps its ``class_counts`` for the level metric)."""
@@ -277,10 +279,29 @@ def _take(c: EventChunk, m: np.ndarray, zero_counts: bool) -> EventChunk:
 def _concat(parts: list[EventChunk]) -> EventChunk:
     """Pieces already in time order, one after the other."""
     cols = [np.concatenate([np.asarray(getattr(p, f)) for p in parts]) for f in ("t", "size", "meta", "level", "req", "stage")]
-    return EventChunk(*cols, class_counts=np.zeros_like(parts[0].class_counts) if parts[0].class_counts is not None else None)
+    return EventChunk.of(cols, np.zeros_like(parts[0].class_counts) if parts[0].class_counts is not None else None)
 
 
-def shutdown_report(lives: list[tuple[Plan, int]]) -> dict:
+class LifetimeRecord(TypedDict):
+    """One process's timeline and losses, as reported in ``lifetimes``."""
+    up: float
+    sigterm: float
+    not_accepting: float
+    audit_stopped: float
+    exit: float
+    killed: bool
+    lost: dict[str, int]
+
+
+class ShutdownReport(TypedDict):
+    """The result fields :func:`shutdown_report` adds."""
+    events_not_emitted: int
+    events_refused: int
+    restart_loss: dict[str, int]
+    lifetimes: list[list[LifetimeRecord]]
+
+
+def shutdown_report(lives: list[tuple[Plan, int]]) -> ShutdownReport:
     """The result fields of the shutdown model, summed over apiservers:
 
     * ``events_not_emitted``: events of requests still running when their process exited (watch

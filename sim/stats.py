@@ -47,6 +47,7 @@ class Quantiles:
             self._to_hist(x)
 
     def _to_hist(self, x: np.ndarray) -> None:
+        assert self._hist is not None  # only called once the histogram exists
         with np.errstate(divide="ignore"):
             idx = np.floor(np.log2(np.maximum(x, _MIN) / _MIN) * _BUCKETS_PER_DOUBLING).astype(np.int64) + 1
         idx[x < _MIN] = 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,10 @@ class RateProfile:
         dx = x - t[i]
         if self.interp == "linear":
             slope = (r[i + 1] - r[i]) / seg[i]
-            return cum[i] + r[i] * dx + 0.5 * slope * dx * dx
-        return cum[i] + r[i] * dx
+            quadratic: np.ndarray = cum[i] + r[i] * dx + 0.5 * slope * dx * dx
+            return quadratic
+        linear: np.ndarray = cum[i] + r[i] * dx
+        return linear
 
     def inverse_cumulative(self, y: np.ndarray, horizon: float) -> np.ndarray:
         if self.interp != "linear":
@@ -144,7 +147,8 @@ class RateProfile:
                 quad = np.where(np.abs(slope) > 1e-12,
                                 (-r[i] + np.sqrt(np.maximum(r[i] ** 2 + 2 * slope * dy, 0.0))) / slope,
                                 dy / np.where(r[i] > 0, r[i], np.inf))
-            return t[i] + quad
+            inverse: np.ndarray = t[i] + quad
+            return inverse
         with np.errstate(divide="ignore"):
             return t[i] + np.where(r[i] > 0, dy / np.where(r[i] > 0, r[i], 1.0), np.inf)
 
@@ -250,6 +254,12 @@ class EventChunk:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    @classmethod
+    def of(cls, cols: tuple[np.ndarray, ...] | list[np.ndarray], class_counts: np.ndarray | None) -> EventChunk:
+        """A chunk from its six columns in field order (t, size, meta, level, req, stage)."""
+        t, size, meta, level, req, stage = cols
+        return cls(t, size, meta, level, req, stage, class_counts=class_counts)
 
 
 @dataclass
@@ -365,7 +375,7 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
     zero_offsets = not off_tab.any()
     empty = (np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8),
              np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8))
-    carry = empty
+    carry: tuple[np.ndarray, ...] = empty
     for rc in iter_requests(w, seed, inst):
         counts = np.bincount(rc.cls, minlength=ncls) if ncls > 1 else np.array([len(rc.t)])
         if ncls == 1 and nst[0] == 1:
@@ -381,6 +391,7 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
             # each request's stages in order: time arrival + offset, and the stage's sizes and level
             new = kernels.expand_events(rc.t, rc.cls, rc.req, nst, off_tab, size_tab, meta_tab, stage_tab, lvl,
                                         zero_offsets)
+        allev: tuple[np.ndarray, ...]
         if len(carry[0]):
             allev = tuple(np.concatenate([a, b]) for a, b in zip(carry, new))
         else:
@@ -397,12 +408,12 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
             cut = int(np.searchsorted(ta, horizon, side="left")) if len(rc.t) else 0
         out = tuple(a[:cut] for a in allev)
         carry = tuple(a[cut:] for a in allev)
-        yield EventChunk(*out, class_counts=counts)
+        yield EventChunk.of(out, counts)
     if len(carry[0]):
-        yield EventChunk(*carry, class_counts=np.zeros(ncls, dtype=np.int64))
+        yield EventChunk.of(carry, np.zeros(ncls, dtype=np.int64))
 
 
-def add_level_counts(w: Workload, level_total, class_counts) -> int:
+def add_level_counts(w: Workload, level_total: Counter[str], class_counts: np.ndarray | None) -> int:
     """Add requests per class to ``apiserver_audit_level_total`` (one per request, None included);
     returns how many requests that was."""
     if class_counts is None:
@@ -416,7 +427,7 @@ def add_level_counts(w: Workload, level_total, class_counts) -> int:
 
 # ---- file inputs -----------------------------------------------------------------------------
 
-def _read_rows(path: str, what: str) -> list[list[str]]:
+def _read_rows(path: str, what: str) -> list[tuple[int, list[str]]]:
     p = Path(path)
     try:
         text = p.read_text()
@@ -430,7 +441,7 @@ def _read_rows(path: str, what: str) -> list[list[str]]:
     for lineno, row in enumerate(csv.reader(text.splitlines()), 1):
         if not row or row[0].strip().startswith("#"):
             continue
-        rows.append([lineno] + [c.strip() for c in row])  # type: ignore[list-item]
+        rows.append((lineno, [c.strip() for c in row]))
     return rows
 
 
@@ -438,9 +449,10 @@ def read_trace(path: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Arrival trace: one request per line, ``time`` (seconds from start, or unix time) and an
     optional ``instance`` column; a header line is allowed. Times are shifted to start at 0."""
     rows = _read_rows(path, "--trace")
-    times, insts = [], []
+    times: list[float] = []
+    insts: list[int] = []
     for row in rows:
-        lineno, cols = row[0], row[1:]
+        lineno, cols = row
         if not times and not insts and cols and _is_header(cols[0]):
             continue
         try:
@@ -468,9 +480,10 @@ def read_trace(path: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
 def read_rate_series(path: str) -> RateProfile:
     """Rate series: ``timestamp,rate`` per line (seconds from start or unix time; requests/s)."""
     rows = _read_rows(path, "--rate-series")
-    ts, rs = [], []
+    ts: list[float] = []
+    rs: list[float] = []
     for row in rows:
-        lineno, cols = row[0], row[1:]
+        lineno, cols = row
         if not ts and cols and _is_header(cols[0]):
             continue
         if len(cols) < 2:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE, DISPATCH, AFTER = 0, 1, 2, 3, 4, 5, 6
 # DISPATCH (hand the pending batch to the delegate) and AFTER (stop check, next window) are
@@ -41,7 +42,7 @@ def new_state(tokens: float) -> np.ndarray:
 
 
 @nb.njit(cache=True, inline="always")
-def _reserve(tokens, last, now, qps, burst):
+def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -> tuple[float, float]:
     """``TokenBucket.reserve`` (sim/throttle.py), same arithmetic: new tokens and the wait."""
     tokens = tokens + (now - last) * qps
     if tokens > burst:
@@ -51,7 +52,8 @@ def _reserve(tokens, last, now, qps, burst):
 
 
 @nb.njit(cache=True, inline="always")
-def _dispatch(out_d, out_e, out_a, out_n, nbt, T, a, n, sync, acost, acc, per_batch):
+def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], out_a: npt.NDArray[np.int64], out_n: npt.NDArray[np.int64], nbt: int, T: float, a: int, n: int,
+              sync: bool, acost: npt.NDArray[np.float64], acc: npt.NDArray[np.int64], per_batch: float) -> float:
     """Record batch ``nbt`` (accepted positions a..a+n) dispatched at T; for the sync delegate its
     write ends after ``per_batch`` plus each event's cost, added in order. Returns the write end."""
     out_d[nbt] = T
@@ -68,7 +70,8 @@ def _dispatch(out_d, out_e, out_a, out_n, nbt, T, a, n, sync, acost, acc, per_ba
 
 
 @nb.njit(cache=True, inline="always")
-def _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops, first_drop, max_occ):
+def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], acc_n: int, obs_t: npt.NDArray[np.float64], obs_v: npt.NDArray[np.float64], no: int,
+            drops: int, first_drop: float, max_occ: int) -> tuple[int, int, int, float, int]:
     """Event ``i`` arrives at ``ta``: dropped when the buffer holds ``cap`` events, else accepted
     (its occupancy observed). Returns the updated (accepted count, observations, drops, first drop
     time, max occupancy)."""
@@ -89,7 +92,9 @@ def _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops, first_drop, max
 
 
 @nb.njit(cache=True)
-def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0):
+def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], nq: int, final: bool, t_stop: float, horizon: float, P: npt.NDArray[np.float64], S: npt.NDArray[np.float64],
+                  acc: npt.NDArray[np.int64], C: npt.NDArray[np.float64], out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], out_a: npt.NDArray[np.int64], out_n: npt.NDArray[np.int64], obs_t: npt.NDArray[np.float64], obs_v: npt.NDArray[np.float64],
+                  gx: npt.NDArray[np.int64], seq0: int) -> int:
     INF = np.inf
     N = at.shape[0]
     cap = int(P[P_CAP])

@@ -100,7 +100,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
             if last:
                 ends.append(closed.exit)
                 break
-        if router is not None:
+        if plan is not None and router is not None:  # the router exists exactly when there is a plan
             lives.append((plan, router.refused))
         insts.append(st)
     end = max(ends)
@@ -189,6 +189,8 @@ class _Backend:
 
     def feed(self, chunk: EventChunk | None, base: int, final: bool) -> None:
         sc, st = self.sc, self.stats
+        cost: np.ndarray | None
+        fail: np.ndarray | None
         if chunk is not None:
             # event ids key the log writer's per-event draws: only the sync delegate needs them
             ids = np.arange(base, base + len(chunk), dtype=np.int64) if self.sync else _EMPTY_I
@@ -202,7 +204,7 @@ class _Backend:
                 gone = big & (sz > tr.max_event_size)
                 if gone.any():
                     st.drop("truncate", int(gone.sum()), float(t[gone][0]))
-                    keep = ~gone
+                    keep: np.ndarray = ~gone
                     t, sz = t[keep], sz[keep]
                     if self.sync:
                         ids = ids[keep]
@@ -262,6 +264,7 @@ class _Backend:
             ev_t = at[ev_idx]
             if self.sync:
                 end = e
+                assert afail is not None  # the sync delegate carries failure flags
                 ev_fail = afail[ev_idx]
                 done = end < self.horizon
                 done_ev = np.repeat(done, n)
@@ -318,6 +321,7 @@ class _Backend:
         keep = acc[qh - front:acc_n]
         self.q_t, self.q_sz = at[keep], asz[keep]
         if self.sync:
+            assert afail is not None  # the sync delegate carries failure flags
             self.q_id, self.q_cost, self.q_fail = aid[keep], acost[keep], afail[keep]
         if final:
             st.in_flight_at_end = self.acc_events - self.released_events

@@ -97,7 +97,8 @@ class Decoder:
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
             return ""
         if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-            return node.value
+            value: str = node.value
+            return value
         hint = f"; quote it: \"{node.value}\"" if isinstance(node, yaml.ScalarNode) else ""
         raise self.fail(node, path, f"expected a string, got {self._kind(node)}{hint}")
 
@@ -139,7 +140,7 @@ class Decoder:
         def strs(key: str) -> tuple[str, ...]:
             return self.strings(f[key], f"{path}.{key}") if key in f else ()
 
-        resources = ()
+        resources: tuple[GroupResources, ...] = ()
         if "resources" in f:
             items = self.seq(f["resources"], f"{path}.resources")
             resources = tuple(self.group_resources(n, f"{path}.resources[{j}]") for j, n in enumerate(items))
@@ -157,7 +158,7 @@ class Decoder:
         f = self.fields(root, "", _POLICY_FIELDS)
         if "metadata" in f and not (isinstance(f["metadata"], yaml.ScalarNode) and f["metadata"].tag == _NULL):
             self.fields(f["metadata"], "metadata", _OBJECT_META_FIELDS)
-        rules = ()
+        rules: tuple[Rule, ...] = ()
         if "rules" in f:
             rules = tuple(self.rule(n, f"rules[{i}]") for i, n in enumerate(self.seq(f["rules"], "rules")))
         omf = self.boolean(f["omitManagedFields"], "omitManagedFields") if "omitManagedFields" in f else None

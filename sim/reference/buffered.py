@@ -121,7 +121,7 @@ class Pipe:
         if took:
             self.stats.occupancy.observe(self.env.now, len(q))
 
-    def collector(self) -> Generator:
+    def collector(self) -> Generator[simpy.Event, object, None]:
         env = self.env
         while True:
             deadline = env.now + self.max_wait if self.max_size > 1 else float("inf")
@@ -164,7 +164,7 @@ class Pipe:
             if task.is_alive:
                 yield task
 
-    def _process(self, batch: list[tuple[float, int, int]]) -> Generator:
+    def _process(self, batch: list[tuple[float, int, int]]) -> Generator[simpy.Event, object, None]:
         if not batch:
             return
         env = self.env

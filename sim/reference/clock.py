@@ -15,6 +15,7 @@ uses, with explicit priorities for events at the same instant:
 from __future__ import annotations
 
 from heapq import heappush
+from typing import cast
 
 import simpy
 from simpy.core import NORMAL, URGENT
@@ -25,11 +26,12 @@ PIPELINE = NORMAL
 TASK = NORMAL + 1
 
 
-def at(env: simpy.Environment, t: float, priority: int = PIPELINE) -> simpy.Event:
+def at(env: simpy.Environment, t: float, priority: float = PIPELINE) -> simpy.Event:
     """An event that fires at absolute time ``t`` (never earlier than now)."""
     ev = simpy.Event(env)
     ev._ok = True
     ev._value = None
     when = t if t > env.now else env.now
-    heappush(env._queue, (when, priority, next(env._eid), ev))  # noqa: SLF001 - absolute scheduling
+    queue = cast(list[tuple[float, float, int, simpy.Event]], env._queue)  # STOP is a half-step priority
+    heappush(queue, (when, priority, next(env._eid), ev))  # noqa: SLF001 - absolute scheduling  # noqa: SLF001 - absolute scheduling
     return ev

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -20,8 +21,12 @@ import simpy
 from audit_tune.sim.receiver import ATTEMPTS, backoff_sleep
 from audit_tune.sim.reference.clock import PIPELINE, TASK, at
 
+if TYPE_CHECKING:
+    from audit_tune.sim.reference.buffered import Pipe
+    from audit_tune.sim.reference.frontend import Frontend
 
-def _post_with_retries(pipe, key: int, nbytes: int, priority: int) -> Generator:
+
+def _post_with_retries(pipe: Pipe, key: int, nbytes: int, priority: int) -> Generator[simpy.Event, object, bool]:
     """``WithExponentialBackoff`` around the POST: up to 5 attempts, backoff sleeps between. Returns ok."""
     env, st, rcv = pipe.env, pipe.stats, pipe.receiver
     ok = False
@@ -41,7 +46,7 @@ def _post_with_retries(pipe, key: int, nbytes: int, priority: int) -> Generator:
     return ok
 
 
-def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Generator:
+def webhook_batch(pipe: Pipe, times: list[float], sizes: list[int], seq: int) -> Generator[simpy.Event, object, None]:
     """Send one batch with retries; records attempts, delivery or the drop.
 
     The caller counts the batch in flight at dispatch; this goroutine uncounts it when done."""
@@ -59,7 +64,7 @@ def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Gener
     pipe.release(nbytes, n)
 
 
-def log_batch(pipe, times: list[float], sizes: list[int], ids: list[int]) -> Generator:
+def log_batch(pipe: Pipe, times: list[float], sizes: list[int], ids: list[int]) -> Generator[simpy.Event, object, None]:
     env, st = pipe.env, pipe.stats
     cost, failed = pipe.log_writer.write(pipe.seed, pipe.inst, ids)
     pipe.inflight += 1
@@ -76,7 +81,7 @@ def log_batch(pipe, times: list[float], sizes: list[int], ids: list[int]) -> Gen
     pipe.release(int(sum(sizes)), len(times))
 
 
-def webhook_event(fe, inst_pipe, t: float, size: int, key: int) -> Generator:
+def webhook_event(fe: Frontend, inst_pipe: Pipe, t: float, size: int, key: int) -> Generator[simpy.Event, object, bool]:
     """Blocking mode: POST this one event with retries in the request goroutine. Returns ok."""
     env, st = fe.env, inst_pipe.stats
     inst_pipe.hold(size)
@@ -94,7 +99,7 @@ def webhook_event(fe, inst_pipe, t: float, size: int, key: int) -> Generator:
     return ok
 
 
-def log_event(fe, inst_pipe, mutex: simpy.Resource, t: float, size: int, key: int) -> Generator:
+def log_event(fe: Frontend, inst_pipe: Pipe, mutex: simpy.Resource, t: float, size: int, key: int) -> Generator[simpy.Event, object, bool]:
     """Blocking mode: encode and write this event under the file's mutex. Returns ok."""
     env, st = fe.env, inst_pipe.stats
     inst_pipe.hold(size)

@@ -89,7 +89,7 @@ def _instance(env: simpy.Environment, sc: Scenario, i: int, bstats: dict[str, Ba
     return pipes, Frontend(env, pipes, st, sc.seed, i, sc.request_timeout)
 
 
-def _stop(env: simpy.Environment, sc: Scenario, fe: Frontend, lt: Lifetime) -> Generator:
+def _stop(env: simpy.Environment, sc: Scenario, fe: Frontend, lt: Lifetime) -> Generator[simpy.Event, object, None]:
     """The audit stopCh closes once requests have drained (sim/shutdown.py); ``Shutdown`` returns
     when every backend has drained and its goroutines ended; the process exits after that."""
     yield at(env, lt.drained, STOP)
@@ -113,8 +113,8 @@ def _stop(env: simpy.Environment, sc: Scenario, fe: Frontend, lt: Lifetime) -> G
     fe.exit_at = lt.exit_time(env.now, sc.request_timeout)
 
 
-def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progress, lt: Lifetime | None,
-           router: EventRouter | None) -> Generator:
+def _drive(env: simpy.Environment, sc: Scenario, fe: Frontend, inst: int, progress: Callable[[float], None] | None, lt: Lifetime | None,
+           router: EventRouter | None) -> Generator[simpy.Event, object, None]:
     """Feed this process's traffic: its events (all backends in batch mode) or its requests."""
     w = sc.workload
     if sc.all_batch:

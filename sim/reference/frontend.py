@@ -34,7 +34,7 @@ class Frontend:
         self.request_timeout = request_timeout
         self.order = [p for name, p in pipes.items() if name == "log"] + [p for name, p in pipes.items() if name == "webhook"]
         self.log_mutex = simpy.Resource(env, capacity=1)
-        self.running: dict = {}  # non-long-running request process -> when its 504 is due
+        self.running: dict[simpy.Process, float] = {}  # non-long-running request process -> when its 504 is due
         self.finish: float | None = None  # when the audit backends' Shutdown returned
         self.exit_at = float("inf")  # when the process exits (set at shutdown)
         self.not_emitted = 0
@@ -59,7 +59,7 @@ class Frontend:
             if s is not None:
                 pipe.offer(t, s, ordinal)
 
-    def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator:
+    def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator[simpy.Event, object, bool]:
         """One stage through the union, from the request goroutine. Returns the AND of results."""
         if self.env.now > self.exit_at:
             self.not_emitted += 1  # the process has exited: the request's later stages never run
@@ -82,7 +82,7 @@ class Frontend:
                 result = result and ok
         return result
 
-    def request(self, t: float, cls: RequestClass, plan: list[tuple[int, float]], req: int) -> Generator:
+    def request(self, t: float, cls: RequestClass, plan: list[tuple[int, float]], req: int) -> Generator[simpy.Event, object, None]:
         """A request whose stages are audited synchronously (some backend in a blocking mode)."""
         env = self.env
         yield at(env, t, ARRIVAL)
