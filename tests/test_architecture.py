@@ -239,3 +239,13 @@ def test_ruff_finds_nothing():
     r = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", "."], capture_output=True,
                        text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_mypy_finds_nothing(staged, tmp_path):
+    """mypy as configured in pyproject.toml: strict on audit_tune.sim, its defaults elsewhere, over the
+    package as the wheel lays it out."""
+    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
+                        "--cache-dir", str(tmp_path / "mypy-cache"), "-p", "audit_tune"],
+                       capture_output=True, text=True, cwd=staged, env=_env(staged), timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "Success: no issues found" in r.stdout, r.stdout[-2000:]
