@@ -50,7 +50,8 @@ def header_lines(report: dict[str, Any]) -> list[str]:
     src_txt = src.get("snapshot") or src.get("prometheus_url") or src.get("kind") or "?"
     return [
         f"audit-tune {report['tool_version']} recommend  seed={c['seed']}  engine={c['engine']}  input={src_txt}",
-        "objective: " + " ".join(f"{k.replace('_', '-')}={v}" for k, v in o.items() if v not in ("", None)),
+        "objective: " + " ".join(f"{k.replace('_', '-')}={v}" for k, v in o.items() if v not in ("", None, (), [])),
+        *(f"failure scenario: {f['label']} ({f['origin']})" for f in (report.get("failures") or {}).get("scenarios", [])),
         "current flags (" + c["current_flags_source"] + "): " + " ".join(c["current_flags"]),
         f"confidence: {report['confidence']}",
     ]
@@ -192,6 +193,9 @@ def _short(flags: list[str]) -> str:
             f"qps {c.throttle_qps:g}  burst {c.throttle_burst}" + ("" if c.throttle_enable else "  (throttle off)"))
 
 
+from audit_tune.analysis.outage_render import print_failures  # noqa: E402
+
+
 def render_table(report: dict[str, Any], color: bool = False, width: int = 150) -> str:
     from rich.console import Console
     from rich.markup import escape
@@ -269,6 +273,7 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 150) 
         con.print("[red]No flag set met the objective within the search:[/red]")
         for w in report.get("no_recommendation_why") or []:
             con.print(f"[red]  - {escape(w)}[/red]")
+    print_failures(con, report)
     rot = report["rule_of_thumb"]
     con.print(f"rule of thumb: {rot['derivation']}", markup=False)
     if report["current_ok"]:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numba as nb
 import numpy as np
 
+from audit_tune.analysis import check, outage
 from audit_tune.analysis.calibrate import InstanceModel, lognormal_quantile
 from audit_tune.sim.config import AuditFlags, BatchOptions, fmt_float
 from audit_tune.basics.errors import InputError
@@ -42,7 +43,7 @@ WAITS = (30.0, 20.0, 10.0, 5.0, 2.0, 1.0)
 SIZE_MARGIN = 1.25  # events vary in size: keep max size x mean size x 1.25 under the body limit
 FLUID_PATHS = 200
 MIN_BUFFER = 1000  # about 1 MiB of events: below that, memory is not worth a thinner safety margin
-TUNED = ("audit-webhook-mode", "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size",
+TUNED = ("audit-webhook-mode", "audit-webhook-initial-backoff", "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size",
          "audit-webhook-batch-max-wait", "audit-webhook-batch-throttle-enable",
          "audit-webhook-batch-throttle-qps", "audit-webhook-batch-throttle-burst")
 
@@ -75,6 +76,11 @@ class Objective:
         "--peak-window", str, "Length of the busiest stretch simulated per instance."))
     jobs: int = field(default=2, metadata=_opt(
         "--jobs", int, "Local worker processes for the simulations (1 = in-process)."))
+    tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
+        "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
+        "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))
+    tolerate_slowdown: float = field(default=1.0, metadata=_opt(
+        "--tolerate-slowdown", float, "Receiver latency x this over the busiest window must lose nothing (1 = off)."))
 
     # parsed values, validated once
     def validated(self) -> "Objective":
@@ -98,6 +104,7 @@ class Objective:
             raise InputError(f"--peak-window {self.peak_window}: must be > 0, e.g. 5m")
         if not 1 <= self.jobs <= 64:
             raise InputError(f"--jobs {self.jobs}: must be within 1..64")
+        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {})
         return self
 
     @property
@@ -620,7 +627,7 @@ def calibrate_all(snap: dict[str, Any], current: AuditFlags, seed: int = 1, engi
 
 def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Objective,
                  seed: int = 1, source: dict[str, Any] | None = None, engine: str = "fast",
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, evaluate: AuditFlags | None = None) -> dict[str, Any]:
     from audit_tune import __version__
 
     log = log or (lambda s: None)
@@ -639,10 +646,19 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         if best is not None:
             named.append(("recommended", best.flags))
         named.append(("rule-of-thumb", rot_flags))
+        if evaluate is not None:  # --evaluate: judged like the others, without the observed drops
+            named.append(("evaluated", evaluate))
+        # ---- receiver failures (analysis/outage.py) ----
+        failures = _assess_failures(snap, models, obj, rec, named, best, trace, seed, engine, log)
+        if best is not None and failures.survivor_flags is not None and failures.survivor != "recommended":
+            named[1] = ("recommended", failures.survivor_flags)
+            failures.promote()
         evs = rec.evaluate_many(named, x1=True)
         trace["simulation_runs"] = rec.runner.runs
     finally:
         rec.close()
+    for e in evs:
+        e.violations.extend(failures.violations_for(e.name))
     by = {e.name: e for e in evs}
     observed_drops = {m.name: {k: v for k, v in m.errors_increase.items() if v} for m in models
                       if any(m.errors_increase.values())}
@@ -698,8 +714,32 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         "current_ok": by["current"].ok,
         "current_violations": cur_viol,
         "search": trace,
+        "failures": failures.to_dict(),
+        "evaluated": _evaluated(by, failures) if evaluate is not None else None,
         "warnings": warnings,
     }
+
+
+def _evaluated(by: dict[str, "Evaluation"], failures: "outage.FailureAssessment") -> dict[str, Any]:
+    cs = check.checks(by["evaluated"].to_dict(), failures.to_dict())
+    return {"flags": tuned_args(by["evaluated"].flags), "ok": all(c.ok for c in cs), "checks": [c.to_dict() for c in cs]}
+
+
+def _assess_failures(snap: dict[str, Any], models: list[InstanceModel], obj: Objective, rec: "Recommender",
+                     named: list[tuple[str, AuditFlags]], best: "Evaluation | None", trace: dict[str, Any],
+                     seed: int, engine: str, log: Callable[[str], None]) -> "outage.FailureAssessment":
+    """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios."""
+    from audit_tune.sim.config import parse_flags
+
+    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap)
+    feasible: list[tuple[str, AuditFlags]] = [("recommended", best.flags)] if best is not None else []
+    base = named[0][1]
+    for r, rnd in enumerate(trace.get("rounds", [])):
+        for k, c in enumerate(rnd):
+            if not c["violations"]:
+                feasible.append((f"candidate-{r}.{k}", parse_flags(c["flags"], base=base)))
+    return outage.assess(models, scenarios, named, feasible, obj.memory_bytes,
+                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log)
 
 
 def why_nothing_fits(trace: dict[str, Any], models: list[InstanceModel], obj: Objective) -> list[str]:

@@ -58,7 +58,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
          current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
          prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
          output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
-         policy: Optional[str] = None) -> int:
+         policy: Optional[str] = None, evaluate: Optional[str] = None) -> int:
     from audit_tune.analysis import outputs  # noqa: F401 - registers the formatters
     from audit_tune.analysis.recommend import build_report
     from audit_tune.basics.errors import InputError, ObjectiveViolated
@@ -92,18 +92,45 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         return _fleet(snap, current, csrc, obj, seed, source, fmt, output, output_dir, executor, scheduler, say)
     if output_dir:
         raise InputError("--output-dir: goes with --all-clusters (one file per cluster); use -o FILE for one report")
-    report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say)
+    judged = _evaluate_flags(evaluate, current) if evaluate else None
+    report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say, evaluate=judged)
     if fmt == "table":
         text = _table(report, color=output in (None, "", "-") and sys.stdout.isatty())
     else:
         text = render(report, fmt)
     write_output(text, output)
+    if judged is not None:
+        failed = [c for c in report["evaluated"]["checks"] if not c["ok"]]
+        if failed:
+            raise ObjectiveViolated(f"--evaluate: {len(failed)} check(s) failed: "
+                                    + "; ".join(f"{c['check']}: {c['detail']}" for c in failed))
+        return 0
     if report["recommended"] is None:
         why = "; ".join(report.get("no_recommendation_why") or []) or "see the table or -f json 'search'"
         raise ObjectiveViolated(f"no flag set meets the objective within the constraints: {why}")
+    if (report.get("failures") or {}).get("no_survivor"):
+        raise ObjectiveViolated(report["failures"]["no_survivor"])
     if not report["current_ok"]:
         raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report["current_violations"]))
     return 0
+
+
+def _evaluate_flags(text: str, base: Any) -> Any:
+    """--evaluate: flags (``'--audit-...=.. --audit-...=..'``) or a flags file / manifest, over the flags in force."""
+    import shlex
+
+    from audit_tune.basics.errors import InputError
+    from audit_tune.sim.config import load_flags_file, parse_flags
+
+    if Path(text).is_file():
+        return load_flags_file(text, base=base)
+    try:
+        args = shlex.split(text)
+    except ValueError as e:
+        raise InputError(f"--evaluate: {e}") from None
+    if not args or not args[0].startswith("--"):
+        raise InputError(f"--evaluate {text!r}: not a file and not flags like '--audit-webhook-batch-max-size=400'")
+    return parse_flags(args, base=base, source="--evaluate")
 
 
 def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict, fmt: str, output: Optional[str],
@@ -221,6 +248,7 @@ def _build_signature() -> None:
     sig.input_options(PANEL_IN, step_default="15s", prom_available=_prom_available())
     sig.objective_options(PANEL_OBJ)
     opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
+    opt("evaluate", Optional[str], typer.Option(None, "--evaluate", help="Judge these flags (like --current-flags: flags or a file) under the same objective and failure scenarios, without the snapshot's observed drops: one answer per check, exit 3 when one fails.", rich_help_panel=PANEL_IN))
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
     opt("output_dir", Optional[str], typer.Option(None, "--output-dir", help="With --all-clusters: write one file per cluster (in --format) and summary.json here.", rich_help_panel=PANEL_OUT))
     opt("executor", str, typer.Option("local", "--executor", help="With --all-clusters: local (process pool, --jobs), dask (--scheduler) or dask-local.", rich_help_panel=PANEL_OBJ))
