@@ -290,17 +290,21 @@ class FailureJudge:
         k = len(models)
         return [res[i * k:(i + 1) * k] for i in range(len(named))]
 
-    def judge(self, named: list[tuple[str, AuditFlags]], tolerance: bool = True) -> list[Outcome]:
+    def judge(self, named: list[tuple[str, AuditFlags]]) -> list[Outcome]:
         out: list[Outcome] = []
         for sc in self.scenarios:
             rows = self._one(named, sc, [sc.duration] * len(named), self.models)
-            outs = [Outcome(n, f, sc, sum(r["webhook"] for r in rr), sum(r["buffered"] for r in rr),
-                            max(r["peak_memory"] for r in rr), max(r["recovery"] for r in rr), budget=self.budget)
-                    for (n, f), rr in zip(named, rows)]
-            if sc.is_outage and tolerance:
-                self._tolerance(outs, sc)
-            out.extend(outs)
+            out.extend(Outcome(n, f, sc, sum(r["webhook"] for r in rr), sum(r["buffered"] for r in rr),
+                               max(r["peak_memory"] for r in rr), max(r["recovery"] for r in rr), budget=self.budget)
+                       for (n, f), rr in zip(named, rows))
         return out
+
+    def tolerances(self, outcomes: list[Outcome]) -> None:
+        """Fill in the outage tolerance (and the loss of a twice-as-long outage) of these outcomes."""
+        for sc in self.scenarios:
+            outs = [o for o in outcomes if o.scenario == sc and o.tolerance_seconds is None]
+            if sc.is_outage and outs:
+                self._tolerance(outs, sc)
 
     def _survives(self, r: dict[str, Any]) -> bool:
         return r["webhook"] + r["buffered"] == 0 and r["peak_memory"] <= self.budget
@@ -323,7 +327,7 @@ class FailureJudge:
             if not capped[i]:
                 limit[i] = "drops" if r[0]["webhook"] + r[0]["buffered"] else "memory"
         for _ in range(8):
-            live = [i for i in range(len(outs)) if not capped[i] and hi[i] - lo[i] > max(5.0, 0.05 * lo[i])]
+            live = [i for i in range(len(outs)) if not capped[i] and hi[i] - lo[i] > max(5.0, 0.1 * lo[i])]
             if not live:
                 break
             mids = [round((lo[i] + hi[i]) / 2, 1) for i in live]
@@ -351,8 +355,7 @@ def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> lis
     for b in BACKOFFS:
         if b > flags.webhook_initial_backoff and b >= need:
             out.append(replace(flags, webhook_initial_backoff=b))
-            if len(out) == 2:
-                break
+            break
     return out
 
 
@@ -376,17 +379,21 @@ def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown:
                     named.append((n if k == 0 else f"{n}+backoff-{format_duration(v.webhook_initial_backoff)}", v))
         log(f"failure scenarios: {', '.join(s.label for s in scenarios)} x {len(named)} flag sets")
         outcomes = judge.judge(named)
+        feasible_names = {n for n, _ in feasible} | {n for n, _ in named if "+backoff-" in n}
+        by_name: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            by_name.setdefault(o.name, []).append(o)
+        survivors = [n for n in by_name if n in feasible_names and all(o.ok for o in by_name[n])]
+        best = min(survivors, key=lambda n: (max(o.peak_memory for o in by_name[n]), n)) if survivors else None
+        # tolerance: for the flag sets the report shows and the survivor; for every candidate (the
+        # frontier) only when nothing survives
+        want = {n for n, _ in shown} | ({best} if best else set(by_name))
+        judge.tolerances([o for o in outcomes if o.name in want])
         runs = judge.pool.runs
     finally:
         judge.close()
-    feasible_names = {n for n, _ in feasible} | {n for n, _ in named if "+backoff-" in n}
-    by_name: dict[str, list[Outcome]] = {}
-    for o in outcomes:
-        by_name.setdefault(o.name, []).append(o)
-    survivors = [n for n in by_name if n in feasible_names and all(o.ok for o in by_name[n])]
     flags_of = dict(named)
-    if survivors:
-        best = min(survivors, key=lambda n: (max(o.peak_memory for o in by_name[n]), n))
+    if best is not None:
         return FailureAssessment(scenarios, outcomes, best, flags_of[best], "", runs=runs)
     outs = [s for s in scenarios if s.is_outage]
     sentence = ("no flag set both survives " + " and ".join(s.label for s in scenarios)

@@ -19,6 +19,11 @@ def _tol(o: dict[str, Any]) -> str:
     return s + (f" ({o['outage_tolerance_limit']})" if o.get("outage_tolerance_limit") else "")
 
 
+def print_sections(con: Console, report: dict[str, Any]) -> None:
+    print_failures(con, report)
+    print_log(con, report)
+
+
 def print_failures(con: Console, report: dict[str, Any]) -> None:
     f = report.get("failures")
     if not f or not f["scenarios"]:
@@ -55,3 +60,20 @@ def print_failures(con: Console, report: dict[str, Any]) -> None:
                    format_size(r["peak_memory_bytes"]), f"{r['lost']:,}",
                    "-" if r["lost_if_twice_as_long"] is None else f"{r['lost_if_twice_as_long']:,}")
     con.print(fr)
+
+
+def print_log(con: Console, report: dict[str, Any]) -> None:
+    lg = report.get("log_backend")
+    if not lg:
+        return
+    con.print(f"Log backend (--audit-log-path set): write cost {lg['write_cost_seconds'] * 1e6:.1f} us per event "
+              f"({lg['write_cost_source']})", markup=False)
+    t = Table(show_header=True, header_style="bold")
+    for col in ("log flag set", "flags", "drain ev/s", "added request latency", "stall: added latency / lost", "buffer memory", "verdict"):
+        t.add_column(col)
+    for r in lg["flag_sets"]:
+        stall = f"{r['stall_added_request_latency_seconds']:.0f}s / {r['stall_loss_events']:,}" if lg["stall_seconds"] else "-"
+        t.add_row(r["name"], " ".join(r["flags"]), "-" if r["drain_events_per_second"] is None else f"{r['drain_events_per_second']:,.0f}",
+                  f"{r['added_request_latency_seconds'] * 1e3:.3f} ms", stall, format_size(r["memory_bytes"]),
+                  "[green]ok[/green]" if r["ok"] else "[red]" + escape("; ".join(r["violations"])) + "[/red]")
+    con.print(t)

@@ -193,7 +193,7 @@ def _short(flags: list[str]) -> str:
             f"qps {c.throttle_qps:g}  burst {c.throttle_burst}" + ("" if c.throttle_enable else "  (throttle off)"))
 
 
-from audit_tune.analysis.outage_render import print_failures  # noqa: E402
+from audit_tune.analysis.outage_render import print_sections  # noqa: E402
 
 
 def render_table(report: dict[str, Any], color: bool = False, width: int = 150) -> str:
@@ -273,7 +273,7 @@ def render_table(report: dict[str, Any], color: bool = False, width: int = 150) 
         con.print("[red]No flag set met the objective within the search:[/red]")
         for w in report.get("no_recommendation_why") or []:
             con.print(f"[red]  - {escape(w)}[/red]")
-    print_failures(con, report)
+    print_sections(con, report)
     rot = report["rule_of_thumb"]
     con.print(f"rule of thumb: {rot['derivation']}", markup=False)
     if report["current_ok"]:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numba as nb
 import numpy as np
 
-from audit_tune.analysis import check, outage
+from audit_tune.analysis import check, logbackend, outage
 from audit_tune.analysis.calibrate import InstanceModel, lognormal_quantile
 from audit_tune.sim.config import AuditFlags, BatchOptions, fmt_float
 from audit_tune.basics.errors import InputError
@@ -81,6 +81,10 @@ class Objective:
         "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))
     tolerate_slowdown: float = field(default=1.0, metadata=_opt(
         "--tolerate-slowdown", float, "Receiver latency x this over the busiest window must lose nothing (1 = off)."))
+    tolerate_log_stall: str = field(default="", metadata=_opt(
+        "--tolerate-log-stall", str, "With --audit-log-path: a disk that stops for this long (e.g. 30s) must lose nothing."))
+    log_write_latency: str = field(default="", metadata=_opt(
+        "--log-write-latency", str, "With --audit-log-path: the cost of one audit log write (default: a short probe on this host)."))
 
     # parsed values, validated once
     def validated(self) -> "Objective":
@@ -105,6 +109,9 @@ class Objective:
         if not 1 <= self.jobs <= 64:
             raise InputError(f"--jobs {self.jobs}: must be within 1..64")
         outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {})
+        logbackend.parse_stall(self.tolerate_log_stall)
+        if self.log_write_latency:
+            logbackend.write_cost(self.log_write_latency, 1000, 100)
         return self
 
     @property
@@ -660,6 +667,11 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
     for e in evs:
         e.violations.extend(failures.violations_for(e.name))
     by = {e.name: e for e in evs}
+    log_part = logbackend.assess_log(current, max(m.peak_burst_rate for m in models), obj.headroom,
+                                     max(m.epr for m in models), max(m.event_size for m in models), obj.memory_bytes,
+                                     obj.log_write_latency, obj.tolerate_log_stall)
+    if log_part:
+        by["current"].violations.extend(log_part["flag_sets"][0]["violations"])
     observed_drops = {m.name: {k: v for k, v in m.errors_increase.items() if v} for m in models
                       if any(m.errors_increase.values())}
     cur_viol = list(by["current"].violations)
@@ -691,6 +703,8 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
             "explanation": rec.explain(ev, trace["excluded"]),
             "ok": ev.ok, "violations": ev.violations,
         }
+        if log_part:  # both backends' flags in every output
+            recommended["flags"] += log_part["recommended_flags"]
     blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
     return {
         "kind": "AuditTuneRecommendation",
@@ -715,6 +729,7 @@ def build_report(snap: dict[str, Any], current: AuditFlags, current_source: str,
         "current_violations": cur_viol,
         "search": trace,
         "failures": failures.to_dict(),
+        "log_backend": log_part,
         "evaluated": _evaluated(by, failures) if evaluate is not None else None,
         "warnings": warnings,
     }
