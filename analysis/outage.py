@@ -384,7 +384,8 @@ def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown:
         for o in outcomes:
             by_name.setdefault(o.name, []).append(o)
         survivors = [n for n in by_name if n in feasible_names and all(o.ok for o in by_name[n])]
-        best = min(survivors, key=lambda n: (max(o.peak_memory for o in by_name[n]), n)) if survivors else None
+        order = {n: k for k, (n, _) in enumerate(named)}  # ties: the search's own order (least healthy memory first)
+        best = min(survivors, key=lambda n: (max(o.peak_memory for o in by_name[n]), order[n])) if survivors else None
         # tolerance: for the flag sets the report shows and the survivor; for every candidate (the
         # frontier) only when nothing survives
         want = {n for n, _ in shown} | ({best} if best else set(by_name))

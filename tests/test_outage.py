@@ -99,3 +99,19 @@ def test_evaluate_answers_per_check_and_exits_3(capsys) -> None:
     last = err.strip().splitlines()[-1]
     assert not checks["headroom"]["ok"] and last.startswith("tune: error: --evaluate") and "headroom" in last
     assert "1m0s hang outage" in checks
+
+
+def test_slowdown_scenario_holds_more_and_is_reported(capsys) -> None:
+    snap = json.loads(Path(SAMPLE).read_text())
+    m = calibrate(snap, sorted(snap["instances"])[0])
+    flags = parse_flags(["--audit-webhook-batch-max-size=10", "--audit-webhook-batch-throttle-qps=20",
+                         "--audit-webhook-batch-max-wait=1s"])
+    scs = outage.parse_scenarios(("none",), 400.0, {})
+    assert [s.kind for s in scs] == ["slowdown"] and scs[0].label == "latency x400"
+    base = outage._run((m, flags, 1, outage.FailureScenario("slowdown", factor=1.0), 0.0, 60.0, "fast"))
+    slow = outage._run((m, flags, 1, scs[0], 0.0, 60.0, "fast"))
+    assert slow["peak_memory"] > 3 * base["peak_memory"] and slow["recovery"] > base["recovery"]
+    judge = outage.FailureJudge([m], scs, 1 << 30, 60.0, jobs=1)
+    [o] = judge.judge([("x", flags)])
+    judge.tolerances([o])
+    assert o.peak_memory == slow["peak_memory"] and o.tolerance_seconds is None  # no tolerance for a slowdown
