@@ -13,6 +13,10 @@ What is built, per instance (see ``docs/recommend.md``):
   matches the observed ``event_rate_peak / event_rate``: the median ratio, raised to the 90th
   percentile's fit when the tail is heavier. Without ``event_rate_peak`` sigma comes from the spread
   of the step series around its rolling median (assumed scale-free; said in the output).
+* **Audit log input** (the snapshot's ``audit_log`` key, ``analysis.auditlog``, docs/audit-log.md):
+  the peak series is the log's busiest 1 s per step, the event size its mean line length, and the
+  observed load (scale 1) of a stretch the stored trace covers is replayed from the logged arrival
+  times exactly (:meth:`InstanceModel.trace_between`); other scales use the fitted model.
 * **Event size**: webhook ``size_sum / size_count`` (one observation per POST attempt) divided by
   the mean events per POST; default 850 B (spec section 7) when the webhook histograms are absent.
 * **Receiver**: webhook latency = empirical quantiles of ``rest_client_request_duration_seconds``
@@ -25,7 +29,6 @@ confidence level come out of it.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,10 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from audit_tune.sim.config import AuditFlags
+from audit_tune.analysis.auditlog.build import trace_from_dict
+from audit_tune.analysis.snapshot import Snapshot
 from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.sim.api import run
+from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency, ndtri
-from audit_tune.sim.receiver import ATTEMPTS, ATTEMPT_TIMEOUT, Receiver
+from audit_tune.sim.receiver import ATTEMPT_TIMEOUT, ATTEMPTS, Receiver
 from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.units import format_duration, parse_duration
 from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
@@ -53,25 +59,12 @@ MAX_VALIDATION_EVENTS = 20_000_000  # above this, validation replays the stretch
 
 
 # ------------------------------------------------------------------------------------------------
-# Snapshot loading (the other half of issue 6 owns analysis/snapshot.py; use it when present)
+# Snapshot loading: files are read and validated by analysis.snapshot.Snapshot; calibration reads the
+# plain dict
 # ------------------------------------------------------------------------------------------------
-def snapshot_dict(snap: Any) -> dict[str, Any]:
-    """A plain ``audit-tune-snapshot/v1`` dict from a dict or a ``Snapshot``-like object."""
-    if isinstance(snap, dict):
-        d = snap
-    else:
-        d = None
-        for attr in ("to_dict", "as_dict"):
-            if callable(getattr(snap, attr, None)):
-                d = getattr(snap, attr)()
-                break
-        if d is None:
-            for attr in ("data", "raw", "doc"):
-                if isinstance(getattr(snap, attr, None), dict):
-                    d = getattr(snap, attr)
-                    break
-        if d is None:
-            raise InputError(f"snapshot: cannot read a {type(snap).__name__} (expected an {FORMAT} document)")
+def snapshot_dict(snap: Snapshot | dict[str, Any]) -> dict[str, Any]:
+    """A plain ``audit-tune-snapshot/v1`` dict from a dict or a :class:`Snapshot`."""
+    d = snap if isinstance(snap, dict) else snap.to_dict()
     if d.get("format") != FORMAT:
         raise InputError(f"snapshot: format {d.get('format')!r} is not {FORMAT!r}")
     if not isinstance(d.get("instances"), dict):
@@ -80,27 +73,8 @@ def snapshot_dict(snap: Any) -> dict[str, Any]:
 
 
 def load_snapshot(path: str | Path) -> dict[str, Any]:
-    """Load a snapshot file: through ``analysis.snapshot.Snapshot.load`` when it exists, else JSON."""
-    try:
-        from audit_tune.analysis.snapshot import Snapshot  # type: ignore[import-not-found]
-    except ImportError:
-        Snapshot = None  # noqa: N806
-    if Snapshot is not None:
-        return snapshot_dict(Snapshot.load(path))
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise InputError(f"--snapshot {path}: cannot read ({e.strerror})") from None
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"--snapshot {path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise InputError(f"--snapshot {path}: expected a JSON object with format {FORMAT!r}")
-    try:
-        return snapshot_dict(d)
-    except InputError as e:
-        raise InputError(f"--snapshot {path}: {str(e).removeprefix('snapshot: ')}") from None
+    """Load a snapshot file (:meth:`analysis.snapshot.Snapshot.load` validates it) as a plain dict."""
+    return snapshot_dict(Snapshot.load(path))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,6 +116,9 @@ class InstanceModel:
     errors_increase: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict)  # what each number came from
     warnings: tuple[str, ...] = ()
+    # exact arrival times from an audit log: (start, end, event times), seconds from the window start
+    trace: tuple[tuple[float, float, np.ndarray], ...] = field(default=(), compare=False)
+    bursts: tuple[dict[str, Any], ...] = ()  # busiest 100 ms / 1 s / 10 s / 1 min of the log
 
     @property
     def duration(self) -> float:
@@ -219,11 +196,28 @@ class InstanceModel:
                  stop: int | None = None, sigma: float | None = None, drain: bool = True,
                  shape: str = "model") -> Scenario:
         stop = len(self.rates) if stop is None else stop
+        exact = self.trace_between(start * self.step, stop * self.step) if scale == 1.0 else None
+        if exact is not None:  # the observed load itself: replay the audit log's arrivals, one event each
+            s = int(self.event_size)
+            wl = Workload(Arrivals("trace", trace=tuple(exact.tolist())), duration=max((stop - start) * self.step, 1e-3),
+                          classes=(RequestClass("audit-log", 1.0, "Metadata", sizes=(s, s, s, s)),),
+                          policy_omit_stages=frozenset({"RequestReceived"}))
+            return Scenario(flags=flags, workload=wl, receiver=self.receiver(), backends=("webhook",),
+                            seed=int(seed), drain=drain)
         classes, omit = self.classes()
         wl = Workload(Arrivals("poisson", self.profile(seed, scale, start, stop, sigma, shape)),
                       duration=max((stop - start) * self.step, 1e-3), classes=classes, policy_omit_stages=omit)
         return Scenario(flags=flags, workload=wl, receiver=self.receiver(), backends=("webhook",),
                         seed=int(seed), drain=drain)
+
+    def trace_between(self, a: float, b: float) -> np.ndarray | None:
+        """Exact event times in ``[a, b)`` (seconds from the window start), shifted to start at 0,
+        when one stored stretch of the audit log covers that range; else None."""
+        for lo, hi, t in self.trace:
+            if lo <= a + 1e-6 and b <= hi + 1e-6:
+                i, j = np.searchsorted(t, [a, b])
+                return t[i:j] - a
+        return None
 
     def busiest_segments(self, seconds: float, k: int) -> list[tuple[int, int]]:
         """Up to ``k`` non-overlapping step ranges of about ``seconds`` with the highest peaks."""
@@ -265,6 +259,8 @@ class InstanceModel:
             "errors_increase": self.errors_increase,
             "sources": self.sources,
             "warnings": list(self.warnings),
+            "observed_bursts": list(self.bursts),
+            "exact_trace_events": int(sum(len(t) for _, _, t in self.trace)),
         }
 
 
@@ -494,6 +490,8 @@ def calibrate(snapshot: Any, instance: str) -> InstanceModel:
     for m in missing_items(snap, instance):
         warnings.append(m)
     t0 = float(t[0])
+    extra = _from_audit_log(snap, instance, t0 - step, sources, warnings)
+    size = extra.pop("event_size", size)
     return InstanceModel(
         name=instance, step=step, times=tuple((t - t0).tolist()), rates=tuple(float(x) for x in v),
         peak_rates=tuple(float(x) for x in peaks) if peaks is not None else None, epr=epr, event_size=size,
@@ -501,7 +499,39 @@ def calibrate(snapshot: Any, instance: str) -> InstanceModel:
         events_increase=float(inst.get("events_increase") or 0.0),
         errors_increase={k: float((inst.get("errors_increase") or {}).get(k) or 0.0)
                          for k in ("buffered", "webhook", "log", "truncate")},
-        sources=sources, warnings=tuple(warnings))
+        sources=sources, warnings=tuple(warnings), **extra)
+
+
+def _from_audit_log(snap: dict[str, Any], instance: str, origin: float, sources: dict[str, str],
+                    warnings: list[str]) -> dict[str, Any]:
+    """What an audit log (``analysis.auditlog``, the snapshot's ``audit_log`` key) adds to the model:
+    the measured event size, the exact arrival trace of its busiest stretches (``origin`` = unix
+    start of the first step) and the bursts it found; notes in ``sources`` and ``warnings``."""
+    al = ((snap.get("audit_log") or {}).get("instances") or {}).get(instance)
+    if not al:
+        return {}
+    out: dict[str, Any] = {"bursts": tuple(al.get("bursts") or ())}
+    sz = al.get("sizes") or {}
+    if sz.get("mean_bytes"):
+        out["event_size"] = int(round(sz["mean_bytes"]))
+        warnings[:] = [w for w in warnings if not w.startswith("no webhook request size histogram")]
+        sources["event_size"] = f"audit log: mean bytes per event line ({sz.get('events', 0):,} events)"
+    tr = []
+    for d in al.get("trace") or []:
+        a, b, times = trace_from_dict(d)
+        if d.get("whole_log"):
+            a, b = -math.inf, math.inf
+        tr.append((a - origin, b - origin, times - origin))
+    if tr:
+        out["trace"] = tuple(tr)
+        n = sum(len(x[2]) for x in tr)
+        sources["arrivals"] = (f"x1: the audit log's exact arrival times ({n:,} events, 1 ms, "
+                               f"{'the whole log' if any(math.isinf(x[0]) for x in tr) else f'{len(tr)} busiest stretch(es)'})"
+                               " replayed as they happened; x headroom: the 1 s peaks and fitted bursts scaled")
+    comp = al.get("completeness") or {}
+    if comp and not comp.get("complete", True):
+        warnings.append(f"audit log trace: {comp.get('note')}")
+    return out
 
 
 def missing_items(snap: dict[str, Any], instance: str | None = None) -> list[str]:
@@ -561,8 +591,6 @@ class Validation:
 def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
              max_events: int = MAX_VALIDATION_EVENTS) -> Validation:
     """Replay the observed window with the current flags; compare drops with the observed counters."""
-    from audit_tune.sim.api import run
-
     parts, replayed, partial = replay_ranges(model, flags, max_events)
     pred: dict[str, float] = {k: 0.0 for k in ("buffered", "webhook", "log", "truncate")}
     pev = 0.0
@@ -659,9 +687,12 @@ DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 SIZE_BUCKETS = tuple(float(64 * 4 ** k) for k in range(10))
 
 
+SYNTHETIC_LATENCY = Latency("lognormal", 0.05, 0.4)
+
+
 def synthetic_snapshot(rates: dict[str, list[float]] | None = None, step: float = 30.0, sigma: float = 0.4,
                        window: float = 10.0, event_size: int = 900, epr: float = 2.0,
-                       latency: Latency = Latency("lognormal", 0.05, 0.4), failure_rate: float = 0.0,
+                       latency: Latency = SYNTHETIC_LATENCY, failure_rate: float = 0.0,
                        batch_events: float = 400.0, errors: dict[str, dict[str, float]] | None = None,
                        seed: int = 1, start: float = 1_780_000_000.0) -> dict[str, Any]:
     """An ``audit-tune-snapshot/v1`` document generated from a *known* load, as Prometheus would

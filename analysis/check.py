@@ -31,6 +31,21 @@ class Check:
         return {"check": self.check, "ok": self.ok, "detail": self.detail}
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """``--evaluate``: the given flags and each check's answer; ``ok`` when every check passes."""
+
+    flags: list[str]
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flags": self.flags, "ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
+
+
 def checks(ev: dict[str, Any], failures: dict[str, Any], name: str = "evaluated") -> list[Check]:
     """``ev``: the flag set's ``comparison`` entry; ``failures``: the report's ``failures``."""
     out: list[Check] = []

@@ -18,13 +18,18 @@ append results as they arrive).
 """
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
+from audit_tune import __version__
 from audit_tune.basics.errors import InputError, ServiceError
 
 EXECUTORS = ("local", "dask", "dask-local")
@@ -40,7 +45,7 @@ class ExecutorOptions:
     retries: int = 2  # dask: retries of a task that raised
     warmup: Callable[[], Any] | None = None  # run once per worker before the first chunk
 
-    def validate(self) -> "ExecutorOptions":
+    def validate(self) -> ExecutorOptions:
         if self.kind not in EXECUTORS:
             raise InputError(f"--executor {self.kind}: use one of {', '.join(EXECUTORS)}")
         if self.kind == "dask" and not self.scheduler:
@@ -67,7 +72,7 @@ def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 # ---- worker side ------------------------------------------------------------------------------------
-def _run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     return [fn(x) for x in items]
 
 
@@ -89,7 +94,6 @@ def _ignore_sigint() -> bool:
 def _dask_probe(warmup: Callable[[], Any] | None) -> str:
     if warmup is not None:
         warmup()
-    from audit_tune import __version__
 
     return __version__
 
@@ -107,20 +111,17 @@ class ChunkExecutor:
         self.startup_seconds = 0.0
 
     # lifecycle
-    def __enter__(self) -> "ChunkExecutor":
+    def __enter__(self) -> ChunkExecutor:
         try:
             return self._start()
         except BaseException:  # Ctrl-C or a failed probe while starting: stop what was started
             self.close(cancel=True)
             raise
 
-    def _start(self) -> "ChunkExecutor":
+    def _start(self) -> ChunkExecutor:
         t0 = time.perf_counter()
         o = self.opts
         if o.kind == "local":
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
             self.n_workers = o.jobs or os.cpu_count() or 1
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
             self._pool = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=mp.get_context(method),
@@ -135,8 +136,6 @@ class ChunkExecutor:
     def _connect(self) -> None:
         o = self.opts
         try:
-            import logging
-
             from distributed import Client, LocalCluster
         except ImportError:
             raise InputError(f"--executor {o.kind} needs dask.distributed: pip install 'audit-tune[dask]'") from None
@@ -170,7 +169,6 @@ class ChunkExecutor:
         except Exception as e:  # noqa: BLE001 - a worker without audit-tune installed, typically
             raise ServiceError(f"Dask workers cannot run audit-tune ({type(e).__name__}: {e}); install the same "
                                f"audit-tune on every worker") from None
-        from audit_tune import __version__
 
         bad = {w: v for w, v in versions.items() if v != __version__}
         if bad:
@@ -222,14 +220,12 @@ class ChunkExecutor:
             raise RuntimeError("ChunkExecutor used outside its 'with' block")
 
     def _imap_local(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         window = max(4, 2 * self.n_workers)  # bounded in-flight tasks: memory stays flat for huge sweeps
         pending: dict[Any, int] = {}
         nxt = 0
         while nxt < len(chunks) or pending:
             while nxt < len(chunks) and len(pending) < window:
-                pending[self._pool.submit(_run_chunk, fn, chunks[nxt])] = nxt
+                pending[self._pool.submit(run_chunk, fn, chunks[nxt])] = nxt
                 nxt += 1
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=lambda f: pending[f]):
@@ -239,7 +235,7 @@ class ChunkExecutor:
     def _imap_dask(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
         from distributed import as_completed
 
-        futs = [self._client.submit(_run_chunk, fn, c, pure=False, retries=self.opts.retries) for c in chunks]
+        futs = [self._client.submit(run_chunk, fn, c, pure=False, retries=self.opts.retries) for c in chunks]
         index = {f.key: i for i, f in enumerate(futs)}
         try:
             for f, res in as_completed(futs, with_results=True):

@@ -160,8 +160,30 @@ def recommend_log(current: AuditFlags, cost: float, peak: float, headroom: float
                                                current.log.truncate))
 
 
+@dataclass(frozen=True)
+class LogAssessment:
+    """The log backend section of the report: the write cost used, the stall, and the flag sets judged
+    (current, blocking when current is not, recommended)."""
+
+    write_cost_seconds: float
+    write_cost_source: str
+    stall_seconds: float
+    peak_event_rate: float
+    flag_sets: list[LogJudgement]
+    recommended_flags: list[str]
+
+    @property
+    def current_violations(self) -> list[str]:
+        return list(self.flag_sets[0].violations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"write_cost_seconds": self.write_cost_seconds, "write_cost_source": self.write_cost_source,
+                "stall_seconds": self.stall_seconds, "peak_event_rate": self.peak_event_rate,
+                "flag_sets": [r.to_dict() for r in self.flag_sets], "recommended_flags": self.recommended_flags}
+
+
 def assess_log(current: AuditFlags, peak: float, headroom: float, epr: float, size: int, budget: int,
-               given_cost: str | None, stall_text: str | None) -> dict[str, Any] | None:
+               given_cost: str | None, stall_text: str | None) -> LogAssessment | None:
     """The log section of the report, or None when ``--audit-log-path`` is not set."""
     stall = parse_stall(stall_text)
     if not current.log_file.path:
@@ -173,6 +195,4 @@ def assess_log(current: AuditFlags, peak: float, headroom: float, epr: float, si
     if current.log.mode != "blocking":
         rows.append(judge("blocking", blocking, wc.per_event, peak, headroom, epr, size, stall, budget))
     rows.append(judge("recommended", rec, wc.per_event, peak, headroom, epr, size, stall, budget))
-    return {"write_cost_seconds": wc.per_event, "write_cost_source": wc.source, "stall_seconds": stall,
-            "peak_event_rate": round(peak, 1), "flag_sets": [r.to_dict() for r in rows],
-            "recommended_flags": rec.to_flags(include=LOG_FLAGS)}
+    return LogAssessment(wc.per_event, wc.source, stall, round(peak, 1), rows, rec.to_flags(include=LOG_FLAGS))

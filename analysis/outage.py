@@ -27,14 +27,16 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import ATTEMPT_TIMEOUT, ATTEMPTS, BACKOFF_FACTOR, Outage
@@ -147,8 +149,6 @@ def _stretch(m: InstanceModel, seconds: float) -> tuple[InstanceModel, int, int]
 
 
 def _run(args: tuple) -> dict[str, Any]:
-    from audit_tune.sim.api import run
-
     m, flags, seed, sc, duration, window, engine = args
     if sc.is_outage:
         tm, lo, hi = _stretch(m, duration)
@@ -398,7 +398,7 @@ def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown:
         return FailureAssessment(scenarios, outcomes, best, flags_of[best], "", runs=runs)
     outs = [s for s in scenarios if s.is_outage]
     sentence = ("no flag set both survives " + " and ".join(s.label for s in scenarios)
-                + f" and stays within the memory budget: a longer backoff holds every batch of the outage "
+                + " and stays within the memory budget: a longer backoff holds every batch of the outage "
                 "in memory, a shorter one drops them; choose on the frontier below")
     frontier = []
     for n in by_name:

@@ -27,19 +27,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.output import write_atomic
+from audit_tune.loadgen.metrics_text import bucket_quantile
 
 FORMAT = "audit-tune-snapshot/v1"
 ERROR_PLUGINS = ("buffered", "webhook", "log", "truncate")
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+# optional top-level sections other readers own: the request mix (analysis.policy_impact) and what an
+# audit log added (analysis.auditlog.build); kept through load and save, validated by their readers
+EXTRA_KEYS = ("request_mix", "audit_log")
+
+
+MAX_VALUE = 1e15  # above any rate, count, size or timestamp a snapshot can hold
 
 
 def _num(v: Any, where: str) -> float:
+    """A finite, non-negative, plausible number: every value in a snapshot is a timestamp, a rate,
+    a counter increase, a size or a bucket bound, none of which is negative."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InputError(f"{where}: want a number, got {type(v).__name__}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
     if not math.isfinite(f):
         raise InputError(f"{where}: {v!r} is not a finite number")
+    if f < 0:
+        raise InputError(f"{where}: {f:g} is negative; rates, counter increases and times cannot be")
+    if f > MAX_VALUE:
+        raise InputError(f"{where}: {f:g} is implausibly large (above {MAX_VALUE:g})")
     return f
 
 
@@ -77,7 +95,7 @@ class Series:
         return {"t": list(self.t), "v": list(self.v)}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Series":
+    def from_dict(cls, d: Any, where: str) -> Series:
         d = _obj(d, where)
         t, v = _nums(d.get("t"), f"{where}.t"), _nums(d.get("v"), f"{where}.v")
         if len(t) != len(v):
@@ -97,7 +115,7 @@ class PeakSeries(Series):
         return {"window": self.window, **super().to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "PeakSeries":
+    def from_dict(cls, d: Any, where: str) -> PeakSeries:
         s = Series.from_dict(d, where)
         w = d.get("window")
         if not isinstance(w, str) or not w:
@@ -116,8 +134,6 @@ class Histogram:
 
     def quantile(self, q: float) -> float | None:
         """``histogram_quantile`` semantics (linear inside a bucket); None when empty."""
-        from audit_tune.loadgen.metrics_text import bucket_quantile
-
         return bucket_quantile(q, list(zip(self.le, self.cum)))
 
     @property
@@ -128,12 +144,12 @@ class Histogram:
         return {"le": [_le_out(x) for x in self.le], "cum": list(self.cum), sum_key: self.sum, count_key: self.count}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Histogram":
+    def from_dict(cls, d: Any, where: str) -> Histogram:
         d = _obj(d, where)
         return cls.from_parts(d.get("le"), d.get("cum"), d.get("sum", 0.0), d.get("count", 0.0), where)
 
     @classmethod
-    def from_parts(cls, le: Any, cum: Any, s: Any, c: Any, where: str) -> "Histogram":
+    def from_parts(cls, le: Any, cum: Any, s: Any, c: Any, where: str) -> Histogram:
         if not isinstance(le, list):
             raise InputError(f"{where}.le: want a list of bucket bounds")
         les = [_le_in(x, f"{where}.le[{i}]") for i, x in enumerate(le)]
@@ -172,7 +188,7 @@ class Errors:
         return {p: getattr(self, p) for p in ERROR_PLUGINS}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Errors":
+    def from_dict(cls, d: Any, where: str) -> Errors:
         d = _obj(d, where)
         return cls(**{p: _num(d.get(p, 0.0), f"{where}.{p}") for p in ERROR_PLUGINS})
 
@@ -215,7 +231,7 @@ class Webhook:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Webhook":
+    def from_dict(cls, d: Any, where: str) -> Webhook:
         d = _obj(d, where)
         host = d.get("host")
         if not isinstance(host, str) or not host:
@@ -276,7 +292,7 @@ class InstanceData:
         }
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "InstanceData":
+    def from_dict(cls, d: Any, where: str) -> InstanceData:
         d = _obj(d, where)
 
         def opt(key: str, fn: Any) -> Any:
@@ -324,7 +340,7 @@ class Missing:
         return {"instance": self.instance, "item": self.item, "why": self.why, "fix": self.fix}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "Missing":
+    def from_dict(cls, d: Any, where: str) -> Missing:
         d = _obj(d, where)
         vals = {}
         for k in ("instance", "item", "why", "fix"):
@@ -371,6 +387,7 @@ class Snapshot:
     tool_version: str = ""
     recorded_at: float = 0.0
     format: str = FORMAT
+    extras: dict[str, Any] = field(default_factory=dict)  # optional top-level keys kept as read (EXTRA_KEYS)
 
     @property
     def usable(self) -> bool:
@@ -391,19 +408,17 @@ class Snapshot:
         return {"format": self.format, "tool_version": self.tool_version, "recorded_at": self.recorded_at,
                 "source": self.source.to_dict(),
                 "instances": {k: v.to_dict() for k, v in sorted(self.instances.items())},
-                "missing": [m.to_dict() for m in self.missing]}
+                "missing": [m.to_dict() for m in self.missing], **self.extras}
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temp file in the same folder, fsync, rename."""
-        from audit_tune.basics.output import write_atomic
-
         write_atomic(Path(path), self.dumps())
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "snapshot") -> "Snapshot":
+    def from_dict(cls, d: Any, where: str = "snapshot") -> Snapshot:
         d = _obj(d, where)
         fmt = d.get("format")
         if fmt != FORMAT:
@@ -418,6 +433,11 @@ class Snapshot:
                                          _num(w.get("end"), f"{where}.source.window.end"),
                                          _num(w.get("step"), f"{where}.source.window.step")),
                         cl, str(src.get("selector", "") or ""))
+        if source.window.step <= 0:
+            raise InputError(f"{where}.source.window.step: {source.window.step:g} must be > 0")
+        if source.window.end <= source.window.start:
+            raise InputError(f"{where}.source.window.end: {source.window.end:g} is not after start "
+                             f"{source.window.start:g}")
         insts = {str(k): InstanceData.from_dict(v, f"{where}.instances.{k}")
                  for k, v in _obj(d.get("instances", {}), f"{where}.instances").items()}
         miss = d.get("missing", [])
@@ -426,21 +446,21 @@ class Snapshot:
         return cls(source=source, instances=insts,
                    missing=[Missing.from_dict(m, f"{where}.missing[{i}]") for i, m in enumerate(miss)],
                    tool_version=str(d.get("tool_version", "")),
-                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=fmt)
+                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=fmt,
+                   extras={k: _obj(d[k], f"{where}.{k}") for k in EXTRA_KEYS if d.get(k) is not None})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Snapshot":
+    def load(cls, path: str | os.PathLike) -> Snapshot:
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')") from None
-        except OSError as e:
-            raise InputError(f"snapshot {p}: {e.strerror}") from None
+        if not p.exists():
+            raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")
+        text = yamlsafe.decode(yamlsafe.read_bytes(p, "snapshot"), f"snapshot {p}")
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"snapshot {p} line {e.lineno}: not JSON ({e.msg})") from None
+        except RecursionError:
+            raise InputError(f"snapshot {p}: nested too deeply; not a snapshot") from None
         return cls.from_dict(d, str(p))
 
 

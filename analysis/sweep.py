@@ -20,17 +20,25 @@ every executor and the results of a sweep do not depend on where or in which ord
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+from audit_tune import __version__
 from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
 from audit_tune.analysis.sweep_spec import SweepSpec, build_point, input_id, point_id
+from audit_tune.analysis.sweep_summary import summarize, summary_text
 from audit_tune.basics.errors import InputError, ServiceError, TuneError
+from audit_tune.basics.output import write_atomic
+from audit_tune.sim.api import run
+from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
+from audit_tune.sim.scenario import Scenario
 
 JOURNAL = "journal.jsonl"
 RESULT_FIELDS = [
@@ -74,9 +82,6 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
     Never raises for a bad point: the error text is the result."""
     try:
-        from audit_tune.sim.api import run
-        from audit_tune.sim.scenario import Scenario
-
         cpu0 = time.thread_time()  # this thread only: a Dask worker has other busy threads
         sc = Scenario.from_dict(task["scenario"], source=f"point {task['id']}").validate()
         res = run(sc, engine=task["engine"])
@@ -89,9 +94,6 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
 def warmup() -> None:
     """Import the engine and load its compiled code once per worker process."""
-    from audit_tune.sim.api import run
-    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
-
     sc = build_scenario(build_flags([]), WorkloadOptions(rate="100", duration="1s"), ReceiverOptions())
     run(sc, engine="fast")
 
@@ -164,9 +166,7 @@ class Journal:
         self.path = path
         self.fd: int | None = None
 
-    def __enter__(self) -> "Journal":
-        import fcntl
-
+    def __enter__(self) -> Journal:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -248,9 +248,6 @@ def to_jsonl(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 def write_tables(out_dir: Path, spec: SweepSpec, points: list[Point], done: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Rebuild results.csv / results.jsonl / (results.parquet) / summary.{json,txt} from the journal rows."""
-    from audit_tune.analysis.sweep_summary import summarize, summary_text
-    from audit_tune.basics.output import write_atomic
-
     rows = table_rows(points, done)
     cols = columns(spec)
     write_atomic(out_dir / "results.csv", to_csv(rows, cols))
@@ -317,7 +314,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
     executor = executor or ExecutorOptions()
     executor.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: is a file; the sweep writes a folder of tables there, give a folder name")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"-o {out}: cannot create the folder ({e.strerror})") from None
     jpath = out / JOURNAL
     points = plan(spec)
     with Journal(jpath) as journal:
@@ -383,9 +385,6 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
 
 
 def _write_meta(out: Path, spec: SweepSpec, report: SweepReport) -> None:
-    from audit_tune import __version__
-    from audit_tune.basics.output import write_atomic
-
     meta = {"tool_version": __version__, "spec": spec.to_dict(), "points": report.total,
             "finished": report.total - report.remaining, "errors": report.errors}
     write_atomic(out / "sweep.json", json.dumps(meta, indent=2, default=str) + "\n")

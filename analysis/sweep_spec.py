@@ -25,18 +25,24 @@ workload / receiver options of ``tune simulate`` (``rate``, ``burst-on``, ``webh
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import yaml
 
-from audit_tune.sim.config import FLAGS_BY_NAME, _parse_bool, _parse_dur, _parse_float32, _parse_int
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.api import ENGINES
+from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
+from audit_tune.sim.config import FLAGS_BY_NAME, parse_bool, parse_dur, parse_flags, parse_float32, parse_int
 from audit_tune.sim.units import parse_duration, parse_rate, parse_size
 
 SAMPLERS = ("grid", "random", "lhs")
@@ -84,7 +90,7 @@ BURST_KEYS = ("on", "off", "mean-on", "mean-off")
 
 def _flag_kind(name: str) -> str:
     p = FLAGS_BY_NAME[name].parse
-    return {_parse_int: "int", _parse_float32: "float", _parse_dur: "duration", _parse_bool: "bool"}.get(p, "str")
+    return {parse_int: "int", parse_float32: "float", parse_dur: "duration", parse_bool: "bool"}.get(p, "str")
 
 
 def canonical(key: Any) -> str:
@@ -94,15 +100,11 @@ def canonical(key: Any) -> str:
     name = key.strip().lstrip("-").replace("_", "-")
     if name.startswith("audit-"):
         if name not in FLAGS_BY_NAME:
-            import difflib
-
             close = difflib.get_close_matches(name, FLAGS_BY_NAME, n=1)
             hint = f"; did you mean --{close[0]}?" if close else ""
             raise InputError(f"--{name}: unknown audit flag{hint}")
         return name
     if name not in OPTIONS:
-        import difflib
-
         close = difflib.get_close_matches(name, OPTIONS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise InputError(f"{key}: unknown parameter; {hint}use an --audit-* flag or one of {', '.join(OPTIONS)}")
@@ -158,6 +160,9 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
     return str(v)
+
+
+MAX_POINTS = 100_000  # points of one sweep; counted before anything is built
 
 
 @dataclass
@@ -240,7 +245,7 @@ class SweepSpec:
                 "n": self.n, "sample_seed": self.sample_seed, "seeds": self.seeds, "seed": self.seed,
                 "engine": self.engine}
 
-    def validate(self, err: Callable[[tuple[str, ...], str], InputError] | None = None) -> "SweepSpec":
+    def validate(self, err: Callable[[tuple[str, ...], str], InputError] | None = None) -> SweepSpec:
         def fail(key: tuple[str, ...], msg: str) -> InputError:
             return err(key, msg) if err else InputError(f"{self.source}: {'.'.join(key)}: {msg}")
 
@@ -254,11 +259,27 @@ class SweepSpec:
                     raise fail(("axes", a.key or a.name), "a range on a grid needs steps: K (or use sample: random / lhs)")
         if self.seeds < 1:
             raise fail(("seeds",), f"{self.seeds}: must be >= 1")
-        from audit_tune.sim.api import ENGINES
 
         if self.engine not in ENGINES:
             raise fail(("engine",), f"{self.engine!r}: use one of {', '.join(ENGINES)}")
+        configs, total = self.count_configs(), self.count()
+        if total > MAX_POINTS:
+            key = ("n",) if self.sample != "grid" else (("seeds",) if configs <= MAX_POINTS else ("axes",))
+            raise fail(key, f"{total:,} points ({configs:,} configs x {self.seeds:,} seeds), above the limit of "
+                            f"{MAX_POINTS:,}; use fewer values or steps, fewer seeds, or sample: random / lhs")
         return self
+
+    def count_configs(self) -> int:
+        """How many parameter combinations :meth:`configs` makes, without making them."""
+        if not self.axes:
+            return 1
+        if self.sample != "grid":
+            return int(self.n or 0)
+        return math.prod(len(a.values) if a.values is not None else int(a.steps or 0) for a in self.axes)
+
+    def count(self) -> int:
+        """How many points (configs x seeds) :meth:`points` makes, without making them."""
+        return self.count_configs() * self.seeds
 
     # ---- points -------------------------------------------------------------------------------
     def configs(self) -> list[dict[str, Any]]:
@@ -291,9 +312,6 @@ class SweepSpec:
 # ---- building a scenario from one point ------------------------------------------------------------
 def build_point(inputs: dict[str, Any], seed: int, root: Path | None = None):
     """Inputs (canonical names) + seed -> a validated Scenario. Raises InputError."""
-    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
-    from audit_tune.sim.config import parse_flags
-
     flag_args = [f"--{k}={_fmt(v)}" for k, v in inputs.items() if is_flag(k)]
     flags = parse_flags(flag_args, source="sweep point")
     wo, ro = WorkloadOptions(), ReceiverOptions()
@@ -359,13 +377,12 @@ def input_id(inputs: dict[str, Any], seed: int, engine: str) -> str:
 # ---- loading ---------------------------------------------------------------------------------------
 def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """(path of keys) -> 1-based line, from the YAML node tree (JSON is YAML too)."""
-    import yaml
-
     out: dict[tuple[str, ...], int] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except Exception:  # noqa: BLE001 - line numbers are a nicety
+        nodes = yamlsafe.compose_all(text, "sweep spec")
+    except InputError:  # the loader itself reports it; line numbers are a nicety
         return out
+    node = nodes[0] if nodes else None
 
     def walk(n: Any, path: tuple[str, ...]) -> None:
         if isinstance(n, yaml.MappingNode):
@@ -461,8 +478,6 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
         raise w.err((), "expected a mapping with base, axes, sample, seeds, ...")
     for k in d:
         if k not in TOP_KEYS:
-            import difflib
-
             close = difflib.get_close_matches(str(k), TOP_KEYS, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise w.err((str(k),), f"unknown key; {hint}valid keys: {', '.join(TOP_KEYS)}")
@@ -509,24 +524,16 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
 
 def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read sweep spec ({e.strerror})") from None
-    is_json = p.suffix == ".json"
-    try:
-        if is_json:
+    text = yamlsafe.decode(yamlsafe.read_bytes(p, "sweep spec"), str(path))
+    if p.suffix == ".json":
+        try:
             d = json.loads(text)
-        else:
-            import yaml
-
-            d = yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except Exception as e:  # noqa: BLE001 - yaml errors become one line
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise InputError(f"{path}: nested too deeply; refused") from None
+    else:
+        d = yamlsafe.load(text, str(path))
     return spec_from_dict(d, source=str(path), lines=_line_map(text), root=p.resolve().parent)
 
 

@@ -15,6 +15,7 @@ and *condition* axes (workload, receiver, non-numeric flags such as the mode). F
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -24,8 +25,6 @@ PARETO_LIMIT = 25
 
 
 def _key(v: Any) -> str:
-    import json
-
     return json.dumps(v, sort_keys=True, default=str)
 
 
@@ -56,7 +55,7 @@ def summarize(spec: SweepSpec, rows: list[dict[str, Any]], total_points: int) ->
         return (0, x, "") if x is not None else (1, 0.0, str(v))
 
     conditions = []
-    for ck, cs in sorted(by_cond.items(), key=lambda kv: [order(a, kv[1][0]["values"][a]) for a in conds]):
+    for _ck, cs in sorted(by_cond.items(), key=lambda kv: [order(a, kv[1][0]["values"][a]) for a in conds]):
         free = [c for c in cs if c["drop_free"]]
         dropped = [c for c in cs if c["dropped"]]
         entry: dict[str, Any] = {

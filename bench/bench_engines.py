@@ -95,11 +95,11 @@ def main() -> None:
     print(f"{'scenario':34} {'events':>10} {'reference ev/s':>15} {'fast ev/s':>12} {'numpy gen ev/s':>15} "
           f"{'fast/ref':>9} {'fast/gen':>9}")
     for name, sc in scenarios(a.duration).items():
-        ref, t_ref = timed(lambda: run(sc, engine="reference").to_dict(series=False), a.repeat)
-        fast, t_fast = timed(lambda: run(sc, engine="fast").to_dict(series=False), a.repeat)
+        ref, t_ref = timed(lambda sc=sc: run(sc, engine="reference").to_dict(series=False), a.repeat)
+        fast, t_fast = timed(lambda sc=sc: run(sc, engine="fast").to_dict(series=False), a.repeat)
         assert ref["events_total"] == fast["events_total"] and ref["errors"] == fast["errors"], name
         n = fast["events_total"]
-        _, t_gen = timed(lambda: gen_only(n, n / a.duration), a.repeat)
+        _, t_gen = timed(lambda n=n: gen_only(n, n / a.duration), a.repeat)
         print(f"{name:34} {n:>10,} {n / t_ref:>15,.0f} {n / t_fast:>12,.0f} {n / t_gen:>15,.0f} "
               f"{t_ref / t_fast:>8.0f}x {t_gen / t_fast:>8.0%}")
     if not a.no_day:

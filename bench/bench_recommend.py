@@ -7,7 +7,7 @@ load, one bursty apiserver). Measured, each in the same process one after the ot
 * analyse  `tune recommend --snapshot FILE`: calibration, validation, search, output;
 * total    `tune recommend -p URL --history 7d --step 15s`: both.
 
-Goal (issue 6): total / fetch <= 2, i.e. the analysis costs no more than fetching the data.
+Goal: total / fetch <= 2, i.e. the analysis costs no more than fetching the data.
 
     python bench/bench_recommend.py
 """
@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from promfixtures import Inst, Scenario, _bursty, _diurnal, backfill, write_scenario  # noqa: E402
-from audit_tune.loadgen.prometheus import Prometheus, scrape_config
+
 from audit_tune.cli.app import main
+from audit_tune.loadgen.prometheus import Prometheus, scrape_config
 
 
 def quiet(args: list[str]) -> tuple[int, float]:

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, _run_chunk, auto_chunk_size, chunked  # noqa: E402
+from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked  # noqa: E402
 from audit_tune.analysis.sweep import NONDETERMINISTIC, plan, run_point, warmup  # noqa: E402
 from audit_tune.analysis.sweep_spec import load_spec, spec_from_dict  # noqa: E402
 

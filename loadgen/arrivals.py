@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -167,6 +167,10 @@ def _replay(path: str, duration: float | None, spec: str) -> RateProfile:
         text = p.read_text()
     except OSError as e:
         raise InputError(f"--rate replay:{path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"--rate replay:{path}: not UTF-8 text (byte {e.start}); want CSV 't,rate'") from None
+    if "\x00" in text:
+        raise InputError(f"--rate replay:{path}: contains a NUL byte (binary file?); want CSV 't,rate'")
     rows: list[tuple[float, float]] = []
     for no, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):

@@ -10,7 +10,8 @@ Mirrors what envtest sets up (controller-runtime ``pkg/internal/testing/certs/ti
 * a service-account signing key pair (``--service-account-key-file`` /
   ``--service-account-signing-key-file``).
 
-Keys are ECDSA P-256 (fast to generate), written with mode 0600.
+Keys are ECDSA P-256 (fast to generate), written with mode 0600 into a private (0700) folder,
+each file created fresh and renamed into place (:mod:`loadgen.keyfiles`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from audit_tune.loadgen.keyfiles import private_dir, write_private
 
 CLIENT_USER = "audit-tune-loadgen"
 CLIENT_GROUP = "system:masters"
@@ -51,13 +54,11 @@ def _key() -> ec.EllipticCurvePrivateKey:
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    write_private(path, data, 0o600)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _name(cn: str, org: str | None = None) -> x509.Name:
@@ -68,7 +69,7 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, pub) -> x509.CertificateBuilder:
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(now + _VALIDITY))
@@ -115,8 +116,7 @@ def make_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn:
 def generate(directory: str | os.PathLike, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
              client_user: str = CLIENT_USER, client_group: str = CLIENT_GROUP) -> CertBundle:
     """Write a full set of PEM files for one local cluster into ``directory``."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d = private_dir(directory, "PKI folder")
     b = CertBundle(ca_cert=d / "ca.crt", ca_key=d / "ca.key",
                    serving_cert=d / "apiserver.crt", serving_key=d / "apiserver.key",
                    client_cert=d / "client.crt", client_key=d / "client.key",
@@ -132,6 +132,6 @@ def generate(directory: str | os.PathLike, hosts: tuple[str, ...] = ("127.0.0.1"
     _write_key(b.client_key, cli_key)
     sa = _key()
     _write_key(b.sa_key, sa)
-    b.sa_pub.write_bytes(sa.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    write_private(b.sa_pub, sa.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
     return b

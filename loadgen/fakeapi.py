@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import threading
 from typing import Any
 
 from aiohttp import web
+
+from audit_tune.loadgen.eventloop import loop_factory
 
 
 class FakeAPIServer:
@@ -175,8 +178,6 @@ def serve_forever(port: int = 0, trivial: bool = True, workers: int = 1) -> None
     cheapest aiohttp server; ``workers`` > 1 forks that many processes on one SO_REUSEPORT port,
     so the target is not the bottleneck when measuring the generator.
     """
-    import socket
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -190,15 +191,13 @@ def serve_forever(port: int = 0, trivial: bool = True, workers: int = 1) -> None
 
     async def main(s: socket.socket) -> None:
         if trivial:
-            server = await asyncio.get_running_loop().create_server(web.Server(trivial_handler, access_log=None),
+            _server = await asyncio.get_running_loop().create_server(web.Server(trivial_handler, access_log=None),
                                                                     sock=s, backlog=4096)
         else:
             runner = web.AppRunner(FakeAPIServer().app(), access_log=None)
             await runner.setup()
             await web.SockSite(runner, s, backlog=4096).start()
         await asyncio.Event().wait()
-
-    from audit_tune.loadgen.loadtest import loop_factory
 
     def run(s: socket.socket) -> None:
         with asyncio.Runner(loop_factory=loop_factory()) as r:

@@ -186,7 +186,7 @@ class FaultConfig:
     def from_flags(cls, latency: str = "0s", latency_per_inflight: str = "0s", error_rate: float = 0.0,
                    error_status: int = 503, hang_rate: float = 0.0, hang_for: str = "60s",
                    outages: list[str] | tuple[str, ...] = (), max_body_bytes: str | None = None,
-                   max_concurrency: int | None = None, seed: int = 1) -> "FaultConfig":
+                   max_concurrency: int | None = None, seed: int = 1) -> FaultConfig:
         """Build from CLI strings (``--latency 200ms --outage 10s-40s:refuse --max-body-bytes 12MiB``)."""
         return cls(
             latency=parse_latency(latency),

@@ -9,6 +9,11 @@ accepted when it is one of:
 * ``kind``: created by audit-tune's ``kind`` provider, or a ``kind-*`` context whose server is on
   loopback (what ``kind`` writes: ``https://127.0.0.1:<port>``).
 
+A ``state.json`` vouches only for the server it recorded: the kubeconfig's resolved server must be
+the one in the state file (an edited kubeconfig next to an old state file is classified on its own
+merits). The kubeconfig is read by :mod:`audit_tune.loadgen.kubeconfig`, the same reader the load
+generator uses, so both always mean the same cluster (duplicate names are refused there).
+
 Anything else is ``remote`` and :func:`check_target` refuses it unless ``i_understand=True``
 (CLI: ``--i-understand-this-is-not-a-test-cluster``). Messages name the server and context only:
 tokens, passwords and URL user-info are never printed (:func:`redact`).
@@ -23,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen import kubeconfig as kc
 
 OVERRIDE_FLAG = "--i-understand-this-is-not-a-test-cluster"
 _SECRET_KEYS = re.compile(r"(?:token|password|passwd|secret|authorization|bearer|client-key-data|private)", re.I)
@@ -49,12 +53,13 @@ def redact_url(url: str) -> str:
     """``https://user:pw@h/p?token=x`` -> ``https://h/p`` (drops user-info and the query)."""
     try:
         u = urlsplit(url)
+        port = u.port
     except ValueError:
         return "<unparsable url>"
     host = u.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = host + (f":{u.port}" if u.port else "")
+    netloc = host + (f":{port}" if port else "")
     return urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
@@ -66,7 +71,10 @@ def redact(text: str) -> str:
 
 
 def is_loopback(server: str) -> bool:
-    host = urlsplit(server).hostname or ""
+    try:
+        host = urlsplit(server).hostname or ""
+    except ValueError:
+        return False
     if host == "localhost":
         return True
     try:
@@ -75,44 +83,46 @@ def is_loopback(server: str) -> bool:
         return False
 
 
-def _created_by_us(kubeconfig: Path) -> str | None:
-    """Provider name if ``kubeconfig`` sits next to an audit-tune ``state.json``."""
+def _same_server(a: str, b: str) -> bool:
+    """Equal scheme, host and port (default ports made explicit), path ignored."""
+    try:
+        ua, ub = urlsplit(a), urlsplit(b)
+        pa = ua.port or (443 if ua.scheme == "https" else 80)
+        pb = ub.port or (443 if ub.scheme == "https" else 80)
+    except ValueError:
+        return False
+    return bool(ua.hostname) and (ua.scheme, (ua.hostname or "").lower(), pa) == (ub.scheme, (ub.hostname or "").lower(), pb)
+
+
+def _created_by_us(kubeconfig: Path, server: str) -> str | None:
+    """Provider name if ``kubeconfig`` sits next to an audit-tune ``state.json`` that recorded this
+    kubeconfig and this ``server``."""
     st = kubeconfig.parent / "state.json"
     try:
         data = json.loads(st.read_text())
     except (OSError, ValueError):
         return None
-    if Path(data.get("kubeconfig", "")).resolve() == kubeconfig.resolve():
-        return data.get("provider")
-    return None
+    if not isinstance(data, dict) or not isinstance(data.get("kubeconfig"), str):
+        return None
+    if Path(data["kubeconfig"]).resolve() != kubeconfig.resolve():
+        return None
+    recorded = data.get("server")
+    if not isinstance(recorded, str) or not _same_server(recorded, server):
+        return None
+    provider = data.get("provider")
+    return provider if isinstance(provider, str) else None
 
 
 def classify(kubeconfig: str | os.PathLike, context: str | None = None) -> Target:
     """Classify the cluster a kubeconfig (and optional context) points at."""
-    path = Path(kubeconfig).expanduser()
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise InputError(f"--kubeconfig {path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"--kubeconfig {path}: not YAML ({type(e).__name__})") from None
-    ctx_name = context or cfg.get("current-context") or ""
-    ctxs = {c.get("name"): c.get("context", {}) for c in cfg.get("contexts") or []}
-    if ctx_name not in ctxs:
-        valid = ", ".join(sorted(n for n in ctxs if n)) or "none"
-        raise InputError(f"--context {ctx_name!r}: not in {path} (contexts: {valid})")
-    cl_name = ctxs[ctx_name].get("cluster")
-    clusters = {c.get("name"): c.get("cluster", {}) for c in cfg.get("clusters") or []}
-    server = redact_url((clusters.get(cl_name) or {}).get("server", ""))
-    if not server:
-        raise InputError(f"{path}: context {ctx_name!r} has no cluster server")
-    return classify_server(server, ctx_name, kubeconfig=path)
+    r = kc.resolve(Path(kubeconfig).expanduser(), context)
+    return classify_server(r.server, r.context, kubeconfig=r.path)
 
 
 def classify_server(server: str, context: str = "", kubeconfig: str | os.PathLike | None = None) -> Target:
     """Classify by server URL and context name (plus, if given, the kubeconfig's location)."""
+    provider = _created_by_us(Path(kubeconfig), server) if kubeconfig else None
     server = redact_url(server)
-    provider = _created_by_us(Path(kubeconfig)) if kubeconfig else None
     loop = is_loopback(server)
     if provider in ("local", "kind") and (loop or provider == "kind"):
         return Target(provider, server, context, f"created by audit-tune's {provider} provider")

@@ -35,10 +35,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, _check_name, default_state_root, write_kubeconfig
+from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
+from audit_tune.loadgen import kubeconfig
+from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, check_name, default_state_root, write_kubeconfig
 from audit_tune.loadgen.procs import cache_dir
 from audit_tune.sim.config import AuditFlags
-from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
 
 KubeadmAPI = Literal["auto", "v1beta3", "v1beta4"]
 AUDIT_DIR = "/etc/kubernetes/audit"
@@ -213,7 +214,7 @@ class KindCluster:
                  sink_host: str | None = None, sink_ca_file: str | os.PathLike | None = None,
                  sink_token: str | None = None, image: str | None = None, kubeadm_api: KubeadmAPI = "auto",
                  state_root: str | os.PathLike | None = None, wait: str = "120s") -> None:
-        self.name = _check_name(name)
+        self.name = check_name(name)
         self.flags = flags or AuditFlags()
         if self.flags.webhook_config_file:
             raise InputError("--audit-webhook-config-file: not for kind (the file must be valid inside the node); "
@@ -258,7 +259,7 @@ class KindCluster:
         self.config_path.write_text(text)
         return self.config_path
 
-    def up(self) -> "KindCluster":
+    def up(self) -> KindCluster:
         want = kubeadm_api_for(self.image, "auto")
         got = kubeadm_api_for(self.image, self.kubeadm_api)
         if got != want:
@@ -275,11 +276,7 @@ class KindCluster:
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ServiceError(f"kind create cluster --name {self.name} failed: {last[0]}")
-        server = ""
-        try:
-            server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-        except (OSError, KeyError, IndexError, TypeError):
-            pass
+        server = kubeconfig.server_of(self.kubeconfig) or ""
         state = {"name": self.name, "provider": PROVIDER, "started_at": time.time(),
                  "startup_seconds": round(time.monotonic() - t0, 1), "server": server,
                  "metrics_url": f"{server}/metrics" if server else "", "kubeconfig": str(self.kubeconfig),

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen import guard
+from audit_tune.loadgen import kubeconfig as kc
 
 OVERRIDE_FLAG = "--i-understand-this-is-not-a-test-cluster"
 
@@ -97,74 +97,43 @@ def _load_chain_from_data(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
         ctx.load_cert_chain(str(c), str(k))
 
 
-def _resolve(base: Path, p: str | None) -> str | None:
-    if not p:
-        return None
-    q = Path(os.path.expanduser(p))
-    return str(q if q.is_absolute() else (base / q))
-
-
 def _b64(value: str | None, where: str) -> bytes | None:
     if not value:
         return None
     try:
-        return base64.b64decode(value)
+        return base64.b64decode(str(value), validate=True)
     except ValueError:
         raise InputError(f"{where}: not base64") from None
 
 
 def from_kubeconfig(path: str | os.PathLike | None = None, context: str | None = None) -> Target:
-    """Load ``path`` (default ``$KUBECONFIG``'s first entry, else ``~/.kube/config``)."""
-    if path is None:
-        env = os.environ.get("KUBECONFIG", "")
-        path = env.split(os.pathsep)[0] if env else os.path.expanduser("~/.kube/config")
-    p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise InputError(f"--kubeconfig {p}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"--kubeconfig {p}: not YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"--kubeconfig {p}: not a kubeconfig")
-    ctx_name = context or doc.get("current-context")
-    if not ctx_name:
-        raise InputError(f"--kubeconfig {p}: no current-context; pass --context")
-
-    def find(kind: str, name: str) -> dict:
-        for item in doc.get(kind) or []:
-            if item.get("name") == name:
-                return item.get(kind[:-1]) or {}
-        raise InputError(f"--kubeconfig {p}: no {kind[:-1]} named {name!r}")
-
-    ctx = find("contexts", ctx_name)
-    cl_name, user_name = ctx.get("cluster"), ctx.get("user")
-    cl = find("clusters", cl_name)
-    user = find("users", user_name) if user_name else {}
-    base = p.parent
-    server = cl.get("server")
-    if not server:
-        raise InputError(f"--kubeconfig {p}: cluster {cl_name!r} has no server")
+    """Load ``path`` (default ``$KUBECONFIG``'s first entry, else ``~/.kube/config``) through the
+    shared reader (:mod:`audit_tune.loadgen.kubeconfig`), the one the guard uses."""
+    r = kc.resolve(path, context)
+    p, cl, user = r.path, r.cluster, r.user
     token = user.get("token")
+    if token is not None and not isinstance(token, str):
+        raise InputError(f"--kubeconfig {p}: user {r.user_name!r} token must be a string")
     if not token and user.get("tokenFile"):
         try:
-            token = Path(_resolve(base, user["tokenFile"])).read_text().strip()  # type: ignore[arg-type]
-        except OSError as e:
-            raise InputError(f"--kubeconfig {p}: user {user_name!r} tokenFile: {e.strerror}") from None
+            token = Path(r.file(user["tokenFile"]) or "").read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--kubeconfig {p}: user {r.user_name!r} tokenFile: "
+                             f"{getattr(e, 'strerror', None) or 'not text'}") from None
     if user.get("exec") or user.get("auth-provider"):
         if not (token or user.get("client-certificate") or user.get("client-certificate-data")):
-            raise InputError(f"--kubeconfig {p}: user {user_name!r} uses exec/auth-provider, which the load "
+            raise InputError(f"--kubeconfig {p}: user {r.user_name!r} uses exec/auth-provider, which the load "
                              "generator does not run; use a client-cert or token user")
     return Target(
-        server=server.rstrip("/"),
-        ca_file=_resolve(base, cl.get("certificate-authority")),
+        server=r.server.rstrip("/"),
+        ca_file=r.file(cl.get("certificate-authority")),
         ca_data=_b64(cl.get("certificate-authority-data"), f"{p} certificate-authority-data"),
-        client_cert=_resolve(base, user.get("client-certificate")),
-        client_key=_resolve(base, user.get("client-key")),
+        client_cert=r.file(user.get("client-certificate")),
+        client_key=r.file(user.get("client-key")),
         cert_data=_b64(user.get("client-certificate-data"), f"{p} client-certificate-data"),
         key_data=_b64(user.get("client-key-data"), f"{p} client-key-data"),
         token=token, insecure=bool(cl.get("insecure-skip-tls-verify")),
-        context=ctx_name, cluster=cl_name, source=f"--kubeconfig {p}", kubeconfig=str(p),
+        context=r.context, cluster=r.cluster_name, source=f"--kubeconfig {p}", kubeconfig=str(p),
     )
 
 
@@ -172,6 +141,13 @@ def from_flags(server: str, client_cert: str | None = None, client_key: str | No
                ca_file: str | None = None, token: str | None = None, insecure: bool = False) -> Target:
     if not server.startswith(("https://", "http://")):
         raise InputError(f"--server {server}: must start with https:// (or http://)")
+    try:
+        u = urlsplit(server)
+        _ = u.port  # raises on a bad port
+    except ValueError:
+        raise InputError(f"--server {server}: not a URL (bad host or port); IPv6 as https://[::1]:6443") from None
+    if not u.hostname:
+        raise InputError(f"--server {server}: no host")
     if bool(client_cert) != bool(client_key):
         raise InputError("--client-cert and --client-key go together")
     return Target(server=server.rstrip("/"), ca_file=ca_file, client_cert=client_cert, client_key=client_key,
@@ -194,8 +170,6 @@ def check_safe(target: Target, override: bool) -> str:
     From a kubeconfig: a cluster audit-tune created, or a loopback server with a ``kind-*`` /
     ``audit-tune-*`` context. From ``--server``: a loopback server.
     """
-    from audit_tune.loadgen import guard
-
     if target.kubeconfig:
         kind = guard.check_target(target.kubeconfig, target.context, override).kind
     else:

@@ -1,27 +1,20 @@
-"""Open-loop load generator against a kube-apiserver (asyncio + aiohttp), and its run record.
+"""A load test against a kube-apiserver: setup, the measured window, scrapes, cleanup, the record.
 
-Model: the schedule (:mod:`loadgen.arrivals`) fixes every request's send time before the run;
-the scheduler coroutine wakes at each time and starts the request as its own task, whether or
-not earlier requests have finished (open loop: a slow apiserver does not slow the offered
-load, as with real clients). Each request's verb/resource/namespace is drawn from the mix
-(:mod:`loadgen.mix`) when scheduled. At most ``max_inflight`` requests are on the wire; a
-request waiting for a slot, or a scheduler that wakes late because the event loop is busy,
-shows up as *send lag* (``send - scheduled``). The run never silently sends less: the record
-says ``kept_up: false`` with the reason when the achieved rate is more than 3% below the
-schedule or lag p99 exceeds ``max_lag``.
+Model: the schedule (:mod:`loadgen.arrivals`) fixes every request's send time before the run and
+the mix (:mod:`loadgen.mix`) its verb/resource/namespace; the measured window is run by
+:class:`loadgen.engine.Engine` (open loop, late requests shed past ``max_late``, drain bounded by
+``drain_timeout``), in this process or in ``workers`` processes (:mod:`loadgen.workers`) whose
+records are merged exactly. The run never silently sends less: the record says
+``kept_up: false`` with the reason when the achieved rate is more than 3% below the schedule,
+send lag p99 exceeds ``max_lag``, or requests were shed.
 
 Phases: setup (namespaces ``<prefix>-<run id>-<i>``, ``preseed`` objects per namespace and
-resource so get/update/patch/delete have targets; not measured), before-scrape of the
-apiserver's ``/metrics`` and the sink's ``/stats``, the measured window, drain (wait up to
-``drain_timeout`` for in-flight requests, then cancel them), after-scrape, optional ``settle``
-(wait for the sink's count to stop growing), and cleanup, which runs also on error and on
-Ctrl-C: a label-selected ``deletecollection`` per namespace and resource (every object this run
-created carries ``audit-tune.io/run=<run id>``), a check that none is left, and deletion of the
-namespaces the run created.
-
-get/update/patch/delete act on an object taken from the pool of live objects (and returned
-after, except delete), so two requests never race on one object; if the pool is empty the
-request becomes a create (counted in ``substituted``).
+resource so get/update/patch/delete have targets; not measured; aiohttp), before-scrape of the
+apiserver's ``/metrics`` and the sink's ``/stats``, the measured window, after-scrape, optional
+``settle`` (wait for the sink's count to stop growing; skipped when interrupted), and cleanup,
+which runs also on error and on Ctrl-C: a label-selected ``deletecollection`` per namespace and
+resource (every object this run created carries ``audit-tune.io/run=<run id>``), a check that
+none is left, and deletion of the namespaces the run created.
 
 Python API::
 
@@ -30,71 +23,36 @@ Python API::
 from __future__ import annotations
 
 import asyncio
-import math
-import os
+import json
 import secrets
 import signal
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
 from yarl import URL
 
+from audit_tune import __version__
+from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.arrivals import Schedule, parse_profile
 from audit_tune.loadgen.audit_metrics import audit_delta
+from audit_tune.loadgen.engine import Engine, WorkerResult
+from audit_tune.loadgen.eventloop import loop_factory
 from audit_tune.loadgen.kubetarget import Target
-from audit_tune.loadgen.mix import DEFAULT_MIX, RESOURCES, RUN_LABEL, VERBS, Mix, make_object, make_patch
-from audit_tune.loadgen.record import FORMAT, ST_CANCELLED, ST_ERROR, ST_TIMEOUT, Trace, summarize
-from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.loadgen.ltconfig import LoadTestConfig, available_cores
+from audit_tune.loadgen.mix import RESOURCES, RUN_LABEL, Mix, make_object
+from audit_tune.loadgen.rawhttp import now
+from audit_tune.loadgen.record import FORMAT, Trace, merge_histograms, summarize
+from audit_tune.loadgen.runinfo import cluster_state, flags_record
+from audit_tune.loadgen.sink_client import fetch_stats
+from audit_tune.loadgen.workers import WorkerSet, merge, worker_figures
 
-V_CREATE, V_GET, V_LIST, V_UPDATE, V_PATCH, V_DELETE, V_WATCH = range(len(VERBS))
 JSON = {"Content-Type": "application/json"}
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
-
-
-@dataclass(frozen=True)
-class LoadTestConfig:
-    """Everything that shapes a run; echoed in the record. Durations in seconds, sizes in bytes."""
-
-    rate: str = "100"
-    duration: float | None = 60.0
-    arrivals: str = "constant"
-    mix: str = DEFAULT_MIX
-    resources: str = "configmaps,secrets"
-    namespaces: int = 1
-    namespace_prefix: str = "audit-tune-lt"
-    object_size: int = 1024
-    preseed: int = 20
-    watch_duration: float = 10.0
-    list_limit: int = 100
-    max_inflight: int = 1024
-    request_timeout: float = 30.0
-    drain_timeout: float = 30.0
-    max_lag: float = 0.1
-    seed: int = 1
-    cleanup: bool = True
-    scrape_metrics: bool = True
-    sink_url: str | None = None
-    sink_ca: str | None = None
-    webhook_host: str | None = None
-    settle: float = 0.0
-    audit_flags: tuple[str, ...] = ()
-    max_records: int = 5_000_000
-
-    def __post_init__(self) -> None:
-        if self.max_inflight < 1:
-            raise InputError(f"--max-inflight {self.max_inflight}: must be >= 1")
-        if self.object_size < 0 or self.preseed < 0 or self.list_limit < 0:
-            raise InputError("--object-size, --preseed and --list-limit must be >= 0")
-        if not self.namespace_prefix or len(self.namespace_prefix) > 30:
-            raise InputError(f"--namespace-prefix {self.namespace_prefix!r}: 1..30 characters")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["LoadTest", "LoadTestConfig", "available_cores", "run_loadtest", "loop_factory", "cluster_state"]
 
 
 class _Pool:
@@ -132,15 +90,11 @@ class LoadTest:
         self.run_id = time.strftime("%m%d%H%M%S") + "-" + secrets.token_hex(2)
         self.ns_names = [f"{config.namespace_prefix}-{self.run_id}-{i}" for i in range(config.namespaces)]
         self.ns_owned: list[str] = []
-        cap = min(self.schedule.capacity_hint(), config.max_records)
-        self.trace = Trace(cap)
+        self.trace = Trace(1)  # replaced by the workers' merged rows after the window
         self.pool = _Pool(np.random.default_rng(config.seed + 2))
         self.created = 0
         self.deleted = 0
         self.substituted = 0
-        self.gen = 0
-        self.inflight = 0
-        self.max_inflight_seen = 0
         self.interrupted = False
         self.notes: list[str] = []
         self._name_seq = 0
@@ -150,6 +104,10 @@ class LoadTest:
         self._coll: dict[tuple[int, int], URL] = {}
         self._main: asyncio.Task | None = None
         self._measure_task: asyncio.Future | None = None
+        self._engine: Engine | None = None
+        self._workers: WorkerSet | None = None
+        self.results: list[WorkerResult] = []
+        self._start_unix = 0.0
 
     # ------------------------------------------------------------------ HTTP helpers
     def _collection(self, ns: int, res: int) -> URL:
@@ -183,81 +141,12 @@ class LoadTest:
             self.pool.put((ns, res), name)
         return status
 
-    # ------------------------------------------------------------------ one request
-    async def _do(self, i: int, verb: int, res: int, ns: int) -> int:
-        key = (ns, res)
-        if verb in (V_GET, V_UPDATE, V_PATCH, V_DELETE):
-            name = self.pool.take(key)
-            if name is None:
-                self.substituted += 1
-                if i >= 0:
-                    self.trace.verb[i] = V_CREATE
-                return await self._create(ns, res)
-            url = self._collection(ns, res) / name
-            keep = True
-            try:
-                if verb == V_GET:
-                    status, _ = await self._call("GET", url)
-                elif verb == V_UPDATE:
-                    self.gen += 1
-                    body = make_object(RESOURCES[res], name, self.ns_names[ns], self.run_id, self.cfg.object_size, self.gen)
-                    status, _ = await self._call("PUT", url, body, JSON)
-                elif verb == V_PATCH:
-                    self.gen += 1
-                    status, _ = await self._call("PATCH", url, make_patch(self.gen), MERGE_PATCH)
-                else:
-                    status, _ = await self._call("DELETE", url)
-                    if status in (200, 202, 404):
-                        keep = False
-                        self.deleted += 1 if status != 404 else 0
-                return status
-            finally:
-                if keep:
-                    self.pool.put(key, name)
-        if verb == V_CREATE:
-            return await self._create(ns, res)
-        if verb == V_LIST:
-            url = self._collection(ns, res).with_query({"limit": str(self.cfg.list_limit)}) if self.cfg.list_limit \
-                else self._collection(ns, res)
-            status, _ = await self._call("GET", url)
-            return status
-        # watch: long-running; the server ends it after timeoutSeconds
-        secs = max(1, int(math.ceil(self.cfg.watch_duration)))
-        url = self._collection(ns, res).with_query({"watch": "1", "timeoutSeconds": str(secs),
-                                                    "labelSelector": f"{RUN_LABEL}={self.run_id}"})
-        status, _ = await self._call("GET", url, timeout=secs + self.cfg.request_timeout)
-        return status
-
-    async def _fire(self, sem: asyncio.Semaphore, i: int, verb: int, res: int, ns: int) -> None:
-        loop = asyncio.get_running_loop()
-        async with sem:
-            self.inflight += 1
-            if self.inflight > self.max_inflight_seen:
-                self.max_inflight_seen = self.inflight
-            t_send = loop.time() - self._t0
-            if i >= 0:
-                self.trace.send[i] = t_send
-            status = ST_ERROR
-            try:
-                status = await self._do(i, verb, res, ns)
-            except asyncio.TimeoutError:
-                status = ST_TIMEOUT
-            except asyncio.CancelledError:
-                status = ST_CANCELLED
-                raise
-            except (aiohttp.ClientError, OSError):
-                status = ST_ERROR
-            finally:
-                self.inflight -= 1
-                if i >= 0:
-                    self.trace.latency[i] = loop.time() - self._t0 - t_send
-                    self.trace.status[i] = status
-
     # ------------------------------------------------------------------ phases
     async def _setup(self) -> None:
         for name in self.ns_names:
-            body = ('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"%s","labels":{"%s":"%s"}}}'
-                    % (name, RUN_LABEL, self.run_id)).encode()
+            body = json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": name, "labels": {RUN_LABEL: self.run_id}}},
+                              separators=(",", ":")).encode()
             status, text = await self._call("POST", f"{self.target.server}/api/v1/namespaces", body, JSON)
             if status in (200, 201, 202):
                 self.ns_owned.append(name)
@@ -280,7 +169,7 @@ class LoadTest:
     async def _scrape(self) -> tuple[mt.Metrics | None, str | None]:
         try:
             status, body = await self._call("GET", f"{self.target.server}/metrics", timeout=30)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return None, f"GET /metrics failed: {e.__class__.__name__}"
         if status != 200:
             return None, f"GET /metrics: HTTP {status} (the user needs get on nonResourceURL /metrics)"
@@ -292,7 +181,6 @@ class LoadTest:
     async def _sink_stats(self) -> dict[str, Any] | None:
         if not self.cfg.sink_url:
             return None
-        from audit_tune.loadgen.sink import fetch_stats
 
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -319,45 +207,46 @@ class LoadTest:
         return stats
 
     async def _measure(self) -> tuple[float, int]:
-        loop = asyncio.get_running_loop()
-        sem = asyncio.Semaphore(self.cfg.max_inflight)
-        tasks: set[asyncio.Task] = set()
-        rng = np.random.default_rng(self.cfg.seed + 1)
-        duration = self.profile.duration
-        self._t0 = loop.time()
-        trace = self.trace
-        next_progress = 1.0
-        try:
-            for chunk in self.schedule.chunks():
-                verbs, ress, nss = self.mix.draw(rng, len(chunk))
-                for off, v, r, n in zip(chunk.tolist(), verbs.tolist(), ress.tolist(), nss.tolist()):
-                    delay = off - (loop.time() - self._t0)
-                    while delay > 0:  # timers may fire up to ~1 ms early: never send ahead of schedule,
-                        await asyncio.sleep(max(delay, 0.001))  # but do not spin on sub-ms sleeps either
-                        delay = off - (loop.time() - self._t0)
-                    if self.interrupted:
-                        raise asyncio.CancelledError
-                    i = trace.add(off, v, r)
-                    t = loop.create_task(self._fire(sem, i, v, r, n))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-                    if self.progress is not None and off >= next_progress:
-                        next_progress = off + 1.0
-                        self.progress(off, duration, trace.n, self.inflight)
-            delay = duration - (loop.time() - self._t0)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if tasks:
-                await asyncio.wait(set(tasks), timeout=self.cfg.drain_timeout)
-        except asyncio.CancelledError:
-            self.interrupted = True
-        left = [t for t in tasks if not t.done()]
-        for t in left:
-            t.cancel()
-        if left:
-            await asyncio.gather(*left, return_exceptions=True)
-            self.notes.append(f"{len(left)} requests still in flight after the drain were cancelled")
-        return loop.time() - self._t0, len(left)
+        """The measured window: one in-process :class:`loadgen.engine.Engine`, or ``workers``
+        processes (:mod:`loadgen.workers`); their results merged into ``self.trace``."""
+        pool = {key: list(names) for key, names in self.pool.items.items()}
+        if self._workers is not None:
+            run = asyncio.ensure_future(self._workers.run(self.cfg, self.target, self.ns_names, self.run_id, pool, now))
+            ticker = asyncio.ensure_future(self._tick())
+            try:
+                t0, results, notes = await asyncio.shield(run)
+            except asyncio.CancelledError:  # a stop: the workers were told, their results still come
+                t0, results, notes = await run
+            finally:
+                ticker.cancel()
+            self.notes.extend(notes)
+        else:
+            t0 = now() + 0.01
+            self._engine = Engine(self.cfg, self.target, self.ns_names, self.run_id, pool, progress=self.progress)
+            if self.interrupted:
+                self._engine.stop()
+            results = [await self._engine.run(t0)]
+        self._t0 = t0
+        self._start_unix = time.time() - (now() - t0)  # the window's start, not the workers' start-up
+        self.results = results
+        self.trace = merge(results)
+        for r in results:
+            self.created += r.created
+            self.deleted += r.deleted
+            self.substituted += r.substituted
+            self.notes.extend(f"worker {r.worker}: {x}" if len(results) > 1 else x for x in r.notes)
+            if r.interrupted:
+                self.interrupted = True
+        cancelled = sum(r.cancelled_at_drain for r in results)
+        return max((r.elapsed_s for r in results), default=0.0), cancelled
+
+    async def _tick(self) -> None:
+        if self.progress is None:
+            return
+        start = now()
+        while True:
+            await asyncio.sleep(1.0)
+            self.progress(now() - start, self.profile.duration, 0, 0)
 
     async def _cleanup(self) -> dict[str, Any]:
         out: dict[str, Any] = {"run_label": f"{RUN_LABEL}={self.run_id}", "objects_created": self.created,
@@ -365,7 +254,7 @@ class LoadTest:
                                "namespaces_deleted": [], "errors": []}
         sel = {"labelSelector": f"{RUN_LABEL}={self.run_id}"}
         for ns in range(self.cfg.namespaces):
-            for res, p in enumerate(self.mix.resources):
+            for res, _p in enumerate(self.mix.resources):
                 coll = self._collection(ns, res)
                 try:
                     before = await self._count(coll.with_query(sel))
@@ -375,7 +264,7 @@ class LoadTest:
                     after = await self._count(coll.with_query(sel))
                     out["deleted_at_cleanup"] += max(0, before - after)
                     out["leftover"] += after
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError) as e:
                     out["errors"].append(f"cleanup {coll.path}: {e.__class__.__name__}")
         for name in self.ns_owned:
             try:
@@ -384,15 +273,13 @@ class LoadTest:
                     out["namespaces_deleted"].append(name)
                 else:
                     out["errors"].append(f"delete namespace {name}: HTTP {status} {_reason(text)}")
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 out["errors"].append(f"delete namespace {name}: {e.__class__.__name__}")
         return out
 
     async def _count(self, url: URL) -> int:
         """Objects matching ``url`` (a label-selected list), paged 500 at a time so a large
         leftover set never arrives as one response."""
-        import json
-
         total, token = 0, ""
         while True:
             q = dict(url.query)
@@ -430,10 +317,12 @@ class LoadTest:
         )
         cleanup: dict[str, Any] | None = None
         record: dict[str, Any] = {}
+        if self.cfg.workers > 1:
+            self._workers = WorkerSet(self.cfg.workers)
         try:
             try:
                 await self._setup()
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise ServiceError(f"{self.target.server}: cannot reach the apiserver ({e.__class__.__name__}: "
                                    f"{str(e)[:120]})") from None
             m_before, m_err = (await self._scrape()) if self.cfg.scrape_metrics else (None, "disabled")
@@ -444,10 +333,17 @@ class LoadTest:
                 raise KeyboardInterrupt
             self._measure_task = asyncio.ensure_future(self._measure())
             elapsed, cancelled = await self._measure_task
+            start_unix = self._start_unix or start_unix
             cpu = time.process_time() - cpu0
+            if self._workers is not None:
+                cpu += sum(r.cpu_s for r in self.results)
             end_unix = time.time()
-            m_after, m_err2 = (await self._scrape()) if (self.cfg.scrape_metrics and m_before) else (None, m_err)
-            s_after = await self._settle(s_before)
+            m_after, m_err2 = (None, m_err)
+            if self.cfg.scrape_metrics and m_before:  # interrupted: stop within a second, so a short bound
+                m_after, m_err2 = await (_bounded(self._scrape(), (None, "interrupted: no /metrics read after"))
+                                         if self.interrupted else self._scrape())
+            s_after = await (_bounded(self._sink_stats(), {"error": "interrupted: no /stats read after"})
+                             if self.interrupted else self._settle(s_before))
             record = self._record(start_unix, end_unix, elapsed, cpu, m_before, m_after, m_err or m_err2,
                                   s_before, s_after)
         finally:
@@ -456,6 +352,8 @@ class LoadTest:
                     cleanup = await asyncio.shield(self._cleanup())
             finally:
                 await self._session.close()
+                if self._workers is not None:
+                    self._workers.close()
                 for sig in installed:
                     loop.remove_signal_handler(sig)
         record["cleanup"] = cleanup if cleanup is not None else {"skipped": "--no-cleanup"}
@@ -468,31 +366,47 @@ class LoadTest:
             self._main.cancel()
             return
         self.interrupted = True
-        if self._measure_task is not None:
+        if self._engine is not None:
+            self._engine.stop()
+        if self._workers is not None:
+            self._workers.stop()
+        if self._measure_task is not None and self._engine is None and self._workers is None:
             self._measure_task.cancel()
 
     def _record(self, start_unix: float, end_unix: float, elapsed: float, cpu: float,
                 m_before: mt.Metrics | None, m_after: mt.Metrics | None, m_err: str | None,
                 s_before: dict | None, s_after: dict | None) -> dict[str, Any]:
-        from audit_tune import __version__
-
         duration = self.profile.duration
         summary = summarize(self.trace, duration, self.profile.mean_rate, self.profile.peak_rate, self.cfg.max_lag)
         load = summary["load"]
         load["substituted_creates"] = self.substituted
-        load["max_inflight_seen"] = self.max_inflight_seen
-        cpu_util = cpu / elapsed if elapsed > 0 else 0.0
+        res = self.results
+        load["max_inflight_seen"] = sum(r.max_inflight_seen for r in res)
+        load["shed"] = shed = sum(r.shed for r in res)
+        load["shed_policy"] = (f"a request more than --max-late {self.cfg.max_late:g} s behind its scheduled time "
+                               "is not sent (counted here, 'unsent' in the trace)")
+        load["cancelled_at_drain"] = sum(r.cancelled_at_drain for r in res)
+        load["workers"] = len(res)
+        load["connections"] = sum(r.connections for r in res)
+        cpu_util = max((r.cpu_s / r.elapsed_s for r in res if r.elapsed_s > 0), default=0.0)
+        if shed:
+            reason = f"shed {shed} requests more than {self.cfg.max_late:g} s late"
+            load["kept_up"] = False
+            load["behind_reason"] = f"{load['behind_reason']}; {reason}" if load["behind_reason"] else reason
         if not load["kept_up"]:
             # Say *why*: a slow target (requests queue for a slot) or a CPU-starved generator.
-            if self.max_inflight_seen >= self.cfg.max_inflight:
+            if any(r.max_inflight_seen >= r.max_inflight for r in res):
                 load["behind_reason"] += (f"; in-flight reached --max-inflight {self.cfg.max_inflight}: the target answers "
                                           f"slower than the offered load (latency p50 {summary['latency_s']['p50'] or 0:.3f}s)")
             if cpu_util > 0.85:
-                load["behind_reason"] += f"; the generator used {100 * cpu_util:.0f}% of a CPU: it is CPU-bound"
+                load["behind_reason"] += (f"; a generator process used {100 * cpu_util:.0f}% of a CPU: it is CPU-bound"
+                                          + (" (add --workers)" if len(res) < available_cores() else ""))
+        workers = [worker_figures(r, duration) for r in res]
+        summary["latency_histogram_us"] = merge_histograms([w.pop("latency_histogram_us") for w in workers])
         if self.substituted > 0.05 * max(1, self.trace.n):
             self.notes.append(f"{self.substituted} get/update/patch/delete found no free object and became creates; "
                               "raise --preseed to keep the mix")
-        state = _cluster_state(self.target)
+        state = cluster_state(self.target)
         sink_for_host = self.cfg.sink_url or state.get("sink_url")
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
         if m_before is not None and m_after is not None:
@@ -505,8 +419,8 @@ class LoadTest:
             if s_before and s_after and "error" not in s_before and "error" not in s_after:
                 sink["delta"] = {k: s_after[k] - s_before[k] for k in
                                  ("requests", "batches", "events_received", "events_stored", "bytes_received")}
-        state = _cluster_state(self.target)
-        flags = _flags(self.cfg.audit_flags) if self.cfg.audit_flags else _flags(tuple(state.get("audit_flags") or ()))
+        state = cluster_state(self.target)
+        flags = flags_record(self.cfg.audit_flags) if self.cfg.audit_flags else flags_record(tuple(state.get("audit_flags") or ()))
         if flags is not None and not self.cfg.audit_flags:
             flags["source"] = state.get("_path")
         return {
@@ -514,49 +428,24 @@ class LoadTest:
             "config": self.cfg.to_dict(), "target": self.target.describe(),
             "mix": self.mix.to_dict(), "profile": {"spec": self.profile.spec, "duration_s": duration,
                                                    "segments": [list(s) for s in self.profile.segments]},
-            "window": {"start_unix": start_unix, "end_unix": end_unix, "duration_s": duration, "elapsed_s": elapsed},
+            "window": {"start_unix": start_unix, "end_unix": end_unix, "duration_s": duration, "elapsed_s": elapsed,
+                       "drain_limit_s": self.cfg.drain_timeout, "drain_s": max((r.drain_s for r in res), default=0.0)},
             "interrupted": self.interrupted,
             **summary,
+            "workers": workers, "http_client": "rawhttp (httptools, keep-alive, pre-encoded requests)",
             "client_cpu_s": cpu, "client_cpu_util": cpu / elapsed if elapsed > 0 else None,
             "audit": audit, "sink": sink, "flags": flags, "notes": self.notes,
         }
 
 
-def _cluster_state(target: Target) -> dict[str, Any]:
-    """The ``state.json`` of an audit-tune cluster whose kubeconfig the target came from (else {}):
-    it knows the ``--audit-*`` flags in force and the sink URL."""
-    import json
-    from pathlib import Path
-
-    if not target.kubeconfig:
-        return {}
-    p = Path(target.kubeconfig).parent / "state.json"
+async def _bounded(coro: Any, default: Any, timeout: float = 0.3) -> Any:
     try:
-        st = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(st, dict) or Path(str(st.get("kubeconfig", ""))).resolve() != Path(target.kubeconfig).resolve():
-        return {}
-    st["_path"] = str(p)
-    return st
-
-
-def _flags(args: tuple[str, ...]) -> dict[str, Any] | None:
-    if not args:
-        return None
-    out: dict[str, Any] = {"args": list(args)}
-    try:
-        from audit_tune.sim.config import asdict as flags_asdict, parse_flags
-
-        out["parsed"] = flags_asdict(parse_flags(list(args)))
-    except Exception as e:  # noqa: BLE001 - the flags are echoed as given either way
-        out["parse_error"] = str(e)
-    return out
+        return await asyncio.wait_for(coro, timeout)
+    except TimeoutError:
+        return default
 
 
 def _reason(body: bytes) -> str:
-    import json
-
     try:
         return str(json.loads(body).get("message", ""))[:200]
     except (ValueError, AttributeError):
@@ -574,17 +463,3 @@ def run_loadtest(config: LoadTestConfig, target: Target,
     lt = LoadTest(config, target, progress, handle_signals)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(lt.run())
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when installed (about 1.5x the requests per CPU second), else asyncio's.
-
-    ``AUDIT_TUNE_NO_UVLOOP=1`` forces the standard loop.
-    """
-    if os.environ.get("AUDIT_TUNE_NO_UVLOOP") == "1":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop

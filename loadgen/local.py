@@ -68,16 +68,18 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import requests
 import yaml
 
-from audit_tune.loadgen import certs
+from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.basics.output import write_atomic
+from audit_tune.loadgen import certs, kubeconfig
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
 from audit_tune.sim.config import AuditFlags, parse_flags
-from audit_tune.basics.errors import InputError, ServiceError
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -93,7 +95,7 @@ def default_state_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "audit-tune" / "clusters"
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     ok = name and len(name) <= 40 and all(c.isalnum() or c in "-_." for c in name) and name[0].isalnum()
     if not ok:
         raise InputError(f"--name {name!r}: use 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit")
@@ -130,14 +132,7 @@ def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | N
 
 def _kubeconfig_server(path: Path) -> str | None:
     """The current context's server of a kubeconfig (for display), or None."""
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-        ctx = {c["name"]: c["context"] for c in cfg.get("contexts") or []}.get(cfg.get("current-context"), {})
-        cl = {c["name"]: c["cluster"] for c in cfg.get("clusters") or []}
-        name = ctx.get("cluster") or (cfg.get("clusters") or [{}])[0].get("name")
-        return cl.get(name, {}).get("server")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
+    return kubeconfig.server_of(path)
 
 
 def audit_args(flags: AuditFlags) -> list[str]:
@@ -165,7 +160,7 @@ class LocalCluster:
                  extra_args: Sequence[str] = (),
                  state_root: str | os.PathLike | None = None, detach: bool = False,
                  start_timeout: float = 90.0) -> None:
-        self.name = _check_name(name)
+        self.name = check_name(name)
         self.flags = flags or AuditFlags()
         policy = policy or self.flags.policy_file or None
         self.policy = Path(policy) if policy else DEFAULT_POLICY
@@ -252,13 +247,13 @@ class LocalCluster:
         return s
 
     # ---- lifecycle --------------------------------------------------------------------------
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.up()
 
     def __exit__(self, *exc: Any) -> None:
         self.down()
 
-    def up(self) -> "LocalCluster":
+    def up(self) -> LocalCluster:
         """Start etcd and kube-apiserver, wait for ``/readyz``, write kubeconfig and state."""
         existing = _read_state(self.state_dir)
         if existing and any(Proc.from_dict(p).alive() for p in existing.get("processes", [])):
@@ -448,18 +443,24 @@ class LocalCluster:
         }
 
     def save_state(self) -> None:
-        from audit_tune.basics.output import write_atomic
-
         write_atomic(self.state_file, json.dumps(self.to_state(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, name: str, state_root: str | os.PathLike | None = None) -> "LocalCluster":
+    def load(cls, name: str, state_root: str | os.PathLike | None = None) -> LocalCluster:
         """Attach to a cluster started by another process (from its ``state.json``)."""
         root = Path(state_root) if state_root else default_state_root()
-        st = _read_state(root / _check_name(name))
+        st = _read_state(root / check_name(name))
         if st is None:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")
+        try:
+            return cls._from_state(name, root, st)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ServiceError(f"{root / name / STATE_FILE}: damaged state ({type(e).__name__} {e}); "
+                               "remove the folder to forget it") from None
+
+    @classmethod
+    def _from_state(cls, name: str, root: Path, st: dict[str, Any]) -> LocalCluster:
         c = cls.__new__(cls)
         LocalCluster.__init__(c, name, state_root=root, detach=bool(st.get("detached")))
         c.policy, c.sink_url = Path(st["policy"]), st.get("sink_url")
@@ -496,11 +497,16 @@ class LocalCluster:
 
 def _read_state(d: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((d / STATE_FILE).read_text())
+        st = json.loads((d / STATE_FILE).read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({e}); remove the folder to forget it") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({type(e).__name__}); "
+                           "remove the folder to forget it") from None
+    if not isinstance(st, dict):
+        raise ServiceError(f"{d / STATE_FILE}: not an audit-tune cluster state (a JSON object); "
+                           "remove the folder to forget it")
+    return st
 
 
 def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:

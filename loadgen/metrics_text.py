@@ -19,11 +19,12 @@ all the sink needs, so the project does not depend on ``prometheus_client``.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from audit_tune.basics.errors import InputError
 
@@ -285,8 +286,6 @@ class Histogram(_Family):
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
-        import bisect
-
         with self._lock:
             self.counts[bisect.bisect_left(self.bounds, value)] += 1
             self.sum += value

@@ -14,9 +14,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+
+import requests
 
 from audit_tune.basics.errors import BuildMissingError, ServiceError, TimeoutExceeded
 
@@ -34,10 +36,8 @@ def binary(name: str, build_hint: str = "scripts/build-stack.sh") -> Path:
     return p
 
 
-def http_session() -> "requests.Session":
+def http_session() -> requests.Session:
     """A ``requests.Session`` that ignores proxy/CA environment variables (loopback traffic only)."""
-    import requests
-
     s = requests.Session()
     s.trust_env = False
     return s
@@ -80,7 +80,7 @@ class Proc:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Proc":
+    def from_dict(cls, d: dict) -> Proc:
         return cls(**d)
 
 

@@ -23,15 +23,16 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import yaml
 
-from audit_tune.loadgen.procs import Proc, free_port, http_session, spawn, stop, wait_until
 from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
+from audit_tune.loadgen.procs import Proc, free_port, http_session, spawn, stop, wait_until
 
 
 def _which(name: str) -> str:
@@ -100,7 +101,7 @@ class Prometheus:
 
     @classmethod
     def for_cluster(cls, cluster: Any, extra_targets: Sequence[str] = (), interval: str = "1s",
-                    **kw: Any) -> "Prometheus":
+                    **kw: Any) -> Prometheus:
         """Scrape a :class:`loadgen.local.LocalCluster` (its ``metrics_url`` with the client cert)."""
         cfg = scrape_config(cluster.metrics_url, ca_file=cluster.ca_file, client_cert=cluster.client_cert,
                             client_key=cluster.client_key, extra_targets=extra_targets, interval=interval)
@@ -118,13 +119,13 @@ class Prometheus:
     def log_file(self) -> Path:
         return self.workdir / "prometheus.log"
 
-    def __enter__(self) -> "Prometheus":
+    def __enter__(self) -> Prometheus:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def start(self) -> "Prometheus":
+    def start(self) -> Prometheus:
         binary = prometheus_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))

@@ -6,7 +6,7 @@
 =============  =======  ==========================================================
 ``sched``      float64  scheduled offset (s from the start of the measured window)
 ``send``       float64  when the request was actually handed to the HTTP client
-``latency``    float32  send -> response fully read (watch: -> stream closed)
+``latency``    float64  send -> response fully read (watch: -> stream closed); CLOCK_MONOTONIC, so µs exact
 ``status``     int16    HTTP status; 0 transport error, -2 timeout, -3 cancelled, -1 never sent
 ``verb``       int8     index in :data:`loadgen.mix.VERBS`
 ``resource``   int8     index in :data:`loadgen.mix.RESOURCES`
@@ -25,7 +25,8 @@ Record format (``"format": "audit-tune-loadtest/v1"``)::
      "load": {"requested_rate", "peak_rate", "scheduled", "sent", "completed", "achieved_rate",
               "achieved_ratio", "kept_up", "behind_reason"},
      "lag_s": {p50, p90, p99, max}, "latency_s": {count, mean, p50, p90, p99, max},
-     "latency_by_verb_s": {verb: {...}}, "status_codes": {"200": n, ...}, "status_by_verb": {...},
+     "latency_by_verb_s": {verb: {...}}, "latency_us": {...}, "lag_us": {...},
+     "latency_histogram_us": [[lower_us, count], ...], "workers": [{per-worker figures}], "status_codes": {"200": n, ...}, "status_by_verb": {...},
      "client_cpu_s", "audit": {... apiserver /metrics deltas ...}, "sink": {...} | null,
      "flags": {...} | null, "cleanup": {...}, "trace": [...] | {"sidecar": "FILE", "rows": n}}
 """
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from audit_tune.basics.output import json_default, write_atomic
 from audit_tune.loadgen.mix import RESOURCES, VERBS
 
 FORMAT = "audit-tune-loadtest/v1"
@@ -53,7 +55,7 @@ class Trace:
         cap = max(1, int(capacity))
         self.sched = np.zeros(cap, dtype=np.float64)
         self.send = np.full(cap, np.nan, dtype=np.float64)
-        self.latency = np.full(cap, np.nan, dtype=np.float32)
+        self.latency = np.full(cap, np.nan, dtype=np.float64)
         self.status = np.full(cap, ST_UNSENT, dtype=np.int16)
         self.verb = np.zeros(cap, dtype=np.int8)
         self.resource = np.zeros(cap, dtype=np.int8)
@@ -90,6 +92,47 @@ def percentiles(x: np.ndarray) -> dict[str, float | int | None]:
     p = np.percentile(x, [50, 90, 99])
     return {"count": int(len(x)), "mean": float(x.mean()), "p50": float(p[0]), "p90": float(p[1]),
             "p99": float(p[2]), "max": float(x.max())}
+
+
+HIST_SUB_BITS = 7
+
+
+def _bucket_lower(us: np.ndarray) -> np.ndarray:
+    """Lower edge (µs) of each value's bucket: 1 µs wide below 256 µs, then 128 buckets per
+    power of two (each under 0.8% of its value wide), like HdrHistogram with 2 significant digits."""
+    us = np.maximum(np.asarray(us, dtype=np.int64), 0)
+    shift = np.maximum(np.floor(np.log2(np.maximum(us, 1))).astype(np.int64) - HIST_SUB_BITS, 0)
+    return (us >> shift) << shift
+
+
+def latency_histogram(seconds: np.ndarray) -> list[list[int]]:
+    """Sparse ``[[lower_us, count], ...]`` (ascending) of the finite latencies; adds exactly across workers."""
+    x = np.asarray(seconds, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return []
+    lower, count = np.unique(_bucket_lower(np.rint(x * 1e6)), return_counts=True)
+    return [[int(a), int(b)] for a, b in zip(lower, count)]
+
+
+def merge_histograms(hists: list[list[list[int]]]) -> list[list[int]]:
+    """Bucket-wise sum of :func:`latency_histogram` outputs."""
+    acc: dict[int, int] = {}
+    for h in hists:
+        for lower, count in h:
+            acc[lower] = acc.get(lower, 0) + count
+    return [[k, acc[k]] for k in sorted(acc)]
+
+
+def percentiles_us(seconds: np.ndarray) -> dict[str, int | None]:
+    """count, p50, p90, p99, p99.9 and max in whole microseconds (exact, from the raw values)."""
+    x = np.asarray(seconds, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "p999": None, "max": None}
+    p = np.percentile(x, [50, 90, 99, 99.9]) * 1e6
+    return {"count": int(len(x)), "p50": int(round(p[0])), "p90": int(round(p[1])), "p99": int(round(p[2])),
+            "p999": int(round(p[3])), "max": int(round(float(x.max()) * 1e6))}
 
 
 def status_name(code: int) -> str:
@@ -142,6 +185,9 @@ def summarize(trace: Trace, duration: float, requested_rate: float, peak_rate: f
         },
         "lag_s": lag_p,
         "latency_s": percentiles(v["latency"][done]),
+        "latency_us": percentiles_us(v["latency"][done]),
+        "lag_us": percentiles_us(lag),
+        "latency_histogram_us": latency_histogram(v["latency"][done]),
         "latency_ok_s": percentiles(v["latency"][ok]),
         "latency_by_verb_s": {verb: percentiles(v["latency"][done & (v["verb"] == vi)])
                               for vi, verb in enumerate(VERBS) if np.any(v["verb"] == vi)},
@@ -151,14 +197,17 @@ def summarize(trace: Trace, duration: float, requested_rate: float, peak_rate: f
 
 
 def trace_rows(trace: Trace) -> list[list[Any]]:
+    """The trace as rows of :data:`TRACE_COLUMNS` (times rounded to the µs; None where not sent)."""
     v = trace.view()
-    rows = []
-    for i in range(trace.n):
-        rows.append([round(float(v["sched"][i]), 6),
-                     None if not np.isfinite(v["send"][i]) else round(float(v["send"][i]), 6),
-                     VERBS[v["verb"][i]], RESOURCES[v["resource"][i]], status_name(v["status"][i]),
-                     None if not np.isfinite(v["latency"][i]) else round(float(v["latency"][i]), 6)])
-    return rows
+
+    def col(x: np.ndarray) -> list[float | None]:
+        r = np.round(x.astype(np.float64), 6)
+        return [None if f != f else f for f in r.tolist()]  # NaN -> None
+
+    names = {k: status_name(k) for k in np.unique(v["status"]).tolist()}
+    return [list(row) for row in zip(col(v["sched"]), col(v["send"]), [VERBS[i] for i in v["verb"].tolist()],
+                                     [RESOURCES[i] for i in v["resource"].tolist()],
+                                     [names[k] for k in v["status"].tolist()], col(v["latency"]))]
 
 
 TRACE_COLUMNS = ["offset", "send_offset", "verb", "resource", "status", "latency"]
@@ -169,8 +218,6 @@ def write_record(record: dict[str, Any], trace: Trace, path: str | Path | None, 
 
     With ``path`` None the trace is inline only if small, else summarised (no sidecar to write).
     """
-    from audit_tune.basics.output import json_default, write_atomic
-
     if trace.n <= trace_inline_max:
         record["trace"] = {"columns": TRACE_COLUMNS, "rows": trace_rows(trace)}
     elif path is not None:

@@ -6,11 +6,18 @@ Wire format (spec §3): kube-apiserver's webhook backend POSTs
 is success and *any* error or non-2xx is retried (5 attempts, 10 s initial backoff x1.5).
 The sink therefore accepts a POST on any path and answers:
 
-* **200** once every event of the batch is stored (written, and fsynced per ``fsync`` policy,
-  see :mod:`loadgen.store`): the acknowledgement never runs ahead of the store;
-* **400** for a body that is not JSON or not an ``audit.k8s.io/*`` ``EventList``;
+* **200** once every event of the batch is stored and anchored (written, and fsynced per
+  ``fsync`` policy, see :mod:`loadgen.store`): the acknowledgement never runs ahead of the store;
+* **400/408/413/415** for a body that can never be stored (:mod:`loadgen.sink_body`);
 * **401** for a missing or wrong bearer token (when a token is configured);
+* **503** with ``Retry-After`` while the store cannot take writes (disk full, I/O error); the
+  batch was rolled back, and every later batch tries again;
 * **413/429/5xx**, delays, hangs and refused connections as :mod:`loadgen.faults` decides.
+
+A request whose head is not complete within ``header_timeout`` of its first byte (the first
+request: of the connection opening) has its connection closed, on every request of a keep-alive
+or pipelined connection (:mod:`loadgen.sink_deadline`); an idle keep-alive connection is closed
+after ``idle_timeout``.
 
 ``GET /metrics`` serves the sink's own Prometheus metrics, ``GET /stats`` a JSON snapshot
 (counters and per-request handling latencies), ``GET /healthz`` ``ok``; these three are not
@@ -23,102 +30,34 @@ Three ways to run it: :class:`Sink` (in-process, in a thread: ``url = Sink(cfg).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiohttp import web
 
-from audit_tune.loadgen import metrics_text as mt
-from audit_tune.loadgen.faults import Decision, FaultConfig, FaultInjector
-from audit_tune.loadgen.store import EventStore
 from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.basics.output import log
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen import sink_tls
+from audit_tune.loadgen.chain import load_key
+from audit_tune.loadgen.faults import Decision, FaultInjector
+from audit_tune.loadgen.sink_body import BodyError, parse_event_list, read_body
+from audit_tune.loadgen.sink_client import SinkProcess, fetch_stats, webhook_kubeconfig
+from audit_tune.loadgen.sink_config import SinkConfig
+from audit_tune.loadgen.sink_deadline import HeaderDeadline
+from audit_tune.loadgen.sink_log import HTTP_LOGGER
+from audit_tune.loadgen.store import EventStore, StoreUnavailable
+
+__all__ = ["Sink", "SinkConfig", "SinkProcess", "SinkServer", "fetch_stats", "serve", "webhook_kubeconfig"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-@dataclass(frozen=True)
-class SinkConfig:
-    """How to run a sink. ``store=None`` counts events without keeping them.
-
-    TLS: ``tls_cert``/``tls_key`` serve HTTPS with the given pair; ``tls_generate`` (a folder)
-    creates a CA, a server cert for 127.0.0.1/localhost and a client cert there and serves
-    with them. ``client_ca`` requires client certificates signed by that CA (with
-    ``tls_generate`` and ``client_cert_auth=True`` the generated CA is used).
-    Auth: ``token`` requires ``Authorization: Bearer <token>`` on POSTs; it is never printed.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    store: str | None = None
-    fsync: str = "always"
-    fsync_interval: float = 1.0
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_generate: str | None = None
-    client_ca: str | None = None
-    client_cert_auth: bool = False
-    token: str | None = field(default=None, repr=False)
-    faults: FaultConfig = field(default_factory=FaultConfig)
-    max_latency_samples: int = 1_000_000
-    allow_non_loopback: bool = False
-
-    def __post_init__(self) -> None:
-        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.allow_non_loopback:
-            raise InputError(f"--host {self.host}: the sink binds loopback only (127.0.0.1, ::1, localhost)")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise InputError("--tls-cert and --tls-key go together")
-        if self.tls_cert and self.tls_generate:
-            raise InputError("--tls-cert/--tls-key and --tls-generate are exclusive")
-        from audit_tune.loadgen.store import FSYNC_POLICIES
-
-        if self.fsync not in FSYNC_POLICIES:
-            raise InputError(f"--fsync {self.fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
-        if not 0 <= self.port <= 65535:
-            raise InputError(f"--port {self.port}: must be 0..65535")
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_cert or self.tls_generate)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe echo of the configuration; the token shows only as set or not."""
-        d = asdict(self)
-        d["faults"] = self.faults.to_dict()
-        d["token"] = "<set>" if self.token else None
-        return d
-
-    def to_json(self) -> str:
-        """Full round-trip form, token included, for handing to a child process (never logged)."""
-        d = asdict(self)
-        f = self.faults
-        d["faults"] = {
-            "latency": [f.latency.kind, [list(p) for p in f.latency.params]],
-            "latency_per_inflight": f.latency_per_inflight, "error_rate": f.error_rate,
-            "error_status": f.error_status, "hang_rate": f.hang_rate, "hang_for": f.hang_for,
-            "outages": [[o.start, o.end, o.mode] for o in f.outages],
-            "max_body_bytes": f.max_body_bytes, "max_concurrency": f.max_concurrency, "seed": f.seed,
-        }
-        return json.dumps(d)
-
-    @classmethod
-    def from_json(cls, text: str) -> "SinkConfig":
-        from audit_tune.loadgen.faults import Latency, Outage
-
-        d = json.loads(text)
-        f = d.pop("faults")
-        kind, params = f.pop("latency")
-        faults = FaultConfig(latency=Latency(kind, tuple((k, float(v)) for k, v in params)),
-                             outages=tuple(Outage(a, b, m) for a, b, m in f.pop("outages")), **f)
-        return cls(faults=faults, **d)
 
 
 class _Metrics:
@@ -147,8 +86,8 @@ class SinkServer:
         self.config = config
         self.metrics = _Metrics()
         self.injector = FaultInjector(config.faults)
-        self.store = EventStore(config.store, config.fsync, config.fsync_interval) if config.store else None
-        self._batch_counter = 0
+        key = load_key(config.chain_key_file, config.store) if config.chain_key_file else None
+        self.store = EventStore(config.store, config.fsync, config.fsync_interval, key) if config.store else None
         self.inflight = 0
         self.max_inflight_seen = 0
         self._lat = np.zeros(max(1, config.max_latency_samples), dtype=np.float32)
@@ -160,7 +99,8 @@ class SinkServer:
         self.url = ""
         self.tls_files = None
         self._runner: web.AppRunner | None = None
-        self._site: web.BaseSite | None = None
+        self._listener: asyncio.Server | None = None
+        self._deadline: HeaderDeadline | None = None
         self._ssl = None
         self._port = config.port
         self._outage_tasks: list[asyncio.Task] = []
@@ -168,8 +108,6 @@ class SinkServer:
 
     # ------------------------------------------------------------------ lifecycle
     def _ssl_context(self):
-        from audit_tune.loadgen import sink_tls
-
         c = self.config
         if c.tls_generate:
             self.tls_files = sink_tls.generate(c.tls_generate, client=True)
@@ -185,15 +123,26 @@ class SinkServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the base URL (``http(s)://127.0.0.1:PORT``)."""
+        try:
+            return await self._start()
+        except BaseException:
+            if self.store is not None:
+                self.store.close()
+            raise
+
+    async def _start(self) -> str:
         self._ssl = self._ssl_context()
-        max_body = self.config.faults.max_body_bytes
-        app = web.Application(client_max_size=(max_body + 1) if max_body else 1 << 40)
+        app = web.Application(client_max_size=self.config.body_limit + 1, middlewares=[self._request_bounds])
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_get("/healthz", self._get_health)
         app.router.add_route("POST", "/{tail:.*}", self._post)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False,
+                                     auto_decompress=False, keepalive_timeout=self.config.idle_timeout,
+                                     logger=HTTP_LOGGER)
         await self._runner.setup()
+        assert self._runner.server is not None
+        self._deadline = HeaderDeadline(self._runner.server, self.config.header_timeout)
         await self._bind()
         self.t0 = time.monotonic()
         self.started_unix = time.time()
@@ -206,32 +155,43 @@ class SinkServer:
         return self.url
 
     async def _bind(self) -> None:
-        assert self._runner is not None
-        site = web.TCPSite(self._runner, self.config.host, self._port, ssl_context=self._ssl, reuse_address=True,
-                           backlog=1024)
+        assert self._deadline is not None
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            handshake = self.config.header_timeout if self._ssl else None  # TLS: the handshake counts as the head
+            self._listener = await loop.create_server(self._deadline, self.config.host, self._port, ssl=self._ssl,
+                                                      reuse_address=True, backlog=1024, ssl_handshake_timeout=handshake)
         except OSError as e:
             raise ServiceError(f"sink: cannot listen on {self.config.host}:{self._port}: {e.strerror or e}") from None
-        self._site = site
-        server = site._server  # asyncio.Server; port 0 -> the port the OS picked
-        if server is not None and server.sockets:
-            self._port = server.sockets[0].getsockname()[1]
+        if self._listener.sockets:  # port 0 -> the port the OS picked
+            self._port = self._listener.sockets[0].getsockname()[1]
+
+    def _unbind(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def _refuse_window(self, start: float, end: float) -> None:
         """Stop listening during [start, end) so new connections are refused, then listen again."""
         await asyncio.sleep(max(0.0, self.t0 + start - time.monotonic()))
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        self._unbind()
         await asyncio.sleep(max(0.0, self.t0 + end - time.monotonic()))
-        if not self._closing:
-            await self._bind()
+        said = False
+        while not self._closing:  # listen again; if the port was taken meanwhile, keep trying
+            try:
+                await self._bind()
+                return
+            except ServiceError as e:
+                if not said:
+                    log(f"{e}; retrying every 0.5 s")
+                    said = True
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         self._closing = True
         for t in self._outage_tasks:
             t.cancel()
+        self._unbind()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:
@@ -248,12 +208,21 @@ class SinkServer:
     async def _get_health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    @web.middleware
+    async def _request_bounds(self, request: web.Request, handler) -> web.StreamResponse:
+        guard = self._deadline.of(request.protocol) if self._deadline else None
+        if guard is not None:
+            guard.head_seen(request.body_exists)
+        try:
+            return await handler(request)
+        finally:
+            if guard is not None:
+                guard.answered()
+
     def _authorized(self, request: web.Request) -> bool:
         token = self.config.token
         if not token:
             return True
-        import hmac
-
         got = request.headers.get("Authorization", "")
         return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 
@@ -266,7 +235,13 @@ class SinkServer:
         m.requests.inc()
         code = "dropped"
         try:
-            resp = await self._handle(request)
+            try:
+                resp = await self._handle(request)
+            except (asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception as e:  # noqa: BLE001 - one line, never a traceback
+                log(f"sink: error handling a POST: {e.__class__.__name__}: {e}")
+                resp = web.json_response({"error": "internal error"}, status=500)
             code = str(resp.status) if resp is not None else "dropped"
             return resp if resp is not None else web.Response(status=500)
         finally:
@@ -300,18 +275,15 @@ class SinkServer:
         if not self._authorized(request):
             self._note("unauthorized")
             return web.json_response({"error": "unauthorized"}, status=401)
-        max_body = self.config.faults.max_body_bytes
-        length = request.content_length
-        if max_body is not None and length is not None and length > max_body:
-            self._note("max-body-bytes")
-            return web.json_response({"error": f"body of {length} bytes exceeds {max_body}"}, status=413)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            self._note("max-body-bytes")
-            return web.json_response({"error": f"body exceeds {max_body} bytes"}, status=413)
-        self.metrics.bytes.inc(len(body))
-        decision = self.injector.decide(t, self.inflight, len(body))
+            body, wire = await read_body(request, self.config.body_limit, self.config.body_timeout)
+        except BodyError as e:
+            return self._refuse(e, close=True)
+        guard = self._deadline.of(request.protocol) if self._deadline else None
+        if guard is not None:
+            guard.body_read()
+        self.metrics.bytes.inc(wire)
+        decision = self.injector.decide(t, self.inflight, wire)
         if decision.drop:
             await self._drop(request, decision)
             return None
@@ -322,32 +294,29 @@ class SinkServer:
             return web.json_response({"error": decision.reason}, status=decision.status)
         try:
             items = await asyncio.get_running_loop().run_in_executor(None, self._ingest, body)
-        except InputError as e:
-            self._note("bad-request")
-            return web.json_response({"error": str(e)}, status=400)
+        except BodyError as e:
+            return self._refuse(e)
+        except StoreUnavailable as e:
+            self._note("store-unavailable")
+            log(f"sink: {e}; answering 503")
+            return web.json_response({"error": str(e)}, status=503,
+                                     headers={"Retry-After": str(self.config.retry_after)})
         return web.json_response({"stored": items}, status=200)
 
+    def _refuse(self, e: BodyError, close: bool = False) -> web.Response:
+        self._note({400: "bad-request", 408: "body-timeout", 413: "max-body-bytes"}.get(e.status, "bad-request"))
+        headers = {"Connection": "close"} if close and e.status in (408, 413) else None
+        return web.json_response({"error": str(e)}, status=e.status, headers=headers)
+
     def _ingest(self, body: bytes) -> int:
-        """Parse, validate and store one batch (runs in a worker thread). Raises InputError -> 400."""
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            raise InputError("body is not JSON") from None
-        if not isinstance(doc, dict) or doc.get("kind") != "EventList":
-            raise InputError("body is not an EventList (kind must be EventList)")
-        if not str(doc.get("apiVersion", "")).startswith("audit.k8s.io/"):
-            raise InputError(f"apiVersion {doc.get('apiVersion')!r} is not audit.k8s.io/*")
-        items = doc.get("items")
-        items = [] if items is None else items
-        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
-            raise InputError("items is not a list of audit events")
-        self.metrics.events.inc(len(items))
+        """Parse, check and store one batch (runs in a worker thread)."""
+        events = parse_event_list(body)
+        self.metrics.events.inc(len(events))
         if self.store is not None:
-            batch = self.store.next_batch_id()
-            self.store.append_batch(items, batch)
-        self.metrics.stored.inc(len(items))
+            self.store.append_batch(events)
+        self.metrics.stored.inc(len(events))
         self.metrics.batches.inc()
-        return len(items)
+        return len(events)
 
     # ------------------------------------------------------------------ measurements
     def latency_samples(self) -> np.ndarray:
@@ -449,94 +418,12 @@ class Sink:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class SinkProcess:
-    """The same sink in a child process (``python -m loadgen.sink``), so it gets its own GIL.
-
-    ``start()`` returns the URL once the child listens; ``stats()`` reads ``GET /stats``.
-    The config (token included) goes to the child on stdin, never on its command line.
-    """
-
-    def __init__(self, config: SinkConfig | None = None) -> None:
-        self.config = config or SinkConfig()
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-        self.info: dict[str, Any] = {}
-
-    def start(self, timeout: float = 20.0) -> str:
-        self.proc = subprocess.Popen([sys.executable, "-m", "audit_tune.loadgen.sink"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(self.config.to_json())
-        self.proc.stdin.close()
-        line = self.proc.stdout.readline()
-        if not line:
-            err = (self.proc.stderr.read() if self.proc.stderr else "").strip().splitlines()
-            raise ServiceError(f"sink process failed to start: {err[-1] if err else 'no output'}")
-        self.info = json.loads(line)
-        self.url = self.info["url"]
-        return self.url
-
-    def stats(self, samples: bool = False) -> dict[str, Any]:
-        return fetch_stats(self.url, samples=samples, ca=self.info.get("ca_cert"))
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> "SinkProcess":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def fetch_stats(url: str, samples: bool = False, ca: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """``GET {url}/stats`` of a running sink (ours, in any process)."""
-    import requests
-
-    try:
-        r = requests.get(url.rstrip("/") + "/stats", params={"samples": "1" if samples else "0"},
-                         verify=ca if ca else True, timeout=timeout)
-        r.raise_for_status()
-        return r.json()
-    except (requests.RequestException, ValueError) as e:
-        raise ServiceError(f"--sink-url {url}: cannot read /stats ({e.__class__.__name__})") from None
-
-
-def webhook_kubeconfig(url: str, ca_cert: str | None = None, token: str | None = None,
-                       client_cert: str | None = None, client_key: str | None = None) -> str:
-    """The ``--audit-webhook-config-file`` kubeconfig that points kube-apiserver at this sink."""
-    import yaml
-
-    cluster: dict[str, Any] = {"server": url}
-    if ca_cert:
-        cluster["certificate-authority"] = str(ca_cert)
-    user: dict[str, Any] = {}
-    if token:
-        user["token"] = token
-    if client_cert:
-        user["client-certificate"] = str(client_cert)
-        user["client-key"] = str(client_key)
-    doc = {"apiVersion": "v1", "kind": "Config",
-           "clusters": [{"name": "audit-sink", "cluster": cluster}],
-           "users": [{"name": "kube-apiserver", "user": user}],
-           "contexts": [{"name": "default", "context": {"cluster": "audit-sink", "user": "kube-apiserver"}}],
-           "current-context": "default"}
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 async def _serve_until_signal(server: SinkServer, on_ready=None) -> None:

@@ -1,5 +1,6 @@
 """TLS material for the sink: a throw-away CA, a server certificate for 127.0.0.1/localhost and,
-optionally, a client certificate, written as PEM files with mode 0600 for keys.
+optionally, a client certificate, written as PEM files into a private folder (0700), keys with
+mode 0600, each created fresh and renamed into place (:mod:`loadgen.keyfiles`).
 
 kube-apiserver's webhook kubeconfig needs the CA (``certificate-authority``) to trust the sink,
 and, for client-cert auth, a client cert/key (``client-certificate``/``client-key``) that the
@@ -15,7 +16,13 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.keyfiles import private_dir, write_private
 
 
 @dataclass(frozen=True)
@@ -28,21 +35,16 @@ class TLSFiles:
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    write_private(path, data, 0o600 if secret else 0o644)
 
 
 def generate(folder: str | os.PathLike, client: bool = True, days: int = 7) -> TLSFiles:
-    """Create ``ca.crt``, ``server.crt/.key`` (SANs 127.0.0.1, ::1, localhost) and ``client.crt/.key``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    """Create ``ca.crt``, ``server.crt/.key`` (SANs 127.0.0.1, ::1, localhost) and ``client.crt/.key``.
 
-    d = Path(folder)
-    d.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    ``folder`` must be new or private (:func:`loadgen.keyfiles.private_dir`); paths are absolute.
+    """
+    d = private_dir(folder)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
     def key() -> ec.EllipticCurvePrivateKey:
         return ec.generate_private_key(ec.SECP256R1())

@@ -1,214 +1,327 @@
-"""The sink's event store: an append-only JSONL file whose records are chained by SHA-256.
+"""The sink's event store: an append-only JSONL file of chained records, one per audit event.
 
-Each stored audit event is one line (compact JSON, keys in this order)::
+Record format and chain: :mod:`loadgen.chain`; reading, recovery rules and ``verify``:
+:mod:`loadgen.store_scan`. ``STORE.head`` holds ``{"seq","hash","batch","offset","alg"}`` of
+the last acknowledged record; it exists from the moment the store is created.
 
-    {"seq":0,"prev":"000…0","received":1764320000.123,"batch":0,"event":{...}}
+Write order for one batch (``fsync=always``), each step finished before the next:
 
-* ``seq`` counts records from 0, one per event, with no gaps;
-* ``prev`` is the hex SHA-256 of the previous record's line (its bytes without the newline);
-  the first record's ``prev`` is 64 zeros;
-* ``received`` is the unix time the batch was received; ``batch`` the sink's batch counter.
+1. append the batch's lines to ``STORE`` and fsync it;
+2. write the new head to ``STORE.head.tmp`` and fsync it;
+3. rename it over ``STORE.head``, fsync the folder;
+4. only then return, so the sink answers 200.
 
-Because every line commits to the one before it, deleting, altering or reordering any record
-breaks the chain at the next line; :func:`verify` names the first line that does not fit.
-The last line has no successor, so the store also keeps ``STORE.head`` (``{"seq","hash"}`` of
-the last record, replaced atomically after each batch); verify checks it when it exists, which
-catches an altered or truncated tail.
+A crash between any two steps leaves whole batches past the head, or a batch cut short, both
+recognised at start-up: whole batches are re-anchored (a new head), a cut-short batch and a
+torn line are truncated away, and each is logged. Neither was acknowledged.
 
-Durability (``fsync``): ``always`` fsyncs the file after every batch, before the sink answers
-2xx; ``interval`` fsyncs at most every ``fsync_interval`` s (a crash may lose the last
-interval's batches although they were acknowledged); ``never`` leaves it to the OS.
-A batch is acknowledged only after :meth:`EventStore.append_batch` returns, i.e. after the
-write (and the fsync the policy asks for) completed.
+Any write error (ENOSPC, EIO, ...) rolls the file back to the last anchored offset and raises
+:class:`StoreUnavailable` (the sink answers 503 with ``Retry-After``); every later batch tries
+again, so the sink answers 200 as soon as the store can take writes. ``fsync=interval|never``
+skip the fsyncs (the head is still written last); after an OS crash or power loss they may lose
+acknowledged batches, and the store may then be refused as truncated.
+
+One writer per store: ``STORE.lock`` is held with ``flock`` for the writer's lifetime (a
+symlinked ``STORE`` is its target, so every name of one store shares its lock and head).
+Batch ids count up from the last one in the store, assigned by the one thread writing, so they
+never repeat. Batches that arrive while a write is under way are written together by the next
+round (group commit), which shares the fsyncs among them.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import fcntl
 import os
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable
 
-from audit_tune.basics.errors import InputError, TuneError
+from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.basics.output import log
+from audit_tune.loadgen.chain import GENESIS, Chain, ChainError, encode_event, record_line
+from audit_tune.loadgen.store_scan import Head, Summary, head_path, judge, read_head, verify
 
-GENESIS = "0" * 64
+__all__ = ["EventStore", "ChainError", "StoreUnavailable", "Summary", "verify", "head_path", "FSYNC_POLICIES",
+           "GENESIS", "lock_path"]
+
 FSYNC_POLICIES = ("always", "interval", "never")
 
 
-class ChainError(TuneError):
-    """The store's hash chain is broken: a record was deleted, altered or reordered (exit 1)."""
+class StoreUnavailable(ServiceError):
+    """The store could not take this batch; it was rolled back (the sink answers 503)."""
 
 
-def _line(seq: int, prev: str, received: float, batch: int, event: Any) -> bytes:
-    rec = {"seq": seq, "prev": prev, "received": round(received, 6), "batch": batch, "event": event}
-    return json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
 
 
-def head_path(path: Path) -> Path:
-    return path.with_name(path.name + ".head")
+def _real(path: Path) -> Path:
+    """A symlinked store is its target: lock and head sit beside the real file, so two names for
+    one store share one lock."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class _Job:
+    """One batch waiting for (or done with) a group commit."""
+
+    __slots__ = ("events", "received", "done", "error")
+
+    def __init__(self, events: list[bytes], received: float) -> None:
+        self.events, self.received = events, received
+        self.done = False
+        self.error: StoreUnavailable | None = None
+
+    def result(self) -> int:
+        if self.error is not None:
+            raise self.error
+        return len(self.events)
 
 
 class EventStore:
-    """Appends batches of events to ``path``, continuing the chain if the file already exists.
+    """Appends batches to ``path`` under an exclusive lock, recovering from a crash on open.
 
-    Thread-safe: the sink calls :meth:`append_batch` from a worker thread so disk I/O does not
-    stall its event loop; a lock keeps batches whole and in order.
+    Thread-safe: the sink calls :meth:`append_batch` from worker threads; one thread writes at a
+    time, each batch stays whole, and batches are stored in the order they were queued.
     """
 
-    def __init__(self, path: str | os.PathLike, fsync: str = "always", fsync_interval: float = 1.0) -> None:
+    def __init__(self, path: str | os.PathLike, fsync: str = "always", fsync_interval: float = 1.0,
+                 key: bytes | None = None) -> None:
         if fsync not in FSYNC_POLICIES:
             raise InputError(f"--fsync {fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
-        self.path = Path(path)
-        if not self.path.parent.exists():
+        self.path = _real(Path(path))
+        if not self.path.parent.is_dir():
             raise InputError(f"--store {self.path}: folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise InputError(f"--store {self.path}: is a folder; give a file name")
+        if self.path.exists() and not self.path.is_file():
+            raise InputError(f"--store {self.path}: not a regular file (a device, FIFO or socket cannot hold a store)")
         self.fsync, self.fsync_interval = fsync, fsync_interval
+        self.chain = Chain(key)
         self._lock = threading.Lock()
-        self.seq, self.prev, self.batches = 0, GENESIS, 0
-        if self.path.exists() and self.path.stat().st_size > 0:
-            summary = verify(self.path)
-            self.seq, self.prev = summary.events, summary.last_hash
-            self.batches = (summary.last_batch + 1) if summary.events else 0
-        self._f = open(self.path, "ab")
-        self._last_sync = time.monotonic()
+        self._cv = threading.Condition(self._lock)
+        self._queue: list[_Job] = []
+        self._leading = False
+        self._lockfd = self._take_lock()
+        self.recovered: list[str] = []
         self.events_stored = 0
         self.bytes_written = 0
+        self._last_sync = time.monotonic()
+        self._rollback_pending = False
+        try:
+            self._open()
+        except OSError as e:
+            os.close(self._lockfd)
+            raise InputError(f"--store {self.path}: {e.strerror or e} ({getattr(e, 'filename', '') or self.path})") from None
+        except BaseException:
+            os.close(self._lockfd)
+            raise
 
-    def next_batch_id(self) -> int:
-        with self._lock:
-            b = self.batches
-            self.batches += 1
-            return b
+    def _take_lock(self) -> int:
+        lp = lock_path(self.path)
+        try:
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            raise InputError(f"--store {self.path}: cannot open lock file {lp.name}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(f"--store {self.path}: another sink is writing to it (lock {lp.name} is held); "
+                             "one writer per store") from None
+        return fd
 
-    def append_batch(self, events: Iterable[Any], batch: int, received: float | None = None) -> int:
-        """Write every event of one batch, sync per policy, update the head; returns events written."""
-        received = time.time() if received is None else received
-        with self._lock:
-            chunks: list[bytes] = []
-            seq, prev = self.seq, self.prev
-            for ev in events:
-                line = _line(seq, prev, received, batch, ev)
-                chunks.append(line + b"\n")
-                prev = hashlib.sha256(line).hexdigest()
-                seq += 1
-            if not chunks:
-                return 0
-            data = b"".join(chunks)
-            self._f.write(data)
-            self._f.flush()
-            now = time.monotonic()
-            do_sync = self.fsync == "always" or (self.fsync == "interval" and now - self._last_sync >= self.fsync_interval)
-            if do_sync:
-                os.fsync(self._f.fileno())
-                self._last_sync = now
-            n = seq - self.seq
-            self.seq, self.prev = seq, prev
-            self.events_stored += n
-            self.bytes_written += len(data)
-            self._write_head(do_sync)
-            return n
+    def _open(self) -> None:
+        empty = not self.path.exists() or self.path.stat().st_size == 0
+        if empty and read_head(self.path) is None:
+            self._commit_head(Head(-1, GENESIS, -1, 0, self.chain.alg), sync=True)
+        fresh = not self.path.exists() and (read_head(self.path) or Head(0, "")).seq < 0
+        try:
+            j = None if fresh else judge(self.path, self.chain)
+        except ChainError as e:
+            raise ChainError(f"--store {self.path}: refusing to serve: {e}") from None
+        head = read_head(self.path)
+        assert head is not None
+        self.seq, self.prev, self.end, self.last_batch = head.seq + 1, head.hash, head.offset or 0, head.batch
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if j is None:
+            return
+        s = j.scan
+        if j.cut_bytes:
+            os.ftruncate(self._fd, s.end)
+            os.fsync(self._fd)
+            self._note(f"cut {j.cut_bytes} bytes after offset {s.end} ({j.cut_records} records of a batch cut "
+                       f"short{' and a torn line' if s.torn_bytes else ''}): written before a crash, never "
+                       "acknowledged")
+        if j.tail_events:
+            self.seq, self.prev, self.end, self.last_batch = s.events, s.last_hash, s.end, s.last_batch
+            self._commit_head(self._head(), sync=True)
+            self._note(f"re-anchored the head past {j.tail_events} events in {j.tail_batches} whole batches "
+                       "written before a crash (never acknowledged; the sender retries them)")
+        self.end = s.end
+        self.last_batch = max(self.last_batch, s.last_batch)  # a head from before batch ids were anchored
 
-    def _write_head(self, sync: bool) -> None:
+    def _note(self, msg: str) -> None:
+        self.recovered.append(msg)
+        log(f"sink: store {self.path}: {msg}")
+
+    def _head(self) -> Head:
+        return Head(self.seq - 1, self.prev, self.last_batch, self.end, self.chain.alg)
+
+    def _commit_head(self, head: Head, sync: bool) -> None:
         hp = head_path(self.path)
         tmp = hp.with_name(hp.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"seq": self.seq - 1, "hash": self.prev}, f)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            try:
+                _write_all(fd, head.to_json())
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, hp)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        if sync:
+            _fsync_dir(self.path.parent)
+
+    @property
+    def batches(self) -> int:
+        """The next batch id."""
+        return self.last_batch + 1
+
+    def next_batch_id(self) -> int:
+        """The id the next batch will get (ids are assigned inside :meth:`append_batch`)."""
+        return self.last_batch + 1
+
+    def append_batch(self, events: Iterable[object] | Sequence[bytes], batch: int | None = None,
+                     received: float | None = None) -> int:
+        """Store one batch and anchor it; returns the events written. Raises :class:`StoreUnavailable`.
+
+        ``events`` are dicts, or event JSON already encoded with :func:`loadgen.chain.encode_event`.
+        ``batch`` is ignored: ids are assigned here, in the order batches are written.
+
+        Group commit: batches that arrive while another thread is writing wait, and the next
+        writer takes all of them at once (one write, one round of fsyncs, one head); each
+        returns only once that round is durable, or raises if it failed.
+        """
+        encoded = [e if isinstance(e, bytes) else encode_event(e) for e in events]
+        if not encoded:
+            return 0
+        job = _Job(encoded, time.time() if received is None else received)
+        with self._cv:
+            self._queue.append(job)
+            while not job.done and self._leading:
+                self._cv.wait()
+            if job.done:
+                return job.result()
+            self._leading = True
+            group, self._queue = self._queue, []
+        try:
+            self._write_group(group)
+        finally:
+            with self._cv:
+                for j in group:
+                    j.done = True
+                self._leading = False
+                self._cv.notify_all()
+        return job.result()
+
+    def _write_group(self, group: list[_Job]) -> None:
+        try:
+            self._settle()
+        except StoreUnavailable as e:
+            for j in group:
+                j.error = e
+            return
+        seq, prev, bid = self.seq, self.prev, self.last_batch
+        chunks: list[bytes] = []
+        for j in group:
+            bid += 1
+            for ev in j.events:
+                line = record_line(seq, prev, j.received, bid, len(j.events), ev)
+                chunks += (line, b"\n")
+                prev = self.chain.digest(line)
+                seq += 1
+        data = b"".join(chunks)
+        now = time.monotonic()
+        sync = self.fsync == "always" or (self.fsync == "interval" and now - self._last_sync >= self.fsync_interval)
+        head = Head(seq - 1, prev, bid, self.end + len(data), self.chain.alg)
+        try:
+            _write_all(self._fd, data)
             if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, hp)
+                os.fsync(self._fd)
+                self._last_sync = now
+            self._commit_head(head, sync)
+        except OSError as e:
+            if self._head_is(head):
+                self._advance(seq, prev, bid, len(data), seq - self.seq)  # anchored; only the folder fsync failed
+            else:
+                self._rollback()
+            err = StoreUnavailable(f"store {self.path} cannot take writes: {e.strerror or e}")
+            for j in group:
+                j.error = err
+            return
+        self._advance(seq, prev, bid, len(data), seq - self.seq)
+
+    def _head_is(self, head: Head) -> bool:
+        try:
+            return read_head(self.path) == head
+        except (InputError, ChainError):
+            return False
+
+    def _advance(self, seq: int, prev: str, bid: int, nbytes: int, n: int) -> None:
+        self.seq, self.prev, self.last_batch = seq, prev, bid
+        self.end += nbytes
+        self.events_stored += n
+        self.bytes_written += nbytes
+
+    def _rollback(self) -> None:
+        try:
+            os.ftruncate(self._fd, self.end)
+            os.fsync(self._fd)
+            self._rollback_pending = False
+        except OSError:
+            self._rollback_pending = True
+
+    def _settle(self) -> None:
+        """Finish a rollback that failed earlier; refuse the batch while that is impossible."""
+        if self._rollback_pending:
+            self._rollback()
+            if self._rollback_pending:
+                raise StoreUnavailable(f"store {self.path} cannot be rolled back to its last good offset")
+
+    @property
+    def writable(self) -> bool:
+        return not self._rollback_pending
 
     def close(self) -> None:
-        with self._lock:
-            if not self._f.closed:
-                self._f.flush()
-                if self.fsync != "never":
-                    os.fsync(self._f.fileno())
-                self._f.close()
-
-
-@dataclass
-class Summary:
-    """What :func:`verify` found in an intact store."""
-
-    path: str
-    events: int = 0
-    batches: int = 0
-    by_stage: dict[str, int] = field(default_factory=dict)
-    by_level: dict[str, int] = field(default_factory=dict)
-    by_verb: dict[str, int] = field(default_factory=dict)
-    first_received: float | None = None
-    last_received: float | None = None
-    last_hash: str = GENESIS
-    last_batch: int = -1
-    head_checked: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.path, "ok": True, "events": self.events, "batches": self.batches,
-            "by_stage": self.by_stage, "by_level": self.by_level, "by_verb": self.by_verb,
-            "first_received": self.first_received, "last_received": self.last_received,
-            "head_checked": self.head_checked, "last_hash": self.last_hash,
-        }
-
-
-def verify(path: str | os.PathLike) -> Summary:
-    """Check the chain of ``path`` and count its events; raise :class:`ChainError` at the first bad line."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"STORE {p}: no such file")
-    s = Summary(str(p))
-    stages: Counter[str] = Counter()
-    levels: Counter[str] = Counter()
-    verbs: Counter[str] = Counter()
-    batches: set[int] = set()
-    prev = GENESIS
-    with open(p, "rb") as f:
-        for no, raw in enumerate(f, start=1):
-            where = f"{p} line {no}"
-            if not raw.endswith(b"\n"):
-                raise ChainError(f"{where}: truncated record (no newline at end of file)")
-            line = raw[:-1]
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise ChainError(f"{where}: not valid JSON (record altered or corrupted)") from None
-            if not isinstance(rec, dict) or not {"seq", "prev", "event", "batch"} <= rec.keys():
-                raise ChainError(f"{where}: not a sink record (needs seq, prev, received, batch, event)")
-            if rec["prev"] != prev:
-                raise ChainError(f"{where}: prev hash does not match line {no - 1} (line {no - 1} was altered, "
-                                 f"or a record between lines {no - 1} and {no} was deleted or reordered)"
-                                 if no > 1 else f"{where}: first record's prev is not the genesis hash "
-                                                "(records before it were deleted)")
-            if rec["seq"] != no - 1:
-                raise ChainError(f"{where}: seq {rec['seq']} where {no - 1} was expected "
-                                 "(record deleted, altered or reordered)")
-            prev = hashlib.sha256(line).hexdigest()
-            ev = rec["event"] if isinstance(rec["event"], dict) else {}
-            stages[str(ev.get("stage", ""))] += 1
-            levels[str(ev.get("level", ""))] += 1
-            verbs[str(ev.get("verb", ""))] += 1
-            batches.add(int(rec["batch"]))
-            s.last_batch = int(rec["batch"])
-            r = rec.get("received")
-            if isinstance(r, (int, float)):
-                s.first_received = r if s.first_received is None else s.first_received
-                s.last_received = r
-            s.events = no
-    s.last_hash = prev
-    s.batches = len(batches)
-    s.by_stage, s.by_level, s.by_verb = dict(stages), dict(levels), dict(verbs)
-    hp = head_path(p)
-    if hp.exists():
-        try:
-            head = json.loads(hp.read_text())
-        except ValueError:
-            raise ChainError(f"{hp}: not valid JSON") from None
-        if head.get("seq") != s.events - 1 or head.get("hash") != prev:
-            raise ChainError(f"{p} line {s.events}: last record does not match {hp.name} "
-                             f"(head says seq {head.get('seq')}; the tail was altered, deleted or appended to)")
-        s.head_checked = True
-    return s
+        with self._cv:
+            while self._leading:
+                self._cv.wait()
+            if self._fd >= 0:
+                try:
+                    if self.fsync != "never":
+                        os.fsync(self._fd)
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
+                    os.close(self._lockfd)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent install of the system packages the real-stack tests need (Debian/apt):
-#   prometheus (+ promtool, --no-install-recommends), chromium, chromium-driver, openssl.
+#   prometheus (+ promtool, --no-install-recommends), chromium, chromium-driver, openssl, strace
+#   (the sink crash-point test stops the sink before each fsync and rename with strace).
 # Does nothing when every command is already present; runs `apt-get update` only when
 # a package has no install candidate (empty or stale lists). Needs root (or sudo).
 set -euo pipefail
@@ -12,6 +13,7 @@ declare -A PKG=(
   [chromium]=chromium
   [chromedriver]=chromium-driver
   [openssl]=openssl
+  [strace]=strace
 )
 
 log() { printf '[install-system] %s\n' "$*" >&2; }

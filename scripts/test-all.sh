@@ -6,7 +6,8 @@
 #   2. Python package with test extras                                       (pip install -e '.[test]')
 #   3. Go binaries into ${AUDIT_TUNE_CACHE:-~/.cache/audit-tune}/bin:
 #      oracle over k8s.io/apiserver, kube-apiserver + etcd, kind config checker
-#   4. pytest over tests/ (nothing is skipped: a missing binary or package fails its tests)
+#   4. pytest over tests/ (nothing is skipped: a missing binary or package fails its tests),
+#      the parallel-safe modules on 2 workers first, then the serial ones
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 t0=$(date +%s)
@@ -22,6 +23,12 @@ step "go: kube-apiserver + etcd"
 bash scripts/build-stack.sh
 step "go: kind config checker"
 bash scripts/build-kindcheck.sh
-step "pytest"
-python3 -m pytest -p no:cacheprovider "$@"
-step "done"
+# Pure-computation modules run on every core (pytest-xdist); the rest, marked "serial" in
+# tests/conftest.py (real stack, oracle, sink, load tests: timing-sensitive), run alone after.
+step "pytest: parallel part"
+rc=0
+python3 -m pytest -p no:cacheprovider -n "${AUDIT_TUNE_TEST_WORKERS:-2}" -m "not serial" "$@" || rc=$?
+step "pytest: serial part"
+python3 -m pytest -p no:cacheprovider -m serial "$@" || rc=$?
+step "done (exit $rc)"
+exit "$rc"

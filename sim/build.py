@@ -3,14 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 from audit_tune.sim.latency import parse_latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.shutdown import ShutdownOptions
 from audit_tune.sim.units import parse_duration, parse_rate, parse_size
-from audit_tune.sim.workload import (STAGES, Arrivals, OnOff, RateProfile, RequestClass, Workload, read_rate_series,
-                          read_trace)
+from audit_tune.sim.workload import (
+    STAGES,
+    Arrivals,
+    OnOff,
+    RateProfile,
+    RequestClass,
+    Workload,
+    read_rate_series,
+    read_trace,
+)
 
 # The built-in demo: 6,000 audit events/s on one apiserver for 2 minutes, default flags.
 # Defaults drain 10 qps x 400 = 4,000 events/s, so the buffer fills and events are dropped.
@@ -197,16 +206,42 @@ def _with_retry_after(outages: tuple[Outage, ...], retry_after: str | None) -> t
     return tuple(replace(o, retry_after=ra) if o.kind == "status" else o for o in outages)
 
 
+@dataclass
+class ShutdownCliOptions:
+    """kube-apiserver's ``--shutdown-delay-duration``, ``--shutdown-watch-termination-grace-period``
+    and ``--request-timeout``, and the restarts (``--restart-at``, ``--kill-after``, ``--restart-gap``)."""
+
+    delay: str = "0s"
+    watch_grace: str = "0s"
+    request_timeout: str = "60s"
+    restart_at: str | None = None
+    kill_after: str = "30s"
+    restart_gap: str = "5s"
+
+
+def build_shutdown(o: ShutdownCliOptions) -> tuple[ShutdownOptions, float]:
+    """The shutdown options and the request timeout (seconds)."""
+    at = tuple(parse_duration(x.strip(), "--restart-at") for x in o.restart_at.split(",") if x.strip()) \
+        if o.restart_at else ()
+    sd = ShutdownOptions(delay=parse_duration(o.delay, "--shutdown-delay-duration"),
+                         watch_grace=parse_duration(o.watch_grace, "--shutdown-watch-termination-grace-period"),
+                         restart_at=at, kill_after=parse_duration(o.kill_after, "--kill-after"),
+                         restart_gap=parse_duration(o.restart_gap, "--restart-gap"))
+    return sd, parse_duration(o.request_timeout, "--request-timeout")
+
+
 def build_flags(audit_args: list[str], flags_file: str | None = None) -> AuditFlags:
     base = load_flags_file(flags_file) if flags_file else AuditFlags()
     return parse_flags(audit_args, base=base)
 
 
 def build_scenario(flags: AuditFlags, wo: WorkloadOptions, ro: ReceiverOptions, seed: int = 1,
-                   backends: list[str] | None = None, drain: bool = True) -> Scenario:
+                   backends: list[str] | None = None, drain: bool = True,
+                   so: ShutdownCliOptions | None = None) -> Scenario:
     if backends is None:
         # The webhook is what audit-tune is about; the log joins when --audit-log-path is set.
         backends = ["log", "webhook"] if flags.log_file.path else ["webhook"]
     rcv, lw = build_receiver(ro)
+    sd, rt = build_shutdown(so or ShutdownCliOptions())
     return Scenario(flags=flags, workload=build_workload(wo), receiver=rcv, log_writer=lw,
-                    backends=tuple(backends), seed=seed, drain=drain).validate()
+                    backends=tuple(backends), seed=seed, drain=drain, shutdown=sd, request_timeout=rt).validate()

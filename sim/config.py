@@ -5,9 +5,11 @@ Mirrors ``staging/src/k8s.io/apiserver/pkg/server/options/audit.go`` (Kubernetes
 * ``NewAuditOptions`` gives the defaults: the webhook is ``batch`` mode (buffer 10000, max size 400,
   max wait 30s, throttle on at 10 qps / 15 burst, async delegate); the log is ``blocking``
   (its batch options default to max size 1, no throttle, sync delegate).
-* ``Validate`` checks batch options only in batch mode (buffer > 0, max size > 0, qps and burst > 0
-  when the throttle is on) and truncate options only when truncation is enabled
-  (max-event-size > 0, max-batch-size >= max-event-size).
+* ``Validate`` checks only enabled backends (log: ``--audit-log-path`` set; webhook: a config
+  file), for each the batch options only in batch mode (buffer > 0, max size > 0, qps and burst
+  > 0 when the throttle is on) and the truncate options always, even with truncation off
+  (max-event-size > 0, max-batch-size >= max-event-size); log batch options without
+  ``--audit-log-path`` are ignored.
 * Log rotation defaults changed in 1.36 (maxage 366, maxbackup 100, maxsize 100); they do not
   affect buffering and are kept only so flags round-trip.
 
@@ -18,14 +20,18 @@ manifest, and printed back the same way.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.output import log as stderr_log
 from audit_tune.sim.units import format_duration, parse_duration
 
 MODES = ("batch", "blocking", "blocking-strict")
@@ -131,9 +137,22 @@ class AuditFlags:
             raise ValueError(name)
         return getattr(self, name)
 
-    def validate(self) -> "AuditFlags":
-        """Upstream ``AuditOptions.Validate`` plus checks the simulator needs. Raises InputError."""
+    def default_backends(self) -> tuple[str, ...]:
+        """Backends the simulator runs for these flags: the webhook always (it is what audit-tune
+        is about), the log when ``--audit-log-path`` is set."""
+        return ("log", "webhook") if self.log_file.path else ("webhook",)
+
+    def validate(self, backends: Iterable[str] | None = None) -> AuditFlags:
+        """Upstream ``AuditOptions.Validate``. Raises InputError naming the first bad flag.
+
+        As upstream, only enabled backends are checked (``backends``; default
+        :meth:`default_backends`); for each, the mode, the batch options in batch mode only, and
+        the truncate options always, whether truncation is enabled or not; the log file options
+        (format, maxage, maxbackup, maxsize) only when the log backend is enabled."""
+        enabled = tuple(backends) if backends is not None else self.default_backends()
         for name in ("log", "webhook"):
+            if name not in enabled:
+                continue
             b = self.backend(name)
             if b.mode not in MODES:
                 raise InputError(
@@ -158,24 +177,39 @@ class AuditFlags:
                             f"when --audit-{name}-batch-throttle-enable=true"
                         )
             t = b.truncate
-            if t.enabled:
-                if t.max_event_size <= 0:
-                    raise InputError(f"--audit-{name}-truncate-max-event-size={t.max_event_size}: must be a positive number")
-                if t.max_batch_size < t.max_event_size:
-                    raise InputError(
-                        f"--audit-{name}-truncate-max-batch-size={t.max_batch_size}: must be >= "
-                        f"--audit-{name}-truncate-max-event-size={t.max_event_size}"
-                    )
-        lf = self.log_file
-        for fname, v in (("maxage", lf.maxage), ("maxbackup", lf.maxbackup), ("maxsize", lf.maxsize)):
-            if v < 0:
-                raise InputError(f"--audit-log-{fname}={v}: must be >= 0")
-        if lf.format not in ("legacy", "json"):
-            raise InputError(f"--audit-log-format={lf.format}: invalid format, allowed formats are \"legacy,json\"")
-        for fname, v in (("log", lf.version), ("webhook", self.webhook_version)):
-            if v not in ("audit.k8s.io/v1",):
-                raise InputError(f"--audit-{fname}-version={v}: unsupported; the only served version is audit.k8s.io/v1")
+            if t.max_event_size <= 0:
+                raise InputError(f"--audit-{name}-truncate-max-event-size={t.max_event_size}: must be a positive "
+                                 f"number (checked even when truncation is disabled)")
+            if t.max_batch_size < t.max_event_size:
+                raise InputError(
+                    f"--audit-{name}-truncate-max-batch-size={t.max_batch_size}: must be >= "
+                    f"--audit-{name}-truncate-max-event-size={t.max_event_size} (checked even when truncation "
+                    f"is disabled)"
+                )
+            version = self.log_file.version if name == "log" else self.webhook_version
+            if version not in ("audit.k8s.io/v1",):
+                raise InputError(f"--audit-{name}-version={version}: unsupported; the only served version is "
+                                 f"audit.k8s.io/v1")
+        if "log" in enabled:
+            lf = self.log_file
+            if lf.format not in ("legacy", "json"):
+                raise InputError(f"--audit-log-format={lf.format}: invalid format, allowed formats are \"legacy,json\"")
+            for fname, v in (("maxage", lf.maxage), ("maxbackup", lf.maxbackup), ("maxsize", lf.maxsize)):
+                if v < 0:
+                    raise InputError(f"--audit-log-{fname}={v}: must be >= 0")
         return self
+
+    def spin_warning(self, backends: Iterable[str] | None = None) -> str | None:
+        """One line when a synchronous (log) batch backend has max-wait 0 and max-size > 1: its
+        collector's timer has always fired, so ``collectEvents`` loops on an empty ``select``
+        and keeps a CPU core busy (``plugin/pkg/audit/buffered/buffered.go``; measured by the
+        oracle). kube-apiserver starts anyway, so this is a warning, not an error."""
+        enabled = tuple(backends) if backends is not None else self.default_backends()
+        b = self.log.batch
+        if "log" in enabled and self.log.mode == "batch" and b.max_batch_size > 1 and b.max_batch_wait <= 0:
+            return (f"warning: --audit-log-batch-max-wait=0s with --audit-log-batch-max-size={b.max_batch_size} "
+                    f"makes the log backend's collector spin a CPU core; set a max-wait (e.g. 1s) or max-size 1")
+        return None
 
 
 def fmt_float(x: float) -> str:
@@ -188,7 +222,7 @@ def _fmt_bool(b: bool) -> str:
     return "true" if b else "false"
 
 
-def _parse_bool(name: str, s: str) -> bool:
+def parse_bool(name: str, s: str) -> bool:
     low = s.strip().lower()
     if low in ("true", "t", "1"):
         return True
@@ -197,7 +231,7 @@ def _parse_bool(name: str, s: str) -> bool:
     raise InputError(f"--{name}={s}: not a boolean; use true or false")
 
 
-def _parse_int(name: str, s: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
+def parse_int(name: str, s: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
     try:
         v = int(s.strip(), 10)
     except ValueError:
@@ -207,7 +241,7 @@ def _parse_int(name: str, s: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> in
     return v
 
 
-def _parse_float32(name: str, s: str) -> float:
+def parse_float32(name: str, s: str) -> float:
     try:
         v = float(s.strip())
     except ValueError:
@@ -217,7 +251,7 @@ def _parse_float32(name: str, s: str) -> float:
     return v
 
 
-def _parse_dur(name: str, s: str) -> float:
+def parse_dur(name: str, s: str) -> float:
     return parse_duration(s, what=f"--{name}")
 
 
@@ -264,15 +298,15 @@ def _backend_specs(name: str) -> list[FlagSpec]:
     b = (name,)
     specs = [
         FlagSpec(f"audit-{name}-mode", b + ("mode",), _choice("", MODES), str),
-        FlagSpec(f"audit-{name}-batch-buffer-size", b + ("batch", "buffer_size"), _parse_int, str),
-        FlagSpec(f"audit-{name}-batch-max-size", b + ("batch", "max_batch_size"), _parse_int, str),
-        FlagSpec(f"audit-{name}-batch-max-wait", b + ("batch", "max_batch_wait"), _parse_dur, format_duration),
-        FlagSpec(f"audit-{name}-batch-throttle-enable", b + ("batch", "throttle_enable"), _parse_bool, _fmt_bool, is_bool=True),
-        FlagSpec(f"audit-{name}-batch-throttle-qps", b + ("batch", "throttle_qps"), _parse_float32, fmt_float),
-        FlagSpec(f"audit-{name}-batch-throttle-burst", b + ("batch", "throttle_burst"), _parse_int, str),
-        FlagSpec(f"audit-{name}-truncate-enabled", b + ("truncate", "enabled"), _parse_bool, _fmt_bool, is_bool=True),
-        FlagSpec(f"audit-{name}-truncate-max-batch-size", b + ("truncate", "max_batch_size"), _parse_int, str),
-        FlagSpec(f"audit-{name}-truncate-max-event-size", b + ("truncate", "max_event_size"), _parse_int, str),
+        FlagSpec(f"audit-{name}-batch-buffer-size", b + ("batch", "buffer_size"), parse_int, str),
+        FlagSpec(f"audit-{name}-batch-max-size", b + ("batch", "max_batch_size"), parse_int, str),
+        FlagSpec(f"audit-{name}-batch-max-wait", b + ("batch", "max_batch_wait"), parse_dur, format_duration),
+        FlagSpec(f"audit-{name}-batch-throttle-enable", b + ("batch", "throttle_enable"), parse_bool, _fmt_bool, is_bool=True),
+        FlagSpec(f"audit-{name}-batch-throttle-qps", b + ("batch", "throttle_qps"), parse_float32, fmt_float),
+        FlagSpec(f"audit-{name}-batch-throttle-burst", b + ("batch", "throttle_burst"), parse_int, str),
+        FlagSpec(f"audit-{name}-truncate-enabled", b + ("truncate", "enabled"), parse_bool, _fmt_bool, is_bool=True),
+        FlagSpec(f"audit-{name}-truncate-max-batch-size", b + ("truncate", "max_batch_size"), parse_int, str),
+        FlagSpec(f"audit-{name}-truncate-max-event-size", b + ("truncate", "max_event_size"), parse_int, str),
     ]
     return specs
 
@@ -280,16 +314,16 @@ def _backend_specs(name: str) -> list[FlagSpec]:
 FLAG_SPECS: list[FlagSpec] = [
     FlagSpec("audit-policy-file", ("policy_file",), _str, str),
     FlagSpec("audit-log-path", ("log_file", "path"), _str, str),
-    FlagSpec("audit-log-maxage", ("log_file", "maxage"), _parse_int, str),
-    FlagSpec("audit-log-maxbackup", ("log_file", "maxbackup"), _parse_int, str),
-    FlagSpec("audit-log-maxsize", ("log_file", "maxsize"), _parse_int, str),
+    FlagSpec("audit-log-maxage", ("log_file", "maxage"), parse_int, str),
+    FlagSpec("audit-log-maxbackup", ("log_file", "maxbackup"), parse_int, str),
+    FlagSpec("audit-log-maxsize", ("log_file", "maxsize"), parse_int, str),
     FlagSpec("audit-log-format", ("log_file", "format"), _str, str),
-    FlagSpec("audit-log-compress", ("log_file", "compress"), _parse_bool, _fmt_bool, is_bool=True),
+    FlagSpec("audit-log-compress", ("log_file", "compress"), parse_bool, _fmt_bool, is_bool=True),
     FlagSpec("audit-log-version", ("log_file", "version"), _str, str),
     *_backend_specs("log"),
     FlagSpec("audit-webhook-config-file", ("webhook_config_file",), _str, str),
-    FlagSpec("audit-webhook-initial-backoff", ("webhook_initial_backoff",), _parse_dur, format_duration),
-    FlagSpec("audit-webhook-batch-initial-backoff", ("webhook_initial_backoff",), _parse_dur, format_duration,
+    FlagSpec("audit-webhook-initial-backoff", ("webhook_initial_backoff",), parse_dur, format_duration),
+    FlagSpec("audit-webhook-batch-initial-backoff", ("webhook_initial_backoff",), parse_dur, format_duration,
              deprecated_alias_of="audit-webhook-initial-backoff"),
     FlagSpec("audit-webhook-version", ("webhook_version",), _str, str),
     *_backend_specs("webhook"),
@@ -327,7 +361,6 @@ def parse_flags(args: Iterable[str], base: AuditFlags | None = None, ignore_unkn
             if ignore_unknown and not name.startswith("audit-"):
                 continue
             if name.startswith("audit-"):
-                import difflib
                 close = difflib.get_close_matches(name, FLAGS_BY_NAME, n=1)
                 hint = f"; did you mean --{close[0]}?" if close else ""
                 raise InputError(f"--{name}{where}: unknown audit flag{hint}")
@@ -347,43 +380,48 @@ def parse_flags(args: Iterable[str], base: AuditFlags | None = None, ignore_unkn
 
 def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFlags:
     """Load flags from a file: either flags (one or more per line, ``#`` comments) or a
-    kube-apiserver static pod manifest (``spec.containers[].command``/``args``)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read flags file ({e.strerror})") from None
+    kube-apiserver static pod manifest (``spec.containers[].command``/``args``).
+
+    A file that sets no ``--audit-*`` flag at all means "kube-apiserver's defaults"; that is said
+    on stderr in one line, since it is more often a wrong file than a wish."""
+    text = yamlsafe.decode(yamlsafe.read_bytes(path, "flags file"), f"flags file {path}")
     stripped = text.lstrip()
     if stripped.startswith(("apiVersion", "kind", "{", "metadata", "spec")) or "\nspec:" in text:
-        return _flags_from_manifest(text, str(path), base)
-    args: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
-        if not line:
-            continue
-        try:
-            args.extend(shlex.split(line))
-        except ValueError as e:
-            raise InputError(f"{path}:{lineno}: {e}") from None
+        args = _args_from_manifest(text, str(path))
+    else:
+        args = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip().rstrip("\\").strip()
+            if not line:
+                continue
+            try:
+                args.extend(shlex.split(line))
+            except ValueError as e:
+                raise InputError(f"{path}:{lineno}: {e}") from None
+    if not any(a.strip().startswith("--audit-") for a in args):
+        stderr_log(f"note: {path} sets no --audit-* flag; kube-apiserver's defaults are assumed")
     return parse_flags(args, base=base, ignore_unknown=True, source=str(path))
 
 
-def _flags_from_manifest(text: str, path: str, base: AuditFlags | None) -> AuditFlags:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+def _args_from_manifest(text: str, path: str) -> list[str]:
+    doc = yamlsafe.load(text, path)
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a Pod manifest or a file of flags")
-    containers = ((doc.get("spec") or {}).get("containers")) or []
-    for c in containers:
-        cmd = list(c.get("command") or []) + list(c.get("args") or [])
-        if c.get("name") == "kube-apiserver" or any("kube-apiserver" in str(x) for x in cmd[:1]):
-            return parse_flags([str(x) for x in cmd], base=base, ignore_unknown=True, source=path)
+    spec = doc.get("spec") or {}
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not isinstance(containers, list):
+        raise InputError(f"{path}: spec.containers must be a list of containers")
+    for i, c in enumerate(containers):
+        if not isinstance(c, dict):
+            raise InputError(f"{path}: spec.containers[{i}] must be a mapping")
+        parts = []
+        for key in ("command", "args"):
+            v = c.get(key) or []
+            if not isinstance(v, list) or not all(isinstance(x, (str, int, float, bool)) for x in v):
+                raise InputError(f"{path}: spec.containers[{i}].{key} must be a list of strings")
+            parts += [str(x) for x in v]
+        if c.get("name") == "kube-apiserver" or any("kube-apiserver" in x for x in parts[:1]):
+            return parts
     raise InputError(f"{path}: no kube-apiserver container in spec.containers")
 
 

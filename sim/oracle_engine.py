@@ -9,7 +9,9 @@ Compilation:
 
 * arrivals: per instance, the event times and sizes of :func:`sim.workload.iter_events` (the very
   stream the fast and reference engines consume) become ``offsets`` / ``sizes``;
-* ``stop_at``: when the simulator closes stopCh, ``max(duration, last event)``;
+* ``stop_at``: when the simulator closes stopCh (``sim.shutdown``: once the non-long-running
+  requests have drained); events after it are offered to the real backend too, which counts those
+  after its channel closed as ``error_total{plugin="buffered"}``;
 * ``flags``: ``sc.flags.to_dict()`` (kube-apiserver spelling);
 * webhook backend: delegate ``real-webhook`` (the real client-go client, retries and timeouts
   against an in-process HTTPS receiver); log backend: delegate ``model`` (a sleep per batch);
@@ -19,7 +21,8 @@ Compilation:
 * log writer: ``per_batch`` -> ``write_seconds``, fixed ``per_event`` -> ``write_per_event_seconds``.
 
 Not representable (each refused with a one-line :class:`InputError` naming it): blocking modes,
-``--no-drain``, ``per_inflight``, ``per_kib`` with mixed event sizes, ``max_body_bytes``, a receiver
+``--no-drain``, ``--restart-at`` (the kill and the new instance are the server's, not the backends'),
+events after the HTTP server's shutdown timeout (the process exit is the server's), ``per_inflight``, ``per_kib`` with mixed event sizes, ``max_body_bytes``, a receiver
 timeout other than the client's 30 s, log write failures or a non-fixed log write cost, truncation
 of Request/RequestResponse events (the oracle's synthetic events are Metadata level).
 
@@ -32,14 +35,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.oracle import TRACE_FORMAT, run_oracle
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
-from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.scenario import Scenario, result_config
+from audit_tune.sim.shutdown import Plan
 from audit_tune.sim.workload import LEVELS, iter_events
 
 ENGINE = "oracle"
@@ -61,7 +66,10 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
         mode = sc.flags.backend(b).mode
         if mode != "batch":
             raise _refuse(f"--audit-{b}-mode={mode} (only batch mode is replayed; request timing would depend on the backend)")
+    if sc.shutdown.restart_at:
+        raise _refuse("--restart-at (a kill and a new instance are the server's doing, not the backends')")
     w = sc.workload
+    life = Plan(w, sc.shutdown, sc.request_timeout, sc.seed, 0).current
     instances = []
     levels: list[dict[str, int]] = []
     last = 0.0
@@ -83,7 +91,13 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
             last = max(last, float(t[-1]))
             sizes_seen.update(np.unique(s).tolist())
         instances.append({"name": f"apiserver-{i}", "offsets": t.tolist(), "sizes": s.tolist()})
-    stop_at = max(w.duration, last)
+    for i in range(1, w.instances):
+        if Plan(w, sc.shutdown, sc.request_timeout, sc.seed, i).current.drained != life.drained:
+            raise _refuse("instances whose requests drain at different times (one stop_at for all)")
+    if last > life.not_accepting + sc.request_timeout:
+        raise _refuse(f"events after the HTTP server's shutdown timeout ({last:g}s > "
+                      f"{life.not_accepting + sc.request_timeout:g}s: whether they are emitted is the server's exit)")
+    stop_at = life.drained
     flags = sc.flags.to_dict()
     for b in sc.enabled:
         if flags.get(f"audit-{b}-truncate-enabled") == "true" and any(c.level in ("Request", "RequestResponse") for c in w.classes):
@@ -201,8 +215,6 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
         st.end_time = end
     if progress:
         progress(1.0)
-    from audit_tune.sim.reference.engine import _config
-
     extra = {"oracle": {
         name: {k: out.get(k) for k in ("delegate", "versions", "arrival_lag_seconds", "stall_seconds", "checks", "cpu_seconds",
                                         "receiver", "receiver_errors", "run_returned_seconds", "effective",
@@ -210,7 +222,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
         for name, out in zip(names, outs)
     } | {"not_measured": list(NOT_MEASURED)}}
     primary = "webhook" if "webhook" in sc.enabled else "log"
-    return Result(ENGINE, sc.seed, _config(sc), insts, primary, simulated_seconds=end,
+    return Result(ENGINE, sc.seed, result_config(sc), insts, primary, simulated_seconds=end,
                   wall_seconds=time.perf_counter() - wall0, interval=sc.interval, extra=extra)
 
 

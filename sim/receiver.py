@@ -195,7 +195,7 @@ class LogWriter:
     per_batch: float = 0.0
     error_rate: float = 0.0
 
-    def costs(self, seed: int, inst: int, ids) -> tuple["np.ndarray", "np.ndarray"]:
+    def costs(self, seed: int, inst: int, ids) -> tuple[np.ndarray, np.ndarray]:
         """Per-event write cost and failure flag, keyed by each event's ordinal in its stream."""
         ids = np.asarray(ids, dtype=np.int64)
         cost = self.per_event.sample_array(rng.uniform_array(seed, rng.S_LOG_LAT, inst, ids))

@@ -8,6 +8,11 @@ level_total                    apiserver_audit_level_total by level (one per req
 errors.{buffered,webhook,      apiserver_audit_error_total{plugin}: events lost, by where
 log,truncate}
 requests_rejected              apiserver_audit_requests_rejected_total (blocking-strict only)
+requests_timed_out             requests answered 504 by the timeout filter (``--request-timeout``)
+requests_rejected_after_timeout  blocking-strict rejections counted after the client already had its 504
+events_not_emitted             events of requests that outlived their apiserver process (sim/shutdown.py)
+events_refused                 events of requests that arrived while no apiserver accepted them
+restart_loss                   events a kill at a restart lost, by cause (sim/shutdown.py)
 delivered                      events the receiver acknowledged (webhook) or written (log)
 in_flight_at_end               events still buffered or in a batch when the run stopped (0 when drained)
 first_drop_seconds             when the first event was lost (any plugin), or null
@@ -113,6 +118,7 @@ class InstanceStats:
         self.level_total: Counter[str] = Counter({lv: 0 for lv in LEVELS})
         self.requests_rejected = 0
         self.requests_timed_out = 0
+        self.rejected_after_timeout = 0
         self.added_latency = Quantiles()
         self.end_time = 0.0
 
@@ -207,6 +213,7 @@ class Result:
             "errors": dict(all_errors),
             "requests_rejected": sum(i.requests_rejected for i in self.instances),
             "requests_timed_out": sum(i.requests_timed_out for i in self.instances),
+            "requests_rejected_after_timeout": sum(i.rejected_after_timeout for i in self.instances),
             "primary_backend": self.primary,
             "delivered": prim["delivered"],
             "in_flight_at_end": prim["in_flight_at_end"],
@@ -236,7 +243,7 @@ class Result:
             d["occupancy"] = prim["occupancy"]
             bsz = [i.backends[self.primary].batch_sizes for i in self.instances]
             d["batch_sizes"] = [list(x) for x in bsz] if len(bsz) > 1 else list(bsz[0])
-        for name, b in d["backends"].items():
+        for _name, b in d["backends"].items():
             if not series:
                 b.pop("occupancy", None)
         d.update(self.extra)

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit_tune.sim.config import AuditFlags, flags_from_options
+from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
-from audit_tune.sim.latency import Latency, parse_latency
+from audit_tune.basics.version import __version__
+from audit_tune.sim.config import AuditFlags, flags_from_options
+from audit_tune.sim.latency import parse_latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.shutdown import ShutdownOptions
 from audit_tune.sim.units import format_duration, parse_duration
 from audit_tune.sim.workload import Arrivals, OnOff, RateProfile, RequestClass, Workload
 
@@ -34,12 +37,19 @@ class Scenario:
     # tokens in each buffered backend's throttle bucket at t=0; None = full (burst), as when the
     # apiserver starts. A replay of a window that starts mid-run may know better (loadgen/verify.py).
     throttle_initial_tokens: float | None = None
+    # graceful termination at the end (and at each restart): sim/shutdown.py
+    shutdown: ShutdownOptions = field(default_factory=ShutdownOptions)
 
-    def validate(self) -> "Scenario":
-        self.flags.validate()
-        self.workload.validate()
+    def validate(self) -> Scenario:
         if not self.backends or any(b not in ("log", "webhook") for b in self.backends):
             raise InputError(f"backends {list(self.backends)}: enable 'webhook' and/or 'log'")
+        self.flags.validate(self.enabled)
+        self.workload.validate()
+        self.shutdown.validate(self.workload.duration)
+        if not self.request_timeout > 0:
+            raise InputError(f"--request-timeout={self.request_timeout}: must be a positive duration")
+        if self.shutdown.restart_at and not self.drain:
+            raise InputError("--restart-at needs the apiserver's shutdown sequence; drop --no-drain")
         r = self.receiver
         if not 0 <= r.error_rate <= 1:
             raise InputError(f"--webhook-failure-rate={r.error_rate}: must be within [0, 1]")
@@ -73,7 +83,7 @@ class Scenario:
                 return float(nice)
         return 3600.0
 
-    def with_flags(self, flags: AuditFlags) -> "Scenario":
+    def with_flags(self, flags: AuditFlags) -> Scenario:
         return replace(self, flags=flags)
 
     # ---- JSON ---------------------------------------------------------------------------------
@@ -96,6 +106,11 @@ class Scenario:
             "drain": self.drain,
             "request_timeout": format_duration(self.request_timeout),
             "throttle_initial_tokens": self.throttle_initial_tokens,
+            "shutdown": {"delay": format_duration(self.shutdown.delay),
+                         "watch_grace": format_duration(self.shutdown.watch_grace),
+                         "restart_at": [format_duration(t) for t in self.shutdown.restart_at],
+                         "kill_after": format_duration(self.shutdown.kill_after),
+                         "restart_gap": format_duration(self.shutdown.restart_gap)},
             "flags": self.flags.to_dict(),
             "workload": {
                 "duration": format_duration(w.duration),
@@ -121,7 +136,7 @@ class Scenario:
         }
 
     @staticmethod
-    def from_dict(d: dict[str, Any], source: str = "scenario") -> "Scenario":
+    def from_dict(d: dict[str, Any], source: str = "scenario") -> Scenario:
         try:
             return _from_dict(d)
         except InputError as e:
@@ -130,23 +145,24 @@ class Scenario:
             raise InputError(f"{source}: invalid scenario field ({type(e).__name__}: {e})") from None
 
     @staticmethod
-    def load(path: str | Path) -> "Scenario":
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise InputError(f"--scenario {path}: cannot read ({e.strerror})") from None
+    def load(path: str | Path) -> Scenario:
+        text = yamlsafe.decode(yamlsafe.read_bytes(path, "--scenario"), f"--scenario {path}")
         try:
             if str(path).endswith((".yaml", ".yml")):
-                import yaml
-
-                d = yaml.safe_load(text)
+                d = yamlsafe.load(text, f"--scenario {path}")
             else:
-                d = json.loads(text)
-        except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+                d = json.loads(text, parse_constant=_no_constant)
+        except InputError:
+            raise
+        except (ValueError, RecursionError) as e:
             raise InputError(f"--scenario {path}: not valid {'YAML' if str(path).endswith(('.yaml', '.yml')) else 'JSON'} ({e})") from None
         if not isinstance(d, dict):
             raise InputError(f"--scenario {path}: expected a mapping at the top level")
         return Scenario.from_dict(d, source=f"--scenario {path}").validate()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _dur(v: Any, what: str) -> float:
@@ -191,12 +207,29 @@ def _from_dict(d: dict[str, Any]) -> Scenario:
     log_writer = LogWriter(per_event=parse_latency(ld.get("per_event", "0s"), "log_writer.per_event"),
                            per_batch=_dur(ld.get("per_batch", 0.0), "log_writer.per_batch"), error_rate=float(ld.get("error_rate", 0.0)))
     flags = flags_from_options(d.get("flags", {}))
+    sd = d.get("shutdown", {})
+    shutdown = ShutdownOptions(delay=_dur(sd.get("delay", 0.0), "shutdown.delay"),
+                               watch_grace=_dur(sd.get("watch_grace", 0.0), "shutdown.watch_grace"),
+                               restart_at=tuple(_dur(t, "shutdown.restart_at") for t in sd.get("restart_at", ())),
+                               kill_after=_dur(sd.get("kill_after", 30.0), "shutdown.kill_after"),
+                               restart_gap=_dur(sd.get("restart_gap", 5.0), "shutdown.restart_gap"))
     return Scenario(flags=flags, workload=workload, receiver=receiver, log_writer=log_writer,
                     backends=tuple(d.get("backends", ("webhook",))), seed=int(d.get("seed", 1)),
                     drain=bool(d.get("drain", True)), request_timeout=_dur(d.get("request_timeout", 60.0), "request_timeout"),
                     occupancy_interval=float(d.get("occupancy_interval", 0.0)),
                     throttle_initial_tokens=(None if d.get("throttle_initial_tokens") is None
-                                             else float(d["throttle_initial_tokens"])))
+                                             else float(d["throttle_initial_tokens"])), shutdown=shutdown)
+
+
+def result_config(sc: Scenario) -> dict[str, Any]:
+    """The scenario as a result records it: its dict, long traces summarised, the changed flags and the
+    tool version (every engine's ``Result.config``)."""
+    d = sc.to_dict()
+    if d["workload"]["arrivals"].get("trace") and len(d["workload"]["arrivals"]["trace"]) > 1000:
+        d["workload"]["arrivals"]["trace"] = f"<{len(sc.workload.arrivals.trace)} arrival times>"
+    d["flags_changed"] = sc.flags.to_flags(only_changed=True)
+    d["tool_version"] = __version__
+    return d
 
 
 def is_finite(x: float) -> bool:

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from audit_tune.sim import kernels, rng
 from audit_tune.basics.errors import InputError
+from audit_tune.sim import kernels, limits, rng
 
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 RR, RS, RC, PANIC = 0, 1, 2, 3
@@ -87,10 +87,10 @@ class RateProfile:
     interp: str = "step"  # step | linear
 
     @staticmethod
-    def constant(rate: float) -> "RateProfile":
+    def constant(rate: float) -> RateProfile:
         return RateProfile((0.0,), (float(rate),), "step")
 
-    def scaled(self, f: float) -> "RateProfile":
+    def scaled(self, f: float) -> RateProfile:
         return RateProfile(self.times, tuple(r * f for r in self.rates), self.interp)
 
     def mean_rate(self, duration: float) -> float:
@@ -210,13 +210,12 @@ class Workload:
         tw = sum(c.weight for c in self.classes)
         return sum(c.weight * len(c.stages(self.policy_omit_stages)) for c in self.classes) / tw
 
-    def validate(self) -> "Workload":
+    def validate(self) -> Workload:
         if not self.duration > 0 or not math.isfinite(self.duration):
             raise InputError(f"--duration={self.duration}: must be a positive finite duration")
         if self.instances < 1:
             raise InputError(f"--instances={self.instances}: must be >= 1")
-        if self.weights and (len(self.weights) != self.instances or min(self.weights) <= 0):
-            raise InputError(f"--weights: need {self.instances} positive weights, got {list(self.weights)}")
+        limits.check_shape(self)
         if not self.classes or sum(c.weight for c in self.classes) <= 0:
             raise InputError("request mix: needs at least one class with positive weight")
         for c in self.classes:
@@ -261,13 +260,13 @@ class RequestChunk:
 
 
 def chunk_seconds(w: Workload) -> float:
-    """Chunk length: about CHUNK_REQUESTS requests per chunk, whatever the rate."""
+    """Chunk length: about CHUNK_REQUESTS requests per chunk, whatever the rate (no 1 s floor)."""
     rate = max(w.arrivals.mean_rate(w.duration), 1e-9)
     if w.arrivals.onoff:
         rate = max(rate, w.arrivals.onoff.on)
     else:
         rate = max(rate, w.arrivals.profile.peak_rate())
-    return float(min(max(CHUNK_REQUESTS / rate, 1.0), w.duration))
+    return float(min(max(CHUNK_REQUESTS / rate, 1e-9 * (1.0 + w.duration)), w.duration))
 
 
 def iter_requests(w: Workload, seed: int, inst: int) -> Iterator[RequestChunk]:
@@ -373,7 +372,7 @@ def iter_events(w: Workload, seed: int, inst: int) -> Iterator[EventChunk]:
             total = len(rc.t)
             # one class, one stage: the events are the arrivals themselves, already sorted; the
             # per-event columns are constant (read-only broadcast views, not copies)
-            def const(v: np.generic) -> np.ndarray:
+            def const(v: np.generic, total: int = total) -> np.ndarray:
                 return np.broadcast_to(v, (total,))
 
             new = (rc.t if zero_offsets else rc.t + off_tab[0, 0], const(size_tab[0, 0]),
@@ -423,6 +422,10 @@ def _read_rows(path: str, what: str) -> list[list[str]]:
         text = p.read_text()
     except OSError as e:
         raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path}: not UTF-8 text (byte {e.start}); want CSV") from None
+    if "\x00" in text:
+        raise InputError(f"{what} {path}: contains a NUL byte (binary file?); want CSV")
     rows = []
     for lineno, row in enumerate(csv.reader(text.splitlines()), 1):
         if not row or row[0].strip().startswith("#"):

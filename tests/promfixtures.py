@@ -28,9 +28,10 @@ import math
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,9 @@ class Inst:
     reset_at: float | None = None    # offset (s) of an apiserver restart (all counters reset)
     other_post_hosts: dict[str, float] = field(default_factory=dict)  # e.g. admission webhooks: host -> POSTs/s
     extra_jobs: tuple[str, ...] = ()  # the same apiserver scraped again by these jobs (a common misconfiguration)
+    data_until: float | None = None  # offset (s) where this instance's data ends (data ending before --end)
+    gaps: tuple[tuple[float, float], ...] = ()  # offsets [from, to) with no samples (scrape failures)
+    jitter: float = 0.0              # scrape timestamps moved by up to +-jitter seconds (millisecond resolution)
 
 
 @dataclass
@@ -184,6 +188,12 @@ def scenarios() -> dict[str, Scenario]:
                  [Inst("10.4.0.1:6443", _const(700.0), extra_jobs=("kubernetes-apiservers",)),
                   Inst("10.4.0.2:6443", _const(700.0))],
                  description="one apiserver scraped by two jobs: every series twice (select one with --selector)"),
+        Scenario("wild", 9, 6 * 3600, 15,
+                 [Inst("10.5.0.1:6443", _const(600.0), jitter=0.004, reset_at=3 * 3600 + 7),
+                  Inst("10.5.0.2:6443", _const(400.0), gaps=((3600, 5400),), data_until=4 * 3600),
+                  Inst("10.5.0.3:6443", _const(300.0), extra_jobs=("kube-apiserver-again",), data_from=3600)],
+                 description="Prometheus as found: millisecond jitter and a restart on .1; a 30 min gap and data "
+                             "ending 2h before the end on .2; .3 scraped by a second job and only from 1h in"),
     ]
     return {s.name: s for s in sc}
 
@@ -220,7 +230,13 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
     n = int(round(sc.duration / sc.scrape)) + 1
     off = np.arange(n) * sc.scrape
     t = sc.start + off
+    if inst.jitter:
+        t = t + np.round(rng.uniform(-inst.jitter, inst.jitter, n), 3)
     keep = off >= inst.data_from
+    if inst.data_until is not None:
+        keep &= off < inst.data_until
+    for g0, g1 in inst.gaps:
+        keep &= (off < g0) | (off >= g1)
     dt = sc.scrape
     ev_target = np.maximum(inst.rate(off), 0.0)
     req_rate = ev_target / events_per_request()
@@ -277,7 +293,7 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
     # Truth is over the part of the window that has data (the counter's increase between samples).
     def inc(x: np.ndarray) -> float:
         k = np.flatnonzero(keep)
-        return float(x[k[0] + 1:].sum()) if len(k) > 1 else 0.0
+        return float(x[k[0] + 1:k[-1] + 1].sum()) if len(k) > 1 else 0.0
 
     if inst.audit:
         emit("apiserver_audit_event", "counter", "apiserver_audit_event_total", {}, events)
@@ -366,7 +382,7 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
                 if x.labels.get("job") == "apiserver"]
     k = np.flatnonzero(keep)
     per_tick = events[k[1:]] / dt if len(k) > 1 else np.zeros(1)
-    dur = (len(k) - 1) * dt if len(k) > 1 else 0.0
+    dur = (k[-1] - k[0]) * dt if len(k) > 1 else 0.0
     ev = inc(events) if inst.audit else 0.0
     posts_total = inc(posts) if has_webhook and inst.audit else 0.0
     truth = InstTruth(
@@ -418,8 +434,12 @@ def write_openmetrics(series: list[_Series], path: Path) -> None:
             f.write(f"# TYPE {fam} {kinds[fam]}\n")
             for s in ss:
                 prefix = s.name + _labels(s.labels) + " "
-                f.write("".join(f"{prefix}{_fmt_v(v)} {int(ts)}\n" for ts, v in zip(s.t, s.v)))
+                f.write("".join(f"{prefix}{_fmt_v(v)} {_fmt_ts(ts)}\n" for ts, v in zip(s.t, s.v)))
         f.write("# EOF\n")
+
+
+def _fmt_ts(ts: float) -> str:
+    return str(int(ts)) if float(ts).is_integer() else f"{ts:.3f}"
 
 
 def _fmt_v(v: float) -> str:
@@ -436,8 +456,8 @@ def write_scenario(sc: Scenario, outdir: Path) -> tuple[Path, Truth]:
 
 def backfill(files: list[Path], tsdb: Path) -> None:
     """``promtool tsdb create-blocks-from openmetrics FILE TSDB`` for each file."""
-    from audit_tune.loadgen.prometheus import promtool
     from audit_tune.basics.errors import ServiceError
+    from audit_tune.loadgen.prometheus import promtool
 
     tsdb.mkdir(parents=True, exist_ok=True)
     for f in files:

@@ -1,12 +1,10 @@
 """Small builders for simulator tests."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from audit_tune.sim.api import run
 from audit_tune.sim.config import parse_flags
 from audit_tune.sim.latency import Latency
-from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.receiver import LogWriter, Receiver
 from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.workload import Arrivals, RateProfile, RequestClass, Workload
 

@@ -1,4 +1,4 @@
-"""Calibration math without Prometheus: synthetic snapshots from a *known* load (issue 6).
+"""Calibration math without Prometheus: synthetic snapshots from a *known* load.
 
 ``analysis.calibrate.synthetic_snapshot`` records a known rate curve, lognormal sub-step bursts,
 event size, webhook latency and failures the way Prometheus would; calibration must get them back.
@@ -10,10 +10,19 @@ import json
 import numpy as np
 import pytest
 
-from audit_tune.analysis.calibrate import (DEFAULT_EVENT_SIZE, calibrate, data_problems, failure_rate, fit_burst,
-                                latency_from_histogram, load_snapshot, synthetic_snapshot, validate)
-from audit_tune.sim.config import AuditFlags, parse_flags
+from audit_tune.analysis.calibrate import (
+    DEFAULT_EVENT_SIZE,
+    calibrate,
+    data_problems,
+    failure_rate,
+    fit_burst,
+    latency_from_histogram,
+    load_snapshot,
+    synthetic_snapshot,
+    validate,
+)
 from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.latency import Latency
 
 RATES = [300.0 + 200.0 * np.sin(i / 8.0) ** 2 for i in range(60)]  # 30 min at 30 s steps

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audit_tune.loadgen.faults import FaultConfig
@@ -34,12 +35,19 @@ from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
 from audit_tune.loadgen.local import DEFAULT_POLICY, LocalCluster
 from audit_tune.loadgen.sink import Sink, SinkConfig
 from audit_tune.loadgen.store import verify as verify_store
-from audit_tune.loadgen.verify import render, scrape_totals, verify_live, wait_quiet
+from audit_tune.loadgen.verify import (
+    ReplayOptions,
+    TraceRows,
+    VerifyReport,
+    accounting,
+    event_times,
+    render,
+    scrape_totals,
+    verify_live,
+    verify_run,
+    wait_quiet,
+)
 from audit_tune.sim.config import parse_flags
-
-import numpy as np
-
-from audit_tune.loadgen.verify import TraceRows, accounting, event_times, verify_run
 
 pytestmark = [pytest.mark.timeout(420)]
 stack = pytest.mark.stack
@@ -51,16 +59,19 @@ TIMES: dict[str, float] = {}
 
 
 def _row(report: dict, metric: str) -> dict:
+    """A row of the record's ``verify`` section (the JSON document the CLI writes)."""
     return next(r for r in report["rows"] if r["metric"] == metric)
 
 
-def _log(name: str, report: dict, t0: float) -> None:
+def _log(name: str, report: VerifyReport | dict, t0: float) -> None:
     TIMES[name] = time.monotonic() - t0
-    sys.stderr.write(f"\n=== {name} ({TIMES[name]:.1f} s)\n{render(report)}")
+    text = render(report) if isinstance(report, VerifyReport) else json.dumps(report["rows"], indent=1) + "\n"
+    sys.stderr.write(f"\n=== {name} ({TIMES[name]:.1f} s)\n{text}")
+    doc = report.to_dict() if isinstance(report, VerifyReport) else report
     out = os.environ.get("AUDIT_TUNE_E2E_REPORTS")
     if out:  # collect the numbers for docs/verification.md
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{name}.json").write_text(json.dumps({"seconds": TIMES[name], "report": report}, indent=1,
+        (Path(out) / f"{name}.json").write_text(json.dumps({"seconds": TIMES[name], "report": doc}, indent=1,
                                                            default=float))
 
 
@@ -169,7 +180,7 @@ def _run(st: Stack, name: str, t0: float, rate: str, duration: float, faults: Fa
     a0, s0 = st.baseline()
     rec, trace = run_loadtest(LoadTestConfig(rate=rate, duration=duration, preseed=5, sink_url=st.sink.url,
                                              max_lag=0.5, audit_flags=tuple(st.flags.to_flags())), st.target)
-    rep = verify_live(rec, trace, st.target, st.sink.url, a0, s0, policy=str(DEFAULT_POLICY), faults=faults,
+    rep = verify_live(rec, trace, st.target, st.sink.url, (a0, s0), policy=str(DEFAULT_POLICY), faults=faults,
                       max_drops=max_drops)
     _log(name, rep, t0)
     # The replay uses the real send times, so a generator a little behind schedule (the apiserver
@@ -184,11 +195,11 @@ def test_slow_sink_piles_up_in_flight_without_drops(stacks) -> None:
     faults = FaultConfig.from_flags(latency="3s")
     st = stacks("slow", ["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=100"], faults)
     rec, rep = _run(st, "slow-sink", t0, "100", 15.0, faults)
-    assert rep["ok"], (rep["failures"], rep["rows"])
-    assert rep["observed"]["buffered"] == 0 and rep["observed"]["webhook"] == 0
+    assert rep.ok, (rep.failures, rep.rows)
+    assert rep.observed["buffered"] == 0 and rep.observed["webhook"] == 0
     # batches leave about once a second and each takes 3 s: several are in flight at once
-    assert st.sink.stats()["max_inflight"] >= 3 and rep["predicted"]["max_inflight_batches"] >= 3
-    assert rep["predicted"]["p50"] > 3.0 and rep["observed"]["p50"] > 3.0
+    assert st.sink.stats()["max_inflight"] >= 3 and rep.predicted["max_inflight_batches"] >= 3
+    assert rep.predicted["p50"] > 3.0 and rep.observed["p50"] > 3.0
 
 
 @stack
@@ -203,12 +214,12 @@ def test_sink_outage_drops_batches_after_retries(stacks) -> None:
     assert wait > 0, "the cluster took too long to start for the outage to fall inside the run"
     time.sleep(wait)
     rec, rep = _run(st, "sink-outage", t0, "100", 15.0, faults)
-    (o_start, o_end, _), = rep["inputs"]["outages_run_relative"]
-    assert 1.0 < o_start and o_end < 14.0, rep["inputs"]["outages_run_relative"]  # inside the window
-    assert rep["observed"]["webhook"] > 0 and rep["observed"]["buffered"] == 0, rep["observed"]
+    (o_start, o_end, _), = rep.inputs.outages_run_relative
+    assert 1.0 < o_start and o_end < 14.0, rep.inputs.outages_run_relative  # inside the window
+    assert rep.observed["webhook"] > 0 and rep.observed["buffered"] == 0, rep.observed
     for metric in ("events_total", "buffered drops", "webhook drops", "delivered"):
-        assert _row(rep, metric)["ok"], (metric, rep["rows"], rep["inputs"])
-    assert rep["accounting"]["lost"] == 0, rep["accounting"]
+        assert rep.row(metric).ok, (metric, rep.rows, rep.inputs)
+    assert rep.accounting["lost"] == 0, rep.accounting
     assert st.sink.stats()["responses"].get("503", 0) > 0
 
 
@@ -252,14 +263,15 @@ def test_verify_run_compares_and_decides() -> None:
     tr = TraceRows(send=np.arange(n) / 150.0, latency=np.full(n, 0.004), status=np.full(n, 200),
                    verb=["get"] * n, resource=["configmaps"] * n)
     rep = verify_run(_synthetic({"events": 1501.0, "buffered": 1101.0}), tr, policy=str(DEFAULT_POLICY))
-    pred = rep["predicted"]
+    pred = rep.predicted
     assert pred["events_total"] == 1501 and abs(pred["buffered"] - 1101) <= 20 and pred["webhook"] == 0
-    assert _row(rep, "buffered drops")["ok"] and rep["exit_code"] == 3  # drops > --max-drops 0
-    assert [f for f in rep["failures"] if not f.startswith("observed drops")] == []
+    assert rep.row("buffered drops").ok and rep.exit_code == 3  # drops > --max-drops 0
+    assert [f for f in rep.failures if not f.startswith("observed drops")] == []
     far = verify_run(_synthetic({"events": 1501.0, "buffered": 500.0}), tr, policy=str(DEFAULT_POLICY),
-                     max_drops=10_000)
-    assert not _row(far, "buffered drops")["ok"] and far["exit_code"] == 3
-    assert any(f.startswith("buffered drops: observed 500") for f in far["failures"])
+                     options=ReplayOptions(max_drops=10_000))
+    assert not far.row("buffered drops").ok and far.exit_code == 3
+    assert any(f.startswith("buffered drops: observed 500") for f in far.failures)
+    assert far.to_dict()["rows"] == [r.to_dict() for r in far.rows] and far.to_dict()["ok"] is False
 
 
 def test_cli_verify_needs_a_sink() -> None:

@@ -1,6 +1,6 @@
 """Fidelity: the simulator (fast and reference engines) agrees with the REAL k8s.io/apiserver code.
 
-Each scenario of :func:`tune.commands.fidelity.cases` (14: under capacity, throttle-bound
+Each scenario of :func:`analysis.fidelity.cases.cases` (14: under capacity, throttle-bound
 overload, a burst the buffer absorbs, a burst that overflows, max-size 1, throttle disabled, a
 sync log delegate slower than arrivals, a throttled sync log collector with max-size 1, a slow
 async webhook, a webhook failing then recovering (503s), a receiver restart (connections refused),
@@ -11,7 +11,7 @@ timeouts, an in-process HTTPS receiver; the log delegate is modelled) and simula
 trace. The session fixture builds the oracle with ``scripts/build-oracle.sh``: a missing Go
 toolchain or a failed build FAILS these tests, they never skip.
 
-Agreement required (``tune.commands.fidelity.compare``):
+Agreement required (``analysis.fidelity.compare.compare``):
 
 * drops, ``errors.buffered`` and ``errors.webhook`` (per instance too with several instances):
   within 2 % of events_total plus one batch (max-size);
@@ -22,7 +22,7 @@ Agreement required (``tune.commands.fidelity.compare``):
 
 ``webhook_restart_refuse`` found a simulator gap (attempts in flight when the receiver starts refusing
 connections succeeded in the model, but die in the real client); it is modelled now and the case is a
-plain test. Anything listed in ``tune.commands.fidelity.KNOWN_GAPS`` would be marked xfail.
+plain test. Anything listed in ``analysis.fidelity.cases.KNOWN_GAPS`` would be marked xfail.
 
 Why these tolerances. The oracle runs in real time on a shared 2-core machine
 (docs/oracle-findings.md): every timer and goroutine hop is about a millisecond late, arrivals lag
@@ -52,10 +52,12 @@ from pathlib import Path
 
 import pytest
 
-from audit_tune.sim.api import run
+from audit_tune.analysis.fidelity.cases import KNOWN_GAPS, FidelityCase, cases
+from audit_tune.analysis.fidelity.compare import Row, replay_lag, run_case
 from audit_tune.basics.errors import BuildMissingError, InputError
+from audit_tune.sim.api import run
 from audit_tune.sim.oracle import oracle_binary
-from audit_tune.cli.commands.fidelity import KNOWN_GAPS, FidelityCase, Row, cases, replay_lag, run_case
+from audit_tune.sim.shutdown import ShutdownOptions
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = cases()
@@ -108,8 +110,8 @@ def test_cases_cover_every_regime() -> None:
     names = {c.name for c in CASES}
     assert len(CASES) >= 12
     assert {"under_capacity", "overload_throttle", "burst_absorbed", "burst_overflows", "max_size_1",
-            "throttle_disabled", "log_sync_slow", "webhook_slow", "webhook_fail_recover", "webhook_retry_after", "webhook_down",
-            "max_wait_short", "three_instances"} <= names
+            "throttle_disabled", "log_sync_slow", "webhook_slow", "webhook_fail_recover", "webhook_retry_after",
+            "webhook_down", "max_wait_short", "three_instances", "events_after_stop"} <= names
     for c in CASES:  # real time stays short, retries finish quickly
         assert c.scenario.workload.duration <= 5
         assert c.scenario.flags.webhook_initial_backoff <= 0.1
@@ -146,7 +148,8 @@ def test_unsupported_receiver_features_are_refused_in_one_line() -> None:
     sc = CASES[0].scenario
     for bad, word in ((replace(sc, receiver=replace(sc.receiver, per_inflight=0.01)), "per-inflight"),
                       (replace(sc, receiver=replace(sc.receiver, max_body_bytes=1000)), "max-body"),
-                      (replace(sc, drain=False), "no-drain")):
+                      (replace(sc, drain=False), "no-drain"),
+                      (replace(sc, shutdown=ShutdownOptions(restart_at=(1.0,))), "restart-at")):
         with pytest.raises(InputError) as ei:
             run(bad, engine="oracle")
         msg = str(ei.value)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from audit_tune.analysis.fleet import split_by_cluster
-from audit_tune.sim.config import parse_flags
 from audit_tune.cli.app import main
+from audit_tune.sim.config import parse_flags
 
 FAST = ["--seeds", "2", "--peak-window", "2m", "--no-progress"]
 
@@ -33,10 +33,11 @@ def test_all_clusters_one_recommendation_each(clusters_prom, tmp_path, capsys):
                  "--jobs", "2", *FAST])
     cap = capsys.readouterr()
     fleet = json.loads(cap.out)
-    assert code in (0, 3), cap.err
+    # every apiserver here offers <= 1,000 events/s; the default flags drain 10 x 400 = 4,000 >= 2 x peak
+    assert code == 0, cap.err
     assert sorted(r["cluster"] for r in fleet["summary"]) == ["prod-eu", "prod-us", "staging"]
     peaks: dict[str, float] = {}
-    for name, it in tr.instances.items():
+    for _name, it in tr.instances.items():
         peaks[it.cluster] = max(peaks.get(it.cluster, 0.0), it.peak_rate)
     for row in fleet["summary"]:
         assert row["instances"] == 2
@@ -62,7 +63,7 @@ def test_dask_local_gives_the_same_recommendations(clusters_prom, tmp_path, caps
     for ex in ("local", "dask-local"):
         code = main(["recommend", "--snapshot", str(snap), "--all-clusters", "-f", "json", "--executor", ex, *FAST])
         cap = capsys.readouterr()
-        assert code in (0, 3), cap.err
+        assert code == 0, cap.err  # as above: the default flags cover every cluster
         res[ex] = json.loads(cap.out)
     assert res["local"]["summary"] == res["dask-local"]["summary"]
 

@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audit_tune.loadgen.guard import (OVERRIDE_FLAG, check_server, check_target, classify, classify_server, redact,
-                           redact_url)
-from audit_tune.loadgen.local import write_kubeconfig
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.guard import (
+    OVERRIDE_FLAG,
+    check_server,
+    check_target,
+    classify,
+    classify_server,
+    redact,
+    redact_url,
+)
+from audit_tune.loadgen.local import write_kubeconfig
 
 SECRET = "s3cr3t-token-value"
 
@@ -35,7 +42,7 @@ def test_created_by_local_provider(tmp_path):
     d = tmp_path / "clusters" / "demo"
     d.mkdir(parents=True)
     kc = _kc(d, "https://127.0.0.1:40000", "whatever-name")
-    (d / "state.json").write_text(json.dumps({"provider": "local", "kubeconfig": str(kc)}))
+    (d / "state.json").write_text(json.dumps({"provider": "local", "kubeconfig": str(kc), "server": "https://127.0.0.1:40000"}))
     t = classify(kc)
     assert t.kind == "local" and "created by audit-tune" in t.reason
 
@@ -101,3 +108,33 @@ def test_redact():
     for s in (SECRET, "pw1", "abc.def", "u:p@", "QUJD"):
         assert s not in out
     assert redact_url("https://u:p@h:1/p?token=x") == "https://h:1/p"
+
+
+def test_state_file_vouches_only_for_the_server_it_recorded(tmp_path):
+    """A state.json saying provider: kind next to a kubeconfig does not make any server a test
+    cluster: the kubeconfig's server must be the one the state recorded."""
+    d = tmp_path / "clusters" / "demo"
+    d.mkdir(parents=True)
+    kc = _kc(d, "https://10.1.2.3:6443", "prod-admin")
+    (d / "state.json").write_text(json.dumps({"provider": "kind", "kubeconfig": str(kc),
+                                              "server": "https://127.0.0.1:40000"}))
+    with pytest.raises(InputError, match="not on loopback"):
+        check_target(kc)
+    (d / "state.json").write_text(json.dumps({"provider": "kind", "kubeconfig": str(kc)}))
+    assert classify(kc).kind == "remote"
+    (d / "state.json").write_text(json.dumps({"provider": "kind", "kubeconfig": str(kc),
+                                              "server": "https://10.1.2.3:6443"}))
+    assert classify(kc).kind == "kind"
+
+
+def test_duplicate_names_production_first_loopback_second(tmp_path):
+    p = tmp_path / "kc"
+    doc = {"current-context": "kind-x",
+           "clusters": [{"name": "kind-x", "cluster": {"server": "https://10.0.0.1:6443"}},
+                        {"name": "kind-x", "cluster": {"server": "https://127.0.0.1:1234"}}],
+           "users": [{"name": "u", "user": {"token": SECRET}}],
+           "contexts": [{"name": "kind-x", "context": {"cluster": "kind-x", "user": "u"}}]}
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="duplicate cluster name") as e:
+        check_target(p)
+    assert SECRET not in str(e.value)

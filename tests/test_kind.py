@@ -13,10 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audit_tune.loadgen.kind import (KindCluster, check_config, kind_args, kind_config, kubeadm_api_for,
-                          rewrite_sink_for_node)
-from audit_tune.sim.config import parse_flags
 from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.kind import (
+    KindCluster,
+    check_config,
+    kind_args,
+    kind_config,
+    kubeadm_api_for,
+    rewrite_sink_for_node,
+)
+from audit_tune.sim.config import parse_flags
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--audit-webhook-batch-max-size=10", "--audit-webhook-batch-throttle-qps=20",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -17,15 +16,15 @@ import numpy as np
 import pytest
 import yaml
 
+from audit_tune.basics.errors import InputError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.arrivals import Schedule, parse_profile
 from audit_tune.loadgen.audit_metrics import audit_delta
 from audit_tune.loadgen.fakeapi import FakeAPIServer
-from audit_tune.loadgen.kubetarget import Target, check_safe, from_flags, from_kubeconfig
+from audit_tune.loadgen.kubetarget import check_safe, from_flags, from_kubeconfig
 from audit_tune.loadgen.loadtest import LoadTest, LoadTestConfig, loop_factory, run_loadtest
 from audit_tune.loadgen.mix import Mix, make_object
 from audit_tune.loadgen.record import Trace, summarize, write_record
-from audit_tune.basics.errors import InputError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -213,7 +212,7 @@ def test_record_inline_and_sidecar(tmp_path: Path) -> None:
     csv_lines = (tmp_path / "r2.json.trace.csv").read_text().splitlines()
     assert csv_lines[0] == "offset,send_offset,verb,resource,status,latency" and len(csv_lines) == 6
     full = Trace(2)
-    for i in range(3):
+    for _ in range(3):
         full.add(0.0, 0, 0)
     assert full.n == 2 and full.overflow == 1
 
@@ -384,3 +383,95 @@ def test_ctrl_c_on_the_cli_cleans_up_and_writes_the_record(fake: FakeAPIServer, 
     rec = json.loads(out.read_text())
     assert rec["interrupted"] is True and rec["cleanup"]["leftover"] == 0
     assert fake.objects == {} and fake.namespaces == set()
+
+
+# ----------------------------------------------------------------------------- workers, shedding, stop
+
+def test_merged_workers_equal_one_worker_in_every_count(fake: FakeAPIServer) -> None:
+    from audit_tune.loadgen.record import latency_histogram
+
+    c = dict(rate="150", duration=2.0, preseed=30, mix="create=1,get=3,list=1,update=1,patch=1", arrivals="poisson",
+             seed=7)
+    one, t1 = run_loadtest(cfg(**c, workers=1), from_flags(fake.url))
+    three, t3 = run_loadtest(cfg(**c, workers=3), from_flags(fake.url))
+    for key in ("scheduled", "sent", "completed", "shed", "substituted_creates"):
+        assert one["load"][key] == three["load"][key], key
+    # (sent_in_window is a timing figure: a request scheduled just before the end may go out just after)
+    assert one["load"]["scheduled"] > 200 and one["load"]["shed"] == 0 and one["load"]["substituted_creates"] == 0
+    assert one["status_codes"] == three["status_codes"] and one["status_by_verb"] == three["status_by_verb"]
+    assert {v: s["count"] for v, s in one["latency_by_verb_s"].items()} == \
+        {v: s["count"] for v, s in three["latency_by_verb_s"].items()}
+    v1, v3 = t1.view(), t3.view()
+    for col in ("sched", "verb", "resource", "status"):
+        assert np.array_equal(v1[col], v3[col]), col  # the same schedule, request for request
+    assert one["cleanup"]["objects_created"] == three["cleanup"]["objects_created"]
+    # Per-worker figures are kept and add up to the merged record; the merged histogram is exact.
+    ws = three["workers"]
+    assert [w["worker"] for w in ws] == [0, 1, 2] and len(one["workers"]) == 1
+    assert sum(w["scheduled"] for w in ws) == three["load"]["scheduled"]
+    assert sum(w["completed"] for w in ws) == three["load"]["completed"]
+    assert sum(w["max_inflight"] for w in ws) == 1024
+    assert three["latency_histogram_us"] == latency_histogram(v3["latency"][v3["status"] > 0])
+    assert sum(c for _, c in three["latency_histogram_us"]) == three["load"]["completed"]
+    assert three["latency_us"]["p50"] == pytest.approx(three["latency_s"]["p50"] * 1e6, abs=1)
+    assert three["cleanup"]["leftover"] == 0 and fake.objects == {}
+
+
+def test_overloaded_run_ends_on_time_and_reports_its_shortfall(fake: FakeAPIServer) -> None:
+    c = cfg(rate="100000", duration=2.0, mix="list=1", preseed=1, max_inflight=16, max_late=0.2, drain_timeout=1.0,
+            list_limit=0)
+    rec, trace = run_loadtest(c, from_flags(fake.url))
+    load = rec["load"]
+    assert rec["window"]["elapsed_s"] <= 2.0 + 1.0 + 0.5  # duration + the stated drain limit + a margin
+    assert rec["window"]["drain_limit_s"] == 1.0
+    assert load["scheduled"] == 200000 and load["sent"] < load["scheduled"]
+    assert load["shed"] > 0 and load["kept_up"] is False and "shed" in load["behind_reason"]
+    assert load["sent"] + load["shed"] <= load["scheduled"]
+    assert "in-flight reached --max-inflight 16" in load["behind_reason"]
+    lists_seen = fake.by_verb["list"] - 4  # cleanup counts each (namespace, resource) twice
+    assert lists_seen <= load["sent"]  # never more than the schedule, never a catch-up storm
+    v = trace.view()
+    sent = np.isfinite(v["send"])
+    assert np.all(v["send"][sent] - v["sched"][sent] <= 0.2 + 0.05)  # nothing went out later than --max-late
+    assert rec["status_codes"].get("unsent", 0) >= load["shed"]
+
+
+def test_sigterm_stops_within_a_second_and_writes_the_record(fake: FakeAPIServer, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.json"
+    p = subprocess.Popen([sys.executable, "-m", "audit_tune.cli", "loadtest", "--server", fake.url, "--rate", "400",
+                          "--duration", "60s", "--preseed", "5", "--workers", "2", "--mix", "get=1", "--no-progress", "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while fake.by_verb.get("get", 0) < 800 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()[1]
+    t = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    while not out.exists() and time.monotonic() - t < 30:  # written atomically: there means complete
+        time.sleep(0.01)
+    took = time.monotonic() - t
+    try:
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert took < 1.0, f"record written {took:.2f} s after SIGTERM"
+    rec = json.loads(out.read_text())
+    assert rec["interrupted"] is True and rec["load"]["workers"] == 2 and rec["load"]["sent"] > 800
+    assert rec["cleanup"]["leftover"] == 0 and fake.objects == {} and fake.namespaces == set()
+    assert "Traceback" not in err
+
+
+def test_bad_workers_and_max_late_are_one_line_errors(capsys) -> None:
+    from audit_tune.cli.app import main
+
+    for args, word in ((["--workers", "0"], "--workers"), (["--max-late", "0s"], "--max-late"),
+                       (["--workers", "8", "--max-inflight", "4"], "--max-inflight")):
+        assert main(["loadtest", "--server", "http://127.0.0.1:9", "--duration", "1s", *args]) == 1
+        err = capsys.readouterr().err
+        assert word in err and err.count("\n") == 1 and "Traceback" not in err

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.loadgen.local import LocalCluster, audit_args
 from audit_tune.loadgen.procs import Proc
 from audit_tune.sim.config import AuditFlags, parse_flags
-from audit_tune.basics.errors import InputError, ServiceError
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 

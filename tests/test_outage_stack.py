@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import time
 
-from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 from audit_tune.cli.app import main
 from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.verify import quiet_window
 from audit_tune.sim.config import parse_flags
+from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 
 LEAD = 14.0  # the run starts about this long after the sink (cluster start-up, quiet, setup)
 

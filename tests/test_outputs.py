@@ -1,6 +1,7 @@
-"""Every ``tune recommend`` output parses and says what the recommendation says (issue 6)."""
+"""Every ``tune recommend`` output parses and says what the recommendation says."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -8,11 +9,11 @@ import subprocess
 import pytest
 import yaml
 
-from audit_tune.analysis import outputs
 from audit_tune.analysis.calibrate import synthetic_snapshot
 from audit_tune.analysis.recommend import Objective, build_report
-from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
+from audit_tune.analysis.render import recommend as outputs
 from audit_tune.basics.output import render
+from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def report():
 
 @pytest.fixture(scope="module")
 def rec_flags(report):
-    return parse_flags(report["recommended"]["flags"])
+    return parse_flags(report.recommended.flags)
 
 
 def _no_comments(text: str) -> str:
@@ -32,7 +33,7 @@ def _no_comments(text: str) -> str:
 
 def _echo(text: str, report) -> None:
     head = text.splitlines()[0]
-    assert head.startswith("# audit-tune ") and f"seed={report['config']['seed']}" in head
+    assert head.startswith("# audit-tune ") and f"seed={report.config.seed}" in head
     assert "objective:" in text and "current flags" in text
 
 
@@ -41,7 +42,8 @@ def test_json_and_yaml_load_and_echo_config(report):
         d = load(render(report, fmt))
         assert d["tool_version"] and d["config"]["seed"] == 5
         assert d["config"]["objective"]["headroom"] == 2.0
-        assert d["recommended"]["flags"] == report["recommended"]["flags"]
+        assert d["recommended"]["flags"] == report.recommended.flags
+        assert d == json.loads(json.dumps(report.to_dict()))
 
 
 def test_flags_block_reads_back_as_a_flags_file(report, rec_flags, tmp_path):
@@ -129,7 +131,7 @@ def test_prometheusrule_is_valid_and_uses_the_recommended_capacity(report, rec_f
 def test_paste_formats_refuse_when_nothing_met_the_objective(report):
     from audit_tune.basics.errors import InputError
 
-    bad = dict(report, recommended=None)
+    bad = dataclasses.replace(report, recommended=None)
     for fmt in ("flags", "kubeadm", "kind", "manifest-patch", "prometheusrule"):
         with pytest.raises(InputError, match="no flag set met the objective"):
             render(bad, fmt)

@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 
 from audit_tune.analysis.policy import GroupResources, Policy, Rule, load_policy
 from audit_tune.analysis.policy.catalog import USER_KINDS, UserKind
-from audit_tune.sim.policy.model import LEVELS
 from audit_tune.analysis.policy_impact import (
     InstanceMix,
     MixEntry,
@@ -43,6 +42,7 @@ from audit_tune.analysis.policy_impact import (
     project_snapshot,
 )
 from audit_tune.basics.errors import NotEnoughData
+from audit_tune.sim.policy.model import LEVELS
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "policies"
@@ -235,6 +235,7 @@ REAL: dict[str, dict] = {}
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_path: Path) -> None:
     from conftest import AuditReceiver
+
     from audit_tune.loadgen.local import LocalCluster
     from audit_tune.sim.config import parse_flags
 
@@ -248,7 +249,7 @@ def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_pat
         token = _setup(c)
         # A background request in flight at a scrape is counted in one window by level_total (start)
         # and in the next by request_total (end): measure again if that happened (rare).
-        for attempt in range(3):
+        for attempt in range(3):  # noqa: B007 - the count is reported after the loop
             m0, m1, sent, secs = _window(c, token)
             est, entries = _predict(policy, m0, m1, sent, secs)
             (e0, l0), (e1, l1) = _audit(m0), _audit(m1)
@@ -265,10 +266,10 @@ def test_prediction_equals_the_real_apiserver(name: str, stack_binaries, tmp_pat
         assert all(aid for _, aid in mine), "every response carries an Audit-Id header"
         pred: Counter = Counter()
         for e, _ in mine:
+            from audit_tune.analysis.impact_model import assumed_attributes
             from audit_tune.analysis.policy import decide
-            from audit_tune.analysis.policy_impact import _assumed
 
-            d = decide(policy, _assumed(e, policy, LOADGEN))
+            d = decide(policy, assumed_attributes(e, policy, LOADGEN))
             o = class_outcome(e, d.level, d.omit_stages, default_size)
             for (lv, stg), n in o.by_level_stage.items():
                 pred[(stg, lv)] += int(n)
@@ -296,6 +297,7 @@ def test_cli_with_real_prometheus_matches_observed(stack_binaries, prometheus_in
     import subprocess
 
     from conftest import AuditReceiver
+
     from audit_tune.loadgen.kubetarget import from_kubeconfig
     from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
     from audit_tune.loadgen.local import LocalCluster
@@ -361,7 +363,7 @@ def test_stages_per_start_and_end_and_levels_per_start() -> None:
     assert a.stages == {RR: 0, RS: 12, RC: 110, "Panic": 0}
     assert a.levels["Metadata"] == 112          # level_total counts a watch when it starts
     assert est.best_events == est.worst_events == a.events == 122
-    assert est.to_dict()["events_per_s"] == pytest.approx(12.2)
+    assert est.rates().events_per_s == pytest.approx(12.2)
     sizes = {s: default_size("Metadata", s) for s in (RS, RC)}
     assert a.bytes == pytest.approx(12 * sizes[RS] + 110 * sizes[RC])
 
@@ -461,10 +463,11 @@ def _snap() -> dict:
 
 def test_report_on_recorded_snapshot_checks_the_policy_in_force() -> None:
     rep = impact_report(_snap(), load_policy(POLICIES["gce-style"]), load_policy(POLICIES["local-default"]))
-    (e,) = rep["instances"].values()
-    assert abs(e["check"]["error"]) < 0.01 and e["check"]["observed_within_range"]
-    assert e["estimate"]["events_per_s_peak"] > e["estimate"]["events_per_s"]
-    assert e["change"]["events_ratio"] == pytest.approx(e["estimate"]["events_per_s"] / e["against"]["events_per_s"])
+    (e,) = rep.instances.values()
+    assert abs(e.check.error) < 0.01 and e.check.observed_within_range
+    assert e.estimate.peak.events_per_s > e.estimate.events_per_s
+    assert e.change.events_ratio == pytest.approx(e.estimate.events_per_s / e.against.events_per_s)
+    assert rep.to_dict()["instances"][next(iter(rep.instances))]["estimate"]["events_per_s_peak"] == e.estimate.peak.events_per_s
 
 
 def test_project_snapshot_scales_rates() -> None:
@@ -548,30 +551,32 @@ def test_event_sizes_calibrated_from_the_webhook_size_histogram() -> None:
                        "size_count": 10}
     pol = load_policy(POLICIES["local-default"])
     rep = impact_report(snap, pol)
-    est = rep["instances"][name]["estimate"]
-    assert est["mean_event_bytes"] == pytest.approx(1000.0, rel=1e-6)   # the observed mean event size
-    assert est["size_factor"] != 1.0 and "rest_client_request_size_bytes" in rep["instances"][name]["event_size_source"]
+    est = rep.instances[name].estimate
+    assert est.mean_event_bytes == pytest.approx(1000.0, rel=1e-6)   # the observed mean event size
+    assert est.size_factor != 1.0 and "rest_client_request_size_bytes" in rep.instances[name].event_size_source
 
 
 def test_instances_without_mix_are_explained() -> None:
     snap = _snap()
     snap["instances"]["other:6443"] = next(iter(snap["instances"].values()))
     rep = impact_report(snap, load_policy(POLICIES["local-default"]))
-    assert any("other:6443" in m and "no request mix" in m for m in rep["missing"])
+    assert any("other:6443" in m and "no request mix" in m for m in rep.missing)
 
 
 def test_project_for_recommend_reads_the_mix_from_the_file() -> None:
     from audit_tune.analysis.calibrate import load_snapshot
     from audit_tune.analysis.policy_impact import project_for_recommend
 
-    snap = load_snapshot(SNAP)          # what tune recommend holds: Snapshot.load drops request_mix
-    assert "request_mix" not in snap
+    snap = load_snapshot(SNAP)          # what tune recommend holds: Snapshot.load keeps request_mix
+    assert "request_mix" in snap
+    bare = {k: v for k, v in snap.items() if k != "request_mix"}  # as an older reader would hold it
     lines: list[str] = []
-    out = project_for_recommend(snap, str(POLICIES["impact-users"]), snapshot_path=str(SNAP), log=lines.append)
+    out = project_for_recommend(bare, str(POLICIES["impact-users"]), snapshot_path=str(SNAP), log=lines.append)
     (p,) = out["projection"]["instances"].values()
     assert p["events_factor"] > 1.2 and lines and "audit events x" in lines[0]
+    assert project_for_recommend(snap, str(POLICIES["impact-users"]))["projection"]["instances"]
     with pytest.raises(NotEnoughData):
-        project_for_recommend(snap, str(POLICIES["impact-users"]))
+        project_for_recommend(bare, str(POLICIES["impact-users"]))
 
 
 class FakeProm:
@@ -666,6 +671,8 @@ def test_bundled_policy_sample_answers_without_prometheus(capsys):
     assert "sample-policy-snapshot.json" in cap.err and "sample-policy-snapshot.json" in json.dumps(rep)
     code = tune_main(["recommend", "--policy", docs, "-f", "json", "--seeds", "2", "--no-progress"])
     cap = capsys.readouterr()
-    assert code in (0, 3), cap.err
+    # the sample peaks at 48 events/s; under the docs policy that stays far below what the flags in
+    # force (kube-apiserver's defaults: the sample records none) drain, 4,000/s at headroom 2
+    assert code == 0, cap.err
     out = json.loads(cap.out)
     assert out["config"]["source"]["policy"] == docs and out["recommended"]["flags"]

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
 from promfixtures import backfilled_prometheus
+
 from audit_tune.analysis.prom import PromSettings, strip_userinfo
 from audit_tune.basics.errors import InputError
 from audit_tune.cli.app import main

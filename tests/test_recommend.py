@@ -14,11 +14,17 @@ import numpy as np
 import pytest
 
 from audit_tune.analysis.calibrate import calibrate, synthetic_snapshot
-from audit_tune.analysis.recommend import (Objective, Recommender, build_report, fluid_drop_probability, nice_up,
-                                rule_of_thumb)
+from audit_tune.analysis.recommend import (
+    Objective,
+    Recommender,
+    build_report,
+    fluid_drop_probability,
+    nice_up,
+    rule_of_thumb,
+)
+from audit_tune.cli.app import main
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags, parse_flags
-from audit_tune.cli.app import main
 
 BUSY = [1200.0 + 900.0 * np.sin(i / 3.0) ** 2 for i in range(12)]  # 6 min, peaks ~2,100 ev/s, bursty
 FAST = ["--seeds", "2", "--jobs", "1", "--peak-window", "2m", "--no-progress"]
@@ -69,12 +75,12 @@ def test_fluid_probability_limits(busy_snapshot):
 
 def test_recommended_flags_give_zero_drops_on_the_same_load(busy_snapshot):
     report = build_report(busy_snapshot, AuditFlags(), "defaults", Objective(seeds=3, jobs=2, peak_window="2m"), seed=1)
-    rec = report["recommended"]
-    assert rec is not None and rec["ok"]
-    flags = parse_flags(rec["flags"])
+    rec = report.recommended
+    assert rec is not None and rec.ok
+    flags = parse_flags(rec.flags)
     c = flags.webhook.batch
     # analytic bound: capacity covers the observed 10 s peak x headroom on every instance
-    peak = max(x["peak_burst_event_rate"] for x in report["calibration"])
+    peak = max(x.peak_burst_event_rate for x in report.calibration)
     assert c.drain_capacity >= 2 * peak
     assert c.max_batch_size * 1100 * 1.25 <= 12 * 1024 * 1024
     # re-simulate the whole observed window at x1 and the peak at x2 with seeds the search never used
@@ -87,14 +93,16 @@ def test_recommended_flags_give_zero_drops_on_the_same_load(busy_snapshot):
         d = run(m.scenario(flags, 404, scale=2.0, start=lo, stop=hi), engine="fast").to_dict(series=False)
         assert d["errors"]["buffered"] == 0
     # the three flag sets side by side, each with drops, memory, latency
-    names = [e["name"] for e in report["comparison"]]
+    names = [e.name for e in report.comparison]
     assert names == ["current", "recommended", "rule-of-thumb"]
-    for e in report["comparison"]:
+    for e in report.comparison:
+        assert e.memory_bound > 0 and e.seeds == 3 and set(e.drops_headroom) == {"buffered", "webhook", "truncate"}
         assert {"drops_per_run_x1", "drops_per_run_headroom", "memory_bound_bytes", "delivery_latency_p99_seconds",
-                "p_any_drop_horizon"} <= set(e)
-    ex = rec["explanation"]
-    assert ex["binding_constraint"] and set(ex["flags"]) >= {"audit-webhook-batch-throttle-qps",
-                                                             "audit-webhook-batch-buffer-size"}
+                "p_any_drop_horizon"} <= set(e.to_dict())
+    ex = rec.explanation
+    assert ex.binding_constraint in ex.slack and set(ex.flags) >= {"audit-webhook-batch-throttle-qps",
+                                                                   "audit-webhook-batch-buffer-size"}
+    assert report.to_dict()["recommended"]["flags"] == rec.flags
 
 
 def test_search_screens_on_one_seed_and_chooses_as_the_full_evaluation(busy_snapshot):
@@ -220,14 +228,13 @@ def test_bad_snapshot_content_is_one_line(tmp_path, capsys):
 def test_without_input_uses_the_bundled_sample_and_says_so(capsys):
     from audit_tune.cli.commands.recommend import SAMPLE
 
+    lost = sum(sum(i["errors_increase"].values()) for i in json.loads(SAMPLE.read_text())["instances"].values())
+    assert lost > 0  # the sample was recorded with flags that drop events (sample-flags.txt)
     code = main(["recommend", "-f", "json", "--seeds", "1", "--jobs", "1", "--peak-window", "1m", "--no-progress"])
     out = capsys.readouterr()
-    if SAMPLE.exists():
-        assert code in (0, 3), out.err
-        assert "bundled sample" in out.err
-        assert json.loads(out.out)["config"]["source"]["kind"] == "bundled sample"
-    else:  # the sample is written by the snapshot half of issue 6
-        assert code == 1 and "sample" in out.err
+    assert code == 3, out.err  # the flags in force lost events: they violate the objective (README: exits 3)
+    assert "bundled sample" in out.err
+    assert json.loads(out.out)["config"]["source"]["kind"] == "bundled sample"
 
 
 def test_table_is_the_default_and_shows_the_comparison(tmp_path, capsys, busy_snapshot):
@@ -309,7 +316,7 @@ def test_apiservers_the_snapshot_could_not_read_are_named():
                      "why": "no samples: is the audit policy set?", "fix": "set --audit-policy-file"}]
     r = build_report(s, AuditFlags(), "defaults", Objective(seeds=1, jobs=1, peak_window="1m"))
     assert any(w.startswith("10.0.7.1:6443: not in the recommendation") and "--audit-policy-file" in w
-               for w in r["warnings"])
+               for w in r.warnings)
 
 
 def test_impossible_memory_budget_exit_3_without_simulating(tmp_path, capsys):

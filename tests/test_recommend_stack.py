@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 from audit_tune.cli.app import main
+from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 
 
 @stack
@@ -22,6 +22,6 @@ def test_recommended_flags_lose_nothing_on_the_real_stack(stacks, capsys) -> Non
     t0 = time.monotonic()
     st = stacks("recommended", flags)
     _, rep = _run(st, "recommended", t0, "70", 30.0, None)
-    assert rep["observed"]["buffered"] == 0 and rep["observed"]["webhook"] == 0, rep["rows"]
-    assert rep["predicted"]["buffered"] == 0 and rep["predicted"]["webhook"] == 0, rep["rows"]
-    assert rep["accounting"]["lost"] == 0, rep["accounting"]
+    assert rep.observed["buffered"] == 0 and rep.observed["webhook"] == 0, rep.rows
+    assert rep.predicted["buffered"] == 0 and rep.predicted["webhook"] == 0, rep.rows
+    assert rep.accounting["lost"] == 0, rep.accounting

@@ -119,3 +119,21 @@ def test_scenario_file_round_trip(tmp_path, capsys):
 def test_help_has_an_example(capsys):
     code, out, _ = run_cli(capsys, "simulate", "--help")
     assert code == 0 and "Example" in out
+
+
+def test_flags_kube_apiserver_refuses_exit_1_and_spin_warning(capsys):
+    # kube-apiserver with a webhook refuses to start on these even with truncation off
+    code, out, err = run_cli(capsys, "simulate", "--rate", "10", "--duration", "5s", "-f", "json",
+                             "--audit-webhook-truncate-max-event-size=2", "--audit-webhook-truncate-max-batch-size=1")
+    assert code == 1 and out == "" and "max-batch-size=1" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "simulate", "--rate", "10", "--duration", "5s", "-f", "json",
+                             "--audit-log-path=/tmp/audit.log", "--audit-log-mode=batch",
+                             "--audit-log-batch-max-size=5")
+    assert code == 0 and json.loads(out)["events_total"] > 0
+    spin = [ln for ln in err.splitlines() if "spin" in ln]
+    assert len(spin) == 1 and "--audit-log-batch-max-wait=0s" in spin[0]
+    # log batch options are ignored without --audit-log-path, as upstream
+    code, out, err = run_cli(capsys, "simulate", "--rate", "10", "--duration", "5s", "-f", "json",
+                             "--audit-log-mode=batch", "--audit-log-batch-buffer-size=0")
+    assert code == 0 and "spin" not in err

@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import ssl
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from audit_tune.basics.errors import InputError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.faults import FaultConfig, FaultInjector, parse_latency, parse_outage
 from audit_tune.loadgen.sink import Sink, SinkConfig, SinkProcess, webhook_kubeconfig
 from audit_tune.loadgen.store import ChainError, EventStore, verify
-from audit_tune.basics.errors import InputError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,7 +102,7 @@ def test_altered_last_line_is_caught_by_the_head(sink: Sink, store: Path) -> Non
     lines = _lines(store)
     lines[-1] = lines[-1].replace(b'"get"', b'"list"')
     store.write_bytes(b"".join(lines))
-    with pytest.raises(ChainError, match="line 16: last record does not match"):
+    with pytest.raises(ChainError, match="line 16: last anchored record does not match"):
         verify(store)
 
 
@@ -123,7 +122,7 @@ def test_deleted_and_reordered_records_are_detected(sink: Sink, store: Path) -> 
     with pytest.raises(ChainError, match="line 1: first record"):
         verify(store)
     store.write_bytes(b"".join(good[:-1]))  # tail deleted: only the head can tell
-    with pytest.raises(ChainError, match="line 15: last record does not match"):
+    with pytest.raises(ChainError, match="records 16 events but the store holds 11 whole ones"):
         verify(store)
 
 
@@ -246,8 +245,15 @@ def test_refuse_outage_closes_the_port_then_reopens(store: Path) -> None:
         time.sleep(0.8)
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.post(s.url, json=batch(1), timeout=5, headers={"Connection": "close"})
-        time.sleep(max(0.0, 2.8 - s.stats()["uptime_s"]))
-        assert requests.post(s.url, json=batch(1), timeout=5).status_code == 200
+        time.sleep(max(0.0, 2.6 - s.stats()["uptime_s"]))
+        deadline = time.monotonic() + 5  # listening again soon after the window (the loop may lag on a loaded machine)
+        while True:
+            try:
+                assert requests.post(s.url, json=batch(1), timeout=5).status_code == 200
+                break
+            except requests.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "the port did not reopen after the refuse window"
+                time.sleep(0.1)
 
 
 def test_hang_outage_answers_nothing(store: Path) -> None:
@@ -323,3 +329,116 @@ def test_sink_in_a_subprocess(tmp_path: Path) -> None:
         assert st["events_stored"] == 3 and len(st["latency_samples_s"]) == 1
     assert p.proc is not None and p.proc.returncode is not None
     assert verify(tmp_path / "ev.jsonl").events == 3
+
+
+# ----------------------------------------------------------------------------- per-request header deadline
+
+def _read_response(s, buf: bytes = b"") -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with Content-Length from socket ``s``; returns (response, leftover)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, f"closed before a response: {buf!r}"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    n = int([h.split(b":", 1)[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+    while len(rest) < n:
+        rest += s.recv(4096)
+    return head + b"\r\n\r\n" + rest[:n], rest[n:]
+
+
+def test_a_slow_header_on_a_later_keep_alive_request_is_closed_by_the_header_deadline(store: Path) -> None:
+    import socket
+    with Sink(SinkConfig(store=str(store), header_timeout=1.0, idle_timeout=30.0)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp, _ = _read_response(c)
+            assert resp.startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)  # idle longer than the header deadline: idle is not a slow header
+            c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 10:  # one header line every 0.2 s, never finished
+                try:
+                    c.sendall(b"X-Drip: a\r\n")
+                    c.settimeout(0.2)
+                    if c.recv(100) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+                    break
+            assert closed and time.monotonic() - t0 < 5, "a dripped header kept the connection open"
+
+
+def test_pipelined_and_http10_requests_are_answered_in_order(store: Path) -> None:
+    import socket
+    with Sink(SinkConfig(store=str(store), header_timeout=1.0)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        bodies = [json.dumps(batch(2, 10 * i)).encode() for i in range(3)]
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            c.sendall(b"".join(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+                               for b in bodies))
+            left = b""
+            for _ in bodies:
+                resp, left = _read_response(c, left)
+                assert resp.startswith(b"HTTP/1.1 200") and b'"stored": 2' in resp
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            b10 = json.dumps(batch(1, 99)).encode()
+            c.sendall(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(b10), b10))
+            got = b""
+            while chunk := c.recv(4096):
+                got += chunk
+            assert got.startswith(b"HTTP/1.0 200") or got.startswith(b"HTTP/1.1 200")
+    assert [e["auditID"] for e in (json.loads(x)["event"] for x in store.read_bytes().splitlines())] == \
+        [f"id-{i}" for i in (0, 1, 10, 11, 20, 21, 99)]
+
+
+def test_a_tls_handshake_never_finished_is_closed_by_the_header_deadline(tmp_path: Path) -> None:
+    import socket
+    with Sink(SinkConfig(store=str(tmp_path / "ev.jsonl"), tls_generate=str(tmp_path / "tls"), header_timeout=1.0)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            t0 = time.monotonic()
+            c.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then silence
+            assert c.recv(100) == b""
+            assert time.monotonic() - t0 < 8
+
+
+def test_a_chunked_body_without_length_is_cut_off_at_the_limit(store: Path) -> None:
+    def chunks(n: int):
+        yield b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":['
+        for i in range(n):
+            yield json.dumps(event(i)).encode() + b","
+        yield json.dumps(event(n)).encode() + b"]}"
+
+    with Sink(SinkConfig(store=str(store), max_body_bytes=100_000)) as s:
+        r = requests.post(s.url, data=chunks(5000), timeout=20)  # Transfer-Encoding: chunked, ~700 KB
+        assert r.status_code == 413
+        r = requests.post(s.url, data=chunks(2), timeout=20)
+        assert r.status_code == 200 and r.json()["stored"] == 3
+    assert verify(store).events == 3
+
+
+def test_the_port_reopens_after_a_refuse_window_even_if_it_was_briefly_taken(store: Path) -> None:
+    import socket
+    cfg = SinkConfig(store=str(store), faults=FaultConfig.from_flags(outages=["200ms-1500ms:refuse"]))
+    with Sink(cfg) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        time.sleep(max(0.0, 0.7 - s.stats()["uptime_s"]))
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        time.sleep(max(0.0, 2.5 - s.stats()["uptime_s"]))  # the window ends while the port is taken
+        blocker.close()
+        deadline = time.monotonic() + 8
+        while True:
+            try:
+                assert requests.post(s.url, json=batch(1), timeout=5).status_code == 200
+                break
+            except requests.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "the sink never listened again"
+                time.sleep(0.2)

@@ -154,7 +154,7 @@ def test_ctrl_c_leaves_a_consistent_partial_result(tmp_path):
     """A real SIGINT to a running 'tune sweep': exit 130, whole lines only, tables rebuilt from the journal."""
     out = tmp_path / "int"
     spec = tmp_path / "slow.yaml"
-    spec.write_text((SMALL.read_text().replace("duration: 5s", "duration: 20s")))
+    spec.write_text(SMALL.read_text().replace("duration: 5s", "duration: 20s"))
     cmd = [sys.executable, "-m", "audit_tune.cli", "sweep", str(spec), "-o", str(out), "-j", "1", "--chunk-size", "4",
            "--no-progress", "-q"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -21,7 +21,6 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
     """The snapshot (as a dict) and a description of where it came from (``source``)."""
     from audit_tune.analysis.calibrate import load_snapshot, snapshot_dict
     from audit_tune.basics.errors import InputError
-    from audit_tune.cli.commands.recommend import _from_prometheus
     from audit_tune.basics.output import log
 
     url = prom.url if prom is not None else prometheus_url
@@ -30,7 +29,7 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
     if snapshot:
         snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": snapshot}
     elif url:
-        snap = snapshot_dict(_from_prometheus(prom, history, step, selector or "", say, end))
+        snap = snapshot_dict(from_prometheus(prom, history, step, selector or "", say, end))
         source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
                   "end": end}
     else:
@@ -47,8 +46,8 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
 
 def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
     """The flags in force and where they came from."""
-    from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
     from audit_tune.basics.errors import InputError
+    from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
 
     if current_flags:
         p = Path(current_flags)
@@ -92,18 +91,15 @@ class Signature:
         self.params.append(self._P(name, self._P.KEYWORD_ONLY, default=default, annotation=typ))
         self.ann[name] = typ
 
-    def input_options(self, panel: str, step_default: str, prom_available: bool) -> None:
+    def input_options(self, panel: str, step_default: str) -> None:
         """Where the history comes from, and the flags in force."""
         import typer
 
-        self.opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=panel))
-        if prom_available:
-            from audit_tune.analysis.prom import PromSettings
+        from audit_tune.analysis.prom import PromSettings
 
-            self.opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
-            self.opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=panel))
-        else:
-            self.opt("prometheus_url", Optional[str], typer.Option(None, "--prometheus-url", "-p", "--prometheus", help="Read the history from this Prometheus instead.", rich_help_panel=panel))
+        self.opt("snapshot", Optional[str], typer.Option(None, "--snapshot", help="Snapshot file (audit-tune-snapshot/v1 JSON).", rich_help_panel=panel))
+        self.opt("prom", PromSettings, None)  # replaced by the shared Prometheus options (tune.options)
+        self.opt("selector", Optional[str], typer.Option(None, "--selector", help="With --prometheus-url: extra label matchers, e.g. 'job=\"apiserver\"'.", rich_help_panel=panel))
         self.opt("history", str, typer.Option("7d", "--history", help="With --prometheus-url: how far back.", rich_help_panel=panel))
         self.opt("step", str, typer.Option(step_default, "--step", help="With --prometheus-url: resolution of the rate curve.", rich_help_panel=panel))
         self.opt("end", Optional[str], typer.Option(None, "--end", help="With --prometheus-url: end of the window, unix seconds or RFC 3339 (default: now).", rich_help_panel=panel))
@@ -126,3 +122,46 @@ class Signature:
 
         fn.__signature__ = inspect.Signature(self.params, return_annotation=int)  # type: ignore[attr-defined]
         fn.__annotations__ = self.ann
+
+
+def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
+    """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
+    from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
+    from audit_tune.basics.errors import InputError, NotEnoughData
+    from audit_tune.basics.output import log
+    from audit_tune.sim.units import parse_duration
+
+    if prom is None:
+        raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")
+    prom.validate()
+    req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
+                          end=parse_end(end) if end else None, selector=selector)
+    if req.step <= 0:
+        raise InputError("--step: must be > 0s, e.g. 15s")
+    say(f"reading {history} from {prom.display_url}")
+    try:
+        snap = take_snapshot(PromClient(prom), req, log=say)
+    except NotEnoughData as e:
+        part = partial_snapshot(e)
+        for m in (part.missing if part else []):
+            log(f"tune recommend: missing: {m}")
+        raise
+    for m in snap.missing:
+        say(f"missing: {m}")
+    return snap
+
+
+def parse_end(text: str) -> float:
+    """``--end``: unix seconds or RFC 3339."""
+    from datetime import datetime
+
+    from audit_tune.basics.errors import InputError
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InputError(f"--end {text!r}: want unix seconds or RFC 3339 such as 2026-05-28T12:00:00Z") from None

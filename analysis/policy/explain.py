@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from audit_tune.analysis.policy.catalog import REQUEST_CLASSES, USER_KINDS, RequestClass, UserKind
+from audit_tune.analysis.policy.shadow import shadowed_rules
 from audit_tune.sim.policy.matcher import decide, stages_emitted
 from audit_tune.sim.policy.model import STAGES, Policy
-from audit_tune.analysis.policy.shadow import shadowed_rules
 
 
 def explain_policy(policy: Policy, classes: tuple[RequestClass, ...] = REQUEST_CLASSES,

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-__all__ = ["write"]
+from audit_tune.analysis.report import html, markdown, plots
+from audit_tune.analysis.report.model import CapacityReport
+from audit_tune.basics.formats import register
+from audit_tune.basics.output import write_atomic
+
+__all__ = ["CapacityReport", "write"]
 
 
-def write(data: dict[str, Any], out_dir: str | Path) -> list[Path]:
+def write(report: CapacityReport, out_dir: str | Path) -> list[Path]:
     """Render and write the report files; returns their paths. Stale PNGs of plots no longer drawn
     are removed so report.md never links a file from an earlier run."""
-    from audit_tune.analysis.report import html, markdown, plots
-    from audit_tune.basics.output import write_atomic
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figs = plots.render_all(data)
+    figs = plots.render_all(report)
     written = []
     for fid, pngs in figs.items():
         p = out / markdown.png_name(fid)
@@ -39,9 +40,21 @@ def write(data: dict[str, Any], out_dir: str | Path) -> list[Path]:
     for stale in out.glob("*.png"):
         if stale.name in known and stale not in written:
             stale.unlink()
-    for name, text in (("data.json", json.dumps(data, indent=1, allow_nan=False) + "\n"),
-                       ("report.md", markdown.render(data, figs)),
-                       ("index.html", html.render(data, figs))):
+    for name, text in (("data.json", json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n"),
+                       ("report.md", markdown.render(report, figs)),
+                       ("index.html", html.render(report, figs))):
         write_atomic(out / name, text)
         written.append(out / name)
     return written
+
+
+@register(CapacityReport, "markdown")
+def render_markdown(report: CapacityReport) -> str:
+    """``report.md`` (plots rendered for it; :func:`write` renders them once for every file)."""
+    return markdown.render(report, plots.render_all(report))
+
+
+@register(CapacityReport, "html")
+def render_html(report: CapacityReport) -> str:
+    """``index.html``, plots embedded."""
+    return html.render(report, plots.render_all(report))

@@ -12,31 +12,38 @@ input and seed give a byte-identical ``data.json``.
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from audit_tune import __version__
+from audit_tune.analysis.calibrate import InstanceModel, calibrate, with_sigma
+from audit_tune.analysis.objective import Objective
+from audit_tune.analysis.recommend import TUNED, build_report
+from audit_tune.analysis.report.model import FORMAT, CapacityReport
+from audit_tune.analysis.report.sims import Sims
+from audit_tune.basics.errors import InputError
+from audit_tune.loadgen.record import FORMAT as LT_FORMAT
+from audit_tune.loadgen.verify import TraceRows, verify_run
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.units import format_duration, parse_duration
 
-FORMAT = "audit-tune-report/v1"
 SIG = 6
 
 
-def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Any, seed: int,
+def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: str, objective: Objective, seed: int,
                    source: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """The ``tune recommend -f json`` document for these inputs (the one switch point)."""
-    from audit_tune.analysis.recommend import build_report
-
-    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log)
+    return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log).to_dict()
 
 
-def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[Any]:
+def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[InstanceModel]:
     """The calibrated instance models the recommendation used (same sigma after validation)."""
-    from audit_tune.analysis.calibrate import calibrate, with_sigma
-
     out = []
     for cal in rec["calibration"]:
         m = calibrate(snap, cal["instance"])
@@ -137,12 +144,6 @@ def history(snap: dict[str, Any], models: list[Any], sets: dict[str, AuditFlags]
 
 def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
     """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
-    import json
-
-    from audit_tune.loadgen.record import FORMAT as LT_FORMAT
-    from audit_tune.loadgen.verify import TraceRows
-    from audit_tune.basics.errors import InputError
-
     p = Path(path)
     try:
         rec = json.loads(p.read_text())
@@ -168,16 +169,13 @@ def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
 def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     """Observed vs predicted for a load-test run: the record's own ``verify`` section when it was
     run with ``--verify``, else ``loadgen.verify.verify_run`` replayed from the record and trace."""
-    from audit_tune.loadgen.verify import verify_run
-    from audit_tune.basics.errors import InputError
-
     rec, trace = load_loadtest(path)
     if rec.get("verify"):
         v, how = rec["verify"], "the record's --verify section (measured when the run ended)"
     else:
         if trace is None:
             raise InputError(f"--loadtest {path}: no trace in the record and no --verify section: nothing to replay")
-        v, how = verify_run(rec, trace), "replayed now from the record and its trace (loadgen.verify.verify_run)"
+        v, how = verify_run(rec, trace).to_dict(), "replayed now from the record and its trace (loadgen.verify.verify_run)"
     load = rec.get("load") or {}
     win = rec.get("window") or {}
     return {
@@ -191,25 +189,20 @@ def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
 
 
 def window_of(snap: dict[str, Any]) -> dict[str, Any]:
-    import datetime as dt
-
     w = ((snap.get("source") or {}).get("window") or {})
     out: dict[str, Any] = {"start": w.get("start"), "end": w.get("end"), "step": w.get("step")}
     for k in ("start", "end"):
         if isinstance(w.get(k), (int, float)):
-            out[f"{k}_utc"] = dt.datetime.fromtimestamp(float(w[k]), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            out[f"{k}_utc"] = dt.datetime.fromtimestamp(float(w[k]), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(w.get("start"), (int, float)) and isinstance(w.get("end"), (int, float)):
         out["length"] = format_duration(float(w["end"]) - float(w["start"]))
     return out
 
 
-def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Any, seed: int,
+def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, objective: Objective, seed: int,
              name: str, loadtest: str | None = None, engine: str = "fast",
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Everything the report shows. ``rec`` is :func:`recommendation`'s document."""
-    from audit_tune.analysis.report.sims import Sims
-    from audit_tune import __version__
-
+             log: Callable[[str], None] | None = None) -> CapacityReport:
+    """Everything the report shows, built once. ``rec`` is :func:`recommendation`'s document."""
     log = log or (lambda s: None)
     obj = objective.validated()
     sets = flag_sets(rec, current)
@@ -244,10 +237,8 @@ def assemble(snap: dict[str, Any], rec: dict[str, Any], current: AuditFlags, obj
     data["loadtest"] = loadtest_comparison(loadtest, seed) if loadtest else None
     data["config"]["report_simulation_runs"] = sims.runs
     data["recommendation"] = rec
-    return clean(data)
+    return CapacityReport.from_doc(clean(data))
 
 
 def _tuned() -> tuple[str, ...]:
-    from audit_tune.analysis.recommend import TUNED
-
     return TUNED

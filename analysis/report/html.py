@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 from html import escape
-from typing import Any
 
 from audit_tune.analysis.report import content
+from audit_tune.analysis.report.model import CapacityReport
 from audit_tune.analysis.report.plots import titles
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -61,9 +61,9 @@ def _figure(fid: str, title: str, caption: str, pngs: dict[str, bytes]) -> str:
             f'{escape(caption)}</figcaption></figure>')
 
 
-def render(d: dict[str, Any], figures: dict[str, dict[str, bytes]]) -> str:
+def render(d: CapacityReport, figures: dict[str, dict[str, bytes]]) -> str:
     v, vtext = content.verdict(d)
-    s = d["summary"]
+    s = d.summary
     caps = content.captions(d)
     tt = titles()
     parts = [
@@ -73,15 +73,15 @@ def render(d: dict[str, Any], figures: dict[str, dict[str, bytes]]) -> str:
         '<meta name="color-scheme" content="light dark">',
         f"<title>{escape(content.title(d))}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{escape(content.title(d))}</h1>",
-        f'<p class="sub">audit-tune {escape(d["tool_version"])} · seed {d["config"]["seed"]} · data window '
-        f'{escape(d["window"].get("start_utc", "?"))} to {escape(d["window"].get("end_utc", "?"))}</p>',
+        f'<p class="sub">audit-tune {escape(d.tool_version)} · seed {d.config.seed} · data window '
+        f'{escape(d.window.start_utc or "?")} to {escape(d.window.end_utc or "?")}</p>',
         '<section id="summary"><h2>Summary</h2>',
         f'<div class="verdict {escape(v)}" id="verdict" data-verdict="{escape(v)}"><span class="badge">{escape(v)}</span>'
         f"<strong>{escape(vtext)}</strong></div>",
     ]
-    if s["recommended_flags"]:
+    if s.recommended_flags:
         parts.append("<h3>Recommended flags</h3>")
-        parts.append('<pre id="recommended-flags">' + escape("\n".join(s["recommended_flags"])) + "</pre>")
+        parts.append('<pre id="recommended-flags">' + escape("\n".join(s.recommended_flags)) + "</pre>")
     parts.append('<dl class="facts">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(val)}</dd>"
                                               for k, val in content.key_facts(d)) + "</dl>")
     probs = content.problems(d)
@@ -89,7 +89,7 @@ def render(d: dict[str, Any], figures: dict[str, dict[str, bytes]]) -> str:
         parts.append('<ul class="problems">' + "".join(f"<li>{escape(p)}</li>" for p in probs) + "</ul>")
     parts.append("</section>")
     parts.append('<section id="flags"><h2>Flag sets compared</h2>' + _table(*content.flags_table(d)))
-    if s["per_flag"]:
+    if s.per_flag:
         parts.append("<h3>Why each recommended value</h3>" + _table(*content.why_table(d)))
     parts.append("</section>")
     parts.append('<section id="plots"><h2>Evidence</h2>')
@@ -108,10 +108,10 @@ def render(d: dict[str, Any], figures: dict[str, dict[str, bytes]]) -> str:
     parts.append('<section id="config"><h2>Effective configuration</h2>')
     parts.append(_table(["item", "value"], [list(r) for r in content.config_table(d)], cls="config"))
     parts.append("<details><summary>Every audit flag of each set</summary>")
-    sets = list(d["effective_flags"])
-    names = list(d["effective_flags"][sets[0]])
+    sets = list(d.effective_flags)
+    names = list(d.effective_flags[sets[0]])
     parts.append(_table(["flag"] + [content.SET_LABELS[k] for k in sets],
-                        [[f"--{n}"] + [d["effective_flags"][k][n] for k in sets] for n in names]))
+                        [[f"--{n}"] + [d.effective_flags[k][n] for k in sets] for n in names]))
     parts.append("</details><p class=\"sub\">Every number on this page is in data.json next to it.</p></section>")
     parts.append("</main></body></html>\n")
     return "\n".join(parts)

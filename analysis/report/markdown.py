@@ -1,13 +1,12 @@
 """``report.md``: the same findings as the HTML page, plots linked as PNG files beside it."""
 from __future__ import annotations
 
-from typing import Any
-
 from audit_tune.analysis.report import content
+from audit_tune.analysis.report.model import CapacityReport
 from audit_tune.analysis.report.plots import titles
 
 
-def _cell(x: Any) -> str:
+def _cell(x: object) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
@@ -21,23 +20,23 @@ def png_name(fid: str) -> str:
     return f"{fid}.png"
 
 
-def render(d: dict[str, Any], figures: dict[str, Any]) -> str:
+def render(d: CapacityReport, figures: dict[str, dict[str, bytes]]) -> str:
     v, vtext = content.verdict(d)
-    s = d["summary"]
+    s = d.summary
     caps = content.captions(d)
     tt = titles()
     out = [f"# {content.title(d)}", "",
-           f"audit-tune {d['tool_version']} · seed {d['config']['seed']} · data window "
-           f"{d['window'].get('start_utc', '?')} to {d['window'].get('end_utc', '?')}", "",
+           f"audit-tune {d.tool_version} · seed {d.config.seed} · data window "
+           f"{d.window.start_utc or '?'} to {d.window.end_utc or '?'}", "",
            "## Summary", "", f"**{v.upper()}: {vtext}**", ""]
-    if s["recommended_flags"]:
-        out += ["Recommended flags:", "", "```", *s["recommended_flags"], "```", ""]
+    if s.recommended_flags:
+        out += ["Recommended flags:", "", "```", *s.recommended_flags, "```", ""]
     out += [f"- **{k}**: {val}" for k, val in content.key_facts(d)] + [""]
     probs = content.problems(d)
     if probs:
         out += [f"- {p}" for p in probs] + [""]
     out += ["## Flag sets compared", "", _table(*content.flags_table(d)), ""]
-    if s["per_flag"]:
+    if s.per_flag:
         out += ["### Why each recommended value", "", _table(*content.why_table(d)), ""]
     out += ["## Evidence", ""]
     for fid in figures:

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+from audit_tune.analysis.report.model import CapacityReport  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design"
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7"}
 
-THEMES: dict[str, dict[str, Any]] = {
+#: Colour by role (background, text, each flag set, observed, predicted).
+Theme = dict[str, str]
+
+THEMES: dict[str, Theme] = {
     "light": {"bg": "#ffffff", "fg": "#1b1f24", "grid": "#d0d4d9", "muted": "#5a6169",
               "current": OKABE_ITO["vermillion"], "recommended": OKABE_ITO["blue"],
               "rule_of_thumb": OKABE_ITO["green"], "observed": OKABE_ITO["purple"], "peak": OKABE_ITO["orange"],
@@ -40,7 +48,7 @@ STYLE = {  # line style and marker per flag set: distinguishable without colour
 DPI = 100
 
 
-def _rc(th: dict[str, Any]) -> dict[str, Any]:
+def _rc(th: Theme) -> dict[str, Any]:
     return {"figure.facecolor": th["bg"], "axes.facecolor": th["bg"], "savefig.facecolor": th["bg"],
             "text.color": th["fg"], "axes.labelcolor": th["fg"], "axes.edgecolor": th["muted"],
             "xtick.color": th["fg"], "ytick.color": th["fg"], "grid.color": th["grid"], "axes.grid": True,
@@ -50,7 +58,7 @@ def _rc(th: dict[str, Any]) -> dict[str, Any]:
             "font.family": "DejaVu Sans"}
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
@@ -67,7 +75,7 @@ def _time_axis(seconds: float) -> tuple[float, str]:
     return 86400.0, "days"
 
 
-def _plain(ax: Any, which: str = "x") -> None:
+def _plain(ax: Axes, which: str = "x") -> None:
     """Log axis with plain numbers (0.01, 1, 200, 4,000), not 10^k."""
     fmt = FuncFormatter(lambda v, _p: f"{v:,.0f}" if v >= 1 else f"{v:g}")
     axis = ax.xaxis if which == "x" else ax.yaxis
@@ -75,7 +83,7 @@ def _plain(ax: Any, which: str = "x") -> None:
     lo, hi = (ax.get_xlim() if which == "x" else ax.get_ylim())
     if hi / max(lo, 1e-12) < 300:  # two decades or less: also label 2x and 5x
 
-        def minor(v: float, _p: Any) -> str:
+        def minor(v: float, _p: int | None) -> str:
             lead = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
             return fmt(v, _p) if lead in (2, 5) else ""
 
@@ -84,13 +92,13 @@ def _plain(ax: Any, which: str = "x") -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
-def _sets(d: dict[str, Any]) -> list[str]:
+def _sets(d: Mapping[str, object]) -> list[str]:
     return [k for k in STYLE if k in d]
 
 
 # ------------------------------------------------------------------------------------------------
-def history(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    hs = data["history"][:6]
+def history(data: CapacityReport, th: Theme) -> Figure:
+    hs = data.history[:6]
     fig, axes = plt.subplots(len(hs), 1, figsize=(9, 2.6 * len(hs) + 0.6), squeeze=False)
     span = max((h["t"][-1] if h["t"] else 0.0) for h in hs)
     div, unit = _time_axis(span)
@@ -119,18 +127,18 @@ def history(data: dict[str, Any], th: dict[str, Any]) -> Any:
     return fig
 
 
-def knee(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    k = data["knee"]
+def knee(data: CapacityReport, th: Theme) -> Figure:
+    k = data.knee
     fig, ax = plt.subplots(figsize=(9, 4.4))
     for name in _sets(k["series"]):
         st = STYLE[name]
         ax.plot(k["rates"], [100 * x for x in k["series"][name]], color=th[name], ls=st["ls"], marker=st["marker"],
                 label=st["label"])
-        cap = data["summary"]["capacity_events_per_second"].get(name)
+        cap = data.summary.capacity_events_per_second.get(name)
         if cap:
             ax.axvline(cap, color=th[name], ls=st["ls"], lw=0.9, alpha=0.8)
-    mean = data["config"]["simulated_stretch"]["mean_event_rate"]
-    h = data["config"]["objective"]["headroom"]
+    mean = data.config.simulated_stretch.mean_event_rate
+    h = data.config.objective["headroom"]
     ax.axvline(mean, color=th["fg"], ls="-.", lw=1.1, label=f"observed mean of the stretch {mean:,.0f}/s")
     ax.axvline(mean * h, color=th["muted"], ls=(0, (1, 3)), lw=1.3, label=f"x headroom {h:g} = {mean * h:,.0f}/s")
     ax.set_xscale("log")
@@ -144,8 +152,8 @@ def knee(data: dict[str, Any], th: dict[str, Any]) -> Any:
     return fig
 
 
-def peak_window(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    p = data["peak_window"]
+def peak_window(data: CapacityReport, th: Theme) -> Figure:
+    p = data.peak_window
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5.6), sharex=True)
     for name in [n for n in ("current", "recommended") if n in p["sets"]]:
         s, st = p["sets"][name], STYLE[name]
@@ -167,8 +175,8 @@ def peak_window(data: dict[str, Any], th: dict[str, Any]) -> Any:
     return fig
 
 
-def latency_cdf(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    p = data["peak_window"]
+def latency_cdf(data: CapacityReport, th: Theme) -> Figure:
+    p = data.peak_window
     fig, ax = plt.subplots(figsize=(9, 4.0))
     for name in _sets(p["sets"]):
         s, st = p["sets"][name], STYLE[name]
@@ -176,7 +184,7 @@ def latency_cdf(data: dict[str, Any], th: dict[str, Any]) -> Any:
             continue
         ax.step([max(x, 1e-4) for x in s["cdf"]["seconds"]], [100 * q for q in s["cdf"]["q"]], where="post",
                 color=th[name], ls=st["ls"], marker=st["marker"], markevery=5, label=st["label"])
-    lim = data["config"]["objective"]["max_delivery_latency"]
+    lim = data.config.objective["max_delivery_latency"]
     ax.set_xscale("log")
     _plain(ax)
     ax.set_ylim(0, 101)
@@ -188,8 +196,8 @@ def latency_cdf(data: dict[str, Any], th: dict[str, Any]) -> Any:
     return fig
 
 
-def latency_sweep(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    s = data["latency_sweep"]
+def latency_sweep(data: CapacityReport, th: Theme) -> Figure:
+    s = data.latency_sweep
     lat = s["webhook_latency_seconds"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
     for name in _sets(s["sets"]):
@@ -198,7 +206,7 @@ def latency_sweep(data: dict[str, Any], th: dict[str, Any]) -> Any:
                 marker=st["marker"], label=st["label"])
         a2.plot(lat, [m / 2**20 for m in d["peak_memory_bytes"]], color=th[name], ls=st["ls"],
                 marker=st["marker"], label=st["label"])
-    budget = data["config"]["objective"]["memory_budget"]
+    budget = data.config.objective["memory_budget"]
     for ax in (a1, a2):
         ax.set_xscale("log")
         _plain(ax)
@@ -214,8 +222,10 @@ def latency_sweep(data: dict[str, Any], th: dict[str, Any]) -> Any:
     return fig
 
 
-def sensitivity(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    s = data["sensitivity"]
+def sensitivity(data: CapacityReport, th: Theme) -> Figure:
+    s = data.sensitivity
+    if s is None:
+        raise ValueError("the report has no sensitivity grid to plot")
     z = [[100 * v for v in row] for row in s["drop_fraction"]]
     fig, ax = plt.subplots(figsize=(9, 4.8))
     im = ax.imshow(z, origin="lower", aspect="auto", cmap="cividis", vmin=0, vmax=max(1.0, max(map(max, z))))
@@ -254,44 +264,46 @@ def _cell(v: float) -> str:
     return f"{v:.1f}" if v < 99.95 else "100"
 
 
-def loadtest(data: dict[str, Any], th: dict[str, Any]) -> Any:
-    lt = data["loadtest"]
-    rows = [r for r in lt["rows"] if r["observed"] is not None or r["predicted"] is not None]
-    counts = [r for r in rows if "latency" not in r["metric"]]
+def loadtest(data: CapacityReport, th: Theme) -> Figure:
+    lt = data.loadtest
+    if lt is None:
+        raise ValueError("the report has no load test to plot")
+    rows = [r for r in lt.rows if r.observed is not None or r.predicted is not None]
+    counts = [r for r in rows if "latency" not in r.metric]
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = range(len(counts))
     w = 0.38
-    obs = [r["observed"] or 0 for r in counts]
-    pre = [r["predicted"] or 0 for r in counts]
+    obs = [r.observed or 0 for r in counts]
+    pre = [r.predicted or 0 for r in counts]
     b1 = ax.bar([i - w / 2 for i in x], obs, w, color=th["observed"], hatch="//", ec=th["fg"], lw=0.6, label="observed (real apiserver)")
     b2 = ax.bar([i + w / 2 for i in x], pre, w, color=th["predicted"], hatch="..", ec=th["fg"], lw=0.6, label="predicted (simulator)")
     for bars in (b1, b2):
         for b in bars:
             ax.annotate(f"{b.get_height():,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                         va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(list(x), [r["metric"] for r in counts])
+    ax.set_xticks(list(x), [r.metric for r in counts])
     ax.set_ylabel("audit events in the run")
-    ax.set_title(f"Load test {lt['run_id']}: observed vs predicted")
+    ax.set_title(f"Load test {lt.run_id}: observed vs predicted")
     ax.margins(y=0.15)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
 
 
-FIGURES: list[tuple[str, str, Callable[[dict[str, Any], dict[str, Any]], Any], Callable[[dict[str, Any]], bool]]] = [
-    ("history", "Observed event rate and drain capacity", history, lambda d: bool(d["history"])),
-    ("knee", "Drops against event rate (the knee)", knee, lambda d: bool(d["knee"]["series"])),
+FIGURES: list[tuple[str, str, Callable[[CapacityReport, Theme], Figure], Callable[[CapacityReport], bool]]] = [
+    ("history", "Observed event rate and drain capacity", history, lambda d: bool(d.history)),
+    ("knee", "Drops against event rate (the knee)", knee, lambda d: bool(d.knee["series"])),
     ("peak-window", "Buffer occupancy and drops over the busiest stretch", peak_window,
-     lambda d: bool(d["peak_window"]["sets"])),
-    ("latency-cdf", "Delivery latency CDF", latency_cdf, lambda d: bool(d["peak_window"]["sets"])),
+     lambda d: bool(d.peak_window["sets"])),
+    ("latency-cdf", "Delivery latency CDF", latency_cdf, lambda d: bool(d.peak_window["sets"])),
     ("inflight-memory", "In-flight batches and memory against webhook latency", latency_sweep,
-     lambda d: bool(d["latency_sweep"]["sets"])),
-    ("sensitivity", "Sensitivity: qps x max-size", sensitivity, lambda d: d.get("sensitivity") is not None),
-    ("loadtest", "Load test: observed vs predicted", loadtest, lambda d: d.get("loadtest") is not None),
+     lambda d: bool(d.latency_sweep["sets"])),
+    ("sensitivity", "Sensitivity: qps x max-size", sensitivity, lambda d: d.sensitivity is not None),
+    ("loadtest", "Load test: observed vs predicted", loadtest, lambda d: d.loadtest is not None),
 ]
 
 
-def render_all(data: dict[str, Any], themes: tuple[str, ...] = ("light", "dark")) -> dict[str, dict[str, bytes]]:
+def render_all(data: CapacityReport, themes: tuple[str, ...] = ("light", "dark")) -> dict[str, dict[str, bytes]]:
     """``{figure id: {theme: PNG bytes}}`` for every figure the data supports."""
     out: dict[str, dict[str, bytes]] = {}
     for fid, _title, fn, ok in FIGURES:

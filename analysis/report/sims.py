@@ -24,10 +24,12 @@ task order, so the numbers do not depend on the number of workers.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
+from audit_tune.sim.result import Result
 
 CDF_Q = (0.001, 0.005, *(round(0.01 + 0.02 * k, 2) for k in range(50)), 0.995, 0.999, 1.0)
 WEBHOOK_LATENCIES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 29.0)  # seconds; attempts time out at 30 s
@@ -81,8 +84,6 @@ class Sims:
         if self.jobs <= 1 or len(tasks) <= 1:
             return [_task(t) for t in tasks]
         if self._pool is None:
-            import multiprocessing as mp
-
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
         return list(self._pool.map(_task, tasks, chunksize=max(1, len(tasks) // (4 * self.jobs))))
@@ -97,7 +98,7 @@ class Sims:
         return float(np.mean(r)) if len(r) else 0.0
 
     def _run(self, flags: AuditFlags, scale: float = 1.0, stop: int | None = None, drain: bool = True,
-             model: InstanceModel | None = None) -> Any:
+             model: InstanceModel | None = None) -> Result:
         m = model or self.m
         self.runs += 1
         sc = m.scenario(flags, self.seed, scale=scale, start=self.lo, stop=self.hi if stop is None else stop,

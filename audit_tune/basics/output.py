@@ -1,60 +1,44 @@
 """Output plumbing shared by commands: formats, atomic writes, progress on stderr.
 
-Data goes to stdout (or ``-o FILE``, written atomically: a temp file in the same folder, then
-renamed, so an error never leaves a half-written file); logs and progress go to stderr.
+Data goes to stdout (or ``-o FILE``, see :func:`write_atomic`: a regular file is replaced
+atomically, a device, FIFO or ``/dev/stdout`` is written through, a symlink keeps pointing at its
+replaced target); logs and progress go to stderr.
 """
 from __future__ import annotations
 
-import json
 import os
+import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
-import yaml
+from rich.progress import Progress as RichProgress
 
+from audit_tune.basics import formats
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.formats import json_default, to_json, to_yaml
 
-_FORMATTERS: dict[str, Callable[[Any], str]] = {}
+__all__ = ["Progress", "formatter", "json_default", "log", "render", "write_atomic", "write_output"]
+
+_FORMATTERS: dict[str, Callable[[object], str]] = {"json": to_json, "yaml": to_yaml}
 
 
-def formatter(name: str) -> Callable[[Callable[[Any], str]], Callable[[Any], str]]:
-    """Register a formatter by name (KRR style): ``@formatter("json")``."""
+def formatter(name: str) -> Callable[[Callable[[object], str]], Callable[[object], str]]:
+    """Register a format for plain data (dicts and lists): ``@formatter("json")``. Result types
+    register theirs with :func:`audit_tune.basics.formats.register`."""
 
-    def deco(fn: Callable[[Any], str]) -> Callable[[Any], str]:
+    def deco(fn: Callable[[object], str]) -> Callable[[object], str]:
         _FORMATTERS[name] = fn
         return fn
 
     return deco
 
 
-@formatter("json")
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
-
-
-@formatter("yaml")
-def _yaml(data: Any) -> str:
-    return yaml.safe_dump(json.loads(json.dumps(data, default=json_default)), sort_keys=False)
-
-
-def json_default(o: Any) -> Any:
-    """``json.dumps(default=...)`` for numpy scalars and arrays, and objects with ``to_dict``."""
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    raise TypeError(f"not serialisable: {type(o).__name__}")
-
-
-def render(data: Any, fmt: str) -> str:
+def render(data: object, fmt: str) -> str:
+    """Plain data through the formats above; a result type through its registered formatters."""
+    if not isinstance(data, (dict, list)):
+        return formats.render(data, fmt)
     try:
         return _FORMATTERS[fmt](data)
     except KeyError:
@@ -70,24 +54,82 @@ def write_output(text: str, output: str | os.PathLike | None) -> None:
     write_atomic(Path(output), text)
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise InputError(f"-o {path}: folder {path.parent} does not exist")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent or "."))
+_STDOUT_ALIASES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+_STDERR_ALIASES = ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2")
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader never sees half of it, and what ``path`` is stays.
+
+    * ``/dev/stdout`` / ``/dev/fd/1`` (and stderr): written to the process's own stream;
+    * a character device (``/dev/null``), FIFO or socket: written through, never replaced;
+    * a folder: refused with one line;
+    * a symlink: its final target is replaced atomically (temp file in the target's folder,
+      renamed), so the link stays a link;
+    * a regular or new file: temp file in the same folder, fsync, rename; an existing file keeps
+      its mode.
+    """
+    raw = os.fspath(path)
+    if raw in _STDOUT_ALIASES or raw in _STDERR_ALIASES:
+        stream = sys.stdout if raw in _STDOUT_ALIASES else sys.stderr
+        if isinstance(data, bytes):
+            stream.flush()
+            stream.buffer.write(data)
+        else:
+            stream.write(data)
+        stream.flush()
+        return
+    p = Path(raw)
     try:
-        with os.fdopen(fd, mode) as f:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot use ({e.strerror})") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise InputError(f"-o {p}: is a folder; give a file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _write_through(p, data)
+        return
+    target = Path(os.path.realpath(p)) if p.is_symlink() else p
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"-o {p}: folder {folder} does not exist")
+    mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(folder))
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot write in {folder} ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise InputError(f"-o {p}: cannot write ({e.strerror or e})") from None
         raise
+
+
+def _write_through(p: Path, data: str | bytes) -> None:
+    """Open an existing non-regular file (device, FIFO, socket) and write into it."""
+    try:
+        with open(p, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot write ({e.strerror or e})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def log(msg: str) -> None:
@@ -102,9 +144,7 @@ class Progress:
         self._rich = None
         self._last_pct = -10
         if enabled and sys.stderr.isatty():
-            from rich.progress import Progress as RP
-
-            self._rich = RP(transient=True)
+            self._rich = RichProgress(transient=True)
             self._rich.start()
             self._task = self._rich.add_task(label, total=total)
 

@@ -202,7 +202,9 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                         deadline = T + max_wait if use_timer else INF
                     continue
                 elif mode == DRAIN:
-                    while True:
+                    # the channel is closed: later arrivals are not taken (the caller counts them);
+                    # a kill (horizon) ends the drain with the rest still held
+                    while T < horizon:
                         k = min(max_size, acc_n - qh)
                         if k == 0:
                             break
@@ -216,6 +218,8 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                             if w > 0.0:
                                 tw += w
                                 T = T + w
+                        if T >= horizon:
+                            break
                         T = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - k, k, sync, acost, acc, per_batch)
                         nbt += 1
                         seq += 1
@@ -224,13 +228,15 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
                     break
                 else:
                     break
+        if mode == DONE:
+            break
         # Two fast paths, each doing exactly what the general step below does for the arrivals it
         # takes (tests/test_fast.py compares the engines), in a tighter loop:
         if mode == WAIT and use_timer and not stopping and qh == acc_n:
             # (a) an open window with room: a group of arrivals at one instant strictly before the
             # deadline, the stop and the horizon is accepted, then taken into the batch at once,
             # as long as it neither overflows the buffer nor fills the batch
-            lim = min(deadline, min(t_stop if final else INF, horizon))
+            lim = min(deadline, min(t_stop, horizon))
             while i < N:
                 ta = at[i]
                 if not ta < lim:
@@ -254,7 +260,7 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
         elif mode == BLOCKED_DISPATCH or mode == BLOCKED_WRITE:
             # (b) the collector is blocked (throttle or sync write): arrivals strictly before it
             # resumes, the stop and the horizon only enter the buffer or are dropped
-            lim = min(block_end, min(t_stop if (final and not stopping) else INF, horizon))
+            lim = min(block_end, min(t_stop if not stopping else INF, horizon))
             while i < N:
                 ta = at[i]
                 if not ta < lim:
@@ -270,7 +276,7 @@ def run_collector(at, acost, nq, final, t_stop, horizon, P, S, acc, C, out_d, ou
             tc = block_end
         else:
             tc = INF
-        ts = t_stop if (final and not stopping) else INF
+        ts = t_stop if not stopping else INF
         if i >= N and not final:
             break
         tmin = min(ta, min(tc, ts))

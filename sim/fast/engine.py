@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,9 +27,11 @@ from audit_tune.sim import rng
 from audit_tune.sim.config import BackendOptions
 from audit_tune.sim.fast import collector as col
 from audit_tune.sim.fast.tasks import run_tasks
-from audit_tune.sim.throttle import initial_tokens
+from audit_tune.sim.reference import run as ref
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
-from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.scenario import Scenario, result_config
+from audit_tune.sim.shutdown import EventRouter, Lifetime, Plan, shutdown_report, split_after_close
+from audit_tune.sim.throttle import initial_tokens
 from audit_tune.sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
 
 ENGINE = "fast"
@@ -48,8 +50,6 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     sc.validate()
     why = fallback_reason(sc)
     if why:
-        from audit_tune.sim.reference import run as ref
-
         res = ref(sc, progress)
         res.engine = f"fast (reference model: {why})"
         return res
@@ -57,57 +57,88 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     w = sc.workload
     insts: list[InstanceStats] = []
     ends: list[float] = []
+    lives = []
     for i in range(w.instances):
-        runners = {name: _Backend(sc, i, name, sc.flags.backend(name)) for name in sc.enabled}
-        st = InstanceStats(f"apiserver-{i}", {n: r.stats for n, r in runners.items()})
-        t_last = 0.0
-        held: tuple[EventChunk, int] | None = None  # one chunk held back: the last is fed knowing the stop time
-        for chunk in iter_events(w, sc.seed, i):
-            st.requests_total += add_level_counts(w, st.level_total, chunk.class_counts)
-            if not sc.drain and len(chunk) and chunk.t[-1] >= w.duration:
-                chunk = _head(chunk, int(np.searchsorted(chunk.t, w.duration, side="left")))
-            n = len(chunk)
-            if not n:
-                continue
-            if held is not None:
-                for r in runners.values():
-                    r.feed(held[0], held[1], final=False, t_stop=math.inf)
-            held = (chunk, st.events_total)
-            st.events_total += n
-            t_last = float(chunk.t[-1])
-            if progress and i == 0:
-                progress(min(t_last / w.duration, 1.0))
-        t_stop = max(w.duration, t_last)
-        for r in runners.values():
-            if held is not None:
-                r.feed(held[0], held[1], final=True, t_stop=t_stop)
-            else:
-                r.feed(None, st.events_total, final=True, t_stop=t_stop)
-            ends.append(r.finish_time())
+        stats = {name: BackendStats(name, sc.flags.backend(name).mode, sc.interval) for name in sc.enabled}
+        st = InstanceStats(f"apiserver-{i}", stats)
+        plan = Plan(w, sc.shutdown, sc.request_timeout, sc.seed, i) if sc.drain else None
+        router = EventRouter(w, sc.seed, i, plan) if plan is not None else None
+        while True:
+            lt = plan.current if plan is not None else None
+            runners = {name: _Backend(sc, i, name, sc.flags.backend(name), stats[name], lt) for name in sc.enabled}
+            held: tuple[EventChunk, int] | None = None  # one chunk held back: the last is fed as final
+            src = router.chunks() if router is not None else iter_events(w, sc.seed, i)
+            for chunk in src:
+                st.requests_total += add_level_counts(w, st.level_total, chunk.class_counts)
+                if plan is None and len(chunk) and chunk.t[-1] >= w.duration:
+                    chunk = _head(chunk, int(np.searchsorted(chunk.t, w.duration, side="left")))
+                n = len(chunk)
+                if not n:
+                    continue
+                if held is not None:
+                    for r in runners.values():
+                        r.feed(held[0], held[1], final=False)
+                held = (chunk, st.events_total)
+                st.events_total += n
+                if progress and i == 0:
+                    progress(min(float(chunk.t[-1]) / w.duration, 1.0))
+            for r in runners.values():
+                if held is not None:
+                    r.feed(held[0], held[1], final=True)
+                else:
+                    r.feed(None, st.events_total, final=True)
+            if plan is None or lt is None:
+                ends.append(w.duration)
+                break
+            last = plan.final
+            closed = plan.close(max(r.finish_time() for r in runners.values()))
+            primary = "webhook" if "webhook" in runners else "log"
+            for name, r in runners.items():
+                gone = r.settle(closed, primary=name == primary)
+                if name == primary:
+                    st.events_total -= gone
+            if last:
+                ends.append(closed.exit)
+                break
+        if router is not None:
+            lives.append((plan, router.refused))
         insts.append(st)
-    end = max(ends) if sc.drain else w.duration
+    end = max(ends)
     for st in insts:
         st.end_time = end
-    return Result(ENGINE, sc.seed, _config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
-                  simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
+    res = Result(ENGINE, sc.seed, result_config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
+                 simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
+    if lives:
+        res.extra.update(shutdown_report(lives))
+    return res
 
 
 class _Backend:
     """One backend of one apiserver, fed chunk by chunk."""
 
-    def __init__(self, sc: Scenario, inst: int, name: str, opts: BackendOptions) -> None:
+    def __init__(self, sc: Scenario, inst: int, name: str, opts: BackendOptions, stats: BackendStats,
+                 life: Lifetime | None) -> None:
         self.sc, self.inst, self.name, self.opts = sc, inst, name, opts
-        self.stats = BackendStats(name, opts.mode, sc.interval)
+        self.stats = stats
+        self.life = life
         c = opts.batch
         self.P = np.array([c.buffer_size, c.max_batch_size, c.max_batch_wait, 1.0 if c.throttle_enable else 0.0,
                            c.effective_qps, float(c.throttle_burst), 0.0 if c.async_delegate else 1.0,
                            sc.log_writer.per_batch])
-        self.S = col.new_state(initial_tokens(c.throttle_burst, sc.throttle_initial_tokens))
+        first = life is None or life.up == 0.0
+        self.S = col.new_state(initial_tokens(c.throttle_burst, sc.throttle_initial_tokens if first else None))
+        up = life.up if life is not None else 0.0
+        self.S[col.S_DEADLINE] = up + c.max_batch_wait if (c.max_batch_size > 1 and c.max_batch_wait > 0) else math.inf
         self.C = np.zeros(8)
         self.C[col.C_FIRST_DROP] = np.nan
         self.sync = not c.async_delegate
         self.one_only = c.max_batch_size > 1 and c.max_batch_wait <= 0
-        self.horizon = math.inf if sc.drain else sc.workload.duration
+        self.horizon = life.kill if life is not None else sc.workload.duration
+        self.t_stop = life.drained if life is not None else math.inf
+        self.after_close: list[np.ndarray] = []  # arrivals the closed (or killed) backend did not take
+        self.dispatched_events = 0
+        self.lost_inflight = 0
+        self.lost_retry = 0
         # carried queue: accepted events not yet dispatched (partial batch first)
         self.q_t = np.empty(0)
         self.q_sz = np.empty(0, dtype=np.int64)
@@ -129,11 +160,34 @@ class _Backend:
         self.max_end = 0.0
 
     def finish_time(self) -> float:
+        """When the backend's Shutdown returned: drained and every goroutine ended (inf: killed first)."""
+        if int(self.S[col.S_MODE]) != col.DONE:
+            return math.inf
         end = self.S[col.S_END]
         return max(end if not np.isnan(end) else 0.0, self.max_end)
 
     # ---- one chunk ----
-    def feed(self, chunk: EventChunk | None, base: int, final: bool, t_stop: float) -> None:
+    def settle(self, life: Lifetime, primary: bool) -> int:
+        """After the lifetime's exit: arrivals after the buffer closed are buffered errors before
+        the exit and never emitted after it; what a kill left is lost. Returns the never emitted."""
+        st = self.stats
+        late = np.concatenate(self.after_close) if self.after_close else _EMPTY_F
+        n_err, n_gone = split_after_close(late, life.exit)
+        if n_err:
+            st.drop("buffered", n_err, float(late[0]))
+        killed = self.acc_events - self.released_events
+        if killed:
+            lost = {"buffer-at-kill": self.acc_events - self.dispatched_events,
+                    "in-flight-at-kill": self.lost_inflight, "retry-chain-at-kill": self.lost_retry}
+            st.in_flight_at_end = 0
+            if primary:
+                for k, v in lost.items():
+                    life.lost[k] += v
+        if primary:
+            life.lost["not-emitted"] += n_gone
+        return n_gone
+
+    def feed(self, chunk: EventChunk | None, base: int, final: bool) -> None:
         sc, st = self.sc, self.stats
         if chunk is not None:
             # event ids key the log writer's per-event draws: only the sync delegate needs them
@@ -178,8 +232,10 @@ class _Backend:
             gx = rng.extra_takes(sc.seed, self.inst, np.arange(seq0, seq0 + nb_cap + 1))
         else:
             gx = _EMPTY_I
-        col.run_collector(at, acost, nq, final, t_stop if sc.drain else math.inf, self.horizon, self.P, self.S, acc,
-                          C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0)
+        i_end = col.run_collector(at, acost, nq, final, self.t_stop, self.horizon, self.P, self.S, acc,
+                                  C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0)
+        if i_end < N:
+            self.after_close.append(at[i_end:N].copy())
         acc_n, qh, nbt, no = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB]), int(C[col.C_NO])
         drops = int(C[col.C_DROPS])
         if drops:
@@ -216,6 +272,7 @@ class _Backend:
                     st.drop("log", int(bad.sum()), float(np.repeat(end, n)[bad].min()))
                 st.delivery.add(np.repeat(end, n)[okm] - ev_t[okm])
                 st.max_inflight = max(st.max_inflight, 1)
+                self.lost_inflight += int(n[~done].sum())
             else:
                 out = run_tasks(sc.receiver, sc.flags.webhook_initial_backoff, sc.seed, self.inst, seq, d, nbytes)
                 end = out.end
@@ -233,7 +290,13 @@ class _Backend:
                 if failb.any():
                     st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))
                 self._inflight(d, end)
+                cut = ~done
+                if cut.any():
+                    retry = cut & (out.first_end < self.horizon)
+                    self.lost_retry += int(n[retry].sum())
+                    self.lost_inflight += int(n[cut & ~retry].sum())
             self.dispatched += nbt
+            self.dispatched_events += int(n.sum())
             self.released_events += int(n[done].sum())
             self.max_end = max(self.max_end, float(end.max()))
             self.rel_t = np.concatenate([self.rel_t, end])
@@ -278,8 +341,3 @@ def _head(c: EventChunk, k: int) -> EventChunk:
     """The events before the horizon (a run that does not drain stops there)."""
     return EventChunk(c.t[:k], c.size[:k], c.meta[:k], c.level[:k], c.req[:k], c.stage[:k], c.class_counts)
 
-
-def _config(sc: Scenario) -> dict:
-    from audit_tune.sim.reference.engine import _config as ref_config
-
-    return ref_config(sc)

@@ -24,6 +24,7 @@ class TaskOutcome:
     ok: np.ndarray  # delivered?
     attempt_starts: np.ndarray  # every attempt's start time
     attempt_codes: np.ndarray  # its code (HTTP status or -1)
+    first_end: np.ndarray  # when each batch's first attempt ended
 
 
 def run_tasks(rcv: Receiver, initial: float, seed: int, inst: int, seq: np.ndarray, d: np.ndarray,
@@ -34,6 +35,7 @@ def run_tasks(rcv: Receiver, initial: float, seed: int, inst: int, seq: np.ndarr
     ok = np.zeros(n, dtype=bool)
     alive = np.arange(n)
     starts, codes = [], []
+    first_end = np.empty(n)
     for k in range(ATTEMPTS):
         if not len(alive):
             break
@@ -42,6 +44,8 @@ def run_tasks(rcv: Receiver, initial: float, seed: int, inst: int, seq: np.ndarr
         starts.append(s)
         codes.append(code)
         tend = s + dur
+        if k == 0:
+            first_end[:] = tend
         done = alive[okk]
         end[done] = tend[okk]
         ok[done] = True
@@ -52,4 +56,4 @@ def run_tasks(rcv: Receiver, initial: float, seed: int, inst: int, seq: np.ndarr
             end[fail] = tend[~okk]
         alive = fail
     return TaskOutcome(end, ok, np.concatenate(starts) if starts else np.empty(0),
-                       np.concatenate(codes) if codes else np.empty(0, dtype=np.int64))
+                       np.concatenate(codes) if codes else np.empty(0, dtype=np.int64), first_end)

@@ -19,8 +19,8 @@ import difflib
 
 import yaml
 
-from audit_tune.sim.policy.model import GroupResources, Policy, Rule
 from audit_tune.basics.errors import InputError
+from audit_tune.sim.policy.model import GroupResources, Policy, Rule
 
 # Fields of metav1.ObjectMeta (``metadata:`` is allowed on a Policy and ignored).
 _OBJECT_META_FIELDS = frozenset({

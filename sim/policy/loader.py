@@ -29,22 +29,25 @@ from pathlib import Path
 
 import yaml
 
+from audit_tune.basics import yamlsafe
+from audit_tune.basics.errors import InputError
 from audit_tune.sim.policy.decode import Decoder
 from audit_tune.sim.policy.model import API_VERSION, KIND, Policy
 from audit_tune.sim.policy.typography import find_pasted_characters, spaces_for_allowed_tabs, summarize
 from audit_tune.sim.policy.validation import validate_policy
-from audit_tune.basics.errors import InputError
 
 
 def _compose(text: str, source: str) -> tuple[yaml.Node | None, int]:
     """The first YAML document (kube-apiserver's YAML-to-JSON step reads only the first) and how many follow."""
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        docs = yamlsafe.compose_all(text, source, yaml_errors=True)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         what = " ".join(str(x) for x in (e.context, e.problem) if x)
         raise InputError(f"{where}: not valid YAML: {what}") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{source}: not valid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     docs = [d for d in docs if d is not None]
     return (docs[0] if docs else None), max(0, len(docs) - 1)
 

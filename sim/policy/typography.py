@@ -20,7 +20,7 @@ tabs it accepts are turned into spaces for PyYAML, which is stricter
 from __future__ import annotations
 
 import unicodedata
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 _QUOTE_FIX = {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'", "\u201a": "'"}
 _DASHES = {"\u2013", "\u2014", "\u2012", "\u2015", "\u2212"}

@@ -20,7 +20,7 @@ event (the collector spins until one arrives) and then each further *ready* even
 from __future__ import annotations
 
 from collections import deque
-from typing import Generator
+from collections.abc import Generator
 
 import simpy
 
@@ -61,6 +61,9 @@ class Pipe:
         self.seq = 0
         self.tasks: list[simpy.Process] = []
         self.collecting: list[tuple[float, int, int]] = []
+        self.after_close: list[float] = []  # offers after the channel closed (sim/shutdown.py sorts them)
+        self.live: dict[int, list[int]] = {}  # async batch seq -> [events, had a failed attempt]
+        self.writing = 0  # events in the sync write under way
         self.done: simpy.Process | None = None
         if opts.mode == "batch":
             self.done = env.process(self.collector())
@@ -80,7 +83,10 @@ class Pipe:
     def offer(self, t: float, size: int, ordinal: int) -> None:
         """``ProcessEvents`` with one event: enqueue or drop; never blocks."""
         st = self.stats
-        if self.closed or len(self.queue) >= self.cap:
+        if self.closed:
+            self.after_close.append(t)
+            return
+        if len(self.queue) >= self.cap:
             st.drop("buffered", 1, self.env.now)
             return
         self.queue.append((t, size, ordinal))
@@ -92,6 +98,13 @@ class Pipe:
         st.occupancy.observe(self.env.now, occ)
         if self._waiter is not None and not self._waiter.triggered:
             self._waiter.succeed()
+
+    def kill_losses(self) -> tuple[int, int, int]:
+        """What a kill now loses: (accepted but not sent, in a first POST or sync write, being retried)."""
+        buffered = len(self.queue) + len(self.collecting)
+        inflight = self.writing + sum(n for n, failed in self.live.values() if not failed)
+        retry = sum(n for n, failed in self.live.values() if failed)
+        return buffered, inflight, retry
 
     def stop(self) -> None:
         self.stopping = True

@@ -6,6 +6,7 @@ Every process here schedules at absolute times computed by the same expressions 
 uses, with explicit priorities for events at the same instant:
 
 * ``ARRIVAL`` (SimPy's URGENT): events reach the backends first at a given instant;
+* ``STOP``: the audit backend's stop signal, after the arrivals of the same instant;
 * ``PIPELINE`` (NORMAL): then the collector's timer, throttle wake-ups and sync writes;
 * ``TASK`` (2): last, the async webhook goroutines' attempt ends and backoff wake-ups. So a batch
   dispatched at the instant another one finishes counts both as in flight, and memory released
@@ -19,6 +20,7 @@ import simpy
 from simpy.core import NORMAL, URGENT
 
 ARRIVAL = URGENT
+STOP = (URGENT + NORMAL) / 2  # the audit stopCh: after the arrivals of its instant, before the collector
 PIPELINE = NORMAL
 TASK = NORMAL + 1
 

@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Generator
+from collections.abc import Generator
 
 import numpy as np
 import simpy
@@ -34,6 +34,8 @@ def _post_with_retries(pipe, key: int, nbytes: int, priority: int) -> Generator:
         pipe.active -= 1
         if ok:
             break
+        if k == 0 and key in pipe.live:
+            pipe.live[key][1] = 1
         if k < ATTEMPTS - 1:
             yield at(env, env.now + backoff_sleep(pipe.initial_backoff, pipe.seed, pipe.inst, key, k), priority)
     return ok
@@ -45,7 +47,9 @@ def webhook_batch(pipe, times: list[float], sizes: list[int], seq: int) -> Gener
     The caller counts the batch in flight at dispatch; this goroutine uncounts it when done."""
     env, st = pipe.env, pipe.stats
     n, nbytes = len(times), int(sum(sizes))
+    pipe.live[seq] = [n, 0]
     ok = yield from _post_with_retries(pipe, seq, nbytes, TASK)
+    del pipe.live[seq]
     if ok:
         st.delivered += n
         st.delivery.add(env.now - np.asarray(times))
@@ -60,7 +64,9 @@ def log_batch(pipe, times: list[float], sizes: list[int], ids: list[int]) -> Gen
     cost, failed = pipe.log_writer.write(pipe.seed, pipe.inst, ids)
     pipe.inflight += 1
     st.max_inflight = max(st.max_inflight, pipe.inflight)
+    pipe.writing = len(times)
     yield at(env, env.now + cost)
+    pipe.writing = 0
     ok_times = [t for t, f in zip(times, failed) if not f]
     st.delivered += len(ok_times)
     st.drop("log", len(times) - len(ok_times), env.now)

@@ -13,7 +13,7 @@ timeout filter (``requests_timed_out``) while its goroutine carries on.
 """
 from __future__ import annotations
 
-from typing import Generator
+from collections.abc import Generator
 
 import simpy
 
@@ -21,7 +21,7 @@ from audit_tune.sim.reference.buffered import Pipe
 from audit_tune.sim.reference.clock import ARRIVAL, at
 from audit_tune.sim.reference.delegates import log_event, webhook_event
 from audit_tune.sim.result import InstanceStats
-from audit_tune.sim.workload import RC, RR, LEVELS, RequestClass
+from audit_tune.sim.workload import LEVELS, RC, RR, RequestClass
 
 REQUEST_LEVEL = LEVELS.index("Request")
 
@@ -34,6 +34,10 @@ class Frontend:
         self.request_timeout = request_timeout
         self.order = [p for name, p in pipes.items() if name == "log"] + [p for name, p in pipes.items() if name == "webhook"]
         self.log_mutex = simpy.Resource(env, capacity=1)
+        self.running: dict = {}  # non-long-running request process -> when its 504 is due
+        self.finish: float | None = None  # when the audit backends' Shutdown returned
+        self.exit_at = float("inf")  # when the process exits (set at shutdown)
+        self.not_emitted = 0
 
     def _truncated_size(self, pipe: Pipe, size: int, meta: int, level: int) -> int | None:
         t = pipe.opts.truncate
@@ -57,6 +61,9 @@ class Frontend:
 
     def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator:
         """One stage through the union, from the request goroutine. Returns the AND of results."""
+        if self.env.now > self.exit_at:
+            self.not_emitted += 1  # the process has exited: the request's later stages never run
+            return True
         self.stats.events_total += 1
         result = True
         for pipe in self.order:
@@ -90,8 +97,13 @@ class Frontend:
                 added += env.now - t0
                 handler_start = env.now
                 if not ok:
+                    # blocking-strict: the rejection is counted when the audit call returns, but the
+                    # timeout filter (outside the audit filter) already answered 504 at the timeout
                     self.stats.requests_rejected += 1
                     self.stats.added_latency.add(added)
+                    if not cls.long_running and added > self.request_timeout:
+                        self.stats.requests_timed_out += 1
+                        self.stats.rejected_after_timeout += 1
                     return
                 continue
             target = handler_start + off

@@ -124,8 +124,8 @@ def up_cmd(
     config_only: bool = typer.Option(False, "--config-only", help="Write and check the kind config, print its path; no Docker needed.", rich_help_panel=K),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
 ) -> None:
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log
+    from audit_tune.sim.units import parse_duration
 
     flags = _parse_audit_flags(list(ctx.args), flags_file)
     token = _read_secret(sink_token_file, "AUDIT_SINK_TOKEN")
@@ -182,8 +182,8 @@ def up_cmd(
 
 
 def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, kubeadm_api, config_only, fmt) -> None:
-    from audit_tune.loadgen.kind import KindCluster, check_config
     from audit_tune.basics.output import log
+    from audit_tune.loadgen.kind import KindCluster, check_config
 
     k = KindCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_host=sink_host, sink_ca_file=sink_ca,
                     sink_token=token, image=image, kubeadm_api=kubeadm_api)  # type: ignore[arg-type]
@@ -211,11 +211,14 @@ def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, ku
 
 
 def _provider_of(name: str) -> str:
-    from audit_tune.loadgen.local import STATE_FILE, _check_name, default_state_root
+    from audit_tune.loadgen.local import STATE_FILE, check_name, default_state_root
 
-    st = default_state_root() / _check_name(name) / STATE_FILE
+    st = default_state_root() / check_name(name) / STATE_FILE
     try:
-        return json.loads(st.read_text()).get("provider", "local")
+        doc = json.loads(st.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        return str(doc.get("provider", "local"))
     except FileNotFoundError:
         raise ServiceError(f"--name {name}: no such cluster (no {st}); running clusters: "
                            f"{', '.join(_names()) or 'none'}") from None

@@ -15,11 +15,14 @@ observation disagree beyond the tolerance, or when events were lost.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.verify_result import VerifyReport
 
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
 
@@ -66,8 +69,10 @@ def loadtest_cmd(
     list_limit: int = typer.Option(100, "--list-limit", help="?limit= on lists (0 = none).", rich_help_panel=LOAD),
     max_inflight: int = typer.Option(1024, "--max-inflight", help="Most requests on the wire at once; waiting for a slot shows as send lag.", rich_help_panel=LOAD),
     request_timeout: str = typer.Option("30s", "--request-timeout", rich_help_panel=LOAD),
-    drain_timeout: str = typer.Option("30s", "--drain-timeout", help="Wait this long for in-flight requests after the window.", rich_help_panel=LOAD),
+    drain_timeout: str = typer.Option("30s", "--drain-timeout", help="After the window, wait at most this long for in-flight requests, then cancel them: the run ends by --duration + this.", rich_help_panel=LOAD),
     max_lag: str = typer.Option("100ms", "--max-lag", help="Send-lag p99 above this means the generator fell behind.", rich_help_panel=LOAD),
+    max_late: str = typer.Option("1s", "--max-late", help="A request this late behind its scheduled time is shed (not sent, counted): no catch-up storm.", rich_help_panel=LOAD),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Generator processes sharing the schedule (default: the cores available).", rich_help_panel=LOAD),
     seed: int = typer.Option(1, "--seed", rich_help_panel=LOAD),
     no_cleanup: bool = typer.Option(False, "--no-cleanup", help="Keep the objects and namespaces.", rich_help_panel=LOAD),
     no_metrics: bool = typer.Option(False, "--no-metrics", help="Do not scrape the apiserver's /metrics.", rich_help_panel=LOAD),
@@ -90,11 +95,11 @@ def loadtest_cmd(
     sink_error_status: int = typer.Option(503, "--sink-error-status", help="--verify: the sink's --error-status.", rich_help_panel=VERIFY),
     sink_outage: List[str] = typer.Option([], "--sink-outage", help="--verify: the sink's --outage START-END[:MODE] (sink-relative, as given to the sink; repeatable).", rich_help_panel=VERIFY),
 ) -> int:
+    from audit_tune.basics.output import Progress, log, render, write_output
     from audit_tune.loadgen import kubetarget
-    from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
+    from audit_tune.loadgen.loadtest import LoadTestConfig, available_cores, run_loadtest
     from audit_tune.loadgen.record import write_record
     from audit_tune.sim.units import parse_duration, parse_size
-    from audit_tune.basics.output import Progress, log, render, write_output
 
     if fmt not in ("json", "yaml", "table"):
         raise InputError(f"--format {fmt}: use json, yaml or table")
@@ -102,8 +107,8 @@ def loadtest_cmd(
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
-        except OSError as e:
-            raise InputError(f"--token-file {token_file}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--token-file {token_file}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     if server:
         if kubeconfig:
             raise InputError("--server and --kubeconfig are exclusive")
@@ -121,8 +126,8 @@ def loadtest_cmd(
     if flags_file is not None:
         try:
             flags += [ln.strip() for ln in flags_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        except OSError as e:
-            raise InputError(f"--flags-file {flags_file}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--flags-file {flags_file}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     cfg = LoadTestConfig(
         rate=rate, duration=parse_duration(duration, "--duration") if duration else None, arrivals=arrivals,
         mix=mix, resources=resources, namespaces=namespaces, namespace_prefix=namespace_prefix,
@@ -130,6 +135,8 @@ def loadtest_cmd(
         watch_duration=parse_duration(watch_duration, "--watch-duration"), list_limit=list_limit,
         max_inflight=max_inflight, request_timeout=parse_duration(request_timeout, "--request-timeout"),
         drain_timeout=parse_duration(drain_timeout, "--drain-timeout"), max_lag=parse_duration(max_lag, "--max-lag"),
+        max_late=parse_duration(max_late, "--max-late"),
+        workers=workers if workers is not None else min(available_cores(), max_inflight),
         seed=seed, cleanup=not no_cleanup, scrape_metrics=not no_metrics, sink_url=sink_url,
         sink_ca=str(sink_ca) if sink_ca else None, webhook_host=webhook_host,
         settle=parse_duration(settle, "--settle"), audit_flags=tuple(flags),
@@ -154,9 +161,13 @@ def loadtest_cmd(
     verify_error: Exception | None = None
     if pre is not None and not record.get("interrupted"):
         try:
+            from audit_tune.loadgen.faults import FaultConfig
+
+            faults = FaultConfig.from_flags(error_rate=sink_error_rate, error_status=sink_error_status,
+                                            outages=list(sink_outage))
             report = _verify_after(record, trace, target, sink_url, str(sink_ca) if sink_ca else None, pre, policy,
-                                   sink_error_rate, sink_error_status, sink_outage, max_drops)
-            record["verify"] = report
+                                   faults, max_drops)
+            record["verify"] = report.to_dict()
         except (TuneError, OSError, ValueError, KeyError) as e:  # the record is still written; raised after
             verify_error = e
             record["verify"] = {"error": str(e)}
@@ -170,7 +181,7 @@ def loadtest_cmd(
         write_output(text, output)
     load = record["load"]
     log(f"loadtest: {load['sent']} requests, achieved {load['achieved_rate']:.1f} of "
-        f"{load['requested_rate']:.1f} req/s, lag p99 {_ms(record['lag_s']['p99'])}, "
+        f"{load['requested_rate']:.1f} req/s, shed {load.get('shed', 0)}, {load.get('workers', 1)} worker(s), lag p99 {_ms(record['lag_s']['p99'])}, "
         f"latency p99 {_ms(record['latency_s']['p99'])}, cleanup leftover "
         f"{(record.get('cleanup') or {}).get('leftover', '?')}")
     if not load["kept_up"]:
@@ -189,21 +200,21 @@ def loadtest_cmd(
         raise NotEnoughData(f"--fail-if-behind: requested load not offered: {load['behind_reason']}")
     if verify_error is not None:
         raise verify_error if isinstance(verify_error, TuneError) else NotEnoughData(f"--verify: {verify_error}")
-    if report is not None and not report["ok"]:
-        raise ObjectiveViolated("--verify: " + "; ".join(report["failures"]))
+    if report is not None and not report.ok:
+        raise ObjectiveViolated("--verify: " + "; ".join(report.failures))
     return 0
 
 
 def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[dict, dict]:
     """Wait until the audit pipeline is idle and the throttle's bucket full again (the replay starts
     that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
-    from audit_tune.loadgen.loadtest import _cluster_state
+    from audit_tune.basics.errors import ServiceError
+    from audit_tune.loadgen.loadtest import cluster_state
     from audit_tune.loadgen.sink import fetch_stats
     from audit_tune.loadgen.verify import scrape_totals, wait_quiet
     from audit_tune.sim.config import parse_flags
-    from audit_tune.basics.errors import ServiceError
 
-    in_force = parse_flags(list(flags or _cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
+    in_force = parse_flags(list(flags or cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
     wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), in_force, timeout=60, retries=False, refill=True)
     try:
         return scrape_totals(target), fetch_stats(sink_url, ca=sink_ca)
@@ -212,25 +223,22 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
 
 
 def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
-                  policy: Optional[Path], error_rate: float, error_status: int, outages: List[str],
-                  max_drops: float) -> dict:
+                  policy: Optional[Path], faults: FaultConfig, max_drops: float) -> VerifyReport:
     import sys
 
-    from audit_tune.loadgen.faults import FaultConfig
-    from audit_tune.loadgen.loadtest import _cluster_state
+    from audit_tune.loadgen.loadtest import cluster_state
     from audit_tune.loadgen.local import DEFAULT_POLICY
     from audit_tune.loadgen.verify import render, verify_live
 
-    pol = str(policy) if policy else (_cluster_state(target).get("policy") or str(DEFAULT_POLICY))
-    faults = FaultConfig.from_flags(error_rate=error_rate, error_status=error_status, outages=list(outages))
-    report = verify_live(record, trace, target, sink_url, pre[0], pre[1], sink_ca=sink_ca, policy=pol,
+    pol = str(policy) if policy else (cluster_state(target).get("policy") or str(DEFAULT_POLICY))
+    report = verify_live(record, trace, target, sink_url, pre, sink_ca=sink_ca, policy=pol,
                          faults=faults, max_drops=max_drops)
     sys.stderr.write(render(report))
     return report
 
 
 def _ms(x: float | None) -> str:
-    return "n/a" if x is None else f"{1000 * x:.1f} ms"
+    return "n/a" if x is None else f"{1000 * x:.3f} ms"
 
 
 def _table(r: dict) -> str:

@@ -1,4 +1,4 @@
-"""``tune policy``: what an audit policy does to the event rate (issue 9, first half).
+"""``tune policy``: what an audit policy does to the event rate.
 
 ``tune policy explain POLICY`` loads the policy exactly as kube-apiserver's
 ``--audit-policy-file`` does (:mod:`analysis.policy`), evaluates it against common request
@@ -44,10 +44,10 @@ def explain_cmd(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
     strict: bool = typer.Option(False, "--strict", help="Unknown or duplicate fields are errors, not warnings."),
 ) -> None:
+    from audit_tune import __version__
     from audit_tune.analysis.policy import load_policy
     from audit_tune.analysis.policy.explain import explain_policy
     from audit_tune.basics.errors import InputError
-    from audit_tune import __version__
     from audit_tune.basics.output import log, render, write_output
 
     if fmt not in ("table", "json", "yaml"):
@@ -156,10 +156,11 @@ def _impact(
 
     from audit_tune.analysis.policy import load_policy
     from audit_tune.analysis.policy_impact import add_request_mix, impact_report, user_kind
-    from audit_tune.analysis.snapshot import Snapshot, sample_path
+    from audit_tune.analysis.render import policy_impact as _formats  # noqa: F401 - registers the formatters
+    from audit_tune.analysis.snapshot import Snapshot
     from audit_tune.basics.errors import InputError
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log, render, write_output
+    from audit_tune.sim.units import parse_duration
 
     if fmt not in ("table", "json", "yaml"):
         raise InputError(f"--format {fmt}: unknown format; use one of table, json, yaml")
@@ -202,81 +203,9 @@ def _impact(
         snap = _json.loads(path.read_text())
         source = {"kind": "snapshot" if snapshot else "bundled sample", "snapshot": str(snapshot or path.name)}
     report = impact_report(snap, new, old, assume_user=assume_user, source=source)
-    text = render_impact_table(report) if fmt == "table" else render(report, fmt)
+    text = render(report, fmt)
     write_output(text, output)
     return 0
-
-
-def _rate(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "-"
-    if unit == "B":
-        from audit_tune.sim.units import format_size
-
-        try:
-            return format_size(x) + "/s"
-        except Exception:  # pragma: no cover - formatting only
-            return f"{x:.0f} B/s"
-    return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:+.1f}%"
-
-
-def render_impact_table(r: dict[str, Any]) -> str:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    buf = io.StringIO()
-    con = Console(file=buf, width=160, color_system=None, force_terminal=False, highlight=False, soft_wrap=True)
-    src = r["source"]
-    con.print(f"policy {r['policy']}" + (f" against {r['against']}" if r["against"] else "")
-              + f"; request mix from {src.get('kind')} {src.get('prometheus_url') or src.get('snapshot') or ''}"
-              + f" ({r['tool']})")
-    for name, e in r["instances"].items():
-        con.print(f"\ninstance {name}: {e['requests_per_s']:.2f} requests/s in apiserver_request_total")
-        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for col in ("policy", "events/s", "range (best..worst)", "peak events/s", "bytes/s", "peak bytes/s",
-                    "RR/s", "RS/s", "RC/s"):
-            t.add_column(col, justify="left" if col == "policy" else "right")
-        rows = [("POLICY", e["estimate"])] + ([("--against", e["against"])] if "against" in e else [])
-        for label, est in rows:
-            lo, hi = est["events_per_s_range"]
-            st = est["events_per_s_by_stage"]
-            t.add_row(label, _rate(est["events_per_s"]), f"{_rate(lo)}..{_rate(hi)}", _rate(est.get("events_per_s_peak")),
-                      _rate(est["bytes_per_s"], "B"), _rate(est.get("bytes_per_s_peak"), "B"),
-                      _rate(st["RequestReceived"]), _rate(st["ResponseStarted"]), _rate(st["ResponseComplete"]))
-        con.print(t)
-        if "change" in e and e["change"]["events_ratio"] is not None:
-            con.print(f"change: events x{e['change']['events_ratio']:.3f}, bytes x{e['change']['bytes_ratio'] or 0:.3f}")
-        ck = e.get("check")
-        if ck:
-            ok = ck["observed_within_range"]
-            con.print(f"check ({ck['policy']} in force): observed {_rate(ck['observed_events_per_s'])} events/s, "
-                      f"estimated {_rate(ck['estimated_events_per_s'])} (error {_pct(ck['error'])}); observed is "
-                      + ("inside" if ok else "OUTSIDE") + " the best..worst range")
-            lv = "  ".join(f"{k} {_rate(v['observed_requests_per_s'])} vs {_rate(v['estimated_requests_per_s'])}"
-                           f" ({_pct(v['error'])})" for k, v in ck["levels"].items())
-            con.print(f"  requests/s by level, observed vs estimated: {lv}")
-            if ck.get("note"):
-                con.print(f"  ({ck['note']})")
-        con.print(f"peak: x{e['estimate'].get('peak_factor', 1):.2f} ({e['peak_source']}); sizes: {e['event_size_source']}")
-        ct = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title="busiest request classes (estimate; range over user kinds)")
-        for col in ("class", "scope", "requests", "rule", "level", "levels possible", "events", "events range"):
-            ct.add_column(col, justify="right" if col in ("requests", "events", "events range") else "left")
-        for c in e["classes"][:12]:
-            ct.add_row(c["class"], c["scope"] or "-", f"{c['requests']:,.0f}",
-                       "-" if c["rule_index"] is None else f"rules[{c['rule_index']}]", c["level"],
-                       ",".join(c["levels_possible"]), f"{c['events']:,.0f}",
-                       f"{c['events_range'][0]:,.0f}..{c['events_range'][1]:,.0f}")
-        con.print(ct)
-    for n in r["notes"]:
-        con.print(f"note: {n}")
-    for m in r["missing"]:
-        con.print(f"missing: {m}")
-    return buf.getvalue()
 
 
 def _impact_entry() -> Any:

@@ -10,15 +10,24 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
+
+from audit_tune.cli.inputs import SAMPLE
+from audit_tune.cli.options import prometheus_options
+
+__all__ = ["SAMPLE", "register", "recommend"]
+
+if TYPE_CHECKING:
+    from audit_tune.analysis.objective import Objective
+    from audit_tune.analysis.recommendation import RecommendationReport
+    from audit_tune.sim.config import AuditFlags
 
 PANEL_IN = "Input"
 PANEL_OBJ = "Objective"
 PANEL_OUT = "Output"
 FORMATS = ("table", "json", "yaml", "flags", "kubeadm", "kubeadm-v1beta3", "kind", "manifest-patch", "prometheusrule")
-from audit_tune.cli.inputs import SAMPLE  # noqa: E402,F401 - re-exported for callers that import it from here
 
 HELP = """Recommend --audit-webhook-batch-* flags from observed audit load: no event lost at the observed
 peak x headroom, bounded memory, a receiver that is not flooded. Calibrates the simulator to each
@@ -51,23 +60,45 @@ def recommend(ctx: typer.Context, **kw: Any) -> int:
     prom = kw.pop("prom", None)
     if prom is not None:
         kw["prometheus_url"] = prom.url
-    return _run(ctx, obj, prom=prom, **kw)
+    return _run(ctx, obj, RecommendArgs(**kw), prom)
 
 
-def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: Optional[str], history: str, step: str,
-         current_flags: Optional[str], seed: int, fmt: str, output: Optional[str], no_progress: bool,
-         prom: Any = None, selector: Optional[str] = None, end: Optional[str] = None, all_clusters: bool = False,
-         output_dir: Optional[str] = None, executor: str = "local", scheduler: Optional[str] = None,
-         policy: Optional[str] = None, evaluate: Optional[str] = None) -> int:
-    from audit_tune.analysis import outputs  # noqa: F401 - registers the formatters
+@dataclasses.dataclass(frozen=True)
+class RecommendArgs:
+    """The ``tune recommend`` options other than the objective and the Prometheus connection."""
+
+    snapshot: Optional[str]
+    prometheus_url: Optional[str]
+    history: str
+    step: str
+    current_flags: Optional[str]
+    seed: int
+    fmt: str
+    output: Optional[str]
+    no_progress: bool
+    selector: Optional[str] = None
+    end: Optional[str] = None
+    all_clusters: bool = False
+    output_dir: Optional[str] = None
+    executor: str = "local"
+    scheduler: Optional[str] = None
+    policy: Optional[str] = None
+    audit_log: Optional[list[str]] = None
+    evaluate: Optional[str] = None
+
+
+def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: Any = None) -> int:
     from audit_tune.analysis.recommend import build_report
+    from audit_tune.analysis.render import recommend as _formats  # noqa: F401 - registers the formatters
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import log, render, write_output
 
+    snapshot, prometheus_url, fmt, output, policy = args.snapshot, args.prometheus_url, args.fmt, args.output, args.policy
+    current_flags, seed = args.current_flags, args.seed
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
     obj = obj.validated()
-    say = (lambda s: None) if no_progress else (lambda s: log(f"tune recommend: {s}"))
+    say = (lambda s: None) if args.no_progress else (lambda s: log(f"tune recommend: {s}"))
     # ---- input ----
     from audit_tune.cli.inputs import POLICY_SAMPLE, current_flags_of, load_history
 
@@ -75,8 +106,15 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         snapshot = str(POLICY_SAMPLE)  # the bundled sample that has a request mix
         log(f"tune recommend: --policy without --snapshot or --prometheus-url: using the bundled sample "
             f"{POLICY_SAMPLE.name} (a real local kube-apiserver with its request mix; an example, not yours)")
-    snap, source = load_history("recommend", snapshot, prom, prometheus_url, history, step, selector, end, say)
-    if policy:  # the load a new audit policy would make (issue 9: analysis/policy_impact.py, docs/policy.md)
+    if args.audit_log:  # audit log files (tune/auditlog_input.py), with Prometheus when given
+        from audit_tune.cli import auditlog_input
+
+        snap, source = auditlog_input.load("recommend", args.audit_log, snapshot, prom, args.step, args.selector,
+                                           list(ctx.args), current_flags, say, not args.no_progress)
+    else:
+        snap, source = load_history("recommend", snapshot, prom, prometheus_url, args.history, args.step, args.selector,
+                                    args.end, say)
+    if policy:  # the load a new audit policy would make (analysis/policy_impact.py, docs/policy.md)
         from audit_tune.analysis.policy_impact import project_for_recommend
 
         path = snapshot
@@ -88,11 +126,11 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         log(f"tune recommend: --current-flags not given; using {csrc.split(':')[0]}")
     if current.webhook.mode != "batch":
         say(f"current --audit-webhook-mode={current.webhook.mode}: compared as is; recommendations are for batch mode")
-    if all_clusters:
-        return _fleet(snap, current, csrc, obj, seed, source, fmt, output, output_dir, executor, scheduler, say)
-    if output_dir:
+    if args.all_clusters:
+        return _fleet(snap, current, csrc, obj, source, args, say)
+    if args.output_dir:
         raise InputError("--output-dir: goes with --all-clusters (one file per cluster); use -o FILE for one report")
-    judged = _evaluate_flags(evaluate, current) if evaluate else None
+    judged = _evaluate_flags(args.evaluate, current) if args.evaluate else None
     report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say, evaluate=judged)
     if fmt == "table":
         text = _table(report, color=output in (None, "", "-") and sys.stdout.isatty())
@@ -100,22 +138,23 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], prometheus_url: 
         text = render(report, fmt)
     write_output(text, output)
     if judged is not None:
-        failed = [c for c in report["evaluated"]["checks"] if not c["ok"]]
+        assert report.evaluated is not None
+        failed = [c for c in report.evaluated.checks if not c.ok]
         if failed:
             raise ObjectiveViolated(f"--evaluate: {len(failed)} check(s) failed: "
-                                    + "; ".join(f"{c['check']}: {c['detail']}" for c in failed))
+                                    + "; ".join(f"{c.check}: {c.detail}" for c in failed))
         return 0
-    if report["recommended"] is None:
-        why = "; ".join(report.get("no_recommendation_why") or []) or "see the table or -f json 'search'"
+    if report.recommended is None:
+        why = "; ".join(report.no_recommendation_why or []) or "see the table or -f json 'search'"
         raise ObjectiveViolated(f"no flag set meets the objective within the constraints: {why}")
-    if (report.get("failures") or {}).get("no_survivor"):
-        raise ObjectiveViolated(report["failures"]["no_survivor"])
-    if not report["current_ok"]:
-        raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report["current_violations"]))
+    if report.failures.sentence:
+        raise ObjectiveViolated(report.failures.sentence)
+    if not report.current_ok:
+        raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report.current_violations))
     return 0
 
 
-def _evaluate_flags(text: str, base: Any) -> Any:
+def _evaluate_flags(text: str, base: AuditFlags) -> AuditFlags:
     """--evaluate: flags (``'--audit-...=.. --audit-...=..'``) or a flags file / manifest, over the flags in force."""
     import shlex
 
@@ -133,10 +172,13 @@ def _evaluate_flags(text: str, base: Any) -> Any:
     return parse_flags(args, base=base, source="--evaluate")
 
 
-def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict, fmt: str, output: Optional[str],
-           output_dir: Optional[str], executor: str, scheduler: Optional[str], say: Any) -> int:
+def _fleet(snap: dict[str, Any], current: AuditFlags, csrc: str, obj: Objective, source: dict[str, object],
+           args: RecommendArgs, say: Callable[[str], None]) -> int:
     """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
+    fmt, output, output_dir, executor, scheduler = args.fmt, args.output, args.output_dir, args.executor, args.scheduler
     from audit_tune.analysis.fleet import recommend_fleet
+    from audit_tune.analysis.render import fleet as _fleet_formats  # noqa: F401 - registers the formatters
+    from audit_tune.analysis.render import recommend as _formats  # noqa: F401
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import render, write_atomic, write_output
 
@@ -147,105 +189,42 @@ def _fleet(snap: Any, current: Any, csrc: str, obj: Any, seed: int, source: dict
     out_dir = Path(output_dir) if output_dir else None
     if out_dir is not None and not out_dir.is_dir():
         raise InputError(f"--output-dir {output_dir}: not a folder")
-    fleet = recommend_fleet(snap, current, csrc, obj, seed=seed, source=source, executor=executor,
+    fleet = recommend_fleet(snap, current, csrc, obj, seed=args.seed, source=source, executor=executor,
                             scheduler=scheduler, log=say)
     if out_dir is not None:
         ext = {"table": "txt", "json": "json", "yaml": "yaml", "prometheusrule": "yaml", "kind": "yaml",
                "kubeadm": "yaml", "kubeadm-v1beta3": "yaml", "manifest-patch": "yaml", "flags": "txt"}[fmt]
-        for cluster, rep in fleet["clusters"].items():
+        for cluster, rep in fleet.clusters.items():
             text = _table(rep, color=False) if fmt == "table" else render(rep, fmt)
             write_atomic(out_dir / f"{cluster or 'default'}.{ext}", text)
         write_atomic(out_dir / "summary.json", render(fleet, "json"))
-    if fmt in ("json", "yaml"):
-        text = render(fleet, fmt)
-    else:
-        text = _fleet_table(fleet)
+    text = render(fleet, fmt if fmt in ("json", "yaml") else "table")
     write_output(text, output)
-    bad = [r["cluster"] or "(no cluster label)" for r in fleet["summary"] if not r["current_ok"] or not r["recommended_flags"]]
+    bad = [r.cluster or "(no cluster label)" for r in fleet.summary if not r.fits]
     if bad:
         raise ObjectiveViolated(f"current flags violate the objective (or nothing fits) in {len(bad)} of "
-                                f"{len(fleet['summary'])} clusters: {', '.join(bad)}")
+                                f"{len(fleet.summary)} clusters: {', '.join(bad)}")
     return 0
 
 
-def _fleet_table(fleet: dict) -> str:
-    from io import StringIO
-
-    from rich.console import Console
-    from rich.table import Table
-
-    buf = StringIO()
-    con = Console(file=buf, width=160, force_terminal=False, color_system=None, soft_wrap=True)
-    con.print(f"audit-tune {fleet['tool_version']} recommend --all-clusters  seed={fleet['seed']}  "
-              f"executor={fleet['executor']}  current flags: {fleet['current_flags']['source']}")
-    t = Table(title="per cluster")
-    for c in ("cluster", "apiservers", "peak ev/s", "current", "confidence", "recommended (changed flags)", "binding"):
-        t.add_column(c)
-    for r in fleet["summary"]:
-        flags = r["recommended_flags"]
-        changed = [f for f in (flags or []) if f not in fleet["current_flags"]["flags"]]
-        t.add_row(r["cluster"] or "(none)", str(r["instances"]), f"{r['peak_event_rate']:,.0f}",
-                  "ok" if r["current_ok"] else "VIOLATES", str(r["confidence"]),
-                  "\n".join(changed) if flags else "none fits: " + "; ".join(r["why_none"] or []),
-                  str(r["binding_constraint"] or "-"))
-    con.print(t)
-    return buf.getvalue()
-
-
-def _table(report: dict, color: bool) -> str:
+def _table(report: RecommendationReport, color: bool) -> str:
     import shutil
 
-    from audit_tune.analysis.outputs import render_table
+    from audit_tune.analysis.render.recommend import render_table
 
     if color:  # a terminal: use its width
         return render_table(report, color=True, width=max(shutil.get_terminal_size((150, 40)).columns, 80))
     return render_table(report, color=False)
 
 
-def _from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
-    """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
-    from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
-    from audit_tune.basics.errors import InputError, NotEnoughData
-    from audit_tune.sim.units import parse_duration
-    from audit_tune.basics.output import log
-
-    if prom is None:
-        raise InputError("--prometheus-url: Prometheus reading is not available in this build; use --snapshot FILE")
-    prom.validate()
-    from audit_tune.cli.commands.snapshot import _parse_end
-
-    req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
-                          end=_parse_end(end) if end else None, selector=selector)
-    if req.step <= 0:
-        raise InputError("--step: must be > 0s, e.g. 15s")
-    say(f"reading {history} from {prom.display_url}")
-    try:
-        snap = take_snapshot(PromClient(prom), req, log=say)
-    except NotEnoughData as e:
-        part = partial_snapshot(e)
-        for m in (part.missing if part else []):
-            log(f"tune recommend: missing: {m}")
-        raise
-    for m in snap.missing:
-        say(f"missing: {m}")
-    return snap
-
-
-def _prom_available() -> bool:
-    try:
-        import audit_tune.analysis.prom  # noqa: F401
-        import audit_tune.cli.options  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _build_signature() -> None:
+    from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
     from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
-    sig.input_options(PANEL_IN, step_default="15s", prom_available=_prom_available())
+    sig.input_options(PANEL_IN, step_default="15s")
+    opt("audit_log", list[str], typer.Option([], "--audit-log", help=AUDIT_LOG_HELP + " 'sample' = the bundled real sample.", rich_help_panel=PANEL_IN))
     sig.objective_options(PANEL_OBJ)
     opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
     opt("evaluate", Optional[str], typer.Option(None, "--evaluate", help="Judge these flags (like --current-flags: flags or a file) under the same objective and failure scenarios, without the snapshot's observed drops: one answer per check, exit 3 when one fails.", rich_help_panel=PANEL_IN))
@@ -261,7 +240,4 @@ def _build_signature() -> None:
 
 
 _build_signature()
-if _prom_available():
-    from audit_tune.cli.options import prometheus_options
-
-    recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
+recommend = prometheus_options(recommend)  # noqa: F811 - the shared Prometheus flags, named as KRR names them

@@ -17,8 +17,9 @@ from typing import Any, Optional
 
 import typer
 
-from audit_tune.cli.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT, _prom_available
+from audit_tune.cli.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT
 from audit_tune.cli.inputs import current_flags_of
+from audit_tune.cli.options import prometheus_options
 
 HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
 verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
@@ -42,18 +43,38 @@ def report(ctx: typer.Context, **kw: Any) -> int:
     from audit_tune.analysis.recommend import Objective
 
     obj = Objective(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Objective)})
-    return _run(ctx, obj, **kw)
+    prom = kw.pop("prom", None)
+    return _run(ctx, obj, ReportArgs(**kw), prom)
 
 
-def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, step: str,
-         current_flags: Optional[str], loadtest: Optional[str], name: Optional[str], reports_dir: str, seed: int,
-         no_progress: bool, prom: Any = None, selector: Optional[str] = None, prometheus_url: Optional[str] = None,
-         end: Optional[str] = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class ReportArgs:
+    """The ``tune report`` options other than the objective and the Prometheus connection."""
+
+    snapshot: Optional[str]
+    history: str
+    step: str
+    current_flags: Optional[str]
+    loadtest: Optional[str]
+    name: Optional[str]
+    reports_dir: str
+    seed: int
+    no_progress: bool
+    selector: Optional[str] = None
+    prometheus_url: Optional[str] = None
+    end: Optional[str] = None
+    audit_log: Optional[list[str]] = None
+
+
+def _run(ctx: typer.Context, obj: Any, args: ReportArgs, prom: Any = None) -> int:
     from audit_tune.analysis.report import write
     from audit_tune.analysis.report.data import assemble, recommendation
     from audit_tune.basics.errors import InputError, ObjectiveViolated
     from audit_tune.basics.output import log
 
+    snapshot, history, step, current_flags, loadtest = args.snapshot, args.history, args.step, args.current_flags, args.loadtest
+    name, reports_dir, seed, no_progress = args.name, args.reports_dir, args.seed, args.no_progress
+    selector, prometheus_url, end, audit_log = args.selector, args.prometheus_url, args.end, args.audit_log
     t0 = time.perf_counter()
     obj = obj.validated()
     say = (lambda s: None) if no_progress else (lambda s: log(f"tune report: {s}"))
@@ -63,8 +84,15 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
         raise InputError(f"--loadtest {loadtest}: no such file (a record written by 'tune loadtest -o run.json')")
     from audit_tune.cli.inputs import load_history
 
-    snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
-    default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus"}.get(source["kind"], "sample")
+    if audit_log:  # audit log files (tune/auditlog_input.py), with Prometheus when given
+        from audit_tune.cli import auditlog_input
+
+        snap, source = auditlog_input.load("report", audit_log, snapshot, prom, step, selector, list(ctx.args),
+                                           current_flags, say, not no_progress)
+    else:
+        snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
+    default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus",
+                    "audit log": "audit-log"}.get(source["kind"], "sample")
     if source["kind"] == "snapshot":
         source["snapshot"] = Path(snapshot).name
     current, csrc = current_flags_of(current_flags, list(ctx.args), bundled=source["kind"] == "bundled sample")
@@ -82,7 +110,7 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
     t4 = time.perf_counter()
     log(f"tune report: wrote {out_dir}/index.html, report.md, data.json and {sum(p.suffix == '.png' for p in paths)} "
         f"plots in {t4 - t0:.1f} s (inputs {t1 - t0:.1f} s, recommendation {t2 - t1:.1f} s, "
-        f"{data['config']['report_simulation_runs']} report simulations {t3 - t2:.1f} s, plots and files {t4 - t3:.1f} s)")
+        f"{data.config.report_simulation_runs} report simulations {t3 - t2:.1f} s, plots and files {t4 - t3:.1f} s)")
     print(str(out_dir / "index.html"))
     if rec["recommended"] is None:
         raise ObjectiveViolated("no flag set meets the objective within the constraints (see the report)")
@@ -93,11 +121,13 @@ def _run(ctx: typer.Context, obj: Any, snapshot: Optional[str], history: str, st
 
 
 def _build_signature() -> None:
+    from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
     from audit_tune.cli.inputs import Signature
 
     sig = Signature()
     opt = sig.opt
-    sig.input_options(PANEL_IN, step_default="30s", prom_available=_prom_available())
+    sig.input_options(PANEL_IN, step_default="30s")
+    opt("audit_log", list[str], typer.Option([], "--audit-log", help=AUDIT_LOG_HELP + " 'sample' = the bundled real sample.", rich_help_panel=PANEL_IN))
     opt("loadtest", Optional[str], typer.Option(None, "--loadtest", help="A tune loadtest run record (audit-tune-loadtest/v1; its trace sidecar beside it): observed vs predicted.", rich_help_panel=PANEL_IN))
     sig.objective_options(PANEL_OBJ)
     opt("seed", int, typer.Option(1, "--seed", help="Random seed (bursts, simulations).", rich_help_panel=PANEL_OUT))
@@ -108,7 +138,4 @@ def _build_signature() -> None:
 
 
 _build_signature()
-if _prom_available():
-    from audit_tune.cli.options import prometheus_options
-
-    report = prometheus_options(report)  # noqa: F811 - the shared Prometheus flags, named as KRR names them
+report = prometheus_options(report)  # noqa: F811 - the shared Prometheus flags, named as KRR names them

@@ -11,6 +11,7 @@ from audit_tune.basics.output import Progress, log, render, write_output
 PANEL_WL = "Workload"
 PANEL_RCV = "Receiver (webhook) and log writer"
 PANEL_OUT = "Output"
+PANEL_SD = "Shutdown and restarts (kube-apiserver flags where they are its own)"
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +41,7 @@ def simulate(
     ramp: bool = typer.Option(False, "--ramp", help="Interpolate --profile linearly (a ramp).", rich_help_panel=PANEL_WL),
     burst: Optional[str] = typer.Option(None, "--burst", help="On/off bursts, events/s: 'on=20000,off=2000,mean-on=5s,mean-off=55s'.", rich_help_panel=PANEL_WL),
     trace: Optional[str] = typer.Option(None, "--trace", help="Arrival trace file: one request per line, 'time[,instance]'.", rich_help_panel=PANEL_WL),
+    audit_log: list[str] = typer.Option([], "--audit-log", help="Replay audit log arrivals exactly: [INSTANCE=]PATH, a file or a folder of rotated (.gz) files (repeatable: one apiserver each); 'sample' = the bundled sample.", rich_help_panel=PANEL_WL),
     rate_series: Optional[str] = typer.Option(None, "--rate-series", help="Rate series file 'timestamp,rate' (events/s), replayed.", rich_help_panel=PANEL_WL),
     instances: int = typer.Option(1, "--instances", help="Number of apiservers behind the load balancer.", rich_help_panel=PANEL_WL),
     weights: Optional[str] = typer.Option(None, "--weights", help="Load balancer weights, e.g. 2,1,1.", rich_help_panel=PANEL_WL),
@@ -57,6 +59,12 @@ def simulate(
     webhook_max_body: Optional[str] = typer.Option(None, "--webhook-max-body", help="Receiver body limit (413 above), e.g. 12MiB for Falco.", rich_help_panel=PANEL_RCV),
     log_write_latency: str = typer.Option("0s", "--log-write-latency", help="Cost of one log write (log backend).", rich_help_panel=PANEL_RCV),
     backends: Optional[str] = typer.Option(None, "--backends", help="Enabled backends: webhook, log or log,webhook (default: webhook, plus log when --audit-log-path is set).", rich_help_panel=PANEL_RCV),
+    shutdown_delay: str = typer.Option("0s", "--shutdown-delay-duration", help="kube-apiserver flag: keep serving this long after SIGTERM.", rich_help_panel=PANEL_SD),
+    watch_grace: str = typer.Option("0s", "--shutdown-watch-termination-grace-period", help="kube-apiserver flag: wait at most this long for watches at shutdown (0: not at all).", rich_help_panel=PANEL_SD),
+    request_timeout: str = typer.Option("60s", "--request-timeout", help="kube-apiserver flag: non-long-running request timeout (504), also the HTTP server's shutdown timeout.", rich_help_panel=PANEL_SD),
+    restart_at: Optional[str] = typer.Option(None, "--restart-at", help="Restart the apiserver(s) at these times: SIGTERM, kill after --kill-after, e.g. 5m,20m.", rich_help_panel=PANEL_SD),
+    kill_after: str = typer.Option("30s", "--kill-after", help="Kubelet grace period (terminationGracePeriodSeconds): SIGKILL this long after SIGTERM.", rich_help_panel=PANEL_SD),
+    restart_gap: str = typer.Option("5s", "--restart-gap", help="From the old process's exit until the new one serves.", rich_help_panel=PANEL_SD),
     seed: int = typer.Option(1, "--seed", help="Random seed.", rich_help_panel=PANEL_OUT),
     engine: str = typer.Option("fast", "--engine", help="fast (default), reference or oracle.", rich_help_panel=PANEL_OUT),
     no_drain: bool = typer.Option(False, "--no-drain", help="Stop at --duration instead of shutting down like the apiserver.", rich_help_panel=PANEL_OUT),
@@ -65,15 +73,30 @@ def simulate(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout.", rich_help_panel=PANEL_OUT),
     series: bool = typer.Option(False, "--series", help="Include batch sizes and occupancy series in JSON/YAML.", rich_help_panel=PANEL_OUT),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress output on stderr.", rich_help_panel=PANEL_OUT),
+    force: bool = typer.Option(False, "--force", help="Run a workload of more than 1e9 audit events (hours of CPU).", rich_help_panel=PANEL_OUT),
 ) -> int:
+    from dataclasses import replace
+
     from audit_tune.sim.api import run
-    from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
+    from audit_tune.sim.build import (
+        ReceiverOptions,
+        ShutdownCliOptions,
+        WorkloadOptions,
+        build_flags,
+        build_scenario,
+        build_shutdown,
+    )
     from audit_tune.sim.scenario import Scenario
 
     audit_args = list(ctx.args)
     flags = build_flags(audit_args, flags_file)
     if scenario:
         sc = Scenario.load(scenario)
+        if restart_at or shutdown_delay != "0s" or watch_grace != "0s" or request_timeout != "60s":
+            sd, rt = build_shutdown(ShutdownCliOptions(delay=shutdown_delay, watch_grace=watch_grace,
+                                                       request_timeout=request_timeout, restart_at=restart_at,
+                                                       kill_after=kill_after, restart_gap=restart_gap))
+            sc = replace(sc, shutdown=sd, request_timeout=rt).validate()
         if audit_args or flags_file:
             sc = sc.with_flags(build_flags(audit_args, flags_file) if flags_file else
                                __import__("audit_tune.sim.config", fromlist=["parse_flags"]).parse_flags(audit_args, base=sc.flags))
@@ -87,9 +110,21 @@ def simulate(
                              error_status=webhook_error_status, outages=list(webhook_outage), max_body=webhook_max_body,
                              retry_after=webhook_retry_after, log_write_latency=log_write_latency)
         bl = [b.strip() for b in backends.split(",")] if backends else None
-        sc = build_scenario(flags, wo, ro, seed=seed, backends=bl, drain=not no_drain)
-        if not any([rate, request_rate, profile, burst, trace, rate_series, scenario]):
+        if audit_log:  # the logged arrivals replace the workload options (tune/auditlog_input.py)
+            sc = _from_audit_log(audit_log, flags, wo, ro, seed, bl, no_drain, no_progress,
+                                 [rate, request_rate, profile, burst, trace, rate_series])
+        else:
+            so = ShutdownCliOptions(delay=shutdown_delay, watch_grace=watch_grace, request_timeout=request_timeout,
+                                    restart_at=restart_at, kill_after=kill_after, restart_gap=restart_gap)
+            sc = build_scenario(flags, wo, ro, seed=seed, backends=bl, drain=not no_drain, so=so)
+        if not any([rate, request_rate, profile, burst, trace, rate_series, scenario, audit_log]):
             log("tune simulate: no workload given; running the built-in demo (6,000 events/s for 2m on the given flags)")
+    from audit_tune.sim.limits import check_size
+
+    check_size(sc.workload, force)
+    spin = sc.flags.spin_warning(sc.enabled)
+    if spin:
+        log(f"tune simulate: {spin}")
     bar = Progress(1.0, f"simulate ({engine})", enabled=not no_progress and sc.workload.duration >= 600)
     try:
         res = run(sc, engine=engine, progress=bar.update)
@@ -99,9 +134,31 @@ def simulate(
     text = render(data, fmt) if fmt != "table" else _table(data)
     write_output(text, output)
     lost = sum(v for k, v in data["errors"].items())
+    lost += sum(v for k, v in (data.get("restart_loss") or {}).items() if k != "not-emitted")
     if max_drops is not None and lost > max_drops:
-        raise ObjectiveViolated(f"{lost} audit events lost (errors {data['errors']}), above --max-drops {max_drops}")
+        raise ObjectiveViolated(f"{lost} audit events lost (errors {data['errors']}, restart_loss "
+                                f"{data.get('restart_loss')}), above --max-drops {max_drops}")
     return 0
+
+
+def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_drain: bool, no_progress: bool,
+                    others: list) -> Scenario:  # noqa: F821
+    import dataclasses
+
+    from audit_tune.basics.errors import InputError
+    from audit_tune.cli import auditlog_input
+    from audit_tune.sim.build import build_scenario
+
+    if any(others):
+        raise InputError("--audit-log: replays the logged arrivals; drop --rate, --request-rate, --profile, --burst, "
+                         "--trace and --rate-series")
+    wl, info = auditlog_input.simulate_workload(specs, progress=not no_progress)
+    if not no_progress:
+        log(f"tune simulate: replaying {info['events']:,} logged events of {', '.join(info['instances'])} exactly "
+            f"({wl.duration:.1f}s, {info['event_size_bytes']} B each, the logs' mean)")
+    sc = build_scenario(flags, dataclasses.replace(wo, rate="1", duration="1s"), ro, seed=seed, backends=backends,
+                        drain=not no_drain)
+    return dataclasses.replace(sc, workload=wl).validate()
 
 
 def _table(d: dict) -> str:
@@ -132,6 +189,15 @@ def _table(d: dict) -> str:
     if d["in_flight_at_end"]:
         t.add_row("in_flight_at_end", f"{d['in_flight_at_end']:,}")
     t.add_row("requests_rejected", f"{d['requests_rejected']:,}")
+    if d.get("requests_timed_out"):
+        t.add_row("requests_timed_out (504)", f"{d['requests_timed_out']:,}")
+    if d.get("events_not_emitted"):
+        t.add_row("events_not_emitted (after exit)", f"{d['events_not_emitted']:,}")
+    if d.get("events_refused"):
+        t.add_row("events_refused (no apiserver up)", f"{d['events_refused']:,}")
+    for cause, v in (d.get("restart_loss") or {}).items():
+        if v:
+            t.add_row(f"restart_loss.{cause}", f"{v:,}")
     t.add_row("batches", f"{d['batches']:,}")
     bs = d["batch_size"]
     if bs["count"]:
@@ -152,10 +218,15 @@ def _table(d: dict) -> str:
         a = d["request_added_latency_seconds"]
         t.add_row("request latency added p50 / p99", f"{a['p50']:.3f}s / {a['p99']:.3f}s")
     con.print(t)
+    killed = sum(v for k, v in (d.get("restart_loss") or {}).items() if k != "not-emitted")
     if lost:
         con.print(f"LOST {lost:,} of {ev:,} audit events ({100 * lost / ev:.2f}%).")
-    else:
+    elif not killed:
         con.print("No audit events lost.")
+    if killed:
+        con.print(f"Restarts killed {killed:,} accepted audit events before delivery (restart_loss).")
+    if d.get("events_not_emitted"):
+        con.print(f"{d['events_not_emitted']:,} events never emitted: their requests outlived the apiserver process.")
     if len(d["instances"]) > 1:
         it = Table(title="per instance")
         for c in ("instance", "events", "buffered drops", "webhook drops", "delivered", "max occupancy"):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -33,10 +31,13 @@ def register(app: typer.Typer) -> None:
 
 SERVE_HELP = """Receive kube-apiserver audit webhook batches (EventList POSTs) and store them, hash-chained.
 
-Answers 2xx only after the batch is stored (and fsynced per --fsync). Faults on demand.
-Prints one JSON line {"url": ...} on stdout once listening; runs until Ctrl-C/SIGTERM or --duration.
+Answers 200 only after the batch and its head are durable (per --fsync); 503 with Retry-After
+while the store cannot take writes. After a crash it re-anchors or cuts back what was written
+but never acknowledged, and says so on stderr; anything else wrong with the store is refused.
+One sink per --store. Faults on demand. Prints one JSON line {"url": ...} on stdout once
+listening; runs until Ctrl-C/SIGTERM or --duration. What it promises: docs/sink-promises.md.
 
-Example:  [bold]tune sink serve --store /tmp/ev.jsonl --tls-generate /tmp/sink-tls --token-file tok --write-kubeconfig /tmp/webhook.kubeconfig[/bold]
+Example:  [bold]tune sink serve --store ./audit/ev.jsonl --tls-generate ~/.config/audit-sink/tls --token-file tok --write-kubeconfig ./webhook.kubeconfig[/bold]
 """
 
 F = "Faults"
@@ -51,7 +52,7 @@ def serve_cmd(
     fsync_interval: str = typer.Option("1s", "--fsync-interval", help="With --fsync interval: at most one fsync per this long."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Serve HTTPS with this certificate (PEM).", rich_help_panel=T),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Key for --tls-cert.", rich_help_panel=T),
-    tls_generate: Optional[Path] = typer.Option(None, "--tls-generate", help="Generate CA, server and client certs into this folder and serve HTTPS.", rich_help_panel=T),
+    tls_generate: Optional[Path] = typer.Option(None, "--tls-generate", help="Generate CA, server and client certs into this private folder (created 0700; an existing one must be yours and 0700) and serve HTTPS.", rich_help_panel=T),
     client_ca: Optional[Path] = typer.Option(None, "--client-ca", help="Require client certs signed by this CA.", rich_help_panel=T),
     client_cert_auth: bool = typer.Option(False, "--client-cert-auth", help="With --tls-generate: require the generated client cert.", rich_help_panel=T),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="Require 'Authorization: Bearer <token>' (token read from this file; env AUDIT_SINK_TOKEN also works). Never printed.", rich_help_panel=T),
@@ -62,17 +63,22 @@ def serve_cmd(
     hang_rate: float = typer.Option(0.0, "--hang-rate", help="Fraction of requests held --hang-for then dropped unanswered.", rich_help_panel=F),
     hang_for: str = typer.Option("60s", "--hang-for", rich_help_panel=F),
     outage: List[str] = typer.Option([], "--outage", help="START-END[:refuse|hang|CODE] after sink start, e.g. 10s-40s:refuse (repeatable; default mode 503).", rich_help_panel=F),
-    max_body_bytes: Optional[str] = typer.Option(None, "--max-body-bytes", help="Answer 413 above this size, e.g. 12MiB (Falco's default).", rich_help_panel=F),
+    max_body_bytes: Optional[str] = typer.Option(None, "--max-body-bytes", help="Answer 413 above this size, before or after gzip decompression [default: 12MiB, Falco's].", rich_help_panel=F),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Answer 429 beyond N requests in flight.", rich_help_panel=F),
     seed: int = typer.Option(1, "--seed", help="Seed for every random fault decision.", rich_help_panel=F),
-    write_kubeconfig: Optional[Path] = typer.Option(None, "--write-kubeconfig", help="Write the --audit-webhook-config-file kubeconfig pointing at this sink (mode 0600)."),
+    write_kubeconfig: Optional[Path] = typer.Option(None, "--write-kubeconfig", help="Write the --audit-webhook-config-file kubeconfig pointing at this sink (mode 0600, absolute certificate paths)."),
+    chain_key_file: Optional[Path] = typer.Option(None, "--chain-key-file", help="Key the store's chain with HMAC-SHA256 (file of >= 16 bytes, mode 0600, outside the store's folder); verify then needs it."),
+    header_timeout: str = typer.Option("10s", "--header-timeout", help="Close a connection whose request head (any request, first or keep-alive) is not complete within this of its first byte."),
+    body_timeout: str = typer.Option("60s", "--body-timeout", help="Answer 408 when a body takes longer than this to arrive."),
+    idle_timeout: str = typer.Option("90s", "--idle-timeout", help="Close a keep-alive connection idle this long."),
     duration: Optional[str] = typer.Option(None, "--duration", help="Stop after this long (default: until Ctrl-C)."),
     stats_out: Optional[Path] = typer.Option(None, "--stats-out", help="Write the final stats JSON here on exit, with every per-request handling latency (latency_samples_s)."),
 ) -> None:
+    from audit_tune.basics.output import log, write_atomic
     from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.keyfiles import write_private
     from audit_tune.loadgen.sink import SinkConfig, SinkServer, serve, webhook_kubeconfig
     from audit_tune.sim.units import parse_duration
-    from audit_tune.basics.output import log, write_atomic
 
     token = _read_token(token_file)
     faults = FaultConfig.from_flags(latency=latency, latency_per_inflight=latency_per_inflight,
@@ -84,9 +90,14 @@ def serve_cmd(
                      tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
                      tls_generate=str(tls_generate) if tls_generate else None,
                      client_ca=str(client_ca) if client_ca else None, client_cert_auth=client_cert_auth,
-                     token=token, faults=faults)
+                     token=token, faults=faults, chain_key_file=str(chain_key_file) if chain_key_file else None,
+                     header_timeout=parse_duration(header_timeout, "--header-timeout"),
+                     body_timeout=parse_duration(body_timeout, "--body-timeout"),
+                     idle_timeout=parse_duration(idle_timeout, "--idle-timeout"))
     stop_after = parse_duration(duration, "--duration") if duration else None
-    if write_kubeconfig is not None and not write_kubeconfig.parent.exists():
+    kc_folder = write_kubeconfig.parent if write_kubeconfig is not None else None
+    into_tls = kc_folder is not None and tls_generate is not None and kc_folder.resolve() == tls_generate.resolve()
+    if kc_folder is not None and not kc_folder.exists() and not into_tls:  # --tls-generate creates its folder
         raise InputError(f"--write-kubeconfig {write_kubeconfig}: folder does not exist")
 
     def ready(server: SinkServer) -> None:
@@ -96,8 +107,7 @@ def serve_cmd(
             cc = str(tf.client_cert) if (tf and client_cert_auth) else None
             ck = str(tf.client_key) if (tf and client_cert_auth) else None
             text = webhook_kubeconfig(server.url, ca_cert=ca, token=token, client_cert=cc, client_key=ck)
-            write_atomic(write_kubeconfig, text)
-            os.chmod(write_kubeconfig, 0o600)
+            write_private(write_kubeconfig, text)
         info = {"url": server.url, "pid": os.getpid(), "store": cfg.store,
                 "ca_cert": str(tf.ca_cert) if tf else None,
                 "kubeconfig": str(write_kubeconfig) if write_kubeconfig else None,
@@ -119,23 +129,40 @@ def serve_cmd(
 
 
 def _read_token(token_file: Optional[Path]) -> Optional[str]:
+    """The bearer token: one line of visible ASCII (what an HTTP header can carry), never echoed."""
     if token_file is not None:
         try:
-            tok = token_file.read_text().strip()
+            with open(token_file, "rb") as f:
+                raw = f.read(MAX_TOKEN_BYTES + 1)
         except OSError as e:
             raise InputError(f"--token-file {token_file}: {e.strerror}") from None
+        if len(raw) > MAX_TOKEN_BYTES:
+            raise InputError(f"--token-file {token_file}: longer than {MAX_TOKEN_BYTES} bytes; not a token file?")
+        tok, where = raw.strip(), f"--token-file {token_file}"
+    else:
+        tok, where = os.environ.get("AUDIT_SINK_TOKEN", "").strip().encode("utf-8", "replace"), "AUDIT_SINK_TOKEN"
         if not tok:
-            raise InputError(f"--token-file {token_file}: file is empty")
-        return tok
-    return os.environ.get("AUDIT_SINK_TOKEN") or None
+            return None
+    if not tok:
+        raise InputError(f"{where}: file is empty")
+    if not all(0x21 <= b <= 0x7E for b in tok):
+        raise InputError(f"{where}: the token must be one line of visible ASCII (no spaces, control or "
+                         "non-ASCII bytes) to travel in an Authorization header")
+    return tok.decode("ascii")
 
 
-VERIFY_HELP = """Check a sink store's hash chain and count its events.
+MAX_TOKEN_BYTES = 4096
+
+
+VERIFY_HELP = """Check a sink store's hash chain against its head and count its events.
 
 Exit 0 if intact; exit 1 with one line naming the first bad record line if a record was deleted,
-altered or reordered.
+altered or reordered, or the end of the store does not match STORE.head. A missing head fails
+unless --allow-unanchored. Batches written but not acknowledged before a crash are reported,
+not counted. A plain chain detects damage, not a consistent rewrite; a keyed one
+(--chain-key-file) detects that too. See docs/sink-promises.md.
 
-Example:  [bold]tune sink verify /tmp/ev.jsonl --format json[/bold]
+Example:  [bold]tune sink verify ./audit/ev.jsonl --format json[/bold]
 """
 
 
@@ -143,11 +170,15 @@ def verify_cmd(
     store: Path = typer.Argument(..., help="The JSONL store written by 'tune sink serve --store'."),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE (atomically) instead of stdout."),
+    chain_key_file: Optional[Path] = typer.Option(None, "--chain-key-file", help="The key the sink was started with (keyed stores)."),
+    allow_unanchored: bool = typer.Option(False, "--allow-unanchored", help="Check the chain even without STORE.head (the end of the store then cannot be checked)."),
 ) -> None:
-    from audit_tune.loadgen.store import verify
     from audit_tune.basics.output import render, write_output
+    from audit_tune.loadgen.chain import load_key
+    from audit_tune.loadgen.store import verify
 
-    summary = verify(store).to_dict()
+    key = load_key(chain_key_file, store) if chain_key_file else None
+    summary = verify(store, key=key, allow_unanchored=allow_unanchored).to_dict()
     if fmt == "table":
         text = _table(summary)
     else:
@@ -156,8 +187,12 @@ def verify_cmd(
 
 
 def _table(s: dict) -> str:
-    lines = [f"store    {s['store']}", "chain    ok" + ("" if s["head_checked"] else " (no .head file: last record not anchored)"),
+    lines = [f"store    {s['store']}",
+             f"chain    ok ({s['chain']})" + ("" if s["head_checked"] else " (no .head file: last record not anchored)"),
              f"events   {s['events']}", f"batches  {s['batches']}"]
+    if s["unanchored_events"] or s["torn_bytes"]:
+        lines.append(f"past the head: {s['unanchored_events']} events, {s['torn_bytes']} torn bytes "
+                     "(written, never acknowledged: a crash or a write in progress)")
     for title, key in (("stage", "by_stage"), ("level", "by_level"), ("verb", "by_verb")):
         if s[key]:
             lines.append(f"by {title}:")

@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 
 from audit_tune.analysis.prom import PromSettings
+from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
+from audit_tune.cli.inputs import parse_end
 from audit_tune.cli.options import prometheus_options
 
 PANEL = "Snapshot"
@@ -20,7 +22,9 @@ def register(app: typer.Typer) -> None:
             "Read kube-apiserver audit metrics from Prometheus into a snapshot file for 'tune recommend'.\n\n"
             "Example: [bold]tune snapshot -p http://prometheus.monitoring:9090 -o snap.json --history 7d[/bold]\n\n"
             "Missing series are explained per instance (stderr and the file's 'missing' list). Exit 4 when no "
-            "instance has apiserver_audit_event_total. Format: docs/snapshot.md."
+            "instance has apiserver_audit_event_total. Format: docs/snapshot.md.\n\n"
+            "From audit logs instead (or as well): [bold]tune snapshot --audit-log apiserver-0=/var/log/kubernetes/audit/ "
+            "-o snap.json[/bold] (docs/audit-log.md)."
         ),
     )(snapshot)
 
@@ -42,15 +46,21 @@ def snapshot(
                                                "(default: the non-loopback POST host of the apiserver's rest client).",
                                                rich_help_panel=PANEL),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress output on stderr.", rich_help_panel=PANEL),
+    audit_log: list[str] = typer.Option([], "--audit-log", help=AUDIT_LOG_HELP, rich_help_panel=PANEL),
+    audit_log_mode: str = typer.Option("blocking", "--audit-log-mode", help="The mode the log backend ran in "
+                                       "(blocking: the log is complete; batch: it may miss dropped events).",
+                                       rich_help_panel=PANEL),
 ) -> int:
     from audit_tune.analysis.prom import PromClient, SnapshotRequest, human_duration, partial_snapshot, take_snapshot
     from audit_tune.basics.errors import InputError, NotEnoughData
-    from audit_tune.sim.units import parse_duration
     from audit_tune.basics.output import log, write_output
+    from audit_tune.sim.units import parse_duration
 
+    if audit_log:  # audit log files (analysis.auditlog), with Prometheus for what a log cannot see
+        return _from_audit_log(prom, audit_log, audit_log_mode, output, step, selector, webhook_host, no_progress)
     prom.validate()
     req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
-                          end=_parse_end(end) if end else None, instances=list(instance), selector=selector or "",
+                          end=parse_end(end) if end else None, instances=list(instance), selector=selector or "",
                           webhook_host=webhook_host)
     if req.step <= 0:
         raise InputError("--step: must be > 0s, e.g. 15s")
@@ -59,8 +69,6 @@ def snapshot(
     say = (lambda m: None) if no_progress else log
     say(f"tune snapshot: reading {human_duration(req.history)} from {prom.display_url}"
         + (f" (cluster {prom.cluster_label}={prom.cluster})" if prom.cluster else ""))
-    if prom.insecure_skip_tls_verify:
-        log("tune snapshot: TLS certificate verification is off (--insecure-skip-tls-verify)")
     client = PromClient(prom)
     t0 = time.monotonic()
     try:
@@ -79,16 +87,20 @@ def snapshot(
     return 0
 
 
-def _parse_end(text: str) -> float:
-    from datetime import datetime
+def _from_audit_log(prom: PromSettings, specs: list[str], log_mode: str, output: str, step: str,
+                    selector: Optional[str], webhook_host: Optional[str], no_progress: bool) -> int:
+    import json
 
-    from audit_tune.basics.errors import InputError
+    from audit_tune.basics.output import log, write_output
+    from audit_tune.cli import auditlog_input
+    from audit_tune.sim.units import parse_duration
 
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise InputError(f"--end {text!r}: want unix seconds or RFC 3339 such as 2026-05-28T12:00:00Z") from None
+    prom.validate(require_url=False)
+    say = (lambda m: None) if no_progress else (lambda m: log(f"tune snapshot: {m}"))
+    snap = auditlog_input.snapshot(specs, "snapshot", parse_duration(step, "--step"), log_mode, prom if prom.url else None,
+                                   selector or "", webhook_host, progress=not no_progress, say=say)
+    write_output(json.dumps(snap, indent=1, allow_nan=False) + "\n", output)
+    say(f"{len(snap['instances'])} instance(s) from the audit log, {len(snap['missing'])} missing item(s)"
+        + (f" -> {output}" if output not in ("-", "") else ""))
+    return 0
+

@@ -1,0 +1,98 @@
+"""What "good flags" means for ``tune recommend``: the :class:`Objective` (see ``docs/recommend.md``).
+
+Each field is a ``tune recommend`` / ``tune report`` option (its metadata carries the flag and the
+help text the CLI generates its options from); :meth:`Objective.validated` checks them once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from audit_tune.analysis import logbackend, outage
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.units import parse_duration, parse_size
+
+
+def _opt(flag: str, typ: type, help: str) -> dict[str, object]:
+    return {"flag": flag, "type": typ, "help": help}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What "good flags" means. Each field is a ``tune recommend`` option (metadata: flag, help)."""
+
+    headroom: float = field(default=2.0, metadata=_opt(
+        "--headroom", float, "No buffered drop at the observed peak times this factor."))
+    max_drop_probability: float = field(default=0.01, metadata=_opt(
+        "--max-drop-probability", float, "Highest acceptable probability of losing any event over the horizon."))
+    horizon: str = field(default="", metadata=_opt(
+        "--horizon", str, "Time the drop probability is about, e.g. 30d (default: the snapshot's window)."))
+    memory_budget: str = field(default="512MiB", metadata=_opt(
+        "--memory-budget", str, "Most bytes of audit events one apiserver may hold (buffer + in flight)."))
+    max_delivery_latency: str = field(default="60s", metadata=_opt(
+        "--max-delivery-latency", str, "Highest acceptable p99 time from event to receiver."))
+    max_batch_bytes: str = field(default="12MiB", metadata=_opt(
+        "--max-batch-bytes", str, "Receiver body limit (Falco k8saudit: 12MiB); 0 = none."))
+    receiver_max_qps: float = field(default=100.0, metadata=_opt(
+        "--receiver-max-qps", float, "Most POSTs/s the receiver takes from all apiservers (throttle qps x instances); 0 = none."))
+    seeds: int = field(default=8, metadata=_opt(
+        "--seeds", int, "Monte Carlo runs (seeds of the fitted bursts) per instance and load."))
+    peak_window: str = field(default="5m", metadata=_opt(
+        "--peak-window", str, "Length of the busiest stretch simulated per instance."))
+    jobs: int = field(default=2, metadata=_opt(
+        "--jobs", int, "Local worker processes for the simulations (1 = in-process)."))
+    tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
+        "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
+        "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))
+    tolerate_slowdown: float = field(default=1.0, metadata=_opt(
+        "--tolerate-slowdown", float, "Receiver latency x this over the busiest window must lose nothing (1 = off)."))
+    tolerate_log_stall: str = field(default="", metadata=_opt(
+        "--tolerate-log-stall", str, "With --audit-log-path: a disk that stops for this long (e.g. 30s) must lose nothing."))
+    log_write_latency: str = field(default="", metadata=_opt(
+        "--log-write-latency", str, "With --audit-log-path: the cost of one audit log write (default: a short probe on this host)."))
+
+    # parsed values, validated once
+    def validated(self) -> Objective:
+        if not self.headroom >= 1.0 or not math.isfinite(self.headroom):
+            raise InputError(f"--headroom {self.headroom}: must be a number >= 1 (2 = twice the observed peak)")
+        if not 0 < self.max_drop_probability < 1:
+            raise InputError(f"--max-drop-probability {self.max_drop_probability}: must be within (0, 1), e.g. 0.01")
+        if self.horizon:
+            if not parse_duration(self.horizon, "--horizon") > 0:
+                raise InputError(f"--horizon {self.horizon}: must be > 0, e.g. 30d")
+        if not self.memory_bytes > 0:
+            raise InputError(f"--memory-budget {self.memory_budget}: must be > 0, e.g. 512MiB")
+        if not self.latency_seconds > 0:
+            raise InputError(f"--max-delivery-latency {self.max_delivery_latency}: must be > 0, e.g. 60s")
+        self.batch_bytes  # noqa: B018 - parse for the error
+        if self.receiver_max_qps < 0 or not math.isfinite(self.receiver_max_qps):
+            raise InputError(f"--receiver-max-qps {self.receiver_max_qps}: must be >= 0 (0 = no limit)")
+        if not 1 <= self.seeds <= 1000:
+            raise InputError(f"--seeds {self.seeds}: must be within 1..1000")
+        if not parse_duration(self.peak_window, "--peak-window") > 0:
+            raise InputError(f"--peak-window {self.peak_window}: must be > 0, e.g. 5m")
+        if not 1 <= self.jobs <= 64:
+            raise InputError(f"--jobs {self.jobs}: must be within 1..64")
+        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {})
+        logbackend.parse_stall(self.tolerate_log_stall)
+        if self.log_write_latency:
+            logbackend.write_cost(self.log_write_latency, 1000, 100)
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_size(self.memory_budget, "--memory-budget")
+
+    @property
+    def latency_seconds(self) -> float:
+        return parse_duration(self.max_delivery_latency, "--max-delivery-latency")
+
+    @property
+    def batch_bytes(self) -> int:
+        return parse_size(self.max_batch_bytes, "--max-batch-bytes")
+
+    def horizon_seconds(self, window: float) -> float:
+        return parse_duration(self.horizon, "--horizon") if self.horizon else window
+
+    def to_dict(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}

@@ -1,0 +1,181 @@
+"""One YAML loader for every file audit-tune reads, bounded in what a hostile file can cost.
+
+PyYAML's ``SafeLoader`` builds only plain data, but it still follows aliases without limit (an
+"alias bomb" of nine anchors, each listing the previous one nine times, describes 9^9 nodes in a
+few hundred bytes), recurses once per nesting level (a 5,000-deep list ends in ``RecursionError``)
+and accepts whatever the reader can decode. This loader, before anything is constructed:
+
+* decodes the bytes as UTF-8 (a BOM is allowed) and refuses anything else, or a NUL byte, with
+  one line;
+* composes the node graph with a nesting limit (:data:`MAX_DEPTH`);
+* counts the nodes the graph stands for once every alias is expanded, and refuses more than
+  :data:`MAX_NODES` (a self-referencing alias is refused as well).
+
+Every error is an :class:`~audit_tune.basics.errors.InputError` naming the input.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audit_tune.basics.errors import InputError
+
+MAX_DEPTH = 100
+MAX_NODES = 1_000_000
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class _DepthLimited(yaml.SafeLoader):
+    """A SafeLoader whose composer stops at :data:`MAX_DEPTH` levels of nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(f"nested deeper than {MAX_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def expanded_size(root: yaml.Node, limit: int = MAX_NODES) -> int:
+    """Number of nodes ``root`` stands for with every alias expanded; stops counting past ``limit``."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in active:
+            raise _TooDeep("an alias refers to a node that contains it")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += size(child)
+                if n > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += size(k) + size(v)
+                if n > limit:
+                    break
+        active.discard(key)
+        memo[key] = n
+        return n
+
+    return size(root)
+
+
+def decode(data: bytes | str, what: str) -> str:
+    """UTF-8 text of ``data``, or a one-line refusal naming ``what``."""
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{what}: not UTF-8 text (byte {e.start}); give a YAML or JSON file") from None
+    if "\x00" in text:
+        raise InputError(f"{what}: contains a NUL byte (binary file?); give a YAML or JSON file")
+    return text
+
+
+def compose_all(data: bytes | str, what: str, yaml_errors: bool = False) -> list[yaml.Node]:
+    """The bounded node graphs of every document in ``data`` (``None`` documents dropped).
+
+    ``yaml_errors=True`` lets syntax errors (``yaml.YAMLError``) through for a caller that words
+    them itself; the bounds are always :class:`InputError`."""
+    text = decode(data, what)
+    try:
+        loader = _DepthLimited(text)
+    except yaml.YAMLError as e:   # the reader refuses control characters at once
+        if yaml_errors:
+            raise
+        raise InputError(_syntax(e, what)) from None
+    nodes: list[yaml.Node] = []
+    total = 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            total += expanded_size(node, MAX_NODES - total)
+            if total > MAX_NODES:
+                raise InputError(f"{what}: YAML expands to more than {MAX_NODES:,} nodes (aliases?); refused")
+            nodes.append(node)
+    except _TooDeep as e:
+        raise InputError(f"{what}: {e}; refused") from None
+    except RecursionError:
+        raise InputError(f"{what}: nested too deeply; refused") from None
+    except yaml.YAMLError as e:
+        if yaml_errors:
+            raise
+        raise InputError(_syntax(e, what)) from None
+    finally:
+        loader.dispose()
+    return nodes
+
+
+def construct(node: yaml.Node, what: str) -> Any:
+    """Plain Python data of a node from :func:`compose_all`."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise InputError(_syntax(e, what)) from None
+    except RecursionError:
+        raise InputError(f"{what}: nested too deeply; refused") from None
+    finally:
+        loader.dispose()
+
+
+def load(data: bytes | str, what: str) -> Any:
+    """The single document in ``data`` (``None`` if empty); more than one document is refused."""
+    nodes = compose_all(data, what)
+    if len(nodes) > 1:
+        raise InputError(f"{what}: {len(nodes)} YAML documents; expected one")
+    return construct(nodes[0], what) if nodes else None
+
+
+def load_all(data: bytes | str, what: str) -> list[Any]:
+    return [construct(n, what) for n in compose_all(data, what)]
+
+
+def read_bytes(path: str | os.PathLike, what: str, limit: int = MAX_BYTES) -> bytes:
+    """The bytes of ``path`` (at most ``limit``), or a one-line error naming ``what``."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise InputError(f"{what} {p}: is a folder; give a file")
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"{what} {p}: cannot read ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise InputError(f"{what} {p}: larger than {limit // (1024 * 1024)} MiB; refused")
+    return data
+
+
+def read(path: str | os.PathLike, what: str) -> Any:
+    """Read and :func:`load` one YAML file."""
+    return load(read_bytes(path, what), f"{what} {path}")
+
+
+def _syntax(e: BaseException, what: str) -> str:
+    """``what:LINE: not valid YAML (problem)`` in one line."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    line = f":{mark.line + 1}" if mark is not None else ""
+    return f"{what}{line}: not valid YAML ({problem})"

@@ -1,0 +1,133 @@
+"""The one kubeconfig reader: the guard, the load generator and cluster status all resolve a
+context through here, so they can never disagree about which server a name means.
+
+Mirrors client-go's ``tools/clientcmd`` loader for a single file:
+
+* ``clusters``, ``contexts`` and ``users`` are lists of ``{name, <kind>}``; a name that appears
+  twice in one list is refused, as client-go's v1 -> internal conversion does ("duplicate name
+  ... in list"), instead of silently taking the first or the last entry;
+* the context is ``--context`` or ``current-context``; its ``cluster`` and ``user`` must exist;
+* relative file paths (``certificate-authority``, ``client-certificate``, ``client-key``,
+  ``tokenFile``) resolve against the kubeconfig's folder (client-go's ``ResolvePaths``).
+
+The file is read with the bounded YAML loader (:mod:`audit_tune.basics.yamlsafe`). Every error is
+one :class:`InputError` line naming the kubeconfig; no credential is ever part of a message.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit_tune.basics import yamlsafe
+from audit_tune.basics.errors import InputError
+
+_KINDS = (("clusters", "cluster"), ("contexts", "context"), ("users", "user"))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One context resolved to its cluster and user (the user's fields may hold secrets)."""
+
+    path: Path
+    context: str
+    cluster_name: str
+    cluster: dict[str, Any]
+    user_name: str
+    user: dict[str, Any] = field(repr=False)
+
+    @property
+    def server(self) -> str:
+        return str(self.cluster.get("server") or "")
+
+    def file(self, value: Any) -> str | None:
+        """A path field resolved against the kubeconfig's folder, as client-go does."""
+        if not value:
+            return None
+        q = Path(os.path.expanduser(str(value)))
+        return str(q if q.is_absolute() else (self.path.parent / q))
+
+
+@dataclass(frozen=True)
+class Kubeconfig:
+    path: Path
+    current_context: str
+    clusters: dict[str, dict[str, Any]]
+    contexts: dict[str, dict[str, Any]]
+    users: dict[str, dict[str, Any]] = field(repr=False)
+
+    def resolve(self, context: str | None = None) -> Resolved:
+        """The named (or current) context with its cluster and user; one-line errors otherwise."""
+        name = context or self.current_context
+        where = f"--kubeconfig {self.path}"
+        if not name:
+            raise InputError(f"{where}: no current-context; pass --context")
+        if name not in self.contexts:
+            valid = ", ".join(sorted(self.contexts)) or "none"
+            raise InputError(f"--context {name!r}: no context named so in {self.path} (contexts: {valid})")
+        ctx = self.contexts[name]
+        cl_name, user_name = ctx.get("cluster"), ctx.get("user")
+        if not isinstance(cl_name, str) or cl_name not in self.clusters:
+            raise InputError(f"{where}: context {name!r} names no cluster of the file ({cl_name!r})")
+        if user_name not in (None, "") and (not isinstance(user_name, str) or user_name not in self.users):
+            raise InputError(f"{where}: context {name!r} names no user of the file ({user_name!r})")
+        cluster = self.clusters[cl_name]
+        server = cluster.get("server")
+        if not isinstance(server, str) or not server:
+            raise InputError(f"{where}: cluster {cl_name!r} has no server")
+        return Resolved(self.path, name, cl_name, cluster, user_name or "", self.users.get(user_name or "", {}))
+
+
+def default_path() -> Path:
+    """``$KUBECONFIG``'s first entry, else ``~/.kube/config``."""
+    env = os.environ.get("KUBECONFIG", "")
+    return Path(env.split(os.pathsep)[0] if env else os.path.expanduser("~/.kube/config"))
+
+
+def parse(doc: Any, path: Path) -> Kubeconfig:
+    """Check the shape of a loaded kubeconfig and index it by name (duplicates refused)."""
+    where = f"--kubeconfig {path}"
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: not a kubeconfig (a YAML mapping with clusters, contexts, users)")
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    for plural, singular in _KINDS:
+        items = doc.get(plural) or []
+        if not isinstance(items, list):
+            raise InputError(f"{where}: {plural} must be a list")
+        table: dict[str, dict[str, Any]] = {}
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InputError(f"{where}: {plural}[{i}] must be a mapping with a string name")
+            body = item.get(singular) or {}
+            if not isinstance(body, dict):
+                raise InputError(f"{where}: {singular} {item['name']!r} must be a mapping")
+            if item["name"] in table:
+                raise InputError(f"{where}: duplicate {singular} name {item['name']!r} in {plural}; "
+                                 "client-go refuses such a kubeconfig, so it is ambiguous: rename one")
+            table[item["name"]] = body
+        tables[plural] = table
+    current = doc.get("current-context") or ""
+    if not isinstance(current, str):
+        raise InputError(f"{where}: current-context must be a string")
+    return Kubeconfig(path, current, tables["clusters"], tables["contexts"], tables["users"])
+
+
+def load(path: str | os.PathLike | None = None) -> Kubeconfig:
+    """Read and check a kubeconfig (``None``: :func:`default_path`)."""
+    p = Path(path).expanduser() if path is not None else default_path()
+    return parse(yamlsafe.read(p, "--kubeconfig"), p)
+
+
+def resolve(path: str | os.PathLike | None = None, context: str | None = None) -> Resolved:
+    return load(path).resolve(context)
+
+
+def server_of(path: str | os.PathLike, context: str | None = None) -> str | None:
+    """The server of a kubeconfig's context, or None if the file cannot be read (for display)."""
+    try:
+        return resolve(path, context).server
+    except InputError:
+        return None

@@ -1,0 +1,88 @@
+"""When the audit pipeline is quiet, and the accounting check over a run: the apiserver's absolute
+audit counters (``/metrics``) and the sink's stats, read before and after
+(``events_total = delivered + drops (+ in flight)``, ``docs/verification.md``).
+"""
+from __future__ import annotations
+
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from audit_tune.loadgen import metrics_text as mt
+from audit_tune.loadgen.kubetarget import Target
+from audit_tune.sim.config import AuditFlags
+
+
+def scrape_totals(target: Target, timeout: float = 30.0) -> dict[str, Any]:
+    """Absolute ``apiserver_audit_event_total`` and ``apiserver_audit_error_total`` by plugin."""
+    ctx = target.ssl_context()
+    req = urllib.request.Request(target.server.rstrip("/") + "/metrics", headers=target.headers())
+    kw: dict[str, Any] = {"timeout": timeout}
+    if isinstance(ctx, ssl.SSLContext):
+        kw["context"] = ctx
+    with urllib.request.urlopen(req, **kw) as r:  # noqa: S310 - the user's apiserver
+        m = mt.parse(r.read().decode(errors="replace"))
+    errs = m.by_label("apiserver_audit_error_total", "plugin") if m.has("apiserver_audit_error_total") else {}
+    return {"event_total": m.total("apiserver_audit_event_total"), "errors": {k: float(v) for k, v in errs.items()},
+            "at": time.time()}
+
+
+def quiet_window(flags: AuditFlags, retries: bool = True, refill: bool = False) -> float:
+    """How long nothing may reach the sink before the pipeline is taken as quiet: a partial batch
+    waits up to max-wait; with ``retries`` (the sink failed some attempts, or has faults configured)
+    a failing batch may also be sleeping up to ``1.2 x initial x 1.5^3`` before its next attempt.
+    With ``refill`` also until the throttle's token bucket is full again (``burst / qps``): the
+    replay starts with a full bucket, as the apiserver does at start-up."""
+    b = flags.webhook.batch
+    w = max(2.0, b.max_batch_wait + 1.0)
+    if retries:
+        w = max(w, 1.2 * flags.webhook_initial_backoff * 1.5 ** 3 + 1.0)
+    if refill and b.throttle_enable and b.effective_qps > 0:
+        w = max(w, b.throttle_burst / b.effective_qps + 0.5)
+    return w
+
+
+def sink_failed_attempts(s0: dict, s1: dict) -> int:
+    """Responses other than 200 (including ``dropped`` connections) the sink gave between two stats."""
+    r0, r1 = s0.get("responses") or {}, s1.get("responses") or {}
+    return int(sum(v - r0.get(k, 0) for k, v in r1.items() if k != "200"))
+
+
+def wait_quiet(read_sink: Callable[[], dict], flags: AuditFlags, timeout: float = 120.0, poll: float = 0.5,
+               retries: bool | None = None, since: dict | None = None, refill: bool = False) -> tuple[dict, bool]:
+    """Poll the sink (not the apiserver: each scrape is itself an audit event) until nothing has
+    reached it for :func:`quiet_window` seconds; returns (last stats, quiet reached). ``retries``
+    None: decided from the sink's failed responses since ``since``."""
+    deadline = time.monotonic() + timeout
+    last = read_sink()
+    t_last = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(poll)
+        s = read_sink()
+        if (s.get("requests"), s.get("events_stored")) != (last.get("requests"), last.get("events_stored")) \
+                or s.get("inflight"):
+            t_last = time.monotonic()
+        last = s
+        r = retries if retries is not None else sink_failed_attempts(since or {}, s) > 0
+        if time.monotonic() - t_last >= quiet_window(flags, r, refill):
+            return last, True
+    return last, False
+
+
+def accounting(a0: dict, a1: dict, s0: dict, s1: dict) -> dict[str, Any]:
+    """``events_total = delivered + drops (+ in flight)`` over [a0, a1] (apiserver) and [s0, s1] (sink).
+
+    ``s1`` is read after ``a1`` once the pipeline is quiet, so every event counted in ``a1`` has had
+    its chance to be delivered or dropped: a positive residual is events **lost** (neither stored nor
+    counted as dropped). A negative residual is events that were already in the pipeline at ``a0``
+    (counted before it, delivered after ``s0``), or generated after ``a1`` (this scrape's own event,
+    apiserver background traffic) and delivered before ``s1``."""
+    ev = a1["event_total"] - a0["event_total"]
+    plugins = set(a0["errors"]) | set(a1["errors"])
+    drops = {p: a1["errors"].get(p, 0.0) - a0["errors"].get(p, 0.0) for p in sorted(plugins)}
+    stored = s1["events_stored"] - s0["events_stored"]
+    residual = ev - stored - sum(drops.values())
+    return {"events_total": ev, "delivered": stored, "drops_by_plugin": drops, "residual": residual,
+            "lost": max(0.0, residual)}

@@ -1,0 +1,326 @@
+"""Audit log input (analysis.auditlog, tune/auditlog_input.py): decoding, rotated and gzipped files,
+exact arrival series and bursts, sizes, request mix, skipped lines, completeness, the sink store,
+the CLI (--audit-log on snapshot, recommend, report, simulate) and the bundled real sample."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audit_tune.analysis.auditlog import decode as dec
+from audit_tune.analysis.auditlog import read_logs, sample_path, to_snapshot
+from audit_tune.analysis.auditlog.reader import discover
+from audit_tune.analysis.auditlog.series import Bins, bursts, stretches
+from audit_tune.analysis.calibrate import calibrate
+from audit_tune.basics.errors import InputError, NotEnoughData
+from bench.bench_auditlog import make_line
+
+T0 = 1_790_000_000.0
+
+
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _write(path: Path, times: list[float], seed: int = 1, gz: bool = False) -> list[bytes]:
+    rnd = random.Random(seed)
+    lines = [make_line(t, i, rnd) for i, t in enumerate(times)]
+    data = b"".join(x + b"\n" for x in lines)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return lines
+
+
+def _times(n: int, rate: float, start: float = T0) -> list[float]:
+    return [start + i / rate for i in range(n)]
+
+
+def test_parse_time_matches_datetime() -> None:
+    for t in (T0, T0 + 0.000001, T0 + 59.999999, T0 + 86400 * 40 + 0.5):
+        assert dec.parse_time(_ts(t)) == pytest.approx(t, abs=1e-6)
+    assert dec.parse_time("2026-12-06T19:00:00.5+01:00") == pytest.approx(
+        datetime(2026, 12, 6, 18, 0, 0, 500000, tzinfo=UTC).timestamp())
+    assert dec.parse_time("yesterday") is None
+
+
+def test_rotated_and_gzipped_files_are_read_in_time_order(tmp_path: Path) -> None:
+    d = tmp_path / "apiserver-a"
+    d.mkdir()
+    # lumberjack names: backups carry their rotation time; the live file has the newest events
+    _write(d / "audit-2026-01-01T00-00-00.000.log.gz", _times(3000, 100), gz=True)
+    _write(d / "audit-2026-01-01T00-00-30.000.log", _times(2000, 100, T0 + 30))
+    _write(d / "audit.log", _times(1000, 100, T0 + 50))
+    r = read_logs([str(d)], jobs=2)
+    inst = r.instances["apiserver-a"]
+    assert inst.events == 6000 and len(inst.files) == 3
+    assert inst.files[0].endswith(".log.gz") and inst.files[-1].endswith("audit.log")
+    assert inst.bins.t0 == pytest.approx(T0) and inst.bins.t1 == pytest.approx(T0 + 60, abs=0.11)
+    assert r.skip_messages() == []
+    snap = to_snapshot(r, 10.0)
+    ev = snap["instances"]["apiserver-a"]
+    assert sum(v * 10.0 for v in ev["event_rate"]["v"]) == pytest.approx(6000)
+    assert ev["events_increase"] == 6000
+    # RR + RC per request in make_line: 3000 requests, by verb
+    assert sum(ev["requests_by_verb"].values()) == pytest.approx(3000, abs=8)
+
+
+def test_instance_names_from_spec_or_file(tmp_path: Path) -> None:
+    _write(tmp_path / "kube-apiserver-audit.log", _times(10, 10))
+    assert discover([str(tmp_path / "kube-apiserver-audit.log")])[0].instance == "kube-apiserver-audit"
+    assert discover([f"10.0.0.1:6443={tmp_path / 'kube-apiserver-audit.log'}"])[0].instance == "10.0.0.1:6443"
+    with pytest.raises(InputError, match="no such file"):
+        discover([str(tmp_path / "nope.log")])
+
+
+def test_bursts_and_peaks_are_exact(tmp_path: Path) -> None:
+    # 50 ev/s for 120 s, plus 400 events inside one second at t=63 s: a 1 s burst
+    base = _times(6000, 50)
+    burst = [T0 + 63 + i / 400 for i in range(400)]
+    _write(tmp_path / "a.log", sorted(base + burst))
+    r = read_logs([f"a={tmp_path / 'a.log'}"], jobs=1)
+    b = {x["window"]: x for x in bursts(r.instances["a"].bins, 30.0)}
+    assert b[1.0]["peak_rate"] == pytest.approx(450, abs=1)
+    assert b[10.0]["peak_rate"] == pytest.approx((500 + 400) / 10, abs=1)
+    assert b[60.0]["peak_over_mean"] < b[1.0]["peak_over_mean"]
+    snap = to_snapshot(r, 30.0)
+    inst = snap["instances"]["a"]
+    assert max(inst["event_rate_peak"]["v"]) == pytest.approx(450, abs=1)
+    assert max(inst["event_rate"]["v"]) == pytest.approx((1500 + 400) / 30, abs=0.1)
+    # the exact trace is kept (small log: all of it) and the calibrated model replays it at x1
+    m = calibrate(snap, "a")
+    assert m.peak_burst_rate == pytest.approx(450, abs=1)
+    assert sum(len(t) for _, _, t in m.trace) == 6400
+    exact = m.trace_between(0.0, m.duration)
+    assert exact is not None and len(exact) == 6400
+    sc = m.scenario(m_flags(), seed=1)
+    assert sc.workload.arrivals.process == "trace" and len(sc.workload.arrivals.trace) == 6400
+    assert m.scenario(m_flags(), seed=1, scale=2.0).workload.arrivals.process == "poisson"
+    assert m.event_size == round(np.mean([len(x) for x in (tmp_path / "a.log").read_bytes().split(b"\n") if x]))
+
+
+def m_flags():
+    from audit_tune.sim.config import AuditFlags
+
+    return AuditFlags()
+
+
+def test_stretches_keep_the_busiest_windows_when_the_log_is_large() -> None:
+    b = Bins()
+    t = np.arange(0, 3600, 0.01) + T0  # 100 ev/s for an hour = 360k events
+    spike = T0 + 2000 + np.arange(0, 1, 0.001)
+    b.add(np.concatenate([t, spike]))
+    rs = stretches(b, span=300.0, k=2, max_events=70_000)
+    assert len(rs) == 2
+    assert any(a <= T0 + 2000 < e for a, e in rs)
+    assert all(e - a == pytest.approx(300.0) for a, e in rs)
+
+
+def test_bad_lines_are_counted_once_per_file_with_reasons(tmp_path: Path) -> None:
+    p = tmp_path / "audit.log"
+    good = _write(p, _times(200, 10))
+    bad = [
+        make_line(T0 + 19.0, 3, random.Random(3)),  # 0.9 s back: concurrent requests reorder, kept
+        b'{"kind":"Event","apiVersion":"audit.k8s.io/v2","stage":"ResponseComplete","stageTimestamp":"' + _ts(T0 + 5).encode() + b'"}',
+        b'{"kind":"Pod","apiVersion":"v1"}',
+        b"this is not json",
+        b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","stageTimestamp":"\xff\xfe"}',
+        make_line(T0 - 3600, 1, random.Random(2)),  # an hour back: a concatenated file
+        b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","stageTimestamp":"soon"}',
+    ]
+    with open(p, "ab") as f:
+        f.write(b"\n".join(bad) + b"\n" + good[1][:100])  # the last line is being written
+    r = read_logs([str(p)], jobs=1)
+    msgs = r.skip_messages()
+    assert len(msgs) == 1
+    sk = r.instances["audit"].skips[0]
+    assert dict(sk.reasons) == {dec.UNKNOWN_VERSION: 1, dec.NOT_EVENT: 1, dec.NOT_JSON: 1, dec.NON_UTF8: 1,
+                                dec.OUT_OF_ORDER: 1, dec.BAD_TIME: 1, dec.TRUNCATED: 1}
+    assert r.instances["audit"].events == 201  # the 200 + the slightly reordered one
+    assert "truncated last line (line 208)" in msgs[0]
+
+
+def test_cli_snapshot_reports_skips_and_exit_codes(tmp_path: Path, tune_main, capsys) -> None:
+    p = tmp_path / "audit.log"
+    _write(p, _times(600, 10))
+    with open(p, "ab") as f:
+        f.write(b"garbage\n")
+    out = tmp_path / "snap.json"
+    assert tune_main(["snapshot", "--audit-log", f"api={p}", "-o", str(out), "--step", "5s"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped 1 of 601 lines: 1 not JSON (line 601)") == 1
+    snap = json.loads(out.read_text())
+    assert snap["audit_log"]["instances"]["api"]["sources"]["event_rate"] == "audit log"
+    assert snap["audit_log"]["instances"]["api"]["sources"]["webhook"].startswith("absent")
+    assert snap["audit_log"]["instances"]["api"]["completeness"]["complete"] is True
+    # nothing usable: exit 1, one line, no traceback
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(b"not an audit log\n\xff\n")
+    assert tune_main(["snapshot", "--audit-log", str(junk), "-o", str(tmp_path / "x.json")]) == 1
+    err = capsys.readouterr().err
+    assert "no usable audit event" in err and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()
+    # too short to decide: exit 4
+    short = tmp_path / "short.log"
+    _write(short, _times(20, 10))
+    assert tune_main(["snapshot", "--audit-log", str(short), "-o", str(tmp_path / "y.json"), "--step", "15s"]) == 4
+    assert "too short" in capsys.readouterr().err
+
+
+def test_batch_mode_log_and_store_may_miss_events(tmp_path: Path) -> None:
+    from audit_tune.loadgen.store import EventStore
+
+    p = tmp_path / "audit.log"
+    lines = _write(p, _times(400, 10))
+    r = read_logs([str(p)], jobs=1)
+    snap = to_snapshot(r, 5.0, log_mode="batch")
+    comp = snap["audit_log"]["instances"]["audit"]["completeness"]
+    assert comp["complete"] is False and "buffered" in comp["lost_plugins"] and "headroom" in comp["note"]
+    # with Prometheus' counters the gap is sized
+    prom = {"source": {"window": {"start": T0 + 5, "end": T0 + 40, "step": 5.0}},
+            "instances": {"10.0.0.1:6443": {"errors_increase": {"buffered": 40.0, "webhook": 0.0, "log": 0.0, "truncate": 0.0},
+                                            "events_increase": 440.0, "webhook": None}}}
+    snap = to_snapshot(r, 5.0, log_mode="batch", prom=prom, prom_url="http://prom")
+    al = snap["audit_log"]["instances"]["audit"]
+    assert al["completeness"]["missing_events"] == 40.0 and al["prometheus_instance"] == "10.0.0.1:6443"
+    assert snap["instances"]["audit"]["errors_increase"]["buffered"] == 40.0
+    assert al["sources"]["errors_increase"].startswith("prometheus")
+    # tune sink's store: the events as received, sizes of the raw events
+    store = tmp_path / "store.jsonl"
+    st = EventStore(store, fsync="never")
+    evs = [json.loads(x) for x in lines]
+    for k in range(0, 400, 100):
+        st.append_batch(evs[k:k + 100], k // 100)
+    st.close()
+    rs = read_logs([f"sink={store}"], jobs=1)
+    assert rs.instances["sink"].events == 400 and rs.instances["sink"].fmt == "store"
+    snap = to_snapshot(rs, 5.0)
+    assert snap["audit_log"]["instances"]["sink"]["completeness"]["lost_plugins"] == ["buffered", "webhook", "truncate"]
+    mean = np.mean([len(json.dumps(e, separators=(",", ":"), ensure_ascii=False)) for e in evs])
+    assert snap["audit_log"]["instances"]["sink"]["sizes"]["mean_bytes"] == pytest.approx(mean, abs=0.1)
+
+
+def test_legacy_format_lines_are_read(tmp_path: Path) -> None:
+    p = tmp_path / "legacy.log"
+    rows = []
+    for i in range(300):
+        t = _ts(T0 + i / 10).replace(".", ",") if False else _ts(T0 + i / 10)
+        rows.append(f'{t} AUDIT: id="{i:08d}" stage="ResponseComplete" ip="127.0.0.1" method="list" '
+                    f'user="admin" groups="\\"system:masters\\"" as="<self>" asgroups="<lookup>" '
+                    f'user-agent="kubectl/v1.35" namespace="default" uri="/api/v1/namespaces/default/pods" response="200"')
+    p.write_text("\n".join(rows) + "\n")
+    r = read_logs([str(p)], jobs=1)
+    assert r.instances["legacy"].events == 300 and r.instances["legacy"].fmt == "legacy"
+    snap = to_snapshot(r, 5.0)
+    assert any(m["item"] == "level_increase" for m in snap["missing"])
+    assert snap["instances"]["legacy"]["requests_by_verb"] == {"list": 300.0}
+
+
+def test_request_mix_feeds_policy_impact(tmp_path: Path) -> None:
+    from audit_tune.analysis.policy_impact import RequestMix
+
+    p = tmp_path / "audit.log"
+    _write(p, _times(1000, 20))
+    snap = to_snapshot(read_logs([f"api={p}"], jobs=1), 5.0)
+    mix = RequestMix.from_snapshot(snap)
+    im = mix.instances["api"]
+    assert im.requests == pytest.approx(500, abs=8)
+    assert all(e.user is not None and e.user.user.startswith("system:serviceaccount:") for e in im.entries)
+    assert {e.namespace for e in im.entries} <= {f"ns-{k}" for k in range(7)}
+
+
+def test_simulate_replays_the_log_exactly(tmp_path: Path, tune_main, capsys) -> None:
+    p = tmp_path / "audit.log"
+    _write(p, _times(3000, 100))
+    code = tune_main(["simulate", "--audit-log", str(p), "-f", "json", "--no-progress",
+                      "--audit-webhook-batch-throttle-qps=0.5", "--audit-webhook-batch-max-size=50",
+                      "--audit-webhook-batch-buffer-size=500"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["events_total"] == 3000
+    # 30 s of 100 ev/s, evenly spaced as logged, against 0.5 x 50 = 25 ev/s of drain, a throttle
+    # bucket of 15 batches and a buffer of 500: 3000 - 750 - 750 - 500 = 1000 lost (one batch either way)
+    assert d["errors"]["buffered"] + d["delivered"] == 3000
+    assert abs(d["errors"]["buffered"] - 1000) <= 50
+
+
+def test_bundled_sample_recommends_offline(tune_main, capsys) -> None:
+    assert sample_path().exists() and sample_path().stat().st_size < 300_000
+    code = tune_main(["recommend", "--audit-log", "sample", "-f", "json", "--no-progress", "--seeds", "2"])
+    cap = capsys.readouterr()
+    assert code in (0, 3), cap.err
+    rep = json.loads(cap.out)
+    assert rep["config"]["source"]["kind"] == "audit log"
+    cal = rep["calibration"][0]
+    assert cal["exact_trace_events"] > 1000
+    b = {x["window"]: x for x in cal["observed_bursts"]}
+    assert b[1.0]["peak_over_step"] > 2  # the sample's 1 s bursts stand out of their step
+    assert cal["sources"]["event_size"].startswith("audit log")
+    assert rep["recommended"] is not None
+
+
+def test_table_shows_the_bursts(tune_main, capsys) -> None:
+    code = tune_main(["recommend", "--audit-log", "sample", "--no-progress", "--seeds", "1"])
+    out = capsys.readouterr().out
+    assert code in (0, 3)
+    assert "bursts in the audit log, sample: peak 100ms" in out
+
+
+def test_not_enough_data_is_exit_4_not_a_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "audit.log"
+    _write(p, _times(10, 10))
+    with pytest.raises(NotEnoughData):
+        to_snapshot(read_logs([str(p)], jobs=1), 15.0)
+
+
+def test_report_lists_the_bursts(tmp_path: Path, tune_main, capsys) -> None:
+    code = tune_main(["report", "--audit-log", "sample", "--seeds", "1", "--no-progress", "--reports-dir", str(tmp_path)])
+    capsys.readouterr()
+    assert code in (0, 3)
+    md = (tmp_path / "audit-log" / "report.md").read_text()
+    assert "**Bursts (audit log)**: peak 100ms" in md
+
+
+def test_progress_line_gives_rate_and_eta() -> None:
+    from audit_tune.analysis.auditlog.scan import RateLine
+
+    seen: list[str] = []
+    line = RateLine(seen.append, every=0.0, after=0.0)
+    line(25 * 2**20, 100 * 2**20, 50_000)
+    assert len(seen) == 1 and "25 of 100 MiB (25%)" in seen[0] and "lines/s" in seen[0] and "ETA" in seen[0]
+
+
+def test_memory_does_not_grow_with_the_log(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from audit_tune.analysis.auditlog.reader import LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    peaks = []
+    for n in (20_000, 80_000):
+        p = tmp_path / f"a{n}.log"
+        _write(p, _times(n, 200))
+        tracemalloc.start()
+        res = scan_file(LogFile("a", str(p), p.stat().st_size))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert res.events == n
+    # four times the lines (and bytes): the peak is the 4 MiB chunks and their lines, not the file
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_large_logs_keep_the_busiest_stretches_exactly(tmp_path: Path) -> None:
+    # 20 ev/s for 10 min with a 1 s burst of 500 at 300 s; keep at most 2,000 events exactly
+    base = _times(12_000, 20)
+    burst = [T0 + 300.2 + i / 500 for i in range(500)]
+    _write(tmp_path / "a.log", sorted(base + burst))
+    r = read_logs([f"a={tmp_path / 'a.log'}"], jobs=1, trace_max_events=2_000)
+    tr = r.instances["a"].trace
+    assert tr and sum(len(t) for _, _, t in tr) <= 2_000
+    a, b, t = next(x for x in tr if x[0] <= T0 + 300.5 < x[1])
+    want = sum(1 for x in sorted(base + burst) if a <= x < b)
+    assert len(t) == want and np.all(np.diff(t) >= 0)
+    snap = to_snapshot(r, 15.0)
+    assert snap["audit_log"]["instances"]["a"]["trace"][0]["whole_log"] is False

@@ -1,0 +1,116 @@
+"""The apiserver's shutdown sequence and restarts (sim/shutdown.py), on both engines."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from audit_tune.cli.app import main
+from audit_tune.sim.config import parse_flags
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import Receiver
+from audit_tune.sim.restart import restart_loss
+from audit_tune.sim.shutdown import ShutdownOptions
+from audit_tune.sim.workload import RequestClass
+from tests.simhelp import lost, result, scenario
+
+WATCH = RequestClass("watch", weight=0.5, level="Metadata", long_running=True, duration=5.0, first_byte=0.001)
+GET = RequestClass("get", weight=0.5, level="Metadata")
+WATCH_EVENTS = 3  # RequestReceived, ResponseStarted, ResponseComplete
+
+
+def _watch_scenario(**sd):
+    sc = scenario(["--audit-webhook-batch-max-wait=100ms"], rate=200.0, duration=10.0, classes=(GET, WATCH))
+    return replace(sc, shutdown=ShutdownOptions(**sd)).validate()
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_watch_ends_after_the_audit_stop_are_buffered_errors(engine):
+    d = result(_watch_scenario(), engine)
+    # the pipeline stops at --duration; watches still open then end within 5 s, before the process
+    # exits (the HTTP server waits for their connections up to the request timeout): buffered errors
+    late = d["errors"]["buffered"]
+    assert late > 0 and d["events_not_emitted"] == 0
+    assert d["events_total"] == d["delivered"] + lost(d)
+    assert 10.0 < d["simulated_seconds"] <= 15.0 + 1e-9
+    # the grace period waits for them: delivered instead
+    g = result(_watch_scenario(watch_grace=10.0), engine)
+    assert g["errors"]["buffered"] == 0 and g["delivered"] == d["delivered"] + late
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_watches_outliving_the_request_timeout_are_never_emitted(engine):
+    sc = replace(_watch_scenario(), request_timeout=2.0)
+    d = result(sc, engine)
+    # the HTTP server gives up at not_accepting + 2 s and the process exits: later watch ends vanish
+    assert d["events_not_emitted"] > 0
+    assert d["simulated_seconds"] == pytest.approx(12.0)
+    assert d["events_total"] == d["delivered"] + lost(d)
+    longer = result(replace(sc, shutdown=ShutdownOptions(delay=3.0)), engine)
+    assert longer["events_not_emitted"] < d["events_not_emitted"]  # served 3 s more
+
+
+def test_issue_example_ends_near_the_request_timeout_not_the_watch_lifetime(capsys):
+    code = main(["simulate", "--rate", "100", "--duration", "1m", "--long-running-fraction", "0.5", "-f", "json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert d["simulated_seconds"] == pytest.approx(120.0)  # not 360 s: watches are not waited for
+    # watches of 5 min opened in the last minute: their ResponseComplete is never emitted
+    assert 0.15 < d["events_not_emitted"] / (d["events_total"] + d["events_not_emitted"]) < 0.3
+    assert d["delivered"] == d["events_total"]
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_restart_kill_loses_what_was_in_flight_and_conserves_events(engine):
+    rcv = Receiver(latency=Latency("fixed", 4.0))
+    sc = scenario([], rate=500.0, duration=30.0, receiver=rcv)
+    sc = replace(sc, shutdown=ShutdownOptions(restart_at=(10.0,), kill_after=2.0, restart_gap=1.0)).validate()
+    d = result(sc, engine)
+    loss = d["restart_loss"]
+    assert loss["in-flight-at-kill"] > 0 and loss["retry-chain-at-kill"] == 0
+    life = d["lifetimes"][0]
+    assert life[0]["killed"] and life[0]["exit"] == pytest.approx(12.0) and life[1]["up"] == pytest.approx(13.0)
+    killed = sum(v for k, v in loss.items() if k != "not-emitted")
+    assert d["events_total"] == d["delivered"] + lost(d) + killed
+    assert d["events_refused"] > 0  # requests between 10 s and 13 s found no apiserver
+    # a grace period long enough to finish the 4 s POSTs loses nothing
+    ok = result(replace(sc, shutdown=replace(sc.shutdown, kill_after=30.0)), engine)
+    assert not ok["lifetimes"][0][0]["killed"]
+    assert sum(ok["restart_loss"].values()) == 0
+
+
+def test_restart_loss_function_by_cause():
+    failing = Receiver(latency=Latency("fixed", 0.05), error_rate=0.6)
+    r = restart_loss(parse_flags([]), 3000.0, receiver=failing, kill_after=5.0)
+    assert r.killed and r.exit_seconds == pytest.approx(5.0)
+    assert r.by_cause["retry-chain-at-kill"] > 0 and r.total == sum(r.by_cause.values())
+    healthy = restart_loss(parse_flags([]), 3000.0)
+    assert healthy.total == 0 and not healthy.killed
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--restart-at", "2m"], "--restart-at=120s"),
+    (["--restart-at", "20s,10s"], "increasing"),
+    (["--kill-after", "0s"], "--kill-after"),
+    (["--shutdown-delay-duration", "-1s"], "shutdown-delay-duration"),
+])
+def test_bad_shutdown_options_exit_1(capsys, args, needle):
+    code = main(["simulate", "--rate", "10", "--duration", "1m", "-f", "json", *args])
+    err = capsys.readouterr().err
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_blocking_strict_rejection_after_the_request_timeout_is_a_504_first():
+    from audit_tune.sim.receiver import Outage
+
+    flags = ["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=10s"]
+    down = Receiver(latency=Latency("fixed", 0.01), outages=(Outage(0.0, 1000.0, "status", 503),))
+    d = result(scenario(flags, rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
+    # the retry chain (4 backoffs of 10-33.75 s) outlasts the 60 s timeout: 504 first, rejection later
+    assert d["requests_rejected"] > 0
+    assert d["requests_timed_out"] == d["requests_rejected_after_timeout"] == d["requests_rejected"]
+    assert d["request_added_latency_seconds"]["p50"] > 60
+    quick = result(scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=100ms"],
+                            rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
+    assert quick["requests_rejected"] > 0 and quick["requests_timed_out"] == 0  # rejected within the timeout

@@ -1,0 +1,251 @@
+"""The shutdown model (sim/shutdown.py) against a REAL kube-apiserver: real watches, a real SIGTERM.
+
+Each test starts its own loopback etcd + kube-apiserver (loadgen/local.py) with a webhook to an
+in-process receiver, opens real watches that end by their own ``timeoutSeconds``, sends SIGTERM to
+kube-apiserver, and compares what reached the receiver and what the apiserver logged (its
+``HandlePluginError`` lines: ``apiserver_audit_error_total`` cannot be scraped from a process that
+has exited) with the simulator's prediction for the same timeline. Serial; about 15 s each.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import requests
+
+from audit_tune.loadgen.local import LocalCluster
+from audit_tune.sim.api import run
+from audit_tune.sim.config import parse_flags
+from audit_tune.sim.receiver import Receiver
+from audit_tune.sim.scenario import Scenario
+from audit_tune.sim.shutdown import ShutdownOptions
+from audit_tune.sim.workload import Arrivals, RequestClass, Workload
+from tests.conftest import AuditReceiver
+
+WATCHES = 6
+WATCH_SECONDS = 4
+FLAGS = ["--audit-webhook-batch-max-wait=200ms", "--audit-webhook-batch-max-size=50"]
+USER = "audit-tune-loadgen"  # the client-cert user of LocalCluster.session()
+URI = f"/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds={WATCH_SECONDS}"
+# HandlePluginError logs each impacted event after its error line (k8s.io/apiserver pkg/audit/metrics.go)
+IMPACTED = re.compile(r'AUDIT: .*stage="ResponseComplete".*user="' + USER + r'".*uri="' + re.escape(URI) + '"')
+
+
+def _watch(c: LocalCluster, opened: list[float]) -> None:
+    s = c.session()
+    url = c.server + URI
+    with s.get(url, stream=True, timeout=WATCH_SECONDS + 30) as r:
+        opened.append(time.monotonic())
+        for _ in r.iter_content(chunk_size=None):
+            pass
+    s.close()
+
+
+def _sigterm_with_watches(tmp_path, extra_args: list[str]) -> dict:
+    """Open the watches, SIGTERM kube-apiserver 1 s later, wait for it to exit; what was seen."""
+    recv = AuditReceiver()
+    c = LocalCluster(f"shutdown-{os.getpid()}-{len(extra_args)}", flags=parse_flags(FLAGS), sink_url=recv.url,
+                     extra_args=extra_args, state_root=tmp_path)
+    c.up()
+    try:
+        opened: list[float] = []
+        threads = [threading.Thread(target=_watch, args=(c, opened), daemon=True) for _ in range(WATCHES)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(opened) < WATCHES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(opened) == WATCHES, "the watches did not open"
+        time.sleep(1.0)
+        api = next(p for p in c.processes if p.name == "kube-apiserver")
+        t_term = time.monotonic()
+        os.kill(api.pid, signal.SIGTERM)
+        while api.alive() and time.monotonic() < t_term + 90:
+            time.sleep(0.05)
+        exited = time.monotonic() - t_term
+        for t in threads:
+            t.join(timeout=30)
+        log = c.apiserver_log.read_text(errors="replace")
+    finally:
+        c.down()
+        recv.close()
+    mine = [e for e in recv.events() if e.get("requestURI") == URI and e.get("user", {}).get("username") == USER]
+    return {"started": sum(e["stage"] == "ResponseStarted" for e in mine),
+            "completed": sum(e["stage"] == "ResponseComplete" for e in mine),
+            "buffered_errors": len(IMPACTED.findall(log)) if "audit backend shut down" in log else 0,
+            "exit_after_sigterm": exited,
+            "watch_end_after_sigterm": max(opened) + WATCH_SECONDS - t_term}
+
+
+def _predict(watch_end_after_sigterm: float, watch_grace: float) -> dict:
+    """The simulator on the same timeline: the watches open at 0 and end WATCH_SECONDS later; SIGTERM
+    when their remaining time equals what the real run had (the run's duration)."""
+    sigterm = WATCH_SECONDS - watch_end_after_sigterm
+    watch = RequestClass("watch", level="Metadata", long_running=True, duration=WATCH_SECONDS, first_byte=0.001,
+                         omit_stages=frozenset({"RequestReceived"}))
+    w = Workload(Arrivals("trace", trace=tuple(0.001 * i for i in range(WATCHES))), sigterm, (watch,))
+    sc = Scenario(flags=parse_flags(FLAGS), workload=w, receiver=Receiver(),
+                  shutdown=ShutdownOptions(watch_grace=watch_grace)).validate()
+    d = run(sc, engine="fast").to_dict(series=False)
+    return {"completed": d["delivered"] - WATCHES, "buffered_errors": d["errors"]["buffered"],
+            "not_emitted": d["events_not_emitted"], "exit_after_sigterm": d["simulated_seconds"] - sigterm}
+
+
+def test_watch_final_events_hit_the_stopped_buffer(stack_binaries, tmp_path):
+    real = _sigterm_with_watches(tmp_path, [])
+    pred = _predict(real["watch_end_after_sigterm"], 0.0)
+    # the audit backend stops at once (no non-long-running request in flight, no watch grace); the
+    # process waits for the watch connections (HTTP server shutdown, up to the request timeout)
+    assert real["started"] == WATCHES
+    assert real["completed"] == pred["completed"] == 0
+    assert real["buffered_errors"] == pred["buffered_errors"] == WATCHES
+    assert pred["not_emitted"] == 0
+    # exit when the last watch ended: four runs exited 0.23, 0.28, 0.36 and 0.41 s after the
+    # predicted time (the process's own teardown, not modelled); buffered errors 6 and completed 0
+    # every time
+    assert abs(real["exit_after_sigterm"] - pred["exit_after_sigterm"]) < 1.0, (real, pred)
+
+
+def test_watch_grace_period_delivers_them(stack_binaries, tmp_path):
+    real = _sigterm_with_watches(tmp_path, ["--shutdown-watch-termination-grace-period=15s"])
+    pred = _predict(real["watch_end_after_sigterm"], 15.0)
+    assert real["started"] == WATCHES
+    assert real["completed"] == pred["completed"] == WATCHES
+    assert real["buffered_errors"] == pred["buffered_errors"] == 0
+
+
+class _Refusing:
+    """A webhook receiver that answers every POST 503 and remembers the audit IDs it was sent."""
+
+    def __init__(self) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.ids: set[tuple[str, str]] = set()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                for e in body.get("items", []):
+                    if e.get("user", {}).get("username") == USER:
+                        outer.ids.add((e["auditID"], e["stage"]))
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/audit"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_restart_kill_loses_the_retry_chains(stack_binaries, tmp_path):
+    """Audit Shutdown waits for every retry chain (10 s backoff): the kubelet's kill comes first."""
+    kill_after, requests = 3.0, 20
+    recv = _Refusing()
+    c = LocalCluster(f"kill-{os.getpid()}", flags=parse_flags(FLAGS), sink_url=recv.url, state_root=tmp_path)
+    c.up()
+    try:
+        s = c.session()
+        for _ in range(requests):
+            assert s.get(f"{c.server}/api/v1/namespaces/default/configmaps", timeout=10).status_code == 200
+        s.close()
+        time.sleep(1.0)  # every batch has had its first 503 and sleeps its backoff
+        api = next(p for p in c.processes if p.name == "kube-apiserver")
+        t_term = time.monotonic()
+        os.kill(api.pid, signal.SIGTERM)
+        while api.alive() and time.monotonic() < t_term + kill_after:
+            time.sleep(0.05)
+        alive_at_kill = api.alive()
+        os.kill(api.pid, signal.SIGKILL)
+        sent = {i for i, stage in recv.ids if stage == "ResponseComplete"}
+    finally:
+        c.down()
+        recv.close()
+    # the simulator: the same requests, a receiver answering 503, SIGTERM 1 s after the last one
+    one = RequestClass("get", level="Request", omit_stages=frozenset({"RequestReceived"}))
+    w = Workload(Arrivals("trace", trace=tuple(0.01 * i for i in range(requests))), 10.0, (one,))
+    sc = Scenario(flags=parse_flags(FLAGS), workload=w, receiver=Receiver(error_rate=1.0),
+                  shutdown=ShutdownOptions(restart_at=(0.01 * requests + 1.0,), kill_after=kill_after)).validate()
+    d = run(sc, engine="fast").to_dict(series=False)
+    life = d["lifetimes"][0][0]
+    assert alive_at_kill and life["killed"]
+    assert len(sent) == requests  # the real server had sent each event at least once, never acknowledged
+    assert d["restart_loss"]["retry-chain-at-kill"] == requests and d["delivered"] == 0
+
+
+def test_blocking_strict_client_gets_504_at_the_request_timeout(stack_binaries, tmp_path):
+    """The audit filter runs inside the timeout filter: the client's request ends at --request-timeout."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    marker = "labelSelector=audit-tune-timeout"
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            bad = any(marker in e.get("requestURI", "") for e in body.get("items", []))
+            self.send_response(503 if bad else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    flags = ["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=1s"]
+    c = LocalCluster(f"strict-{os.getpid()}", flags=parse_flags(flags),
+                     sink_url=f"http://127.0.0.1:{srv.server_address[1]}/audit",
+                     extra_args=["--request-timeout=3s"], state_root=tmp_path)
+    c.up()
+    try:
+        s = c.session()
+        t0 = time.monotonic()
+        try:
+            status = s.get(f"{c.server}/api/v1/namespaces/default/configmaps?{marker}", timeout=60).status_code
+        except requests.ConnectionError:
+            status = 0  # the server closed the connection without an answer
+        answered = time.monotonic() - t0
+        rejected_at = None
+        while time.monotonic() < t0 + 30:
+            m = s.get(c.metrics_url, timeout=10).text
+            v = sum(float(ln.split()[-1]) for ln in m.splitlines()
+                    if ln.startswith("apiserver_audit_requests_rejected_total"))
+            if v >= 1:
+                rejected_at = time.monotonic() - t0
+                break
+            time.sleep(0.2)
+        s.close()
+    finally:
+        c.down()
+        srv.shutdown()
+        srv.server_close()
+    # the simulator: one such request, every attempt failing, the same flags and timeout
+    one = RequestClass("get", level="Metadata")
+    w = Workload(Arrivals("trace", trace=(0.0,)), 1.0, (one,))
+    sc = replace(Scenario(flags=parse_flags(flags), workload=w, receiver=Receiver(error_rate=1.0)),
+                 request_timeout=3.0).validate()
+    d = run(sc, engine="fast").to_dict(series=False)
+    assert d["requests_timed_out"] == d["requests_rejected_after_timeout"] == d["requests_rejected"] == 1
+    added = d["request_added_latency_seconds"]["p50"]
+    # kube-apiserver v1.37.2 over HTTP/1.1: at the timeout the connection is closed with no answer
+    # (not a written 504; 3 runs), and within 30 s the rejection was never counted (2 runs); the simulator
+    # counts the request timed out at the same instant but still counts the rejection when the retry
+    # chain ends (README: "Not modelled"), so only the timeout is compared here
+    assert status == 0 and 3.0 <= answered < 4.0
+    assert rejected_at is None
+    assert 8.0 <= added <= 9.8  # backoff 1, 1.5, 2.25, 3.375 s, each x U[1, 1.2)
