@@ -13,7 +13,8 @@ MAX_SIZES = (50, 100, 200, 250, 400, 500, 800, 1000, 2000)
 WAITS = (30.0, 20.0, 10.0, 5.0, 2.0, 1.0)
 SIZE_MARGIN = 1.25  # events vary in size: keep max size x mean size x 1.25 under the body limit
 MIN_BUFFER = 1000  # about 1 MiB of events: below that, memory is not worth a thinner safety margin
-TUNED = ("audit-webhook-mode", "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size",
+TUNED = ("audit-webhook-mode", "audit-webhook-initial-backoff", "audit-webhook-batch-buffer-size",
+         "audit-webhook-batch-max-size",
          "audit-webhook-batch-max-wait", "audit-webhook-batch-throttle-enable",
          "audit-webhook-batch-throttle-qps", "audit-webhook-batch-throttle-burst")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from audit_tune.analysis import logbackend, outage
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import parse_duration, parse_size
 
@@ -40,6 +41,15 @@ class Objective:
         "--peak-window", str, "Length of the busiest stretch simulated per instance."))
     jobs: int = field(default=2, metadata=_opt(
         "--jobs", int, "Local worker processes for the simulations (1 = in-process)."))
+    tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
+        "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
+        "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))
+    tolerate_slowdown: float = field(default=1.0, metadata=_opt(
+        "--tolerate-slowdown", float, "Receiver latency x this over the busiest window must lose nothing (1 = off)."))
+    tolerate_log_stall: str = field(default="", metadata=_opt(
+        "--tolerate-log-stall", str, "With --audit-log-path: a disk that stops for this long (e.g. 30s) must lose nothing."))
+    log_write_latency: str = field(default="", metadata=_opt(
+        "--log-write-latency", str, "With --audit-log-path: the cost of one audit log write (default: a short probe on this host)."))
 
     # parsed values, validated once
     def validated(self) -> Objective:
@@ -63,6 +73,10 @@ class Objective:
             raise InputError(f"--peak-window {self.peak_window}: must be > 0, e.g. 5m")
         if not 1 <= self.jobs <= 64:
             raise InputError(f"--jobs {self.jobs}: must be within 1..64")
+        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {})
+        logbackend.parse_stall(self.tolerate_log_stall)
+        if self.log_write_latency:
+            logbackend.write_cost(self.log_write_latency, 1000, 100)
         return self
 
     @property

@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from audit_tune import __version__
+from audit_tune.analysis import check, logbackend, outage
 from audit_tune.analysis.calibrate import InstanceModel, Validation, calibrate, missing_items, validate, with_sigma
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
@@ -33,8 +34,9 @@ from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
 from audit_tune.analysis.search import Recommender
 from audit_tune.basics.errors import NotEnoughData
-from audit_tune.sim.config import AuditFlags
+from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.receiver import ATTEMPTS
+from audit_tune.sim.units import parse_duration
 
 __all__ = ["TUNED", "Evaluation", "Objective", "RecommendationReport", "Recommender", "build_report", "calibrate_all",
            "fluid_drop_probability", "nice_up", "rule_of_thumb", "tuned_args", "webhook_flags", "why_nothing_fits"]
@@ -85,8 +87,10 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
 
 def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objective: Objective,
                  seed: int = 1, source: dict[str, object] | None = None, engine: str = "fast",
-                 log: Callable[[str], None] | None = None) -> RecommendationReport:
-    """Calibrate, validate, search, and compare current, recommended and rule-of-thumb flags."""
+                 log: Callable[[str], None] | None = None, evaluate: AuditFlags | None = None) -> RecommendationReport:
+    """Calibrate, validate, search, and compare current, recommended and rule-of-thumb flags (and the
+    ``evaluate`` flags, judged without the snapshot's observed drops), each also under the receiver
+    failure scenarios (:mod:`analysis.outage`) and, with ``--audit-log-path``, the log backend."""
     log = log or (lambda s: None)
     obj = objective.validated()
     source = dict(source or {})
@@ -103,11 +107,24 @@ def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objec
         if best is not None:
             named.append(("recommended", best.flags))
         named.append(("rule-of-thumb", rot_flags))
+        if evaluate is not None:
+            named.append(("evaluated", evaluate))
+        failures = _assess_failures(snap, models, obj, named, best, trace, seed, engine, log)
+        if best is not None and failures.survivor_flags is not None and failures.survivor != "recommended":
+            named[1] = ("recommended", failures.survivor_flags)
+            failures.promote()
         evs = rec.evaluate_many(named, x1=True)
         trace = replace(trace, simulation_runs=rec.runner.runs)
     finally:
         rec.close()
+    for e in evs:
+        e.violations.extend(failures.violations_for(e.name))
     by = {e.name: e for e in evs}
+    log_part = logbackend.assess_log(current, max(m.peak_burst_rate for m in models), obj.headroom,
+                                     max(m.epr for m in models), max(m.event_size for m in models), obj.memory_bytes,
+                                     obj.log_write_latency, obj.tolerate_log_stall)
+    if log_part:
+        by["current"].violations.extend(log_part.current_violations)
     observed_drops = {m.name: {k: v for k, v in m.errors_increase.items() if v} for m in models
                       if any(m.errors_increase.values())}
     cur_viol = list(by["current"].violations)
@@ -134,13 +151,33 @@ def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objec
     recommended: Recommended | None = None
     if best is not None:
         ev = by["recommended"]
-        recommended = Recommended(tuned_args(ev.flags),
+        recommended = Recommended(tuned_args(ev.flags) + (log_part.recommended_flags if log_part else []),
                                   [a for a in tuned_args(ev.flags) if a not in tuned_args(current)],
                                   rec.explain(ev, trace.excluded), ev.ok, ev.violations)
     blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
     config = RecommendConfig(seed, engine, source, obj, rec.horizon, tuned_args(current), current_source)
     return RecommendationReport(__version__, config, confidence, [Calibrated(m, v) for m, v in zip(models, vals)],
-                                skipped, recommended, blockers, rot, evs, by["current"].ok, cur_viol, trace, warnings)
+                                skipped, recommended, blockers, rot, evs, by["current"].ok, cur_viol, trace, warnings,
+                                failures, log_part, _evaluated(by["evaluated"], failures) if evaluate is not None else None)
+
+
+def _evaluated(ev: Evaluation, failures: outage.FailureAssessment) -> check.Evaluated:
+    return check.Evaluated(tuned_args(ev.flags), check.checks(ev.to_dict(), failures.to_dict()))
+
+
+def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective, named: list[tuple[str, AuditFlags]],
+                     best: Evaluation | None, trace: SearchTrace, seed: int, engine: str,
+                     log: Callable[[str], None]) -> outage.FailureAssessment:
+    """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios."""
+    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap)
+    feasible: list[tuple[str, AuditFlags]] = [("recommended", best.flags)] if best is not None else []
+    base = named[0][1]
+    for r, rnd in enumerate(trace.rounds):
+        for k, c in enumerate(rnd):
+            if not c.violations:
+                feasible.append((f"candidate-{r}.{k}", parse_flags(c.flags, base=base)))
+    return outage.assess(models, scenarios, named, feasible, obj.memory_bytes,
+                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log)
 
 
 def why_nothing_fits(trace: SearchTrace, models: list[InstanceModel], obj: Objective) -> list[str]:

@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from audit_tune.analysis.calibrate import InstanceModel, Validation
+from audit_tune.analysis.check import Evaluated
 from audit_tune.analysis.evaluation import Evaluation, Explanation, SearchTrace
 from audit_tune.analysis.flagsets import RuleOfThumb
+from audit_tune.analysis.logbackend import LogAssessment
 from audit_tune.analysis.objective import Objective
+from audit_tune.analysis.outage import FailureAssessment
 
 KIND = "AuditTuneRecommendation"
 
@@ -93,7 +96,9 @@ class RecommendConfig:
 @dataclass(frozen=True)
 class RecommendationReport:
     """Everything ``tune recommend`` found: calibration, the recommendation (or why none), the flag
-    sets compared (current, recommended, rule of thumb), the search trace and the warnings."""
+    sets compared (current, recommended, rule of thumb), the search trace and the warnings; every
+    flag set under the receiver failure scenarios (``failures``), the log backend when its path is
+    set (``log_backend``) and the ``--evaluate`` flags' checks (``evaluated``)."""
 
     tool_version: str
     config: RecommendConfig
@@ -108,6 +113,9 @@ class RecommendationReport:
     current_violations: list[str]
     search: SearchTrace
     warnings: list[str]
+    failures: FailureAssessment
+    log_backend: LogAssessment | None = None
+    evaluated: Evaluated | None = None
 
     @property
     def peak_burst_event_rate(self) -> float:
@@ -130,5 +138,8 @@ class RecommendationReport:
             "current_ok": self.current_ok,
             "current_violations": self.current_violations,
             "search": self.search.to_dict(),
+            "failures": self.failures.to_dict(),
+            "log_backend": self.log_backend.to_dict() if self.log_backend else None,
+            "evaluated": self.evaluated.to_dict() if self.evaluated else None,
             "warnings": self.warnings,
         }

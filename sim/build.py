@@ -150,6 +150,7 @@ class ReceiverOptions:
     failure_rate: float = 0.0
     error_status: int = 500
     outages: list[str] = field(default_factory=list)
+    retry_after: str | None = None
     max_body: str | None = None
     log_write_latency: str = "0s"
     log_failure_rate: float = 0.0
@@ -171,6 +172,14 @@ def parse_outage(text: str) -> Outage:
     return Outage(start, end, "status", int(kind))
 
 
+def parse_retry_after(text: str, what: str = "--webhook-retry-after") -> int:
+    """A Retry-After header value: whole seconds (client-go reads it with ``strconv.Atoi``)."""
+    sec = parse_duration(text, what)
+    if sec < 0 or sec != int(sec):
+        raise InputError(f"{what} {text}: Retry-After carries whole seconds >= 0, e.g. 5s")
+    return int(sec)
+
+
 def build_receiver(o: ReceiverOptions) -> tuple[Receiver, LogWriter]:
     if not 0 <= o.failure_rate <= 1:
         raise InputError(f"--webhook-failure-rate {o.failure_rate}: must be within [0, 1]")
@@ -182,10 +191,19 @@ def build_receiver(o: ReceiverOptions) -> tuple[Receiver, LogWriter]:
                    per_kib=parse_duration(o.per_kib, "--webhook-latency-per-kib"),
                    per_inflight=parse_duration(o.per_inflight, "--webhook-latency-per-inflight"),
                    error_rate=o.failure_rate, error_status=o.error_status,
-                   outages=tuple(parse_outage(x) for x in o.outages),
+                   outages=_with_retry_after(tuple(parse_outage(x) for x in o.outages), o.retry_after),
                    max_body_bytes=parse_size(o.max_body, "--webhook-max-body") if o.max_body else 0)
     lw = LogWriter(per_event=parse_latency(o.log_write_latency, "--log-write-latency"), error_rate=o.log_failure_rate)
     return rcv, lw
+
+
+def _with_retry_after(outages: tuple[Outage, ...], retry_after: str | None) -> tuple[Outage, ...]:
+    if retry_after is None:
+        return outages
+    ra = parse_retry_after(retry_after)
+    if not any(o.kind == "status" for o in outages):
+        raise InputError(f"--webhook-retry-after {retry_after}: needs a --webhook-outage that answers a status, e.g. 0s-120s:503")
+    return tuple(replace(o, retry_after=ra) if o.kind == "status" else o for o in outages)
 
 
 @dataclass

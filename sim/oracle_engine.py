@@ -105,7 +105,8 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
 
     r = sc.receiver
     webhook: dict[str, Any] = {"error_rate": r.error_rate, "error_status": r.error_status,
-                               "outages": [{"start": o.start, "end": o.end, "kind": o.kind, "status": o.status}
+                               "outages": [{"start": o.start, "end": o.end, "kind": o.kind, "status": o.status,
+                                            **({} if o.retry_after is None else {"retry_after": o.retry_after})}
                                            for o in r.outages]}
     if "webhook" in sc.enabled:
         if r.per_inflight:

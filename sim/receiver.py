@@ -11,6 +11,15 @@ Mirrors ``apiserver/plugin/pkg/audit/webhook/webhook.go`` and ``apiserver/pkg/ut
 * after the last failure the whole batch is dropped and counted as
   ``apiserver_audit_error_total{plugin="webhook"} += len(batch)``.
 
+Inside one attempt, the webhook's REST client (``k8s.io/client-go/rest/request.go`` ``request()``
+and ``rest/with_retry.go``) retries by itself when the receiver answers 429 or any 5xx **with a
+``Retry-After: N`` header** (whole seconds): it sleeps N s (its backoff manager is ``NoBackoff``)
+and POSTs the same bytes again, up to ``maxRetries`` = 10 retries (11 requests). The whole loop
+runs under one ``context.WithTimeout`` of the client's 30 s timeout, so a sleep or a request that
+reaches it ends the attempt with an error at start + 30 s. Transport errors on a POST are never
+retried there. Only the outcome of the last request is the attempt's outcome that the webhook's
+own backoff above sees.
+
 An attempt's outcome is a pure function of the batch's identity, the attempt number, its start
 time, its size and the in-flight count, drawn with :mod:`sim.rng`, so every engine agrees.
 """
@@ -28,6 +37,8 @@ BACKOFF_FACTOR = 1.5
 BACKOFF_JITTER = 0.2
 ATTEMPT_TIMEOUT = 30.0
 REFUSE_SECONDS = 0.001  # a refused connection fails about this fast on loopback
+CLIENT_MAX_RETRIES = 10  # rest.Request.maxRetries as NewRequest sets it (client-go rest/request.go)
+INNER_DRAW_STRIDE = 16  # random draws of request i > 0 inside an attempt use attempt + 16 i
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,16 @@ class Outage:
     end: float
     kind: str = "status"
     status: int = 503
+    retry_after: int | None = None  # whole seconds in a Retry-After header on the status answers
 
     def covers(self, t: float) -> bool:
         return self.start <= t < self.end
+
+    @property
+    def asks_retry(self) -> bool:
+        """Does the client retry inside the attempt? (``checkWait``: 429 or >= 500, with Retry-After.)"""
+        return (self.kind == "status" and self.retry_after is not None
+                and (self.status == 429 or self.status >= 500))
 
 
 @dataclass(frozen=True)
@@ -73,25 +91,57 @@ class Receiver:
                       nbytes: np.ndarray, inflight: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised :meth:`attempt` (the single implementation): durations, ok flags, codes
-        (HTTP status, or -1 for a transport error or timeout)."""
+        (HTTP status, or -1 for a transport error or timeout). An answer with Retry-After is
+        followed by the REST client's own retries inside the attempt (module docstring)."""
         keys = np.asarray(keys, dtype=np.int64)
         starts = np.asarray(starts, dtype=float)
+        nbytes = np.asarray(nbytes)
+        budget = np.full(len(keys), self.timeout)
+        dur, ok, code, wait = self._requests(seed, inst, keys, attempt, starts, nbytes, inflight, budget)
+        idx = np.flatnonzero(wait >= 0)
+        if not len(idx):
+            return dur, ok, code
+        deadline = starts + self.timeout
+        end = starts + dur
+        for i in range(1, CLIENT_MAX_RETRIES + 1):
+            nxt = end[idx] + wait[idx]
+            late = nxt >= deadline[idx]
+            cut = idx[late]  # the sleep reaches the context deadline: the next Do fails at once
+            end[cut], ok[cut], code[cut] = deadline[cut], False, -1
+            idx, nxt = idx[~late], nxt[~late]
+            if not len(idx):
+                break
+            infl = None if inflight is None else np.asarray(inflight)[idx]
+            d2, ok2, c2, w2 = self._requests(seed, inst, keys[idx], attempt + INNER_DRAW_STRIDE * i, nxt,
+                                             nbytes[idx], infl, deadline[idx] - nxt)
+            end[idx], ok[idx], code[idx] = nxt + d2, ok2, c2
+            idx = idx[w2 >= 0]
+            if not len(idx):
+                break
+        return end - starts, ok, code
+
+    def _requests(self, seed: int, inst: int, keys: np.ndarray, draw: int, starts: np.ndarray,
+                  nbytes: np.ndarray, inflight: np.ndarray | None, budget: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One HTTP request each, cut at ``budget`` seconds: duration, ok, code, and the Retry-After
+        the client honours (seconds, -1 when it does not retry)."""
         n = len(keys)
-        lat = self.latency.sample_array(rng.uniform_array(seed, rng.S_ATTEMPT_LAT, inst, keys, attempt))
+        lat = self.latency.sample_array(rng.uniform_array(seed, rng.S_ATTEMPT_LAT, inst, keys, draw))
         if self.per_kib:
-            lat = lat + self.per_kib * (np.asarray(nbytes, dtype=float) / 1024.0)
+            lat = lat + self.per_kib * (nbytes.astype(float) / 1024.0)
         if self.per_inflight:
             lat = lat + self.per_inflight * np.maximum(np.asarray(inflight) - 1, 0)
-        dur = np.minimum(lat, self.timeout)
-        timed_out = lat >= self.timeout
+        dur = np.minimum(lat, budget)
+        timed_out = lat >= budget
         ok = ~timed_out
         code = np.where(timed_out, -1, 200).astype(np.int64)
+        wait = np.full(n, -1.0)
         if self.max_body_bytes:
-            big = ok & (np.asarray(nbytes) > self.max_body_bytes)
+            big = ok & (nbytes > self.max_body_bytes)
             ok &= ~big
             code[big] = 413
         if self.error_rate > 0:
-            err = ok & (rng.uniform_array(seed, rng.S_ATTEMPT_FAIL, inst, keys, attempt) < self.error_rate)
+            err = ok & (rng.uniform_array(seed, rng.S_ATTEMPT_FAIL, inst, keys, draw) < self.error_rate)
             ok &= ~err
             code[err] = self.error_status
         covered = np.zeros(n, dtype=bool)
@@ -105,20 +155,23 @@ class Receiver:
                     ok[cut] = False
                     dur[cut] = o.start - starts[cut]
                     code[cut] = -1
+                    wait[cut] = -1.0
             hit = ~covered & (starts >= o.start) & (starts < o.end)
             if not hit.any():
                 continue
             covered |= hit
             ok[hit] = False
             if o.kind == "refuse":
-                dur[hit] = REFUSE_SECONDS
+                dur[hit] = np.minimum(REFUSE_SECONDS, budget[hit])
                 code[hit] = -1
             elif o.kind == "hang":
-                dur[hit] = self.timeout
+                dur[hit] = budget[hit]
                 code[hit] = -1
             else:
                 code[hit] = np.where(timed_out[hit], -1, o.status)
-        return dur, ok, code
+                if o.asks_retry:
+                    wait[hit] = np.where(timed_out[hit], -1.0, float(o.retry_after))
+        return dur, ok, code, wait
 
 
 def backoff_sleep(initial: float, seed: int, inst: int, key: int, attempt: int) -> float:

@@ -60,6 +60,8 @@ class Scenario:
         for o in r.outages:
             if o.kind not in ("status", "refuse", "hang") or not o.end > o.start:
                 raise InputError(f"--webhook-outage {o.start}-{o.end}:{o.kind}: need start < end and kind status, refuse or hang")
+            if o.retry_after is not None and (o.kind != "status" or o.retry_after < 0):
+                raise InputError(f"--webhook-outage {o.start}-{o.end}:{o.kind}: a Retry-After needs a status answer and >= 0 s")
         return self
 
     @property
@@ -126,7 +128,7 @@ class Scenario:
             "receiver": {
                 "latency": r.latency.describe(), "per_kib": r.per_kib, "per_inflight": r.per_inflight,
                 "error_rate": r.error_rate, "error_status": r.error_status,
-                "outages": [{"start": o.start, "end": o.end, "kind": o.kind, "status": o.status} for o in r.outages],
+                "outages": [_outage_dict(o) for o in r.outages],
                 "max_body_bytes": r.max_body_bytes, "timeout": r.timeout,
             },
             "log_writer": {"per_event": self.log_writer.per_event.describe(), "per_batch": self.log_writer.per_batch,
@@ -197,7 +199,8 @@ def _from_dict(d: dict[str, Any]) -> Scenario:
         latency=parse_latency(rd.get("latency", "50ms"), "receiver.latency"), per_kib=float(rd.get("per_kib", 0.0)),
         per_inflight=float(rd.get("per_inflight", 0.0)), error_rate=float(rd.get("error_rate", 0.0)),
         error_status=int(rd.get("error_status", 500)),
-        outages=tuple(Outage(_dur(o["start"], "outage.start"), _dur(o["end"], "outage.end"), o.get("kind", "status"), int(o.get("status", 503)))
+        outages=tuple(Outage(_dur(o["start"], "outage.start"), _dur(o["end"], "outage.end"), o.get("kind", "status"), int(o.get("status", 503)),
+                             None if o.get("retry_after") is None else int(o["retry_after"]))
                       for o in rd.get("outages", ())),
         max_body_bytes=int(rd.get("max_body_bytes", 0)), timeout=_dur(rd.get("timeout", 30.0), "receiver.timeout"))
     ld = d.get("log_writer", {})
@@ -231,3 +234,10 @@ def result_config(sc: Scenario) -> dict[str, Any]:
 
 def is_finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+def _outage_dict(o: Outage) -> dict[str, Any]:
+    d: dict[str, Any] = {"start": o.start, "end": o.end, "kind": o.kind, "status": o.status}
+    if o.retry_after is not None:
+        d["retry_after"] = o.retry_after
+    return d

@@ -142,7 +142,7 @@ class Plan:
 
     def start(self, up: float) -> Lifetime:
         k = len(self.lifetimes)
-        s = self.sigterms[k]
+        s = max(self.sigterms[k], up)  # a restart that comes up after the workload's end is stopped once up
         na = s + self.opts.delay
         drained, last_end = na, na
         if self._last is not None:

@@ -90,7 +90,9 @@ def scenarios(draw):
         kw["process"] = kind
     lat = draw(st.sampled_from([Latency("fixed", 0.0), Latency("fixed", 0.05), Latency("exp", 0.2),
                                 Latency("lognormal", 0.05, 2.0), Latency("empirical", values=(0.01, 0.5, 40.0))]))
-    outages = draw(st.sampled_from([(), (Outage(2, 5, "refuse"),), (Outage(1, 3, "status", 503), Outage(6, 7, "hang"))]))
+    outages = draw(st.sampled_from([(), (Outage(2, 5, "refuse"),), (Outage(1, 3, "status", 503), Outage(6, 7, "hang")),
+                                    (Outage(1, 6, "status", 429, retry_after=1), Outage(6.5, 7, "refuse")),
+                                    (Outage(0, 40, "status", 503, retry_after=draw(st.sampled_from([0, 2, 7]))),)]))
     rcv = Receiver(latency=lat, error_rate=draw(st.sampled_from([0.0, 0.1, 0.9])), outages=outages,
                    max_body_bytes=draw(st.sampled_from([0, 0, 20000])), per_kib=draw(st.sampled_from([0.0, 0.001])))
     lw = LogWriter(per_event=draw(st.sampled_from([Latency("fixed", 0.0), Latency("fixed", 0.002), Latency("exp", 0.004)])),
@@ -116,9 +118,9 @@ def test_fast_matches_reference(sc):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 42])
-@pytest.mark.parametrize("case", ["overload", "under", "max1", "nothrottle", "slow-webhook", "outage", "sync-log",
-                                  "instances", "both-backends", "no-drain", "restart-retrying", "restart-sync-log",
-                                  "watches-shutdown"])
+@pytest.mark.parametrize("case", ["overload", "under", "max1", "nothrottle", "slow-webhook", "outage", "retry-after",
+                                  "sync-log", "instances", "both-backends", "no-drain", "restart-retrying",
+                                  "restart-sync-log", "watches-shutdown"])
 def test_fixed_seeds(case, seed):
     flags, kw = [], dict(rate=3000.0, duration=30.0)
     if case == "overload":
@@ -132,6 +134,9 @@ def test_fixed_seeds(case, seed):
         flags = ["--audit-webhook-initial-backoff=1s"]
     elif case == "outage":
         kw["receiver"] = Receiver(outages=(Outage(5, 15, "refuse"),))
+        flags = ["--audit-webhook-initial-backoff=2s"]
+    elif case == "retry-after":
+        kw["receiver"] = Receiver(latency=Latency("exp", 0.1), outages=(Outage(5, 40, "status", 503, retry_after=3),))
         flags = ["--audit-webhook-initial-backoff=2s"]
     elif case == "sync-log":
         flags = ["--audit-log-mode=batch", "--audit-log-batch-max-size=100", "--audit-log-batch-max-wait=1s",

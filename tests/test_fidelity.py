@@ -110,8 +110,8 @@ def test_cases_cover_every_regime() -> None:
     names = {c.name for c in CASES}
     assert len(CASES) >= 12
     assert {"under_capacity", "overload_throttle", "burst_absorbed", "burst_overflows", "max_size_1",
-            "throttle_disabled", "log_sync_slow", "webhook_slow", "webhook_fail_recover", "webhook_down",
-            "max_wait_short", "three_instances", "events_after_stop"} <= names
+            "throttle_disabled", "log_sync_slow", "webhook_slow", "webhook_fail_recover", "webhook_retry_after",
+            "webhook_down", "max_wait_short", "three_instances", "events_after_stop"} <= names
     for c in CASES:  # real time stays short, retries finish quickly
         assert c.scenario.workload.duration <= 5
         assert c.scenario.flags.webhook_initial_backoff <= 0.1

@@ -636,7 +636,8 @@ def test_recommend_with_policy_projects_the_load(tune_main, capsys, tmp_path) ->
     cur = load_policy(POLICIES["local-default"])
     keep_rr = tmp_path / "keep-rr.yaml"
     keep_rr.write_text(POLICIES["local-default"].read_text().replace("omitStages:\n  - RequestReceived\n", ""))
-    base = ["recommend", "--snapshot", str(SNAP), "--no-progress", "-f", "json"]
+    # the healthy objective (no outage scenario): the projected load is under test here
+    base = ["recommend", "--snapshot", str(SNAP), "--no-progress", "-f", "json", "--tolerate-outage", "none"]
     assert tune_main(base) == 0
     before = json.loads(capsys.readouterr().out)
     assert tune_main(base + ["--policy", str(keep_rr)]) == 0
@@ -669,10 +670,12 @@ def test_bundled_policy_sample_answers_without_prometheus(capsys):
     cap = capsys.readouterr()
     rep = json.loads(cap.out)
     assert "sample-policy-snapshot.json" in cap.err and "sample-policy-snapshot.json" in json.dumps(rep)
-    code = tune_main(["recommend", "--policy", docs, "-f", "json", "--seeds", "2", "--no-progress"])
+    code = tune_main(["recommend", "--policy", docs, "-f", "json", "--seeds", "2", "--no-progress",
+                      "--tolerate-outage", "none"])
     cap = capsys.readouterr()
     # the sample peaks at 48 events/s; under the docs policy that stays far below what the flags in
-    # force (kube-apiserver's defaults: the sample records none) drain, 4,000/s at headroom 2
+    # force (kube-apiserver's defaults: the sample records none) drain, 4,000/s at headroom 2 (a
+    # receiver outage, which these flags do not survive, is left out: tests/test_outage.py)
     assert code == 0, cap.err
     out = json.loads(cap.out)
     assert out["config"]["source"]["policy"] == docs and out["recommended"]["flags"]

@@ -110,6 +110,11 @@ def cases() -> list[FidelityCase]:
                      # undisturbed oracle runs of this same trace gave max in-flight 47, 47, 48, 48,
                      # 48, 49 (webhook_fail_recover, 503s instead: 46 every time), so 2, not 1
                      inflight_tol=2),
+        FidelityCase("webhook_retry_after", "receiver answers 503 with Retry-After: 1 from 1.0 to 2.5 s; the REST "
+                     "client retries inside the attempt after 1 s, so nothing reaches the webhook backoff (100 ms, "
+                     "which alone would drop the first batches) and every batch is delivered by 3.1 s",
+                     _sc([f"{wb}max-size=10", f"{wb}max-wait=50ms", f"{wb}throttle-qps=200", f"{wb}throttle-burst=10"],
+                         rate=1000, duration=4, outages=(Outage(1.0, 2.5, "status", 503, retry_after=1),))),
         FidelityCase("webhook_down", "receiver answers 503 throughout: every batch dropped after 5 attempts",
                      _sc([f"{wb}max-size=50", f"{wb}max-wait=200ms"], rate=200, duration=3,
                          outages=(Outage(0.0, 60.0, "status", 503),))),

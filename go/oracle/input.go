@@ -45,6 +45,8 @@ type Outage struct {
 	End    float64 `json:"end"`
 	Kind   string  `json:"kind"`
 	Status int     `json:"status"`
+	// RetryAfter, when set, is sent as a Retry-After header (whole seconds) on the status answers.
+	RetryAfter *int `json:"retry_after"`
 }
 
 type WebhookBehaviour struct {
@@ -265,6 +267,9 @@ func (in *Input) Validate() (*Settings, error) {
 		case "refuse", "hang":
 		default:
 			return nil, bad("webhook.outages[%d].kind: %q, expected status|refuse|hang", i, o.Kind)
+		}
+		if o.RetryAfter != nil && (o.Kind != "status" || *o.RetryAfter < 0) {
+			return nil, bad("webhook.outages[%d].retry_after: needs kind status and >= 0", i)
 		}
 	}
 	for i, o := range in.Log.Stalls {

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,6 +256,9 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.sleep(latency)
 			status = fmt.Sprint(o.Status)
 			s.count(status)
+			if o.RetryAfter != nil {
+				w.Header().Set("Retry-After", strconv.Itoa(*o.RetryAfter))
+			}
 			http.Error(w, "audit-tune outage", o.Status)
 			return
 		}

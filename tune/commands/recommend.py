@@ -84,6 +84,7 @@ class RecommendArgs:
     scheduler: Optional[str] = None
     policy: Optional[str] = None
     audit_log: Optional[list[str]] = None
+    evaluate: Optional[str] = None
 
 
 def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: Any = None) -> int:
@@ -129,18 +130,46 @@ def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: Any = No
         return _fleet(snap, current, csrc, obj, source, args, say)
     if args.output_dir:
         raise InputError("--output-dir: goes with --all-clusters (one file per cluster); use -o FILE for one report")
-    report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say)
+    judged = _evaluate_flags(args.evaluate, current) if args.evaluate else None
+    report = build_report(snap, current, csrc, obj, seed=seed, source=source, log=say, evaluate=judged)
     if fmt == "table":
         text = _table(report, color=output in (None, "", "-") and sys.stdout.isatty())
     else:
         text = render(report, fmt)
     write_output(text, output)
+    if judged is not None:
+        assert report.evaluated is not None
+        failed = [c for c in report.evaluated.checks if not c.ok]
+        if failed:
+            raise ObjectiveViolated(f"--evaluate: {len(failed)} check(s) failed: "
+                                    + "; ".join(f"{c.check}: {c.detail}" for c in failed))
+        return 0
     if report.recommended is None:
         why = "; ".join(report.no_recommendation_why or []) or "see the table or -f json 'search'"
         raise ObjectiveViolated(f"no flag set meets the objective within the constraints: {why}")
+    if report.failures.sentence:
+        raise ObjectiveViolated(report.failures.sentence)
     if not report.current_ok:
         raise ObjectiveViolated("current flags violate the objective: " + "; ".join(report.current_violations))
     return 0
+
+
+def _evaluate_flags(text: str, base: AuditFlags) -> AuditFlags:
+    """--evaluate: flags (``'--audit-...=.. --audit-...=..'``) or a flags file / manifest, over the flags in force."""
+    import shlex
+
+    from audit_tune.basics.errors import InputError
+    from audit_tune.sim.config import load_flags_file, parse_flags
+
+    if Path(text).is_file():
+        return load_flags_file(text, base=base)
+    try:
+        args = shlex.split(text)
+    except ValueError as e:
+        raise InputError(f"--evaluate: {e}") from None
+    if not args or not args[0].startswith("--"):
+        raise InputError(f"--evaluate {text!r}: not a file and not flags like '--audit-webhook-batch-max-size=400'")
+    return parse_flags(args, base=base, source="--evaluate")
 
 
 def _fleet(snap: dict[str, Any], current: AuditFlags, csrc: str, obj: Objective, source: dict[str, object],
@@ -198,6 +227,7 @@ def _build_signature() -> None:
     opt("audit_log", list[str], typer.Option([], "--audit-log", help=AUDIT_LOG_HELP + " 'sample' = the bundled real sample.", rich_help_panel=PANEL_IN))
     sig.objective_options(PANEL_OBJ)
     opt("policy", Optional[str], typer.Option(None, "--policy", help="Recommend for the load this audit policy would make: scales the observed audit event rates by the policy's estimate on the request mix (needs the snapshot's request_mix; see 'tune policy impact').", rich_help_panel=PANEL_IN))
+    opt("evaluate", Optional[str], typer.Option(None, "--evaluate", help="Judge these flags (like --current-flags: flags or a file) under the same objective and failure scenarios, without the snapshot's observed drops: one answer per check, exit 3 when one fails.", rich_help_panel=PANEL_IN))
     opt("all_clusters", bool, typer.Option(False, "--all-clusters", help="Recommend for every cluster (by the cluster label) in parallel, with one summary table.", rich_help_panel=PANEL_IN))
     opt("output_dir", Optional[str], typer.Option(None, "--output-dir", help="With --all-clusters: write one file per cluster (in --format) and summary.json here.", rich_help_panel=PANEL_OUT))
     opt("executor", str, typer.Option("local", "--executor", help="With --all-clusters: local (process pool, --jobs), dask (--scheduler) or dask-local.", rich_help_panel=PANEL_OBJ))

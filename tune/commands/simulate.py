@@ -58,6 +58,7 @@ def simulate(
     webhook_failure_rate: float = typer.Option(0.0, "--webhook-failure-rate", help="Probability an attempt fails.", rich_help_panel=PANEL_RCV),
     webhook_error_status: int = typer.Option(500, "--webhook-error-status", help="Status of failed attempts.", rich_help_panel=PANEL_RCV),
     webhook_outage: list[str] = typer.Option([], "--webhook-outage", help="Outage window START-END[:refuse|hang|STATUS] (repeatable).", rich_help_panel=PANEL_RCV),
+    webhook_retry_after: Optional[str] = typer.Option(None, "--webhook-retry-after", help="Retry-After (whole seconds) on the outages' 429/5xx answers; the webhook's REST client retries inside the attempt (client-go rest/with_retry.go).", rich_help_panel=PANEL_RCV),
     webhook_max_body: Optional[str] = typer.Option(None, "--webhook-max-body", help="Receiver body limit (413 above), e.g. 12MiB for Falco.", rich_help_panel=PANEL_RCV),
     log_write_latency: str = typer.Option("0s", "--log-write-latency", help="Cost of one log write (log backend).", rich_help_panel=PANEL_RCV),
     backends: Optional[str] = typer.Option(None, "--backends", help="Enabled backends: webhook, log or log,webhook (default: webhook, plus log when --audit-log-path is set).", rich_help_panel=PANEL_RCV),
@@ -110,7 +111,7 @@ def simulate(
         ro = ReceiverOptions(latency=webhook_latency, per_kib=webhook_latency_per_kib,
                              per_inflight=webhook_latency_per_inflight, failure_rate=webhook_failure_rate,
                              error_status=webhook_error_status, outages=list(webhook_outage), max_body=webhook_max_body,
-                             log_write_latency=log_write_latency)
+                             retry_after=webhook_retry_after, log_write_latency=log_write_latency)
         bl = [b.strip() for b in backends.split(",")] if backends else None
         if audit_log:  # the logged arrivals replace the workload options (tune/auditlog_input.py)
             sc = _from_audit_log(audit_log, flags, wo, ro, seed, bl, no_drain, no_progress,

@@ -1,0 +1,414 @@
+"""Receiver failures in the objective: outages and slowdowns, per flag set (``docs/recommend.md``).
+
+A scenario is one receiver failure starting at an instance's busiest step (the stretch of rates
+from there, the history repeated when it is shorter than the outage):
+
+* an **outage** of ``kind`` ``refuse`` (connection refused), ``hang`` (no answer: every attempt
+  times out at 30 s), ``503`` or ``429`` (answered), lasting ``duration``; the workload runs until
+  the receiver returns, then the run drains: the batches still held by goroutines retrying
+  (``plugin/pkg/audit/webhook/webhook.go`` with ``pkg/util/webhook`` backoff) are delivered or
+  dropped after their 5th attempt;
+* a **slowdown**: the receiver's latency multiplied by ``factor`` over the busiest ``--peak-window``.
+
+Per flag set and scenario: events lost (webhook drops = batches that failed all attempts;
+buffered drops = a full buffer), peak memory (buffer + batch being collected + every batch held by
+a goroutine, event bytes), the time from the receiver's return until the backlog is delivered,
+and the **outage tolerance**: the longest outage of that kind that loses nothing and keeps peak
+memory within ``--memory-budget``, found by bisection on the busiest instance.
+
+No buffering flag changes how long one batch survives an outage: its goroutine gives up after 5
+attempts, about ``8.125 x --audit-webhook-initial-backoff`` of backoff plus the attempts themselves
+(``4 x 30 s`` when they hang). So a flag set that does not survive gets variants with a longer
+initial backoff, which hold every batch of the outage in memory instead: the trade-off between
+loss and memory the frontier shows.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.basics.errors import InputError
+from audit_tune.sim.api import run
+from audit_tune.sim.config import AuditFlags
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import ATTEMPT_TIMEOUT, ATTEMPTS, BACKOFF_FACTOR, Outage
+from audit_tune.sim.units import format_duration, format_size, parse_duration
+
+KINDS = ("refuse", "hang", "503", "429")
+DEFAULT_OUTAGE = 120.0
+BACKOFFS = (10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)  # initial backoffs the variants try
+SHOWN = ("audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size", "audit-webhook-batch-max-wait",
+         "audit-webhook-batch-throttle-qps", "audit-webhook-batch-throttle-burst", "audit-webhook-initial-backoff")
+CHAIN = sum(BACKOFF_FACTOR ** k for k in range(ATTEMPTS - 1))  # 8.125 initial backoffs between 5 attempts
+
+
+@dataclass(frozen=True)
+class FailureScenario:
+    """One receiver failure the flags must tolerate."""
+
+    kind: str  # refuse | hang | 503 | 429 | slowdown
+    duration: float = 0.0  # outage seconds
+    factor: float = 1.0  # slowdown: latency x factor
+    origin: str = ""  # the option it came from, or which default and why
+
+    @property
+    def is_outage(self) -> bool:
+        return self.kind != "slowdown"
+
+    @property
+    def label(self) -> str:
+        if self.is_outage:
+            return f"{format_duration(self.duration)} {self.kind} outage"
+        return f"latency x{self.factor:g}"
+
+    def outage(self, duration: float | None = None) -> Outage:
+        d = self.duration if duration is None else duration
+        if self.kind in ("refuse", "hang"):
+            return Outage(0.0, d, self.kind)
+        return Outage(0.0, d, "status", int(self.kind))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "duration_seconds": self.duration if self.is_outage else None,
+                "factor": None if self.is_outage else self.factor, "origin": self.origin}
+
+
+def default_kind(snap: dict[str, Any]) -> tuple[str, str]:
+    """The outage kind the data shows: the failed webhook attempts by code in the snapshot
+    (``rest_client_requests_total``), the most frequent; ``refuse`` when none failed."""
+    failed: dict[str, float] = {}
+    for inst in (snap.get("instances") or {}).values():
+        for code, n in (((inst or {}).get("webhook") or {}).get("requests_by_code") or {}).items():
+            if n and not str(code).startswith("2"):
+                failed[str(code)] = failed.get(str(code), 0.0) + float(n)
+    if not failed:
+        return "refuse", "no failed webhook attempts in the snapshot"
+    code, n = max(failed.items(), key=lambda kv: kv[1])
+    seen = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(failed.items()))
+    kind = "429" if code == "429" else "503" if code.startswith("5") else "refuse" if code == "<error>" else "503"
+    return kind, f"failed webhook attempts by code in the snapshot ({seen}); most are {code}"
+
+
+def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap: dict[str, Any]) -> list[FailureScenario]:
+    """``--tolerate-outage DURATION[:KIND]`` (repeatable) and ``--tolerate-slowdown FACTOR``."""
+    kind, why = default_kind(snap)
+    out: list[FailureScenario] = []
+    off = list(outages or ()) == ["none"]
+    for text in () if off else outages or ():
+        span, sep, k = str(text).partition(":")
+        try:
+            d = parse_duration(span, "--tolerate-outage")
+        except InputError:
+            raise InputError(f"--tolerate-outage {text}: expected DURATION[:refuse|hang|503|429], e.g. 2m:refuse") from None
+        if not d > 0 or not math.isfinite(d):
+            raise InputError(f"--tolerate-outage {text}: the duration must be > 0, e.g. 2m")
+        if sep and k not in KINDS:
+            raise InputError(f"--tolerate-outage {text}: kind must be one of {', '.join(KINDS)}")
+        out.append(FailureScenario(k if sep else kind, d, origin="--tolerate-outage" if sep else f"--tolerate-outage, kind {kind}: {why}"))
+    if not outages and not off:
+        out.append(FailureScenario(kind, DEFAULT_OUTAGE, origin=f"default: one {format_duration(DEFAULT_OUTAGE)} {kind} outage; {why}"))
+    if not (slowdown >= 1 and math.isfinite(slowdown)):
+        raise InputError(f"--tolerate-slowdown {slowdown}: must be a number >= 1 (1 = off, 3 = three times slower)")
+    if slowdown > 1:
+        out.append(FailureScenario("slowdown", factor=slowdown, origin="--tolerate-slowdown"))
+    return out
+
+
+def chain_seconds(flags: AuditFlags, kind: str) -> float:
+    """How long one batch's goroutine keeps a batch through an outage of ``kind``: the backoff between
+    its 5 attempts (jitter at its least) plus the attempts themselves when they hang."""
+    attempt = ATTEMPT_TIMEOUT if kind == "hang" else 0.0
+    return CHAIN * flags.webhook_initial_backoff + (ATTEMPTS - 1) * attempt
+
+
+def shown_flags(flags: AuditFlags) -> list[str]:
+    return flags.to_flags(include=SHOWN)
+
+
+# ------------------------------------------------------------------------------------------------
+# One run
+# ------------------------------------------------------------------------------------------------
+def _stretch(m: InstanceModel, seconds: float) -> tuple[InstanceModel, int, int]:
+    """The model (its history repeated if needed) and the steps from its busiest step, ``seconds`` long."""
+    key = np.asarray(m.peak_rates if m.peak_rates else m.rates, dtype=float)
+    start = int(np.argmax(key))
+    steps = max(1, int(math.ceil(seconds / m.step)))
+    n = len(m.rates)
+    reps = int(math.ceil((start + steps) / n))
+    if reps > 1:
+        m = replace(m, rates=m.rates * reps, peak_rates=(m.peak_rates * reps if m.peak_rates else None),
+                    times=tuple(i * m.step for i in range(n * reps)))
+    return m, start, start + steps
+
+
+def _run(args: tuple) -> dict[str, Any]:
+    m, flags, seed, sc, duration, window, engine = args
+    if sc.is_outage:
+        tm, lo, hi = _stretch(m, duration)
+        base = tm.scenario(flags, seed, start=lo, stop=hi, shape="observed")
+        rcv = replace(base.receiver, outages=(sc.outage(duration),))
+        base = replace(base, workload=replace(base.workload, duration=duration))
+    else:
+        tm, lo, hi = _stretch(m, window)
+        base = tm.scenario(flags, seed, start=lo, stop=hi, shape="observed")
+        lat = base.receiver.latency
+        rcv = replace(base.receiver, latency=Latency(lat.kind, lat.a * sc.factor, lat.b * sc.factor,
+                                                     values=tuple(v * sc.factor for v in lat.values)))
+    d = run(replace(base, receiver=rcv), engine=engine).to_dict(series=False)
+    end = duration if sc.is_outage else window
+    return {"webhook": int(d["errors"]["webhook"]), "buffered": int(d["errors"]["buffered"]),
+            "peak_memory": int(d["peak_memory_bytes"]), "recovery": max(0.0, float(d["simulated_seconds"]) - end),
+            "events": int(d["events_total"])}
+
+
+class Pool:
+    """Runs :func:`_run` tasks over a local process pool (jobs > 1) or in-process."""
+
+    def __init__(self, jobs: int, engine: str) -> None:
+        self.jobs, self.engine, self.runs = jobs, engine, 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._cache: dict[tuple, dict[str, Any]] = {}
+
+    def map(self, tasks: list[tuple]) -> list[dict[str, Any]]:
+        keys = [(t[0].name, t[1], t[2], t[3], round(t[4], 3), t[5]) for t in tasks]
+        todo = {k: t + (self.engine,) for k, t in zip(keys, tasks) if k not in self._cache}
+        self.runs += len(todo)
+        if self.jobs <= 1 or len(todo) <= 1:
+            res = [_run(t) for t in todo.values()]
+        else:
+            if self._pool is None:
+                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+                self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
+            res = list(self._pool.map(_run, list(todo.values())))
+        self._cache.update(zip(todo.keys(), res))
+        return [self._cache[k] for k in keys]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+# ------------------------------------------------------------------------------------------------
+# Outcomes
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """One flag set under one scenario (all instances; memory is the worst apiserver's)."""
+
+    name: str
+    flags: AuditFlags
+    scenario: FailureScenario
+    lost_webhook: int
+    lost_buffered: int
+    peak_memory: int
+    recovery_seconds: float
+    tolerance_seconds: float | None = None  # outages only
+    tolerance_capped: bool = False  # survived the longest outage tried
+    tolerance_limit: str = ""  # what ends it: drops or memory
+    longer_loss: int | None = None  # events lost by an outage twice as long
+    budget: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.lost_webhook + self.lost_buffered
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.peak_memory <= self.budget
+
+    def violations(self) -> list[str]:
+        out = []
+        if self.lost:
+            out.append(f"a {self.scenario.label} loses {self.lost:,} events (webhook {self.lost_webhook:,}, "
+                       f"buffered {self.lost_buffered:,})")
+        if self.peak_memory > self.budget:
+            out.append(f"a {self.scenario.label} holds {format_size(self.peak_memory)} > --memory-budget")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flag_set": self.name, "flags": shown_flags(self.flags), "scenario": self.scenario.label,
+                "lost_webhook": self.lost_webhook, "lost_buffered": self.lost_buffered,
+                "peak_memory_bytes": self.peak_memory, "recovery_seconds": round(self.recovery_seconds, 1),
+                "outage_tolerance_seconds": None if self.tolerance_seconds is None else round(self.tolerance_seconds, 1),
+                "outage_tolerance_at_least": self.tolerance_capped, "outage_tolerance_limit": self.tolerance_limit,
+                "lost_if_twice_as_long": self.longer_loss, "ok": self.ok}
+
+
+@dataclass
+class FailureAssessment:
+    scenarios: list[FailureScenario]
+    outcomes: list[Outcome]
+    survivor: str | None  # the flag set to recommend: healthy-feasible and surviving every scenario
+    survivor_flags: AuditFlags | None
+    sentence: str  # when nothing survives: says so
+    frontier: list[dict[str, Any]] = field(default_factory=list)
+    runs: int = 0
+
+    def promote(self) -> None:
+        """The survivor becomes the report's "recommended"; the search's first choice is kept by name."""
+        if self.survivor in (None, "recommended"):
+            return
+        for o in self.outcomes:
+            if o.name == "recommended":
+                o.name = "search's choice"
+        for o in self.outcomes:
+            if o.name == self.survivor:
+                o.name = "recommended"
+        self.survivor = "recommended"
+
+    def violations_for(self, name: str) -> list[str]:
+        return [v for o in self.outcomes if o.name == name for v in o.violations()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenarios": [s.to_dict() for s in self.scenarios], "outcomes": [o.to_dict() for o in self.outcomes],
+                "survivor": self.survivor, "survivor_flags": shown_flags(self.survivor_flags) if self.survivor_flags else None,
+                "no_survivor": self.sentence, "frontier": self.frontier, "simulation_runs": self.runs}
+
+
+class FailureJudge:
+    """Evaluates flag sets under the failure scenarios (one seed, the fast engine by default)."""
+
+    def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: int, window: float,
+                 seed: int = 1, jobs: int = 2, engine: str = "fast", log: Callable[[str], None] | None = None) -> None:
+        self.models, self.scenarios, self.budget, self.window, self.seed = models, scenarios, budget, window, seed
+        self.busiest = max(models, key=lambda m: m.peak_burst_rate)
+        self.pool = Pool(jobs, engine)
+        self.log = log or (lambda s: None)
+
+    def _one(self, named: list[tuple[str, AuditFlags]], sc: FailureScenario, durations: list[float],
+             models: list[InstanceModel]) -> list[list[dict[str, Any]]]:
+        tasks = [(m, f, self.seed, sc, d, self.window) for (_, f), d in zip(named, durations) for m in models]
+        res = self.pool.map(tasks)
+        k = len(models)
+        return [res[i * k:(i + 1) * k] for i in range(len(named))]
+
+    def judge(self, named: list[tuple[str, AuditFlags]]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for sc in self.scenarios:
+            rows = self._one(named, sc, [sc.duration] * len(named), self.models)
+            out.extend(Outcome(n, f, sc, sum(r["webhook"] for r in rr), sum(r["buffered"] for r in rr),
+                               max(r["peak_memory"] for r in rr), max(r["recovery"] for r in rr), budget=self.budget)
+                       for (n, f), rr in zip(named, rows))
+        return out
+
+    def tolerances(self, outcomes: list[Outcome]) -> None:
+        """Fill in the outage tolerance (and the loss of a twice-as-long outage) of these outcomes."""
+        for sc in self.scenarios:
+            outs = [o for o in outcomes if o.scenario == sc and o.tolerance_seconds is None]
+            if sc.is_outage and outs:
+                self._tolerance(outs, sc)
+
+    def _survives(self, r: dict[str, Any]) -> bool:
+        return r["webhook"] + r["buffered"] == 0 and r["peak_memory"] <= self.budget
+
+    def _tolerance(self, outs: list[Outcome], sc: FailureScenario) -> None:
+        """Bisection on the busiest instance, in lockstep over the flag sets (one pool map per round)."""
+        named = [(o.name, o.flags) for o in outs]
+        cap = [max(2 * sc.duration, 1.25 * chain_seconds(o.flags, sc.kind) + ATTEMPT_TIMEOUT) for o in outs]
+        first = self._one(named, sc, [sc.duration] * len(outs), [self.busiest])
+        lo = [sc.duration if self._survives(r[0]) else 0.0 for r in first]
+        hi = [c if lo_ else sc.duration for c, lo_ in zip(cap, lo)]
+        limit = ["" for _ in outs]
+        twice = self._one(named, sc, [2 * sc.duration] * len(outs), self.models)
+        for o, rr in zip(outs, twice):
+            o.longer_loss = sum(r["webhook"] + r["buffered"] for r in rr)
+        # is the cap itself survived?
+        top = self._one(named, sc, hi, [self.busiest])
+        capped = [bool(lo[i]) and self._survives(top[i][0]) for i in range(len(outs))]
+        for i, r in enumerate(top):
+            if not capped[i]:
+                limit[i] = "drops" if r[0]["webhook"] + r[0]["buffered"] else "memory"
+        for _ in range(8):
+            live = [i for i in range(len(outs)) if not capped[i] and hi[i] - lo[i] > max(5.0, 0.1 * lo[i])]
+            if not live:
+                break
+            mids = [round((lo[i] + hi[i]) / 2, 1) for i in live]
+            res = self._one([named[i] for i in live], sc, mids, [self.busiest])
+            for i, mid, r in zip(live, mids, res):
+                if self._survives(r[0]):
+                    lo[i] = mid
+                else:
+                    hi[i] = mid
+                    limit[i] = "drops" if r[0]["webhook"] + r[0]["buffered"] else "memory"
+        for i, o in enumerate(outs):
+            o.tolerance_seconds = hi[i] if capped[i] else lo[i]
+            o.tolerance_capped = capped[i]
+            o.tolerance_limit = "" if capped[i] else limit[i]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> list[AuditFlags]:
+    """The same flags with an initial backoff long enough for every outage's batches to outlast it."""
+    need = max((s.duration - (ATTEMPTS - 1) * (ATTEMPT_TIMEOUT if s.kind == "hang" else 0.0)) / CHAIN
+               for s in scenarios if s.is_outage) if any(s.is_outage for s in scenarios) else 0.0
+    out = []
+    for b in BACKOFFS:
+        if b > flags.webhook_initial_backoff and b >= need:
+            out.append(replace(flags, webhook_initial_backoff=b))
+            break
+    return out
+
+
+def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown: list[tuple[str, AuditFlags]],
+           feasible: list[tuple[str, AuditFlags]], budget: int, window: float, seed: int = 1, jobs: int = 2,
+           engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
+    """Judge the shown flag sets and the healthy-feasible ones (with longer-backoff variants) under
+    every scenario; pick the least-memory survivor among the feasible ones, else the frontier."""
+    log = log or (lambda s: None)
+    if not scenarios:
+        return FailureAssessment([], [], None, None, "")
+    judge = FailureJudge(models, scenarios, budget, window, seed, jobs, engine, log)
+    try:
+        named = list(shown)
+        seen = {tuple(shown_flags(f)) for _, f in named}
+        for n, f in feasible:
+            for k, v in enumerate([f, *backoff_variants(f, scenarios)]):
+                key = tuple(shown_flags(v))
+                if key not in seen:
+                    seen.add(key)
+                    named.append((n if k == 0 else f"{n}+backoff-{format_duration(v.webhook_initial_backoff)}", v))
+        log(f"failure scenarios: {', '.join(s.label for s in scenarios)} x {len(named)} flag sets")
+        outcomes = judge.judge(named)
+        feasible_names = {n for n, _ in feasible} | {n for n, _ in named if "+backoff-" in n}
+        by_name: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            by_name.setdefault(o.name, []).append(o)
+        survivors = [n for n in by_name if n in feasible_names and all(o.ok for o in by_name[n])]
+        order = {n: k for k, (n, _) in enumerate(named)}  # ties: the search's own order (least healthy memory first)
+        best = min(survivors, key=lambda n: (max(o.peak_memory for o in by_name[n]), order[n])) if survivors else None
+        # tolerance: for the flag sets the report shows and the survivor; for every candidate (the
+        # frontier) only when nothing survives
+        want = {n for n, _ in shown} | ({best} if best else set(by_name))
+        judge.tolerances([o for o in outcomes if o.name in want])
+        runs = judge.pool.runs
+    finally:
+        judge.close()
+    flags_of = dict(named)
+    if best is not None:
+        return FailureAssessment(scenarios, outcomes, best, flags_of[best], "", runs=runs)
+    outs = [s for s in scenarios if s.is_outage]
+    sentence = ("no flag set both survives " + " and ".join(s.label for s in scenarios)
+                + " and stays within the memory budget: a longer backoff holds every batch of the outage "
+                "in memory, a shorter one drops them; choose on the frontier below")
+    frontier = []
+    for n in by_name:
+        if n not in feasible_names:
+            continue
+        for o in by_name[n]:
+            if o.scenario in outs:
+                frontier.append({"flag_set": n, "flags": shown_flags(o.flags), "scenario": o.scenario.label,
+                                 "outage_tolerance_seconds": o.tolerance_seconds, "at_least": o.tolerance_capped,
+                                 "peak_memory_bytes": o.peak_memory, "lost": o.lost,
+                                 "lost_if_twice_as_long": o.longer_loss})
+    frontier.sort(key=lambda r: (r["scenario"], r["peak_memory_bytes"]))
+    return FailureAssessment(scenarios, outcomes, None, None, sentence, frontier, runs)

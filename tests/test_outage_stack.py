@@ -1,0 +1,54 @@
+"""Receiver outages on a real kube-apiserver: a 60 s sink outage (503) in the middle of 140 s of load.
+The flags `tune recommend --tolerate-outage 60s:503` gives lose nothing; a flag set predicted not to
+survive (2 s initial backoff: its 5 attempts end about 16 s after a batch's first) loses events,
+as many as the simulator predicts for that run (within 10 % or 2 batches).
+Uses the real-stack fixtures of tests/test_e2e_stack.py (binaries built, never skipped)."""
+from __future__ import annotations
+
+import json
+import time
+
+from audit_tune.cli.app import main
+from audit_tune.loadgen.faults import FaultConfig
+from audit_tune.loadgen.verify import quiet_window
+from audit_tune.sim.config import parse_flags
+from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
+
+LEAD = 14.0  # the run starts about this long after the sink (cluster start-up, quiet, setup)
+
+
+def _outage_run(stacks, name: str, flags: list[str]) -> dict:  # noqa: F811
+    t0 = time.monotonic()
+    # the baseline before the run waits for a quiet pipeline (max-wait and the bucket's refill), up
+    # to 60 s when the cluster's own traffic keeps it busy: the outage starts after that at the latest
+    start = LEAD + max(quiet_window(parse_flags(flags), retries=False, refill=True), 60.0) + 10.0
+    faults = FaultConfig.from_flags(outages=[f"{start:g}s-{start + 60:g}s:503"])
+    st = stacks(name, flags, faults)
+    wait = st.sink.stats()["started_unix"] + LEAD - 2.0 - time.time()
+    assert wait > 0, "the cluster took too long to start for the outage to fall inside the run"
+    time.sleep(wait)
+    _, rep = _run(st, name, t0, "70", 140.0, faults)
+    (o_start, o_end, _), = rep["inputs"]["outages_run_relative"]
+    assert 1.0 < o_start and o_end < 139.0, rep["inputs"]["outages_run_relative"]
+    return rep
+
+
+@stack
+def test_sixty_second_outage_on_the_real_stack(stacks, capsys) -> None:  # noqa: F811
+    code = main(["recommend", "-f", "json", "--no-progress", "--tolerate-outage", "60s:503"])
+    rec = json.loads(capsys.readouterr().out)
+    assert code == 3 and rec["failures"]["survivor"] == "recommended"
+    flags = rec["recommended"]["flags"]
+    pred = next(o for o in rec["failures"]["outcomes"] if o["flag_set"] == "recommended")
+    assert pred["lost_webhook"] + pred["lost_buffered"] == 0
+    rep = _outage_run(stacks, "outage60-recommended", flags)
+    assert rep["observed"]["webhook"] == 0 and rep["observed"]["buffered"] == 0, rep["rows"]
+    assert rep["accounting"]["lost"] == 0, rep["accounting"]
+
+    short = [f for f in flags if not f.startswith("--audit-webhook-initial-backoff")]
+    short.append("--audit-webhook-initial-backoff=2s")
+    rep = _outage_run(stacks, "outage60-short-backoff", short)
+    obs, pred_w = rep["observed"]["webhook"], rep["predicted"]["webhook"]
+    max_size = int(next(f for f in flags if "batch-max-size" in f).split("=")[1])
+    assert obs > 0 and pred_w > 0, rep["rows"]
+    assert abs(obs - pred_w) <= max(0.10 * pred_w, 2 * max_size), (obs, pred_w, rep["rows"])
