@@ -169,7 +169,7 @@ class Receiver:
                 code[hit] = -1
             else:
                 code[hit] = np.where(timed_out[hit], -1, o.status)
-                if o.asks_retry:
+                if o.asks_retry and o.retry_after is not None:
                     wait[hit] = np.where(timed_out[hit], -1.0, float(o.retry_after))
         return dur, ok, code, wait
 

@@ -223,7 +223,7 @@ def burst_lines(report: dict[str, object]) -> list[str]:
 
 def _tol(o: dict[str, object]) -> str:
     t = o.get("outage_tolerance_seconds")
-    if t is None:
+    if not isinstance(t, (int, float)):
         return "-"
     s = (">= " if o.get("outage_tolerance_at_least") else "") + format_duration(t)
     return s + (f" ({o['outage_tolerance_limit']})" if o.get("outage_tolerance_limit") else "")
