@@ -32,6 +32,7 @@ from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_ar
 from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
+from audit_tune.analysis.restart_at_peak import restart_at_peak
 from audit_tune.analysis.search import Recommender
 from audit_tune.basics.errors import NotEnoughData
 from audit_tune.sim.config import AuditFlags, parse_flags
@@ -155,10 +156,13 @@ def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objec
                                   [a for a in tuned_args(ev.flags) if a not in tuned_args(current)],
                                   rec.explain(ev, trace.excluded), ev.ok, ev.violations)
     blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
+    shown = [("current", current)] + ([("recommended", by["recommended"].flags)] if best is not None else [])
+    restart = restart_at_peak(models, shown, obj.headroom, seed=seed, engine=engine)
     config = RecommendConfig(seed, engine, source, obj, rec.horizon, tuned_args(current), current_source)
     return RecommendationReport(__version__, config, confidence, [Calibrated(m, v) for m, v in zip(models, vals)],
                                 skipped, recommended, blockers, rot, evs, by["current"].ok, cur_viol, trace, warnings,
-                                failures, log_part, _evaluated(by["evaluated"], failures) if evaluate is not None else None)
+                                failures, log_part, _evaluated(by["evaluated"], failures) if evaluate is not None else None,
+                                restart)
 
 
 def _evaluated(ev: Evaluation, failures: outage.FailureAssessment) -> check.Evaluated:

@@ -13,6 +13,7 @@ from audit_tune.analysis.flagsets import RuleOfThumb
 from audit_tune.analysis.logbackend import LogAssessment
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.outage import FailureAssessment
+from audit_tune.analysis.restart_at_peak import RestartAtPeak
 
 KIND = "AuditTuneRecommendation"
 
@@ -116,6 +117,7 @@ class RecommendationReport:
     failures: FailureAssessment
     log_backend: LogAssessment | None = None
     evaluated: Evaluated | None = None
+    restart_at_peak: RestartAtPeak | None = None  # one apiserver restart at the peak, current and recommended
 
     @property
     def peak_burst_event_rate(self) -> float:
@@ -141,5 +143,6 @@ class RecommendationReport:
             "failures": self.failures.to_dict(),
             "log_backend": self.log_backend.to_dict() if self.log_backend else None,
             "evaluated": self.evaluated.to_dict() if self.evaluated else None,
+            "restart_at_peak": self.restart_at_peak.to_dict() if self.restart_at_peak else None,
             "warnings": self.warnings,
         }

@@ -335,3 +335,16 @@ def test_failing_receiver_is_named_as_the_blocker(tmp_path, capsys):
     assert rep["calibration"][0]["webhook_failure_rate"] == pytest.approx(0.3, abs=0.03)
     assert any("fix the receiver" in w for w in rep["no_recommendation_why"])
     assert "fix the receiver" in err and err.count("tune: error") == 1
+
+
+def test_the_report_says_what_one_restart_at_the_peak_loses(tmp_path, capsys, busy_snapshot):
+    code, doc, err = recommend_json(capsys, write_snapshot(tmp_path, busy_snapshot), "--headroom", "1.5")
+    assert doc is not None, err
+    r = doc["restart_at_peak"]
+    peak = max(c["peak_burst_event_rate"] for c in doc["calibration"])
+    assert r["events_per_second"] == pytest.approx(peak * 1.5, rel=1e-3)
+    assert r["kill_after_seconds"] == 30.0
+    names = [f["flag_set"] for f in r["flag_sets"]]
+    assert names == (["current", "recommended"] if doc["recommended"] else ["current"])
+    for f in r["flag_sets"]:
+        assert f["events_lost"] == sum(f["lost_by_cause"].values())

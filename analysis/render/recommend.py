@@ -366,6 +366,9 @@ def render_table(report: RecommendationReport, color: bool = False, width: int =
         for w in report.no_recommendation_why or []:
             con.print(f"[red]  - {escape(w)}[/red]")
     print_failures(con, report)
+    if report.restart_at_peak is not None:
+        for line in report.restart_at_peak.lines():
+            con.print(line, markup=False)
     print_log(con, report)
     con.print(f"rule of thumb: {report.rule_of_thumb.derivation}", markup=False)
     if report.current_ok:
