@@ -176,7 +176,7 @@ def test_covering_flags_deliver_everything(stacks, tmp_path: Path) -> None:
 
 
 def _run(st: Stack, name: str, t0: float, rate: str, duration: float, faults: FaultConfig | None,
-         max_drops: float = 0) -> tuple[dict, dict]:
+         max_drops: float = 0) -> tuple[dict, VerifyReport]:
     a0, s0 = st.baseline()
     rec, trace = run_loadtest(LoadTestConfig(rate=rate, duration=duration, preseed=5, sink_url=st.sink.url,
                                              max_lag=0.5, audit_flags=tuple(st.flags.to_flags())), st.target)

@@ -11,13 +11,14 @@ import time
 from audit_tune.cli.app import main
 from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.verify import quiet_window
+from audit_tune.loadgen.verify_result import VerifyReport
 from audit_tune.sim.config import parse_flags
 from tests.test_e2e_stack import _run, stack, stacks  # noqa: F401 - the fixture is used by name
 
 LEAD = 14.0  # the run starts about this long after the sink (cluster start-up, quiet, setup)
 
 
-def _outage_run(stacks, name: str, flags: list[str]) -> dict:  # noqa: F811
+def _outage_run(stacks, name: str, flags: list[str]) -> VerifyReport:  # noqa: F811
     t0 = time.monotonic()
     # the baseline before the run waits for a quiet pipeline (max-wait and the bucket's refill), up
     # to 60 s when the cluster's own traffic keeps it busy: the outage starts after that at the latest
@@ -28,8 +29,8 @@ def _outage_run(stacks, name: str, flags: list[str]) -> dict:  # noqa: F811
     assert wait > 0, "the cluster took too long to start for the outage to fall inside the run"
     time.sleep(wait)
     _, rep = _run(st, name, t0, "70", 140.0, faults)
-    (o_start, o_end, _), = rep["inputs"]["outages_run_relative"]
-    assert 1.0 < o_start and o_end < 139.0, rep["inputs"]["outages_run_relative"]
+    (o_start, o_end, _), = rep.inputs.outages_run_relative
+    assert 1.0 < float(o_start) and float(o_end) < 139.0, rep.inputs.outages_run_relative
     return rep
 
 
@@ -42,13 +43,13 @@ def test_sixty_second_outage_on_the_real_stack(stacks, capsys) -> None:  # noqa:
     pred = next(o for o in rec["failures"]["outcomes"] if o["flag_set"] == "recommended")
     assert pred["lost_webhook"] + pred["lost_buffered"] == 0
     rep = _outage_run(stacks, "outage60-recommended", flags)
-    assert rep["observed"]["webhook"] == 0 and rep["observed"]["buffered"] == 0, rep["rows"]
-    assert rep["accounting"]["lost"] == 0, rep["accounting"]
+    assert rep.observed["webhook"] == 0 and rep.observed["buffered"] == 0, rep.rows
+    assert rep.accounting is not None and rep.accounting["lost"] == 0, rep.accounting
 
     short = [f for f in flags if not f.startswith("--audit-webhook-initial-backoff")]
     short.append("--audit-webhook-initial-backoff=2s")
     rep = _outage_run(stacks, "outage60-short-backoff", short)
-    obs, pred_w = rep["observed"]["webhook"], rep["predicted"]["webhook"]
+    obs, pred_w = rep.observed["webhook"], rep.predicted["webhook"]
     max_size = int(next(f for f in flags if "batch-max-size" in f).split("=")[1])
-    assert obs > 0 and pred_w > 0, rep["rows"]
-    assert abs(obs - pred_w) <= max(0.10 * pred_w, 2 * max_size), (obs, pred_w, rep["rows"])
+    assert obs is not None and pred_w is not None and obs > 0 and pred_w > 0, rep.rows
+    assert abs(obs - pred_w) <= max(0.10 * pred_w, 2 * max_size), (obs, pred_w, rep.rows)
