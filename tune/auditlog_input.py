@@ -85,7 +85,8 @@ def snapshot(specs: list[str], who: str, step: float, log_mode: str = "blocking"
 
 def _prometheus(r: Any, prom: Any, step: float, selector: str, webhook_host: str | None, who: str,
                 say: Callable[[str], None]) -> dict[str, Any]:
-    from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
+    from audit_tune.analysis.prom import PromClient, SnapshotRequest
+    from audit_tune.cli.inputs import take_snapshot_or_say_missing
 
     prom.validate()
     t0 = min(v.bins.t0 for v in r.instances.values() if v.events)
@@ -94,11 +95,8 @@ def _prometheus(r: Any, prom: Any, step: float, selector: str, webhook_host: str
     req = SnapshotRequest(history=hist, step=step, end=math.ceil(t1), selector=selector, webhook_host=webhook_host)
     say(f"reading the log's window ({hist:.0f}s) from {prom.display_url}")
     try:
-        snap = take_snapshot(PromClient(prom), req, log=say)
+        snap = take_snapshot_or_say_missing(PromClient(prom), req, who, say)
     except NotEnoughData as e:
-        part = partial_snapshot(e)
-        for m in (part.missing if part else []):
-            log(f"tune {who}: missing: {m}")
         raise NotEnoughData(f"Prometheus has no audit data for the log's window: {e}") from None
     return snap.to_dict()
 

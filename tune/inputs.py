@@ -30,7 +30,7 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
     if snapshot:
         snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": snapshot}
     elif url:
-        snap = snapshot_dict(from_prometheus(prom, history, step, selector or "", say, end))
+        snap = snapshot_dict(from_prometheus(prom, history, step, selector or "", say, end, who))
         source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
                   "end": end}
     else:
@@ -125,11 +125,27 @@ class Signature:
         fn.__annotations__ = self.ann
 
 
-def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None) -> Any:
-    """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
-    from audit_tune.analysis.prom import PromClient, SnapshotRequest, partial_snapshot, take_snapshot
-    from audit_tune.basics.errors import InputError, NotEnoughData
+def take_snapshot_or_say_missing(client: Any, req: Any, who: str, say: Callable[[str], None]) -> Any:
+    """``analysis.prom.take_snapshot``; when there is not enough data, each item the partial
+    snapshot misses is logged (``tune WHO: missing: ...``) before the error is raised."""
+    from audit_tune.analysis.prom import partial_snapshot, take_snapshot
+    from audit_tune.basics.errors import NotEnoughData
     from audit_tune.basics.output import log
+
+    try:
+        return take_snapshot(client, req, log=say)
+    except NotEnoughData as e:
+        part = partial_snapshot(e)
+        for m in (part.missing if part else []):
+            log(f"tune {who}: missing: {m}")
+        raise
+
+
+def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None,
+                    who: str = "recommend") -> Any:
+    """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
+    from audit_tune.analysis.prom import PromClient, SnapshotRequest
+    from audit_tune.basics.errors import InputError
     from audit_tune.sim.units import parse_duration
 
     if prom is None:
@@ -140,13 +156,7 @@ def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any,
     if req.step <= 0:
         raise InputError("--step: must be > 0s, e.g. 15s")
     say(f"reading {history} from {prom.display_url}")
-    try:
-        snap = take_snapshot(PromClient(prom), req, log=say)
-    except NotEnoughData as e:
-        part = partial_snapshot(e)
-        for m in (part.missing if part else []):
-            log(f"tune recommend: missing: {m}")
-        raise
+    snap = take_snapshot_or_say_missing(PromClient(prom), req, who, say)
     for m in snap.missing:
         say(f"missing: {m}")
     return snap

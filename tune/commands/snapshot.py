@@ -8,7 +8,7 @@ import typer
 
 from audit_tune.analysis.prom import PromSettings
 from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
-from audit_tune.cli.inputs import parse_end
+from audit_tune.cli.inputs import parse_end, take_snapshot_or_say_missing
 from audit_tune.cli.options import prometheus_options
 
 PANEL = "Snapshot"
@@ -51,8 +51,8 @@ def snapshot(
                                        "(blocking: the log is complete; batch: it may miss dropped events).",
                                        rich_help_panel=PANEL),
 ) -> int:
-    from audit_tune.analysis.prom import PromClient, SnapshotRequest, human_duration, partial_snapshot, take_snapshot
-    from audit_tune.basics.errors import InputError, NotEnoughData
+    from audit_tune.analysis.prom import PromClient, SnapshotRequest, human_duration
+    from audit_tune.basics.errors import InputError
     from audit_tune.basics.output import log, write_output
     from audit_tune.sim.units import parse_duration
 
@@ -71,13 +71,7 @@ def snapshot(
         + (f" (cluster {prom.cluster_label}={prom.cluster})" if prom.cluster else ""))
     client = PromClient(prom)
     t0 = time.monotonic()
-    try:
-        snap = take_snapshot(client, req, log=say)
-    except NotEnoughData as e:
-        part = partial_snapshot(e)
-        for m in (part.missing if part else []):
-            log(f"tune snapshot: missing: {m}")
-        raise
+    snap = take_snapshot_or_say_missing(client, req, "snapshot", say)
     for m in snap.missing:
         log(f"tune snapshot: missing: {m}")
     write_output(snap.dumps(), output)
