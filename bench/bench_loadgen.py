@@ -38,17 +38,10 @@ def bench_sink(batches: int = 40, batch_size: int = 400, clients: int = 4) -> di
     import tempfile
 
     import requests
+    from bench_sink import EVENT as ev  # the same sample audit event (bench/ is on sys.path as the script's folder)
 
     from audit_tune.loadgen.sink import SinkConfig, SinkProcess
 
-    ev = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a" * 36,
-          "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/configmaps/x?timeout=30s",
-          "verb": "get", "user": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-          "sourceIPs": ["127.0.0.1"], "userAgent": "kubectl/v1.37.0",
-          "objectRef": {"resource": "configmaps", "namespace": "default", "name": "x", "apiVersion": "v1"},
-          "responseStatus": {"metadata": {}, "code": 200}, "requestReceivedTimestamp": "2026-11-28T11:00:00.000000Z",
-          "stageTimestamp": "2026-11-28T11:00:00.002000Z",
-          "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}}
     body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ev] * batch_size}).encode()
     out: dict = {"batch_bytes": len(body), "batch_size": batch_size, "clients": clients}
     for fsync in ("always", "never"):
