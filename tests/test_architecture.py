@@ -249,3 +249,86 @@ def test_mypy_finds_nothing(staged, tmp_path):
                        capture_output=True, text=True, cwd=staged, env=_env(staged), timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "Success: no issues found" in r.stdout, r.stdout[-2000:]
+
+
+# Size limits of the library: the share of signatures that use ``Any``, parameters per function
+# (CLI entry points, the public functions of ``audit_tune.cli.commands``, are exempt: Typer makes each
+# option a parameter), and lines per file. The allow-lists name what is still over a limit.
+ANY_SHARE_LIMIT = 0.05
+ANY_SIGNATURES_AT_MOST = 260  # lowered as signatures get precise types, until the share is under the limit
+MAX_PARAMETERS = 10
+OVER_PARAMETERS: dict[str, int] = {
+    "audit_tune.sim.fast.collector._dispatch": 12,
+    "audit_tune.sim.fast.collector._arrive": 12,
+    "audit_tune.sim.fast.collector.run_collector": 18,
+    "audit_tune.analysis.calibrate.synthetic_snapshot": 12,
+    "audit_tune.analysis.fidelity.cases._sc": 11,
+    "audit_tune.loadgen.kind.__init__": 11,
+    "audit_tune.loadgen.local.__init__": 12,
+    "audit_tune.cli.commands.cluster._up_kind": 11,
+    "audit_tune.cli.commands.policy._impact": 13,
+}
+MAX_LINES = 500
+OVER_LINES: dict[str, int] = {
+    "audit_tune.analysis.calibrate": 754,
+    "audit_tune.analysis.sweep_spec": 578,
+    "audit_tune.loadgen.local": 527,
+    "audit_tune.sim.workload": 512,
+}
+
+
+def _functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def _parameters(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
+    a = fn.args
+    extra = [x for x in (a.vararg, a.kwarg) if x is not None]
+    return [p for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, *extra] if p.arg not in ("self", "cls")]
+
+
+def _uses_any(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    notes = [p.annotation for p in _parameters(fn) if p.annotation is not None]
+    notes += [fn.returns] if fn.returns is not None else []
+    return any(re.search(r"\bAny\b", ast.unparse(n)) for n in notes)
+
+
+def signature_figures() -> tuple[int, int, dict[str, int]]:
+    """(signatures, signatures using Any, functions over MAX_PARAMETERS by dotted name)."""
+    total = with_any = 0
+    over: dict[str, int] = {}
+    for module, path in source_files().items():
+        for fn in _functions(ast.parse(path.read_text(), str(path))):
+            total += 1
+            with_any += _uses_any(fn)
+            n = len(_parameters(fn))
+            cli_entry = module.startswith("audit_tune.cli.commands.") and not fn.name.startswith("_")
+            if n > MAX_PARAMETERS and not cli_entry:
+                over[f"{module}.{fn.name}"] = n
+    return total, with_any, over
+
+
+def test_the_signature_figures_see_any_and_parameters():
+    tree = ast.parse("def f(a: Any, *b: int, c=1, **d) -> None: ...\ndef g(self) -> dict[str, Any]: ...\n")
+    fns = list(_functions(tree))
+    assert [_uses_any(f) for f in fns] == [True, True]
+    assert [len(_parameters(f)) for f in fns] == [4, 0]
+
+
+def test_any_is_rare_in_signatures():
+    total, with_any, _ = signature_figures()
+    assert with_any <= ANY_SIGNATURES_AT_MOST, f"{with_any} of {total} signatures use Any"
+
+
+def test_functions_take_at_most_ten_parameters():
+    _, _, over = signature_figures()
+    new = {k: v for k, v in over.items() if k not in OVER_PARAMETERS or v > OVER_PARAMETERS[k]}
+    assert new == {}, f"more than {MAX_PARAMETERS} parameters: {new}"
+
+
+def test_library_files_stay_under_five_hundred_lines():
+    over = {m: n for m, p in source_files().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    new = {m: n for m, n in over.items() if m not in OVER_LINES or n > OVER_LINES[m]}
+    assert new == {}, f"files over {MAX_LINES} lines: {new}"

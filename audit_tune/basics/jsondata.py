@@ -1,0 +1,53 @@
+"""Types for plain data at the JSON/YAML edge, and checked readers that narrow it.
+
+Results inside the program are dataclasses; documents read from or written to files (snapshots,
+sweep specs, Prometheus answers) are plain data. ``JsonValue`` names that data precisely, so a
+function that takes or returns a document says so instead of ``Any``; the readers narrow a value to
+the type the caller needs and raise ``InputError`` naming the field when it is something else.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeAlias
+
+from audit_tune.basics.errors import InputError
+
+JsonScalar: TypeAlias = None | bool | int | float | str
+JsonValue: TypeAlias = JsonScalar | list["JsonValue"] | dict[str, "JsonValue"]
+JsonObject: TypeAlias = dict[str, JsonValue]
+JsonMapping: TypeAlias = Mapping[str, JsonValue]
+
+
+def as_object(value: JsonValue, where: str) -> JsonObject:
+    """``value`` as a JSON object, or an ``InputError`` naming ``where``."""
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def as_list(value: JsonValue, where: str) -> list[JsonValue]:
+    """``value`` as a JSON array, or an ``InputError`` naming ``where``."""
+    if not isinstance(value, list):
+        raise InputError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def as_float(value: JsonValue, where: str) -> float:
+    """``value`` as a number (bools refused), or an ``InputError`` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def as_int(value: JsonValue, where: str) -> int:
+    """``value`` as an integer (bools and fractions refused), or an ``InputError`` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise InputError(f"{where}: expected an integer, got {value!r}")
+    return int(value)
+
+
+def as_str(value: JsonValue, where: str) -> str:
+    """``value`` as a string, or an ``InputError`` naming ``where``."""
+    if not isinstance(value, str):
+        raise InputError(f"{where}: expected a string, got {type(value).__name__}")
+    return value
