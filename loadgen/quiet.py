@@ -29,6 +29,18 @@ def scrape_totals(target: Target, timeout: float = 30.0) -> dict[str, Any]:
             "at": time.time()}
 
 
+def read_baseline(target: Target, read_sink: Callable[[], dict]) -> tuple[dict[str, Any], dict]:
+    """The counters a run's accounting starts from: the sink's stats first, then the apiserver's.
+
+    In this order an event can only make the residual negative: one counted before ``a0`` and stored
+    between the two reads is in ``delivered`` but not in ``events_total``. In the other order an event
+    counted after ``a0`` (the scrape's own event, the apiserver's background requests) can join a
+    partial batch whose max-wait is about to expire and be stored before ``s0`` is read: counted in
+    ``events_total`` but in neither ``delivered`` nor the drops, it would show as one event lost."""
+    s0 = read_sink()
+    return scrape_totals(target), s0
+
+
 def quiet_window(flags: AuditFlags, retries: bool = True, refill: bool = False) -> float:
     """How long nothing may reach the sink before the pipeline is taken as quiet: a partial batch
     waits up to max-wait; with ``retries`` (the sink failed some attempts, or has faults configured)

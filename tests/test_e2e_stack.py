@@ -33,6 +33,7 @@ from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.kubetarget import check_safe, from_kubeconfig
 from audit_tune.loadgen.loadtest import LoadTestConfig, run_loadtest
 from audit_tune.loadgen.local import DEFAULT_POLICY, LocalCluster
+from audit_tune.loadgen.quiet import read_baseline
 from audit_tune.loadgen.sink import Sink, SinkConfig
 from audit_tune.loadgen.store import verify as verify_store
 from audit_tune.loadgen.verify import (
@@ -98,7 +99,7 @@ class Stack:
         """Wait until the start-up audit traffic has been delivered or dropped and the throttle's bucket
         is full again (the replay starts that way), then read both sides."""
         wait_quiet(self.sink.stats, self.flags, timeout=60, retries=False, refill=True)
-        return scrape_totals(self.target), self.sink.stats()
+        return read_baseline(self.target, self.sink.stats)
 
     def close(self) -> None:
         try:

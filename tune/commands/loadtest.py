@@ -212,14 +212,14 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
     that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
     from audit_tune.basics.errors import ServiceError
     from audit_tune.loadgen.loadtest import cluster_state
+    from audit_tune.loadgen.quiet import read_baseline, wait_quiet
     from audit_tune.loadgen.sink import fetch_stats
-    from audit_tune.loadgen.verify import scrape_totals, wait_quiet
     from audit_tune.sim.config import parse_flags
 
     in_force = parse_flags(list(flags or cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
     wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), in_force, timeout=60, retries=False, refill=True)
     try:
-        return scrape_totals(target), fetch_stats(sink_url, ca=sink_ca)
+        return read_baseline(target, lambda: fetch_stats(sink_url, ca=sink_ca))
     except OSError as e:
         raise ServiceError(f"--verify: cannot read {target.server}/metrics ({e})") from None
 
