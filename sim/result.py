@@ -8,8 +8,13 @@ level_total                    apiserver_audit_level_total by level (one per req
 errors.{buffered,webhook,      apiserver_audit_error_total{plugin}: events lost, by where
 log,truncate}
 requests_rejected              apiserver_audit_requests_rejected_total (blocking-strict only)
-requests_timed_out             requests answered 504 by the timeout filter (``--request-timeout``)
+requests_timed_out             non-long-running requests still running at ``--request-timeout``
+                               (apiserver_request_terminations_total{code="504"}); of them:
+requests_timed_out_504         answered 504 by the timeout filter (nothing written yet)
+requests_closed_at_timeout     connection closed / stream reset without a complete answer (the
+                               response was written, its ResponseComplete audit call still blocking)
 requests_rejected_after_timeout  blocking-strict rejections counted after the client already had its 504
+rejected_after_timeout_seconds   when (after arrival) those rejections were counted: p50/p90/p99/max/mean
 events_not_emitted             events of requests that outlived their apiserver process (sim/shutdown.py)
 events_refused                 events of requests that arrived while no apiserver accepted them
 restart_loss                   events a kill at a restart lost, by cause (sim/shutdown.py)
@@ -117,8 +122,10 @@ class InstanceStats:
         self.requests_total = 0
         self.level_total: Counter[str] = Counter({lv: 0 for lv in LEVELS})
         self.requests_rejected = 0
-        self.requests_timed_out = 0
+        self.timed_out_504 = 0
+        self.closed_at_timeout = 0
         self.rejected_after_timeout = 0
+        self.rejected_after_timeout_at = Quantiles()
         self.added_latency = Quantiles()
         self.end_time = 0.0
 
@@ -204,6 +211,10 @@ class Result:
         for inst in self.instances:
             for part in inst.added_latency._parts:
                 added.add(part)
+        late = Quantiles()
+        for inst in self.instances:
+            for part in inst.rejected_after_timeout_at._parts:
+                late.add(part)
         d: dict[str, Any] = {
             "engine": self.engine,
             "seed": self.seed,
@@ -212,8 +223,11 @@ class Result:
             "level_total": dict(level),
             "errors": dict(all_errors),
             "requests_rejected": sum(i.requests_rejected for i in self.instances),
-            "requests_timed_out": sum(i.requests_timed_out for i in self.instances),
+            "requests_timed_out": sum(i.timed_out_504 + i.closed_at_timeout for i in self.instances),
+            "requests_timed_out_504": sum(i.timed_out_504 for i in self.instances),
+            "requests_closed_at_timeout": sum(i.closed_at_timeout for i in self.instances),
             "requests_rejected_after_timeout": sum(i.rejected_after_timeout for i in self.instances),
+            "rejected_after_timeout_seconds": late.summary(),
             "primary_backend": self.primary,
             "delivered": prim["delivered"],
             "in_flight_at_end": prim["in_flight_at_end"],

@@ -4,7 +4,8 @@ Hypothesis runs derandomized so CI sees the same 100 scenarios every time; to ex
 locally: ``pytest tests/test_fast.py --hypothesis-seed=N`` with ``derandomize`` removed.
 
 Exact: counts, every error count, delivered, batches, the batch-size sequence, max occupancy,
-max in flight, peak memory, attempts by code, the occupancy series, first drop time.
+max in flight, peak memory, attempts by code, the occupancy series, first drop time, requests
+timed out (504 or closed) and rejected after the timeout, with when.
 To 1e-9 (float sums in a different order): delivery latency summary, throttle wait total,
 simulated seconds.
 """
@@ -25,7 +26,9 @@ from tests.simhelp import result, scenario
 
 EXACT = ["events_not_emitted", "events_refused", "restart_loss", "lifetimes", "events_total", "requests_total", "level_total", "errors", "requests_rejected", "delivered", "in_flight_at_end",
          "batches", "batch_sizes", "batch_size", "max_buffer_occupancy", "max_inflight_batches", "peak_memory_bytes",
-         "attempts", "attempts_by_code", "first_drop_seconds", "occupancy"]
+         "attempts", "attempts_by_code", "first_drop_seconds", "occupancy", "requests_timed_out",
+         "requests_timed_out_504", "requests_closed_at_timeout", "requests_rejected_after_timeout",
+         "rejected_after_timeout_seconds"]
 CLOSE = ["throttle_wait_seconds_total", "simulated_seconds"]
 
 

@@ -1,12 +1,14 @@
 """Property tests: monotonicity of drops in capacity flags, and conservation of events."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import Outage, Receiver
-from audit_tune.sim.workload import OnOff
+from audit_tune.sim.workload import OnOff, RequestClass
 from tests.simhelp import lost, result, scenario
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -58,3 +60,27 @@ def test_conservation(f, seed, fail, drain, mode):
     assert d["events_total"] == d["delivered"] + lost(d) + d["in_flight_at_end"]
     if drain:
         assert d["in_flight_at_end"] == 0
+
+
+@FAST
+@given(st.integers(0, 5), st.sampled_from([0.3, 0.9]), st.sampled_from([0.5, 2.0, 60.0]),
+       st.sampled_from(["blocking", "blocking-strict"]), st.booleans(), st.sampled_from(["100ms", "1s"]))
+def test_timed_out_requests_are_a_504_or_a_closed_connection(seed, fail, timeout, mode, omit_rr, backoff):
+    """Every request past --request-timeout is answered 504 (nothing written yet) or has its
+    connection closed (answer written, ResponseComplete blocking); only a 504 can precede a rejection."""
+    omit = frozenset({"RequestReceived"}) if omit_rr else frozenset()
+    get = RequestClass("get", level="Metadata", duration=0.2, omit_stages=omit)
+    sc = scenario([f"--audit-webhook-mode={mode}", f"--audit-webhook-initial-backoff={backoff}"], rate=5, duration=10,
+                  seed=seed, receiver=Receiver(latency=Latency("exp", 0.1), error_rate=fail), classes=(get,))
+    d = result(replace(sc, request_timeout=timeout).validate())
+    assert d["requests_timed_out"] == d["requests_timed_out_504"] + d["requests_closed_at_timeout"]
+    assert d["requests_rejected_after_timeout"] <= min(d["requests_timed_out_504"], d["requests_rejected"])
+    late = d["rejected_after_timeout_seconds"]
+    assert (late["max"] is None) == (d["requests_rejected_after_timeout"] == 0)
+    assert late["max"] is None or late["p50"] > timeout
+    if mode == "blocking" or omit_rr:
+        assert d["requests_rejected"] == 0
+    if omit_rr:  # the handler (0.2 s) always writes its answer before the deadline
+        assert d["requests_timed_out_504"] == 0
+    if timeout == 60.0:
+        assert d["requests_timed_out"] == 0

@@ -109,8 +109,58 @@ def test_blocking_strict_rejection_after_the_request_timeout_is_a_504_first():
     d = result(scenario(flags, rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
     # the retry chain (4 backoffs of 10-33.75 s) outlasts the 60 s timeout: 504 first, rejection later
     assert d["requests_rejected"] > 0
-    assert d["requests_timed_out"] == d["requests_rejected_after_timeout"] == d["requests_rejected"]
+    assert d["requests_timed_out"] == d["requests_timed_out_504"] == d["requests_rejected_after_timeout"] \
+        == d["requests_rejected"]
+    assert d["requests_closed_at_timeout"] == 0
     assert d["request_added_latency_seconds"]["p50"] > 60
+    late = d["rejected_after_timeout_seconds"]
+    assert 60 < late["p50"] <= late["max"] == pytest.approx(d["request_added_latency_seconds"]["max"])
     quick = result(scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=100ms"],
                             rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
     assert quick["requests_rejected"] > 0 and quick["requests_timed_out"] == 0  # rejected within the timeout
+
+
+def _strict_timeout(omit: frozenset[str]) -> dict[str, dict]:
+    """One request, every POST answered 503, a 3 s request timeout, 1 s backoff (the retry chain
+    ends at 8.1-9.8 s), SIGTERM after the chain: each engine's result."""
+    one = RequestClass("get", level="Metadata", omit_stages=omit)
+    sc = scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=1s"], trace=(0.0,),
+                  duration=20.0, receiver=Receiver(error_rate=1.0), classes=(one,))
+    sc = replace(sc, request_timeout=3.0).validate()
+    return {e: result(sc, e) for e in ("reference", "fast")}
+
+
+KEYS = ("requests_timed_out", "requests_timed_out_504", "requests_closed_at_timeout", "requests_rejected",
+        "requests_rejected_after_timeout", "rejected_after_timeout_seconds", "errors", "request_added_latency_seconds")
+
+
+def test_request_received_blocking_past_the_timeout_is_a_504_and_a_late_rejection():
+    ds = _strict_timeout(frozenset())
+    assert {k: ds["reference"][k] for k in KEYS} == {k: ds["fast"][k] for k in KEYS}
+    d = ds["fast"]
+    assert d["requests_timed_out"] == d["requests_timed_out_504"] == 1 and d["requests_closed_at_timeout"] == 0
+    assert d["requests_rejected"] == d["requests_rejected_after_timeout"] == 1
+    assert d["errors"]["webhook"] == 1 and d["delivered"] == 0
+    # counted when the fifth attempt fails: backoffs 1 + 1.5 + 2.25 + 3.375 s, each x U[1, 1.2)
+    assert 8.125 <= d["rejected_after_timeout_seconds"]["max"] < 9.75 + 0.1
+
+
+def test_response_complete_blocking_past_the_timeout_closes_the_connection_and_is_never_a_rejection():
+    ds = _strict_timeout(frozenset({"RequestReceived"}))
+    assert {k: ds["reference"][k] for k in KEYS} == {k: ds["fast"][k] for k in KEYS}
+    d = ds["fast"]
+    # the handler wrote its answer, then WithAudit's ResponseComplete call blocked past the deadline
+    assert d["requests_timed_out"] == d["requests_closed_at_timeout"] == 1 and d["requests_timed_out_504"] == 0
+    assert d["requests_rejected"] == d["requests_rejected_after_timeout"] == 0
+    assert d["rejected_after_timeout_seconds"]["max"] is None
+    assert d["errors"]["webhook"] == 1 and 8.125 <= d["request_added_latency_seconds"]["max"] < 9.85
+
+
+def test_a_slow_handler_past_the_timeout_is_a_504_even_with_response_complete_blocking():
+    """Nothing written when the deadline passes inside the handler: 504, whatever the audit calls do."""
+    slow = RequestClass("get", level="Metadata", duration=4.0, omit_stages=frozenset({"RequestReceived"}))
+    sc = scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=1s"], trace=(0.0,),
+                  duration=20.0, receiver=Receiver(error_rate=1.0), classes=(slow,))
+    d = result(replace(sc, request_timeout=3.0).validate(), "fast")
+    assert d["requests_timed_out"] == d["requests_timed_out_504"] == 1 and d["requests_closed_at_timeout"] == 0
+    assert d["requests_rejected"] == 0

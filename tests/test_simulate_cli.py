@@ -137,3 +137,22 @@ def test_flags_kube_apiserver_refuses_exit_1_and_spin_warning(capsys):
     code, out, err = run_cli(capsys, "simulate", "--rate", "10", "--duration", "5s", "-f", "json",
                              "--audit-log-mode=batch", "--audit-log-batch-buffer-size=0")
     assert code == 0 and "spin" not in err
+
+
+@pytest.mark.parametrize("omit,answered,closed,late", [([], 2, 0, 2), (["--omit-stages", "RequestReceived"], 0, 2, 0)])
+def test_request_timeout_rows_say_what_the_client_saw(capsys, omit, answered, closed, late):
+    """blocking-strict, every attempt failing, 1 s backoff: the retry chain (8-10 s) outlasts
+    --request-timeout=3s and ends before the run's SIGTERM (two requests, 10 s apart, in 20 s)."""
+    args = ["simulate", "--request-rate", "0.1", "--duration", "20s", "--arrivals", "deterministic",
+            "--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=1s",
+            "--webhook-failure-rate", "1", "--request-timeout", "3s", *omit]
+    code, out, _ = run_cli(capsys, *args, "-f", "json")
+    d = json.loads(out)
+    assert code == 0 and d["requests_timed_out"] == answered + closed == 2
+    assert (d["requests_timed_out_504"], d["requests_closed_at_timeout"]) == (answered, closed)
+    assert d["requests_rejected_after_timeout"] == d["requests_rejected"] == late
+    code, out, _ = run_cli(capsys, *args)
+    rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in out.splitlines() if ln.count("│") == 3}
+    assert code == 0 and rows["requests_timed_out (at --request-timeout)"] == "2"
+    assert (rows["answered 504"], rows["connection closed, no complete answer"]) == (str(answered), str(closed))
+    assert ("rejection counted after arrival p50 / max" in out) == bool(late)

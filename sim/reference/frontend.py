@@ -7,9 +7,25 @@ after its bodies are stripped is dropped as ``plugin="truncate"`` for that backe
 
 In batch mode the union returns at once (``buffered.ProcessEvents`` never blocks); in blocking
 modes the request goroutine waits for the backend, and in ``blocking-strict`` a failed
-RequestReceived stage rejects the request with a 500 (``requests_rejected``). A request whose
-audit stages and handler together exceed ``--request-timeout`` (60 s) gets a 504 from the
-timeout filter (``requests_timed_out``) while its goroutine carries on.
+RequestReceived stage rejects the request with a 500 (``requests_rejected``).
+
+The audit filter runs inside the timeout filter (``apiserver/pkg/server/config.go``
+``DefaultBuildHandlerChain``; ``pkg/server/filters/timeout.go``). A non-long-running request whose
+audit stages and handler together outlast ``--request-timeout`` (60 s) is timed out at arrival +
+timeout (``requests_timed_out``, the real ``apiserver_request_terminations_total{code="504"}``)
+while its goroutine carries on, and what the client sees depends on whether the handler had
+written its response by then:
+
+* not yet (the RequestReceived audit call, or the handler itself, still running): the timeout
+  writer answers 504 (``requests_timed_out_504``). A blocking-strict rejection is still counted when
+  the RequestReceived call returns, after the 504 (``requests_rejected_after_timeout``, when:
+  ``rejected_after_timeout_seconds``);
+* already (the handler returned; the ResponseComplete audit call is blocking in ``WithAudit``'s
+  deferred function): the timeout writer cannot answer any more and panics with
+  ``http.ErrAbortHandler``, so the connection is closed (HTTP/1.1) or the stream reset (HTTP/2)
+  without a complete answer (``requests_closed_at_timeout``). A failing ResponseComplete is never
+  a rejection (only RequestReceived is, in ``pkg/endpoints/filters/audit.go``); the backend counts
+  it in ``apiserver_audit_error_total`` when its call gives up.
 """
 from __future__ import annotations
 
@@ -90,6 +106,7 @@ class Frontend:
         level = LEVELS.index(cls.level)
         added = 0.0
         handler_start = t
+        written: float | None = None  # when the handler had written its response (ResponseComplete begins)
         for stage, off in plan:
             if stage == RR:
                 t0 = env.now
@@ -97,23 +114,30 @@ class Frontend:
                 added += env.now - t0
                 handler_start = env.now
                 if not ok:
-                    # blocking-strict: the rejection is counted when the audit call returns, but the
-                    # timeout filter (outside the audit filter) already answered 504 at the timeout
+                    # blocking-strict: the rejection is counted when the audit call returns, even
+                    # after the timeout filter (outside the audit filter) answered 504
                     self.stats.requests_rejected += 1
                     self.stats.added_latency.add(added)
                     if not cls.long_running and added > self.request_timeout:
-                        self.stats.requests_timed_out += 1
+                        self.stats.timed_out_504 += 1
                         self.stats.rejected_after_timeout += 1
+                        self.stats.rejected_after_timeout_at.add(added)
                     return
                 continue
             target = handler_start + off
             if target > env.now:
                 yield at(env, target, ARRIVAL)
+            if stage == RC:
+                written = env.now
             t0 = env.now
             yield from self.emit(env.now, sizes[stage], min(850, sizes[stage]), level, req * 4 + stage)
             added += env.now - t0
             if stage != RC:
                 handler_start += env.now - t0  # the handler waited for this stage's audit call
         self.stats.added_latency.add(added)
-        if not cls.long_running and added + cls.duration > self.request_timeout:
-            self.stats.requests_timed_out += 1
+        if cls.long_running or added + cls.duration <= self.request_timeout:
+            return
+        if written is not None and written - t <= self.request_timeout:
+            self.stats.closed_at_timeout += 1  # ResponseComplete was blocking at the deadline
+        else:
+            self.stats.timed_out_504 += 1

@@ -64,7 +64,7 @@ def simulate(
     backends: Optional[str] = typer.Option(None, "--backends", help="Enabled backends: webhook, log or log,webhook (default: webhook, plus log when --audit-log-path is set).", rich_help_panel=PANEL_RCV),
     shutdown_delay: str = typer.Option("0s", "--shutdown-delay-duration", help="kube-apiserver flag: keep serving this long after SIGTERM.", rich_help_panel=PANEL_SD),
     watch_grace: str = typer.Option("0s", "--shutdown-watch-termination-grace-period", help="kube-apiserver flag: wait at most this long for watches at shutdown (0: not at all).", rich_help_panel=PANEL_SD),
-    request_timeout: str = typer.Option("60s", "--request-timeout", help="kube-apiserver flag: non-long-running request timeout (504), also the HTTP server's shutdown timeout.", rich_help_panel=PANEL_SD),
+    request_timeout: str = typer.Option("60s", "--request-timeout", help="kube-apiserver flag: non-long-running request timeout (504, or a closed connection once the answer is written), also the HTTP server's shutdown timeout.", rich_help_panel=PANEL_SD),
     restart_at: Optional[str] = typer.Option(None, "--restart-at", help="Restart the apiserver(s) at these times: SIGTERM, kill after --kill-after, e.g. 5m,20m.", rich_help_panel=PANEL_SD),
     kill_after: str = typer.Option("30s", "--kill-after", help="Kubelet grace period (terminationGracePeriodSeconds): SIGKILL this long after SIGTERM.", rich_help_panel=PANEL_SD),
     restart_gap: str = typer.Option("5s", "--restart-gap", help="From the old process's exit until the new one serves.", rich_help_panel=PANEL_SD),
@@ -193,7 +193,13 @@ def _table(d: dict) -> str:
         t.add_row("in_flight_at_end", f"{d['in_flight_at_end']:,}")
     t.add_row("requests_rejected", f"{d['requests_rejected']:,}")
     if d.get("requests_timed_out"):
-        t.add_row("requests_timed_out (504)", f"{d['requests_timed_out']:,}")
+        t.add_row("requests_timed_out (at --request-timeout)", f"{d['requests_timed_out']:,}")
+        t.add_row("  answered 504", f"{d['requests_timed_out_504']:,}")
+        t.add_row("  connection closed, no complete answer", f"{d['requests_closed_at_timeout']:,}")
+    if d.get("requests_rejected_after_timeout"):
+        late = d["rejected_after_timeout_seconds"]
+        t.add_row("requests_rejected_after_timeout (after the 504)", f"{d['requests_rejected_after_timeout']:,}")
+        t.add_row("  rejection counted after arrival p50 / max", f"{late['p50']:.3f}s / {late['max']:.3f}s")
     if d.get("events_not_emitted"):
         t.add_row("events_not_emitted (after exit)", f"{d['events_not_emitted']:,}")
     if d.get("events_refused"):
