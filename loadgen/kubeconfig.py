@@ -1,4 +1,7 @@
-"""The one kubeconfig reader: the guard, the load generator and cluster status all resolve a
+"""Kubeconfig files: the one reader, and the writer of the one-cluster kubeconfigs the providers
+generate (the client's, and the ``--audit-webhook-config-file`` that points kube-apiserver at a sink).
+
+The reader: the guard, the load generator and cluster status all resolve a
 context through here, so they can never disagree about which server a name means.
 
 Mirrors client-go's ``tools/clientcmd`` loader for a single file:
@@ -19,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
@@ -131,3 +136,45 @@ def server_of(path: str | os.PathLike, context: str | None = None) -> str | None
         return resolve(path, context).server
     except InputError:
         return None
+
+
+@dataclass(frozen=True)
+class SinkAuth:
+    """How kube-apiserver's audit webhook trusts and authenticates to an https sink: the CA of the
+    sink's serving cert, a bearer token (only ever written into the 0600 webhook kubeconfig), or no
+    verification at all (``insecure``)."""
+
+    ca_file: str | os.PathLike[str] | None = None
+    token: str | None = field(default=None, repr=False)
+    insecure: bool = False
+
+
+NO_SINK_AUTH = SinkAuth()  # a plain http sink, or an https one whose CA the system trusts
+
+
+def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | None = None,
+                     client_cert: Path | None = None, client_key: Path | None = None,
+                     token: str | None = None, insecure: bool = False) -> Path:
+    """Write a one-cluster kubeconfig (mode 0600: it may hold a token)."""
+    cluster: dict[str, str | bool] = {"server": server}
+    if ca_file:
+        cluster["certificate-authority"] = str(ca_file)
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    user: dict[str, str] = {}
+    if client_cert:
+        user["client-certificate"] = str(client_cert)
+        user["client-key"] = str(client_key)
+    if token:
+        user["token"] = token
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": user}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return path

@@ -263,17 +263,11 @@ OVER_PARAMETERS: dict[str, int] = {
     "audit_tune.sim.fast.collector.run_collector": 18,
     "audit_tune.analysis.calibrate.synthetic_snapshot": 12,
     "audit_tune.analysis.fidelity.cases._sc": 11,
-    "audit_tune.loadgen.kind.__init__": 11,
-    "audit_tune.loadgen.local.__init__": 12,
-    "audit_tune.cli.commands.cluster._up_kind": 11,
-    "audit_tune.cli.commands.policy._impact": 13,
 }
 MAX_LINES = 500
 OVER_LINES: dict[str, int] = {
     "audit_tune.analysis.calibrate": 754,
     "audit_tune.analysis.sweep_spec": 578,
-    "audit_tune.loadgen.local": 527,
-    "audit_tune.sim.workload": 512,
 }
 
 
