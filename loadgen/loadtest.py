@@ -39,7 +39,7 @@ from audit_tune import __version__
 from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.arrivals import Schedule, parse_profile
-from audit_tune.loadgen.audit_metrics import audit_delta
+from audit_tune.loadgen.audit_metrics import AuditDelta, audit_delta
 from audit_tune.loadgen.engine import Engine, WorkerResult
 from audit_tune.loadgen.eventloop import loop_factory
 from audit_tune.loadgen.kubetarget import Target
@@ -409,6 +409,7 @@ class LoadTest:
         state = cluster_state(self.target)
         sink_for_host = self.cfg.sink_url or state.get("sink_url")
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
+        audit: AuditDelta | dict[str, str]
         if m_before is not None and m_after is not None:
             audit = audit_delta(m_before, m_after, webhook_host)
         else:
