@@ -18,6 +18,7 @@ import numpy as np
 from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.mix import RESOURCES, VERBS
 from audit_tune.loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS
+from audit_tune.loadgen.sink_stats import SinkStats
 from audit_tune.loadgen.store_scan import read_head
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
@@ -247,7 +248,7 @@ def receiver_faults(faults: FaultConfig | None, offset: float) -> tuple[float, i
     return faults.error_rate, faults.error_status, tuple(outs), int(faults.max_body_bytes or 0), notes
 
 
-def realized_error_rate(s0: dict, s1: dict, min_attempts: int = 20) -> tuple[float, int] | None:
+def realized_error_rate(s0: SinkStats, s1: SinkStats, min_attempts: int = 20) -> tuple[float, int] | None:
     """The fraction of attempts the sink failed on purpose (``--error-rate``) between two stats, among
     the attempts that got as far as that draw (not cut short by an outage, a hang or a limit)."""
     f0, f1 = s0.get("faults_applied") or {}, s1.get("faults_applied") or {}

@@ -22,6 +22,8 @@ import typer
 
 if TYPE_CHECKING:
     from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.quiet import AuditTotals
+    from audit_tune.loadgen.sink_stats import SinkStats
     from audit_tune.loadgen.verify_result import VerifyReport
 
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
@@ -207,7 +209,7 @@ def loadtest_cmd(
     return 0
 
 
-def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[dict, dict]:
+def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[AuditTotals, SinkStats]:
     """Wait until the audit pipeline is idle and the throttle's bucket full again (the replay starts
     that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
     from audit_tune.basics.errors import ServiceError
@@ -224,7 +226,7 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
         raise ServiceError(f"--verify: cannot read {target.server}/metrics ({e})") from None
 
 
-def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
+def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[AuditTotals, SinkStats],
                   policy: Optional[Path], faults: FaultConfig, max_drops: float) -> VerifyReport:
     import sys
 
