@@ -47,7 +47,7 @@ from audit_tune.loadgen.ltconfig import LoadTestConfig, available_cores
 from audit_tune.loadgen.mix import RESOURCES, RUN_LABEL, Mix, make_object
 from audit_tune.loadgen.rawhttp import now
 from audit_tune.loadgen.record import FORMAT, Trace, merge_histograms, summarize
-from audit_tune.loadgen.runinfo import cluster_state, flags_record
+from audit_tune.loadgen.runinfo import cluster_state, flags_record, state_flags
 from audit_tune.loadgen.sink_client import fetch_stats
 from audit_tune.loadgen.sink_stats import SinkStats, StatsUnread
 from audit_tune.loadgen.workers import WorkerSet, merge, worker_figures
@@ -424,7 +424,8 @@ class LoadTest:
             self.notes.append(f"{self.substituted} get/update/patch/delete found no free object and became creates; "
                               "raise --preseed to keep the mix")
         state = cluster_state(self.target)
-        sink_for_host = self.cfg.sink_url or state.get("sink_url")
+        state_sink = state.get("sink_url")
+        sink_for_host = self.cfg.sink_url or (state_sink if isinstance(state_sink, str) else None)
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
         audit: AuditDelta | dict[str, str]
         if m_before is not None and m_after is not None:
@@ -441,7 +442,7 @@ class LoadTest:
                                  "events_stored": s_after["events_stored"] - s_before["events_stored"],
                                  "bytes_received": s_after["bytes_received"] - s_before["bytes_received"]}
         state = cluster_state(self.target)
-        flags = flags_record(self.cfg.audit_flags) if self.cfg.audit_flags else flags_record(tuple(state.get("audit_flags") or ()))
+        flags = flags_record(self.cfg.audit_flags) if self.cfg.audit_flags else flags_record(state_flags(state))
         if flags is not None and not self.cfg.audit_flags:
             flags["source"] = state.get("_path")
         return {
