@@ -40,7 +40,7 @@ from audit_tune.loadgen import kubeconfig
 from audit_tune.loadgen.kubeconfig import NO_SINK_AUTH, SinkAuth, write_kubeconfig
 from audit_tune.loadgen.local import DEFAULT_POLICY
 from audit_tune.loadgen.procs import cache_dir
-from audit_tune.loadgen.statedir import STATE_FILE, check_name, state_root_or_default
+from audit_tune.loadgen.statedir import STATE_FILE, StoppedCluster, check_name, state_root_or_default
 from audit_tune.sim.config import AuditFlags
 
 KubeadmAPI = Literal["auto", "v1beta3", "v1beta4"]
@@ -291,7 +291,7 @@ class KindCluster:
         return self
 
     @staticmethod
-    def delete(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    def delete(name: str, state_root: str | os.PathLike | None = None) -> StoppedCluster:
         check_docker()
         r = subprocess.run([kind_binary(), "delete", "cluster", "--name", name], capture_output=True, text=True)
         if r.returncode != 0:

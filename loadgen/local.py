@@ -83,7 +83,7 @@ from audit_tune.basics.output import write_atomic
 from audit_tune.loadgen import certs, kubeconfig
 from audit_tune.loadgen.kubeconfig import NO_SINK_AUTH, SinkAuth, write_kubeconfig
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
-from audit_tune.loadgen.statedir import STATE_FILE, check_name, read_state, state_root_or_default
+from audit_tune.loadgen.statedir import STATE_FILE, StoppedCluster, check_name, read_state, state_root_or_default
 from audit_tune.sim.config import AuditFlags, parse_flags
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
@@ -477,8 +477,8 @@ def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> Js
     return LocalCluster.load(name, state_root).status()
 
 
-def cluster_down(name: str, state_root: str | os.PathLike | None = None) -> JsonObject:
+def cluster_down(name: str, state_root: str | os.PathLike | None = None) -> StoppedCluster:
     c = LocalCluster.load(name, state_root)
-    procs: list[JsonValue] = [p.name for p in c.processes]
+    procs = [p.name for p in c.processes]
     c.down()
     return {"name": name, "stopped": procs}

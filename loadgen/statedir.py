@@ -11,11 +11,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.basics.jsondata import JsonObject
 
 STATE_FILE = "state.json"
+
+
+class StoppedCluster(TypedDict):
+    """What ``tune cluster down`` stopped: the cluster's name and its processes."""
+
+    name: str
+    stopped: list[str]
 
 
 def default_state_root() -> Path:

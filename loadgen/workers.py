@@ -20,7 +20,9 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -75,7 +77,7 @@ def _child(conn: Connection) -> None:
     """A worker process: report ready, wait for the go message, run, send the result."""
     stop = {"early": False}
 
-    def early(signum: int, frame: Any) -> None:
+    def early(signum: int, frame: FrameType | None) -> None:
         stop["early"] = True
 
     signal.signal(signal.SIGINT, early)
@@ -122,7 +124,8 @@ class WorkerSet:
         self.stopped = False
 
     async def run(self, cfg: LoadTestConfig, target: Target, ns_names: list[str], run_id: str,
-                  pool: dict[tuple[int, int], list[str]], clock: Any) -> tuple[float, list[WorkerResult], list[str]]:
+                  pool: dict[tuple[int, int], list[str]],
+                  clock: Callable[[], float]) -> tuple[float, list[WorkerResult], list[str]]:
         """Wait for every worker to be ready, start them together; returns ``(t0, results, notes)``."""
         loop = asyncio.get_running_loop()
         n = len(self.procs)

@@ -9,8 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -85,7 +86,7 @@ def _read_secret(path: Optional[Path], env: str) -> Optional[str]:
     return os.environ.get(env) or None
 
 
-def _table(info: dict[str, Any]) -> str:
+def _table(info: Mapping[str, object]) -> str:
     keys = ["name", "provider", "running", "readyz", "kubeconfig", "server", "metrics_url", "prometheus_url",
             "sink_url", "node_sink_url", "policy", "config", "startup_seconds", "processes"]
     rows = [(k, info[k]) for k in keys if k in info and info[k] not in (None, "", [])]
@@ -94,11 +95,11 @@ def _table(info: dict[str, Any]) -> str:
     flags = info.get("audit_flags") or []
     if flags:
         out.append("audit_flags:")
-        out += [f"  {f}" for f in flags]
+        out += [f"  {f}" for f in (flags if isinstance(flags, list) else [flags])]
     return "\n".join(out) + "\n"
 
 
-def _emit(info: dict[str, Any], fmt: str) -> None:
+def _emit(info: Mapping[str, object], fmt: str) -> None:
     from audit_tune.basics.output import render, write_output
 
     public = {k: v for k, v in info.items() if k not in ("data_dir",)}
