@@ -127,7 +127,10 @@ def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str |
     sink_started_unix, sink_stats = sink.started_unix, sink.stats
     max_drops, engine, seeds = options.max_drops, options.engine, options.seeds
 
-    tr = trace if isinstance(trace, TraceRows) else TraceRows.of(trace)
+    if isinstance(trace, TraceRows):
+        tr = trace
+    else:
+        tr = TraceRows.from_csv(trace) if isinstance(trace, (str, Path)) else TraceRows.of(trace)
     if flags is None:
         args = (record.get("flags") or {}).get("args") or []
         flags = parse_flags(list(args))
