@@ -27,11 +27,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject
 from audit_tune.sim.units import format_duration, parse_duration, parse_size
 
 OUTAGE_MODES = ("refuse", "hang")
@@ -198,8 +198,8 @@ class FaultConfig:
             max_concurrency=max_concurrency, seed=int(seed),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+    def to_dict(self) -> JsonObject:
+        d: JsonObject = asdict(self)
         d["latency"] = self.latency.describe()
         d["outages"] = [o.describe() for o in self.outages]
         return d

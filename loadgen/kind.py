@@ -37,8 +37,10 @@ import yaml
 
 from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError
 from audit_tune.loadgen import kubeconfig
-from audit_tune.loadgen.local import DEFAULT_POLICY, STATE_FILE, check_name, default_state_root, write_kubeconfig
+from audit_tune.loadgen.kubeconfig import NO_SINK_AUTH, SinkAuth, write_kubeconfig
+from audit_tune.loadgen.local import DEFAULT_POLICY
 from audit_tune.loadgen.procs import cache_dir
+from audit_tune.loadgen.statedir import STATE_FILE, StoppedCluster, check_name, state_root_or_default
 from audit_tune.sim.config import AuditFlags
 
 KubeadmAPI = Literal["auto", "v1beta3", "v1beta4"]
@@ -211,8 +213,8 @@ class KindCluster:
 
     def __init__(self, name: str = "audit-tune", flags: AuditFlags | None = None,
                  policy: str | os.PathLike | None = None, sink_url: str | None = None, *,
-                 sink_host: str | None = None, sink_ca_file: str | os.PathLike | None = None,
-                 sink_token: str | None = None, image: str | None = None, kubeadm_api: KubeadmAPI = "auto",
+                 sink_host: str | None = None, sink_auth: SinkAuth = NO_SINK_AUTH, image: str | None = None,
+                 kubeadm_api: KubeadmAPI = "auto",
                  state_root: str | os.PathLike | None = None, wait: str = "120s") -> None:
         self.name = check_name(name)
         self.flags = flags or AuditFlags()
@@ -223,14 +225,16 @@ class KindCluster:
         self.policy = Path(policy) if policy else DEFAULT_POLICY
         if not self.policy.is_file():
             raise InputError(f"--policy {self.policy}: no such file; give an audit.k8s.io/v1 Policy YAML")
+        if sink_auth.insecure:
+            raise InputError("--sink-insecure-skip-tls-verify: not for kind; give the sink's CA (--sink-ca)")
         self.sink_url = sink_url
         self.sink_host = sink_host
-        self.sink_ca_file = Path(sink_ca_file) if sink_ca_file else None
-        self._sink_token = sink_token
+        self.sink_ca_file = Path(sink_auth.ca_file) if sink_auth.ca_file else None
+        self._sink_token = sink_auth.token
         self.image = image
         self.kubeadm_api = kubeadm_api
         self.wait = wait
-        self.state_dir = (Path(state_root) if state_root else default_state_root()) / self.name
+        self.state_dir = state_root_or_default(state_root) / self.name
         self.config_path = self.state_dir / "kind-config.yaml"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.node_sink_url: str | None = None
@@ -287,12 +291,12 @@ class KindCluster:
         return self
 
     @staticmethod
-    def delete(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    def delete(name: str, state_root: str | os.PathLike | None = None) -> StoppedCluster:
         check_docker()
         r = subprocess.run([kind_binary(), "delete", "cluster", "--name", name], capture_output=True, text=True)
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ServiceError(f"kind delete cluster --name {name} failed: {last[0]}")
-        d = (Path(state_root) if state_root else default_state_root()) / name
+        d = state_root_or_default(state_root) / name
         shutil.rmtree(d, ignore_errors=True)
         return {"name": name, "stopped": ["kind"]}

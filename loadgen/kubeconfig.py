@@ -1,4 +1,7 @@
-"""The one kubeconfig reader: the guard, the load generator and cluster status all resolve a
+"""Kubeconfig files: the one reader, and the writer of the one-cluster kubeconfigs the providers
+generate (the client's, and the ``--audit-webhook-config-file`` that points kube-apiserver at a sink).
+
+The reader: the guard, the load generator and cluster status all resolve a
 context through here, so they can never disagree about which server a name means.
 
 Mirrors client-go's ``tools/clientcmd`` loader for a single file:
@@ -18,10 +21,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
+
+import yaml
 
 from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.yamlsafe import YamlKey, YamlValue
+
+YamlMapping: TypeAlias = dict[YamlKey, YamlValue]
 
 _KINDS = (("clusters", "cluster"), ("contexts", "context"), ("users", "user"))
 
@@ -33,15 +41,15 @@ class Resolved:
     path: Path
     context: str
     cluster_name: str
-    cluster: dict[str, Any]
+    cluster: YamlMapping
     user_name: str
-    user: dict[str, Any] = field(repr=False)
+    user: YamlMapping = field(repr=False)
 
     @property
     def server(self) -> str:
         return str(self.cluster.get("server") or "")
 
-    def file(self, value: Any) -> str | None:
+    def file(self, value: YamlValue) -> str | None:
         """A path field resolved against the kubeconfig's folder, as client-go does."""
         if not value:
             return None
@@ -53,9 +61,9 @@ class Resolved:
 class Kubeconfig:
     path: Path
     current_context: str
-    clusters: dict[str, dict[str, Any]]
-    contexts: dict[str, dict[str, Any]]
-    users: dict[str, dict[str, Any]] = field(repr=False)
+    clusters: dict[str, YamlMapping]
+    contexts: dict[str, YamlMapping]
+    users: dict[str, YamlMapping] = field(repr=False)
 
     def resolve(self, context: str | None = None) -> Resolved:
         """The named (or current) context with its cluster and user; one-line errors otherwise."""
@@ -76,7 +84,8 @@ class Kubeconfig:
         server = cluster.get("server")
         if not isinstance(server, str) or not server:
             raise InputError(f"{where}: cluster {cl_name!r} has no server")
-        return Resolved(self.path, name, cl_name, cluster, user_name or "", self.users.get(user_name or "", {}))
+        user_key = user_name if isinstance(user_name, str) else ""
+        return Resolved(self.path, name, cl_name, cluster, user_key, self.users.get(user_key, {}))
 
 
 def default_path() -> Path:
@@ -85,29 +94,30 @@ def default_path() -> Path:
     return Path(env.split(os.pathsep)[0] if env else os.path.expanduser("~/.kube/config"))
 
 
-def parse(doc: Any, path: Path) -> Kubeconfig:
+def parse(doc: YamlValue, path: Path) -> Kubeconfig:
     """Check the shape of a loaded kubeconfig and index it by name (duplicates refused)."""
     where = f"--kubeconfig {path}"
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise InputError(f"{where}: not a kubeconfig (a YAML mapping with clusters, contexts, users)")
-    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    tables: dict[str, dict[str, YamlMapping]] = {}
     for plural, singular in _KINDS:
         items = doc.get(plural) or []
         if not isinstance(items, list):
             raise InputError(f"{where}: {plural} must be a list")
-        table: dict[str, dict[str, Any]] = {}
+        table: dict[str, YamlMapping] = {}
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(item, dict) or not isinstance(name, str):
                 raise InputError(f"{where}: {plural}[{i}] must be a mapping with a string name")
             body = item.get(singular) or {}
             if not isinstance(body, dict):
-                raise InputError(f"{where}: {singular} {item['name']!r} must be a mapping")
-            if item["name"] in table:
-                raise InputError(f"{where}: duplicate {singular} name {item['name']!r} in {plural}; "
+                raise InputError(f"{where}: {singular} {name!r} must be a mapping")
+            if name in table:
+                raise InputError(f"{where}: duplicate {singular} name {name!r} in {plural}; "
                                  "client-go refuses such a kubeconfig, so it is ambiguous: rename one")
-            table[item["name"]] = body
+            table[name] = body
         tables[plural] = table
     current = doc.get("current-context") or ""
     if not isinstance(current, str):
@@ -131,3 +141,45 @@ def server_of(path: str | os.PathLike, context: str | None = None) -> str | None
         return resolve(path, context).server
     except InputError:
         return None
+
+
+@dataclass(frozen=True)
+class SinkAuth:
+    """How kube-apiserver's audit webhook trusts and authenticates to an https sink: the CA of the
+    sink's serving cert, a bearer token (only ever written into the 0600 webhook kubeconfig), or no
+    verification at all (``insecure``)."""
+
+    ca_file: str | os.PathLike[str] | None = None
+    token: str | None = field(default=None, repr=False)
+    insecure: bool = False
+
+
+NO_SINK_AUTH = SinkAuth()  # a plain http sink, or an https one whose CA the system trusts
+
+
+def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | None = None,
+                     client_cert: Path | None = None, client_key: Path | None = None,
+                     token: str | None = None, insecure: bool = False) -> Path:
+    """Write a one-cluster kubeconfig (mode 0600: it may hold a token)."""
+    cluster: dict[str, str | bool] = {"server": server}
+    if ca_file:
+        cluster["certificate-authority"] = str(ca_file)
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    user: dict[str, str] = {}
+    if client_cert:
+        user["client-certificate"] = str(client_cert)
+        user["client-key"] = str(client_key)
+    if token:
+        user["token"] = token
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": user}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return path

@@ -19,10 +19,10 @@ import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.yamlsafe import YamlValue
 from audit_tune.loadgen import guard
 from audit_tune.loadgen import kubeconfig as kc
 
@@ -79,7 +79,7 @@ class Target:
             raise InputError(f"{self.source}: cannot load TLS material ({getattr(e, 'strerror', None) or e})") from None
         return ctx
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, str | bool | None]:
         auth = "client-cert" if (self.client_cert or self.cert_data) else ("token" if self.token else "none")
         return {"server": self.server, "source": self.source, "context": self.context, "cluster": self.cluster,
                 "auth": auth, "ca": self.ca_file or ("<inline>" if self.ca_data else None),
@@ -97,7 +97,7 @@ def _load_chain_from_data(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
         ctx.load_cert_chain(str(c), str(k))
 
 
-def _b64(value: str | None, where: str) -> bytes | None:
+def _b64(value: YamlValue, where: str) -> bytes | None:
     if not value:
         return None
     try:

@@ -27,8 +27,8 @@ import json
 import secrets
 import signal
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -39,7 +39,7 @@ from audit_tune import __version__
 from audit_tune.basics.errors import InputError, ServiceError
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.arrivals import Schedule, parse_profile
-from audit_tune.loadgen.audit_metrics import audit_delta
+from audit_tune.loadgen.audit_metrics import AuditDelta, audit_delta
 from audit_tune.loadgen.engine import Engine, WorkerResult
 from audit_tune.loadgen.eventloop import loop_factory
 from audit_tune.loadgen.kubetarget import Target
@@ -47,8 +47,9 @@ from audit_tune.loadgen.ltconfig import LoadTestConfig, available_cores
 from audit_tune.loadgen.mix import RESOURCES, RUN_LABEL, Mix, make_object
 from audit_tune.loadgen.rawhttp import now
 from audit_tune.loadgen.record import FORMAT, Trace, merge_histograms, summarize
-from audit_tune.loadgen.runinfo import cluster_state, flags_record
+from audit_tune.loadgen.runinfo import cluster_state, flags_record, state_flags
 from audit_tune.loadgen.sink_client import fetch_stats
+from audit_tune.loadgen.sink_stats import SinkStats, StatsUnread
 from audit_tune.loadgen.workers import WorkerSet, merge, worker_figures
 
 JSON = {"Content-Type": "application/json"}
@@ -72,6 +73,22 @@ class _Pool:
         j = int(self.rng.integers(len(lst)))
         lst[j], lst[-1] = lst[-1], lst[j]
         return lst.pop()
+
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+class CleanupReport(TypedDict):
+    """What the clean-up after a run deleted (by the run's label) and what it could not."""
+
+    run_label: str
+    objects_created: int
+    deleted_during_run: int
+    deleted_at_cleanup: int
+    leftover: int
+    namespaces_deleted: list[str]
+    errors: list[str]
 
 
 class LoadTest:
@@ -178,7 +195,7 @@ class LoadTest:
         except InputError as e:
             return None, str(e)
 
-    async def _sink_stats(self) -> dict[str, Any] | None:
+    async def _sink_stats(self) -> SinkStats | StatsUnread | None:
         if not self.cfg.sink_url:
             return None
 
@@ -186,22 +203,22 @@ class LoadTest:
             return await asyncio.get_running_loop().run_in_executor(
                 None, lambda: fetch_stats(self.cfg.sink_url, ca=self.cfg.sink_ca))  # type: ignore[arg-type]
         except ServiceError as e:
-            return {"error": str(e)}
+            return StatsUnread(error=str(e))
 
-    async def _settle(self, before_sink: dict | None) -> dict | None:
+    async def _settle(self, before_sink: SinkStats | StatsUnread | None) -> SinkStats | StatsUnread | None:
         """Wait (up to ``settle`` s) until the sink's stored count is unchanged for 2 s."""
         stats = await self._sink_stats()
         if not self.cfg.settle or stats is None or "error" in stats:
             return stats
         deadline = time.monotonic() + self.cfg.settle
-        last, stable_since = stats.get("events_stored"), time.monotonic()
+        last, stable_since = stats["events_stored"], time.monotonic()
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             stats = await self._sink_stats()
             if stats is None or "error" in stats:
                 return stats
-            if stats.get("events_stored") != last:
-                last, stable_since = stats.get("events_stored"), time.monotonic()
+            if stats["events_stored"] != last:
+                last, stable_since = stats["events_stored"], time.monotonic()
             elif time.monotonic() - stable_since >= 2.0:
                 break
         return stats
@@ -248,10 +265,10 @@ class LoadTest:
             await asyncio.sleep(1.0)
             self.progress(now() - start, self.profile.duration, 0, 0)
 
-    async def _cleanup(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"run_label": f"{RUN_LABEL}={self.run_id}", "objects_created": self.created,
-                               "deleted_during_run": self.deleted, "deleted_at_cleanup": 0, "leftover": 0,
-                               "namespaces_deleted": [], "errors": []}
+    async def _cleanup(self) -> CleanupReport:
+        out = CleanupReport(run_label=f"{RUN_LABEL}={self.run_id}", objects_created=self.created,
+                            deleted_during_run=self.deleted, deleted_at_cleanup=0, leftover=0,
+                            namespaces_deleted=[], errors=[])
         sel = {"labelSelector": f"{RUN_LABEL}={self.run_id}"}
         for ns in range(self.cfg.namespaces):
             for res, _p in enumerate(self.mix.resources):
@@ -315,7 +332,7 @@ class LoadTest:
             connector=connector, headers=self.target.headers(),
             timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout, connect=10),
         )
-        cleanup: dict[str, Any] | None = None
+        cleanup: CleanupReport | None = None
         record: dict[str, Any] = {}
         if self.cfg.workers > 1:
             self._workers = WorkerSet(self.cfg.workers)
@@ -342,7 +359,7 @@ class LoadTest:
             if self.cfg.scrape_metrics and m_before:  # interrupted: stop within a second, so a short bound
                 m_after, m_err2 = await (_bounded(self._scrape(), (None, "interrupted: no /metrics read after"))
                                          if self.interrupted else self._scrape())
-            s_after = await (_bounded(self._sink_stats(), {"error": "interrupted: no /stats read after"})
+            s_after = await (_bounded(self._sink_stats(), StatsUnread(error="interrupted: no /stats read after"))
                              if self.interrupted else self._settle(s_before))
             record = self._record(start_unix, end_unix, elapsed, cpu, m_before, m_after, m_err or m_err2,
                                   s_before, s_after)
@@ -375,7 +392,7 @@ class LoadTest:
 
     def _record(self, start_unix: float, end_unix: float, elapsed: float, cpu: float,
                 m_before: mt.Metrics | None, m_after: mt.Metrics | None, m_err: str | None,
-                s_before: dict | None, s_after: dict | None) -> dict[str, Any]:
+                s_before: SinkStats | StatsUnread | None, s_after: SinkStats | StatsUnread | None) -> dict[str, Any]:
         duration = self.profile.duration
         summary = summarize(self.trace, duration, self.profile.mean_rate, self.profile.peak_rate, self.cfg.max_lag)
         load = summary["load"]
@@ -407,20 +424,25 @@ class LoadTest:
             self.notes.append(f"{self.substituted} get/update/patch/delete found no free object and became creates; "
                               "raise --preseed to keep the mix")
         state = cluster_state(self.target)
-        sink_for_host = self.cfg.sink_url or state.get("sink_url")
+        state_sink = state.get("sink_url")
+        sink_for_host = self.cfg.sink_url or (state_sink if isinstance(state_sink, str) else None)
         webhook_host = self.cfg.webhook_host or (urlsplit(sink_for_host).netloc if sink_for_host else None)
+        audit: AuditDelta | dict[str, str]
         if m_before is not None and m_after is not None:
             audit = audit_delta(m_before, m_after, webhook_host)
         else:
             audit = {"error": m_err or "no /metrics scrape"}
-        sink = None
+        sink: dict[str, object] | None = None
         if s_before is not None or s_after is not None:
             sink = {"url": self.cfg.sink_url, "before": s_before, "after": s_after}
             if s_before and s_after and "error" not in s_before and "error" not in s_after:
-                sink["delta"] = {k: s_after[k] - s_before[k] for k in
-                                 ("requests", "batches", "events_received", "events_stored", "bytes_received")}
+                sink["delta"] = {"requests": s_after["requests"] - s_before["requests"],
+                                 "batches": s_after["batches"] - s_before["batches"],
+                                 "events_received": s_after["events_received"] - s_before["events_received"],
+                                 "events_stored": s_after["events_stored"] - s_before["events_stored"],
+                                 "bytes_received": s_after["bytes_received"] - s_before["bytes_received"]}
         state = cluster_state(self.target)
-        flags = flags_record(self.cfg.audit_flags) if self.cfg.audit_flags else flags_record(tuple(state.get("audit_flags") or ()))
+        flags = flags_record(self.cfg.audit_flags) if self.cfg.audit_flags else flags_record(state_flags(state))
         if flags is not None and not self.cfg.audit_flags:
             flags["source"] = state.get("_path")
         return {
@@ -438,7 +460,7 @@ class LoadTest:
         }
 
 
-async def _bounded(coro: Any, default: Any, timeout: float = 0.3) -> Any:
+async def _bounded(coro: Awaitable[T], default: D, timeout: float = 0.3) -> T | D:
     try:
         return await asyncio.wait_for(coro, timeout)
     except TimeoutError:

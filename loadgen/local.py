@@ -33,18 +33,20 @@ Stable API (used by the sink and the load generator; keep it backwards compatibl
         c.state_dir       # Path: ${AUDIT_TUNE_STATE:-~/.cache/audit-tune/clusters}/<name>
         c.status()        # dict: processes alive, /readyz, URLs
 
-    LocalCluster(name, flags=None, policy=None, sink_url=None, *, sink_ca_file=None,
-                 sink_token=None, sink_insecure=False, webhook_kubeconfig=None, extra_args=(),
-                 state_root=None, detach=False, start_timeout=90.0)
+    LocalCluster(name, flags=None, policy=None, sink_url=None, *, sink_auth=NO_SINK_AUTH,
+                 webhook_kubeconfig=None, extra_args=(), state_root=None, detach=False,
+                 start_timeout=90.0)
 
     ``policy`` defaults to ``flags.policy_file``, then to the bundled default policy.
     ``webhook_kubeconfig`` (or ``flags.webhook_config_file``) uses an existing
     ``--audit-webhook-config-file`` as is (e.g. from ``tune sink serve --write-kubeconfig``,
-    with client certs); it excludes ``sink_url``, for which one is generated (CA/token optional).
+    with client certs); it excludes ``sink_url``, for which one is generated (``sink_auth``:
+    :class:`~audit_tune.loadgen.kubeconfig.SinkAuth`, the sink's CA, token or no verification).
     A sink token is only written into the 0600 webhook kubeconfig, never into state or output.
     .up() -> self, .down(), context manager (``__exit__`` calls ``down``)
     LocalCluster.load(name, state_root=None) -> LocalCluster   # attach to a running cluster
-    cluster_status(name), cluster_down(name), list_clusters()    # for other processes
+    cluster_status(name), cluster_down(name)    # for other processes
+    statedir.list_clusters()
 
 ``up()`` writes ``state.json`` in ``state_dir`` so ``tune cluster status|down`` works from another
 process. Unless ``detach=True`` the processes are owned by this Python process: they are stopped
@@ -68,66 +70,29 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TypeAlias
 
 import requests
-import yaml
 
 from audit_tune.basics.errors import InputError, ServiceError
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_str
 from audit_tune.basics.output import write_atomic
 from audit_tune.loadgen import certs, kubeconfig
+from audit_tune.loadgen.kubeconfig import NO_SINK_AUTH, SinkAuth, write_kubeconfig
 from audit_tune.loadgen.procs import Proc, binary, free_port, http_session, spawn, stop, tail, wait_until
+from audit_tune.loadgen.statedir import STATE_FILE, StoppedCluster, check_name, read_state, state_root_or_default
 from audit_tune.sim.config import AuditFlags, parse_flags
 
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
-STATE_FILE = "state.json"
 PROVIDER = "local"
+# What signal.getsignal returns: a handler function, SIG_DFL/SIG_IGN (ints), or None (not set from Python).
+SignalHandler: TypeAlias = Callable[[int, FrameType | None], object] | int | None
 # Flags the provider sets itself; the rest of AuditFlags.to_flags() is passed verbatim.
 _MANAGED = ("audit-policy-file", "audit-webhook-config-file")
-
-
-def default_state_root() -> Path:
-    """``${AUDIT_TUNE_STATE:-~/.cache/audit-tune/clusters}``."""
-    env = os.environ.get("AUDIT_TUNE_STATE")
-    return Path(env) if env else Path.home() / ".cache" / "audit-tune" / "clusters"
-
-
-def check_name(name: str) -> str:
-    ok = name and len(name) <= 40 and all(c.isalnum() or c in "-_." for c in name) and name[0].isalnum()
-    if not ok:
-        raise InputError(f"--name {name!r}: use 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit")
-    return name
-
-
-def write_kubeconfig(path: Path, *, server: str, context: str, ca_file: Path | None = None,
-                     client_cert: Path | None = None, client_key: Path | None = None,
-                     token: str | None = None, insecure: bool = False) -> Path:
-    """Write a one-cluster kubeconfig (mode 0600: it may hold a token)."""
-    cluster: dict[str, Any] = {"server": server}
-    if ca_file:
-        cluster["certificate-authority"] = str(ca_file)
-    if insecure:
-        cluster["insecure-skip-tls-verify"] = True
-    user: dict[str, Any] = {}
-    if client_cert:
-        user["client-certificate"] = str(client_cert)
-        user["client-key"] = str(client_key)
-    if token:
-        user["token"] = token
-    doc = {
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
-        "clusters": [{"name": context, "cluster": cluster}],
-        "users": [{"name": context, "user": user}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
-        "current-context": context,
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(doc, f, sort_keys=False)
-    return path
 
 
 def _kubeconfig_server(path: Path) -> str | None:
@@ -155,8 +120,7 @@ class LocalCluster:
 
     def __init__(self, name: str = "audit-tune", flags: AuditFlags | None = None,
                  policy: str | os.PathLike | None = None, sink_url: str | None = None, *,
-                 sink_ca_file: str | os.PathLike | None = None, sink_token: str | None = None,
-                 sink_insecure: bool = False, webhook_kubeconfig: str | os.PathLike | None = None,
+                 sink_auth: SinkAuth = NO_SINK_AUTH, webhook_kubeconfig: str | os.PathLike | None = None,
                  extra_args: Sequence[str] = (),
                  state_root: str | os.PathLike | None = None, detach: bool = False,
                  start_timeout: float = 90.0) -> None:
@@ -177,11 +141,11 @@ class LocalCluster:
                 raise InputError(f"--audit-webhook-config-file {given_wh}: no such file; give a kubeconfig for the sink")
             sink_url = _kubeconfig_server(self._given_webhook)
         self.sink_url = sink_url
-        self.sink_ca_file = Path(sink_ca_file) if sink_ca_file else None
-        self._sink_token = sink_token
-        self.sink_insecure = sink_insecure
+        self.sink_ca_file = Path(sink_auth.ca_file) if sink_auth.ca_file else None
+        self._sink_token = sink_auth.token
+        self.sink_insecure = sink_auth.insecure
         self.extra_args = list(extra_args)
-        self.state_dir = (Path(state_root) if state_root else default_state_root()) / self.name
+        self.state_dir = state_root_or_default(state_root) / self.name
         self.detach = detach
         self.start_timeout = start_timeout
         self.processes: list[Proc] = []
@@ -192,10 +156,10 @@ class LocalCluster:
         self.apiserver_args: list[str] = []
         self.started_at = 0.0
         self.startup_seconds = 0.0
-        self.extra: dict[str, Any] = {}  # other components (e.g. prometheus URL) recorded in state
+        self.extra: JsonObject = {}  # other components (e.g. prometheus URL) recorded in state
         self._down_lock = threading.RLock()  # a signal may arrive while down() runs
         self._is_down = True
-        self._old_handlers: dict[int, Any] = {}
+        self._old_handlers: dict[int, SignalHandler] = {}
 
     # ---- paths ----------------------------------------------------------------------------
     @property
@@ -250,17 +214,19 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         return self.up()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.down()
 
     def up(self) -> LocalCluster:
         """Start etcd and kube-apiserver, wait for ``/readyz``, write kubeconfig and state."""
-        existing = _read_state(self.state_dir)
-        if existing and any(Proc.from_dict(p).alive() for p in existing.get("processes", [])):
+        existing = read_state(self.state_dir)
+        where = str(self.state_file)
+        if existing and any(Proc.from_dict(p, f"{where}: processes").alive()
+                            for p in as_list(existing.get("processes", []), f"{where}: processes")):
             raise ServiceError(f"cluster {self.name!r} is already running ({existing.get('server')}); "
                                f"stop it with: tune cluster down --name {self.name}")
         if existing and existing.get("data_dir"):  # a dead cluster of the same name: forget it
-            shutil.rmtree(existing["data_dir"], ignore_errors=True)
+            shutil.rmtree(as_str(existing["data_dir"], f"{where}: data_dir"), ignore_errors=True)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
         etcd_bin, apiserver_bin = binary("etcd"), binary("kube-apiserver")
@@ -366,7 +332,7 @@ class LocalCluster:
         if "address already in use" in tail(self.apiserver_log, 20):
             raise ServiceError("kube-apiserver: address already in use")
 
-    def add_process(self, proc: Proc, **extra: Any) -> None:
+    def add_process(self, proc: Proc, **extra: JsonValue) -> None:
         """Record another process (e.g. Prometheus) so ``down`` stops it too; ``extra`` goes to state."""
         self.processes.append(proc)
         self.extra.update(extra)
@@ -398,7 +364,7 @@ class LocalCluster:
             old = signal.getsignal(sig)
             self._old_handlers[sig] = old
 
-            def handler(signum: int, frame: Any, _old: Any = old) -> None:
+            def handler(signum: int, frame: FrameType | None, _old: SignalHandler = old) -> None:
                 self.down()
                 if callable(_old):
                     _old(signum, frame)
@@ -426,7 +392,7 @@ class LocalCluster:
             self.down()
 
     # ---- state ------------------------------------------------------------------------------
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> JsonObject:
         return {
             "name": self.name, "provider": PROVIDER, "started_at": self.started_at,
             "startup_seconds": round(self.startup_seconds, 2), "detached": self.detach,
@@ -436,10 +402,10 @@ class LocalCluster:
             "policy": str(self.policy), "sink_url": self.sink_url,
             "webhook_kubeconfig": str(self.webhook_kubeconfig) if self.webhook_kubeconfig else None,
             "data_dir": str(self.data_dir) if self.data_dir else None,
-            "audit_flags": audit_args(self.flags), "extra_args": self.extra_args,
-            "apiserver_args": self.apiserver_args,
+            "audit_flags": list[JsonValue](audit_args(self.flags)), "extra_args": list[JsonValue](self.extra_args),
+            "apiserver_args": list[JsonValue](self.apiserver_args),
             "apiserver_log": str(self.apiserver_log), "etcd_log": str(self.etcd_log),
-            "processes": [p.to_dict() for p in self.processes], **self.extra,
+            "processes": list[JsonValue]([p.to_dict() for p in self.processes]), **self.extra,
         }
 
     def save_state(self) -> None:
@@ -448,40 +414,52 @@ class LocalCluster:
     @classmethod
     def load(cls, name: str, state_root: str | os.PathLike | None = None) -> LocalCluster:
         """Attach to a cluster started by another process (from its ``state.json``)."""
-        root = Path(state_root) if state_root else default_state_root()
-        st = _read_state(root / check_name(name))
+        root = state_root_or_default(state_root)
+        st = read_state(root / check_name(name))
         if st is None:
             raise ServiceError(f"no cluster named {name!r} (no {root / name / STATE_FILE}); "
                                f"start one with: tune cluster up --name {name}")
         try:
             return cls._from_state(name, root, st)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (InputError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise ServiceError(f"{root / name / STATE_FILE}: damaged state ({type(e).__name__} {e}); "
                                "remove the folder to forget it") from None
 
     @classmethod
-    def _from_state(cls, name: str, root: Path, st: dict[str, Any]) -> LocalCluster:
+    def _from_state(cls, name: str, root: Path, st: JsonObject) -> LocalCluster:
+        where = str(root / name / STATE_FILE)
+
+        def text(key: str, default: str | None = None) -> str:
+            return as_str(st[key] if default is None else st.get(key, default), f"{where}: {key}")
+
+        def texts(key: str) -> list[str]:
+            return [as_str(v, f"{where}: {key}") for v in as_list(st.get(key, []), f"{where}: {key}")]
+
+        def path_or_none(key: str) -> Path | None:
+            return Path(text(key)) if st.get(key) else None
+
         c = cls.__new__(cls)
         LocalCluster.__init__(c, name, state_root=root, detach=bool(st.get("detached")))
-        c.policy, c.sink_url = Path(st["policy"]), st.get("sink_url")
-        c.server, c.etcd_url = st["server"], st.get("etcd_url", "")
-        c.data_dir = Path(st["data_dir"]) if st.get("data_dir") else None
-        c.webhook_kubeconfig = Path(st["webhook_kubeconfig"]) if st.get("webhook_kubeconfig") else None
-        c.processes = [Proc.from_dict(p) for p in st.get("processes", [])]
-        c.started_at = st.get("started_at", 0.0)
-        c.startup_seconds = st.get("startup_seconds", 0.0)
-        c.extra_args = st.get("extra_args", [])
-        c.apiserver_args = st.get("apiserver_args", [])
-        c.flags = parse_flags(st.get("audit_flags", []), source=str(root / name / STATE_FILE))
+        c.policy, c.sink_url = Path(text("policy")), as_str(st["sink_url"], f"{where}: sink_url") if st.get("sink_url") else None
+        c.server, c.etcd_url = text("server"), text("etcd_url", "")
+        c.data_dir = path_or_none("data_dir")
+        c.webhook_kubeconfig = path_or_none("webhook_kubeconfig")
+        c.processes = [Proc.from_dict(p, f"{where}: processes")
+                       for p in as_list(st.get("processes", []), f"{where}: processes")]
+        c.started_at = as_float(st.get("started_at", 0.0), f"{where}: started_at")
+        c.startup_seconds = as_float(st.get("startup_seconds", 0.0), f"{where}: startup_seconds")
+        c.extra_args = texts("extra_args")
+        c.apiserver_args = texts("apiserver_args")
+        c.flags = parse_flags(texts("audit_flags"), source=where)
         known = set(c.to_state())
         c.extra = {k: v for k, v in st.items() if k not in known}
         c._is_down = False
         return c
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         """State plus liveness: each process alive?, ``/readyz`` answer."""
         st = self.to_state()
-        procs = {p.name: ("running" if p.alive() else "exited") for p in self.processes}
+        procs: JsonObject = {p.name: ("running" if p.alive() else "exited") for p in self.processes}
         ready = "unreachable"
         if self.processes and all(p.alive() for p in self.processes):
             try:
@@ -495,33 +473,12 @@ class LocalCluster:
         return st
 
 
-def _read_state(d: Path) -> dict[str, Any] | None:
-    try:
-        st = json.loads((d / STATE_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, RecursionError) as e:
-        raise ServiceError(f"{d / STATE_FILE}: unreadable state ({type(e).__name__}); "
-                           "remove the folder to forget it") from None
-    if not isinstance(st, dict):
-        raise ServiceError(f"{d / STATE_FILE}: not an audit-tune cluster state (a JSON object); "
-                           "remove the folder to forget it")
-    return st
-
-
-def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
+def cluster_status(name: str, state_root: str | os.PathLike | None = None) -> JsonObject:
     return LocalCluster.load(name, state_root).status()
 
 
-def cluster_down(name: str, state_root: str | os.PathLike | None = None) -> dict[str, Any]:
+def cluster_down(name: str, state_root: str | os.PathLike | None = None) -> StoppedCluster:
     c = LocalCluster.load(name, state_root)
     procs = [p.name for p in c.processes]
     c.down()
     return {"name": name, "stopped": procs}
-
-
-def list_clusters(state_root: str | os.PathLike | None = None) -> list[str]:
-    root = Path(state_root) if state_root else default_state_root()
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if (d / STATE_FILE).is_file())

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject
 from audit_tune.loadgen.mix import DEFAULT_MIX
 
 
@@ -72,5 +72,7 @@ class LoadTestConfig:
         q, r = divmod(self.max_inflight, self.workers)
         return q + (1 if k < r else 0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> JsonObject:
+        d: JsonObject = asdict(self)
+        d["audit_flags"] = list(self.audit_flags)
+        return d

@@ -15,12 +15,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from audit_tune.basics.errors import BuildMissingError, ServiceError, TimeoutExceeded
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_int, as_list, as_object, as_str
 
 
 def cache_dir() -> Path:
@@ -76,12 +77,18 @@ class Proc:
     def alive(self) -> bool:
         return start_time(self.pid) == self.start_time
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> JsonObject:
+        return {"name": self.name, "pid": self.pid, "start_time": self.start_time, "log": self.log,
+                "cmd": list[JsonValue](self.cmd)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Proc:
-        return cls(**d)
+    def from_dict(cls, value: JsonValue, where: str = "process") -> Proc:
+        """A process as :meth:`to_dict` wrote it; an ``InputError`` naming the field otherwise."""
+        d = as_object(value, where)
+        return cls(name=as_str(d.get("name"), f"{where}.name"), pid=as_int(d.get("pid"), f"{where}.pid"),
+                   start_time=as_int(d.get("start_time"), f"{where}.start_time"),
+                   log=as_str(d.get("log"), f"{where}.log"),
+                   cmd=[as_str(c, f"{where}.cmd") for c in as_list(d.get("cmd"), f"{where}.cmd")])
 
 
 def spawn(name: str, cmd: Sequence[str], log_path: str | os.PathLike, *, detach: bool = False,

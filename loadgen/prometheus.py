@@ -25,14 +25,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
 import yaml
 
 from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.loadgen.procs import Proc, free_port, http_session, spawn, stop, wait_until
+
+if TYPE_CHECKING:
+    from audit_tune.loadgen.local import LocalCluster
 
 
 def _which(name: str) -> str:
@@ -61,14 +65,14 @@ def _target(url: str) -> tuple[str, str, str]:
 
 def scrape_config(apiserver_metrics_url: str | None, *, ca_file: str | os.PathLike | None = None,
                   client_cert: str | os.PathLike | None = None, client_key: str | os.PathLike | None = None,
-                  extra_targets: Sequence[str] = (), interval: str = "1s") -> dict[str, Any]:
+                  extra_targets: Sequence[str] = (), interval: str = "1s") -> JsonObject:
     """The ``prometheus.yml`` document."""
-    jobs: list[dict[str, Any]] = []
+    jobs: list[JsonValue] = []
     if apiserver_metrics_url:
         scheme, hostport, path = _target(apiserver_metrics_url)
-        job: dict[str, Any] = {"job_name": "apiserver", "scheme": scheme, "metrics_path": path,
+        job: JsonObject = {"job_name": "apiserver", "scheme": scheme, "metrics_path": path,
                                "static_configs": [{"targets": [hostport]}]}
-        tls: dict[str, str] = {}
+        tls: JsonObject = {}
         if ca_file:
             tls["ca_file"] = str(ca_file)
         if client_cert:
@@ -87,7 +91,7 @@ def scrape_config(apiserver_metrics_url: str | None, *, ca_file: str | os.PathLi
 class Prometheus:
     """One Prometheus process; ``start()`` waits for ``/-/ready``; ``stop()`` removes its storage."""
 
-    def __init__(self, config: dict[str, Any], *, workdir: str | os.PathLike | None = None,
+    def __init__(self, config: JsonObject, *, workdir: str | os.PathLike | None = None,
                  detach: bool = False, retention: str = "1d", start_timeout: float = 60.0,
                  extra_args: Sequence[str] = ()) -> None:
         self.config = config
@@ -100,12 +104,14 @@ class Prometheus:
         self._http = http_session()
 
     @classmethod
-    def for_cluster(cls, cluster: Any, extra_targets: Sequence[str] = (), interval: str = "1s",
-                    **kw: Any) -> Prometheus:
+    def for_cluster(cls, cluster: LocalCluster, extra_targets: Sequence[str] = (), interval: str = "1s", *,
+                    workdir: str | os.PathLike | None = None, detach: bool = False, retention: str = "1d",
+                    start_timeout: float = 60.0, extra_args: Sequence[str] = ()) -> Prometheus:
         """Scrape a :class:`loadgen.local.LocalCluster` (its ``metrics_url`` with the client cert)."""
         cfg = scrape_config(cluster.metrics_url, ca_file=cluster.ca_file, client_cert=cluster.client_cert,
                             client_key=cluster.client_key, extra_targets=extra_targets, interval=interval)
-        return cls(cfg, **kw)
+        return cls(cfg, workdir=workdir, detach=detach, retention=retention, start_timeout=start_timeout,
+                   extra_args=extra_args)
 
     @property
     def url(self) -> str:
@@ -122,7 +128,7 @@ class Prometheus:
     def __enter__(self) -> Prometheus:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> Prometheus:

@@ -8,28 +8,46 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from audit_tune.loadgen import metrics_text as mt
 from audit_tune.loadgen.kubetarget import Target
+from audit_tune.loadgen.sink_stats import SinkStats
 from audit_tune.sim.config import AuditFlags
 
 
-def scrape_totals(target: Target, timeout: float = 30.0) -> dict[str, Any]:
+class AuditTotals(TypedDict):
+    """The apiserver's absolute audit counters at one moment (``at``, unix s)."""
+
+    event_total: float
+    errors: dict[str, float]
+    at: float
+
+
+class Accounting(TypedDict):
+    """``events_total = delivered + drops + residual`` over a run; ``lost`` is a positive residual."""
+
+    events_total: float
+    delivered: int
+    drops_by_plugin: dict[str, float]
+    residual: float
+    lost: float
+    quiet_reached: NotRequired[bool]
+
+
+def scrape_totals(target: Target, timeout: float = 30.0) -> AuditTotals:
     """Absolute ``apiserver_audit_event_total`` and ``apiserver_audit_error_total`` by plugin."""
     ctx = target.ssl_context()
     req = urllib.request.Request(target.server.rstrip("/") + "/metrics", headers=target.headers())
-    kw: dict[str, Any] = {"timeout": timeout}
-    if isinstance(ctx, ssl.SSLContext):
-        kw["context"] = ctx
-    with urllib.request.urlopen(req, **kw) as r:  # noqa: S310 - the user's apiserver
+    context = ctx if isinstance(ctx, ssl.SSLContext) else None
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as r:  # noqa: S310 - the user's apiserver
         m = mt.parse(r.read().decode(errors="replace"))
     errs = m.by_label("apiserver_audit_error_total", "plugin") if m.has("apiserver_audit_error_total") else {}
-    return {"event_total": m.total("apiserver_audit_event_total"), "errors": {k: float(v) for k, v in errs.items()},
-            "at": time.time()}
+    return AuditTotals(event_total=m.total("apiserver_audit_event_total"),
+                       errors={k: float(v) for k, v in errs.items()}, at=time.time())
 
 
-def read_baseline(target: Target, read_sink: Callable[[], dict]) -> tuple[dict[str, Any], dict]:
+def read_baseline(target: Target, read_sink: Callable[[], SinkStats]) -> tuple[AuditTotals, SinkStats]:
     """The counters a run's accounting starts from: the sink's stats first, then the apiserver's.
 
     In this order an event can only make the residual negative: one counted before ``a0`` and stored
@@ -56,14 +74,15 @@ def quiet_window(flags: AuditFlags, retries: bool = True, refill: bool = False) 
     return w
 
 
-def sink_failed_attempts(s0: dict, s1: dict) -> int:
+def sink_failed_attempts(s0: SinkStats | None, s1: SinkStats) -> int:
     """Responses other than 200 (including ``dropped`` connections) the sink gave between two stats."""
-    r0, r1 = s0.get("responses") or {}, s1.get("responses") or {}
+    r0, r1 = (s0.get("responses") or {}) if s0 else {}, s1.get("responses") or {}
     return int(sum(v - r0.get(k, 0) for k, v in r1.items() if k != "200"))
 
 
-def wait_quiet(read_sink: Callable[[], dict], flags: AuditFlags, timeout: float = 120.0, poll: float = 0.5,
-               retries: bool | None = None, since: dict | None = None, refill: bool = False) -> tuple[dict, bool]:
+def wait_quiet(read_sink: Callable[[], SinkStats], flags: AuditFlags, timeout: float = 120.0, poll: float = 0.5,
+               retries: bool | None = None, since: SinkStats | None = None,
+               refill: bool = False) -> tuple[SinkStats, bool]:
     """Poll the sink (not the apiserver: each scrape is itself an audit event) until nothing has
     reached it for :func:`quiet_window` seconds; returns (last stats, quiet reached). ``retries``
     None: decided from the sink's failed responses since ``since``."""
@@ -77,13 +96,13 @@ def wait_quiet(read_sink: Callable[[], dict], flags: AuditFlags, timeout: float 
                 or s.get("inflight"):
             t_last = time.monotonic()
         last = s
-        r = retries if retries is not None else sink_failed_attempts(since or {}, s) > 0
+        r = retries if retries is not None else sink_failed_attempts(since, s) > 0
         if time.monotonic() - t_last >= quiet_window(flags, r, refill):
             return last, True
     return last, False
 
 
-def accounting(a0: dict, a1: dict, s0: dict, s1: dict) -> dict[str, Any]:
+def accounting(a0: AuditTotals, a1: AuditTotals, s0: SinkStats, s1: SinkStats) -> Accounting:
     """``events_total = delivered + drops (+ in flight)`` over [a0, a1] (apiserver) and [s0, s1] (sink).
 
     ``s1`` is read after ``a1`` once the pipeline is quiet, so every event counted in ``a1`` has had
@@ -96,5 +115,5 @@ def accounting(a0: dict, a1: dict, s0: dict, s1: dict) -> dict[str, Any]:
     drops = {p: a1["errors"].get(p, 0.0) - a0["errors"].get(p, 0.0) for p in sorted(plugins)}
     stored = s1["events_stored"] - s0["events_stored"]
     residual = ev - stored - sum(drops.values())
-    return {"events_total": ev, "delivered": stored, "drops_by_plugin": drops, "residual": residual,
-            "lost": max(0.0, residual)}
+    return Accounting(events_total=ev, delivered=stored, drops_by_plugin=drops, residual=residual,
+                      lost=max(0.0, residual))

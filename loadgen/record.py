@@ -196,7 +196,7 @@ def summarize(trace: Trace, duration: float, requested_rate: float, peak_rate: f
     }
 
 
-def trace_rows(trace: Trace) -> list[list[Any]]:
+def trace_rows(trace: Trace) -> list[list[float | str | None]]:
     """The trace as rows of :data:`TRACE_COLUMNS` (times rounded to the µs; None where not sent)."""
     v = trace.view()
 

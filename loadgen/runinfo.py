@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.loadgen.kubetarget import Target
 from audit_tune.sim.config import asdict as flags_asdict
 from audit_tune.sim.config import parse_flags
 
 
-def cluster_state(target: Target) -> dict[str, Any]:
+def cluster_state(target: Target) -> JsonObject:
     """The ``state.json`` of an audit-tune cluster whose kubeconfig the target came from (else {}):
     it knows the ``--audit-*`` flags in force and the sink URL."""
     if not target.kubeconfig:
@@ -29,11 +29,17 @@ def cluster_state(target: Target) -> dict[str, Any]:
     return st
 
 
-def flags_record(args: tuple[str, ...]) -> dict[str, Any] | None:
+def state_flags(state: JsonObject) -> tuple[str, ...]:
+    """The ``--audit-*`` flags a cluster state records (none if it records none)."""
+    flags: JsonValue = state.get("audit_flags") or []
+    return tuple(str(f) for f in flags) if isinstance(flags, list) else ()
+
+
+def flags_record(args: tuple[str, ...]) -> JsonObject | None:
     """The ``--audit-*`` flags as given and, when they parse, as parsed (else the parse error)."""
     if not args:
         return None
-    out: dict[str, Any] = {"args": list(args)}
+    out: JsonObject = {"args": list(args)}
     try:
         out["parsed"] = flags_asdict(parse_flags(list(args)))
     except Exception as e:  # noqa: BLE001 - the flags are echoed as given either way

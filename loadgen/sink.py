@@ -37,7 +37,6 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 import numpy as np
 from aiohttp import web
@@ -53,6 +52,7 @@ from audit_tune.loadgen.sink_client import SinkProcess, fetch_stats, webhook_kub
 from audit_tune.loadgen.sink_config import SinkConfig
 from audit_tune.loadgen.sink_deadline import HeaderDeadline
 from audit_tune.loadgen.sink_log import HTTP_LOGGER
+from audit_tune.loadgen.sink_stats import LatencySummary, SinkStats
 from audit_tune.loadgen.store import EventStore, StoreUnavailable
 
 __all__ = ["Sink", "SinkConfig", "SinkProcess", "SinkServer", "fetch_stats", "serve", "webhook_kubeconfig"]
@@ -324,10 +324,10 @@ class SinkServer:
         with self._lat_lock:
             return self._lat[: min(self._lat_n, len(self._lat))].astype(np.float64)
 
-    def stats(self, samples: bool = False) -> dict[str, Any]:
+    def stats(self, samples: bool = False) -> SinkStats:
         m = self.metrics
         lat = self.latency_samples()
-        out: dict[str, Any] = {
+        out: SinkStats = {
             "url": self.url,
             "started_unix": self.started_unix,
             "uptime_s": time.monotonic() - self.t0,
@@ -348,7 +348,7 @@ class SinkServer:
         return out
 
 
-def _percentiles(x: np.ndarray) -> dict[str, float | None]:
+def _percentiles(x: np.ndarray) -> LatencySummary:
     if len(x) == 0:
         return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
     p = np.percentile(x, [50, 90, 99])
@@ -404,7 +404,7 @@ class Sink:
         finally:
             loop.close()
 
-    def stats(self, samples: bool = False) -> dict[str, Any]:
+    def stats(self, samples: bool = False) -> SinkStats:
         if self.server is None:
             raise ServiceError("sink is not running")
         return self.server.stats(samples=samples)

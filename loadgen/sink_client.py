@@ -14,6 +14,7 @@ import yaml
 
 from audit_tune.basics.errors import ServiceError
 from audit_tune.loadgen.sink_config import SinkConfig
+from audit_tune.loadgen.sink_stats import SinkStats
 
 
 class SinkProcess:
@@ -43,7 +44,7 @@ class SinkProcess:
         self.url = self.info["url"]
         return self.url
 
-    def stats(self, samples: bool = False) -> dict[str, Any]:
+    def stats(self, samples: bool = False) -> SinkStats:
         return fetch_stats(self.url, samples=samples, ca=self.info.get("ca_cert"))
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -63,13 +64,15 @@ class SinkProcess:
         self.stop()
 
 
-def fetch_stats(url: str, samples: bool = False, ca: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """``GET {url}/stats`` of a running sink (ours, in any process)."""
+def fetch_stats(url: str, samples: bool = False, ca: str | None = None, timeout: float = 10.0) -> SinkStats:
+    """``GET {url}/stats`` of a running sink (ours, in any process): the document
+    :meth:`loadgen.sink.SinkServer.stats` writes."""
     try:
         r = requests.get(url.rstrip("/") + "/stats", params={"samples": "1" if samples else "0"},
                          verify=ca if ca else True, timeout=timeout)
         r.raise_for_status()
-        return r.json()
+        stats: SinkStats = r.json()
+        return stats
     except (requests.RequestException, ValueError) as e:
         raise ServiceError(f"--sink-url {url}: cannot read /stats ({e.__class__.__name__})") from None
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject
 from audit_tune.loadgen.faults import FaultConfig, Latency, Outage
 from audit_tune.loadgen.store import FSYNC_POLICIES
 
@@ -83,9 +83,9 @@ class SinkConfig:
     def tls(self) -> bool:
         return bool(self.tls_cert or self.tls_generate)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-safe echo of the configuration; the token shows only as set or not."""
-        d = asdict(self)
+        d: JsonObject = asdict(self)
         d["faults"] = self.faults.to_dict()
         d["token"] = "<set>" if self.token else None
         return d

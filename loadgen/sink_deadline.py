@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 __all__ = ["HeaderDeadline"]
 
@@ -31,7 +30,8 @@ __all__ = ["HeaderDeadline"]
 class _Guarded(asyncio.Protocol):
     """One connection: aiohttp's handler plus the header timer."""
 
-    def __init__(self, inner: Any, timeout: float, registry: dict) -> None:
+    def __init__(self, inner: asyncio.Protocol, timeout: float,
+                 registry: dict[asyncio.BaseProtocol, _Guarded]) -> None:
         self.inner, self._timeout, self._registry = inner, timeout, registry
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
@@ -104,12 +104,12 @@ class HeaderDeadline:
     application can report request boundaries; it is ``None`` for connections it did not make.
     """
 
-    def __init__(self, factory: Callable[[], Any], timeout: float) -> None:
+    def __init__(self, factory: Callable[[], asyncio.Protocol], timeout: float) -> None:
         self._factory, self._timeout = factory, timeout
-        self._guards: dict[Any, _Guarded] = {}
+        self._guards: dict[asyncio.BaseProtocol, _Guarded] = {}
 
     def __call__(self) -> _Guarded:
         return _Guarded(self._factory(), self._timeout, self._guards)
 
-    def of(self, protocol: Any) -> _Guarded | None:
-        return self._guards.get(protocol)
+    def of(self, protocol: asyncio.BaseProtocol | None) -> _Guarded | None:
+        return self._guards.get(protocol) if protocol is not None else None

@@ -19,9 +19,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject
 from audit_tune.loadgen.chain import GENESIS, KEYED, PLAIN, Chain, ChainError
 
 
@@ -87,7 +87,7 @@ def scan(path: Path, chain: Chain, head_seq: int | None = None) -> Scan:
     s = Scan()
     prev, seq, off = GENESIS, 0, 0
     cur_batch, cur_n, cur_count = None, None, 0
-    pending: list[tuple[dict[str, Any], int, str]] = []  # records of the batch being read
+    pending: list[tuple[JsonObject, int, str]] = []  # records of the batch being read
     with open(path, "rb") as f:
         for raw in f:
             no = seq + 1
@@ -144,19 +144,22 @@ _FIELDS = re.compile(rb'\{"seq":(\d+),"prev":"([0-9a-f]{64})","received":([-0-9.
                      rb'(?:"n":(\d+),)?"event":\{')
 
 
-def _fields(line: bytes, where: str) -> dict[str, Any]:
+def _fields(line: bytes, where: str) -> JsonObject:
     m = _FIELDS.match(line)
     if m is None or not line.endswith(b"}"):
         raise ChainError(f"{where}: not valid JSON (record altered or corrupted)")
-    rec: dict[str, Any] = {"seq": int(m[1]), "prev": m[2].decode(), "received": float(m[3]), "batch": int(m[4]),
+    rec: JsonObject = {"seq": int(m[1]), "prev": m[2].decode(), "received": float(m[3]), "batch": int(m[4]),
                            "event": {}}
     if m[5] is not None:
         rec["n"] = int(m[5])
     return rec
 
 
-def _count(s: Scan, recs: list[tuple[dict[str, Any], int, str]], head_seq: int | None) -> None:
-    past = head_seq is not None and recs[0][0]["seq"] > head_seq
+def _count(s: Scan, recs: list[tuple[JsonObject, int, str]], head_seq: int | None) -> None:
+    """Add one complete batch (its records were checked: seq and batch are integers) to ``s``."""
+    first_seq, last_batch = recs[0][0]["seq"], recs[-1][0]["batch"]
+    assert isinstance(first_seq, int) and isinstance(last_batch, int)
+    past = head_seq is not None and first_seq > head_seq
     s.tail_batches += past
     for rec, off, digest in recs:
         s.events += 1
@@ -173,7 +176,7 @@ def _count(s: Scan, recs: list[tuple[dict[str, Any], int, str]], head_seq: int |
             s.last_received = r
     if recs[0][0]["batch"] != s.last_batch:
         s.batches += 1
-    s.last_batch = int(recs[-1][0]["batch"])
+    s.last_batch = last_batch
 
 
 @dataclass
@@ -237,10 +240,10 @@ class Summary:
     unanchored_events: int = 0
     torn_bytes: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "store": self.path, "ok": True, "events": self.events, "batches": self.batches,
-            "by_stage": self.by_stage, "by_level": self.by_level, "by_verb": self.by_verb,
+            "by_stage": dict(self.by_stage), "by_level": dict(self.by_level), "by_verb": dict(self.by_verb),
             "first_received": self.first_received, "last_received": self.last_received,
             "head_checked": self.head_checked, "last_hash": self.last_hash, "chain": self.chain,
             "unanchored_events": self.unanchored_events, "torn_bytes": self.torn_bytes,

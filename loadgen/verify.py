@@ -46,8 +46,17 @@ import numpy as np
 
 from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.kubetarget import Target
-from audit_tune.loadgen.quiet import accounting, quiet_window, scrape_totals, sink_failed_attempts, wait_quiet
+from audit_tune.loadgen.quiet import (
+    Accounting,
+    AuditTotals,
+    accounting,
+    quiet_window,
+    scrape_totals,
+    sink_failed_attempts,
+    wait_quiet,
+)
 from audit_tune.loadgen.sink import fetch_stats
+from audit_tune.loadgen.sink_stats import SinkStats
 from audit_tune.loadgen.verify_inputs import (
     DEFAULT_USER,
     StoreView,
@@ -89,7 +98,7 @@ class SinkEvidence:
     samples: np.ndarray | None = None
     faults: FaultConfig | None = None
     started_unix: float | None = None
-    stats: tuple[dict[str, Any], dict[str, Any]] | None = None
+    stats: tuple[SinkStats, SinkStats] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,14 +120,17 @@ def _pct(x: np.ndarray, q: float) -> float | None:
 
 def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str | Path, *,
                flags: AuditFlags | None = None, policy: str | None = None, sink: SinkEvidence = NO_SINK,
-               quiet: dict[str, Any] | None = None, options: ReplayOptions = DEFAULT_REPLAY) -> VerifyReport:
+               quiet: Accounting | None = None, options: ReplayOptions = DEFAULT_REPLAY) -> VerifyReport:
     """Replay the run through the simulator and compare; returns the :class:`VerifyReport`.
     ``quiet`` is :func:`loadgen.quiet.accounting` over the whole run, if measured."""
     store, sink_samples, faults = sink.store, sink.samples, sink.faults
     sink_started_unix, sink_stats = sink.started_unix, sink.stats
     max_drops, engine, seeds = options.max_drops, options.engine, options.seeds
 
-    tr = trace if isinstance(trace, TraceRows) else TraceRows.of(trace)
+    if isinstance(trace, TraceRows):
+        tr = trace
+    else:
+        tr = TraceRows.from_csv(trace) if isinstance(trace, (str, Path)) else TraceRows.of(trace)
     if flags is None:
         args = (record.get("flags") or {}).get("args") or []
         flags = parse_flags(list(args))
@@ -301,7 +313,7 @@ def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str |
 
 
 def verify_live(record: dict[str, Any], trace: TraceRows | dict[str, Any], target: Target, sink_url: str,
-                baseline: tuple[dict[str, Any], dict[str, Any]], *,
+                baseline: tuple[AuditTotals, SinkStats], *,
                 sink_ca: str | None = None, policy: str | None = None, faults: FaultConfig | None = None,
                 max_drops: float = 0, quiet_timeout: float = 120.0) -> VerifyReport:
     """The CLI path: wait for the pipeline to go quiet, read the counters again (``a0``/``s0`` were

@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_list
 from audit_tune.loadgen.faults import FaultConfig
 from audit_tune.loadgen.mix import RESOURCES, VERBS
-from audit_tune.loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS
+from audit_tune.loadgen.record import ST_CANCELLED, ST_TIMEOUT, TRACE_COLUMNS, Trace
+from audit_tune.loadgen.sink_stats import SinkStats
 from audit_tune.loadgen.store_scan import read_head
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
@@ -39,23 +42,33 @@ class TraceRows:
     resource: list[str]
 
     @classmethod
-    def of(cls, trace: Any) -> TraceRows:
-        if hasattr(trace, "view"):
+    def of(cls, trace: Trace | JsonObject | list[JsonValue]) -> TraceRows:
+        """From a run's :class:`~loadgen.record.Trace`, or the record's inline ``trace`` (``{"columns",
+        "rows"}``, or its rows alone in :data:`TRACE_COLUMNS` order)."""
+        if isinstance(trace, Trace):
             v = trace.view()
             return cls(v["send"].astype(float), v["latency"].astype(float), v["status"].astype(int),
                        [VERBS[i] for i in v["verb"].tolist()], [RESOURCES[i] for i in v["resource"].tolist()])
-        rows = trace["rows"] if isinstance(trace, dict) else trace
-        cols = trace.get("columns", TRACE_COLUMNS) if isinstance(trace, dict) else TRACE_COLUMNS
+        given = trace.get("columns") if isinstance(trace, dict) else None
+        cols = [str(c) for c in as_list(given, "trace columns")] if given is not None else TRACE_COLUMNS
+        rows = [as_list(r, f"trace row {i + 1}")
+                for i, r in enumerate(as_list(trace["rows"] if isinstance(trace, dict) else trace, "trace rows"))]
         ix = {c: i for i, c in enumerate(cols)}
         names = {"unsent": -1, "error": 0, "timeout": ST_TIMEOUT, "cancelled": ST_CANCELLED}
 
-        def num(x: Any) -> float:
-            return float("nan") if x is None or x == "" else float(x)
+        def num(x: JsonValue) -> float:
+            if x is None or x == "":
+                return float("nan")
+            if isinstance(x, (int, float, str)):
+                return float(x)
+            raise InputError(f"trace: {x!r} is not a number")
+
+        def status(x: JsonValue) -> int:
+            return names[str(x)] if str(x) in names else int(num(x))
 
         return cls(np.array([num(r[ix["send_offset"]]) for r in rows]),
                    np.array([num(r[ix["latency"]]) for r in rows]),
-                   np.array([names.get(str(r[ix["status"]]), None) if str(r[ix["status"]]) in names
-                             else int(r[ix["status"]]) for r in rows], dtype=int),
+                   np.array([status(r[ix["status"]]) for r in rows], dtype=int),
                    [str(r[ix["verb"]]) for r in rows], [str(r[ix["resource"]]) for r in rows])
 
     @classmethod
@@ -63,7 +76,7 @@ class TraceRows:
         with open(path, newline="") as f:
             rd = csv.reader(f)
             cols = next(rd)
-            return cls.of({"columns": cols, "rows": list(rd)})
+            return cls.of({"columns": list(cols), "rows": [list(r) for r in rd]})
 
 
 @dataclass
@@ -247,7 +260,7 @@ def receiver_faults(faults: FaultConfig | None, offset: float) -> tuple[float, i
     return faults.error_rate, faults.error_status, tuple(outs), int(faults.max_body_bytes or 0), notes
 
 
-def realized_error_rate(s0: dict, s1: dict, min_attempts: int = 20) -> tuple[float, int] | None:
+def realized_error_rate(s0: SinkStats, s1: SinkStats, min_attempts: int = 20) -> tuple[float, int] | None:
     """The fraction of attempts the sink failed on purpose (``--error-rate``) between two stats, among
     the attempts that got as far as that draw (not cut short by an outage, a hang or a limit)."""
     f0, f1 = s0.get("faults_applied") or {}, s1.get("faults_applied") or {}

@@ -5,9 +5,9 @@ decision and what the replay was built from), and its side-by-side table, regist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from audit_tune.basics.formats import register
+from audit_tune.loadgen.quiet import Accounting
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class VerifyReport:
     rows: list[VerifyRow]
     tolerance_counts: str
     tolerance_latency: str
-    accounting: dict[str, Any] | None
+    accounting: Accounting | None
     inputs: ReplayInputs
     predicted: dict[str, float | None]
     observed: dict[str, float | None]

@@ -20,8 +20,10 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from types import FrameType
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -53,29 +55,56 @@ def merge(results: list[WorkerResult]) -> Trace:
     return tr
 
 
-def worker_figures(r: WorkerResult, duration: float) -> dict[str, Any]:
+class WorkerFigures(TypedDict):
+    """One worker's own numbers in the record's ``workers`` list (the latency histogram is taken out
+    and merged over the workers into the record's own)."""
+
+    worker: int
+    scheduled: int
+    sent: int
+    completed: int
+    shed: int
+    cancelled_at_drain: int
+    achieved_rate: float
+    max_inflight: int
+    max_inflight_seen: int
+    connections: int
+    connect_errors: int
+    created: int
+    deleted: int
+    substituted_creates: int
+    cpu_s: float
+    elapsed_s: float
+    drain_s: float
+    cpu_util: float | None
+    lag_us: dict[str, int | None]
+    latency_us: dict[str, int | None]
+    latency_histogram_us: NotRequired[list[list[int]]]
+
+
+def worker_figures(r: WorkerResult, duration: float) -> WorkerFigures:
     """One worker's own numbers for the record's ``workers`` list."""
     sent = np.isfinite(r.send)
     done = sent & (r.status > 0)
     lag = (r.send - r.sched)[sent]
-    return {
-        "worker": r.worker, "scheduled": int(len(r.idx)) + r.overflow, "sent": int(sent.sum()),
-        "completed": int(done.sum()), "shed": r.shed, "cancelled_at_drain": r.cancelled_at_drain,
-        "achieved_rate": float(np.count_nonzero(sent & (r.send < duration)) / duration) if duration > 0 else 0.0,
-        "max_inflight": r.max_inflight, "max_inflight_seen": r.max_inflight_seen, "connections": r.connections,
-        "connect_errors": r.connect_errors, "created": r.created, "deleted": r.deleted,
-        "substituted_creates": r.substituted, "cpu_s": r.cpu_s, "elapsed_s": r.elapsed_s, "drain_s": r.drain_s,
-        "cpu_util": r.cpu_s / r.elapsed_s if r.elapsed_s > 0 else None,
-        "lag_us": percentiles_us(lag), "latency_us": percentiles_us(r.latency[done]),
-        "latency_histogram_us": latency_histogram(r.latency[done]),
-    }
+    return WorkerFigures(
+        worker=r.worker, scheduled=int(len(r.idx)) + r.overflow, sent=int(sent.sum()),
+        completed=int(done.sum()), shed=r.shed, cancelled_at_drain=r.cancelled_at_drain,
+        achieved_rate=float(np.count_nonzero(sent & (r.send < duration)) / duration) if duration > 0 else 0.0,
+        max_inflight=r.max_inflight, max_inflight_seen=r.max_inflight_seen, connections=r.connections,
+        connect_errors=r.connect_errors, created=r.created, deleted=r.deleted,
+        substituted_creates=r.substituted, cpu_s=r.cpu_s, elapsed_s=r.elapsed_s, drain_s=r.drain_s,
+        cpu_util=r.cpu_s / r.elapsed_s if r.elapsed_s > 0 else None,
+        lag_us=percentiles_us(lag), latency_us=percentiles_us(r.latency[done]),
+        latency_histogram_us=latency_histogram(r.latency[done]),
+    )
 
 
 def _child(conn: Connection) -> None:
     """A worker process: report ready, wait for the go message, run, send the result."""
     stop = {"early": False}
 
-    def early(signum: int, frame: Any) -> None:
+    def early(signum: int, frame: FrameType | None) -> None:
         stop["early"] = True
 
     signal.signal(signal.SIGINT, early)
@@ -122,7 +151,8 @@ class WorkerSet:
         self.stopped = False
 
     async def run(self, cfg: LoadTestConfig, target: Target, ns_names: list[str], run_id: str,
-                  pool: dict[tuple[int, int], list[str]], clock: Any) -> tuple[float, list[WorkerResult], list[str]]:
+                  pool: dict[tuple[int, int], list[str]],
+                  clock: Callable[[], float]) -> tuple[float, list[WorkerResult], list[str]]:
         """Wait for every worker to be ready, start them together; returns ``(t0, results, notes)``."""
         loop = asyncio.get_running_loop()
         n = len(self.procs)

@@ -17,9 +17,8 @@ from audit_tune.sim.workload import (
     RateProfile,
     RequestClass,
     Workload,
-    read_rate_series,
-    read_trace,
 )
+from audit_tune.sim.workload_files import read_rate_series, read_trace
 
 # The built-in demo: 6,000 audit events/s on one apiserver for 2 minutes, default flags.
 # Defaults drain 10 qps x 400 = 4,000 events/s, so the buffer fills and events are dropped.

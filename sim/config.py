@@ -31,6 +31,7 @@ import numpy as np
 
 from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonMapping, JsonObject
 from audit_tune.basics.output import log as stderr_log
 from audit_tune.sim.units import format_duration, parse_duration
 
@@ -427,7 +428,7 @@ def _args_from_manifest(text: str, path: str) -> list[str]:
     raise InputError(f"{path}: no kube-apiserver container in spec.containers")
 
 
-def flags_from_options(options: dict[str, Any] | None) -> AuditFlags:
+def flags_from_options(options: JsonMapping | None) -> AuditFlags:
     """Build from a ``{flag-name: value}`` mapping (JSON/YAML scenarios). Values may be strings."""
     args = []
     for k, v in (options or {}).items():
@@ -438,5 +439,7 @@ def flags_from_options(options: dict[str, Any] | None) -> AuditFlags:
     return parse_flags(args, source="scenario flags")
 
 
-def asdict(flags: AuditFlags) -> dict[str, Any]:
-    return dataclasses.asdict(flags)
+def asdict(flags: AuditFlags) -> JsonObject:
+    """The flags as nested plain data (every field is a str, bool, int or float, or a nested group)."""
+    d: JsonObject = dataclasses.asdict(flags)
+    return d

@@ -40,9 +40,10 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from audit_tune.basics.errors import BuildMissingError, InputError, ServiceError, TimeoutExceeded
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 
 __all__ = ["oracle_binary", "run_oracle", "cache_dir", "TRACE_FORMAT"]
 
@@ -69,7 +70,72 @@ def oracle_binary() -> Path:
     return path
 
 
-def run_oracle(doc: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+class OracleEvent(TypedDict):
+    """One event of ``events_detail``: its instance (index), position, and when it was created and
+    delivered (seconds; None when it never was)."""
+
+    instance: int
+    index: int
+    created: float | None
+    delivered: float | None
+
+
+class OracleBatch(TypedDict):
+    """One delegate ``ProcessEvents`` call (``BatchRecord`` in ``go/oracle/record.go``)."""
+
+    instance: str
+    start: float
+    end: float
+    size: int
+    ok: bool
+
+
+class OracleInstance(TypedDict):
+    name: str
+    events_total: int
+    errors: dict[str, int]
+    delivered: int
+    batches: int
+    batch_sizes: list[int]
+    max_inflight_batches: int
+    delivery_latency_seconds: JsonObject
+    stop_seconds: float
+    shutdown_done_seconds: float
+
+
+class OracleResult(TypedDict):
+    """The oracle's answer (``run`` in ``go/oracle/main.go``); Go writes an empty list as null."""
+
+    engine: str
+    delegate: str
+    backend: str
+    events_total: int
+    errors: dict[str, float]
+    delivered: int
+    batches: int
+    batch_sizes: list[int] | None
+    batch_dispatch_seconds: list[float] | None
+    delivery_latency_seconds: JsonObject
+    max_inflight_batches: int
+    attempts: float
+    attempts_by_code: dict[str, float]
+    instances: list[OracleInstance]
+    run_returned_seconds: float
+    arrival_lag_seconds: JsonObject
+    stall_seconds: JsonObject
+    wall_seconds: float
+    checks: JsonObject
+    effective: JsonObject
+    versions: JsonValue
+    receiver: NotRequired[JsonObject]
+    receiver_errors: NotRequired[list[str]]
+    cpu_seconds: NotRequired[float]
+    requests_detail: NotRequired[list[JsonObject] | None]
+    batches_detail: NotRequired[list[OracleBatch] | None]
+    events_detail: NotRequired[list[OracleEvent] | None]
+
+
+def run_oracle(doc: JsonObject, timeout: float | None = None) -> OracleResult:
     """Replay ``doc`` (an ``audit-tune-trace/v1`` document) in the real backends; return the result.
 
     ``timeout`` is in seconds of wall time for the whole run (``None``: no limit). A run lasts at
@@ -107,7 +173,7 @@ def run_oracle(doc: dict[str, Any], timeout: float | None = None) -> dict[str, A
             raise InputError(f"oracle rejected the trace: {msg[len(prefix):]}")
         raise ServiceError(f"oracle failed (exit {proc.returncode}): {msg}")
     try:
-        out = json.loads(proc.stdout)
+        out: OracleResult = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise ServiceError(f"oracle printed invalid JSON: {exc}") from None
     if not isinstance(out, dict) or out.get("engine") != "oracle":

@@ -36,12 +36,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
 import numpy as np
 
 from audit_tune.basics.errors import InputError
-from audit_tune.sim.oracle import TRACE_FORMAT, run_oracle
+from audit_tune.basics.jsondata import JsonObject, JsonValue
+from audit_tune.sim.oracle import TRACE_FORMAT, OracleResult, run_oracle
 from audit_tune.sim.result import BackendStats, InstanceStats, Result
 from audit_tune.sim.scenario import Scenario, result_config
 from audit_tune.sim.shutdown import Plan
@@ -56,7 +57,7 @@ def _refuse(what: str) -> InputError:
     return InputError(f"--engine oracle: {what} is not supported by the oracle")
 
 
-def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], list[dict[str, int]]]:
+def compile_scenario(sc: Scenario) -> tuple[list[JsonObject], list[str], list[dict[str, int]]]:
     """The oracle input documents (one per enabled backend), the backend names in order, and per
     instance the requests by audit level (``apiserver_audit_level_total``, from the workload)."""
     sc.validate()
@@ -70,7 +71,7 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
         raise _refuse("--restart-at (a kill and a new instance are the server's doing, not the backends')")
     w = sc.workload
     life = Plan(w, sc.shutdown, sc.request_timeout, sc.seed, 0).current
-    instances = []
+    instances: list[JsonValue] = []
     levels: list[dict[str, int]] = []
     last = 0.0
     sizes_seen: set[int] = set()
@@ -90,7 +91,8 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
         if len(t):
             last = max(last, float(t[-1]))
             sizes_seen.update(np.unique(s).tolist())
-        instances.append({"name": f"apiserver-{i}", "offsets": t.tolist(), "sizes": s.tolist()})
+        instances.append({"name": f"apiserver-{i}", "offsets": cast(list[JsonValue], t.tolist()),
+                          "sizes": cast(list[JsonValue], s.tolist())})
     for i in range(1, w.instances):
         if Plan(w, sc.shutdown, sc.request_timeout, sc.seed, i).current.drained != life.drained:
             raise _refuse("instances whose requests drain at different times (one stop_at for all)")
@@ -98,13 +100,13 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
         raise _refuse(f"events after the HTTP server's shutdown timeout ({last:g}s > "
                       f"{life.not_accepting + sc.request_timeout:g}s: whether they are emitted is the server's exit)")
     stop_at = life.drained
-    flags = sc.flags.to_dict()
+    flags: JsonObject = dict(sc.flags.to_dict())
     for b in sc.enabled:
         if flags.get(f"audit-{b}-truncate-enabled") == "true" and any(c.level in ("Request", "RequestResponse") for c in w.classes):
             raise _refuse(f"--audit-{b}-truncate-enabled with Request/RequestResponse events (the oracle's events are Metadata level)")
 
     r = sc.receiver
-    webhook: dict[str, Any] = {"error_rate": r.error_rate, "error_status": r.error_status,
+    webhook: JsonObject = {"error_rate": r.error_rate, "error_status": r.error_status,
                                "outages": [{"start": o.start, "end": o.end, "kind": o.kind, "status": o.status,
                                             **({} if o.retry_after is None else {"retry_after": o.retry_after})}
                                            for o in r.outages]}
@@ -126,7 +128,7 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
             size = next(iter(sizes_seen), 0)
             webhook["latency_per_event_seconds"] = r.per_kib * size / 1024.0
     lw = sc.log_writer
-    log: dict[str, Any] = {"write_seconds": lw.per_batch, "write_per_event_seconds": 0.0}
+    log: JsonObject = {"write_seconds": lw.per_batch, "write_per_event_seconds": 0.0}
     if "log" in sc.enabled:
         if lw.error_rate:
             raise _refuse("--log-failure-rate (log write failures)")
@@ -134,7 +136,7 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
             raise _refuse(f"log write latency {lw.per_event.describe()} (only a fixed cost)")
         log["write_per_event_seconds"] = lw.per_event.a
 
-    docs = []
+    docs: list[JsonObject] = []
     for b in sc.enabled:
         docs.append({
             "format": TRACE_FORMAT, "seed": sc.seed, "backend": b,
@@ -145,11 +147,11 @@ def compile_scenario(sc: Scenario) -> tuple[list[dict[str, Any]], list[str], lis
     return docs, list(sc.enabled), levels
 
 
-def _run_all(docs: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]:
+def _run_all(docs: list[JsonObject], timeout: float | None) -> list[OracleResult]:
     """Run the documents concurrently (the backends of a union are independent in batch mode)."""
     if len(docs) == 1:
         return [run_oracle(docs[0], timeout=timeout)]
-    outs: list[Any] = [None] * len(docs)
+    outs: list[OracleResult | BaseException | None] = [None] * len(docs)
 
     def one(k: int) -> None:
         try:
@@ -162,13 +164,16 @@ def _run_all(docs: list[dict[str, Any]], timeout: float | None) -> list[dict[str
         t.start()
     for t in threads:
         t.join()
+    results: list[OracleResult] = []
     for o in outs:
         if isinstance(o, BaseException):
             raise o
-    return outs
+        assert o is not None  # every thread set its slot
+        results.append(o)
+    return results
 
 
-def _fill(bs: BackendStats, name: str, k: int, out: dict[str, Any], lat: list[float]) -> None:
+def _fill(bs: BackendStats, name: str, k: int, out: OracleResult, lat: list[float]) -> None:
     inst = out["instances"][k]
     for p, v in inst["errors"].items():
         bs.errors[p] += int(v)
@@ -184,8 +189,8 @@ def _fill(bs: BackendStats, name: str, k: int, out: dict[str, Any], lat: list[fl
         bs.first_drop = min(fails)
     if k == 0:
         bs.attempts = int(out.get("attempts", 0))
-        for c, v in (out.get("attempts_by_code") or {}).items():
-            bs.attempts_by_code[str(c)] += int(v)
+        for code, count in (out.get("attempts_by_code") or {}).items():
+            bs.attempts_by_code[str(code)] += int(count)
 
 
 def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: float | None = None) -> Result:

@@ -41,7 +41,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -107,7 +107,43 @@ class BackendStats:
         return d
 
 
-def _batch_summary(counts: Counter[int]) -> dict[str, Any]:
+class BatchSummary(TypedDict):
+    """Batches by size: how many, mean, smallest and largest (None without batches)."""
+
+    count: int
+    mean: float | None
+    min: int | None
+    max: int | None
+
+
+class OccupancySeries(TypedDict):
+    """Buffer occupancy per interval: the largest over the instances' backends."""
+
+    interval_seconds: float
+    max: list[float]
+
+
+class BackendSummary(TypedDict):
+    """One backend's figures merged over the apiserver instances (see :meth:`Result.to_dict`)."""
+
+    mode: str | None
+    errors: dict[str, int]
+    delivered: int
+    in_flight_at_end: int
+    first_drop_seconds: float | None
+    batches: int
+    batch_size: BatchSummary
+    delivery_latency_seconds: dict[str, float | None]
+    max_buffer_occupancy: int
+    max_inflight_batches: int
+    peak_memory_bytes: int
+    throttle_wait_seconds_total: float
+    attempts: int
+    attempts_by_code: dict[str, int]
+    occupancy: NotRequired[OccupancySeries]
+
+
+def _batch_summary(counts: Counter[int]) -> BatchSummary:
     n = sum(counts.values())
     if not n:
         return {"count": 0, "mean": None, "min": None, "max": None}
@@ -143,13 +179,13 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- aggregation ----
-    def _merged(self, name: str) -> dict[str, Any]:
-        cache: dict[str, dict[str, Any]] = self.__dict__.setdefault("_merged_cache", {})
+    def _merged(self, name: str) -> BackendSummary:
+        cache: dict[str, BackendSummary] = self.__dict__.setdefault("_merged_cache", {})
         if name not in cache:
             cache[name] = self._merge(name)
         return cache[name]
 
-    def _merge(self, name: str) -> dict[str, Any]:
+    def _merge(self, name: str) -> BackendSummary:
         bs = [i.backends[name] for i in self.instances if name in i.backends]
         errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
         codes: Counter[str] = Counter()

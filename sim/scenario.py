@@ -10,10 +10,10 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.basics.version import __version__
 from audit_tune.sim.config import AuditFlags, flags_from_options
 from audit_tune.sim.latency import parse_latency
@@ -87,10 +87,10 @@ class Scenario:
         return replace(self, flags=flags)
 
     # ---- JSON ---------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         w = self.workload
         a = w.arrivals
-        arr: dict[str, Any] = {"process": a.process}
+        arr: JsonObject = {"process": a.process}
         if a.process == "trace":
             arr["trace"] = list(a.trace)
             if a.trace_instances:
@@ -111,17 +111,17 @@ class Scenario:
                          "restart_at": [format_duration(t) for t in self.shutdown.restart_at],
                          "kill_after": format_duration(self.shutdown.kill_after),
                          "restart_gap": format_duration(self.shutdown.restart_gap)},
-            "flags": self.flags.to_dict(),
+            "flags": dict(self.flags.to_dict()),
             "workload": {
                 "duration": format_duration(w.duration),
                 "instances": w.instances,
                 "weights": list(w.weights),
                 "arrivals": arr,
-                "omit_stages": sorted(w.policy_omit_stages),
+                "omit_stages": list(sorted(w.policy_omit_stages)),
                 "classes": [
                     {"name": c.name, "weight": c.weight, "level": c.level, "long_running": c.long_running,
                      "duration": c.duration, "first_byte": c.first_byte, "panic": c.panic,
-                     "omit_stages": sorted(c.omit_stages), "sizes": list(c.stage_sizes())}
+                     "omit_stages": list(sorted(c.omit_stages)), "sizes": list(c.stage_sizes())}
                     for c in w.classes
                 ],
             },
@@ -136,7 +136,7 @@ class Scenario:
         }
 
     @staticmethod
-    def from_dict(d: dict[str, Any], source: str = "scenario") -> Scenario:
+    def from_dict(d: JsonObject, source: str = "scenario") -> Scenario:
         try:
             return _from_dict(d)
         except InputError as e:
@@ -148,8 +148,9 @@ class Scenario:
     def load(path: str | Path) -> Scenario:
         text = yamlsafe.decode(yamlsafe.read_bytes(path, "--scenario"), f"--scenario {path}")
         try:
+            d: JsonValue
             if str(path).endswith((".yaml", ".yml")):
-                d = yamlsafe.load(text, f"--scenario {path}")
+                d = yamlsafe.as_json(yamlsafe.load(text, f"--scenario {path}"), f"--scenario {path}")
             else:
                 d = json.loads(text, parse_constant=_no_constant)
         except InputError:
@@ -161,73 +162,140 @@ class Scenario:
         return Scenario.from_dict(d, source=f"--scenario {path}").validate()
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _dur(v: Any, what: str) -> float:
+# Readers for the fields of a scenario document. They convert as the scenario format always has
+# (numbers may be written as strings) and raise TypeError or ValueError, which Scenario.from_dict
+# turns into one line naming the file.
+
+def _obj(v: JsonValue, what: str) -> JsonObject:
+    if not isinstance(v, dict):
+        raise TypeError(f"{what} must be a mapping, not {type(v).__name__}")
+    return v
+
+
+def _seq(v: JsonValue, what: str) -> list[JsonValue]:
+    if not isinstance(v, list):
+        raise TypeError(f"{what} must be a list, not {type(v).__name__}")
+    return v
+
+
+def _float(v: JsonValue, what: str) -> float:
+    if not isinstance(v, (int, float, str)):
+        raise TypeError(f"{what} must be a number, not {type(v).__name__}")
+    return float(v)
+
+
+def _int(v: JsonValue, what: str) -> int:
+    if not isinstance(v, (int, float, str)):
+        raise TypeError(f"{what} must be an integer, not {type(v).__name__}")
+    return int(v)
+
+
+def _str(v: JsonValue, what: str) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{what} must be a string, not {type(v).__name__}")
+    return v
+
+
+def _strs(v: JsonValue, what: str) -> list[str]:
+    return [_str(x, what) for x in _seq(v, what)]
+
+
+def _dur(v: JsonValue, what: str) -> float:
+    if not isinstance(v, (int, float, str)) or isinstance(v, bool):
+        raise TypeError(f"{what} must be a duration, not {type(v).__name__}")
     return parse_duration(v, what)
 
 
-def _from_dict(d: dict[str, Any]) -> Scenario:
-    wd = d.get("workload", {})
-    ad = wd.get("arrivals", {})
-    proc = ad.get("process", "poisson")
+def _class(i: int, v: JsonValue) -> RequestClass:
+    c = _obj(v, f"workload.classes[{i}]")
+    sizes = c.get("sizes")
+    return RequestClass(
+        name=_str(c.get("name", f"class{i}"), "class name"), weight=_float(c.get("weight", 1.0), "class weight"),
+        level=_str(c.get("level", "Metadata"), "class level"), long_running=bool(c.get("long_running", False)),
+        duration=_dur(c.get("duration", 0.0), "duration"), first_byte=_dur(c.get("first_byte", 0.0), "first_byte"),
+        panic=bool(c.get("panic", False)), omit_stages=frozenset(_strs(c.get("omit_stages", []), "omit_stages")),
+        sizes=_sizes(sizes) if sizes else None)
+
+
+def _sizes(v: JsonValue) -> tuple[int, int, int, int]:
+    sizes = [_int(x, "sizes") for x in _seq(v, "sizes")]
+    if len(sizes) != 4:
+        raise ValueError(f"sizes must be 4 byte counts (RequestReceived, ResponseStarted, ResponseComplete, Panic), got {len(sizes)}")
+    return sizes[0], sizes[1], sizes[2], sizes[3]
+
+
+def _outage(v: JsonValue) -> Outage:
+    o = _obj(v, "receiver.outages[]")
+    retry_after = o.get("retry_after")
+    return Outage(_dur(o["start"], "outage.start"), _dur(o["end"], "outage.end"), _str(o.get("kind", "status"), "outage.kind"),
+                  _int(o.get("status", 503), "outage.status"), None if retry_after is None else _int(retry_after, "outage.retry_after"))
+
+
+def _arrivals(ad: JsonObject) -> Arrivals:
+    proc = _str(ad.get("process", "poisson"), "arrivals.process")
     if proc == "trace":
-        arrivals = Arrivals("trace", trace=tuple(float(x) for x in ad["trace"]),
-                            trace_instances=tuple(int(x) for x in ad.get("trace_instances", ())))
-    elif "onoff" in ad:
-        o = ad["onoff"]
-        arrivals = Arrivals(proc, onoff=OnOff(float(o["on"]), float(o["off"]), _dur(o["mean_on"], "mean_on"), _dur(o["mean_off"], "mean_off")))
-    else:
-        p = ad.get("profile", {"times": [0.0], "rates": [float(ad.get("rate", 100.0))]})
-        arrivals = Arrivals(proc, RateProfile(tuple(float(x) for x in p["times"]), tuple(float(x) for x in p["rates"]),
-                                              p.get("interp", "step")))
-    classes = tuple(
-        RequestClass(name=c.get("name", f"class{i}"), weight=float(c.get("weight", 1.0)), level=c.get("level", "Metadata"),
-                     long_running=bool(c.get("long_running", False)), duration=_dur(c.get("duration", 0.0), "duration"),
-                     first_byte=_dur(c.get("first_byte", 0.0), "first_byte"), panic=bool(c.get("panic", False)),
-                     omit_stages=frozenset(c.get("omit_stages", ())),
-                     sizes=tuple(int(x) for x in c["sizes"]) if c.get("sizes") else None)  # type: ignore[arg-type]
-        for i, c in enumerate(wd.get("classes", [{}]))
-    )
+        return Arrivals("trace", trace=tuple(_float(x, "trace") for x in _seq(ad["trace"], "trace")),
+                        trace_instances=tuple(_int(x, "trace_instances") for x in _seq(ad.get("trace_instances", []), "trace_instances")))
+    if "onoff" in ad:
+        o = _obj(ad["onoff"], "onoff")
+        return Arrivals(proc, onoff=OnOff(_float(o["on"], "onoff.on"), _float(o["off"], "onoff.off"),
+                                          _dur(o["mean_on"], "mean_on"), _dur(o["mean_off"], "mean_off")))
+    p = _obj(ad.get("profile", {"times": [0.0], "rates": [_float(ad.get("rate", 100.0), "rate")]}), "profile")
+    return Arrivals(proc, RateProfile(tuple(_float(x, "profile.times") for x in _seq(p["times"], "profile.times")),
+                                      tuple(_float(x, "profile.rates") for x in _seq(p["rates"], "profile.rates")),
+                                      _str(p.get("interp", "step"), "profile.interp")))
+
+
+def _from_dict(d: JsonObject) -> Scenario:
+    wd = _obj(d.get("workload", {}), "workload")
+    arrivals = _arrivals(_obj(wd.get("arrivals", {}), "workload.arrivals"))
+    classes = tuple(_class(i, c) for i, c in enumerate(_seq(wd.get("classes", [{}]), "workload.classes")))
     workload = Workload(arrivals=arrivals, duration=_dur(wd.get("duration", 60.0), "workload.duration"), classes=classes,
-                        policy_omit_stages=frozenset(wd.get("omit_stages", ())), instances=int(wd.get("instances", 1)),
-                        weights=tuple(float(x) for x in wd.get("weights", ())))
-    rd = d.get("receiver", {})
+                        policy_omit_stages=frozenset(_strs(wd.get("omit_stages", []), "workload.omit_stages")),
+                        instances=_int(wd.get("instances", 1), "workload.instances"),
+                        weights=tuple(_float(x, "workload.weights") for x in _seq(wd.get("weights", []), "workload.weights")))
+    rd = _obj(d.get("receiver", {}), "receiver")
     receiver = Receiver(
-        latency=parse_latency(rd.get("latency", "50ms"), "receiver.latency"), per_kib=float(rd.get("per_kib", 0.0)),
-        per_inflight=float(rd.get("per_inflight", 0.0)), error_rate=float(rd.get("error_rate", 0.0)),
-        error_status=int(rd.get("error_status", 500)),
-        outages=tuple(Outage(_dur(o["start"], "outage.start"), _dur(o["end"], "outage.end"), o.get("kind", "status"), int(o.get("status", 503)),
-                             None if o.get("retry_after") is None else int(o["retry_after"]))
-                      for o in rd.get("outages", ())),
-        max_body_bytes=int(rd.get("max_body_bytes", 0)), timeout=_dur(rd.get("timeout", 30.0), "receiver.timeout"))
-    ld = d.get("log_writer", {})
-    log_writer = LogWriter(per_event=parse_latency(ld.get("per_event", "0s"), "log_writer.per_event"),
-                           per_batch=_dur(ld.get("per_batch", 0.0), "log_writer.per_batch"), error_rate=float(ld.get("error_rate", 0.0)))
-    flags = flags_from_options(d.get("flags", {}))
-    sd = d.get("shutdown", {})
+        latency=parse_latency(_str(rd.get("latency", "50ms"), "receiver.latency"), "receiver.latency"),
+        per_kib=_float(rd.get("per_kib", 0.0), "receiver.per_kib"),
+        per_inflight=_float(rd.get("per_inflight", 0.0), "receiver.per_inflight"),
+        error_rate=_float(rd.get("error_rate", 0.0), "receiver.error_rate"),
+        error_status=_int(rd.get("error_status", 500), "receiver.error_status"),
+        outages=tuple(_outage(o) for o in _seq(rd.get("outages", []), "receiver.outages")),
+        max_body_bytes=_int(rd.get("max_body_bytes", 0), "receiver.max_body_bytes"),
+        timeout=_dur(rd.get("timeout", 30.0), "receiver.timeout"))
+    ld = _obj(d.get("log_writer", {}), "log_writer")
+    log_writer = LogWriter(per_event=parse_latency(_str(ld.get("per_event", "0s"), "log_writer.per_event"), "log_writer.per_event"),
+                           per_batch=_dur(ld.get("per_batch", 0.0), "log_writer.per_batch"),
+                           error_rate=_float(ld.get("error_rate", 0.0), "log_writer.error_rate"))
+    flags = flags_from_options(_obj(d.get("flags", {}), "flags"))
+    sd = _obj(d.get("shutdown", {}), "shutdown")
     shutdown = ShutdownOptions(delay=_dur(sd.get("delay", 0.0), "shutdown.delay"),
                                watch_grace=_dur(sd.get("watch_grace", 0.0), "shutdown.watch_grace"),
-                               restart_at=tuple(_dur(t, "shutdown.restart_at") for t in sd.get("restart_at", ())),
+                               restart_at=tuple(_dur(t, "shutdown.restart_at") for t in _seq(sd.get("restart_at", []), "shutdown.restart_at")),
                                kill_after=_dur(sd.get("kill_after", 30.0), "shutdown.kill_after"),
                                restart_gap=_dur(sd.get("restart_gap", 5.0), "shutdown.restart_gap"))
+    tokens = d.get("throttle_initial_tokens")
     return Scenario(flags=flags, workload=workload, receiver=receiver, log_writer=log_writer,
-                    backends=tuple(d.get("backends", ("webhook",))), seed=int(d.get("seed", 1)),
+                    backends=tuple(_strs(d.get("backends", ["webhook"]), "backends")), seed=_int(d.get("seed", 1), "seed"),
                     drain=bool(d.get("drain", True)), request_timeout=_dur(d.get("request_timeout", 60.0), "request_timeout"),
-                    occupancy_interval=float(d.get("occupancy_interval", 0.0)),
-                    throttle_initial_tokens=(None if d.get("throttle_initial_tokens") is None
-                                             else float(d["throttle_initial_tokens"])), shutdown=shutdown)
+                    occupancy_interval=_float(d.get("occupancy_interval", 0.0), "occupancy_interval"),
+                    throttle_initial_tokens=None if tokens is None else _float(tokens, "throttle_initial_tokens"),
+                    shutdown=shutdown)
 
 
-def result_config(sc: Scenario) -> dict[str, Any]:
+def result_config(sc: Scenario) -> JsonObject:
     """The scenario as a result records it: its dict, long traces summarised, the changed flags and the
     tool version (every engine's ``Result.config``)."""
     d = sc.to_dict()
-    if d["workload"]["arrivals"].get("trace") and len(d["workload"]["arrivals"]["trace"]) > 1000:
-        d["workload"]["arrivals"]["trace"] = f"<{len(sc.workload.arrivals.trace)} arrival times>"
-    d["flags_changed"] = sc.flags.to_flags(only_changed=True)
+    arrivals = _obj(_obj(d["workload"], "workload")["arrivals"], "arrivals")
+    if arrivals.get("trace") and len(sc.workload.arrivals.trace) > 1000:
+        arrivals["trace"] = f"<{len(sc.workload.arrivals.trace)} arrival times>"
+    d["flags_changed"] = list(sc.flags.to_flags(only_changed=True))
     d["tool_version"] = __version__
     return d
 
@@ -236,8 +304,8 @@ def is_finite(x: float) -> bool:
     return math.isfinite(x)
 
 
-def _outage_dict(o: Outage) -> dict[str, Any]:
-    d: dict[str, Any] = {"start": o.start, "end": o.end, "kind": o.kind, "status": o.status}
+def _outage_dict(o: Outage) -> JsonObject:
+    d: JsonObject = {"start": o.start, "end": o.end, "kind": o.kind, "status": o.status}
     if o.retry_after is not None:
         d["retry_after"] = o.retry_after
     return d

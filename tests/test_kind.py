@@ -22,6 +22,7 @@ from audit_tune.loadgen.kind import (
     kubeadm_api_for,
     rewrite_sink_for_node,
 )
+from audit_tune.loadgen.kubeconfig import SinkAuth
 from audit_tune.sim.config import parse_flags
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,8 +119,9 @@ def test_kind_args_and_sink_rewrite():
 def test_kind_cluster_write_config_with_https_sink(kindcheck_binary, tmp_path):
     ca = tmp_path / "ca.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    k = KindCluster("kc", flags=parse_flags(FLAGS), sink_url="https://127.0.0.1:9443/audit", sink_ca_file=ca,
-                    sink_token="tok-123", state_root=tmp_path / "st", sink_host="192.168.49.1")
+    k = KindCluster("kc", flags=parse_flags(FLAGS), sink_url="https://127.0.0.1:9443/audit",
+                    sink_auth=SinkAuth(ca_file=ca, token="tok-123"), state_root=tmp_path / "st",
+                    sink_host="192.168.49.1")
     p = k.write_config()
     check_config(p)
     wh = yaml.safe_load((p.parent / "audit-webhook.kubeconfig").read_text())
@@ -129,6 +131,14 @@ def test_kind_cluster_write_config_with_https_sink(kindcheck_binary, tmp_path):
     assert oct((p.parent / "audit-webhook.kubeconfig").stat().st_mode & 0o777) == "0o600"
     mounts = yaml.safe_load(p.read_text())["nodes"][0]["extraMounts"]
     assert "/etc/kubernetes/audit/audit-sink-ca.crt" in {m["containerPath"] for m in mounts}
+    assert "tok-123" not in repr(SinkAuth(ca_file=ca, token="tok-123"))  # nor in a log of the options
+
+
+def test_kind_cluster_refuses_an_unverified_sink(tmp_path):
+    """kind has no insecure-skip-tls-verify for the sink: the node must trust the sink's CA."""
+    with pytest.raises(InputError, match="--sink-insecure-skip-tls-verify: not for kind"):
+        KindCluster("kc", sink_url="https://127.0.0.1:9443/audit", sink_auth=SinkAuth(insecure=True),
+                    state_root=tmp_path)
 
 
 @pytest.fixture

@@ -149,10 +149,11 @@ def test_https_sink_with_token_receives_the_audit_stream(stack_binaries, tmp_pat
 
 
 def _cluster_tls(tmp_path: Path, sink: Sink):
+    from audit_tune.loadgen.kubeconfig import SinkAuth
     from audit_tune.loadgen.local import LocalCluster
     from audit_tune.sim.config import parse_flags
 
     flags = parse_flags(["--audit-webhook-batch-max-wait=1s", "--audit-webhook-batch-max-size=100"])
     return LocalCluster(f"lt-tls-{os.getpid()}", flags=flags, sink_url=sink.url,
-                        sink_ca_file=str(tmp_path / "tls" / "ca.crt"), sink_token="webhook-token-123",
+                        sink_auth=SinkAuth(ca_file=str(tmp_path / "tls" / "ca.crt"), token="webhook-token-123"),
                         state_root=tmp_path / "clusters")

@@ -98,6 +98,15 @@ class _LazyGroup(typer.core.TyperGroup):
         for name in COMMANDS:
             self.load(name)
 
+    def get_help_option(self, ctx: click.Context) -> typer.core.TyperOption | None:  # type: ignore[override]
+        """The root's ``--help``, defaulting to False rather than None: typer (>= 0.29) coerces an
+        option's None through a pydantic adapter, which would import pydantic on every subcommand
+        run (``tune simulate --help`` included) just to confirm the root's help was not asked for."""
+        opt = super().get_help_option(ctx)  # type: ignore[arg-type]
+        if opt is not None:
+            opt.default = False
+        return opt  # type: ignore[return-value]
+
 
 app = typer.Typer(
     cls=_LazyGroup,

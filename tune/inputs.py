@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from audit_tune.analysis.snapshot import sample_path
+from audit_tune.basics.jsondata import JsonObject
+
+if TYPE_CHECKING:
+    from audit_tune.analysis.prom import PromClient, PromSettings, SnapshotRequest
+    from audit_tune.analysis.snapshot import Snapshot
+    from audit_tune.sim.config import AuditFlags
 
 SAMPLE = sample_path()
 SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sample was recorded with
@@ -15,9 +21,9 @@ SAMPLE_FLAGS = SAMPLE.with_name("sample-flags.txt")  # the flags the bundled sam
 POLICY_SAMPLE = SAMPLE.with_name("sample-policy-snapshot.json")
 
 
-def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: Optional[str], history: str,
-                 step: str, selector: Optional[str], end: Optional[str],
-                 say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_history(who: str, snapshot: Optional[str], prom: PromSettings | None, prometheus_url: Optional[str],
+                 history: str, step: str, selector: Optional[str], end: Optional[str],
+                 say: Callable[[str], None]) -> tuple[JsonObject, JsonObject]:
     """The snapshot (as a dict) and a description of where it came from (``source``)."""
     from audit_tune.analysis.calibrate import load_snapshot, snapshot_dict
     from audit_tune.basics.errors import InputError
@@ -26,12 +32,13 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
     url = prom.url if prom is not None else prometheus_url
     if snapshot and url:
         raise InputError("--snapshot and --prometheus-url: give one of them, not both")
-    source: dict[str, Any]
+    source: JsonObject
+    snap: JsonObject
     if snapshot:
         snap, source = load_snapshot(snapshot), {"kind": "snapshot", "snapshot": snapshot}
-    elif url:
+    elif url:  # from_prometheus refuses a missing prom
         snap = snapshot_dict(from_prometheus(prom, history, step, selector or "", say, end, who))
-        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history, "step": step,
+        source = {"kind": "prometheus", "prometheus_url": prom.display_url if prom is not None else url, "history": history, "step": step,
                   "end": end}
     else:
         if not SAMPLE.exists():
@@ -41,11 +48,14 @@ def load_history(who: str, snapshot: Optional[str], prom: Any, prometheus_url: O
             "(an example cluster, not yours)")
         snap, source = load_snapshot(SAMPLE), {"kind": "bundled sample", "snapshot": SAMPLE.name}
     src = snap.get("source") or {}
-    source["selector"], source["window"] = src.get("selector"), src.get("window")
+    if isinstance(src, dict):
+        source["selector"], source["window"] = src.get("selector"), src.get("window")
+    else:
+        source["selector"], source["window"] = None, None
     return snap, source
 
 
-def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[Any, str]:
+def current_flags_of(current_flags: Optional[str], extra: list[str], bundled: bool = False) -> tuple[AuditFlags, str]:
     """The flags in force and where they came from."""
     from audit_tune.basics.errors import InputError
     from audit_tune.sim.config import AuditFlags, load_flags_file, parse_flags
@@ -125,7 +135,8 @@ class Signature:
         fn.__annotations__ = self.ann
 
 
-def take_snapshot_or_say_missing(client: Any, req: Any, who: str, say: Callable[[str], None]) -> Any:
+def take_snapshot_or_say_missing(client: PromClient, req: SnapshotRequest, who: str,
+                                 say: Callable[[str], None]) -> Snapshot:
     """``analysis.prom.take_snapshot``; when there is not enough data, each item the partial
     snapshot misses is logged (``tune WHO: missing: ...``) before the error is raised."""
     from audit_tune.analysis.prom import partial_snapshot, take_snapshot
@@ -141,8 +152,8 @@ def take_snapshot_or_say_missing(client: Any, req: Any, who: str, say: Callable[
         raise
 
 
-def from_prometheus(prom: Any, history: str, step: str, selector: str, say: Any, end: Optional[str] = None,
-                    who: str = "recommend") -> Any:
+def from_prometheus(prom: PromSettings | None, history: str, step: str, selector: str, say: Callable[[str], None],
+                    end: Optional[str] = None, who: str = "recommend") -> Snapshot:
     """Record a snapshot in memory (``analysis.prom.take_snapshot``), then the same path as a file."""
     from audit_tune.analysis.prom import PromClient, SnapshotRequest
     from audit_tune.basics.errors import InputError

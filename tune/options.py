@@ -44,13 +44,21 @@ def _annotation(f: dataclasses.Field) -> Any:
     return Optional[str]
 
 
-def _default(f: dataclasses.Field) -> Any:
+# What an option field of PromSettings holds (its internal fields are no options).
+OptionDefault = str | bool | int | list[str] | None
+
+
+def _default(f: dataclasses.Field) -> OptionDefault:
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return f.default
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        value = f.default
+    if value is not None and not isinstance(value, (str, bool, int, list)):
+        raise TypeError(f"PromSettings.{f.name}: a default of type {type(value).__name__} cannot be a CLI option")
+    return value
 
 
-def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def prometheus_options(fn: Callable[..., int]) -> Callable[..., int]:
     """Decorator: expose :class:`PromSettings` fields as options; pass the settings as ``prom``."""
     sig = inspect.signature(fn)
     if _PARAM not in sig.parameters:
@@ -72,7 +80,7 @@ def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                  [p.replace(kind=p.KEYWORD_ONLY) for p in kwonly] + extra
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> int:
         values = {f.name: kwargs.pop(f"prom_{f.name}") for f in fields if f"prom_{f.name}" in kwargs}
         if "headers" in values and values["headers"] is None:
             values["headers"] = []

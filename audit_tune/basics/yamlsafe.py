@@ -15,13 +15,20 @@ Every error is an :class:`~audit_tune.basics.errors.InputError` naming the input
 """
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 import yaml
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonValue
+
+# What SafeLoader builds: JSON's types plus timestamps (``2024-01-01``), ``!!binary`` and ``!!set``,
+# and mapping keys of any scalar type. :func:`as_json` narrows it to JSON data.
+YamlKey: TypeAlias = None | bool | int | float | str | bytes | datetime.date
+YamlValue: TypeAlias = YamlKey | list["YamlValue"] | dict[YamlKey, "YamlValue"] | set[YamlKey]
 
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
@@ -33,13 +40,13 @@ class _DepthLimited(yaml.SafeLoader):
 
     _depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: yaml.Node | None, index: int | yaml.Node) -> yaml.Node | None:  # type: ignore[override]
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise _TooDeep(f"nested deeper than {MAX_DEPTH} levels (line {mark.line + 1})")
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[arg-type]  # a mapping's index is its key node
         finally:
             self._depth -= 1
 
@@ -128,11 +135,12 @@ def compose_all(data: bytes | str, what: str, yaml_errors: bool = False) -> list
     return nodes
 
 
-def construct(node: yaml.Node, what: str) -> Any:
+def construct(node: yaml.Node, what: str) -> YamlValue:
     """Plain Python data of a node from :func:`compose_all`."""
     loader = yaml.SafeLoader("")
     try:
-        return loader.construct_document(node)
+        value: YamlValue = loader.construct_document(node)
+        return value
     except yaml.YAMLError as e:
         raise InputError(_syntax(e, what)) from None
     except RecursionError:
@@ -141,7 +149,7 @@ def construct(node: yaml.Node, what: str) -> Any:
         loader.dispose()
 
 
-def load(data: bytes | str, what: str) -> Any:
+def load(data: bytes | str, what: str) -> YamlValue:
     """The single document in ``data`` (``None`` if empty); more than one document is refused."""
     nodes = compose_all(data, what)
     if len(nodes) > 1:
@@ -149,7 +157,7 @@ def load(data: bytes | str, what: str) -> Any:
     return construct(nodes[0], what) if nodes else None
 
 
-def load_all(data: bytes | str, what: str) -> list[Any]:
+def load_all(data: bytes | str, what: str) -> list[YamlValue]:
     return [construct(n, what) for n in compose_all(data, what)]
 
 
@@ -168,9 +176,27 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int = MAX_BYTES) -> by
     return data
 
 
-def read(path: str | os.PathLike, what: str) -> Any:
+def read(path: str | os.PathLike, what: str) -> YamlValue:
     """Read and :func:`load` one YAML file."""
     return load(read_bytes(path, what), f"{what} {path}")
+
+
+def as_json(value: YamlValue, what: str) -> JsonValue:
+    """``value`` as JSON data, or an ``InputError`` naming where it holds a timestamp, binary data, a
+    set or a mapping key that is not a string (YAML has them, JSON does not)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [as_json(v, f"{what}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out: dict[str, JsonValue] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InputError(f"{what}: key {k!r} is not a string; quote it")
+            out[k] = as_json(v, f"{what}.{k}")
+        return out
+    kind = "binary data" if isinstance(value, bytes) else "a set" if isinstance(value, set) else "a timestamp"
+    raise InputError(f"{what}: {kind} ({value!r:.40}) where plain data is expected; quote it")
 
 
 def _syntax(e: BaseException, what: str) -> str:

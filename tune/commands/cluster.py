@@ -9,12 +9,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from audit_tune.basics.errors import InputError, ServiceError
+
+if TYPE_CHECKING:
+    from audit_tune.loadgen.kind import KindCluster
 
 PANEL = "Load testing"
 DEFAULT_NAME = "audit-tune"
@@ -82,7 +86,7 @@ def _read_secret(path: Optional[Path], env: str) -> Optional[str]:
     return os.environ.get(env) or None
 
 
-def _table(info: dict[str, Any]) -> str:
+def _table(info: Mapping[str, object]) -> str:
     keys = ["name", "provider", "running", "readyz", "kubeconfig", "server", "metrics_url", "prometheus_url",
             "sink_url", "node_sink_url", "policy", "config", "startup_seconds", "processes"]
     rows = [(k, info[k]) for k in keys if k in info and info[k] not in (None, "", [])]
@@ -91,11 +95,11 @@ def _table(info: dict[str, Any]) -> str:
     flags = info.get("audit_flags") or []
     if flags:
         out.append("audit_flags:")
-        out += [f"  {f}" for f in flags]
+        out += [f"  {f}" for f in (flags if isinstance(flags, list) else [flags])]
     return "\n".join(out) + "\n"
 
 
-def _emit(info: dict[str, Any], fmt: str) -> None:
+def _emit(info: Mapping[str, object], fmt: str) -> None:
     from audit_tune.basics.output import render, write_output
 
     public = {k: v for k, v in info.items() if k not in ("data_dir",)}
@@ -132,12 +136,19 @@ def up_cmd(
     if provider == "kind":
         if webhook_kubeconfig is not None:
             raise InputError("--webhook-kubeconfig: local provider only; for kind give --sink-url (rewritten for the node)")
-        _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, kubeadm_api, config_only, fmt)
+        from audit_tune.loadgen.kind import KindCluster
+        from audit_tune.loadgen.kubeconfig import SinkAuth
+
+        _up_kind(KindCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_host=sink_host,
+                             sink_auth=SinkAuth(ca_file=sink_ca, token=token), image=image,
+                             kubeadm_api=kubeadm_api),  # type: ignore[arg-type]
+                 config_only, fmt)
         return
     if provider != "local":
         raise InputError(f"--provider {provider!r}: use local or kind")
     if config_only:
         raise InputError("--config-only: only for --provider kind")
+    from audit_tune.loadgen.kubeconfig import SinkAuth
     from audit_tune.loadgen.local import LocalCluster
     from audit_tune.loadgen.prometheus import Prometheus
 
@@ -146,9 +157,9 @@ def up_cmd(
         if not a.startswith("--") or a.startswith("--audit-"):
             raise InputError(f"--apiserver-arg {a!r}: give one non-audit kube-apiserver flag like --max-requests-inflight=800; "
                              f"audit flags go directly on the command line")
-    c = LocalCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_ca_file=sink_ca, sink_token=token,
-                     sink_insecure=sink_insecure, webhook_kubeconfig=webhook_kubeconfig, extra_args=apiserver_arg,
-                     detach=not wait,
+    c = LocalCluster(name, flags=flags, policy=policy, sink_url=sink_url,
+                     sink_auth=SinkAuth(ca_file=sink_ca, token=token, insecure=sink_insecure),
+                     webhook_kubeconfig=webhook_kubeconfig, extra_args=apiserver_arg, detach=not wait,
                      start_timeout=timeout)
     log(f"starting etcd + kube-apiserver '{name}' ...")
     try:
@@ -183,12 +194,11 @@ def up_cmd(
         log(f"cluster '{name}' stopped")
 
 
-def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, kubeadm_api, config_only, fmt) -> None:
+def _up_kind(k: KindCluster, config_only: bool, fmt: str) -> None:
     from audit_tune.basics.output import log
-    from audit_tune.loadgen.kind import KindCluster, check_config
+    from audit_tune.loadgen.kind import check_config
 
-    k = KindCluster(name, flags=flags, policy=policy, sink_url=sink_url, sink_host=sink_host, sink_ca_file=sink_ca,
-                    sink_token=token, image=image, kubeadm_api=kubeadm_api)  # type: ignore[arg-type]
+    name = k.name
     if config_only:
         path = k.write_config()
         try:
@@ -198,7 +208,7 @@ def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, ku
             if not isinstance(e, BuildMissingError):
                 raise
             log(f"not checked: {e}")
-        _emit({"name": name, "provider": "kind", "config": str(path), "sink_url": sink_url,
+        _emit({"name": name, "provider": "kind", "config": str(path), "sink_url": k.sink_url,
                "node_sink_url": k.node_sink_url}, fmt)
         return
     from audit_tune.loadgen.kind import check_docker
@@ -206,14 +216,14 @@ def _up_kind(name, flags, policy, sink_url, sink_ca, token, sink_host, image, ku
     check_docker()
     log(f"creating kind cluster '{name}' ...")
     k.up()
-    from audit_tune.loadgen.local import default_state_root
+    from audit_tune.loadgen.statedir import default_state_root
 
     _emit(json.loads((default_state_root() / name / "state.json").read_text()), fmt)
     log(f"export KUBECONFIG={k.kubeconfig}; stop with: tune cluster down --name {name}")
 
 
 def _provider_of(name: str) -> str:
-    from audit_tune.loadgen.local import STATE_FILE, check_name, default_state_root
+    from audit_tune.loadgen.statedir import STATE_FILE, check_name, default_state_root
 
     st = default_state_root() / check_name(name) / STATE_FILE
     try:
@@ -229,7 +239,7 @@ def _provider_of(name: str) -> str:
 
 
 def _names() -> list[str]:
-    from audit_tune.loadgen.local import list_clusters
+    from audit_tune.loadgen.statedir import list_clusters
 
     return list_clusters()
 
@@ -257,7 +267,8 @@ def status_cmd(
     name: Optional[str] = typer.Option(None, "--name", help=f"Cluster name (default {DEFAULT_NAME}; with no clusters of that name, all are listed)."),
     fmt: str = typer.Option("table", "-f", "--format", help="table | json | yaml."),
 ) -> None:
-    from audit_tune.loadgen.local import cluster_status, default_state_root
+    from audit_tune.loadgen.local import cluster_status
+    from audit_tune.loadgen.statedir import default_state_root
 
     names = [name] if name else ([DEFAULT_NAME] if DEFAULT_NAME in _names() else _names())
     if not names:

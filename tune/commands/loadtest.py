@@ -22,6 +22,8 @@ import typer
 
 if TYPE_CHECKING:
     from audit_tune.loadgen.faults import FaultConfig
+    from audit_tune.loadgen.quiet import AuditTotals
+    from audit_tune.loadgen.sink_stats import SinkStats
     from audit_tune.loadgen.verify_result import VerifyReport
 
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
@@ -207,16 +209,17 @@ def loadtest_cmd(
     return 0
 
 
-def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[dict, dict]:
+def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> tuple[AuditTotals, SinkStats]:
     """Wait until the audit pipeline is idle and the throttle's bucket full again (the replay starts
     that way), then read the absolute apiserver audit counters and sink stats (for the accounting check)."""
     from audit_tune.basics.errors import ServiceError
     from audit_tune.loadgen.loadtest import cluster_state
     from audit_tune.loadgen.quiet import read_baseline, wait_quiet
+    from audit_tune.loadgen.runinfo import state_flags
     from audit_tune.loadgen.sink import fetch_stats
     from audit_tune.sim.config import parse_flags
 
-    in_force = parse_flags(list(flags or cluster_state(target).get("audit_flags") or ()), ignore_unknown=True)
+    in_force = parse_flags(list(flags or state_flags(cluster_state(target))), ignore_unknown=True)
     wait_quiet(lambda: fetch_stats(sink_url, ca=sink_ca), in_force, timeout=60, retries=False, refill=True)
     try:
         return read_baseline(target, lambda: fetch_stats(sink_url, ca=sink_ca))
@@ -224,7 +227,7 @@ def _verify_before(target, sink_url: str, sink_ca: str | None, flags: list) -> t
         raise ServiceError(f"--verify: cannot read {target.server}/metrics ({e})") from None
 
 
-def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[dict, dict],
+def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | None, pre: tuple[AuditTotals, SinkStats],
                   policy: Optional[Path], faults: FaultConfig, max_drops: float) -> VerifyReport:
     import sys
 
@@ -232,7 +235,7 @@ def _verify_after(record: dict, trace, target, sink_url: str, sink_ca: str | Non
     from audit_tune.loadgen.local import DEFAULT_POLICY
     from audit_tune.loadgen.verify import render, verify_live
 
-    pol = str(policy) if policy else (cluster_state(target).get("policy") or str(DEFAULT_POLICY))
+    pol = str(policy) if policy else str(cluster_state(target).get("policy") or DEFAULT_POLICY)
     report = verify_live(record, trace, target, sink_url, pre, sink_ca=sink_ca, policy=pol,
                          faults=faults, max_drops=max_drops)
     sys.stderr.write(render(report))

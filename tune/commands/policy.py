@@ -7,11 +7,17 @@ per request, followed by the rules that can never match. This module only parses
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+
+from audit_tune.cli.options import prometheus_options
+
+if TYPE_CHECKING:
+    from audit_tune.analysis.prom import PromSettings
 
 PANEL = "Audit policy"
 
@@ -132,8 +138,8 @@ Example:  [bold]tune policy impact new-policy.yaml --against /etc/kubernetes/aud
 """
 
 
-def _impact(
-    prom: Any,
+def impact(
+    prom: PromSettings,
     policy: Path = typer.Argument(..., help="Audit policy file to estimate."),
     against: Optional[Path] = typer.Option(None, "--against", help="The policy in force (compared, and checked "
                                            "against the observed counters)."),
@@ -152,6 +158,30 @@ def _impact(
     strict: bool = typer.Option(False, "--strict", help="Unknown or duplicate fields in a policy are errors."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress lines on stderr."),
 ) -> int:
+    return _impact(prom, ImpactArgs(policy=policy, against=against, snapshot=snapshot, history=history, step=step,
+                                    selector=selector, save_snapshot=save_snapshot, assume_user=assume_user,
+                                    fmt=fmt, output=output, strict=strict, no_progress=no_progress))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpactArgs:
+    """The ``tune policy impact`` options other than the Prometheus connection."""
+
+    policy: Path
+    against: Optional[Path]
+    snapshot: Optional[str]
+    history: str
+    step: str
+    selector: Optional[str]
+    save_snapshot: Optional[str]
+    assume_user: str
+    fmt: str
+    output: Optional[str]
+    strict: bool
+    no_progress: bool
+
+
+def _impact(prom: PromSettings, args: ImpactArgs) -> int:
     import json as _json
 
     from audit_tune.analysis.policy import load_policy
@@ -162,16 +192,18 @@ def _impact(
     from audit_tune.basics.output import log, render, write_output
     from audit_tune.sim.units import parse_duration
 
+    policy, against, snapshot, history, step = args.policy, args.against, args.snapshot, args.history, args.step
+    fmt, save_snapshot, strict = args.fmt, args.save_snapshot, args.strict
     if fmt not in ("table", "json", "yaml"):
         raise InputError(f"--format {fmt}: unknown format; use one of table, json, yaml")
-    user_kind(assume_user)
-    say = (lambda m: None) if no_progress else (lambda m: log(f"tune policy impact: {m}"))
+    user_kind(args.assume_user)
+    say = (lambda m: None) if args.no_progress else (lambda m: log(f"tune policy impact: {m}"))
     new = load_policy(policy, strict=strict)
     old = load_policy(against, strict=strict) if against else None
     for p in (new, old):
         for w in (p.warnings if p else ()):
             log(f"tune: warning: {w}")
-    url = getattr(prom, "url", None)
+    url = prom.url
     if snapshot and url:
         raise InputError("--snapshot and --prometheus-url: give one of them, not both")
     if save_snapshot and not url:
@@ -181,7 +213,7 @@ def _impact(
 
         prom.validate()
         req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
-                              selector=selector or "")
+                              selector=args.selector or "")
         say(f"reading {history} from {prom.display_url}")
         client = PromClient(prom)
         snap = take_snapshot(client, req, log=say).to_dict()
@@ -189,7 +221,7 @@ def _impact(
         if save_snapshot:
             write_output(_json.dumps(snap, indent=1, allow_nan=False) + "\n", save_snapshot)
             say(f"snapshot with request mix -> {save_snapshot}")
-        source = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history}
+        source: dict[str, object] = {"kind": "prometheus", "prometheus_url": prom.display_url, "history": history}
     else:
         # the bundled policy sample: a snapshot with its request mix, recorded from the real local stack
         # (the recommend sample predates request mixes)
@@ -202,18 +234,10 @@ def _impact(
         Snapshot.load(path)  # validates the documented part, errors name file and field
         snap = _json.loads(path.read_text())
         source = {"kind": "snapshot" if snapshot else "bundled sample", "snapshot": str(snapshot or path.name)}
-    report = impact_report(snap, new, old, assume_user=assume_user, source=source)
+    report = impact_report(snap, new, old, assume_user=args.assume_user, source=source)
     text = render(report, fmt)
-    write_output(text, output)
+    write_output(text, args.output)
     return 0
 
 
-def _impact_entry() -> Any:
-    try:
-        from audit_tune.cli.options import prometheus_options
-    except ImportError:  # pragma: no cover
-        return None
-    return prometheus_options(_impact)
-
-
-impact_cmd = _impact_entry()
+impact_cmd = prometheus_options(impact)  # the shared Prometheus flags, named as KRR names them

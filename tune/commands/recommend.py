@@ -21,7 +21,9 @@ __all__ = ["SAMPLE", "register", "recommend"]
 
 if TYPE_CHECKING:
     from audit_tune.analysis.objective import Objective
+    from audit_tune.analysis.prom import PromSettings
     from audit_tune.analysis.recommendation import RecommendationReport
+    from audit_tune.basics.jsondata import JsonObject
     from audit_tune.sim.config import AuditFlags
 
 PANEL_IN = "Input"
@@ -87,7 +89,7 @@ class RecommendArgs:
     evaluate: Optional[str] = None
 
 
-def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: Any = None) -> int:
+def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: PromSettings | None = None) -> int:
     from audit_tune.analysis.recommend import build_report
     from audit_tune.analysis.render import recommend as _formats  # noqa: F401 - registers the formatters
     from audit_tune.basics.errors import InputError, ObjectiveViolated
@@ -172,7 +174,7 @@ def _evaluate_flags(text: str, base: AuditFlags) -> AuditFlags:
     return parse_flags(args, base=base, source="--evaluate")
 
 
-def _fleet(snap: dict[str, Any], current: AuditFlags, csrc: str, obj: Objective, source: dict[str, object],
+def _fleet(snap: JsonObject, current: AuditFlags, csrc: str, obj: Objective, source: dict[str, object],
            args: RecommendArgs, say: Callable[[str], None]) -> int:
     """--all-clusters: one recommendation per cluster label value, in parallel; a summary table."""
     fmt, output, output_dir, executor, scheduler = args.fmt, args.output, args.output_dir, args.executor, args.scheduler

@@ -13,13 +13,17 @@ import dataclasses
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from audit_tune.cli.commands.recommend import PANEL_IN, PANEL_OBJ, PANEL_OUT
 from audit_tune.cli.inputs import current_flags_of
 from audit_tune.cli.options import prometheus_options
+
+if TYPE_CHECKING:
+    from audit_tune.analysis.objective import Objective
+    from audit_tune.analysis.prom import PromSettings
 
 HELP = """Write a capacity report (HTML page, Markdown with PNG plots, data.json) into reports/NAME/:
 verdict and recommended flags, observed rate against qps x max-size, the drop knee for current,
@@ -66,7 +70,7 @@ class ReportArgs:
     audit_log: Optional[list[str]] = None
 
 
-def _run(ctx: typer.Context, obj: Any, args: ReportArgs, prom: Any = None) -> int:
+def _run(ctx: typer.Context, obj: Objective, args: ReportArgs, prom: PromSettings | None = None) -> int:
     from audit_tune.analysis.report import write
     from audit_tune.analysis.report.data import assemble, recommendation
     from audit_tune.basics.errors import InputError, ObjectiveViolated

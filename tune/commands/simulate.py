@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from audit_tune.basics.errors import ObjectiveViolated
-from audit_tune.basics.output import Progress, log, render, write_output
 
 if TYPE_CHECKING:
     from audit_tune.sim.scenario import Scenario
@@ -80,6 +79,7 @@ def simulate(
 ) -> int:
     from dataclasses import replace
 
+    from audit_tune.basics.output import Progress, log, render, write_output
     from audit_tune.sim.api import run
     from audit_tune.sim.build import (
         ReceiverOptions,
@@ -149,6 +149,7 @@ def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_dra
     import dataclasses
 
     from audit_tune.basics.errors import InputError
+    from audit_tune.basics.output import log
     from audit_tune.cli import auditlog_input
     from audit_tune.sim.build import build_scenario
 
