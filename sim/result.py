@@ -185,6 +185,14 @@ class Result:
             cache[name] = self._merge(name)
         return cache[name]
 
+    def _backend_view(self, name: str, series: bool) -> BackendSummary:
+        """A copy of the merged summary for one output (the cached one is never changed), without the
+        occupancy series unless ``series``."""
+        view = BackendSummary(**self._merged(name))
+        if not series:
+            view.pop("occupancy", None)
+        return view
+
     def _merge(self, name: str) -> BackendSummary:
         bs = [i.backends[name] for i in self.instances if name in i.backends]
         errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
@@ -278,7 +286,8 @@ class Result:
             "attempts": prim["attempts"],
             "attempts_by_code": prim["attempts_by_code"],
             "request_added_latency_seconds": added.summary(),
-            "backends": {name: self._merged(name) for name in self.instances[0].backends} if self.instances else {},
+            "backends": {name: self._backend_view(name, series) for name in self.instances[0].backends}
+            if self.instances else {},
             "instances": [
                 {"name": i.name, "events_total": i.events_total, "requests_total": i.requests_total,
                  "requests_rejected": i.requests_rejected,
@@ -293,8 +302,5 @@ class Result:
             d["occupancy"] = prim["occupancy"]
             bsz = [i.backends[self.primary].batch_sizes for i in self.instances]
             d["batch_sizes"] = [list(x) for x in bsz] if len(bsz) > 1 else list(bsz[0])
-        for _name, b in d["backends"].items():
-            if not series:
-                b.pop("occupancy", None)
         d.update(self.extra)
         return d
