@@ -32,7 +32,8 @@ from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
-from audit_tune.analysis.sweep_spec import SweepSpec, build_point, input_id, point_id
+from audit_tune.analysis.sweep_point import build_point, input_id, point_id
+from audit_tune.analysis.sweep_spec import SweepSpec
 from audit_tune.analysis.sweep_summary import summarize, summary_text
 from audit_tune.basics.errors import InputError, ServiceError, TuneError
 from audit_tune.basics.output import write_atomic

@@ -19,7 +19,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from audit_tune.analysis.sweep_spec import NUMERIC, SweepSpec, is_flag, kind_of, numeric_value
+from audit_tune.analysis.sweep_params import NUMERIC, is_flag, kind_of, numeric_value
+from audit_tune.analysis.sweep_spec import SweepSpec
 
 PARETO_LIMIT = 25
 
