@@ -143,7 +143,6 @@ DEFERRABLE = {"dask", "distributed", "pyarrow", "uvloop"}
 # Modules whose function-local imports are still to be moved, with how many they have (a ratchet:
 # the count may only go down; remove the entry when it reaches 0).
 NOT_YET_MOVED = {
-    "audit_tune.analysis.policy_impact": 7,
     "audit_tune.analysis.prom": 10,
     "audit_tune.analysis.recommend": 7,
     "audit_tune.loadgen.sink": 6,
@@ -255,7 +254,7 @@ def test_mypy_finds_nothing(staged, tmp_path):
 # (CLI entry points, the public functions of ``audit_tune.cli.commands``, are exempt: Typer makes each
 # option a parameter), and lines per file. The allow-lists name what is still over a limit.
 ANY_SHARE_LIMIT = 0.05
-ANY_SIGNATURES_AT_MOST = 197  # lowered as signatures get precise types, until the share is under the limit
+ANY_SIGNATURES_AT_MOST = 190  # lowered as signatures get precise types, until the share is under the limit
 MAX_PARAMETERS = 10
 OVER_PARAMETERS: dict[str, int] = {
     "audit_tune.sim.fast.collector._dispatch": 12,
