@@ -418,8 +418,9 @@ class Snapshot:
     def missing_for(self, instance: str) -> list[Missing]:
         return [m for m in self.missing if m.instance in (instance, "*")]
 
-    def document(self) -> SnapshotDoc:
-        """The snapshot as its typed document (what :meth:`to_dict` returns, for typed readers)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The document (:class:`~analysis.snapshot_doc.SnapshotDoc`) as a plain dict, which callers
+        extend with sections of their own (``request_mix``)."""
         d: SnapshotDoc = {"format": self.format, "tool_version": self.tool_version, "recorded_at": self.recorded_at,
                           "source": self.source.to_dict(),
                           "instances": {k: v.to_dict() for k, v in sorted(self.instances.items())},
@@ -428,11 +429,7 @@ class Snapshot:
             d["request_mix"] = self.extras["request_mix"]
         if "audit_log" in self.extras:
             d["audit_log"] = self.extras["audit_log"]
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        """The document as a plain dict, for the callers that add keys of their own (``request_mix``)."""
-        return dict(self.document())
+        return dict(d)
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
