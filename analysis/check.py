@@ -4,7 +4,7 @@ flag set is not assumed to be in force, so the snapshot's observed drops are not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from audit_tune.sim.units import format_duration, format_size
 
@@ -21,13 +21,25 @@ CHECKS = (
 )
 
 
+class CheckDoc(TypedDict):
+    check: str
+    ok: bool
+    detail: str
+
+
+class EvaluatedDoc(TypedDict):
+    flags: list[str]
+    ok: bool
+    checks: list[CheckDoc]
+
+
 @dataclass(frozen=True)
 class Check:
     check: str
     ok: bool
     detail: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CheckDoc:
         return {"check": self.check, "ok": self.ok, "detail": self.detail}
 
 
@@ -42,7 +54,7 @@ class Evaluated:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EvaluatedDoc:
         return {"flags": self.flags, "ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
 
 

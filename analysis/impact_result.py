@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from audit_tune.basics.jsondata import JsonObject
+
 
 @dataclass(frozen=True)
 class ClassRow:
@@ -158,7 +160,7 @@ class PolicyImpact:
     policy: str
     against: str | None
     source: dict[str, object]
-    window: dict[str, object]
+    window: JsonObject  # the snapshot's source.window
     assume_user: str
     instances: dict[str, InstanceImpact]
     notes: list[str]

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.config import AuditFlags, BackendOptions, BatchOptions
@@ -101,6 +101,27 @@ def _nice(x: float) -> int:
     return int(next(m * e for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * e >= x))
 
 
+class LogJudgementDoc(TypedDict):
+    name: str
+    flags: list[str]
+    drain_events_per_second: float | None
+    added_request_latency_seconds: float
+    stall_added_request_latency_seconds: float
+    stall_loss_events: int
+    memory_bytes: int
+    ok: bool
+    violations: list[str]
+
+
+class LogAssessmentDoc(TypedDict):
+    write_cost_seconds: float
+    write_cost_source: str
+    stall_seconds: float
+    peak_event_rate: float
+    flag_sets: list[LogJudgementDoc]
+    recommended_flags: list[str]
+
+
 @dataclass
 class LogJudgement:
     """A log backend flag set under the peak and the stall."""
@@ -114,7 +135,7 @@ class LogJudgement:
     memory: int
     violations: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> LogJudgementDoc:
         shown = LOG_FLAGS if self.flags.log.mode == "batch" else LOG_FLAGS[:1]
         return {"name": self.name, "flags": self.flags.to_flags(include=shown),
                 "drain_events_per_second": None if math.isinf(self.drain) else round(self.drain, 1),
@@ -176,7 +197,7 @@ class LogAssessment:
     def current_violations(self) -> list[str]:
         return list(self.flag_sets[0].violations)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> LogAssessmentDoc:
         return {"write_cost_seconds": self.write_cost_seconds, "write_cost_source": self.write_cost_source,
                 "stall_seconds": self.stall_seconds, "peak_event_rate": self.peak_event_rate,
                 "flag_sets": [r.to_dict() for r in self.flag_sets], "recommended_flags": self.recommended_flags}

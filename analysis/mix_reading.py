@@ -5,17 +5,19 @@ scrapes of an apiserver's ``/metrics`` (:func:`mix_from_metrics`).
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from audit_tune.analysis.prom_client import PromClient
 from audit_tune.analysis.request_mix import MIX_FORMAT, InstanceMix, MixEntry
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_object
+from audit_tune.loadgen.metrics_text import Metrics
 from audit_tune.sim.policy.model import LEVELS
 
 _LABELS = ("verb", "group", "resource", "subresource", "scope", "component")
 
 
-def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None = None,
-                    history: float | None = None, selector: str | None = None) -> dict[str, Any]:
+def add_request_mix(snapshot: JsonObject, client: PromClient, *, end: float | None = None,
+                    history: float | None = None, selector: str | None = None) -> JsonObject:
     """Query ``apiserver_request_total`` (and ``apiserver_longrunning_requests``) over the snapshot's
     window and store it under ``snapshot["request_mix"]`` (format ``audit-tune-request-mix/v1``,
     ``docs/policy.md``). ``client`` is an :class:`analysis.prom.PromClient`. Returns the snapshot.
@@ -26,20 +28,24 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
     The start is moved to the first scrape of the instance when the window begins earlier. The audit
     counters are read the same way into ``observed``, so the check compares like with like.
     """
-    src = snapshot.get("source") or {}
-    w = src.get("window") or {}
+    src = as_object(snapshot.get("source") or {}, "snapshot.source")
+    w = as_object(src.get("window") or {}, "snapshot.source.window")
     if ((end is None or history is None) and w.get("end") is None) or (history is None and w.get("start") is None):
         raise InputError("the snapshot has no source.window (start and end): read the request mix with an "
                          "explicit window end and history")
-    end = float(end if end is not None else w["end"])
-    history = float(history if history is not None else (w["end"] - w["start"]))
+    w_end = end if end is not None else as_float(w["end"], "snapshot.source.window.end")
+    end = float(w_end)
+    history = float(history if history is not None
+                    else w_end - as_float(w["start"], "snapshot.source.window.start"))
     start = end - history
-    sel = selector if selector is not None else (src.get("selector") or "")
-    cl = src.get("cluster_label")
+    sel = selector if selector is not None else str(src.get("selector") or "")
+    cl_label = src.get("cluster_label")
+    cl = str(cl_label) if cl_label else None
     S = "{" + sel + "}" if sel else ""
     G = "instance" + (f", {cl}" if cl else "")
     by = f"{G}, {', '.join(_LABELS)}"
-    names = set((snapshot.get("instances") or {}).keys())
+    snap_instances = as_object(snapshot.get("instances") or {}, "snapshot.instances")
+    names = set(snap_instances.keys())
 
     def key(lbl: dict[str, str]) -> str:
         inst = lbl.get("instance", "")
@@ -50,10 +56,12 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
     # Effective start per instance: the first point of its event_rate series (Prometheus may have
     # started scraping after the window began).
     eff: dict[str, float] = {}
-    for n, inst in (snapshot.get("instances") or {}).items():
-        t = ((inst or {}).get("event_rate") or {}).get("t") or []
-        step = float(w.get("step") or 0.0)
-        eff[n] = max(start, float(t[0]) - step) if t else start
+    for n, inst in snap_instances.items():
+        rate = as_object(inst or {}, f"snapshot.instances.{n}").get("event_rate")
+        ts = as_list(as_object(rate or {}, f"snapshot.instances.{n}.event_rate").get("t") or [],
+                     f"snapshot.instances.{n}.event_rate.t")
+        step = as_float(w.get("step") or 0.0, "snapshot.source.window.step")
+        eff[n] = max(start, as_float(ts[0], f"snapshot.instances.{n}.event_rate.t[0]") - step) if ts else start
 
     def values(promql: str, at: float, what: str, labels: tuple[str, ...]) -> dict[str, dict[tuple[str, ...], float]]:
         out: dict[str, dict[tuple[str, ...], float]] = {}
@@ -93,8 +101,8 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
     q_lr = f"sum by ({by}) (apiserver_longrunning_requests{S})"
     lr_end = values(q_lr, end, "the long-running requests query (apiserver_longrunning_requests)", _LABELS)
     lr_start_by_t = {t0: values(q_lr, t0, "the long-running requests query", _LABELS) for t0 in sorted(set(eff.values()) or {start})}
-    missing = []
-    instances: dict[str, Any] = {}
+    missing: list[JsonValue] = []
+    instances: JsonObject = {}
     for inst in sorted(set(totals) | names):
         t = totals.get(inst)
         if not t:
@@ -110,7 +118,7 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
                             "why": f"no apiserver_longrunning_requests at both ends of the window for instance {inst}: "
                                    "long-running requests that started are taken as those that ended",
                             "fix": "keep apiserver_longrunning_requests in the scrape"})
-        classes = []
+        classes: list[JsonValue] = []
         for ck, v in sorted(t.items()):
             d = dict(zip(_LABELS, ck))
             starts = None
@@ -123,7 +131,7 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
             classes.append({"verb": "GET", "group": "", "resource": "", "subresource": "/metrics", "scope": "",
                             "component": "", "count": round(scrapes[inst] * min(span, 1.0), 6), "starts": None,
                             "origin": "this Prometheus' scrapes (count_over_time(up)); not in apiserver_request_total"})
-        entry: dict[str, Any] = {"seconds": end - t0, "classes": classes}
+        entry: JsonObject = {"seconds": end - t0, "classes": classes}
         if inst in ev:
             entry["observed"] = {"events": ev[inst].get((), 0.0),
                                  "levels": {lvl: lv.get(inst, {}).get((lvl,), 0.0) for lvl in LEVELS}}
@@ -135,9 +143,9 @@ def add_request_mix(snapshot: dict[str, Any], client: Any, *, end: float | None 
     return snapshot
 
 
-def mix_from_metrics(before: Any, after: Any, seconds: float) -> InstanceMix:
+def mix_from_metrics(before: Metrics, after: Metrics, seconds: float) -> InstanceMix:
     """The request mix between two scrapes of one apiserver's ``/metrics`` (:mod:`loadgen.metrics_text`)."""
-    def collect(m: Any, name: str) -> dict[tuple[str, ...], float]:
+    def collect(m: Metrics, name: str) -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {}
         for s in m.select(name):
             k = tuple(s.label(x) or "" for x in _LABELS)

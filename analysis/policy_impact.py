@@ -41,7 +41,7 @@ import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from audit_tune import __version__
 from audit_tune.analysis.calibrate import ENVELOPE_BYTES, snapshot_dict
@@ -58,8 +58,12 @@ from audit_tune.analysis.impact_result import Change, Check, InstanceImpact, Lev
 from audit_tune.analysis.mix_reading import add_request_mix, mix_from_metrics
 from audit_tune.analysis.policy import load_policy
 from audit_tune.analysis.policy.catalog import USER_KINDS
+from audit_tune.analysis.prom_client import PromClient
+from audit_tune.analysis.prom_settings import PromSettings
 from audit_tune.analysis.request_mix import InstanceMix, MixEntry, RequestMix
-from audit_tune.basics.errors import NotEnoughData
+from audit_tune.analysis.snapshot import Snapshot
+from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_object
 from audit_tune.sim.policy.model import LEVELS, Policy
 
 __all__ = ["DEFAULT_ASSUME_USER", "Estimate", "InstanceMix", "MixEntry", "Outcome", "PolicyImpact", "RequestMix",
@@ -67,46 +71,67 @@ __all__ = ["DEFAULT_ASSUME_USER", "Estimate", "InstanceMix", "MixEntry", "Outcom
            "observed", "peak_factor", "project_for_recommend", "project_snapshot", "user_kind"]
 
 
-def _series_stats(s: Any) -> tuple[float, float] | None:
-    v = (s or {}).get("v") if isinstance(s, dict) else None
+class Observed(TypedDict, total=False):
+    """What a snapshot instance shows of the audit load (:func:`observed`), or the audit counters read
+    with the request mix (``source``)."""
+
+    events_per_s: float | None
+    requests_per_s_by_level: dict[str, float]
+    mean_event_bytes: float
+    mean_event_bytes_source: str
+    source: str
+
+
+def _series_stats(s: JsonValue) -> tuple[float, float] | None:
+    v = s.get("v") if isinstance(s, dict) else None
     if not v:
         return None
-    return sum(v) / len(v), max(v)
+    vals = [as_float(x, "series.v") for x in as_list(v, "series.v")]
+    return sum(vals) / len(vals), max(vals)
 
 
-def peak_factor(inst: dict[str, Any]) -> tuple[float, str]:
+def peak_factor(inst: JsonObject) -> tuple[float, str]:
     """Observed burstiness: max(event_rate_peak)/mean(event_rate), else request_rate max/mean, else 1."""
     ev = _series_stats(inst.get("event_rate"))
     pk = _series_stats(inst.get("event_rate_peak"))
     if ev and pk and ev[0] > 0:
-        return max(pk[1], ev[1]) / ev[0], f"max event_rate_peak / mean event_rate ({(inst.get('event_rate_peak') or {}).get('window', '')} window)"
+        return max(pk[1], ev[1]) / ev[0], f"max event_rate_peak / mean event_rate ({as_object(inst.get('event_rate_peak') or {}, 'event_rate_peak').get('window', '')} window)"
     rq = _series_stats(inst.get("request_rate"))
     if rq and rq[0] > 0:
         return rq[1] / rq[0], "max / mean request_rate (no event_rate_peak)"
     return 1.0, "1 (no rate series)"
 
 
-def observed(inst: dict[str, Any], seconds: float) -> dict[str, Any]:
+def observed(inst: JsonObject, seconds: float) -> Observed:
     """Observed audit rates of one snapshot instance (over the snapshot window)."""
-    ev = float(inst.get("events_increase") or 0.0)
-    lv = inst.get("level_increase") or {}
-    out: dict[str, Any] = {"events_per_s": ev / seconds if seconds > 0 else None,
-                           "requests_per_s_by_level": {k: float(lv.get(k) or 0.0) / seconds for k in LEVELS}}
-    wh = inst.get("webhook") or {}
-    ssum, scount = float(wh.get("size_sum") or 0.0), float(wh.get("size_count") or 0.0)
-    err = inst.get("errors_increase") or {}
-    sent = ev - float(err.get("buffered") or 0.0) - float(err.get("truncate") or 0.0)
+    ev = as_float(inst.get("events_increase") or 0.0, "events_increase")
+    lv = as_object(inst.get("level_increase") or {}, "level_increase")
+    out: Observed = {"events_per_s": ev / seconds if seconds > 0 else None,
+                     "requests_per_s_by_level": {k: as_float(lv.get(k) or 0.0, f"level_increase.{k}") / seconds
+                                                 for k in LEVELS}}
+    wh = as_object(inst.get("webhook") or {}, "webhook")
+    ssum = as_float(wh.get("size_sum") or 0.0, "webhook.size_sum")
+    scount = as_float(wh.get("size_count") or 0.0, "webhook.size_count")
+    err = as_object(inst.get("errors_increase") or {}, "errors_increase")
+    sent = (ev - as_float(err.get("buffered") or 0.0, "errors_increase.buffered")
+            - as_float(err.get("truncate") or 0.0, "errors_increase.truncate"))
     if ssum > 0 and scount > 0 and sent > 0:
         out["mean_event_bytes"] = max(ssum - ENVELOPE_BYTES * scount, 1.0) / sent
         out["mean_event_bytes_source"] = "rest_client_request_size_bytes (webhook POST bodies) / events sent"
     return out
 
 
-def _snap_seconds(snap: dict[str, Any], im: InstanceMix) -> float:
-    w = (snap.get("source") or {}).get("window") or {}
+def _window(snap: JsonObject) -> JsonObject:
+    """The snapshot's ``source.window`` (``{}`` when absent)."""
+    return as_object(as_object(snap.get("source") or {}, "snapshot.source").get("window") or {},
+                     "snapshot.source.window")
+
+
+def _snap_seconds(snap: JsonObject, im: InstanceMix) -> float:
+    w = _window(snap)
     try:
-        return float(w["end"]) - float(w["start"])
-    except (KeyError, TypeError, ValueError):
+        return as_float(w["end"], "window.end") - as_float(w["start"], "window.start")
+    except (KeyError, InputError):
         return im.seconds
 
 
@@ -119,12 +144,12 @@ def _rel(est: float, obs: float | None) -> float | None:
 # ------------------------------------------------------------------------------------------------
 # The whole report
 # ------------------------------------------------------------------------------------------------
-def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None = None,
+def impact_report(snap: JsonObject, policy: Policy, against: Policy | None = None,
                   assume_user: str = DEFAULT_ASSUME_USER, source: dict[str, object] | None = None) -> PolicyImpact:
     """Per instance: the estimate for ``policy`` (and ``against``), ranges, peak, and the check of the
     policy in force (``against`` if given, else ``policy``) against the observed counters."""
     mix = RequestMix.from_snapshot(snap, str((source or {}).get("snapshot", "snapshot")))
-    window = ((snap.get("source") or {}).get("window") or {})
+    window = _window(snap)
     out_inst: dict[str, InstanceImpact] = {}
     notes = [
         "apiserver_request_total has no user, group, namespace or object name: each class is evaluated for every "
@@ -135,20 +160,21 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
         "authorization",
     ]
     missing = [f"{m.get('instance')}: {m.get('item')}: {m.get('why')}" for m in mix.missing]
-    for name in sorted(set(snap.get("instances") or {}) - set(mix.instances)):
+    snap_instances = as_object(snap.get("instances") or {}, "snapshot.instances")
+    for name in sorted(set(snap_instances) - set(mix.instances)):
         if not any(m.get("instance") == name for m in mix.missing):
             missing.append(f"{name}: in the snapshot but not in request_mix: no request mix for it")
     for name, im in sorted(mix.instances.items()):
-        inst = (snap.get("instances") or {}).get(name)
-        if inst is None:
+        found = snap_instances.get(name)
+        if found is None:
             missing.append(f"{name}: in request_mix but not in the snapshot's instances: no observed audit data")
-            inst = {}
+        inst = as_object(found if found is not None else {}, f"snapshot.instances.{name}")
         if im.requests <= 0:
             missing.append(f"{name}: apiserver_request_total did not increase in the window: no request mix")
             continue
         in_force = against or policy
         base = estimate(in_force, im, assume_user)
-        obs = observed(inst, _snap_seconds(snap, im)) if inst else {}
+        obs: Observed = observed(inst, _snap_seconds(snap, im)) if inst else {}
         if im.observed is not None:
             obs = {**obs, "events_per_s": im.observed["events"] / im.seconds,
                    "requests_per_s_by_level": {k: v / im.seconds for k, v in im.observed["levels"].items()},
@@ -193,8 +219,8 @@ def impact_report(snap: dict[str, Any], policy: Policy, against: Policy | None =
 # ------------------------------------------------------------------------------------------------
 # For tune recommend --policy
 # ------------------------------------------------------------------------------------------------
-def project_snapshot(snapshot: Any, policy: Policy, current_policy: Policy | None = None,
-                     assume_user: str = DEFAULT_ASSUME_USER) -> dict[str, Any]:
+def project_snapshot(snapshot: Snapshot | JsonObject, policy: Policy, current_policy: Policy | None = None,
+                     assume_user: str = DEFAULT_ASSUME_USER) -> JsonObject:
     """A copy of the snapshot as if ``policy`` were in force: event rates scaled per instance.
 
     The factor is ``estimate(policy) / estimate(current_policy)`` on the same request mix (model
@@ -206,8 +232,9 @@ def project_snapshot(snapshot: Any, policy: Policy, current_policy: Policy | Non
     """
     snap = copy.deepcopy(snapshot_dict(snapshot))
     mix = RequestMix.from_snapshot(snap)
-    proj: dict[str, Any] = {"policy": policy.source,
-                            "current_policy": current_policy.source if current_policy else None, "instances": {}}
+    projected: JsonObject = {}
+    proj: JsonObject = {"policy": policy.source,
+                        "current_policy": current_policy.source if current_policy else None, "instances": projected}
     for name, inst in snap["instances"].items():
         im = mix.instances.get(name)
         if im is None or im.requests <= 0:
@@ -240,14 +267,14 @@ def project_snapshot(snapshot: Any, policy: Policy, current_policy: Policy | Non
         if isinstance(wh, dict) and wh.get("size_sum"):
             wh["size_sum"] = float(wh["size_sum"]) * r * per_event
         inst["errors_increase"] = {k: 0.0 for k in (inst.get("errors_increase") or {"buffered": 0})}
-        proj["instances"][name] = {"events_factor": r, "event_size_factor": per_event, "method": how}
+        projected[name] = {"events_factor": r, "event_size_factor": per_event, "method": how}
     snap["projection"] = proj
     return snap
 
 
-def project_for_recommend(snap: dict[str, Any], policy_path: str, *, snapshot_path: str | None = None,
-                          prom: Any = None, current_policy_path: str | None = None,
-                          log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+def project_for_recommend(snap: JsonObject, policy_path: str, *, snapshot_path: str | None = None,
+                          prom: PromSettings | None = None, current_policy_path: str | None = None,
+                          log: Callable[[str], None] = lambda m: None) -> JsonObject:
     """``tune recommend --policy``: attach the request mix (from the snapshot file's raw JSON, which
     ``Snapshot.load`` drops, or from Prometheus), then :func:`project_snapshot`."""
     new = load_policy(policy_path)
@@ -261,11 +288,11 @@ def project_for_recommend(snap: dict[str, Any], policy_path: str, *, snapshot_pa
             if "request_mix" in raw:
                 snap = {**snap, "request_mix": raw["request_mix"]}
         elif prom is not None and getattr(prom, "url", None):
-            from audit_tune.analysis.prom import PromClient
-
             snap = add_request_mix(copy.deepcopy(snap), PromClient(prom))
     out = project_snapshot(snap, new, cur)
-    for name, p in out["projection"]["instances"].items():
-        log(f"--policy {policy_path}: instance {name}: audit events x{p['events_factor']:.3f} "
-            f"({p['method']}), event size x{p['event_size_factor']:.3f}")
+    projection = as_object(out["projection"], "projection")
+    for name, pv in as_object(projection["instances"], "projection.instances").items():
+        f = as_object(pv, f"projection.instances.{name}")
+        log(f"--policy {policy_path}: instance {name}: audit events x{f['events_factor']:.3f} "
+            f"({f['method']}), event size x{f['event_size_factor']:.3f}")
     return out

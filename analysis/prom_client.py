@@ -20,6 +20,7 @@ from audit_tune.analysis.prom_http import Transport
 from audit_tune.analysis.prom_settings import PromSettings
 from audit_tune.analysis.snapshot import Series
 from audit_tune.basics.errors import ServiceError
+from audit_tune.basics.jsondata import JsonValue
 from audit_tune.basics.output import log as stderr_log
 
 WINDOW = "__WINDOW__"       # placeholder for the whole window's range in window-wide queries
@@ -56,7 +57,7 @@ class PromClient:
                                 "(--insecure-skip-tls-verify)")
 
     # -- one request ----------------------------------------------------------------------------
-    def _call(self, path: str, params: dict[str, str], what: str, promql: str) -> Any:
+    def _call(self, path: str, params: dict[str, str], what: str, promql: str) -> JsonValue:
         self.queries += 1
         url = self.s.display_url
         reply = self.http.get(path, params, what)
@@ -97,8 +98,10 @@ class PromClient:
         return f"prometheus {url} rejected {what}: HTTP {code}" + (f": {detail}" if detail else "") + f" [query: {promql[:160]}]"
 
     @staticmethod
-    def _check_number(x: Any, what: str, url: str) -> float:
+    def _check_number(x: JsonValue, what: str, url: str) -> float:
         try:
+            if not isinstance(x, (str, int, float)):
+                raise TypeError(type(x).__name__)
             v = float(x)
         except (TypeError, ValueError, OverflowError):
             raise ServiceError(f"prometheus {url} answered {what} with a non-number sample {str(x)[:20]!r}") from None
@@ -121,7 +124,7 @@ class PromClient:
             val = s["value"]
             if not isinstance(val, list) or len(val) != 2:
                 raise ServiceError(f"prometheus {url} answered {what} with a malformed sample {str(val)[:40]}")
-            out.append((s["metric"], self._check_number(val[1], what, url)))
+            out.append((_labels(s["metric"], what, url), self._check_number(val[1], what, url)))
         return out
 
     def query_over(self, promql: str, end: float, history: float, what: str,
@@ -191,15 +194,16 @@ class PromClient:
             raise ServiceError(f"prometheus {url} answered {what} with a {_kind(res)}, not a matrix")
         out = []
         for s in res:
-            if not isinstance(s, dict) or not isinstance(s.get("values"), list) or not isinstance(s.get("metric"), dict):
+            values = s.get("values") if isinstance(s, dict) else None
+            if not isinstance(s, dict) or not isinstance(values, list) or not isinstance(s.get("metric"), dict):
                 raise ServiceError(f"prometheus {url} answered {what} with a {_kind(s)} result, not a matrix")
             t, v = [], []
-            for p in s["values"]:
+            for p in values:
                 if not isinstance(p, list) or len(p) != 2:
                     raise ServiceError(f"prometheus {url} answered {what} with a malformed point {str(p)[:40]}")
                 t.append(self._check_number(p[0], what, url))
                 v.append(self._check_number(p[1], what, url))
-            out.append((s["metric"], Series(t, v)))
+            out.append((_labels(s["metric"], what, url), Series(t, v)))
         return out
 
     def raw_samples(self, promql_range: str, at: float, what: str) -> list[tuple[dict[str, str], list[float]]]:
@@ -210,16 +214,24 @@ class PromClient:
         if not isinstance(res, list):
             raise ServiceError(f"prometheus {url} answered {what} with a {_kind(res)}, not a range vector")
         for s in res:
-            if not isinstance(s, dict) or not isinstance(s.get("values"), list):
+            values = s.get("values") if isinstance(s, dict) else None
+            if not isinstance(s, dict) or not isinstance(values, list):
                 raise ServiceError(f"prometheus {url} answered {what} with a {_kind(s)} result, not a range vector")
             m = s.get("metric")
-            metric: dict[str, str] = m if isinstance(m, dict) else {}
+            metric = _labels(m, what, url) if isinstance(m, dict) else {}
             out.append((metric, [self._check_number(p[0] if isinstance(p, list) and p else p, what, url)
-                                 for p in s["values"]]))
+                                 for p in values]))
         return out
 
 
-def _kind(x: Any) -> str:
+def _labels(m: JsonValue, what: str, url: str) -> dict[str, str]:
+    """A series' labels (Prometheus gives every label value as a string)."""
+    if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
+        raise ServiceError(f"prometheus {url} answered {what} with malformed labels {str(m)[:60]}")
+    return {k: str(v) for k, v in m.items()}
+
+
+def _kind(x: JsonValue) -> str:
     if isinstance(x, dict):
         return "vector sample" if "value" in x else ("matrix series" if "values" in x else "object")
     if isinstance(x, list):

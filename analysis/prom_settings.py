@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from audit_tune.basics.errors import InputError
@@ -20,8 +20,18 @@ from audit_tune.sim.units import parse_duration
 LOOPBACK_RE = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)(:\d+)?$")
 
 
+class OptionMeta(TypedDict):
+    """A setting's CLI option, read by ``tune.options`` from the field's metadata."""
+
+    flags: tuple[str, ...]
+    help: str
+    panel: str
+    envvar: str | None
+    metavar: str | None
+
+
 def _opt(*flags: str, help: str, panel: str = "Prometheus", envvar: str | None = None,
-         metavar: str | None = None) -> dict[str, Any]:
+         metavar: str | None = None) -> OptionMeta:
     return {"flags": flags, "help": help, "panel": panel, "envvar": envvar, "metavar": metavar}
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from audit_tune.analysis.policy.catalog import UserKind
 from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_list, as_object
 from audit_tune.sim.policy.model import LEVELS
 
 MIX_FORMAT = "audit-tune-request-mix/v1"
@@ -40,6 +41,28 @@ selfsubjectaccessreviews selfsubjectrulesreviews selfsubjectreviews storageversi
 # ------------------------------------------------------------------------------------------------
 # The request mix
 # ------------------------------------------------------------------------------------------------
+class UserDoc(TypedDict):
+    key: str
+    user: str
+    groups: list[str]
+
+
+class MixEntryDoc(TypedDict):
+    """:meth:`MixEntry.to_dict`: one class of the ``request_mix`` document."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    scope: str
+    component: str
+    count: float
+    starts: float | None
+    user: NotRequired[UserDoc]
+    namespace: NotRequired[str]
+    name: NotRequired[str]
+
+
 @dataclass(frozen=True)
 class MixEntry:
     """One request class of ``apiserver_request_total`` and how many requests it had in the window.
@@ -86,8 +109,8 @@ class MixEntry:
             return METRIC_VERBS[v]
         return (self.verb.lower(),)  # already an audit verb
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"verb": self.verb, "group": self.group, "resource": self.resource,
+    def to_dict(self) -> MixEntryDoc:
+        d: MixEntryDoc = {"verb": self.verb, "group": self.group, "resource": self.resource,
                              "subresource": self.subresource, "scope": self.scope, "component": self.component,
                              "count": self.count, "starts": self.starts}
         if self.user is not None:
@@ -99,7 +122,7 @@ class MixEntry:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> MixEntry:
+    def from_dict(cls, d: JsonValue, where: str) -> MixEntry:
         if not isinstance(d, dict):
             raise InputError(f"{where}: want an object with verb, resource, ..., count")
         verb = d.get("verb")
@@ -119,9 +142,12 @@ class MixEntry:
             u = d["user"]
             if not isinstance(u, dict) or not isinstance(u.get("user"), str):
                 raise InputError(f"{where}.user: want {{key, user, groups}}")
-            user = UserKind(str(u.get("key") or u["user"]), u["user"], tuple(str(g) for g in u.get("groups") or ()))
-        return cls(verb=verb, count=count, starts=starts, user=user,
-                   namespace=d.get("namespace"), name=d.get("name"), **strs)
+            groups = u.get("groups") or []
+            user = UserKind(str(u.get("key") or u["user"]), str(u["user"]),
+                            tuple(str(g) for g in as_list(groups, f"{where}.user.groups")))
+        ns, name = d.get("namespace"), d.get("name")
+        return cls(verb=verb, count=count, starts=starts, user=user, namespace=None if ns is None else str(ns),
+                   name=None if name is None else str(name), **strs)
 
 
 @dataclass
@@ -141,17 +167,17 @@ class InstanceMix:
 @dataclass
 class RequestMix:
     instances: dict[str, InstanceMix]
-    missing: list[dict[str, str]] = field(default_factory=list)
+    missing: list[JsonObject] = field(default_factory=list)
 
     @classmethod
-    def from_snapshot(cls, snap: dict[str, Any], where: str = "snapshot") -> RequestMix:
+    def from_snapshot(cls, snap: JsonMapping, where: str = "snapshot") -> RequestMix:
         """Read the ``request_mix`` key; :class:`NotEnoughData` (exit 4), per item, when it is absent."""
         rm = snap.get("request_mix")
         if rm is None:
             items = []
-            for name, inst in sorted((snap.get("instances") or {}).items()):
-                verbs = (inst or {}).get("requests_by_verb")
-                have = (f"it has requests_by_verb only ({', '.join(sorted(verbs))}), which does not say which "
+            for name, inst in sorted(as_object(snap.get("instances") or {}, f"{where}.instances").items()):
+                verbs = as_object(inst or {}, f"{where}.instances.{name}").get("requests_by_verb")
+                have = (f"it has requests_by_verb only ({', '.join(sorted(as_object(verbs, name)))}), which does not say which "
                         "resources" if verbs else "it has no apiserver_request_total data")
                 items.append(f"instance {name}: no request mix ({have})")
             items = items or ["no instance at all"]
@@ -162,36 +188,40 @@ class RequestMix:
             raise InputError(f"{where}.request_mix: want an object (format {MIX_FORMAT})")
         if rm.get("format") != MIX_FORMAT:
             raise InputError(f"{where}.request_mix.format: {rm.get('format')!r} is not {MIX_FORMAT!r}")
-        w = rm.get("window") or {}
+        w = as_object(rm.get("window") or {}, f"{where}.request_mix.window")
         secs = _num(w.get("seconds"), f"{where}.request_mix.window.seconds")
         if secs <= 0:
             raise InputError(f"{where}.request_mix.window.seconds: must be > 0")
-        insts = {}
+        insts: dict[str, InstanceMix] = {}
         raw = rm.get("instances")
         if not isinstance(raw, dict):
             raise InputError(f"{where}.request_mix.instances: want an object keyed by instance")
-        for name, d in raw.items():
-            cl = (d or {}).get("classes")
+        for name, dv in raw.items():
+            d = as_object(dv or {}, f"{where}.request_mix.instances.{name}")
+            cl = d.get("classes")
             if not isinstance(cl, list):
                 raise InputError(f"{where}.request_mix.instances.{name}.classes: want a list")
             isecs = d.get("seconds", secs)
             isecs = _num(isecs, f"{where}.request_mix.instances.{name}.seconds")
             if isecs <= 0:
                 raise InputError(f"{where}.request_mix.instances.{name}.seconds: must be > 0")
-            obs = d.get("observed")
-            if obs is not None:
-                if not isinstance(obs, dict):
+            obs_doc = d.get("observed")
+            obs: dict[str, Any] | None = None
+            if obs_doc is not None:
+                if not isinstance(obs_doc, dict):
                     raise InputError(f"{where}.request_mix.instances.{name}.observed: want {{events, levels}}")
-                obs = {"events": _num(obs.get("events", 0.0), f"{where}.request_mix.instances.{name}.observed.events"),
-                       "levels": {lv: _num((obs.get("levels") or {}).get(lv, 0.0),
+                obs_levels = as_object(obs_doc.get("levels") or {}, f"{where}.request_mix.instances.{name}.observed.levels")
+                obs = {"events": _num(obs_doc.get("events", 0.0), f"{where}.request_mix.instances.{name}.observed.events"),
+                       "levels": {lv: _num(obs_levels.get(lv, 0.0),
                                            f"{where}.request_mix.instances.{name}.observed.levels.{lv}") for lv in LEVELS}}
             insts[str(name)] = InstanceMix([MixEntry.from_dict(c, f"{where}.request_mix.instances.{name}.classes[{i}]")
                                             for i, c in enumerate(cl)], isecs, obs)
-        missing = [m for m in rm.get("missing") or [] if isinstance(m, dict)]
+        listed = rm.get("missing") or []
+        missing = [m for m in (listed if isinstance(listed, list) else []) if isinstance(m, dict)]
         return cls(insts, missing)
 
 
-def _num(v: Any, where: str) -> float:
+def _num(v: JsonValue, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
         raise InputError(f"{where}: want a finite number, got {v!r}")
     return float(v)

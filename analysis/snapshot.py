@@ -23,12 +23,25 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from audit_tune.analysis.snapshot_doc import (
+    BucketsDoc,
+    HistogramDoc,
+    InstanceDoc,
+    MissingDoc,
+    PeakSeriesDoc,
+    SeriesDoc,
+    SnapshotDoc,
+    SourceDoc,
+    WebhookDoc,
+)
 from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.basics.output import write_atomic
 from audit_tune.loadgen.metrics_text import bucket_quantile
 
@@ -39,11 +52,12 @@ LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 # audit log added (analysis.auditlog.build); kept through load and save, validated by their readers
 EXTRA_KEYS = ("request_mix", "audit_log")
 
+T = TypeVar("T")
 
 MAX_VALUE = 1e15  # above any rate, count, size or timestamp a snapshot can hold
 
 
-def _num(v: Any, where: str) -> float:
+def _num(v: JsonValue, where: str) -> float:
     """A finite, non-negative, plausible number: every value in a snapshot is a timestamp, a rate,
     a counter increase, a size or a bucket bound, none of which is negative."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -61,13 +75,13 @@ def _num(v: Any, where: str) -> float:
     return f
 
 
-def _obj(d: Any, where: str) -> dict[str, Any]:
+def _obj(d: JsonValue, where: str) -> JsonObject:
     if not isinstance(d, dict):
         raise InputError(f"{where}: want an object, got {type(d).__name__}")
     return d
 
 
-def _nums(v: Any, where: str) -> list[float]:
+def _nums(v: JsonValue, where: str) -> list[float]:
     if not isinstance(v, list):
         raise InputError(f"{where}: want a list of numbers")
     return [_num(x, f"{where}[{i}]") for i, x in enumerate(v)]
@@ -91,13 +105,13 @@ class Series:
     def mean(self) -> float:
         return sum(self.v) / len(self.v) if self.v else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SeriesDoc:
         return {"t": list(self.t), "v": list(self.v)}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> Series:
-        d = _obj(d, where)
-        t, v = _nums(d.get("t"), f"{where}.t"), _nums(d.get("v"), f"{where}.v")
+    def from_dict(cls, d: JsonValue, where: str) -> Series:
+        o = _obj(d, where)
+        t, v = _nums(o.get("t"), f"{where}.t"), _nums(o.get("v"), f"{where}.v")
         if len(t) != len(v):
             raise InputError(f"{where}: t has {len(t)} points but v has {len(v)}")
         if any(b < a for a, b in zip(t, t[1:])):
@@ -111,13 +125,13 @@ class PeakSeries(Series):
 
     window: str = "10s"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"window": self.window, **super().to_dict()}
+    def to_dict(self) -> PeakSeriesDoc:  # type: ignore[override]
+        return {"window": self.window, "t": list(self.t), "v": list(self.v)}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> PeakSeries:
+    def from_dict(cls, d: JsonValue, where: str) -> PeakSeries:
         s = Series.from_dict(d, where)
-        w = d.get("window")
+        w = _obj(d, where).get("window")
         if not isinstance(w, str) or not w:
             raise InputError(f"{where}.window: want a duration string such as '10s'")
         return cls(s.t, s.v, w)
@@ -140,16 +154,19 @@ class Histogram:
     def mean(self) -> float | None:
         return self.sum / self.count if self.count > 0 else None
 
-    def to_dict(self, sum_key: str = "sum", count_key: str = "count") -> dict[str, Any]:
-        return {"le": [_le_out(x) for x in self.le], "cum": list(self.cum), sum_key: self.sum, count_key: self.count}
+    def buckets(self) -> BucketsDoc:
+        return {"le": [_le_out(x) for x in self.le], "cum": list(self.cum)}
+
+    def to_dict(self) -> HistogramDoc:
+        return {"le": [_le_out(x) for x in self.le], "cum": list(self.cum), "sum": self.sum, "count": self.count}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> Histogram:
-        d = _obj(d, where)
-        return cls.from_parts(d.get("le"), d.get("cum"), d.get("sum", 0.0), d.get("count", 0.0), where)
+    def from_dict(cls, d: JsonValue, where: str) -> Histogram:
+        o = _obj(d, where)
+        return cls.from_parts(o.get("le"), o.get("cum"), o.get("sum", 0.0), o.get("count", 0.0), where)
 
     @classmethod
-    def from_parts(cls, le: Any, cum: Any, s: Any, c: Any, where: str) -> Histogram:
+    def from_parts(cls, le: JsonValue, cum: JsonValue, s: JsonValue, c: JsonValue, where: str) -> Histogram:
         if not isinstance(le, list):
             raise InputError(f"{where}.le: want a list of bucket bounds")
         les = [_le_in(x, f"{where}.le[{i}]") for i, x in enumerate(le)]
@@ -165,7 +182,7 @@ def _le_out(x: float) -> float | str:
     return "+Inf" if math.isinf(x) else x
 
 
-def _le_in(x: Any, where: str) -> float:
+def _le_in(x: JsonValue, where: str) -> float:
     if x in ("+Inf", "Inf", "inf"):
         return math.inf
     return _num(x, where)
@@ -188,9 +205,9 @@ class Errors:
         return {p: getattr(self, p) for p in ERROR_PLUGINS}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> Errors:
-        d = _obj(d, where)
-        return cls(**{p: _num(d.get(p, 0.0), f"{where}.{p}") for p in ERROR_PLUGINS})
+    def from_dict(cls, d: JsonValue, where: str) -> Errors:
+        o = _obj(d, where)
+        return cls(**{p: _num(o.get(p, 0.0), f"{where}.{p}") for p in ERROR_PLUGINS})
 
 
 @dataclass
@@ -218,21 +235,18 @@ class Webhook:
         bad = sum(v for k, v in self.requests_by_code.items() if not k.startswith("2"))
         return bad / total if total > 0 else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"host": self.host}
-        d["duration_buckets"] = {"le": [_le_out(x) for x in self.duration.le], "cum": list(self.duration.cum)}
-        d["duration_sum"], d["duration_count"] = self.duration.sum, self.duration.count
-        d["requests_by_code"] = dict(self.requests_by_code)
-        if self.size is not None:
-            d["size_buckets"] = {"le": [_le_out(x) for x in self.size.le], "cum": list(self.size.cum)}
-            d["size_sum"], d["size_count"] = self.size.sum, self.size.count
-        else:
-            d["size_buckets"], d["size_sum"], d["size_count"] = None, None, None
-        return d
+    def to_dict(self) -> WebhookDoc:
+        size = self.size
+        return {"host": self.host, "duration_buckets": self.duration.buckets(),
+                "duration_sum": self.duration.sum, "duration_count": self.duration.count,
+                "requests_by_code": dict(self.requests_by_code),
+                "size_buckets": size.buckets() if size is not None else None,
+                "size_sum": size.sum if size is not None else None,
+                "size_count": size.count if size is not None else None}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> Webhook:
-        d = _obj(d, where)
+    def from_dict(cls, dv: JsonValue, where: str) -> Webhook:
+        d = _obj(dv, where)
         host = d.get("host")
         if not isinstance(host, str) or not host:
             raise InputError(f"{where}.host: want 'host:port'")
@@ -275,7 +289,7 @@ class InstanceData:
         lr = sum(v for k, v in self.requests_by_verb.items() if k.lower() in ("watch", "connect"))
         return lr / total if total > 0 else None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> InstanceDoc:
         return {
             "cluster": self.cluster,
             "event_rate": self.event_rate.to_dict(),
@@ -292,10 +306,10 @@ class InstanceData:
         }
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> InstanceData:
-        d = _obj(d, where)
+    def from_dict(cls, dv: JsonValue, where: str) -> InstanceData:
+        d = _obj(dv, where)
 
-        def opt(key: str, fn: Any) -> Any:
+        def opt(key: str, fn: Callable[[JsonValue, str], T]) -> T | None:
             v = d.get(key)
             return None if v is None else fn(v, f"{where}.{key}")
 
@@ -336,13 +350,13 @@ class Missing:
         who = "all instances" if self.instance == "*" else f"instance {self.instance}"
         return f"{self.item} ({who}): {self.why}" + (f"; fix: {self.fix}" if self.fix else "")
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> MissingDoc:
         return {"instance": self.instance, "item": self.item, "why": self.why, "fix": self.fix}
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> Missing:
-        d = _obj(d, where)
-        vals = {}
+    def from_dict(cls, dv: JsonValue, where: str) -> Missing:
+        d = _obj(dv, where)
+        vals: dict[str, str] = {}
         for k in ("instance", "item", "why", "fix"):
             v = d.get(k, "")
             if not isinstance(v, str):
@@ -371,7 +385,7 @@ class Source:
     cluster_label: str | None = None
     selector: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SourceDoc:
         return {"prometheus_url": self.prometheus_url,
                 "window": {"start": self.window.start, "end": self.window.end, "step": self.window.step},
                 "cluster_label": self.cluster_label, "selector": self.selector}
@@ -387,7 +401,7 @@ class Snapshot:
     tool_version: str = ""
     recorded_at: float = 0.0
     format: str = FORMAT
-    extras: dict[str, Any] = field(default_factory=dict)  # optional top-level keys kept as read (EXTRA_KEYS)
+    extras: dict[str, JsonObject] = field(default_factory=dict)  # optional top-level keys kept as read (EXTRA_KEYS)
 
     @property
     def usable(self) -> bool:
@@ -405,10 +419,17 @@ class Snapshot:
         return [m for m in self.missing if m.instance in (instance, "*")]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "tool_version": self.tool_version, "recorded_at": self.recorded_at,
-                "source": self.source.to_dict(),
-                "instances": {k: v.to_dict() for k, v in sorted(self.instances.items())},
-                "missing": [m.to_dict() for m in self.missing], **self.extras}
+        """The document (:class:`~analysis.snapshot_doc.SnapshotDoc`) as a plain dict, which callers
+        extend with sections of their own (``request_mix``)."""
+        d: SnapshotDoc = {"format": self.format, "tool_version": self.tool_version, "recorded_at": self.recorded_at,
+                          "source": self.source.to_dict(),
+                          "instances": {k: v.to_dict() for k, v in sorted(self.instances.items())},
+                          "missing": [m.to_dict() for m in self.missing]}
+        if "request_mix" in self.extras:
+            d["request_mix"] = self.extras["request_mix"]
+        if "audit_log" in self.extras:
+            d["audit_log"] = self.extras["audit_log"]
+        return dict(d)
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
@@ -418,8 +439,8 @@ class Snapshot:
         write_atomic(Path(path), self.dumps())
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "snapshot") -> Snapshot:
-        d = _obj(d, where)
+    def from_dict(cls, dv: JsonValue, where: str = "snapshot") -> Snapshot:
+        d = _obj(dv, where)
         fmt = d.get("format")
         if fmt != FORMAT:
             raise InputError(f"{where}: format {fmt!r} is not {FORMAT!r} (record it again with 'tune snapshot')")
@@ -446,7 +467,7 @@ class Snapshot:
         return cls(source=source, instances=insts,
                    missing=[Missing.from_dict(m, f"{where}.missing[{i}]") for i, m in enumerate(miss)],
                    tool_version=str(d.get("tool_version", "")),
-                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=fmt,
+                   recorded_at=_num(d.get("recorded_at", 0.0), f"{where}.recorded_at"), format=FORMAT,
                    extras={k: _obj(d[k], f"{where}.{k}") for k in EXTRA_KEYS if d.get(k) is not None})
 
     @classmethod

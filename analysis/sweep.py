@@ -28,13 +28,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TypedDict
 
 from audit_tune import __version__
 from audit_tune.analysis.executors import ChunkExecutor, ExecutorOptions, auto_chunk_size, chunked
-from audit_tune.analysis.sweep_spec import SweepSpec, build_point, input_id, point_id
-from audit_tune.analysis.sweep_summary import summarize, summary_text
+from audit_tune.analysis.sweep_params import ParamValue
+from audit_tune.analysis.sweep_point import build_point, input_id, point_id
+from audit_tune.analysis.sweep_spec import SweepSpec
+from audit_tune.analysis.sweep_summary import SweepSummary, empty_summary, summarize, summary_text
 from audit_tune.basics.errors import InputError, ServiceError, TuneError
+from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_object
 from audit_tune.basics.output import write_atomic
 from audit_tune.sim.api import run
 from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_flags, build_scenario
@@ -50,16 +54,32 @@ RESULT_FIELDS = [
 NONDETERMINISTIC = ("wall_seconds", "cpu_seconds")  # machine-dependent: excluded when comparing executors
 
 
+class SweepTask(TypedDict):
+    """What a worker runs: a point's id, its scenario (``Scenario.to_dict``) and the engine."""
+
+    id: str
+    scenario: JsonObject
+    engine: str
+
+
+def _count(v: JsonValue, where: str) -> int | float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"{where}: expected a number, got {v!r}")
+    return v
+
+
 # ---- one point (runs on the workers) ------------------------------------------------------------------
-def result_row(d: dict[str, Any]) -> dict[str, Any]:
+def result_row(d: JsonMapping) -> JsonObject:
     """The flat result fields of one ``Result.to_dict()``."""
-    lost = sum(d["errors"].values())
-    lat = d["delivery_latency_seconds"]
-    row = {
+    errors = as_object(d["errors"], "errors")
+    lost = sum(_count(v, f"errors.{k}") for k, v in errors.items())
+    lat = as_object(d["delivery_latency_seconds"], "delivery_latency_seconds")
+    events = _count(d["events_total"], "events_total")
+    row: JsonObject = {
         "events_total": d["events_total"],
-        **{f"errors.{k}": d["errors"].get(k, 0) for k in ("buffered", "webhook", "log", "truncate")},
+        **{f"errors.{k}": errors.get(k, 0) for k in ("buffered", "webhook", "log", "truncate")},
         "lost": lost,
-        "drop_fraction": lost / d["events_total"] if d["events_total"] else 0.0,
+        "drop_fraction": lost / events if events else 0.0,
         "delivered": d["delivered"],
         "in_flight_at_end": d["in_flight_at_end"],
         "requests_rejected": d["requests_rejected"],
@@ -77,7 +97,7 @@ def result_row(d: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def run_point(task: dict[str, Any]) -> dict[str, Any]:
+def run_point(task: SweepTask) -> JsonObject:
     """Worker function: ``{"id", "scenario", "engine"}`` -> ``{"id", result fields...}`` or ``{"id", "error"}``.
 
     Never raises for a bad point: the error text is the result."""
@@ -102,9 +122,9 @@ def warmup() -> None:
 @dataclass
 class Point:
     id: str
-    inputs: dict[str, Any]
+    inputs: dict[str, ParamValue]
     seed: int
-    scenario: dict[str, Any] | None
+    scenario: JsonObject | None
     drain_capacity: float | None = None
     error: str | None = None  # the scenario could not be built
 
@@ -134,14 +154,14 @@ def plan(spec: SweepSpec) -> list[Point]:
     return out
 
 
-def input_row(p: Point) -> dict[str, Any]:
+def input_row(p: Point) -> JsonObject:
     return {"id": p.id, "seed": p.seed, **p.inputs, "drain_capacity": p.drain_capacity}
 
 
 # ---- the journal ------------------------------------------------------------------------------------------
-def load_journal(path: Path) -> dict[str, dict[str, Any]]:
+def load_journal(path: Path) -> dict[str, JsonObject]:
     """Rows by id. Only whole lines count: a partial last line (no newline) or an unreadable line is ignored."""
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, JsonObject] = {}
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -185,7 +205,7 @@ class Journal:
                 os.fsync(self.fd)
         return self
 
-    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+    def append(self, rows: Iterable[JsonObject]) -> None:
         assert self.fd is not None
         buf = b"".join(json.dumps(r, separators=(",", ":"), default=str).encode() + b"\n" for r in rows)
         view = memoryview(buf)
@@ -194,14 +214,15 @@ class Journal:
             view = view[n:]
         os.fsync(self.fd)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
 # ---- tables -----------------------------------------------------------------------------------------------
-def table_rows(points: list[Point], done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def table_rows(points: list[Point], done: dict[str, JsonObject]) -> list[JsonObject]:
     """One row per finished point of the plan (inputs + results), sorted by point id."""
     rows = []
     for p in points:
@@ -213,7 +234,7 @@ def table_rows(points: list[Point], done: dict[str, dict[str, Any]]) -> list[dic
             row[k] = r.get(k)
         row["error"] = r.get("error")
         rows.append(row)
-    rows.sort(key=lambda r: r["id"])
+    rows.sort(key=lambda r: str(r["id"]))
     return rows
 
 
@@ -221,7 +242,7 @@ def columns(spec: SweepSpec) -> list[str]:
     return ["id", "seed", *spec.input_names, "drain_capacity", *RESULT_FIELDS, "error"]
 
 
-def to_csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
+def to_csv(rows: list[JsonObject], cols: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -230,7 +251,7 @@ def to_csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return buf.getvalue()
 
 
-def _csv_value(v: Any) -> Any:
+def _csv_value(v: JsonValue) -> JsonValue:
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -242,11 +263,11 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
-def to_jsonl(rows: list[dict[str, Any]], cols: list[str]) -> str:
+def to_jsonl(rows: list[JsonObject], cols: list[str]) -> str:
     return "".join(json.dumps({k: r.get(k) for k in cols}, separators=(",", ":"), default=str) + "\n" for r in rows)
 
 
-def write_tables(out_dir: Path, spec: SweepSpec, points: list[Point], done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def write_tables(out_dir: Path, spec: SweepSpec, points: list[Point], done: dict[str, JsonObject]) -> SweepSummary:
     """Rebuild results.csv / results.jsonl / (results.parquet) / summary.{json,txt} from the journal rows."""
     rows = table_rows(points, done)
     cols = columns(spec)
@@ -269,7 +290,7 @@ def write_tables(out_dir: Path, spec: SweepSpec, points: list[Point], done: dict
     return summary
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]], cols: list[str]) -> None:
+def _write_parquet(path: Path, rows: list[JsonObject], cols: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -298,13 +319,13 @@ class SweepReport:
     n_workers: int = 0
     chunk_size: int = 0
     interrupted: bool = False
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: SweepSummary = field(default_factory=empty_summary)
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | None = None,
               limit: int | None = None, retry_errors: bool = False, restart: bool = False,
               progress: Callable[[int, int], None] | None = None,
-              runner: Callable[[dict[str, Any]], dict[str, Any]] = run_point) -> SweepReport:
+              runner: Callable[[SweepTask], JsonObject] = run_point) -> SweepReport:
     """Run the spec's unfinished points, appending to ``out_dir/journal.jsonl``; rebuild the tables.
 
     ``limit``: run at most this many points now (the rest on a later run). ``progress(done, total)``
@@ -335,10 +356,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
         # points whose scenario could not be built are recorded straight away
         bad = [p for p in todo if p.scenario is None]
         if bad:
-            rows: list[dict[str, Any]] = [{"id": p.id, "error": p.error} for p in bad]
+            rows: list[JsonObject] = [{"id": p.id, "error": p.error} for p in bad]
             journal.append(rows)
-            done.update({r["id"]: r for r in rows})
-        tasks = [{"id": p.id, "scenario": p.scenario, "engine": spec.engine} for p in todo if p.scenario is not None]
+            done.update({str(r["id"]): r for r in rows})
+        tasks: list[SweepTask] = [{"id": p.id, "scenario": p.scenario, "engine": spec.engine}
+                                  for p in todo if p.scenario is not None]
         n_done = len(bad)
         total = len(todo)
         if progress:
@@ -356,7 +378,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, executor: ExecutorOptions | 
                     report.chunk_size = size
                     for _, res in ex.imap(runner, chunked(tasks, size)):
                         journal.append(res)
-                        done.update({r["id"]: r for r in res})
+                        done.update({str(r["id"]): r for r in res})
                         n_done += len(res)
                         if progress:
                             progress(n_done, total)

@@ -26,143 +26,24 @@ workload / receiver options of ``tune simulate`` (``rate``, ``burst-on``, ``webh
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 
+from audit_tune.analysis.sweep_params import NUMERIC, ParamValue, canonical, check_value, kind_of, numeric_value
 from audit_tune.basics import yamlsafe
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.sim.api import ENGINES
-from audit_tune.sim.build import ReceiverOptions, WorkloadOptions, build_scenario
-from audit_tune.sim.config import FLAGS_BY_NAME, parse_bool, parse_dur, parse_flags, parse_float32, parse_int
-from audit_tune.sim.units import parse_duration, parse_rate, parse_size
 
 SAMPLERS = ("grid", "random", "lhs")
 TOP_KEYS = ("base", "axes", "sample", "n", "sample_seed", "seeds", "seed", "engine")
-
-# name -> (kind, target); target is (object, field) for WorkloadOptions ("w") / ReceiverOptions ("r"),
-# or a special marker handled in build_point.
-OPTIONS: dict[str, tuple[str, tuple[str, str]]] = {
-    "rate": ("rate", ("w", "rate")),
-    "request-rate": ("rate", ("w", "request_rate")),
-    "duration": ("duration", ("w", "duration")),
-    "arrivals": ("str", ("w", "arrivals")),
-    "profile": ("str", ("w", "profile")),
-    "ramp": ("bool", ("w", "ramp")),
-    "burst": ("str", ("w", "burst")),
-    "burst-on": ("rate", ("burst", "on")),
-    "burst-off": ("rate", ("burst", "off")),
-    "burst-mean-on": ("duration", ("burst", "mean-on")),
-    "burst-mean-off": ("duration", ("burst", "mean-off")),
-    "trace": ("path", ("w", "trace")),
-    "rate-series": ("path", ("w", "rate_series")),
-    "instances": ("int", ("w", "instances")),
-    "weights": ("str", ("w", "weights")),
-    "event-size": ("size", ("w", "event_size")),
-    "level": ("str", ("w", "level")),
-    "omit-stages": ("list", ("w", "omit_stages")),
-    "long-running-fraction": ("float", ("w", "long_running_fraction")),
-    "watch-duration": ("duration", ("w", "watch_duration")),
-    "request-duration": ("duration", ("w", "request_duration")),
-    "webhook-latency": ("str", ("r", "latency")),
-    "webhook-latency-per-kib": ("duration", ("r", "per_kib")),
-    "webhook-latency-per-inflight": ("duration", ("r", "per_inflight")),
-    "webhook-failure-rate": ("float", ("r", "failure_rate")),
-    "webhook-error-status": ("int", ("r", "error_status")),
-    "webhook-outage": ("list", ("r", "outages")),
-    "webhook-max-body": ("size", ("r", "max_body")),
-    "log-write-latency": ("str", ("r", "log_write_latency")),
-    "log-failure-rate": ("float", ("r", "log_failure_rate")),
-    "backends": ("list", ("s", "backends")),
-    "drain": ("bool", ("s", "drain")),
-}
-NUMERIC = ("rate", "duration", "int", "float", "size")
-BURST_KEYS = ("on", "off", "mean-on", "mean-off")
-
-
-def _flag_kind(name: str) -> str:
-    p = FLAGS_BY_NAME[name].parse
-    kinds: dict[Callable[..., Any], str] = {parse_int: "int", parse_float32: "float", parse_dur: "duration",
-                                             parse_bool: "bool"}
-    return kinds.get(p, "str")
-
-
-def canonical(key: Any) -> str:
-    """``--audit-x`` / ``audit_x`` / ``webhook_latency`` -> the canonical name, or InputError."""
-    if not isinstance(key, str) or not key.strip("-"):
-        raise InputError(f"{key!r}: a parameter name must be a string")
-    name = key.strip().lstrip("-").replace("_", "-")
-    if name.startswith("audit-"):
-        if name not in FLAGS_BY_NAME:
-            close = difflib.get_close_matches(name, FLAGS_BY_NAME, n=1)
-            hint = f"; did you mean --{close[0]}?" if close else ""
-            raise InputError(f"--{name}: unknown audit flag{hint}")
-        return name
-    if name not in OPTIONS:
-        close = difflib.get_close_matches(name, OPTIONS, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise InputError(f"{key}: unknown parameter; {hint}use an --audit-* flag or one of {', '.join(OPTIONS)}")
-    return name
-
-
-def kind_of(name: str) -> str:
-    return _flag_kind(name) if name.startswith("audit-") else OPTIONS[name][0]
-
-
-def is_flag(name: str) -> bool:
-    return name.startswith("audit-")
-
-
-def numeric_value(name: str, value: Any) -> float | None:
-    """The value as a number for ordering (durations in seconds, sizes in bytes), or None."""
-    kind = kind_of(name)
-    try:
-        if kind == "rate":
-            return parse_rate(value, name)
-        if kind == "duration":
-            return parse_duration(value, name)
-        if kind == "size":
-            return float(parse_size(value, name))
-        if kind in ("int", "float"):
-            if isinstance(value, bool):
-                return None
-            return float(value)
-    except (InputError, TypeError, ValueError):
-        return None
-    return None
-
-
-def check_value(name: str, value: Any) -> None:
-    """Parse one value the way its option will be parsed (InputError names the value)."""
-    kind = kind_of(name)
-    if is_flag(name):
-        FLAGS_BY_NAME[name].parse(name, _fmt(value))
-        return
-    if kind in ("rate", "duration", "size", "int", "float") and numeric_value(name, value) is None:
-        raise InputError(f"{name}: {value!r} is not a valid {kind}")
-    if kind == "int" and float(value) != int(float(value)):
-        raise InputError(f"{name}: {value!r} is not an integer")
-    if kind == "bool" and not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
-        raise InputError(f"{name}: {value!r} is not a boolean; use true or false")
-    if kind == "list" and not isinstance(value, (str, list)):
-        raise InputError(f"{name}: {value!r}: expected a string or a list of strings")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
-    return str(v)
-
 
 MAX_POINTS = 100_000  # points of one sweep; counted before anything is built
 
@@ -170,7 +51,7 @@ MAX_POINTS = 100_000  # points of one sweep; counted before anything is built
 @dataclass
 class Axis:
     name: str
-    values: list[Any] | None = None  # discrete values
+    values: list[ParamValue] | None = None  # discrete values
     lo: float | None = None  # range
     hi: float | None = None
     log: bool = False
@@ -182,14 +63,14 @@ class Axis:
     def is_range(self) -> bool:
         return self.values is None
 
-    def grid_values(self) -> list[Any]:
+    def grid_values(self) -> list[ParamValue]:
         if self.values is not None:
             return list(self.values)
         assert self.lo is not None and self.hi is not None and self.steps
         xs = np.geomspace(self.lo, self.hi, self.steps) if self.log else np.linspace(self.lo, self.hi, self.steps)
         return [self._cast(x) for x in xs]
 
-    def at(self, u: float) -> Any:
+    def at(self, u: float) -> ParamValue:
         """The value at quantile ``u`` in [0, 1) (discrete: the value's stratum)."""
         if self.values is not None:
             return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
@@ -200,15 +81,15 @@ class Axis:
             x = self.lo + u * (self.hi - self.lo)
         return self._cast(x)
 
-    def _cast(self, x: float) -> Any:
+    def _cast(self, x: float) -> int | float:
         if self.integer:
             return int(round(float(x)))
         return float(f"{float(x):.6g}")  # six significant digits keep point ids and tables tidy
 
-    def to_dict(self) -> Any:
+    def to_dict(self) -> JsonValue:
         if self.values is not None:
             return list(self.values)
-        d: dict[str, Any] = {"min": self.lo, "max": self.hi}
+        d: JsonObject = {"min": self.lo, "max": self.hi}
         if self.log:
             d["log"] = True
         if self.steps:
@@ -218,7 +99,7 @@ class Axis:
 
 @dataclass
 class SweepSpec:
-    base: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, ParamValue] = field(default_factory=dict)
     axes: list[Axis] = field(default_factory=list)
     sample: str = "grid"
     n: int | None = None
@@ -242,7 +123,7 @@ class SweepSpec:
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"base": dict(self.base), "axes": {a.name: a.to_dict() for a in self.axes}, "sample": self.sample,
                 "n": self.n, "sample_seed": self.sample_seed, "seeds": self.seeds, "seed": self.seed,
                 "engine": self.engine}
@@ -284,7 +165,7 @@ class SweepSpec:
         return self.count_configs() * self.seeds
 
     # ---- points -------------------------------------------------------------------------------
-    def configs(self) -> list[dict[str, Any]]:
+    def configs(self) -> list[dict[str, ParamValue]]:
         """The sampled parameter combinations (axis name -> value), before seeds."""
         if not self.axes:
             return [{}]
@@ -292,7 +173,7 @@ class SweepSpec:
             return [dict(zip(self.axis_names, combo)) for combo in itertools.product(*(a.grid_values() for a in self.axes))]
         rng = np.random.Generator(np.random.PCG64(self.sample_seed))
         n = int(self.n or 0)
-        cols: list[list[Any]] = []
+        cols: list[list[ParamValue]] = []
         for a in self.axes:
             if self.sample == "random":
                 us = rng.random(n)
@@ -301,7 +182,7 @@ class SweepSpec:
             cols.append([a.at(float(u)) for u in us])
         return [dict(zip(self.axis_names, vals)) for vals in zip(*cols)]
 
-    def points(self) -> list[tuple[dict[str, Any], int]]:
+    def points(self) -> list[tuple[dict[str, ParamValue], int]]:
         """(inputs, seed) for every point: base merged with each config, times the seeds."""
         out = []
         for cfg in self.configs():
@@ -309,71 +190,6 @@ class SweepSpec:
             for s in self.seed_list():
                 out.append((inputs, s))
         return out
-
-
-# ---- building a scenario from one point ------------------------------------------------------------
-def build_point(inputs: dict[str, Any], seed: int, root: Path | None = None):
-    """Inputs (canonical names) + seed -> a validated Scenario. Raises InputError."""
-    flag_args = [f"--{k}={_fmt(v)}" for k, v in inputs.items() if is_flag(k)]
-    flags = parse_flags(flag_args, source="sweep point")
-    wo, ro = WorkloadOptions(), ReceiverOptions()
-    burst: dict[str, str] = {}
-    extra: dict[str, Any] = {}
-    for k, v in inputs.items():
-        if is_flag(k):
-            continue
-        kind, (obj, attr) = OPTIONS[k]
-        if obj == "burst":
-            burst[attr] = _fmt(v)
-            continue
-        if kind == "list":
-            val: Any = [s.strip() for s in v.split(",")] if isinstance(v, str) else [str(x) for x in v]
-            if k == "webhook-outage" and isinstance(v, str):
-                val = [v]
-        elif kind == "int":
-            val = int(float(v))
-        elif kind == "float":
-            val = float(v)
-        elif kind == "bool":
-            val = v if isinstance(v, bool) else str(v).lower() == "true"
-        elif kind == "path":
-            p = Path(str(v))
-            val = str(p if p.is_absolute() or root is None else root / p)
-        elif k == "weights" and isinstance(v, list):
-            val = ",".join(_fmt(x) for x in v)
-        else:
-            val = _fmt(v)
-        if obj == "w":
-            setattr(wo, attr, val)
-        elif obj == "r":
-            setattr(ro, attr, val)
-        else:
-            extra[attr] = val
-    if burst:
-        parts = {}
-        if wo.burst:
-            for part in wo.burst.split(","):
-                kk, _, vv = part.partition("=")
-                parts[kk.strip()] = vv.strip()
-        parts.update(burst)
-        missing = [b for b in BURST_KEYS if b not in parts]
-        if missing:
-            raise InputError(f"burst-{missing[0]}: needed with the other burst-* parameters "
-                             f"(give all of burst-on, burst-off, burst-mean-on, burst-mean-off, or burst)")
-        wo.burst = ",".join(f"{b}={parts[b]}" for b in BURST_KEYS)
-    return build_scenario(flags, wo, ro, seed=seed, backends=extra.get("backends"), drain=extra.get("drain", True))
-
-
-def point_id(scenario_dict: dict[str, Any], seed: int, engine: str) -> str:
-    """Stable id of a point: hash of its scenario (which holds the seed), the seed and the engine."""
-    blob = json.dumps({"scenario": scenario_dict, "seed": seed, "engine": engine}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def input_id(inputs: dict[str, Any], seed: int, engine: str) -> str:
-    """Id of a point whose scenario could not be built: hash of its inputs instead."""
-    blob = json.dumps({"inputs": inputs, "seed": seed, "engine": engine}, sort_keys=True, separators=(",", ":"), default=str)
-    return "x" + hashlib.sha256(blob.encode()).hexdigest()[:15]
 
 
 # ---- loading ---------------------------------------------------------------------------------------
@@ -386,7 +202,7 @@ def _line_map(text: str) -> dict[tuple[str, ...], int]:
         return out
     node = nodes[0] if nodes else None
 
-    def walk(n: Any, path: tuple[str, ...]) -> None:
+    def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = str(k.value)
@@ -420,7 +236,7 @@ class _Where:
         return InputError(f"{loc}: {key}: {msg}" if key else f"{loc}: {msg}")
 
 
-def _int(v: Any, path: tuple[str, ...], w: _Where, lo: int = 0) -> int:
+def _int(v: JsonValue, path: tuple[str, ...], w: _Where, lo: int = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise w.err(path, f"{v!r} is not an integer")
     try:
@@ -432,7 +248,7 @@ def _int(v: Any, path: tuple[str, ...], w: _Where, lo: int = 0) -> int:
     return int(f)
 
 
-def _axis(name: str, raw: Any, path: tuple[str, ...], w: _Where) -> Axis:
+def _axis(name: str, raw: JsonValue, path: tuple[str, ...], w: _Where) -> Axis:
     kind = kind_of(name)
     if isinstance(raw, list):
         if not raw:
@@ -473,7 +289,7 @@ def _axis(name: str, raw: Any, path: tuple[str, ...], w: _Where) -> Axis:
     return Axis(name, values=[raw])
 
 
-def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], int] | None = None,
+def spec_from_dict(d: JsonValue, source: str = "spec", lines: dict[tuple[str, ...], int] | None = None,
                    root: Path | None = None) -> SweepSpec:
     w = _Where(source, lines or {})
     if not isinstance(d, dict):
@@ -483,7 +299,7 @@ def spec_from_dict(d: Any, source: str = "spec", lines: dict[tuple[str, ...], in
             close = difflib.get_close_matches(str(k), TOP_KEYS, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise w.err((str(k),), f"unknown key; {hint}valid keys: {', '.join(TOP_KEYS)}")
-    base: dict[str, Any] = {}
+    base: dict[str, ParamValue] = {}
     raw_base = d.get("base") or {}
     if not isinstance(raw_base, dict):
         raise w.err(("base",), "expected a mapping of parameter: value")
@@ -539,7 +355,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     return spec_from_dict(d, source=str(path), lines=_line_map(text), root=p.resolve().parent)
 
 
-def parse_cli_axis(text: str) -> tuple[str, Any]:
+def parse_cli_axis(text: str) -> tuple[str, JsonValue]:
     """``name=v1,v2,v3`` or ``name=LO..HI[:log][:steps=K]`` -> (name, raw axis for spec_from_dict)."""
     name, eq, rhs = text.partition("=")
     if not eq or not rhs:
@@ -547,7 +363,7 @@ def parse_cli_axis(text: str) -> tuple[str, Any]:
     if ".." in rhs:
         rng, *opts = rhs.split(":")
         lo, _, hi = rng.partition("..")
-        raw: dict[str, Any] = {"min": _scalar(lo), "max": _scalar(hi)}
+        raw: JsonObject = {"min": _scalar(lo), "max": _scalar(hi)}
         for o in opts:
             if o == "log":
                 raw["log"] = True
@@ -559,14 +375,14 @@ def parse_cli_axis(text: str) -> tuple[str, Any]:
     return name, [_scalar(x) for x in rhs.split(",")]
 
 
-def parse_cli_set(text: str) -> tuple[str, Any]:
+def parse_cli_set(text: str) -> tuple[str, JsonValue]:
     name, eq, rhs = text.partition("=")
     if not eq:
         raise InputError(f"--set {text}: expected NAME=VALUE")
     return name, _scalar(rhs)
 
 
-def _scalar(s: str) -> Any:
+def _scalar(s: str) -> int | float | bool | str:
     s = s.strip()
     for conv in (int, float):
         try:

@@ -17,97 +17,172 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypedDict
 
-from audit_tune.analysis.sweep_spec import NUMERIC, SweepSpec, is_flag, kind_of, numeric_value
+from audit_tune.analysis.sweep_params import NUMERIC, ParamValue, is_flag, kind_of, numeric_value
+from audit_tune.analysis.sweep_spec import SweepSpec
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 
 PARETO_LIMIT = 25
 
+Order = tuple[int, float, str]  # numeric values first, in value order; then the others as text
 
-def _key(v: Any) -> str:
+
+class CapacityDoc(TypedDict):
+    events_per_second: float
+    flags: dict[str, ParamValue]
+
+
+class FrontierPointDoc(TypedDict):
+    x: ParamValue
+    y_min: ParamValue
+
+
+class FrontierDoc(TypedDict):
+    x: str
+    y: str
+    points: list[FrontierPointDoc]
+
+
+class ConditionDoc(TypedDict):
+    condition: dict[str, ParamValue]
+    configs: int
+    drop_free: int
+    dropped: int
+    errors: int
+    max_drop_fraction: float | None
+    min_drain_capacity: CapacityDoc | None
+    max_dropping_capacity: CapacityDoc | None
+    frontiers: list[FrontierDoc]
+    pareto: list[dict[str, ParamValue]]
+
+
+class SweepSummary(TypedDict):
+    """``summary.json``: the drop-free region, per condition."""
+
+    points: int
+    finished: int
+    seeds: list[int]
+    configs: int
+    errors: int
+    drop_free_configs: int
+    dropped_configs: int
+    flag_axes: list[str]
+    condition_axes: list[str]
+    conditions: list[ConditionDoc]
+
+
+def empty_summary() -> SweepSummary:
+    """The summary of a sweep before any table is written."""
+    return {"points": 0, "finished": 0, "seeds": [], "configs": 0, "errors": 0, "drop_free_configs": 0,
+            "dropped_configs": 0, "flag_axes": [], "condition_axes": [], "conditions": []}
+
+
+@dataclass
+class _Config:
+    """One combination of axis values with the rows of its seeds."""
+
+    values: dict[str, ParamValue]
+    capacity: float | None
+    rows: list[JsonObject] = field(default_factory=list)
+    errors: int = 0
+    dropped: bool = False
+    drop_free: bool = False
+    max_drop_fraction: float | None = None
+
+
+def _key(v: JsonValue) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def summarize(spec: SweepSpec, rows: list[dict[str, Any]], total_points: int) -> dict[str, Any]:
+def _number(v: JsonValue) -> float:
+    """A result field as a number (absent or null: 0); the value itself, so ints stay ints."""
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return 0
+    return v
+
+
+def summarize(spec: SweepSpec, rows: list[JsonObject], total_points: int) -> SweepSummary:
     names = spec.axis_names
     knobs = [a for a in names if is_flag(a) and kind_of(a) in NUMERIC]
     conds = [a for a in names if a not in knobs]
     nseeds = len(spec.seed_list())
 
-    configs: dict[str, dict[str, Any]] = {}
+    configs: dict[str, _Config] = {}
     for r in rows:
         k = _key([r.get(a) for a in names])
-        c = configs.setdefault(k, {"values": {a: r.get(a) for a in names}, "rows": [], "capacity": r.get("drain_capacity")})
-        c["rows"].append(r)
+        cap = r.get("drain_capacity")
+        c = configs.setdefault(k, _Config({a: r.get(a) for a in names}, None if cap is None else _number(cap)))
+        c.rows.append(r)
     for c in configs.values():
-        rs = c["rows"]
-        c["errors"] = sum(1 for r in rs if r.get("error"))
-        c["dropped"] = any((r.get("lost") or 0) > 0 for r in rs)
-        c["drop_free"] = len(rs) >= nseeds and not c["errors"] and not c["dropped"]
-        c["max_drop_fraction"] = max((r.get("drop_fraction") or 0.0 for r in rs if not r.get("error")), default=None)
+        rs = c.rows
+        c.errors = sum(1 for r in rs if r.get("error"))
+        c.dropped = any(_number(r.get("lost") or 0) > 0 for r in rs)
+        c.drop_free = len(rs) >= nseeds and not c.errors and not c.dropped
+        c.max_drop_fraction = max((_number(r.get("drop_fraction") or 0.0) for r in rs if not r.get("error")), default=None)
 
-    by_cond: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_cond: dict[str, list[_Config]] = defaultdict(list)
     for c in configs.values():
-        by_cond[_key([c["values"][a] for a in conds])].append(c)
+        by_cond[_key([c.values[a] for a in conds])].append(c)
 
-    def order(name: str, v: Any) -> tuple[int, float, str]:
+    def order(name: str, v: ParamValue) -> Order:
         x = numeric_value(name, v)
         return (0, x, "") if x is not None else (1, 0.0, str(v))
 
-    conditions = []
-    for _ck, cs in sorted(by_cond.items(), key=lambda kv: [order(a, kv[1][0]["values"][a]) for a in conds]):
-        free = [c for c in cs if c["drop_free"]]
-        dropped = [c for c in cs if c["dropped"]]
-        entry: dict[str, Any] = {
-            "condition": {a: cs[0]["values"][a] for a in conds},
-            "configs": len(cs), "drop_free": len(free), "dropped": len(dropped),
-            "errors": sum(c["errors"] for c in cs),
-            "max_drop_fraction": max((c["max_drop_fraction"] for c in cs if c["max_drop_fraction"] is not None), default=None),
-        }
-        caps = [c for c in free if c["capacity"] is not None]
+    conditions: list[ConditionDoc] = []
+    for _ck, cs in sorted(by_cond.items(), key=lambda kv: [order(a, kv[1][0].values[a]) for a in conds]):
+        free = [c for c in cs if c.drop_free]
+        dropped = [c for c in cs if c.dropped]
+        best_cap: CapacityDoc | None = None
+        caps = [(c.capacity, c) for c in free if c.capacity is not None]
         if caps:
-            best = min(caps, key=lambda c: (c["capacity"], [order(a, c["values"][a]) for a in knobs]))
-            entry["min_drain_capacity"] = {"events_per_second": best["capacity"], "flags": {a: best["values"][a] for a in knobs}}
-        else:
-            entry["min_drain_capacity"] = None
-        dcaps = [c for c in dropped if c["capacity"] is not None]
+            cap, best = min(caps, key=lambda cc: (cc[0], [order(a, cc[1].values[a]) for a in knobs]))
+            best_cap = {"events_per_second": cap, "flags": {a: best.values[a] for a in knobs}}
+        worst_cap: CapacityDoc | None = None
+        dcaps = [(c.capacity, c) for c in dropped if c.capacity is not None]
         if dcaps:
-            worst = max(dcaps, key=lambda c: c["capacity"])
-            entry["max_dropping_capacity"] = {"events_per_second": worst["capacity"], "flags": {a: worst["values"][a] for a in knobs}}
-        else:
-            entry["max_dropping_capacity"] = None
-        frontiers = []
+            cap, worst = max(dcaps, key=lambda cc: cc[0])
+            worst_cap = {"events_per_second": cap, "flags": {a: worst.values[a] for a in knobs}}
+        frontiers: list[FrontierDoc] = []
         for i, x in enumerate(knobs):
             for y in knobs[i + 1:]:
-                best_y: dict[str, Any] = {}
+                best_y: dict[str, tuple[ParamValue, ParamValue]] = {}
                 for c in free:
-                    xv, yv = c["values"][x], c["values"][y]
+                    xv, yv = c.values[x], c.values[y]
                     cur = best_y.get(_key(xv))
                     if cur is None or order(y, yv) < order(y, cur[1]):
                         best_y[_key(xv)] = (xv, yv)
                 pts = sorted(best_y.values(), key=lambda p: order(x, p[0]))
                 frontiers.append({"x": x, "y": y, "points": [{"x": p[0], "y_min": p[1]} for p in pts]})
-        entry["frontiers"] = frontiers
-        entry["pareto"] = _pareto(free, knobs, order)
-        conditions.append(entry)
+        conditions.append({
+            "condition": {a: cs[0].values[a] for a in conds},
+            "configs": len(cs), "drop_free": len(free), "dropped": len(dropped),
+            "errors": sum(c.errors for c in cs),
+            "max_drop_fraction": max((c.max_drop_fraction for c in cs if c.max_drop_fraction is not None), default=None),
+            "min_drain_capacity": best_cap, "max_dropping_capacity": worst_cap,
+            "frontiers": frontiers, "pareto": _pareto(free, knobs, order),
+        })
 
     return {
         "points": total_points, "finished": len(rows), "seeds": spec.seed_list(), "configs": len(configs),
         "errors": sum(1 for r in rows if r.get("error")),
-        "drop_free_configs": sum(1 for c in configs.values() if c["drop_free"]),
-        "dropped_configs": sum(1 for c in configs.values() if c["dropped"]),
+        "drop_free_configs": sum(1 for c in configs.values() if c.drop_free),
+        "dropped_configs": sum(1 for c in configs.values() if c.dropped),
         "flag_axes": knobs, "condition_axes": conds, "conditions": conditions,
     }
 
 
-def _pareto(free: list[dict[str, Any]], knobs: list[str], order: Any) -> list[dict[str, Any]]:
+def _pareto(free: list[_Config], knobs: list[str],
+            order: Callable[[str, ParamValue], Order]) -> list[dict[str, ParamValue]]:
     if not knobs:
         return []
     vecs = []
     for c in free:
-        v = [order(a, c["values"][a]) for a in knobs]
-        vecs.append((v, {a: c["values"][a] for a in knobs}))
-    out = []
+        v = [order(a, c.values[a]) for a in knobs]
+        vecs.append((v, {a: c.values[a] for a in knobs}))
+    out: list[dict[str, ParamValue]] = []
     for v, vals in vecs:
         dominated = any(all(o <= s for o, s in zip(w, v)) and w != v for w, _ in vecs)
         if not dominated and vals not in out:
@@ -120,11 +195,11 @@ def _short(name: str) -> str:
     return name.removeprefix("audit-webhook-batch-").removeprefix("audit-log-batch-").removeprefix("audit-")
 
 
-def _fmt_vals(d: dict[str, Any]) -> str:
+def _fmt_vals(d: Mapping[str, ParamValue]) -> str:
     return " ".join(f"{_short(k)}={v}" for k, v in d.items())
 
 
-def summary_text(s: dict[str, Any]) -> str:
+def summary_text(s: SweepSummary) -> str:
     nseeds = len(s["seeds"])
     lines = [f"sweep: {s['finished']}/{s['points']} points finished ({s['configs']} configs x {nseeds} seed"
              f"{'s' if nseeds != 1 else ''}), {s['errors']} raised; {s['drop_free_configs']} configs drop-free on every "

@@ -12,6 +12,7 @@ import pytest
 
 from audit_tune.analysis.calibrate import (
     DEFAULT_EVENT_SIZE,
+    SyntheticWebhook,
     calibrate,
     data_problems,
     failure_rate,
@@ -76,7 +77,7 @@ def test_step_not_longer_than_burst_window_means_no_substep_model():
 
 
 def test_event_size_latency_and_failures_recovered():
-    s = snap(event_size=1400, latency=Latency("lognormal", 0.08, 0.5), failure_rate=0.05, batch_events=250)
+    s = snap(event_size=1400, webhook=SyntheticWebhook(Latency("lognormal", 0.08, 0.5), failure_rate=0.05, batch_events=250))
     m = calibrate(s, "apiserver-0")
     assert m.event_size == pytest.approx(1400, rel=0.03)
     assert m.latency.kind == "empirical" and len(m.latency.values) == 40

@@ -92,7 +92,7 @@ def _param(c: FidelityCase):
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_simulator_matches_real_backends(case: FidelityCase) -> None:
     res = run_case(case, ("fast", "reference"), log=lambda m: sys.stderr.write(m + "\n"))
-    sims, orc = {e: res[e] for e in ("fast", "reference")}, res["oracle"]
+    sims, orc = res.sims, res.oracle
     # fast and reference are the same model: they must agree exactly on this trace
     for k in ("events_total", "errors", "batches", "delivered", "max_inflight_batches"):
         assert sims["fast"][k] == sims["reference"][k], k
@@ -100,10 +100,10 @@ def test_simulator_matches_real_backends(case: FidelityCase) -> None:
     for name, o in orc["oracle"].items():
         if name != "not_measured":
             assert o["checks"]["consistent"] is True, o["checks"]
-    rows = res["rows_fast"] + res["rows_reference"]
+    rows = res.rows["fast"] + res.rows["reference"]
     if not all(r.ok for r in rows):
-        pytest.fail(_explain(res["rows_fast"], orc, "fast") + "\n" + _explain(res["rows_reference"], orc, "reference")
-                    + ("\nearlier disturbed replays: " + "; ".join(res["disturbed_runs"]) if res["disturbed_runs"] else ""))
+        pytest.fail(_explain(res.rows["fast"], orc, "fast") + "\n" + _explain(res.rows["reference"], orc, "reference")
+                    + ("\nearlier disturbed replays: " + "; ".join(res.disturbed_runs) if res.disturbed_runs else ""))
 
 
 def test_cases_cover_every_regime() -> None:

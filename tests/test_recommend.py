@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit_tune.analysis.calibrate import calibrate, synthetic_snapshot
+from audit_tune.analysis.calibrate import SyntheticWebhook, calibrate, synthetic_snapshot
 from audit_tune.analysis.recommend import (
     Objective,
     Recommender,
@@ -329,7 +329,7 @@ def test_impossible_memory_budget_exit_3_without_simulating(tmp_path, capsys):
 
 
 def test_failing_receiver_is_named_as_the_blocker(tmp_path, capsys):
-    p = write_snapshot(tmp_path, synthetic_snapshot(rates={"a": [300.0] * 20}, sigma=0.3, failure_rate=0.3))
+    p = write_snapshot(tmp_path, synthetic_snapshot(rates={"a": [300.0] * 20}, sigma=0.3, webhook=SyntheticWebhook(failure_rate=0.3)))
     code, rep, err = recommend_json(capsys, p)
     assert code == 3 and rep["recommended"] is None
     assert rep["calibration"][0]["webhook_failure_rate"] == pytest.approx(0.3, abs=0.03)

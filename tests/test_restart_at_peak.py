@@ -1,7 +1,7 @@
 """One restart at the peak, per flag set (analysis/restart_at_peak.py)."""
 from __future__ import annotations
 
-from audit_tune.analysis.calibrate import calibrate, synthetic_snapshot
+from audit_tune.analysis.calibrate import SyntheticWebhook, calibrate, synthetic_snapshot
 from audit_tune.analysis.restart_at_peak import restart_at_peak
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.latency import Latency
@@ -9,8 +9,8 @@ from audit_tune.sim.restart import restart_loss
 
 
 def _models(latency: Latency, failure_rate: float = 0.0):
-    snap = synthetic_snapshot(rates={"a": [300.0] * 12, "b": [900.0] * 12}, sigma=0.2, latency=latency,
-                              failure_rate=failure_rate)
+    snap = synthetic_snapshot(rates={"a": [300.0] * 12, "b": [900.0] * 12}, sigma=0.2,
+                              webhook=SyntheticWebhook(latency, failure_rate))
     return [calibrate(snap, "a"), calibrate(snap, "b")]
 
 

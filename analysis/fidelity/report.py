@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as _dt
 from io import StringIO
-from typing import Any
+from typing import TypedDict
 
 from rich.console import Console
 from rich.table import Table
 
 from audit_tune.analysis.fidelity.cases import KNOWN_GAPS, cases
-from audit_tune.analysis.fidelity.compare import Row, replay_lag
+from audit_tune.analysis.fidelity.compare import CaseResult, Row, replay_lag
 
 
 def _fmt(x: float | None, metric: str) -> str:
@@ -64,23 +64,40 @@ def terminal_table(rows: list[Row], engine: str, n_cases: int, wall: float) -> s
     return buf.getvalue()
 
 
-def json_doc(rows: list[Row], results: list[dict[str, Any]], engine: str, wall: float) -> dict[str, Any]:
+class RowDoc(TypedDict):
+    scenario: str
+    metric: str
+    simulator: float | None
+    oracle: float | None
+    difference: float | None
+    tolerance: float
+    ok: bool
+
+
+class FidelityDoc(TypedDict):
+    engine: str
+    wall_seconds: float
+    rows: list[RowDoc]
+    arrival_lag_p99: dict[str, str]
+
+
+def json_doc(rows: list[Row], results: list[CaseResult], engine: str, wall: float) -> FidelityDoc:
     """The ``tune fidelity -f json`` document."""
     return {"engine": engine, "wall_seconds": wall, "rows": [
         {"scenario": r.case, "metric": r.metric, "simulator": r.sim, "oracle": r.oracle, "difference": r.diff,
          "tolerance": r.tolerance, "ok": r.ok} for r in rows],
-        "arrival_lag_p99": {x["case"]: lag_text(x) for x in results}}
+        "arrival_lag_p99": {x.case: lag_text(x) for x in results}}
 
 
-def lag_text(res: dict[str, Any]) -> str:
-    lag = replay_lag(res["oracle"])
+def lag_text(res: CaseResult) -> str:
+    lag = replay_lag(res.oracle)
     s = f"{lag['p99'] * 1000:.1f} / {lag['max'] * 1000:.1f} / {lag['stall'] * 1000:.1f} ms"
-    if res.get("disturbed_runs"):
-        s += f" (after {len(res['disturbed_runs'])} disturbed: {'; '.join(res['disturbed_runs'])})"
+    if res.disturbed_runs:
+        s += f" (after {len(res.disturbed_runs)} disturbed: {'; '.join(res.disturbed_runs)})"
     return s
 
 
-def doc_text(rows: list[Row], results: list[dict[str, Any]], engine: str, cmd: str, wall: float) -> str:
+def doc_text(rows: list[Row], results: list[CaseResult], engine: str, cmd: str, wall: float) -> str:
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     by_case = {c.name: c for c in cases()}
     bad = [r for r in rows if not r.ok]
@@ -101,7 +118,7 @@ def doc_text(rows: list[Row], results: list[dict[str, Any]], engine: str, cmd: s
         "|---|---|---|---|",
     ]
     for res in results:
-        parts.append(f"| {res['case']} | {by_case[res['case']].regime} | {lag_text(res)} | {res['oracle_wall']:.1f} s |")
+        parts.append(f"| {res.case} | {by_case[res.case].regime} | {lag_text(res)} | {res.oracle_wall:.1f} s |")
     parts += ["", "## Side by side\n", markdown(rows),
               f"Outside tolerance: {len(bad)} of {len(rows)}" + (":" if bad else ".")]
     for r in bad:

@@ -8,18 +8,75 @@ any formatter can print it; ``table_rows`` merges user kinds that get the same a
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TypedDict
 
 from audit_tune.analysis.policy.catalog import REQUEST_CLASSES, USER_KINDS, RequestClass, UserKind
 from audit_tune.analysis.policy.shadow import shadowed_rules
+from audit_tune.basics.jsondata import JsonMapping, JsonValue, as_int, as_list, as_object, as_str
 from audit_tune.sim.policy.matcher import decide, stages_emitted
 from audit_tune.sim.policy.model import STAGES, Policy
 
 
+class RequestDoc(TypedDict):
+    """One request class evaluated for one user kind."""
+
+    user_kind: str
+    user: str
+    verb: str
+    resource: str
+    namespace: str
+    long_running: bool
+    rule_index: int | None
+    rule_line: int | None
+    level: str
+    stages: list[str]
+    events_per_request: int
+    omit_managed_fields: bool
+
+
+class ShadowedDoc(TypedDict):
+    rule_index: int
+    rule_line: int
+    shadowed_by_index: int
+    shadowed_by_line: int
+    reason: str
+
+
+class ExplainDoc(TypedDict):
+    """``tune policy explain -f json`` (without its ``tool`` key)."""
+
+    policy: str
+    rules: int
+    omitStages: list[str]
+    omitManagedFields: bool
+    warnings: list[str]
+    requests: list[RequestDoc]
+    shadowed_rules: list[ShadowedDoc]
+
+
+class TableRow(TypedDict):
+    """One row of the table: a request class and outcome, with the user kinds that get it."""
+
+    verb: str
+    resource: str
+    namespace: str
+    users: list[str]
+    rule_index: int | None
+    rule_line: int | None
+    level: str
+    stages: list[str]
+    events: int
+
+
+def _opt_int(v: JsonValue, where: str) -> int | None:
+    return None if v is None else as_int(v, where)
+
+
 def explain_policy(policy: Policy, classes: tuple[RequestClass, ...] = REQUEST_CLASSES,
-                   users: tuple[UserKind, ...] = USER_KINDS) -> dict[str, Any]:
+                   users: tuple[UserKind, ...] = USER_KINDS) -> ExplainDoc:
     """Every evaluated request and every shadowed rule, as plain data."""
-    requests = []
+    requests: list[RequestDoc] = []
     for rc in classes:
         for who in users:
             attrs = rc.attributes(who)
@@ -33,7 +90,7 @@ def explain_policy(policy: Policy, classes: tuple[RequestClass, ...] = REQUEST_C
                 "level": d.level, "stages": list(stages), "events_per_request": len(stages),
                 "omit_managed_fields": d.omit_managed_fields,
             })
-    shadowed = [{
+    shadowed: list[ShadowedDoc] = [{
         "rule_index": s.index, "rule_line": policy.rules[s.index].line,
         "shadowed_by_index": s.by, "shadowed_by_line": policy.rules[s.by].line,
         "reason": f"rules[{s.by}] (line {policy.rules[s.by].line}) matches every request rules[{s.index}] matches",
@@ -49,22 +106,27 @@ def explain_policy(policy: Policy, classes: tuple[RequestClass, ...] = REQUEST_C
     }
 
 
-def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per request class and outcome; user kinds with the same outcome are merged."""
+def table_rows(data: JsonMapping) -> list[TableRow]:
+    """One row per request class and outcome (``data``: :func:`explain_policy`'s document as rendered);
+    user kinds with the same outcome are merged."""
     all_users = [u.key for u in USER_KINDS]
-    rows: list[dict[str, Any]] = []
-    index: dict[tuple, dict[str, Any]] = {}
-    for r in data["requests"]:
-        key = (r["verb"], r["resource"], r["namespace"], r["rule_index"], r["level"], tuple(r["stages"]))
+    rows: list[TableRow] = []
+    index: dict[str, TableRow] = {}
+    requests = [as_object(r, "requests[]") for r in as_list(data["requests"], "requests")]
+    for r in requests:
+        key = json.dumps([r["verb"], r["resource"], r["namespace"], r["rule_index"], r["level"], r["stages"]])
         if key in index:
-            index[key]["users"].append(r["user_kind"])
+            index[key]["users"].append(as_str(r["user_kind"], "user_kind"))
             continue
-        row = {"verb": r["verb"], "resource": r["resource"], "namespace": r["namespace"],
-               "users": [r["user_kind"]], "rule_index": r["rule_index"], "rule_line": r["rule_line"],
-               "level": r["level"], "stages": r["stages"], "events": r["events_per_request"]}
+        row: TableRow = {"verb": as_str(r["verb"], "verb"), "resource": as_str(r["resource"], "resource"),
+                         "namespace": as_str(r["namespace"], "namespace"), "users": [as_str(r["user_kind"], "user_kind")],
+                         "rule_index": _opt_int(r["rule_index"], "rule_index"),
+                         "rule_line": _opt_int(r["rule_line"], "rule_line"), "level": as_str(r["level"], "level"),
+                         "stages": [as_str(s, "stages[]") for s in as_list(r["stages"], "stages")],
+                         "events": as_int(r["events_per_request"], "events_per_request")}
         index[key] = row
         rows.append(row)
-    users_present = set(r["user_kind"] for r in data["requests"])
+    users_present = set(str(r["user_kind"]) for r in requests)
     for row in rows:
         if set(row["users"]) == users_present and len(users_present) == len(all_users):
             row["users"] = ["all"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -70,9 +70,10 @@ def sweep(
         raise InputError("tune sweep: give a SPEC file and/or --axis NAME=V1,V2,... (see 'tune sweep --help')")
     if limit is not None and limit < 0:
         raise InputError(f"--limit {limit}: must be >= 0")
+    d: dict[str, Any]  # the spec as a document, edited by --set / --axis
     if spec_file:
         base_spec = load_spec(spec_file)
-        d = base_spec.to_dict()
+        d = dict(base_spec.to_dict())
         root = base_spec.root
         source = spec_file
     else:
