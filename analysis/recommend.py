@@ -181,7 +181,8 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
             if not c.violations:
                 feasible.append((f"candidate-{r}.{k}", parse_flags(c.flags, base=base)))
     return outage.assess(models, scenarios, named, feasible, obj.memory_bytes,
-                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log)
+                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log,
+                         obj.memory_factor)
 
 
 def why_nothing_fits(trace: SearchTrace, models: list[InstanceModel], obj: Objective) -> list[str]:

@@ -55,6 +55,7 @@ def header_lines(report: RecommendationReport) -> list[str]:
     return [
         f"audit-tune {report.tool_version} recommend  seed={c.seed}  engine={c.engine}  input={src_txt}",
         "objective: " + " ".join(f"{k.replace('_', '-')}={v}" for k, v in o.items() if v not in ("", None, (), [])),
+        c.objective.memory_factor.line(),
         *(f"failure scenario: {f.label} ({f.origin})" for f in report.failures.scenarios),
         "current flags (" + c.current_flags_source + "): " + " ".join(c.current_flags),
         f"confidence: {report.confidence}",
@@ -238,13 +239,15 @@ def print_failures(con: Console, report: RecommendationReport) -> None:
     t = Table(title="Receiver failures (starting at each apiserver's busiest step; memory includes batches held by "
                     "retrying goroutines; tolerance on the busiest apiserver)",
               show_header=True, header_style="bold", title_justify="left")
-    for col in ("flag set", "scenario", "lost webhook", "lost buffered", "peak memory", "backlog delivered after",
+    for col in ("flag set", "scenario", "lost webhook", "lost buffered", "peak memory (events)", "apiserver memory",
+                "backlog delivered after",
                 "outage tolerance", "lost if 2x longer"):
         t.add_column(col, justify="left" if col in ("flag set", "scenario") else "right", no_wrap=col in ("flag set", "scenario"))
     for o in f["outcomes"]:
         style = "green" if o["ok"] else "red"
         t.add_row(f"[{style}]{escape(o['flag_set'])}[/{style}]", o["scenario"], f"{o['lost_webhook']:,}",
-                  f"{o['lost_buffered']:,}", format_size(o["peak_memory_bytes"]), f"{o['recovery_seconds']:.0f}s",
+                  f"{o['lost_buffered']:,}", format_size(o["peak_memory_bytes"]),
+                  format_size(o["peak_apiserver_memory_bytes"]), f"{o['recovery_seconds']:.0f}s",
                   _tol(o), "-" if o["lost_if_twice_as_long"] is None else f"{o['lost_if_twice_as_long']:,}")
     con.print(t)
     ev = report.evaluated.to_dict() if report.evaluated else None
@@ -259,12 +262,13 @@ def print_failures(con: Console, report: RecommendationReport) -> None:
     con.print(f"[red]{escape(f['no_survivor'])}.[/red]")
     fr = Table(title="Frontier: outage tolerance against peak memory (candidates that meet the rest of the objective)",
                show_header=True, header_style="bold", title_justify="left")
-    for col in ("flag set", "scenario", "outage tolerance", "peak memory", "lost", "lost if 2x longer"):
+    for col in ("flag set", "scenario", "outage tolerance", "peak memory (events)", "apiserver memory", "lost",
+                "lost if 2x longer"):
         fr.add_column(col, justify="left" if col in ("flag set", "scenario") else "right")
     for r in f["frontier"]:
         fr.add_row(escape(r["flag_set"]), r["scenario"],
                    _tol({"outage_tolerance_seconds": r["outage_tolerance_seconds"], "outage_tolerance_at_least": r["at_least"]}),
-                   format_size(r["peak_memory_bytes"]), f"{r['lost']:,}",
+                   format_size(r["peak_memory_bytes"]), format_size(r["peak_apiserver_memory_bytes"]), f"{r['lost']:,}",
                    "-" if r["lost_if_twice_as_long"] is None else f"{r['lost_if_twice_as_long']:,}")
     con.print(fr)
 
