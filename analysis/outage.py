@@ -37,7 +37,7 @@ import numpy as np
 from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.analysis.memfactor import MemoryFactor
 from audit_tune.basics.errors import InputError
-from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue
+from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_float, as_int, as_list, as_str
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
@@ -305,6 +305,19 @@ class FrontierPoint:
     def of(cls, o: Outcome) -> FrontierPoint:
         return cls(o.name, shown_flags(o.flags), o.scenario.label, o.tolerance_seconds, o.tolerance_capped,
                    o.peak_memory, o.apiserver_memory, o.lost, o.longer_loss)
+
+    @classmethod
+    def from_doc(cls, d: JsonMapping) -> FrontierPoint:
+        """A point of ``failures.frontier`` in the report's JSON."""
+        tol, twice = d.get("outage_tolerance_seconds"), d.get("lost_if_twice_as_long")
+        return cls(as_str(d.get("flag_set"), "frontier.flag_set"),
+                   [as_str(f, "frontier.flags") for f in as_list(d.get("flags"), "frontier.flags")],
+                   as_str(d.get("scenario"), "frontier.scenario"),
+                   None if tol is None else as_float(tol, "frontier.outage_tolerance_seconds"),
+                   bool(d.get("at_least")), as_int(d.get("peak_memory_bytes"), "frontier.peak_memory_bytes"),
+                   as_int(d.get("peak_apiserver_memory_bytes"), "frontier.peak_apiserver_memory_bytes"),
+                   as_int(d.get("lost"), "frontier.lost"),
+                   None if twice is None else as_int(twice, "frontier.lost_if_twice_as_long"))
 
     def to_dict(self) -> JsonObject:
         return {"flag_set": self.flag_set, "flags": [*self.flags], "scenario": self.scenario,
