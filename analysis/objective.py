@@ -49,6 +49,9 @@ class Objective:
     tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
         "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
         "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))
+    webhook_retry_after: str = field(default="", metadata=_opt(
+        "--webhook-retry-after", str, "Retry-After on the 429/503 outages' answers, whole seconds (e.g. 5s) or none "
+        "(default: from rest_client_request_retries_total in the data, none when it shows no retries)."))
     tolerate_slowdown: float = field(default=1.0, metadata=_opt(
         "--tolerate-slowdown", float, "Receiver latency x this over the busiest window must lose nothing (1 = off)."))
     tolerate_log_stall: str = field(default="", metadata=_opt(
@@ -79,7 +82,7 @@ class Objective:
             raise InputError(f"--peak-window {self.peak_window}: must be > 0, e.g. 5m")
         if not 1 <= self.jobs <= 64:
             raise InputError(f"--jobs {self.jobs}: must be within 1..64")
-        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {})
+        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {}, self.webhook_retry_after)
         logbackend.parse_stall(self.tolerate_log_stall)
         if self.log_write_latency:
             logbackend.write_cost(self.log_write_latency, 1000, 100)

@@ -34,10 +34,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from audit_tune.analysis import retries
 from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.analysis.memfactor import MemoryFactor
 from audit_tune.basics.errors import InputError
-from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_float, as_int, as_list, as_str
+from audit_tune.basics.jsondata import JsonMapping, JsonObject, as_float, as_int, as_list, as_str
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
@@ -60,6 +61,7 @@ class FailureScenario:
     duration: float = 0.0  # outage seconds
     factor: float = 1.0  # slowdown: latency x factor
     origin: str = ""  # the option it came from, or which default and why
+    retry_after: int | None = None  # 429/503 outages: whole seconds of Retry-After on the answers
 
     @property
     def is_outage(self) -> bool:
@@ -68,43 +70,50 @@ class FailureScenario:
     @property
     def label(self) -> str:
         if self.is_outage:
-            return f"{format_duration(self.duration)} {self.kind} outage"
+            ra = f" (Retry-After {self.retry_after}s)" if self.retry_after is not None else ""
+            return f"{format_duration(self.duration)} {self.kind} outage{ra}"
         return f"latency x{self.factor:g}"
+
+    @property
+    def attempt_seconds(self) -> float:
+        """How long one attempt lasts in the outage: the 30 s client timeout when it hangs, or when
+        Retry-After keeps the client retrying inside the attempt; about nothing otherwise."""
+        return ATTEMPT_TIMEOUT if self.kind == "hang" or self.retry_after is not None else 0.0
 
     def outage(self, duration: float | None = None) -> Outage:
         d = self.duration if duration is None else duration
         if self.kind in ("refuse", "hang"):
             return Outage(0.0, d, self.kind)
-        return Outage(0.0, d, "status", int(self.kind))
+        return Outage(0.0, d, "status", int(self.kind), self.retry_after)
 
     def to_dict(self) -> JsonObject:
         return {"label": self.label, "kind": self.kind, "duration_seconds": self.duration if self.is_outage else None,
-                "factor": None if self.is_outage else self.factor, "origin": self.origin}
+                "factor": None if self.is_outage else self.factor, "origin": self.origin,
+                "retry_after_seconds": self.retry_after}
 
 
-def _obj(v: JsonValue) -> JsonMapping:
-    return v if isinstance(v, dict) else {}
+def parse_retry_after(text: str, ev: retries.RetryEvidence) -> tuple[int | None, str]:
+    """``--webhook-retry-after``: ``none``, whole seconds (``5s``), or empty for what the data shows."""
+    if not text:
+        return retries.default_retry_after(ev)
+    if text == "none":
+        return None, "no Retry-After: --webhook-retry-after none"
+    try:
+        n = parse_duration(text, "--webhook-retry-after")
+    except InputError:
+        n = math.nan
+    if not (1 <= n <= ATTEMPT_TIMEOUT and float(n).is_integer()):
+        raise InputError(f"--webhook-retry-after {text}: whole seconds from 1s to {ATTEMPT_TIMEOUT:g}s, or none")
+    return int(n), f"Retry-After {int(n)}s: --webhook-retry-after"
 
 
-def default_kind(snap: JsonMapping) -> tuple[str, str]:
-    """The outage kind the data shows: the failed webhook attempts by code in the snapshot
-    (``rest_client_requests_total``), the most frequent; ``refuse`` when none failed."""
-    failed: dict[str, float] = {}
-    for inst in _obj(snap.get("instances")).values():
-        for code, n in _obj(_obj(_obj(inst).get("webhook")).get("requests_by_code")).items():
-            if isinstance(n, (int, float)) and n and not str(code).startswith("2"):
-                failed[str(code)] = failed.get(str(code), 0.0) + float(n)
-    if not failed:
-        return "refuse", "no failed webhook attempts in the snapshot"
-    code, n = max(failed.items(), key=lambda kv: kv[1])
-    seen = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(failed.items()))
-    kind = "429" if code == "429" else "503" if code.startswith("5") else "refuse" if code == "<error>" else "503"
-    return kind, f"failed webhook attempts by code in the snapshot ({seen}); most are {code}"
-
-
-def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap: JsonMapping) -> list[FailureScenario]:
-    """``--tolerate-outage DURATION[:KIND]`` (repeatable) and ``--tolerate-slowdown FACTOR``."""
-    kind, why = default_kind(snap)
+def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap: JsonMapping,
+                    retry_after: str = "") -> list[FailureScenario]:
+    """``--tolerate-outage DURATION[:KIND]`` (repeatable), ``--tolerate-slowdown FACTOR`` and
+    ``--webhook-retry-after`` (on the 429/503 outages)."""
+    ev = retries.evidence(snap)
+    kind, why = retries.default_kind(ev)
+    ra, ra_why = parse_retry_after(retry_after, ev)
     out: list[FailureScenario] = []
     off = list(outages or ()) == ["none"]
     for text in () if off else outages or ():
@@ -120,6 +129,8 @@ def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap:
         out.append(FailureScenario(k if sep else kind, d, origin="--tolerate-outage" if sep else f"--tolerate-outage, kind {kind}: {why}"))
     if not outages and not off:
         out.append(FailureScenario(kind, DEFAULT_OUTAGE, origin=f"default: one {format_duration(DEFAULT_OUTAGE)} {kind} outage; {why}"))
+    out = [replace(sc, retry_after=ra, origin=f"{sc.origin}; {ra_why}") if sc.kind in ("429", "503") else sc
+           for sc in out]
     if not (slowdown >= 1 and math.isfinite(slowdown)):
         raise InputError(f"--tolerate-slowdown {slowdown}: must be a number >= 1 (1 = off, 3 = three times slower)")
     if slowdown > 1:
@@ -127,10 +138,10 @@ def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap:
     return out
 
 
-def chain_seconds(flags: AuditFlags, kind: str) -> float:
-    """How long one batch's goroutine keeps a batch through an outage of ``kind``: the backoff between
-    its 5 attempts (jitter at its least) plus the attempts themselves when they hang."""
-    attempt = ATTEMPT_TIMEOUT if kind == "hang" else 0.0
+def chain_seconds(flags: AuditFlags, sc: FailureScenario) -> float:
+    """How long one batch's goroutine keeps a batch through the outage ``sc``: the backoff between
+    its 5 attempts (jitter at its least) plus the attempts themselves when they last."""
+    attempt = sc.attempt_seconds
     return CHAIN * flags.webhook_initial_backoff + (ATTEMPTS - 1) * attempt
 
 
@@ -402,7 +413,7 @@ class FailureJudge:
     def _tolerance(self, outs: list[Outcome], sc: FailureScenario) -> None:
         """Bisection on the busiest instance, in lockstep over the flag sets (one pool map per round)."""
         named = [(o.name, o.flags) for o in outs]
-        cap = [max(2 * sc.duration, 1.25 * chain_seconds(o.flags, sc.kind) + ATTEMPT_TIMEOUT) for o in outs]
+        cap = [max(2 * sc.duration, 1.25 * chain_seconds(o.flags, sc) + ATTEMPT_TIMEOUT) for o in outs]
         first = self._one(named, sc, [sc.duration] * len(outs), [self.busiest])
         lo = [sc.duration if self._survives(r[0]) else 0.0 for r in first]
         hi = [c if lo_ else sc.duration for c, lo_ in zip(cap, lo)]
@@ -439,7 +450,7 @@ class FailureJudge:
 
 def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> list[AuditFlags]:
     """The same flags with an initial backoff long enough for every outage's batches to outlast it."""
-    need = max((s.duration - (ATTEMPTS - 1) * (ATTEMPT_TIMEOUT if s.kind == "hang" else 0.0)) / CHAIN
+    need = max((s.duration - (ATTEMPTS - 1) * s.attempt_seconds) / CHAIN
                for s in scenarios if s.is_outage) if any(s.is_outage for s in scenarios) else 0.0
     out = []
     for b in BACKOFFS:

@@ -173,7 +173,7 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
                      best: Evaluation | None, trace: SearchTrace, seed: int, engine: str,
                      log: Callable[[str], None]) -> outage.FailureAssessment:
     """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios."""
-    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap)
+    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap, obj.webhook_retry_after)
     feasible: list[tuple[str, AuditFlags]] = [("recommended", best.flags)] if best is not None else []
     base = named[0][1]
     for r, rnd in enumerate(trace.rounds):
