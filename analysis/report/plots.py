@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -52,7 +52,7 @@ STYLE = {  # line style and marker per flag set: distinguishable without colour
 DPI = 100
 
 
-def _rc(th: Theme) -> dict[RcKeyType, Any]:
+def _rc(th: Theme) -> dict[RcKeyType, str | float | bool]:
     return {"figure.facecolor": th["bg"], "axes.facecolor": th["bg"], "savefig.facecolor": th["bg"],
             "text.color": th["fg"], "axes.labelcolor": th["fg"], "axes.edgecolor": th["muted"],
             "xtick.color": th["fg"], "ytick.color": th["fg"], "grid.color": th["grid"], "axes.grid": True,
