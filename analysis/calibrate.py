@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from audit_tune.analysis.auditlog.build import trace_from_dict
-from audit_tune.analysis.retries import attempts_by_code
+from audit_tune.analysis.retries import webhook_attempts
 from audit_tune.analysis.snapshot import Snapshot
 from audit_tune.basics.errors import InputError, NotEnoughData
 from audit_tune.sim.api import run
@@ -482,8 +482,7 @@ def calibrate(snapshot: Any, instance: str) -> InstanceModel:
     else:
         sources["webhook_latency"] = "default 50ms fixed: no webhook duration histogram"
         warnings.append("no webhook latency histogram (rest_client_request_duration_seconds for the webhook host): assumed 50ms")
-    p_fail, attempts = failure_rate(attempts_by_code(dict((wh or {}).get("requests_by_code") or {}),
-                                                     (wh or {}).get("retries_by_code")), lat)
+    p_fail, attempts = failure_rate(webhook_attempts(wh), lat)
     sources["webhook_failure_rate"] = (f"non-2xx + <error> / {attempts} attempts (rest_client_requests_total)"
                                        if attempts else "assumed 0: no rest_client_requests_total for the webhook host")
     size, sources["event_size"] = event_size(inst, p_fail)

@@ -16,7 +16,7 @@ divided by the simulator's predicted peak held event bytes for the same run.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import format_size
@@ -61,3 +61,14 @@ def parse_factor(text: str) -> MemoryFactor:
         raise InputError(f"--memory-overhead {text}: must be a number >= 1 (1 = event bytes only, "
                          f"default {MEASURED:g}, measured)")
     return MemoryFactor(f, "--memory-overhead")
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """``--memory-budget`` (apiserver bytes) and the factor held event bytes are multiplied by."""
+
+    limit: int
+    factor: MemoryFactor = field(default_factory=MemoryFactor)
+
+    def fits(self, held: float) -> bool:
+        return self.factor.apiserver_bytes(held) <= self.limit

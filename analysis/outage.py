@@ -36,7 +36,7 @@ import numpy as np
 
 from audit_tune.analysis import retries
 from audit_tune.analysis.calibrate import InstanceModel
-from audit_tune.analysis.memfactor import MemoryFactor
+from audit_tune.analysis.memfactor import MemoryBudget, MemoryFactor
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonMapping, JsonObject, as_float, as_int, as_list, as_str
 from audit_tune.sim.api import run
@@ -149,9 +149,6 @@ def shown_flags(flags: AuditFlags) -> list[str]:
     return flags.to_flags(include=SHOWN)
 
 
-# ------------------------------------------------------------------------------------------------
-# One run
-# ------------------------------------------------------------------------------------------------
 def _stretch(m: InstanceModel, seconds: float) -> tuple[InstanceModel, int, int]:
     """The model (its history repeated if needed) and the steps from its busiest step, ``seconds`` long."""
     key = np.asarray(m.peak_rates if m.peak_rates else m.rates, dtype=float)
@@ -245,9 +242,6 @@ class Pool:
             self._pool = None
 
 
-# ------------------------------------------------------------------------------------------------
-# Outcomes
-# ------------------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     """One flag set under one scenario (all instances; memory is the worst apiserver's)."""
@@ -374,11 +368,10 @@ class FailureAssessment:
 class FailureJudge:
     """Evaluates flag sets under the failure scenarios (one seed, the fast engine by default)."""
 
-    def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: int, window: float,
-                 seed: int = 1, jobs: int = 2, engine: str = "fast", log: Callable[[str], None] | None = None,
-                 memory: MemoryFactor | None = None) -> None:
+    def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: MemoryBudget,
+                 window: float, seed: int = 1, jobs: int = 2, engine: str = "fast",
+                 log: Callable[[str], None] | None = None) -> None:
         self.models, self.scenarios, self.budget, self.window, self.seed = models, scenarios, budget, window, seed
-        self.memory = memory or MemoryFactor()
         self.busiest = max(models, key=lambda m: m.peak_burst_rate)
         self.pool = Pool(jobs, engine)
         self.log = log or (lambda s: None)
@@ -395,8 +388,8 @@ class FailureJudge:
         for sc in self.scenarios:
             rows = self._one(named, sc, [sc.duration] * len(named), self.models)
             out.extend(Outcome(n, f, sc, sum(r.webhook for r in rr), sum(r.buffered for r in rr),
-                               max(r.peak_memory for r in rr), max(r.recovery for r in rr), budget=self.budget,
-                               memory=self.memory)
+                               max(r.peak_memory for r in rr), max(r.recovery for r in rr), budget=self.budget.limit,
+                               memory=self.budget.factor)
                        for (n, f), rr in zip(named, rows))
         return out
 
@@ -408,7 +401,7 @@ class FailureJudge:
                 self._tolerance(outs, sc)
 
     def _survives(self, r: RunResult) -> bool:
-        return r.lost == 0 and self.memory.apiserver_bytes(r.peak_memory) <= self.budget
+        return r.lost == 0 and self.budget.fits(r.peak_memory)
 
     def _tolerance(self, outs: list[Outcome], sc: FailureScenario) -> None:
         """Bisection on the busiest instance, in lockstep over the flag sets (one pool map per round)."""
@@ -461,15 +454,14 @@ def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> lis
 
 
 def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown: list[tuple[str, AuditFlags]],
-           feasible: list[tuple[str, AuditFlags]], budget: int, window: float, seed: int = 1, jobs: int = 2,
-           engine: str = "fast", log: Callable[[str], None] | None = None,
-           memory: MemoryFactor | None = None) -> FailureAssessment:
+           feasible: list[tuple[str, AuditFlags]], budget: MemoryBudget, window: float, seed: int = 1, jobs: int = 2,
+           engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
     """Judge the shown flag sets and the healthy-feasible ones (with longer-backoff variants) under
     every scenario; pick the least-memory survivor among the feasible ones, else the frontier."""
     log = log or (lambda s: None)
     if not scenarios:
         return FailureAssessment([], [], None, None, "")
-    judge = FailureJudge(models, scenarios, budget, window, seed, jobs, engine, log, memory)
+    judge = FailureJudge(models, scenarios, budget, window, seed, jobs, engine, log)
     try:
         named = list(shown)
         seen = {tuple(shown_flags(f)) for _, f in named}

@@ -30,6 +30,7 @@ from audit_tune.analysis.calibrate import InstanceModel, Validation, calibrate, 
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability
+from audit_tune.analysis.memfactor import MemoryBudget
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
 from audit_tune.analysis.restart_at_peak import restart_at_peak
@@ -180,9 +181,8 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
         for k, c in enumerate(rnd):
             if not c.violations:
                 feasible.append((f"candidate-{r}.{k}", parse_flags(c.flags, base=base)))
-    return outage.assess(models, scenarios, named, feasible, obj.memory_bytes,
-                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log,
-                         obj.memory_factor)
+    return outage.assess(models, scenarios, named, feasible, MemoryBudget(obj.memory_bytes, obj.memory_factor),
+                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log)
 
 
 def why_nothing_fits(trace: SearchTrace, models: list[InstanceModel], obj: Objective) -> list[str]:

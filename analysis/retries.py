@@ -73,6 +73,13 @@ def _retries_per_failed_attempt(requests: dict[str, float], retries: dict[str, f
     return total / first_failed if first_failed > 0 else float(CLIENT_MAX_RETRIES)
 
 
+def webhook_attempts(webhook: JsonValue) -> dict[str, float]:
+    """:func:`attempts_by_code` of one apiserver's snapshot ``webhook`` entry."""
+    wh = _obj(webhook)
+    return attempts_by_code(_counts(wh.get("requests_by_code")),
+                            None if wh.get("retries_by_code") is None else _counts(wh.get("retries_by_code")))
+
+
 @dataclass(frozen=True)
 class RetryEvidence:
     """The webhook round trips and in-attempt retries by code, summed over a snapshot's apiservers;

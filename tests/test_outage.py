@@ -115,7 +115,7 @@ def test_slowdown_scenario_holds_more_and_is_reported(capsys) -> None:
     base = outage._run(outage.RunTask(m, flags, 1, outage.FailureScenario("slowdown", factor=1.0), 0.0, 60.0))
     slow = outage._run(outage.RunTask(m, flags, 1, scs[0], 0.0, 60.0))
     assert slow.peak_memory > 3 * base.peak_memory and slow.recovery > base.recovery
-    judge = outage.FailureJudge([m], scs, 1 << 30, 60.0, jobs=1)
+    judge = outage.FailureJudge([m], scs, memfactor.MemoryBudget(1 << 30), 60.0, jobs=1)
     [o] = judge.judge([("x", flags)])
     judge.tolerances([o])
     assert o.peak_memory == slow.peak_memory and o.tolerance_seconds is None  # no tolerance for a slowdown
