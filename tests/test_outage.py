@@ -85,12 +85,13 @@ def test_default_outage_recommendation_survives_and_evaluate_ignores_observed_dr
 
 
 def test_frontier_when_no_flag_set_survives_within_the_budget(capsys) -> None:
-    code, rep, err = run_json(capsys, "--memory-budget", "3MiB", "--tolerate-outage", "2m:refuse")
+    # event bytes only (--memory-overhead 1): the healthy candidates fit 3 MiB, the outage's backlog does not
+    code, rep, err = run_json(capsys, "--memory-budget", "3MiB", "--memory-overhead", "1", "--tolerate-outage", "2m:refuse")
     f = rep["failures"]
     assert code == 3 and f["survivor"] is None and f["no_survivor"] in err
     assert f["frontier"] and all(r["lost"] > 0 or r["peak_apiserver_memory_bytes"] > 3 * 2**20 for r in f["frontier"])
     code = main(["recommend", "--no-progress", "--seeds", "1", "-f", "table", "--memory-budget", "3MiB",
-                 "--tolerate-outage", "2m:refuse"])
+                 "--memory-overhead", "1", "--tolerate-outage", "2m:refuse"])
     table = capsys.readouterr().out
     assert code == 3 and "Frontier" in table and "no flag set both survives" in table
 

@@ -323,7 +323,8 @@ def test_committed_sample_is_complete() -> None:
 def test_frontier_plot_when_nothing_survives_within_the_budget(tmp_path: Path) -> None:
     """A 2 min outage with a 3 MiB budget: no flag set both survives and fits, so the report plots the
     frontier (tolerance against apiserver memory, and what a longer outage loses) from ``failures.frontier``."""
-    rc = main(["report", "--memory-budget", "3MiB", "--tolerate-outage", "2m:refuse", "--seeds", "1", "--jobs", "1",
+    rc = main(["report", "--memory-budget", "3MiB", "--memory-overhead", "1", "--tolerate-outage", "2m:refuse",
+               "--seeds", "1", "--jobs", "1",
                "--reports-dir", str(tmp_path), "--name", "fr", "--no-progress"])
     assert rc == 3
     out = tmp_path / "fr"
