@@ -83,6 +83,7 @@ def checks(ev: dict[str, Any], failures: dict[str, Any], name: str = "evaluated"
                                     f"{format_duration(tol)}")
         out.append(Check(o["scenario"], o["ok"],
                          f"lost {o['lost_webhook'] + o['lost_buffered']:,} (webhook {o['lost_webhook']:,}, buffered "
-                         f"{o['lost_buffered']:,}), peak memory {format_size(o['peak_memory_bytes'])}, backlog delivered "
+                         f"{o['lost_buffered']:,}), peak memory {format_size(o['peak_memory_bytes'])} of events "
+                         f"({format_size(o['peak_apiserver_memory_bytes'])} apiserver), backlog delivered "
                          f"{o['recovery_seconds']:.0f}s after the receiver returns{t}"))
     return out

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from audit_tune.analysis import logbackend, outage
+from audit_tune.analysis.memfactor import MEASURED, MemoryFactor, parse_factor
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import parse_duration, parse_size
 
@@ -28,7 +29,11 @@ class Objective:
     horizon: str = field(default="", metadata=_opt(
         "--horizon", str, "Time the drop probability is about, e.g. 30d (default: the snapshot's window)."))
     memory_budget: str = field(default="512MiB", metadata=_opt(
-        "--memory-budget", str, "Most bytes of audit events one apiserver may hold (buffer + in flight)."))
+        "--memory-budget", str, "Most memory the audit events one apiserver holds (buffer + in flight) may take: "
+        "held event bytes x --memory-overhead."))
+    memory_overhead: str = field(default="", metadata=_opt(
+        "--memory-overhead", str, f"Apiserver memory per held event byte (Go heap overhead; default {MEASURED:g}, "
+        "measured on a real kube-apiserver; 1 = event bytes only)."))
     max_delivery_latency: str = field(default="60s", metadata=_opt(
         "--max-delivery-latency", str, "Highest acceptable p99 time from event to receiver."))
     max_batch_bytes: str = field(default="12MiB", metadata=_opt(
@@ -44,6 +49,9 @@ class Objective:
     tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
         "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
         "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))
+    webhook_retry_after: str = field(default="", metadata=_opt(
+        "--webhook-retry-after", str, "Retry-After on the 429/503 outages' answers, whole seconds (e.g. 5s) or none "
+        "(default: from rest_client_request_retries_total in the data, none when it shows no retries)."))
     tolerate_slowdown: float = field(default=1.0, metadata=_opt(
         "--tolerate-slowdown", float, "Receiver latency x this over the busiest window must lose nothing (1 = off)."))
     tolerate_log_stall: str = field(default="", metadata=_opt(
@@ -65,6 +73,7 @@ class Objective:
         if not self.latency_seconds > 0:
             raise InputError(f"--max-delivery-latency {self.max_delivery_latency}: must be > 0, e.g. 60s")
         self.batch_bytes  # noqa: B018 - parse for the error
+        self.memory_factor  # noqa: B018 - parse for the error
         if self.receiver_max_qps < 0 or not math.isfinite(self.receiver_max_qps):
             raise InputError(f"--receiver-max-qps {self.receiver_max_qps}: must be >= 0 (0 = no limit)")
         if not 1 <= self.seeds <= 1000:
@@ -73,7 +82,7 @@ class Objective:
             raise InputError(f"--peak-window {self.peak_window}: must be > 0, e.g. 5m")
         if not 1 <= self.jobs <= 64:
             raise InputError(f"--jobs {self.jobs}: must be within 1..64")
-        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {})
+        outage.parse_scenarios(self.tolerate_outage, self.tolerate_slowdown, {}, self.webhook_retry_after)
         logbackend.parse_stall(self.tolerate_log_stall)
         if self.log_write_latency:
             logbackend.write_cost(self.log_write_latency, 1000, 100)
@@ -82,6 +91,14 @@ class Objective:
     @property
     def memory_bytes(self) -> int:
         return parse_size(self.memory_budget, "--memory-budget")
+
+    @property
+    def memory_factor(self) -> MemoryFactor:
+        return parse_factor(self.memory_overhead)
+
+    def over_budget(self, held: float) -> bool:
+        """Whether ``held`` event bytes take more apiserver memory than ``--memory-budget``."""
+        return self.memory_factor.apiserver_bytes(held) > self.memory_bytes
 
     @property
     def latency_seconds(self) -> float:

@@ -30,17 +30,20 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
+from audit_tune.analysis import retries
 from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.analysis.memfactor import MemoryBudget, MemoryFactor
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonMapping, JsonObject, as_float, as_int, as_list, as_str
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import ATTEMPT_TIMEOUT, ATTEMPTS, BACKOFF_FACTOR, Outage
-from audit_tune.sim.units import format_duration, format_size, parse_duration
+from audit_tune.sim.units import format_duration, parse_duration
 
 KINDS = ("refuse", "hang", "503", "429")
 DEFAULT_OUTAGE = 120.0
@@ -58,6 +61,7 @@ class FailureScenario:
     duration: float = 0.0  # outage seconds
     factor: float = 1.0  # slowdown: latency x factor
     origin: str = ""  # the option it came from, or which default and why
+    retry_after: int | None = None  # 429/503 outages: whole seconds of Retry-After on the answers
 
     @property
     def is_outage(self) -> bool:
@@ -66,39 +70,50 @@ class FailureScenario:
     @property
     def label(self) -> str:
         if self.is_outage:
-            return f"{format_duration(self.duration)} {self.kind} outage"
+            ra = f" (Retry-After {self.retry_after}s)" if self.retry_after is not None else ""
+            return f"{format_duration(self.duration)} {self.kind} outage{ra}"
         return f"latency x{self.factor:g}"
+
+    @property
+    def attempt_seconds(self) -> float:
+        """How long one attempt lasts in the outage: the 30 s client timeout when it hangs, or when
+        Retry-After keeps the client retrying inside the attempt; about nothing otherwise."""
+        return ATTEMPT_TIMEOUT if self.kind == "hang" or self.retry_after is not None else 0.0
 
     def outage(self, duration: float | None = None) -> Outage:
         d = self.duration if duration is None else duration
         if self.kind in ("refuse", "hang"):
             return Outage(0.0, d, self.kind)
-        return Outage(0.0, d, "status", int(self.kind))
+        return Outage(0.0, d, "status", int(self.kind), self.retry_after)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"label": self.label, "kind": self.kind, "duration_seconds": self.duration if self.is_outage else None,
-                "factor": None if self.is_outage else self.factor, "origin": self.origin}
+                "factor": None if self.is_outage else self.factor, "origin": self.origin,
+                "retry_after_seconds": self.retry_after}
 
 
-def default_kind(snap: dict[str, Any]) -> tuple[str, str]:
-    """The outage kind the data shows: the failed webhook attempts by code in the snapshot
-    (``rest_client_requests_total``), the most frequent; ``refuse`` when none failed."""
-    failed: dict[str, float] = {}
-    for inst in (snap.get("instances") or {}).values():
-        for code, n in (((inst or {}).get("webhook") or {}).get("requests_by_code") or {}).items():
-            if n and not str(code).startswith("2"):
-                failed[str(code)] = failed.get(str(code), 0.0) + float(n)
-    if not failed:
-        return "refuse", "no failed webhook attempts in the snapshot"
-    code, n = max(failed.items(), key=lambda kv: kv[1])
-    seen = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(failed.items()))
-    kind = "429" if code == "429" else "503" if code.startswith("5") else "refuse" if code == "<error>" else "503"
-    return kind, f"failed webhook attempts by code in the snapshot ({seen}); most are {code}"
+def parse_retry_after(text: str, ev: retries.RetryEvidence) -> tuple[int | None, str]:
+    """``--webhook-retry-after``: ``none``, whole seconds (``5s``), or empty for what the data shows."""
+    if not text:
+        return retries.default_retry_after(ev)
+    if text == "none":
+        return None, "no Retry-After: --webhook-retry-after none"
+    try:
+        n = parse_duration(text, "--webhook-retry-after")
+    except InputError:
+        n = math.nan
+    if not (1 <= n <= ATTEMPT_TIMEOUT and float(n).is_integer()):
+        raise InputError(f"--webhook-retry-after {text}: whole seconds from 1s to {ATTEMPT_TIMEOUT:g}s, or none")
+    return int(n), f"Retry-After {int(n)}s: --webhook-retry-after"
 
 
-def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap: dict[str, Any]) -> list[FailureScenario]:
-    """``--tolerate-outage DURATION[:KIND]`` (repeatable) and ``--tolerate-slowdown FACTOR``."""
-    kind, why = default_kind(snap)
+def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap: JsonMapping,
+                    retry_after: str = "") -> list[FailureScenario]:
+    """``--tolerate-outage DURATION[:KIND]`` (repeatable), ``--tolerate-slowdown FACTOR`` and
+    ``--webhook-retry-after`` (on the 429/503 outages)."""
+    ev = retries.evidence(snap)
+    kind, why = retries.default_kind(ev)
+    ra, ra_why = parse_retry_after(retry_after, ev)
     out: list[FailureScenario] = []
     off = list(outages or ()) == ["none"]
     for text in () if off else outages or ():
@@ -114,6 +129,8 @@ def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap:
         out.append(FailureScenario(k if sep else kind, d, origin="--tolerate-outage" if sep else f"--tolerate-outage, kind {kind}: {why}"))
     if not outages and not off:
         out.append(FailureScenario(kind, DEFAULT_OUTAGE, origin=f"default: one {format_duration(DEFAULT_OUTAGE)} {kind} outage; {why}"))
+    out = [replace(sc, retry_after=ra, origin=f"{sc.origin}; {ra_why}") if sc.kind in ("429", "503") else sc
+           for sc in out]
     if not (slowdown >= 1 and math.isfinite(slowdown)):
         raise InputError(f"--tolerate-slowdown {slowdown}: must be a number >= 1 (1 = off, 3 = three times slower)")
     if slowdown > 1:
@@ -121,10 +138,10 @@ def parse_scenarios(outages: list[str] | tuple[str, ...], slowdown: float, snap:
     return out
 
 
-def chain_seconds(flags: AuditFlags, kind: str) -> float:
-    """How long one batch's goroutine keeps a batch through an outage of ``kind``: the backoff between
-    its 5 attempts (jitter at its least) plus the attempts themselves when they hang."""
-    attempt = ATTEMPT_TIMEOUT if kind == "hang" else 0.0
+def chain_seconds(flags: AuditFlags, sc: FailureScenario) -> float:
+    """How long one batch's goroutine keeps a batch through the outage ``sc``: the backoff between
+    its 5 attempts (jitter at its least) plus the attempts themselves when they last."""
+    attempt = sc.attempt_seconds
     return CHAIN * flags.webhook_initial_backoff + (ATTEMPTS - 1) * attempt
 
 
@@ -132,9 +149,6 @@ def shown_flags(flags: AuditFlags) -> list[str]:
     return flags.to_flags(include=SHOWN)
 
 
-# ------------------------------------------------------------------------------------------------
-# One run
-# ------------------------------------------------------------------------------------------------
 def _stretch(m: InstanceModel, seconds: float) -> tuple[InstanceModel, int, int]:
     """The model (its history repeated if needed) and the steps from its busiest step, ``seconds`` long."""
     key = np.asarray(m.peak_rates if m.peak_rates else m.rates, dtype=float)
@@ -148,8 +162,41 @@ def _stretch(m: InstanceModel, seconds: float) -> tuple[InstanceModel, int, int]
     return m, start, start + steps
 
 
-def _run(args: tuple) -> dict[str, Any]:
-    m, flags, seed, sc, duration, window, engine = args
+class RunTask(NamedTuple):
+    """One simulation: an instance's model and flags under one scenario, ``duration`` (outage) or
+    ``window`` (slowdown) seconds long."""
+
+    model: InstanceModel
+    flags: AuditFlags
+    seed: int
+    scenario: FailureScenario
+    duration: float
+    window: float
+    engine: str = "fast"
+
+    @property
+    def key(self) -> tuple[str, AuditFlags, int, FailureScenario, float, float]:
+        return (self.model.name, self.flags, self.seed, self.scenario, round(self.duration, 3), self.window)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run lost and held: webhook/buffered drops, peak held event bytes, seconds from the
+    receiver's return (or the window's end) until the pipeline was empty, events emitted."""
+
+    webhook: int
+    buffered: int
+    peak_memory: int
+    recovery: float
+    events: int
+
+    @property
+    def lost(self) -> int:
+        return self.webhook + self.buffered
+
+
+def _run(task: RunTask) -> RunResult:
+    m, flags, seed, sc, duration, window, engine = task
     if sc.is_outage:
         tm, lo, hi = _stretch(m, duration)
         base = tm.scenario(flags, seed, start=lo, stop=hi, shape="observed")
@@ -163,9 +210,8 @@ def _run(args: tuple) -> dict[str, Any]:
                                                      values=tuple(v * sc.factor for v in lat.values)))
     d = run(replace(base, receiver=rcv), engine=engine).to_dict(series=False)
     end = duration if sc.is_outage else window
-    return {"webhook": int(d["errors"]["webhook"]), "buffered": int(d["errors"]["buffered"]),
-            "peak_memory": int(d["peak_memory_bytes"]), "recovery": max(0.0, float(d["simulated_seconds"]) - end),
-            "events": int(d["events_total"])}
+    return RunResult(int(d["errors"]["webhook"]), int(d["errors"]["buffered"]), int(d["peak_memory_bytes"]),
+                     max(0.0, float(d["simulated_seconds"]) - end), int(d["events_total"]))
 
 
 class Pool:
@@ -174,11 +220,11 @@ class Pool:
     def __init__(self, jobs: int, engine: str) -> None:
         self.jobs, self.engine, self.runs = jobs, engine, 0
         self._pool: ProcessPoolExecutor | None = None
-        self._cache: dict[tuple, dict[str, Any]] = {}
+        self._cache: dict[tuple[str, AuditFlags, int, FailureScenario, float, float], RunResult] = {}
 
-    def map(self, tasks: list[tuple]) -> list[dict[str, Any]]:
-        keys = [(t[0].name, t[1], t[2], t[3], round(t[4], 3), t[5]) for t in tasks]
-        todo = {k: t + (self.engine,) for k, t in zip(keys, tasks) if k not in self._cache}
+    def map(self, tasks: list[RunTask]) -> list[RunResult]:
+        keys = [t.key for t in tasks]
+        todo = {k: t._replace(engine=self.engine) for k, t in zip(keys, tasks) if k not in self._cache}
         self.runs += len(todo)
         if self.jobs <= 1 or len(todo) <= 1:
             res = [_run(t) for t in todo.values()]
@@ -196,9 +242,6 @@ class Pool:
             self._pool = None
 
 
-# ------------------------------------------------------------------------------------------------
-# Outcomes
-# ------------------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     """One flag set under one scenario (all instances; memory is the worst apiserver's)."""
@@ -215,6 +258,12 @@ class Outcome:
     tolerance_limit: str = ""  # what ends it: drops or memory
     longer_loss: int | None = None  # events lost by an outage twice as long
     budget: int = 0
+    memory: MemoryFactor = field(default_factory=MemoryFactor)
+
+    @property
+    def apiserver_memory(self) -> int:
+        """Peak held event bytes x the Go heap overhead factor: what the budget is compared with."""
+        return self.memory.apiserver_bytes(self.peak_memory)
 
     @property
     def lost(self) -> int:
@@ -222,24 +271,65 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.peak_memory <= self.budget
+        return self.lost == 0 and self.apiserver_memory <= self.budget
 
     def violations(self) -> list[str]:
         out = []
         if self.lost:
             out.append(f"a {self.scenario.label} loses {self.lost:,} events (webhook {self.lost_webhook:,}, "
                        f"buffered {self.lost_buffered:,})")
-        if self.peak_memory > self.budget:
-            out.append(f"a {self.scenario.label} holds {format_size(self.peak_memory)} > --memory-budget")
+        if self.apiserver_memory > self.budget:
+            out.append(f"a {self.scenario.label} holds {self.memory.explain(self.peak_memory)} > --memory-budget")
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"flag_set": self.name, "flags": shown_flags(self.flags), "scenario": self.scenario.label,
+    def to_dict(self) -> JsonObject:
+        return {"flag_set": self.name, "flags": [*shown_flags(self.flags)], "scenario": self.scenario.label,
                 "lost_webhook": self.lost_webhook, "lost_buffered": self.lost_buffered,
-                "peak_memory_bytes": self.peak_memory, "recovery_seconds": round(self.recovery_seconds, 1),
+                "peak_memory_bytes": self.peak_memory, "peak_apiserver_memory_bytes": self.apiserver_memory,
+                "recovery_seconds": round(self.recovery_seconds, 1),
                 "outage_tolerance_seconds": None if self.tolerance_seconds is None else round(self.tolerance_seconds, 1),
                 "outage_tolerance_at_least": self.tolerance_capped, "outage_tolerance_limit": self.tolerance_limit,
                 "lost_if_twice_as_long": self.longer_loss, "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One candidate (or its longer-backoff variant) under one outage when nothing survives."""
+
+    flag_set: str
+    flags: list[str]
+    scenario: str
+    outage_tolerance_seconds: float | None
+    at_least: bool
+    peak_memory_bytes: int
+    peak_apiserver_memory_bytes: int
+    lost: int
+    lost_if_twice_as_long: int | None
+
+    @classmethod
+    def of(cls, o: Outcome) -> FrontierPoint:
+        return cls(o.name, shown_flags(o.flags), o.scenario.label, o.tolerance_seconds, o.tolerance_capped,
+                   o.peak_memory, o.apiserver_memory, o.lost, o.longer_loss)
+
+    @classmethod
+    def from_doc(cls, d: JsonMapping) -> FrontierPoint:
+        """A point of ``failures.frontier`` in the report's JSON."""
+        tol, twice = d.get("outage_tolerance_seconds"), d.get("lost_if_twice_as_long")
+        return cls(as_str(d.get("flag_set"), "frontier.flag_set"),
+                   [as_str(f, "frontier.flags") for f in as_list(d.get("flags"), "frontier.flags")],
+                   as_str(d.get("scenario"), "frontier.scenario"),
+                   None if tol is None else as_float(tol, "frontier.outage_tolerance_seconds"),
+                   bool(d.get("at_least")), as_int(d.get("peak_memory_bytes"), "frontier.peak_memory_bytes"),
+                   as_int(d.get("peak_apiserver_memory_bytes"), "frontier.peak_apiserver_memory_bytes"),
+                   as_int(d.get("lost"), "frontier.lost"),
+                   None if twice is None else as_int(twice, "frontier.lost_if_twice_as_long"))
+
+    def to_dict(self) -> JsonObject:
+        return {"flag_set": self.flag_set, "flags": [*self.flags], "scenario": self.scenario,
+                "outage_tolerance_seconds": self.outage_tolerance_seconds, "at_least": self.at_least,
+                "peak_memory_bytes": self.peak_memory_bytes,
+                "peak_apiserver_memory_bytes": self.peak_apiserver_memory_bytes, "lost": self.lost,
+                "lost_if_twice_as_long": self.lost_if_twice_as_long}
 
 
 @dataclass
@@ -249,7 +339,7 @@ class FailureAssessment:
     survivor: str | None  # the flag set to recommend: healthy-feasible and surviving every scenario
     survivor_flags: AuditFlags | None
     sentence: str  # when nothing survives: says so
-    frontier: list[dict[str, Any]] = field(default_factory=list)
+    frontier: list[FrontierPoint] = field(default_factory=list)
     runs: int = 0
 
     def promote(self) -> None:
@@ -267,25 +357,28 @@ class FailureAssessment:
     def violations_for(self, name: str) -> list[str]:
         return [v for o in self.outcomes if o.name == name for v in o.violations()]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"scenarios": [s.to_dict() for s in self.scenarios], "outcomes": [o.to_dict() for o in self.outcomes],
-                "survivor": self.survivor, "survivor_flags": shown_flags(self.survivor_flags) if self.survivor_flags else None,
-                "no_survivor": self.sentence, "frontier": self.frontier, "simulation_runs": self.runs}
+                "survivor": self.survivor,
+                "survivor_flags": [*shown_flags(self.survivor_flags)] if self.survivor_flags else None,
+                "no_survivor": self.sentence, "frontier": [p.to_dict() for p in self.frontier],
+                "simulation_runs": self.runs}
 
 
 class FailureJudge:
     """Evaluates flag sets under the failure scenarios (one seed, the fast engine by default)."""
 
-    def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: int, window: float,
-                 seed: int = 1, jobs: int = 2, engine: str = "fast", log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: MemoryBudget,
+                 window: float, seed: int = 1, jobs: int = 2, engine: str = "fast",
+                 log: Callable[[str], None] | None = None) -> None:
         self.models, self.scenarios, self.budget, self.window, self.seed = models, scenarios, budget, window, seed
         self.busiest = max(models, key=lambda m: m.peak_burst_rate)
         self.pool = Pool(jobs, engine)
         self.log = log or (lambda s: None)
 
     def _one(self, named: list[tuple[str, AuditFlags]], sc: FailureScenario, durations: list[float],
-             models: list[InstanceModel]) -> list[list[dict[str, Any]]]:
-        tasks = [(m, f, self.seed, sc, d, self.window) for (_, f), d in zip(named, durations) for m in models]
+             models: list[InstanceModel]) -> list[list[RunResult]]:
+        tasks = [RunTask(m, f, self.seed, sc, d, self.window) for (_, f), d in zip(named, durations) for m in models]
         res = self.pool.map(tasks)
         k = len(models)
         return [res[i * k:(i + 1) * k] for i in range(len(named))]
@@ -294,8 +387,9 @@ class FailureJudge:
         out: list[Outcome] = []
         for sc in self.scenarios:
             rows = self._one(named, sc, [sc.duration] * len(named), self.models)
-            out.extend(Outcome(n, f, sc, sum(r["webhook"] for r in rr), sum(r["buffered"] for r in rr),
-                               max(r["peak_memory"] for r in rr), max(r["recovery"] for r in rr), budget=self.budget)
+            out.extend(Outcome(n, f, sc, sum(r.webhook for r in rr), sum(r.buffered for r in rr),
+                               max(r.peak_memory for r in rr), max(r.recovery for r in rr), budget=self.budget.limit,
+                               memory=self.budget.factor)
                        for (n, f), rr in zip(named, rows))
         return out
 
@@ -306,26 +400,26 @@ class FailureJudge:
             if sc.is_outage and outs:
                 self._tolerance(outs, sc)
 
-    def _survives(self, r: dict[str, Any]) -> bool:
-        return r["webhook"] + r["buffered"] == 0 and r["peak_memory"] <= self.budget
+    def _survives(self, r: RunResult) -> bool:
+        return r.lost == 0 and self.budget.fits(r.peak_memory)
 
     def _tolerance(self, outs: list[Outcome], sc: FailureScenario) -> None:
         """Bisection on the busiest instance, in lockstep over the flag sets (one pool map per round)."""
         named = [(o.name, o.flags) for o in outs]
-        cap = [max(2 * sc.duration, 1.25 * chain_seconds(o.flags, sc.kind) + ATTEMPT_TIMEOUT) for o in outs]
+        cap = [max(2 * sc.duration, 1.25 * chain_seconds(o.flags, sc) + ATTEMPT_TIMEOUT) for o in outs]
         first = self._one(named, sc, [sc.duration] * len(outs), [self.busiest])
         lo = [sc.duration if self._survives(r[0]) else 0.0 for r in first]
         hi = [c if lo_ else sc.duration for c, lo_ in zip(cap, lo)]
         limit = ["" for _ in outs]
         twice = self._one(named, sc, [2 * sc.duration] * len(outs), self.models)
         for o, rr in zip(outs, twice):
-            o.longer_loss = sum(r["webhook"] + r["buffered"] for r in rr)
+            o.longer_loss = sum(r.lost for r in rr)
         # is the cap itself survived?
         top = self._one(named, sc, hi, [self.busiest])
         capped = [bool(lo[i]) and self._survives(top[i][0]) for i in range(len(outs))]
         for i, r in enumerate(top):
             if not capped[i]:
-                limit[i] = "drops" if r[0]["webhook"] + r[0]["buffered"] else "memory"
+                limit[i] = "drops" if r[0].lost else "memory"
         for _ in range(8):
             live = [i for i in range(len(outs)) if not capped[i] and hi[i] - lo[i] > max(5.0, 0.1 * lo[i])]
             if not live:
@@ -337,7 +431,7 @@ class FailureJudge:
                     lo[i] = mid
                 else:
                     hi[i] = mid
-                    limit[i] = "drops" if r[0]["webhook"] + r[0]["buffered"] else "memory"
+                    limit[i] = "drops" if r[0].lost else "memory"
         for i, o in enumerate(outs):
             o.tolerance_seconds = hi[i] if capped[i] else lo[i]
             o.tolerance_capped = capped[i]
@@ -349,7 +443,7 @@ class FailureJudge:
 
 def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> list[AuditFlags]:
     """The same flags with an initial backoff long enough for every outage's batches to outlast it."""
-    need = max((s.duration - (ATTEMPTS - 1) * (ATTEMPT_TIMEOUT if s.kind == "hang" else 0.0)) / CHAIN
+    need = max((s.duration - (ATTEMPTS - 1) * s.attempt_seconds) / CHAIN
                for s in scenarios if s.is_outage) if any(s.is_outage for s in scenarios) else 0.0
     out = []
     for b in BACKOFFS:
@@ -360,7 +454,7 @@ def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> lis
 
 
 def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown: list[tuple[str, AuditFlags]],
-           feasible: list[tuple[str, AuditFlags]], budget: int, window: float, seed: int = 1, jobs: int = 2,
+           feasible: list[tuple[str, AuditFlags]], budget: MemoryBudget, window: float, seed: int = 1, jobs: int = 2,
            engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
     """Judge the shown flag sets and the healthy-feasible ones (with longer-backoff variants) under
     every scenario; pick the least-memory survivor among the feasible ones, else the frontier."""
@@ -400,15 +494,6 @@ def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown:
     sentence = ("no flag set both survives " + " and ".join(s.label for s in scenarios)
                 + " and stays within the memory budget: a longer backoff holds every batch of the outage "
                 "in memory, a shorter one drops them; choose on the frontier below")
-    frontier = []
-    for n in by_name:
-        if n not in feasible_names:
-            continue
-        for o in by_name[n]:
-            if o.scenario in outs:
-                frontier.append({"flag_set": n, "flags": shown_flags(o.flags), "scenario": o.scenario.label,
-                                 "outage_tolerance_seconds": o.tolerance_seconds, "at_least": o.tolerance_capped,
-                                 "peak_memory_bytes": o.peak_memory, "lost": o.lost,
-                                 "lost_if_twice_as_long": o.longer_loss})
-    frontier.sort(key=lambda r: (r["scenario"], r["peak_memory_bytes"]))
+    frontier = sorted((FrontierPoint.of(o) for n in by_name if n in feasible_names for o in by_name[n]
+                       if o.scenario in outs), key=lambda p: (p.scenario, p.peak_memory_bytes))
     return FailureAssessment(scenarios, outcomes, None, None, sentence, frontier, runs)

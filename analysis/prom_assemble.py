@@ -150,6 +150,7 @@ def collect_webhook(client: PromClient, q: Queries, w: Window, c: Collected, log
         wh[f"size_{n}"] = by_host(q.webhook_size(hosts, n), f"the webhook size {n}")
     wh["size_b"] = by_host(q.webhook_size_buckets(hosts), "the webhook le query", "le")
     wh["codes"] = by_host(q.webhook_codes(hosts), "the webhook code query", "code")
+    wh["retries"] = by_host(q.webhook_retries(hosts), "the webhook retries query", "code")
 
 
 def hist(buckets: dict[str, float], s: float, c: float) -> Histogram:
@@ -278,4 +279,6 @@ def _webhook(k: Key, d: InstanceData, c: Collected, webhook_host: str | None, mi
                                f"no rest_client_request_size_bytes{{verb=\"POST\",host=\"{h}\"}} for "
                                f"instance {inst}: batch body sizes unknown (Kubernetes < 1.27?)",
                                "the recommender falls back to --event-size"))
-    d.webhook = Webhook(h, dur, dict(sorted(wh["codes"].get(k, {}).get(h, {}).items())), size)
+    retries = wh.get("retries", {}).get(k, {}).get(h)
+    d.webhook = Webhook(h, dur, dict(sorted(wh["codes"].get(k, {}).get(h, {}).items())), size,
+                        dict(sorted(retries.items())) if retries is not None else None)

@@ -121,3 +121,8 @@ class Queries:
 
     def webhook_codes(self, hosts: list[str]) -> str:
         return f"sum by ({self.by}, host, code) (increase(rest_client_requests_total{self._hosts(hosts, 'method')}[{W}]))"
+
+    def webhook_retries(self, hosts: list[str]) -> str:
+        """Round trips after the first inside one request (client-go ``rest/with_retry.go``: Retry-After retries)."""
+        return (f"sum by ({self.by}, host, code) (increase(rest_client_request_retries_total"
+                f"{self._hosts(hosts, 'verb')}[{W}]))")

@@ -30,6 +30,7 @@ from audit_tune.analysis.calibrate import InstanceModel, Validation, calibrate, 
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability
+from audit_tune.analysis.memfactor import MemoryBudget
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
 from audit_tune.analysis.restart_at_peak import restart_at_peak
@@ -173,14 +174,14 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
                      best: Evaluation | None, trace: SearchTrace, seed: int, engine: str,
                      log: Callable[[str], None]) -> outage.FailureAssessment:
     """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios."""
-    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap)
+    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap, obj.webhook_retry_after)
     feasible: list[tuple[str, AuditFlags]] = [("recommended", best.flags)] if best is not None else []
     base = named[0][1]
     for r, rnd in enumerate(trace.rounds):
         for k, c in enumerate(rnd):
             if not c.violations:
                 feasible.append((f"candidate-{r}.{k}", parse_flags(c.flags, base=base)))
-    return outage.assess(models, scenarios, named, feasible, obj.memory_bytes,
+    return outage.assess(models, scenarios, named, feasible, MemoryBudget(obj.memory_bytes, obj.memory_factor),
                          parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log)
 
 

@@ -91,7 +91,8 @@ class RecommendConfig:
     def to_dict(self) -> dict[str, object]:
         return {"seed": self.seed, "engine": self.engine, "source": self.source, "objective": self.objective.to_dict(),
                 "horizon_seconds": self.horizon_seconds, "current_flags": self.current_flags,
-                "current_flags_source": self.current_flags_source}
+                "current_flags_source": self.current_flags_source,
+                "memory_factor": self.objective.memory_factor.to_dict()}
 
 
 @dataclass(frozen=True)

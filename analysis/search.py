@@ -80,9 +80,9 @@ class Recommender:
             inflight = max(2.0, qps * (lat_p99 + retry)) * ms
             mem = (buf + ms + inflight) * self.size
             floor = (buf + 2 * ms) * self.size  # buffer + one batch collecting + at least one in flight
-            if floor > self.obj.memory_bytes:
-                excluded.append(f"max-size {ms}: buffer {buf} + 2 batches x {self.size} B = {format_size(floor)} > "
-                                f"--memory-budget {self.obj.memory_budget}")
+            if self.obj.over_budget(floor):
+                excluded.append(f"max-size {ms}: buffer {buf} + 2 batches x {self.size} B = "
+                                f"{self.obj.memory_factor.explain(floor)} > --memory-budget {self.obj.memory_budget}")
                 continue
             out.append((mem, f))
         out.sort(key=lambda x: x[0])
@@ -174,8 +174,8 @@ class Recommender:
             viol.append(f"drops at the observed load ({sum(d1.values()):.0f} events per run on average)")
         if p_worst > self.obj.max_drop_probability:
             viol.append(f"P(any drop over {format_duration(self.horizon)}) = {p_worst:.3g} > {self.obj.max_drop_probability:g}")
-        if mem_bound > self.obj.memory_bytes:
-            viol.append(f"memory {format_size(mem_bound)} > --memory-budget {self.obj.memory_budget}")
+        if self.obj.over_budget(mem_bound):
+            viol.append(f"memory {self.obj.memory_factor.explain(mem_bound)} > --memory-budget {self.obj.memory_budget}")
         if lat is not None and lat > self.obj.latency_seconds:
             viol.append(f"p99 delivery latency {lat:.1f}s > --max-delivery-latency {self.obj.max_delivery_latency}")
         body = c.max_batch_size * self.size * SIZE_MARGIN
@@ -267,7 +267,8 @@ class Recommender:
         }
         slack = {
             "peak x headroom (capacity)": c.drain_capacity / (peak * h) if peak else math.inf,
-            "memory budget": self.obj.memory_bytes / ev.memory_bound if ev.memory_bound else math.inf,
+            "memory budget": (self.obj.memory_bytes / self.obj.memory_factor.apiserver_bytes(ev.memory_bound)
+                              if ev.memory_bound else math.inf),
             "delivery latency": self.obj.latency_seconds / lat if lat else math.inf,
             "max batch bytes": self.obj.batch_bytes / (body * SIZE_MARGIN) if self.obj.batch_bytes else math.inf,
             "receiver max qps": (self.obj.receiver_max_qps / (c.throttle_qps * len(self.models))

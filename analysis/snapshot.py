@@ -217,14 +217,17 @@ class Webhook:
     ``duration`` is ``rest_client_request_duration_seconds{verb="POST",host}`` (one observation per
     outer attempt, including Retry-After retries, excluding backoff sleeps); ``size`` is
     ``rest_client_request_size_bytes`` (batch body bytes); ``requests_by_code`` is
-    ``rest_client_requests_total`` by ``code`` (``<error>`` = transport error). All are increases over
-    the window.
+    ``rest_client_requests_total`` by ``code`` (``<error>`` = transport error), every round trip;
+    ``retries_by_code`` is ``rest_client_request_retries_total{verb="POST",host}`` by ``code``, the
+    round trips after the first inside one attempt (Retry-After retries, ``analysis/retries.py``),
+    ``None`` when Prometheus has no such series. All are increases over the window.
     """
 
     host: str
     duration: Histogram
     requests_by_code: dict[str, float]
     size: Histogram | None = None
+    retries_by_code: dict[str, float] | None = None
 
     def p(self, q: float) -> float | None:
         return self.duration.quantile(q)
@@ -240,6 +243,7 @@ class Webhook:
         return {"host": self.host, "duration_buckets": self.duration.buckets(),
                 "duration_sum": self.duration.sum, "duration_count": self.duration.count,
                 "requests_by_code": dict(self.requests_by_code),
+                "retries_by_code": dict(self.retries_by_code) if self.retries_by_code is not None else None,
                 "size_buckets": size.buckets() if size is not None else None,
                 "size_sum": size.sum if size is not None else None,
                 "size_count": size.count if size is not None else None}
@@ -260,7 +264,11 @@ class Webhook:
             sb = _obj(d["size_buckets"], f"{where}.size_buckets")
             size = Histogram.from_parts(sb.get("le"), sb.get("cum"), d.get("size_sum", 0.0),
                                         d.get("size_count", 0.0), f"{where}.size")
-        return cls(host, dur, codes, size)
+        retries = None
+        if d.get("retries_by_code") is not None:
+            retries = {str(k): _num(v, f"{where}.retries_by_code.{k}")
+                       for k, v in _obj(d["retries_by_code"], f"{where}.retries_by_code").items()}
+        return cls(host, dur, codes, size, retries)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class WebhookDoc(TypedDict):
     duration_sum: float
     duration_count: float
     requests_by_code: dict[str, float]
+    retries_by_code: NotRequired[dict[str, float] | None]
     size_buckets: BucketsDoc | None
     size_sum: float | None
     size_count: float | None

@@ -219,7 +219,8 @@ def verify_run(record: dict[str, Any], trace: TraceRows | dict[str, Any] | str |
             runs.append({"events_total": d["events_total"], "buffered": d["errors"]["buffered"],
                          "webhook": d["errors"]["webhook"], "delivered": d["delivered"],
                          "p50": dl.get("p50"), "p99": dl.get("p99"), "in_flight_at_end": d.get("in_flight_at_end"),
-                         "max_inflight_batches": d.get("max_inflight_batches")})
+                         "max_inflight_batches": d.get("max_inflight_batches"),
+                         "peak_memory_bytes": d.get("peak_memory_bytes")})
             res_d = res_d or d
         if len(runs) == 1:
             pred = runs[0]

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-reports}"
 rc=0
-nice -n 10 python -m tune.cli report --current-flags analysis/data/sample-flags.txt --loadtest reports/sample/inputs/loadtest-run.json \
+nice -n 10 python -m audit_tune.cli report --current-flags analysis/data/sample-flags.txt --loadtest reports/sample/inputs/loadtest-run.json \
   --name sample --reports-dir "$dir" --seed 1 --no-progress || rc=$?
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
   echo "make-sample-report: tune report failed (exit $rc)" >&2

@@ -81,6 +81,9 @@ class Inst:
     data_until: float | None = None  # offset (s) where this instance's data ends (data ending before --end)
     gaps: tuple[tuple[float, float], ...] = ()  # offsets [from, to) with no samples (scrape failures)
     jitter: float = 0.0              # scrape timestamps moved by up to +-jitter seconds (millisecond resolution)
+    retry_after: float = 0.0         # > 0: a share of attempts is answered 503 with Retry-After: this many seconds
+    retry_after_share: float = 0.0   # that share of POST attempts; the client retries each until its 30 s timeout
+    retries_metric: bool = True      # False: no rest_client_request_retries_total (an apiserver without it)
 
 
 @dataclass
@@ -119,6 +122,8 @@ class InstTruth:
     webhook_host: str | None
     audit: bool
     data_from: float
+    retries_by_code: dict[str, float] | None = None  # rest_client_request_retries_total as exported
+    retried_attempts: float = 0.0  # attempts whose first answer was 503 with Retry-After
 
 
 @dataclass
@@ -188,6 +193,12 @@ def scenarios() -> dict[str, Scenario]:
                  [Inst("10.4.0.1:6443", _const(700.0), extra_jobs=("kubernetes-apiservers",)),
                   Inst("10.4.0.2:6443", _const(700.0))],
                  description="one apiserver scraped by two jobs: every series twice (select one with --selector)"),
+        Scenario("retry-after", 10, 2 * 3600, 15,
+                 [Inst("10.6.0.1:6443", _const(1000.0), retry_after=5.0, retry_after_share=0.01),
+                  Inst("10.6.0.2:6443", _const(1000.0), retry_after=5.0, retry_after_share=0.01,
+                       retries_metric=False)],
+                 description="1% of webhook attempts answered 503 with Retry-After: 5 until the client's 30 s "
+                             "timeout (5 in-attempt retries each); .2 does not export rest_client_request_retries_total"),
         Scenario("wild", 9, 6 * 3600, 15,
                  [Inst("10.5.0.1:6443", _const(600.0), jitter=0.004, reset_at=3 * 3600 + 7),
                   Inst("10.5.0.2:6443", _const(400.0), gaps=((3600, 5400),), data_until=4 * 3600),
@@ -333,6 +344,15 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
                  {"code": "500", "method": "POST", "host": host}, fails - err)
             emit("rest_client_requests", "counter", "rest_client_requests_total",
                  {"code": "<error>", "method": "POST", "host": host}, err)
+        if inst.retry_after:
+            # attempts answered 503 + Retry-After N: the client POSTs again every N s until the 30 s
+            # timeout (k retries, all 503 here), then the attempt fails (the webhook retries the batch later)
+            ra, k_ra = _retried(posts, inst)
+            emit("rest_client_requests", "counter", "rest_client_requests_total",
+                 {"code": "503", "method": "POST", "host": host}, ra * (k_ra + 1))
+            if inst.retries_metric:
+                emit("rest_client_request_retries", "counter", "rest_client_request_retries_total",
+                     {"code": "503", "verb": "POST", "host": host}, ra * k_ra)
         cum_posts = np.cumsum(posts)
         if reset_idx is not None and 0 < reset_idx < n:
             cum_posts[reset_idx:] -= cum_posts[reset_idx - 1]
@@ -397,7 +417,19 @@ def _generate_inst(sc: Scenario, inst: Inst, rng: np.random.Generator) -> tuple[
                        if inst.webhook_fail_share else {"200": inc(posts)}) if has_webhook and inst.audit else {},
         latency_mean=lat_mean, webhook_host=inst.webhook_host if inst.audit else None, audit=inst.audit,
         data_from=sc.start + inst.data_from)
+    if inst.retry_after and has_webhook and inst.audit:
+        ra, k_ra = _retried(posts, inst)
+        truth.posts_by_code["503"] = inc(ra * (k_ra + 1))
+        truth.retried_attempts = inc(ra)
+        truth.retries_by_code = {"503": inc(ra * k_ra)} if inst.retries_metric else None
     return out, truth
+
+
+def _retried(posts: np.ndarray, inst: Inst) -> tuple[np.ndarray, int]:
+    """Attempts per tick answered 503 + Retry-After (the share of POSTs, whole counts spread evenly),
+    and the retries each makes before the client's 30 s timeout (at most client-go's 10)."""
+    ra = np.diff(np.floor(np.cumsum(posts * inst.retry_after_share) + 1e-9), prepend=0.0)
+    return ra, min(10, math.ceil(30.0 / inst.retry_after) - 1)
 
 
 def _fmt_le(le: float) -> str:

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from matplotlib.image import imread
 
+from audit_tune.analysis.report.model import CapacityReport
 from audit_tune.cli.app import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,3 +318,30 @@ def test_committed_sample_is_complete() -> None:
     for target in re.findall(r"\]\(([^)\s]+)\)", (s / "report.md").read_text()):
         assert (s / target).is_file(), target
     assert shutil.which("bash")
+
+
+def test_frontier_plot_when_nothing_survives_within_the_budget(tmp_path: Path) -> None:
+    """A 2 min outage with a 3 MiB budget: no flag set both survives and fits, so the report plots the
+    frontier (tolerance against apiserver memory, and what a longer outage loses) from ``failures.frontier``."""
+    rc = main(["report", "--memory-budget", "3MiB", "--memory-overhead", "1", "--tolerate-outage", "2m:refuse",
+               "--seeds", "1", "--jobs", "1",
+               "--reports-dir", str(tmp_path), "--name", "fr", "--no-progress"])
+    assert rc == 3
+    out = tmp_path / "fr"
+    d = json.loads((out / "data.json").read_text())
+    f = d["recommendation"]["failures"]
+    assert f["survivor"] is None and f["frontier"]
+    points = CapacityReport.from_doc(d).frontier
+    assert [p.to_dict() for p in points] == f["frontier"]
+    assert all(p.lost > 0 or p.peak_apiserver_memory_bytes > 3 * 2**20 for p in points)
+    png = imread(out / "frontier.png")
+    assert png.shape[0] > 200 and png.shape[1] > 400 and float(png[..., :3].std()) > 0.05, "blank frontier plot"
+    assert "](frontier.png)" in (out / "report.md").read_text()
+    html = (out / "index.html").read_text()
+    assert 'data-plot="frontier"' in html and "tolerance against memory" in html
+
+
+def test_no_frontier_plot_with_a_survivor(reports: dict[str, Path]) -> None:
+    d = json.loads((reports["a"] / "data.json").read_text())
+    assert d["recommendation"]["failures"]["survivor"] is not None and not d["recommendation"]["failures"]["frontier"]
+    assert not (reports["a"] / "frontier.png").exists()

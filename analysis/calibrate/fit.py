@@ -7,16 +7,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
 from audit_tune.analysis.auditlog.build import trace_from_dict
 from audit_tune.analysis.calibrate.model import LATENCY_POINTS, BurstFit, InstanceModel
+from audit_tune.analysis.retries import webhook_attempts
 from audit_tune.analysis.snapshot import FORMAT, Snapshot
 from audit_tune.analysis.snapshot_doc import InstanceDoc, SeriesDoc, SourceDoc
 from audit_tune.basics.errors import InputError, NotEnoughData
-from audit_tune.basics.jsondata import JsonObject, as_float, as_list, as_object
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_object
 from audit_tune.sim.latency import Latency, ndtri
 from audit_tune.sim.receiver import ATTEMPT_TIMEOUT, ATTEMPTS
 from audit_tune.sim.units import format_duration, parse_duration
@@ -256,7 +257,7 @@ def calibrate(snapshot: Snapshot | dict[str, Any], instance: str) -> InstanceMod
     else:
         sources["webhook_latency"] = "default 50ms fixed: no webhook duration histogram"
         warnings.append("no webhook latency histogram (rest_client_request_duration_seconds for the webhook host): assumed 50ms")
-    p_fail, attempts = failure_rate((wh.get("requests_by_code") if wh else None) or {}, lat)
+    p_fail, attempts = failure_rate(webhook_attempts(cast(JsonValue, wh)), lat)
     sources["webhook_failure_rate"] = (f"non-2xx + <error> / {attempts} attempts (rest_client_requests_total)"
                                        if attempts else "assumed 0: no rest_client_requests_total for the webhook host")
     size, sources["event_size"] = event_size(inst, p_fail)

@@ -55,6 +55,7 @@ def header_lines(report: RecommendationReport) -> list[str]:
     return [
         f"audit-tune {report.tool_version} recommend  seed={c.seed}  engine={c.engine}  input={src_txt}",
         "objective: " + " ".join(f"{k.replace('_', '-')}={v}" for k, v in o.items() if v not in ("", None, (), [])),
+        c.objective.memory_factor.line(),
         *(f"failure scenario: {f.label} ({f.origin})" for f in report.failures.scenarios),
         "current flags (" + c.current_flags_source + "): " + " ".join(c.current_flags),
         f"confidence: {report.confidence}",
@@ -221,51 +222,50 @@ def burst_lines(report: dict[str, object]) -> list[str]:
     return out
 
 
-def _tol(o: dict[str, object]) -> str:
-    t = o.get("outage_tolerance_seconds")
-    if not isinstance(t, (int, float)):
+def _tol(seconds: float | None, at_least: bool, limit: str = "") -> str:
+    if seconds is None:
         return "-"
-    s = (">= " if o.get("outage_tolerance_at_least") else "") + format_duration(t)
-    return s + (f" ({o['outage_tolerance_limit']})" if o.get("outage_tolerance_limit") else "")
+    return (">= " if at_least else "") + format_duration(seconds) + (f" ({limit})" if limit else "")
 
 
 def print_failures(con: Console, report: RecommendationReport) -> None:
     """Every flag set under every receiver failure scenario; the ``--evaluate`` checks; the survivor,
     or the frontier when nothing survives."""
-    f = report.failures.to_dict()
-    if not f["scenarios"]:
+    f = report.failures
+    if not f.scenarios:
         return
     t = Table(title="Receiver failures (starting at each apiserver's busiest step; memory includes batches held by "
                     "retrying goroutines; tolerance on the busiest apiserver)",
               show_header=True, header_style="bold", title_justify="left")
-    for col in ("flag set", "scenario", "lost webhook", "lost buffered", "peak memory", "backlog delivered after",
-                "outage tolerance", "lost if 2x longer"):
+    for col in ("flag set", "scenario", "lost webhook", "lost buffered", "peak memory (events)", "apiserver memory",
+                "backlog delivered after", "outage tolerance", "lost if 2x longer"):
         t.add_column(col, justify="left" if col in ("flag set", "scenario") else "right", no_wrap=col in ("flag set", "scenario"))
-    for o in f["outcomes"]:
-        style = "green" if o["ok"] else "red"
-        t.add_row(f"[{style}]{escape(o['flag_set'])}[/{style}]", o["scenario"], f"{o['lost_webhook']:,}",
-                  f"{o['lost_buffered']:,}", format_size(o["peak_memory_bytes"]), f"{o['recovery_seconds']:.0f}s",
-                  _tol(o), "-" if o["lost_if_twice_as_long"] is None else f"{o['lost_if_twice_as_long']:,}")
+    for o in f.outcomes:
+        style = "green" if o.ok else "red"
+        t.add_row(f"[{style}]{escape(o.name)}[/{style}]", escape(o.scenario.label), f"{o.lost_webhook:,}",
+                  f"{o.lost_buffered:,}", format_size(o.peak_memory), format_size(o.apiserver_memory),
+                  f"{o.recovery_seconds:.0f}s", _tol(o.tolerance_seconds, o.tolerance_capped, o.tolerance_limit),
+                  "-" if o.longer_loss is None else f"{o.longer_loss:,}")
     con.print(t)
-    ev = report.evaluated.to_dict() if report.evaluated else None
+    ev = report.evaluated
     if ev:
-        con.print("Evaluated flags: " + " ".join(ev["flags"]), markup=False)
-        for c in ev["checks"]:
-            mark = "[green]ok[/green]  " if c["ok"] else "[red]FAIL[/red]"
-            con.print(f"  {mark} {escape(c['check'])}: {escape(c['detail'])}")
-    if f["survivor"]:
-        con.print(f"[green]{escape(f['survivor'])} survives every failure scenario within the memory budget.[/green]")
+        con.print("Evaluated flags: " + " ".join(ev.flags), markup=False)
+        for c in ev.checks:
+            mark = "[green]ok[/green]  " if c.ok else "[red]FAIL[/red]"
+            con.print(f"  {mark} {escape(c.check)}: {escape(c.detail)}")
+    if f.survivor:
+        con.print(f"[green]{escape(f.survivor)} survives every failure scenario within the memory budget.[/green]")
         return
-    con.print(f"[red]{escape(f['no_survivor'])}.[/red]")
+    con.print(f"[red]{escape(f.sentence)}.[/red]")
     fr = Table(title="Frontier: outage tolerance against peak memory (candidates that meet the rest of the objective)",
                show_header=True, header_style="bold", title_justify="left")
-    for col in ("flag set", "scenario", "outage tolerance", "peak memory", "lost", "lost if 2x longer"):
+    for col in ("flag set", "scenario", "outage tolerance", "peak memory (events)", "apiserver memory", "lost",
+                "lost if 2x longer"):
         fr.add_column(col, justify="left" if col in ("flag set", "scenario") else "right")
-    for r in f["frontier"]:
-        fr.add_row(escape(r["flag_set"]), r["scenario"],
-                   _tol({"outage_tolerance_seconds": r["outage_tolerance_seconds"], "outage_tolerance_at_least": r["at_least"]}),
-                   format_size(r["peak_memory_bytes"]), f"{r['lost']:,}",
-                   "-" if r["lost_if_twice_as_long"] is None else f"{r['lost_if_twice_as_long']:,}")
+    for p in f.frontier:
+        fr.add_row(escape(p.flag_set), escape(p.scenario), _tol(p.outage_tolerance_seconds, p.at_least),
+                   format_size(p.peak_memory_bytes), format_size(p.peak_apiserver_memory_bytes), f"{p.lost:,}",
+                   "-" if p.lost_if_twice_as_long is None else f"{p.lost_if_twice_as_long:,}")
     con.print(fr)
 
 

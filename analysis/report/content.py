@@ -107,6 +107,11 @@ def captions(d: CapacityReport) -> dict[str, str]:
         "sensitivity": "Share of events dropped at the busiest stretch x headroom for each throttle qps (columns) and "
                        "batch max size (rows), other flags as recommended. The hatched square is the recommendation.",
         "loadtest": "A real kube-apiserver run (tune loadtest) against the simulator's replay of the same run.",
+        "frontier": "No flag set both survives the receiver outage and stays within --memory-budget. Each point is a "
+                    "candidate that meets the rest of the objective, or its variant with a longer initial backoff: "
+                    "the longest outage it survives against the apiserver memory it needs (held event bytes x the "
+                    "Go heap overhead factor). A longer backoff keeps every batch of the outage in memory, a shorter "
+                    "one drops them; the bars show what the outage and one twice as long lose.",
     }
     if s.binding_constraint:
         out["sensitivity"] += f" Binding constraint: {s.binding_constraint}."

@@ -28,6 +28,7 @@ from audit_tune.analysis.recommend import TUNED, build_report
 from audit_tune.analysis.report.model import FORMAT, CapacityReport
 from audit_tune.analysis.report.sims import Sims
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_float, as_list, as_object, as_str
 from audit_tune.loadgen.record import FORMAT as LT_FORMAT
 from audit_tune.loadgen.verify import TraceRows, verify_run
 from audit_tune.sim.config import AuditFlags, parse_flags
@@ -42,12 +43,17 @@ def recommendation(snap: dict[str, Any], current: AuditFlags, current_source: st
     return build_report(snap, current, current_source, objective, seed=seed, source=source, log=log).to_dict()
 
 
-def models_of(snap: dict[str, Any], rec: dict[str, Any]) -> list[InstanceModel]:
+def _obj(v: JsonValue, where: str) -> JsonObject:
+    return {} if v is None else as_object(v, where)
+
+
+def models_of(snap: JsonObject, rec: JsonMapping) -> list[InstanceModel]:
     """The calibrated instance models the recommendation used (same sigma after validation)."""
     out = []
-    for cal in rec["calibration"]:
-        m = calibrate(snap, cal["instance"])
-        sig = float(cal["burst"]["sigma"])
+    for c in as_list(rec.get("calibration"), "recommendation.calibration"):
+        cal = as_object(c, "recommendation.calibration[]")
+        m = calibrate(snap, as_str(cal.get("instance"), "calibration[].instance"))
+        sig = as_float(as_object(cal.get("burst"), "calibration[].burst").get("sigma"), "calibration[].burst.sigma")
         if abs(m.burst.sigma - sig) > 1e-3:
             m = with_sigma(m, sig, "as in the recommendation")
         out.append(m)
@@ -76,11 +82,17 @@ def clean(x: Any) -> Any:
     return str(x)
 
 
-def flag_sets(rec: dict[str, Any], current: AuditFlags) -> dict[str, AuditFlags]:
+def _flags(doc: JsonValue, where: str) -> list[str]:
+    return [as_str(f, where) for f in as_list(as_object(doc, where).get("flags"), f"{where}.flags")]
+
+
+def flag_sets(rec: JsonMapping, current: AuditFlags) -> dict[str, AuditFlags]:
     sets = {"current": current}
     if rec.get("recommended"):
-        sets["recommended"] = parse_flags(rec["recommended"]["flags"], base=current, source="recommendation")
-    sets["rule_of_thumb"] = parse_flags(rec["rule_of_thumb"]["flags"], base=current, source="rule of thumb")
+        sets["recommended"] = parse_flags(_flags(rec.get("recommended"), "recommended"), base=current,
+                                          source="recommendation")
+    sets["rule_of_thumb"] = parse_flags(_flags(rec.get("rule_of_thumb"), "rule_of_thumb"), base=current,
+                                        source="rule of thumb")
     return sets
 
 
@@ -122,27 +134,33 @@ def summary(rec: dict[str, Any], sets: dict[str, AuditFlags], peak: float) -> di
     }
 
 
-def history(snap: dict[str, Any], models: list[Any], sets: dict[str, AuditFlags]) -> list[dict[str, Any]]:
+def _times(series: JsonObject, key: str, w0: float, where: str) -> list[JsonValue]:
+    return [as_float(t, where) - w0 if key == "t" else as_float(t, where)
+            for t in as_list(series.get(key, []), f"{where}.{key}")]
+
+
+def history(snap: JsonMapping, models: list[InstanceModel], sets: dict[str, AuditFlags]) -> list[JsonObject]:
     """Per instance: observed event rate (and short-window peaks) over the window, seconds from its start."""
-    out = []
-    w0 = float(((snap.get("source") or {}).get("window") or {}).get("start") or 0.0)
+    out: list[JsonObject] = []
+    w0v = _obj(_obj(snap.get("source"), "source").get("window"), "source.window").get("start")
+    w0 = as_float(w0v, "source.window.start") if w0v is not None else 0.0
     for m in models:
-        inst = snap["instances"][m.name]
-        er = inst.get("event_rate") or {"t": [], "v": []}
-        pk = inst.get("event_rate_peak") or None
+        inst = as_object(as_object(snap.get("instances"), "instances").get(m.name), f"instances.{m.name}")
+        er = _obj(inst.get("event_rate"), "event_rate")
+        pk = _obj(inst.get("event_rate_peak"), "event_rate_peak")
         out.append({
             "instance": m.name,
-            "t": [t - w0 for t in er["t"]], "event_rate": er["v"],
+            "t": _times(er, "t", w0, "event_rate"), "event_rate": _times(er, "v", w0, "event_rate"),
             "peak_window": pk.get("window") if pk else None,
-            "peak_t": [t - w0 for t in pk["t"]] if pk else [], "peak_rate": pk["v"] if pk else [],
+            "peak_t": _times(pk, "t", w0, "event_rate_peak"), "peak_rate": _times(pk, "v", w0, "event_rate_peak"),
             "mean_event_rate": m.mean_rate, "peak_burst_event_rate": m.peak_burst_rate,
-            "errors_increase": m.errors_increase,
+            "errors_increase": {k: float(v) for k, v in m.errors_increase.items()},
             "capacity_events_per_second": {k: _capacity(f) for k, f in sets.items()},
         })
     return out
 
 
-def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
+def load_loadtest(path: str | Path) -> tuple[JsonObject, TraceRows | None]:
     """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
     p = Path(path)
     try:
@@ -155,7 +173,7 @@ def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
         raise InputError(f"--loadtest {path}: format {rec.get('format') if isinstance(rec, dict) else None!r} "
                          f"is not {LT_FORMAT!r} (write one with 'tune loadtest -o run.json')")
     tr = rec.get("trace") or {}
-    trace = None
+    trace: TraceRows | None = None
     if tr.get("rows") is not None and isinstance(tr.get("rows"), list):
         trace = TraceRows.of(tr)
     elif tr.get("sidecar"):
@@ -169,7 +187,8 @@ def load_loadtest(path: str | Path) -> tuple[dict[str, Any], Any]:
 def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     """Observed vs predicted for a load-test run: the record's own ``verify`` section when it was
     run with ``--verify``, else ``loadgen.verify.verify_run`` replayed from the record and trace."""
-    rec, trace = load_loadtest(path)
+    doc, trace = load_loadtest(path)
+    rec: dict[str, Any] = doc  # the record's sections, read as its writer (loadgen.record) laid them out
     if rec.get("verify"):
         v, how = rec["verify"], "the record's --verify section (measured when the run ended)"
     else:
@@ -188,14 +207,14 @@ def loadtest_comparison(path: str | Path, seed: int) -> dict[str, Any]:
     }
 
 
-def window_of(snap: dict[str, Any]) -> dict[str, Any]:
-    w = ((snap.get("source") or {}).get("window") or {})
-    out: dict[str, Any] = {"start": w.get("start"), "end": w.get("end"), "step": w.get("step")}
-    for k in ("start", "end"):
-        if isinstance(w.get(k), (int, float)):
-            out[f"{k}_utc"] = dt.datetime.fromtimestamp(float(w[k]), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if isinstance(w.get("start"), (int, float)) and isinstance(w.get("end"), (int, float)):
-        out["length"] = format_duration(float(w["end"]) - float(w["start"]))
+def window_of(snap: JsonMapping) -> JsonObject:
+    w = _obj(_obj(snap.get("source"), "source").get("window"), "source.window")
+    out: JsonObject = {"start": w.get("start"), "end": w.get("end"), "step": w.get("step")}
+    num = {k: float(v) for k in ("start", "end") if isinstance(v := w.get(k), (int, float))}
+    for k, v in num.items():
+        out[f"{k}_utc"] = dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if len(num) == 2:
+        out["length"] = format_duration(num["end"] - num["start"])
     return out
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit_tune.analysis.evaluation import FlagReason
+from audit_tune.analysis.outage import FrontierPoint
 from audit_tune.loadgen.verify_result import VerifyRow
 
 FORMAT = "audit-tune-report/v1"
@@ -188,6 +189,19 @@ class CapacityReport:
                    d["flag_sets"], d["effective_flags"], Summary.from_doc(d["summary"]), d["history"], d["knee"],
                    d["peak_window"], d["latency_sweep"], d.get("sensitivity"),
                    LoadtestComparison.from_doc(lt) if lt else None, d["recommendation"])
+
+    @property
+    def frontier(self) -> list[FrontierPoint]:
+        """The recommendation's frontier (``failures.frontier``): filled only when no flag set both
+        survives the receiver outage and stays within the memory budget."""
+        fr = (self.recommendation.get("failures") or {}).get("frontier") or []
+        return [FrontierPoint.from_doc(p) for p in fr]
+
+    @property
+    def outage_seconds(self) -> dict[str, float]:
+        """The outage scenarios' durations by label."""
+        scs = (self.recommendation.get("failures") or {}).get("scenarios") or []
+        return {s["label"]: float(s["duration_seconds"]) for s in scs if s.get("duration_seconds") is not None}
 
     @property
     def title(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -22,6 +22,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from audit_tune.analysis.report.model import CapacityReport  # noqa: E402
+from audit_tune.sim.units import parse_size  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -51,7 +52,7 @@ STYLE = {  # line style and marker per flag set: distinguishable without colour
 DPI = 100
 
 
-def _rc(th: Theme) -> dict[RcKeyType, Any]:
+def _rc(th: Theme) -> dict[RcKeyType, str | float | bool]:
     return {"figure.facecolor": th["bg"], "axes.facecolor": th["bg"], "savefig.facecolor": th["bg"],
             "text.color": th["fg"], "axes.labelcolor": th["fg"], "axes.edgecolor": th["muted"],
             "xtick.color": th["fg"], "ytick.color": th["fg"], "grid.color": th["grid"], "axes.grid": True,
@@ -293,6 +294,52 @@ def loadtest(data: CapacityReport, th: Theme) -> Figure:
     return fig
 
 
+def frontier(data: CapacityReport, th: Theme) -> Figure:
+    """Outage tolerance against apiserver memory over the candidates (nothing survives both), and
+    what the outage and one twice as long lose."""
+    pts = data.frontier
+    scen = list(dict.fromkeys(p.scenario for p in pts))
+    need = data.outage_seconds
+    budget = data.config.objective["memory_budget"]
+    budget_b = parse_size(str(budget), "--memory-budget")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    marks = ("o", "s", "^", "D")
+    for k, sc in enumerate(scen):
+        ps = [p for p in pts if p.scenario == sc]
+        x = [p.outage_tolerance_seconds or 0.0 for p in ps]
+        y = [p.peak_apiserver_memory_bytes / 2**20 for p in ps]
+        a1.plot(x, y, ls="", marker=marks[k % len(marks)], color=th["recommended" if k == 0 else "current"],
+                markersize=7, label=sc)
+        # points that (nearly) coincide share one label: within 1 s and 3 % of the highest memory
+        gy = 0.03 * max(y + [budget_b / 2**20])
+        at: dict[tuple[int, int], tuple[float, float, list[str]]] = {}
+        for p, xi, yi in zip(ps, x, y):
+            at.setdefault((round(xi), round(yi / gy)), (xi, yi, []))[2].append(("≥" if p.at_least else "") + p.flag_set)
+        for xi, yi, labels in at.values():
+            a1.annotate("\n".join(labels), (xi, yi), fontsize=7, color=th["muted"], xytext=(5, 0),
+                        textcoords="offset points", va="center")
+        if sc in need:
+            a1.axvline(need[sc], color=th["fg"], ls="-.", lw=1.0, label=f"{sc}: outage to survive")
+    a1.axhline(budget_b / 2**20, color=th["peak"], ls="--", lw=1.2, label=f"--memory-budget {budget}")
+    a1.set_xlabel("outage tolerance (s): longest outage losing nothing within the budget")
+    a1.set_ylabel("peak apiserver memory for audit (MiB)")
+    a1.set_title("Frontier: tolerance against memory")
+    a1.legend(loc="best", fontsize=7)
+    names = [f"{p.flag_set} ({p.scenario.split(' ')[0]})" if len(scen) > 1 else p.flag_set for p in pts]
+    yy = range(len(pts))
+    w = 0.38
+    a2.barh([i - w / 2 for i in yy], [p.lost for p in pts], w, color=th["current"], hatch="//", ec=th["fg"], lw=0.5,
+            label="lost in the outage")
+    a2.barh([i + w / 2 for i in yy], [p.lost_if_twice_as_long or 0 for p in pts], w, color=th["predicted"],
+            hatch="..", ec=th["fg"], lw=0.5, label="lost if 2x longer")
+    a2.set_yticks(list(yy), names, fontsize=7)
+    a2.set_xlabel("audit events lost")
+    a2.set_title("What a longer outage loses")
+    a2.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES: list[tuple[str, str, Callable[[CapacityReport, Theme], Figure], Callable[[CapacityReport], bool]]] = [
     ("history", "Observed event rate and drain capacity", history, lambda d: bool(d.history)),
     ("knee", "Drops against event rate (the knee)", knee, lambda d: bool(d.knee["series"])),
@@ -302,6 +349,8 @@ FIGURES: list[tuple[str, str, Callable[[CapacityReport, Theme], Figure], Callabl
     ("inflight-memory", "In-flight batches and memory against webhook latency", latency_sweep,
      lambda d: bool(d.latency_sweep["sets"])),
     ("sensitivity", "Sensitivity: qps x max-size", sensitivity, lambda d: d.sensitivity is not None),
+    ("frontier", "Receiver outage: tolerance against memory (nothing survives both)", frontier,
+     lambda d: bool(d.frontier)),
     ("loadtest", "Load test: observed vs predicted", loadtest, lambda d: d.loadtest is not None),
 ]
 

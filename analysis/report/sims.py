@@ -28,12 +28,13 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
 from audit_tune.sim.latency import Latency
@@ -48,17 +49,38 @@ SIZE_GRID = (10, 25, 50, 100, 200, 250, 400, 500, 800, 1000, 2000)
 SHAPE = "observed"
 
 
-def _task(args: tuple) -> dict[str, Any]:
-    """One whole-stretch run (picklable, for the pool): the numbers the plots need."""
-    model, flags, seed, scale, lo, hi, engine = args
-    d = run(model.scenario(flags, seed, scale=scale, start=lo, stop=hi, shape=SHAPE), engine=engine).to_dict(series=False)
-    return {"events_total": d["events_total"], "errors": d["errors"], "max_inflight": d["max_inflight_batches"],
-            "peak_memory": d["peak_memory_bytes"]}
+class Task(NamedTuple):
+    """One whole-stretch run: the model's steps ``[lo, hi)`` at ``scale`` with ``flags``."""
+
+    model: InstanceModel
+    flags: AuditFlags
+    seed: int
+    scale: float
+    lo: int
+    hi: int
+    engine: str
 
 
-def _drop_fraction(d: dict[str, Any]) -> float:
-    ev = d["events_total"]
-    return sum(d["errors"].values()) / ev if ev else 0.0
+@dataclass(frozen=True)
+class Numbers:
+    """What the plots need of one run."""
+
+    events_total: int
+    errors: dict[str, int]
+    max_inflight: int
+    peak_memory: int
+
+    @property
+    def drop_fraction(self) -> float:
+        return sum(self.errors.values()) / self.events_total if self.events_total else 0.0
+
+
+def _task(t: Task) -> Numbers:
+    """One whole-stretch run (picklable, for the pool)."""
+    d = run(t.model.scenario(t.flags, t.seed, scale=t.scale, start=t.lo, stop=t.hi, shape=SHAPE),
+            engine=t.engine).to_dict(series=False)
+    return Numbers(int(d["events_total"]), {str(k): int(v) for k, v in d["errors"].items()},
+                   int(d["max_inflight_batches"]), int(d["peak_memory_bytes"]))
 
 
 class Sims:
@@ -77,9 +99,9 @@ class Sims:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def _many(self, runs: list[tuple[AuditFlags, float, InstanceModel | None]]) -> list[dict[str, Any]]:
+    def _many(self, runs: list[tuple[AuditFlags, float, InstanceModel | None]]) -> list[Numbers]:
         """Independent whole-stretch runs ``(flags, scale, model or None)``, results in order."""
-        tasks = [(m or self.m, f, self.seed, scale, self.lo, self.hi, self.engine) for f, scale, m in runs]
+        tasks = [Task(m or self.m, f, self.seed, scale, self.lo, self.hi, self.engine) for f, scale, m in runs]
         self.runs += len(tasks)
         if self.jobs <= 1 or len(tasks) <= 1:
             return [_task(t) for t in tasks]
@@ -106,23 +128,23 @@ class Sims:
         return run(sc, engine=self.engine)
 
     # -- plots ------------------------------------------------------------------------------
-    def knee(self, sets: dict[str, AuditFlags], peak: float) -> dict[str, Any]:
+    def knee(self, sets: dict[str, AuditFlags], peak: float) -> JsonObject:
         caps = [f.webhook.batch.drain_capacity for f in sets.values() if f.webhook.mode == "batch"]
         caps = [c for c in caps if math.isfinite(c)] or [max(peak, 1.0)]
         lo = max(0.25 * min(min(caps), self.mean_rate or 1.0), 0.1)
         hi = 2.5 * max(max(caps), peak)
         rates = [float(x) for x in np.geomspace(lo, hi, KNEE_POINTS)]
-        out: dict[str, Any] = {"rates": rates, "stretch_seconds": self.seconds, "series": {}}
+        series: dict[str, JsonValue] = {}
         base = self.mean_rate or 1.0
         names = [n for n, f in sets.items() if f.webhook.mode == "batch"]
         self.log(f"knee: {len(rates)} rates x {len(names)} flag sets")
         res = self._many([(sets[n], r / base, None) for n in names for r in rates])
         for i, n in enumerate(names):
-            out["series"][n] = [_drop_fraction(d) for d in res[i * len(rates):(i + 1) * len(rates)]]
-        return out
+            series[n] = [d.drop_fraction for d in res[i * len(rates):(i + 1) * len(rates)]]
+        return {"rates": [*rates], "stretch_seconds": self.seconds, "series": series}
 
-    def peak_window(self, sets: dict[str, AuditFlags]) -> dict[str, Any]:
-        out: dict[str, Any] = {"seconds": self.seconds, "sets": {}}
+    def peak_window(self, sets: dict[str, AuditFlags]) -> JsonObject:
+        per_set: dict[str, JsonValue] = {}
         n = self.hi - self.lo
         cuts = sorted({max(1, int(round(n * k / DROP_CUTS))) for k in range(1, DROP_CUTS + 1)})
         for name, f in sets.items():
@@ -133,12 +155,13 @@ class Sims:
             d = res.to_dict(series=True)
             q = res.instances[0].backends["webhook"].delivery
             cdf = [float(q.quantile(p)) for p in CDF_Q] if q.count else []
-            drops_t, drops = [0.0], [0]
+            drops_t: list[JsonValue] = [0.0]
+            drops: list[JsonValue] = [0]
             for c in cuts:
                 dd = self._run(f, stop=self.lo + c, drain=False).to_dict(series=False)
                 drops_t.append(c * self.m.step)
                 drops.append(int(sum(dd["errors"].values())))
-            out["sets"][name] = {
+            per_set[name] = {
                 "buffer_size": f.webhook.batch.buffer_size,
                 "occupancy_interval_seconds": d["occupancy"]["interval_seconds"],
                 "occupancy_max": d["occupancy"]["max"][:int(math.ceil(self.seconds / d["occupancy"]["interval_seconds"]))],
@@ -146,12 +169,12 @@ class Sims:
                 "events_total": d["events_total"], "errors": d["errors"],
                 "max_buffer_occupancy": d["max_buffer_occupancy"],
                 "delivery_latency_seconds": d["delivery_latency_seconds"],
-                "cdf": {"q": list(CDF_Q) if cdf else [], "seconds": cdf},
+                "cdf": {"q": [*CDF_Q] if cdf else [], "seconds": [*cdf]},
             }
-        return out
+        return {"seconds": self.seconds, "sets": per_set}
 
-    def latency_sweep(self, sets: dict[str, AuditFlags]) -> dict[str, Any]:
-        out: dict[str, Any] = {"webhook_latency_seconds": list(WEBHOOK_LATENCIES), "sets": {}}
+    def latency_sweep(self, sets: dict[str, AuditFlags]) -> JsonObject:
+        per_set: dict[str, JsonValue] = {}
         names = [n for n, f in sets.items() if f.webhook.mode == "batch"]
         self.log(f"webhook latency sweep: {len(WEBHOOK_LATENCIES)} latencies x {len(names)} flag sets")
         models = [replace(self.m, latency=Latency("fixed", lat), failure_rate=0.0) for lat in WEBHOOK_LATENCIES]
@@ -159,12 +182,12 @@ class Sims:
         k = len(models)
         for i, n in enumerate(names):
             f, rs = sets[n], res[i * k:(i + 1) * k]
-            out["sets"][n] = {"max_inflight_batches": [d["max_inflight"] for d in rs],
-                              "peak_memory_bytes": [d["peak_memory"] for d in rs],
-                              "qps": f.webhook.batch.throttle_qps, "max_size": f.webhook.batch.max_batch_size}
-        return out
+            per_set[n] = {"max_inflight_batches": [d.max_inflight for d in rs],
+                          "peak_memory_bytes": [d.peak_memory for d in rs],
+                          "qps": f.webhook.batch.throttle_qps, "max_size": f.webhook.batch.max_batch_size}
+        return {"webhook_latency_seconds": [*WEBHOOK_LATENCIES], "sets": per_set}
 
-    def sensitivity(self, chosen: AuditFlags, headroom: float) -> dict[str, Any]:
+    def sensitivity(self, chosen: AuditFlags, headroom: float) -> JsonObject:
         c = chosen.webhook.batch
         qps = sorted({float(round(c.throttle_qps * k, 3)) for k in QPS_FACTORS})
         sizes = sorted(SIZE_GRID, key=lambda s: (abs(math.log(s / c.max_batch_size)), s))[:7]
@@ -176,8 +199,9 @@ class Sims:
                 b = replace(c, throttle_qps=q, max_batch_size=ms, throttle_burst=max(c.throttle_burst, 1))
                 runs.append((replace(chosen, webhook=replace(chosen.webhook, batch=b)), headroom, None))
         res = self._many(runs)
-        grid = [[_drop_fraction(d) for d in res[i * len(qps):(i + 1) * len(qps)]] for i in range(len(sizes))]
-        return {"qps": qps, "max_size": sizes, "drop_fraction": grid, "scale": headroom,
+        grid: list[JsonValue] = [[d.drop_fraction for d in res[i * len(qps):(i + 1) * len(qps)]]
+                                 for i in range(len(sizes))]
+        return {"qps": [*qps], "max_size": [*sizes], "drop_fraction": grid, "scale": headroom,
                 "chosen": {"qps": c.throttle_qps, "max_size": c.max_batch_size},
                 "other_flags": {"buffer_size": c.buffer_size, "max_wait_seconds": c.max_batch_wait,
                                 "burst": c.throttle_burst}}
