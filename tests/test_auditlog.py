@@ -150,7 +150,7 @@ def test_cli_snapshot_reports_skips_and_exit_codes(tmp_path: Path, tune_main, ca
     with open(p, "ab") as f:
         f.write(b"garbage\n")
     out = tmp_path / "snap.json"
-    assert tune_main(["snapshot", "--audit-log", f"api={p}", "-o", str(out), "--step", "5s"]) == 0
+    assert tune_main(["snapshot", "--audit-log", f"api={p}", "-o", str(out), "--step", "5s", "--jobs", "2"]) == 0
     err = capsys.readouterr().err
     assert err.count("skipped 1 of 601 lines: 1 not JSON (line 601)") == 1
     snap = json.loads(out.read_text())

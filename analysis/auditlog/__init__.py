@@ -11,7 +11,7 @@ verb, resource, namespace, user), ``skips`` (unusable lines, per file and reason
 
 API::
 
-    read = read_logs(["apiserver-0=/var/log/kubernetes/audit/"], jobs=2)
+    read = read_logs(["apiserver-0=/var/log/kubernetes/audit/"])  # jobs: the cores available
     snap = to_snapshot(read, step=15.0)                  # dict, audit-tune-snapshot/v1 + audit_log
 """
 from pathlib import Path

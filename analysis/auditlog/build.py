@@ -67,9 +67,10 @@ class LogRead:
         return [m for r in self.files if r.skips is not None and (m := r.skips.message())]
 
 
-def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int], None] | None = None,
+def read_logs(specs: list[str], jobs: int | None = None, progress: Callable[[int, int, int], None] | None = None,
               keep_trace: bool = True, flag: str = "--audit-log", trace_max_events: float | None = None) -> LogRead:
-    """Read every file the specs name. InputError (exit 1) when no line of any file is usable.
+    """Read every file the specs name, on ``jobs`` processes (default: the cores available).
+    InputError (exit 1) when no line of any file is usable.
     ``trace_max_events``: keep the whole log exactly up to this many events per instance (default
     ``series.TRACE_MAX_EVENTS``; inf for a replay of everything)."""
     t0 = time.monotonic()

@@ -263,17 +263,26 @@ def _task(args: tuple) -> FileResult:
     return scan_file(f, slot, collect, keep)
 
 
-def scan_files(files: list[LogFile], jobs: int = 2, collect: dict[str, list[tuple[float, float]]] | None = None,
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # no sched_getaffinity on this platform
+        return os.cpu_count() or 1
+
+
+def scan_files(files: list[LogFile], jobs: int | None = None, collect: dict[str, list[tuple[float, float]]] | None = None,
                progress: Callable[[int, int, int], None] | None = None, keep_upto: float = 0) -> list[FileResult]:
-    """Scan every file (one worker process per file, up to ``jobs``); results in ``files`` order.
-    ``collect`` maps an instance to the ranges whose exact arrival times to return."""
+    """Scan every file (one worker process per file, up to ``jobs``, default :func:`available_cores`);
+    results in ``files`` order. ``collect`` maps an instance to the ranges whose exact arrival times
+    to return."""
     global _SHARED
     total = sum(f.size for f in files)
     tasks = [(f, i, (collect or {}).get(f.instance) if collect is not None else None, keep_upto)
              for i, f in enumerate(files)]
     _SHARED = (mp.RawArray("q", len(files)), mp.RawArray("q", len(files)))
     try:
-        workers = min(jobs, len(files), os.cpu_count() or 1)
+        workers = min(jobs or available_cores(), len(files))
         if workers <= 1:
             out = []
             for t in tasks:
