@@ -255,7 +255,7 @@ def test_mypy_finds_nothing(staged, tmp_path):
 # (CLI entry points, the public functions of ``audit_tune.cli.commands``, are exempt: Typer makes each
 # option a parameter), and lines per file. The allow-lists name what is still over a limit.
 ANY_SHARE_LIMIT = 0.05
-ANY_SIGNATURES_AT_MOST = 260  # lowered as signatures get precise types, until the share is under the limit
+ANY_SIGNATURES_AT_MOST = 247  # lowered as signatures get precise types, until the share is under the limit
 MAX_PARAMETERS = 10
 OVER_PARAMETERS: dict[str, int] = {
     "audit_tune.sim.fast.collector._dispatch": 12,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit_tune.analysis.auditlog.decode import ObjectRef
+from audit_tune.basics.jsondata import JsonObject
 
 MixKey = tuple[str, ObjectRef | None, str, str, str, str]  # verb, objectRef, user, path, level, stage
 MAX_KEYS = 50_000
@@ -92,7 +93,7 @@ class MixStats:
             out[k[4]] += n
         return {k: float(v) for k, v in out.items()}
 
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[JsonObject]:
         """``audit-tune-request-mix/v1`` classes (``analysis.policy_impact.MixEntry``)."""
         per: Counter = Counter()
         for k, n in self._requests().items():
