@@ -1,13 +1,15 @@
 """One pass over audit log files: arrivals, sizes, mix and skipped lines, per file, in parallel.
 
 :func:`scan_file` streams one file in blocks (``reader.iter_blocks``), decodes each block whole
-when its lines are clean (``block``) and line by line otherwise (``decode``), and accumulates per-100 ms arrival counts (``series.Bins``), event sizes by level
-and stage (``sizes``), the request mix (``mix``) and skipped lines (``skips``). With ``collect``
-it also returns the exact arrival times (unix seconds) that fall into the given ranges: the second,
-selective pass that keeps the busiest stretches exactly.
+when its lines are clean (``block``) and line by line otherwise (``decode``), and accumulates
+per-100 ms arrival counts (``series.Bins``), event sizes by level and stage (``sizes``), the
+request mix (``mix``) and skipped lines (``skips``). With ``collect`` it also returns the exact
+arrival times (unix seconds) that fall into the given ranges: the second, selective pass that keeps
+the busiest stretches exactly.
 
 :func:`scan_files` runs one file per worker process (a local pool of up to ``jobs`` processes,
-``fork`` where available), so several files use every core; its ``progress`` callback receives
+default the cores available, ``fork`` where available), so several files use every core; each
+worker returns its aggregates, not lines; its ``progress`` callback receives
 ``(bytes read, total bytes, lines read)`` about once a second from every worker's shared counter.
 """
 from __future__ import annotations
@@ -54,7 +56,7 @@ _CLASS = attrgetter("verb", "objectRef", "user", "level", "stage")
 _LEVEL_STAGE = attrgetter("level", "stage")
 _STAMP = attrgetter("stageTimestamp")
 _CHECK = attrgetter("apiVersion", "kind", "stage")
-AnyEvent = dec.Event | CleanEvent
+EventLike = dec.Event | CleanEvent
 
 
 class _Acc:
@@ -64,7 +66,7 @@ class _Acc:
     def __init__(self, res: FileResult) -> None:
         self.res = res
 
-    def add(self, evs: Sequence[AnyEvent], lens: Sequence[int] | np.ndarray, raw_of: Callable[[int], bytes] | None,
+    def add(self, evs: Sequence[EventLike], lens: Sequence[int] | np.ndarray, raw_of: Callable[[int], bytes] | None,
             ts: Sequence[float] | np.ndarray) -> None:
         """``lens``: bytes per event (all 0: not measured); ``raw_of(i)``: line ``i`` (for the
         groups of a user seen for the first time), None when lines are not JSON events."""
@@ -171,7 +173,7 @@ class _FileScan:
         if keep:
             if len(keep) < nl:
                 evs, lens, lines, ts = ([x[i] for i in keep] for x in (evs, lens, lines, ts))  # type: ignore[assignment]
-            kept: list[AnyEvent] = [e for e in evs if e is not None]
+            kept: list[EventLike] = [e for e in evs if e is not None]
             self._keep(kept, lens, lines.__getitem__ if fmt == "json" else None,
                        np.asarray(ts, dtype=np.float64), nl)
         else:
@@ -210,7 +212,7 @@ class _FileScan:
             keep.append(i)
         return keep
 
-    def _keep(self, evs: Sequence[AnyEvent], lens: Sequence[int] | np.ndarray, raw_of: Callable[[int], bytes] | None,
+    def _keep(self, evs: Sequence[EventLike], lens: Sequence[int] | np.ndarray, raw_of: Callable[[int], bytes] | None,
               ts: np.ndarray, lines: int) -> None:
         self.lineno += lines
         self.acc.add(evs, lens, raw_of, ts)
