@@ -431,3 +431,18 @@ def test_one_or_two_processes_give_the_same_snapshot(tmp_path: Path) -> None:
         snaps.append(json.dumps(s, sort_keys=True))
     assert snaps[0] == snaps[1]
     assert json.loads(snaps[0])["audit_log"]["instances"]["a"]["events"] == 9000
+
+
+def test_a_line_longer_than_the_buffer_is_read_whole(tmp_path: Path, monkeypatch) -> None:
+    from audit_tune.analysis.auditlog import reader
+    from audit_tune.analysis.auditlog.reader import LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    p = tmp_path / "audit.log"
+    _write(p, _times(300, 10))
+    f = LogFile("a", str(p), p.stat().st_size)
+    whole = scan_file(f, keep_upto=1e9)
+    monkeypatch.setattr(reader, "CHUNK", 256)  # every line (0.9-2 KB) is longer: the buffer grows
+    small = scan_file(f, keep_upto=1e9)
+    assert small.events == 300 and small.skips is not None and not small.skips.reasons
+    _same_result(small, whole)
