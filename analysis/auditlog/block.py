@@ -7,7 +7,8 @@ newline; ``apiserver/plugin/pkg/audit/log/backend.go``), and its ``stageTimestam
 
 * the whole block is decoded in one call (``msgspec.json.Decoder.decode_lines``) into
   :class:`CleanEvent`, whose enum fields are ``Literal`` types: a line with an unknown
-  ``apiVersion``, ``kind``, ``level`` or ``stage``, or no ``stageTimestamp``, fails the block;
+  ``apiVersion``, ``kind``, ``level``, ``stage`` or ``verb``, or no ``stageTimestamp``, fails the
+  block;
 * the byte length of each line comes from the newline positions (numpy over the buffer), so no
   per-line ``bytes`` object is made;
 * the timestamps are parsed together from their fixed-width text (:func:`stamps`).
@@ -35,17 +36,25 @@ _DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 
 _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
+# The verbs kube-apiserver records (``apiserver/pkg/endpoints/request/requestinfo.go``): those of
+# resource requests, and the lowercased HTTP method of non-resource ones. As Literal values they are
+# the same string objects on every line (their hashes cached for the request-mix ``Counter``); any
+# other verb sends its block to the line-by-line path, which counts it as it is.
+Verb = Literal["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "proxy",
+               "post", "put", "head", "options", "connect", "trace"]
+
+
 class CleanEvent(msgspec.Struct, frozen=True, gc=False):
     """``decode.Event`` with its enums as ``Literal`` types: decoding fails on anything the
-    line-by-line path would skip or treat one by one. ``verb``, ``user`` and ``objectRef`` are the
-    same types as ``decode.Event``'s, so request-mix keys from either path are equal."""
+    line-by-line path would skip or treat one by one. ``user`` and ``objectRef`` are the same types
+    as ``decode.Event``'s, so request-mix keys from either path are equal."""
 
     apiVersion: Literal["audit.k8s.io/v1", "audit.k8s.io/v1beta1"]  # noqa: N815 - the JSON field name
     kind: Literal["Event"]
     stage: Literal["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]
     stageTimestamp: str  # noqa: N815
     level: Literal["", "None", "Metadata", "Request", "RequestResponse"] = ""
-    verb: str = ""
+    verb: Verb | Literal[""] = ""
     requestURI: str = ""  # noqa: N815
     user: User = NO_USER
     objectRef: ObjectRef = NO_REF  # noqa: N815
