@@ -45,7 +45,8 @@ class Objective:
     peak_window: str = field(default="5m", metadata=_opt(
         "--peak-window", str, "Length of the busiest stretch simulated per instance."))
     jobs: int = field(default=2, metadata=_opt(
-        "--jobs", int, "Local worker processes for the simulations (1 = in-process)."))
+        "--jobs", int, "Local worker processes for the simulations, and for reading --audit-log files "
+        "(1 = in-process)."))
     tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
         "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
         "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_cli_snapshot_reports_skips_and_exit_codes(tmp_path: Path, tune_main, ca
     with open(p, "ab") as f:
         f.write(b"garbage\n")
     out = tmp_path / "snap.json"
-    assert tune_main(["snapshot", "--audit-log", f"api={p}", "-o", str(out), "--step", "5s"]) == 0
+    assert tune_main(["snapshot", "--audit-log", f"api={p}", "-o", str(out), "--step", "5s", "--jobs", "2"]) == 0
     err = capsys.readouterr().err
     assert err.count("skipped 1 of 601 lines: 1 not JSON (line 601)") == 1
     snap = json.loads(out.read_text())
@@ -324,3 +325,124 @@ def test_large_logs_keep_the_busiest_stretches_exactly(tmp_path: Path) -> None:
     assert len(t) == want and np.all(np.diff(t) >= 0)
     snap = to_snapshot(r, 15.0)
     assert snap["audit_log"]["instances"]["a"]["trace"][0]["whole_log"] is False
+
+
+def test_block_timestamps_equal_datetime() -> None:
+    from audit_tune.analysis.auditlog.block import stamps
+
+    rnd = random.Random(7)
+    ts = [rnd.uniform(-2e9, 4e9) for _ in range(20_000)]
+    ts += [951782400.0, 951868799.999999, 0.0, 4107542399.999999, 1709164800.5]  # leap days, 1970, 2100-02-28
+    txt = [_ts(t) for t in ts]
+    got = stamps(txt)
+    assert got is not None
+    want = [datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp() for x in txt]
+    assert got.tolist() == want  # bit for bit
+    for bad in ("2026-02-29T00:00:00.000000Z", "2024-02-30T00:00:00.000000Z", "2024-13-01T00:00:00.000000Z",
+                "2024-01-01T24:00:00.000000Z", "2024-01-01T00:00:60.000000Z", "2024-01-01T00:00:00Z",
+                "2024-01-01T00:00:00.000000+00:00", "2024-01-01T00:00:00.0000000Z", "2024-01-0aT00:00:00.000000Z",
+                "2024-01-01T00:00:00.00000\u00e9Z"):
+        assert stamps([txt[0], bad]) is None, bad
+
+
+def _same_result(a, b) -> None:
+    assert (a.events, a.first, a.last, a.fmt) == (b.events, b.first, b.last, b.fmt)
+    assert a.bins.start == b.bins.start and np.array_equal(a.bins.counts, b.bins.counts)
+    assert a.sizes.by_key == b.sizes.by_key
+    assert a.mix.raw == b.mix.raw and a.mix.groups == b.mix.groups and a.mix.folded == b.mix.folded
+    assert (a.skips.lines, a.skips.used, a.skips.reasons, a.skips.examples) == \
+        (b.skips.lines, b.skips.used, b.skips.reasons, b.skips.examples)
+    assert (a.collected is None) == (b.collected is None)
+    if a.collected is not None:
+        assert np.array_equal(a.collected, b.collected)
+
+
+def test_block_path_gives_the_line_by_line_result(tmp_path: Path, monkeypatch) -> None:
+    from audit_tune.analysis.auditlog import reader, scan
+    from audit_tune.analysis.auditlog.block import decode_block
+    from audit_tune.analysis.auditlog.reader import LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    rnd = random.Random(5)
+    rows = [make_line(T0 + i / 50, i, rnd) for i in range(3000)]
+    assert decode_block(memoryview(b"".join(x + b"\n" for x in rows))) is not None  # clean lines: one call
+    # every way a line can leave the block path, spread over the blocks
+    rows[100] = re.sub(rb'"username":"[^"]*"', b'"username":"alice"', rows[100])  # a new user, in a clean block
+    rows[100] = re.sub(rb'"groups":\[[^]]*\]', b'"groups":["devs"]', rows[100])
+    rows[200] = rows[200].replace(b'"objectRef":{', b'"objectRefX":{')  # a non-resource request
+    rows[210] = rows[210].replace(b'"requestURI":"/api', b'"requestURI":"/healthz?verbose=1&x=/api').replace(
+        b'"objectRef":{', b'"objectRefX":{')
+    rows[300] = rows[300] + b"\r"
+    rows[400] = b""
+    rows[500] = rows[500].replace(b'"level":"Metadata"', b'"level":"Weird"').replace(b'"level":"Request"', b'"level":"Weird"')
+    rows[600] = rows[600].replace(b'"stage":"', b'"stage":"X').replace(b'"stage":"XRe', b'"stage":"Re')
+    rows[700] = rows[700].replace(b'Z","stageTimestamp', b'Z","stageTimestampX')
+    rows[900] = rows[900].replace(b'"stageTimestamp":"', b'"stageTimestamp":" ')
+    rows[1000] = make_line(T0 - 3600, 1000, rnd)  # out of order
+    rows[1100] = b'{"kind":"Pod","apiVersion":"v1"}'
+    rows[1200] = b"not json"
+    rows[1300] = b"  " + rows[1300]
+    rows[1400] = rows[1400] + b" " + rows[1401]  # two events on one line
+    rows[1500] = rows[1500].replace(b'"verb":"', b'"verb":"custom')
+    rows[1600] = rows[1600].replace(b'"apiVersion":"audit.k8s.io/v1"', b'"apiVersion":"audit.k8s.io/v1beta1"')
+    rows[1700] = b"\xff" + rows[1700]
+    stamp = _ts(T0 + 1800 / 50).encode()
+    rows[1800] = rows[1800].replace(stamp + b'"}', stamp.replace(b"Z", b"+00:00") + b'"}').replace(
+        b'"stageTimestamp":"' + stamp, b'"stageTimestamp":"' + stamp.replace(b"Z", b"+00:00"))
+    p = tmp_path / "mixed.log"
+    p.write_bytes(b"".join(x + b"\n" for x in rows) + rows[5][:200])  # and a truncated last line
+    monkeypatch.setattr(reader, "CHUNK", 16 << 10)  # many blocks: clean ones and ones with bad lines
+    seen: list[bool] = []
+
+    def counted(buf: memoryview):  # noqa: ANN202
+        b = decode_block(buf)
+        seen.append(b is not None)
+        return b
+
+    monkeypatch.setattr(scan, "decode_block", counted)
+    f = LogFile("a", str(p), p.stat().st_size)
+    fast, slow = scan_file(f, keep_upto=1e9), scan_file(f, keep_upto=1e9, fast=False)
+    assert seen.count(True) > 100 and seen.count(False) >= 10  # both paths ran
+    _same_result(fast, slow)
+    assert fast.skips is not None and set(fast.skips.reasons) == {
+        dec.NOT_EVENT, dec.NOT_JSON, dec.TRUNCATED, dec.NON_UTF8, dec.OUT_OF_ORDER, dec.BAD_TIME}
+    assert "alice" in fast.mix.groups and fast.mix.groups["alice"] == ("devs",)
+    assert any(k[3] == "/healthz" for k in fast.mix.raw) and any(k[4] == "Weird" for k in fast.mix.raw)
+    # a clean file: the block path and the line-by-line one agree too
+    q = tmp_path / "clean.log"
+    _write(q, _times(5000, 100))
+    g = LogFile("b", str(q), q.stat().st_size)
+    _same_result(scan_file(g, collect=[(T0 + 3, T0 + 9)]), scan_file(g, collect=[(T0 + 3, T0 + 9)], fast=False))
+
+
+def test_one_or_two_processes_give_the_same_snapshot(tmp_path: Path) -> None:
+    for inst in ("a", "b"):
+        d = tmp_path / inst
+        d.mkdir()
+        _write(d / "audit-2026-01-01T00-00-00.000.log.gz", _times(3000, 100), seed=2, gz=True)
+        _write(d / "audit-2026-01-01T00-00-30.000.log", _times(4000, 100, T0 + 30), seed=3)
+        _write(d / "audit.log", _times(2000, 50, T0 + 70), seed=4 if inst == "a" else 5)
+    specs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    snaps = []
+    for jobs in (1, 2):
+        s = to_snapshot(read_logs(specs, jobs=jobs, trace_max_events=4000), 5.0)
+        s.pop("recorded_at")
+        s["audit_log"].pop("read_seconds")
+        snaps.append(json.dumps(s, sort_keys=True))
+    assert snaps[0] == snaps[1]
+    assert json.loads(snaps[0])["audit_log"]["instances"]["a"]["events"] == 9000
+
+
+def test_a_line_longer_than_the_buffer_is_read_whole(tmp_path: Path, monkeypatch) -> None:
+    from audit_tune.analysis.auditlog import reader
+    from audit_tune.analysis.auditlog.reader import LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    p = tmp_path / "audit.log"
+    _write(p, _times(300, 10))
+    f = LogFile("a", str(p), p.stat().st_size)
+    whole = scan_file(f, keep_upto=1e9)
+    monkeypatch.setattr(reader, "CHUNK", 256)  # every line (0.9-2 KB) is longer: the buffer grows
+    small = scan_file(f, keep_upto=1e9)
+    assert small.events == 300 and small.skips is not None and not small.skips.reasons
+    _same_result(small, whole)

@@ -27,6 +27,7 @@ from audit_tune.analysis.auditlog.series import TRACE_MAX_EVENTS, Bins, bursts, 
 from audit_tune.analysis.auditlog.sizes import SizeStats
 from audit_tune.analysis.auditlog.skips import Skips
 from audit_tune.basics.errors import InputError, NotEnoughData
+from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_object, as_str
 
 FORMAT = "audit-tune-snapshot/v1"
 LOG_FORMAT = "audit-tune-audit-log/v1"
@@ -67,9 +68,10 @@ class LogRead:
         return [m for r in self.files if r.skips is not None and (m := r.skips.message())]
 
 
-def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int], None] | None = None,
+def read_logs(specs: list[str], jobs: int | None = None, progress: Callable[[int, int, int], None] | None = None,
               keep_trace: bool = True, flag: str = "--audit-log", trace_max_events: float | None = None) -> LogRead:
-    """Read every file the specs name. InputError (exit 1) when no line of any file is usable.
+    """Read every file the specs name, on ``jobs`` processes (default: the cores available).
+    InputError (exit 1) when no line of any file is usable.
     ``trace_max_events``: keep the whole log exactly up to this many events per instance (default
     ``series.TRACE_MAX_EVENTS``; inf for a replay of everything)."""
     t0 = time.monotonic()
@@ -115,34 +117,41 @@ def read_logs(specs: list[str], jobs: int = 2, progress: Callable[[int, int, int
     return read
 
 
-def _trace_dict(a: float, b: float, t: np.ndarray, whole: bool) -> dict[str, Any]:
+def _trace_dict(a: float, b: float, t: np.ndarray, whole: bool) -> JsonObject:
     ms = np.round((t - a) / TRACE_RESOLUTION).astype(np.int64)
     return {"start": round(a, 3), "end": round(b, 3), "whole_log": whole, "resolution": TRACE_RESOLUTION,
             "events": int(len(ms)), "delta": np.diff(ms, prepend=0).tolist()}
 
 
-def trace_from_dict(d: dict[str, Any]) -> tuple[float, float, np.ndarray]:
+def trace_from_dict(d: JsonObject) -> tuple[float, float, np.ndarray]:
     """(start, end, unix arrival times) of one stored stretch."""
-    a, b = float(d["start"]), float(d["end"])
-    ms = np.cumsum(np.asarray(d.get("delta") or [], dtype=np.int64))
-    return a, b, a + ms * float(d.get("resolution", TRACE_RESOLUTION))
+    a, b = as_float(d["start"], "trace.start"), as_float(d["end"], "trace.end")
+    ms = np.cumsum(np.asarray(as_list(d.get("delta") or [], "trace.delta"), dtype=np.int64))
+    return a, b, a + ms * as_float(d.get("resolution", TRACE_RESOLUTION), "trace.resolution")
 
 
-def to_snapshot(read: LogRead, step: float, log_mode: str = "blocking", prom: dict[str, Any] | None = None,
-                prom_url: str = "", tool_version: str = "") -> dict[str, Any]:
+def _obj(v: JsonValue | None, where: str) -> JsonObject:
+    """A JSON object, {} for an absent or null one."""
+    return {} if v is None else as_object(v, where)
+
+
+def to_snapshot(read: LogRead, step: float, log_mode: str = "blocking", prom: JsonObject | None = None,
+                prom_url: str = "", tool_version: str = "") -> JsonObject:
     """The snapshot document. ``prom`` is a Prometheus snapshot (dict) of the same window, or None.
     NotEnoughData (exit 4) when no instance spans at least MIN_POINTS steps."""
     usable = {k: v for k, v in read.instances.items() if v.events > 0}
     t0 = min(v.bins.t0 for v in usable.values())
     t1 = max(v.bins.t1 for v in usable.values())
     step = choose_step(t1 - t0, step)
-    pw = (prom or {}).get("source", {}).get("window") or {}
-    start = float(pw["start"]) - step if pw.get("start") is not None else float(np.floor(t0))
-    end = float(pw["end"]) if pw.get("end") is not None else t1
-    prom_insts = dict((prom or {}).get("instances") or {})
+    psrc = _obj((prom or {}).get("source"), "prometheus snapshot source")
+    pw = _obj(psrc.get("window"), "prometheus snapshot source.window")
+    start = as_float(pw["start"], "source.window.start") - step if pw.get("start") is not None else float(np.floor(t0))
+    end = as_float(pw["end"], "source.window.end") if pw.get("end") is not None else t1
+    prom_insts = {k: _obj(v, f"prometheus snapshot instances.{k}")
+                  for k, v in _obj((prom or {}).get("instances"), "prometheus snapshot instances").items()}
     pair = _pairing(list(usable), list(prom_insts))
     instances: dict[str, Any] = {}
-    missing: list[dict[str, str]] = []
+    missing: list[JsonValue] = []
     per_log: dict[str, Any] = {}
     mix_insts: dict[str, Any] = {}
     short = []
@@ -153,7 +162,7 @@ def to_snapshot(read: LogRead, step: float, log_mode: str = "blocking", prom: di
                          "(use a smaller --step or a longer log)")
             continue
         levels = il.mix.level_requests()
-        pi = prom_insts.get(pair.get(name, ""), None)
+        pi = prom_insts.get(pair.get(name, ""))
         d: dict[str, Any] = {
             "cluster": (pi or {}).get("cluster", ""),
             "event_rate": {"t": ser.t, "v": ser.v},
@@ -177,7 +186,10 @@ def to_snapshot(read: LogRead, step: float, log_mode: str = "blocking", prom: di
             missing.append({"instance": name, "item": "errors_increase",
                             "why": "an audit log cannot show events the apiserver dropped (apiserver_audit_error_total)",
                             "fix": "add --prometheus-url to read the drops, webhook latency and failures"})
-        comp = assess(il.fmt, log_mode, float(il.events), (pi or {}).get("errors_increase") if pi is not None else None)
+        errs = (pi or {}).get("errors_increase")
+        comp = assess(il.fmt, log_mode, float(il.events),
+                      {k: as_float(v, f"errors_increase.{k}") for k, v in _obj(errs, "errors_increase").items()}
+                      if pi is not None and errs is not None else None)
         if not comp.complete:
             missing.append({"instance": name, "item": "arrival trace", "why": comp.note,
                             "fix": "" if pi is not None else "--prometheus-url sizes the gap"})
@@ -215,10 +227,9 @@ def to_snapshot(read: LogRead, step: float, log_mode: str = "blocking", prom: di
     return {
         "format": FORMAT, "tool_version": tool_version, "recorded_at": time.time(),
         "source": {"prometheus_url": prom_url, "window": {"start": start + step, "end": end, "step": float(step)},
-                   "cluster_label": (prom or {}).get("source", {}).get("cluster_label"),
-                   "selector": (prom or {}).get("source", {}).get("selector", "")},
+                   "cluster_label": psrc.get("cluster_label"), "selector": psrc.get("selector", "")},
         "instances": instances,
-        "missing": missing + list((prom or {}).get("missing") or []),
+        "missing": [*missing, *as_list((prom or {}).get("missing") or [], "missing")],
         "request_mix": {"format": MIX_FORMAT, "window": {"start": start, "end": end, "seconds": round(end - start, 3)},
                         "query": "requests counted in the audit log (one per request: its last stage)",
                         "instances": mix_insts},
@@ -237,9 +248,14 @@ def _pairing(logs: list[str], proms: list[str]) -> dict[str, str]:
     return out
 
 
-def completeness_of(snap: dict[str, Any], instance: str) -> Completeness | None:
-    d = (((snap.get("audit_log") or {}).get("instances") or {}).get(instance) or {}).get("completeness")
+def completeness_of(snap: JsonObject, instance: str) -> Completeness | None:
+    """The completeness recorded for ``instance`` in an audit log snapshot, or None."""
+    log = _obj(snap.get("audit_log"), "audit_log")
+    d = _obj(_obj(_obj(log.get("instances"), "audit_log.instances").get(instance), instance).get("completeness"),
+             "completeness")
     if not d:
         return None
-    return Completeness(d["source"], d["mode"], bool(d["complete"]), tuple(d["lost_plugins"]),
-                        d.get("missing_events"), d["note"])
+    missing = d.get("missing_events")
+    return Completeness(as_str(d["source"], "source"), as_str(d["mode"], "mode"), bool(d["complete"]),
+                        tuple(as_str(x, "lost_plugins") for x in as_list(d["lost_plugins"], "lost_plugins")),
+                        None if missing is None else as_float(missing, "missing_events"), as_str(d["note"], "note"))

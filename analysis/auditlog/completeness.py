@@ -17,7 +17,8 @@ fraction ``f`` of the true one under-sizes the capacity by ``1/f``, which the he
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from audit_tune.basics.jsondata import JsonObject
 
 MODES = ("blocking", "blocking-strict", "batch")
 
@@ -31,7 +32,7 @@ class Completeness:
     missing_events: float | None  # sized from Prometheus, else None
     note: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"source": self.source, "mode": self.mode, "complete": self.complete,
                 "lost_plugins": list(self.lost_plugins), "missing_events": self.missing_events, "note": self.note}
 

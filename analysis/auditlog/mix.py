@@ -21,6 +21,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from audit_tune.analysis.auditlog.decode import ObjectRef
+from audit_tune.basics.jsondata import JsonObject
+
+MixKey = tuple[str, ObjectRef | None, str, str, str, str]  # verb, objectRef, user, path, level, stage
 MAX_KEYS = 50_000
 START_STAGES = frozenset({"RequestReceived", "ResponseStarted"})
 END_STAGES = frozenset({"ResponseComplete", "Panic"})
@@ -30,7 +34,7 @@ OTHER = "(other)"
 
 @dataclass
 class MixStats:
-    raw: Counter = field(default_factory=Counter)  # (verb, objectRef, user, path, level, stage) -> events
+    raw: Counter[MixKey] = field(default_factory=Counter)  # events per key
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # username -> groups (first seen)
     folded: int = 0
 
@@ -38,7 +42,7 @@ class MixStats:
         if len(self.raw) <= MAX_KEYS:
             return
         keep = dict(self.raw.most_common(MAX_KEYS // 2))
-        other: Counter = Counter()
+        other: Counter[MixKey] = Counter()
         for k, n in self.raw.items():
             if k not in keep:
                 other[(OTHER, None, "", "", k[4], k[5])] += n
@@ -46,7 +50,7 @@ class MixStats:
         self.raw = Counter(keep)
         self.raw.update(other)
 
-    def update_counts(self, counts: Counter) -> None:
+    def update_counts(self, counts: Counter[MixKey]) -> None:
         self.raw.update(counts)
         if len(self.raw) > 2 * MAX_KEYS:
             self._fold()
@@ -89,7 +93,7 @@ class MixStats:
             out[k[4]] += n
         return {k: float(v) for k, v in out.items()}
 
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[JsonObject]:
         """``audit-tune-request-mix/v1`` classes (``analysis.policy_impact.MixEntry``)."""
         per: Counter = Counter()
         for k, n in self._requests().items():

@@ -7,9 +7,9 @@ rotated backups. kube-apiserver rotates with lumberjack (``--audit-log-maxsize``
 timestamp (names are not trusted: copies get renamed). Without ``INSTANCE=`` the instance is the
 file's name without rotation suffix and extension (for a folder: the folder's name).
 
-Lines are read in chunks of ``CHUNK`` bytes (gzip decompressed on the fly), so memory does not
-grow with the file; the last line of a file without a trailing newline is flagged (a log being
-written, or a cut copy).
+Lines are read in blocks of about ``CHUNK`` bytes into one reused buffer (gzip decompressed on the
+fly), so memory does not grow with the file; the last line of a file without a trailing newline is
+flagged (a log being written, or a cut copy).
 """
 from __future__ import annotations
 
@@ -99,39 +99,60 @@ def open_file(f: LogFile) -> BinaryIO:
         raise InputError(f"--audit-log {f.path}: cannot open ({e.strerror})") from None
 
 
-def iter_chunks(f: LogFile, raw_progress: list[int] | None = None) -> Iterator[tuple[list[bytes], bool]]:
-    """Batches of non-blank lines, and whether the batch's last line is the file's last line with
-    no newline after it (possibly truncated). ``raw_progress[0]`` counts bytes read from disk."""
+def iter_blocks(f: LogFile, raw_progress: list[int] | None = None) -> Iterator[tuple[memoryview, bool]]:
+    """Blocks of whole lines, each block ending with a newline, read into one reused buffer of
+    ``CHUNK`` bytes (grown only for a line longer than it), so memory does not grow with the file
+    and no per-line object is made here. The file's last line without a newline after it comes
+    alone, with ``last`` True. A block is valid until the next one is asked for.
+    ``raw_progress[0]`` counts bytes read from disk."""
     fh = open_file(f)
     raw = fh.fileobj if f.gz else fh  # type: ignore[attr-defined]
-    rest = b""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    have = 0
     try:
         while True:
             try:
-                block = fh.read(CHUNK)
+                n = fh.readinto(view[have:])  # type: ignore[attr-defined]
             except (OSError, EOFError) as e:  # a cut .gz: keep what was read, report the cut
-                if rest.strip():
-                    yield [rest.strip()], True
+                if buf[:have].strip():
+                    yield view[:have], True
                 raise TruncatedGzip(str(e)) from None
             if raw_progress is not None:
                 try:
                     raw_progress[0] = raw.tell()  # type: ignore[union-attr]
                 except (OSError, ValueError, AttributeError):
                     pass
-            if not block:
-                if rest.strip():
-                    yield [rest.strip()], True
+            if not n:
+                if buf[:have].strip():
+                    yield view[:have], True
                 return
-            parts = block.split(b"\n")  # the last part is an unfinished line, carried over
-            parts[0] = rest + parts[0]
-            rest = parts.pop()
-            if b"\r" in block:
-                parts = [x.rstrip(b"\r") for x in parts]
-            lines = [x for x in parts if x]
-            if lines:
-                yield lines, False
+            have += n
+            k = buf.rfind(b"\n", 0, have) + 1
+            if k:
+                yield view[:k], False
+                buf[: have - k] = buf[k:have]
+                have -= k
+            elif have == len(buf):  # one line longer than the buffer
+                buf = bytearray(2 * len(buf))
+                buf[:have] = view[:have]
+                view = memoryview(buf)
     finally:
         fh.close()
+
+
+def split_lines(block: memoryview, last: bool) -> list[bytes]:
+    """The non-blank lines of a block of :func:`iter_blocks`, without ``\\r\\n`` line ends; the
+    unterminated last line of a file is stripped of blanks."""
+    if last:
+        one = bytes(block).strip()
+        return [one] if one else []
+    data = bytes(block)
+    parts = data.split(b"\n")
+    parts.pop()  # the block ends with a newline
+    if b"\r" in data:
+        parts = [x.rstrip(b"\r") for x in parts]
+    return [x for x in parts if x]
 
 
 class TruncatedGzip(Exception):

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from audit_tune.basics.jsondata import JsonObject
 
 RES = 0.1  # seconds per bin
 PER_SECOND = 10
@@ -135,7 +136,7 @@ def step_series(b: Bins, step: float, start: float | None = None, end: float | N
     return StepSeries(t, rate.tolist(), t, peak.tolist(), step, s0, s0 + n * step)
 
 
-def bursts(b: Bins, step: float, grid_start: float | None = None) -> list[dict[str, Any]]:
+def bursts(b: Bins, step: float, grid_start: float | None = None) -> list[JsonObject]:
     """The busiest sliding window of each length in BURST_WINDOWS, against the average of the step
     (on the grid from ``grid_start``) it falls in."""
     assert b.counts is not None

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from audit_tune.basics.jsondata import JsonObject, JsonValue
+
 BUCKETS = 32
 LEVELS = ("", "None", "Metadata", "Request", "RequestResponse")  # "" = unknown (legacy lines)
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
@@ -89,8 +91,8 @@ class SizeStats:
                 return 1 << k  # bucket k holds sizes with bit_length k: below 2^k
         return 0
 
-    def to_dict(self) -> dict[str, Any]:
-        rows = []
+    def to_dict(self) -> JsonObject:
+        rows: list[JsonValue] = []
         for (lv, st), (c, t, h) in sorted(self.by_key.items()):
             rows.append({"level": lv or "unknown", "stage": st, "events": c, "mean_bytes": round(t / c, 1) if c else None,
                          "p50_bytes_below": self._quantile(h, 0.5), "p99_bytes_below": self._quantile(h, 0.99)})

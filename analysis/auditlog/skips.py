@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+
+from audit_tune.basics.jsondata import JsonObject, JsonValue
 
 OUT_OF_ORDER_TOLERANCE = 2.0  # seconds
 EXAMPLE_LINES = 3
@@ -46,6 +47,6 @@ class Skips:
                  for why, n in self.reasons.most_common()]
         return f"{self.path}: skipped {self.skipped:,} of {self.lines:,} lines: " + "; ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"path": self.path, "lines": self.lines, "used": self.used, "skipped": dict(self.reasons),
-                "example_lines": self.examples}
+                "example_lines": {k: list[JsonValue](v) for k, v in self.examples.items()}}

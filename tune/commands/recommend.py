@@ -112,7 +112,8 @@ def _run(ctx: typer.Context, obj: Objective, args: RecommendArgs, prom: PromSett
         from audit_tune.cli import auditlog_input
 
         snap, source = auditlog_input.load("recommend", args.audit_log, snapshot, prom, args.step, args.selector,
-                                           list(ctx.args), current_flags, say, not args.no_progress)
+                                           list(ctx.args), current_flags, say,
+                                           auditlog_input.ReadOptions(obj.jobs, not args.no_progress))
     else:
         snap, source = load_history("recommend", snapshot, prom, prometheus_url, args.history, args.step, args.selector,
                                     args.end, say)

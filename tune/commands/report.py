@@ -92,7 +92,8 @@ def _run(ctx: typer.Context, obj: Objective, args: ReportArgs, prom: PromSetting
         from audit_tune.cli import auditlog_input
 
         snap, source = auditlog_input.load("report", audit_log, snapshot, prom, step, selector, list(ctx.args),
-                                           current_flags, say, not no_progress)
+                                           current_flags, say,
+                                           auditlog_input.ReadOptions(obj.jobs, not no_progress))
     else:
         snap, source = load_history("report", snapshot, prom, prometheus_url, history, step, selector, end, say)
     default_name = {"snapshot": Path(snapshot or "x").stem, "prometheus": "prometheus",

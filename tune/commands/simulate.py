@@ -44,6 +44,7 @@ def simulate(
     burst: Optional[str] = typer.Option(None, "--burst", help="On/off bursts, events/s: 'on=20000,off=2000,mean-on=5s,mean-off=55s'.", rich_help_panel=PANEL_WL),
     trace: Optional[str] = typer.Option(None, "--trace", help="Arrival trace file: one request per line, 'time[,instance]'.", rich_help_panel=PANEL_WL),
     audit_log: list[str] = typer.Option([], "--audit-log", help="Replay audit log arrivals exactly: [INSTANCE=]PATH, a file or a folder of rotated (.gz) files (repeatable: one apiserver each); 'sample' = the bundled sample.", rich_help_panel=PANEL_WL),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="With --audit-log: processes reading the log files in parallel (default: the cores available).", rich_help_panel=PANEL_WL),
     rate_series: Optional[str] = typer.Option(None, "--rate-series", help="Rate series file 'timestamp,rate' (events/s), replayed.", rich_help_panel=PANEL_WL),
     instances: int = typer.Option(1, "--instances", help="Number of apiservers behind the load balancer.", rich_help_panel=PANEL_WL),
     weights: Optional[str] = typer.Option(None, "--weights", help="Load balancer weights, e.g. 2,1,1.", rich_help_panel=PANEL_WL),
@@ -114,7 +115,7 @@ def simulate(
                              retry_after=webhook_retry_after, log_write_latency=log_write_latency)
         bl = [b.strip() for b in backends.split(",")] if backends else None
         if audit_log:  # the logged arrivals replace the workload options (tune/auditlog_input.py)
-            sc = _from_audit_log(audit_log, flags, wo, ro, seed, bl, no_drain, no_progress,
+            sc = _from_audit_log(audit_log, flags, wo, ro, seed, bl, no_drain, (jobs, not no_progress),
                                  [rate, request_rate, profile, burst, trace, rate_series])
         else:
             so = ShutdownCliOptions(delay=shutdown_delay, watch_grace=watch_grace, request_timeout=request_timeout,
@@ -144,7 +145,7 @@ def simulate(
     return 0
 
 
-def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_drain: bool, no_progress: bool,
+def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_drain: bool, reading: tuple[Optional[int], bool],
                     others: list) -> Scenario:
     import dataclasses
 
@@ -156,8 +157,8 @@ def _from_audit_log(specs: list[str], flags, wo, ro, seed: int, backends, no_dra
     if any(others):
         raise InputError("--audit-log: replays the logged arrivals; drop --rate, --request-rate, --profile, --burst, "
                          "--trace and --rate-series")
-    wl, info = auditlog_input.simulate_workload(specs, progress=not no_progress)
-    if not no_progress:
+    wl, info = auditlog_input.simulate_workload(specs, auditlog_input.ReadOptions(*reading))
+    if reading[1]:
         log(f"tune simulate: replaying {info['events']:,} logged events of {', '.join(info['instances'])} exactly "
             f"({wl.duration:.1f}s, {info['event_size_bytes']} B each, the logs' mean)")
     sc = build_scenario(flags, dataclasses.replace(wo, rate="1", duration="1s"), ro, seed=seed, backends=backends,

@@ -8,6 +8,7 @@ import typer
 
 from audit_tune.analysis.prom import PromSettings
 from audit_tune.cli.auditlog_input import HELP as AUDIT_LOG_HELP
+from audit_tune.cli.auditlog_input import ReadOptions
 from audit_tune.cli.inputs import parse_end, take_snapshot_or_say_missing
 from audit_tune.cli.options import prometheus_options
 
@@ -50,6 +51,8 @@ def snapshot(
     audit_log_mode: str = typer.Option("blocking", "--audit-log-mode", help="The mode the log backend ran in "
                                        "(blocking: the log is complete; batch: it may miss dropped events).",
                                        rich_help_panel=PANEL),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="With --audit-log: processes reading the log "
+                                       "files in parallel (default: the cores available).", rich_help_panel=PANEL),
 ) -> int:
     from audit_tune.analysis.prom import PromClient, SnapshotRequest, human_duration
     from audit_tune.basics.errors import InputError
@@ -57,7 +60,8 @@ def snapshot(
     from audit_tune.sim.units import parse_duration
 
     if audit_log:  # audit log files (analysis.auditlog), with Prometheus for what a log cannot see
-        return _from_audit_log(prom, audit_log, audit_log_mode, output, step, selector, webhook_host, no_progress)
+        return _from_audit_log(prom, audit_log, audit_log_mode, output, step, selector, webhook_host,
+                               ReadOptions(jobs, not no_progress))
     prom.validate()
     req = SnapshotRequest(history=parse_duration(history, "--history"), step=parse_duration(step, "--step"),
                           end=parse_end(end) if end else None, instances=list(instance), selector=selector or "",
@@ -82,19 +86,21 @@ def snapshot(
 
 
 def _from_audit_log(prom: PromSettings, specs: list[str], log_mode: str, output: str, step: str,
-                    selector: Optional[str], webhook_host: Optional[str], no_progress: bool) -> int:
+                    selector: Optional[str], webhook_host: Optional[str], opts: ReadOptions) -> int:
     import json
 
+    from audit_tune.basics.jsondata import as_list, as_object
     from audit_tune.basics.output import log, write_output
     from audit_tune.cli import auditlog_input
     from audit_tune.sim.units import parse_duration
 
     prom.validate(require_url=False)
-    say = (lambda m: None) if no_progress else (lambda m: log(f"tune snapshot: {m}"))
+    say = (lambda m: log(f"tune snapshot: {m}")) if opts.progress else (lambda m: None)
     snap = auditlog_input.snapshot(specs, "snapshot", parse_duration(step, "--step"), log_mode, prom if prom.url else None,
-                                   selector or "", webhook_host, progress=not no_progress, say=say)
+                                   selector or "", webhook_host, opts, say=say)
     write_output(json.dumps(snap, indent=1, allow_nan=False) + "\n", output)
-    say(f"{len(snap['instances'])} instance(s) from the audit log, {len(snap['missing'])} missing item(s)"
+    say(f"{len(as_object(snap['instances'], 'instances'))} instance(s) from the audit log, "
+        f"{len(as_list(snap['missing'], 'missing'))} missing item(s)"
         + (f" -> {output}" if output not in ("-", "") else ""))
     return 0
 
