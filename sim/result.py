@@ -16,6 +16,7 @@ requests_closed_at_timeout     connection closed / stream reset without a comple
 requests_rejected_after_timeout  blocking-strict rejections counted after the client already had its 504
 rejected_after_timeout_seconds   when (after arrival) those rejections were counted: p50/p90/p99/max/mean
 events_not_emitted             events of requests that outlived their apiserver process (sim/shutdown.py)
+blocking_calls_at_exit         events whose blocking audit call the process's exit cut off (sim/shutdown.py)
 events_refused                 events of requests that arrived while no apiserver accepted them
 restart_loss                   events a kill at a restart lost, by cause (sim/shutdown.py)
 delivered                      events the receiver acknowledged (webhook) or written (log)

@@ -20,6 +20,12 @@ at ``up`` and receives SIGTERM at ``sigterm``:
   ``not_accepting + request timeout``;
 * the process exits when both are done: ``exit = max(finish, min(not_accepting + request
   timeout, last request end))``. Watch events after ``exit`` are never emitted.
+* blocking modes: the wait group sits outside the timeout filter (``DefaultBuildHandlerChain``),
+  so it lets a request go at its ``--request-timeout`` even while its audit call (the webhook's
+  retry chain, in the request goroutine) carries on, and the blocking webhook's ``Shutdown`` does
+  nothing. The exit does not wait for such a call: it is cut off there, its event emitted but
+  neither delivered nor counted as an error or a rejection (``blocking-call-at-exit``); the
+  request's later stages are never emitted. A kill cuts off the calls under way the same way.
 
 A restart (``--restart-at T``) is a SIGTERM at ``T``; the kubelet kills the process at
 ``T + --kill-after`` (``terminationGracePeriodSeconds``) if it has not exited, losing what was
@@ -92,7 +98,8 @@ class Lifetime:
         return min(self.kill, max(finish, http_stopped, self.drained))
 
 
-LOSS_CAUSES: tuple[str, ...] = ("buffer-at-kill", "in-flight-at-kill", "retry-chain-at-kill", "not-emitted")
+LOSS_CAUSES: tuple[str, ...] = ("buffer-at-kill", "in-flight-at-kill", "retry-chain-at-kill", "blocking-call-at-exit",
+                                "not-emitted")
 
 
 def needs_pass(w: Workload) -> bool:
@@ -296,6 +303,7 @@ class LifetimeRecord(TypedDict):
 class ShutdownReport(TypedDict):
     """The result fields :func:`shutdown_report` adds."""
     events_not_emitted: int
+    blocking_calls_at_exit: int
     events_refused: int
     restart_loss: dict[str, int]
     lifetimes: list[list[LifetimeRecord]]
@@ -306,18 +314,22 @@ def shutdown_report(lives: list[tuple[Plan, int]]) -> ShutdownReport:
 
     * ``events_not_emitted``: events of requests still running when their process exited (watch
       ends after the exit, anything after a kill); not in ``apiserver_audit_event_total``;
+    * ``blocking_calls_at_exit``: events whose blocking audit call was still running when their
+      process exited or was killed, the run's end included: emitted, never delivered, no error;
     * ``events_refused``: events of requests that arrived while no instance accepted them;
     * ``restart_loss``: events lost by the restarts, by cause (``buffer-at-kill``: accepted but not
       yet sent; ``in-flight-at-kill``: in a batch whose first POST had not ended;
-      ``retry-chain-at-kill``: in a batch being retried; ``not-emitted``);
+      ``retry-chain-at-kill``: in a batch being retried; ``blocking-call-at-exit``: in a blocking
+      call when the process exited; ``not-emitted``);
     * ``lifetimes``: per apiserver, each process's timeline and losses."""
     total = dict.fromkeys(LOSS_CAUSES, 0)
-    not_emitted = 0
+    not_emitted = cut = 0
     for plan, _ in lives:
         for lt in plan.lifetimes:
             not_emitted += lt.lost["not-emitted"]
+            cut += lt.lost["blocking-call-at-exit"]
         for lt in plan.lifetimes[:-1]:
             for k, v in lt.lost.items():
                 total[k] += v
-    return {"events_not_emitted": not_emitted, "events_refused": sum(r for _, r in lives),
+    return {"events_not_emitted": not_emitted, "blocking_calls_at_exit": cut, "events_refused": sum(r for _, r in lives),
             "restart_loss": total, "lifetimes": [plan.to_dict() for plan, _ in lives]}

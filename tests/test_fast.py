@@ -24,7 +24,7 @@ from audit_tune.sim.shutdown import ShutdownOptions
 from audit_tune.sim.workload import OnOff, RateProfile, RequestClass
 from tests.simhelp import result, scenario
 
-EXACT = ["events_not_emitted", "events_refused", "restart_loss", "lifetimes", "events_total", "requests_total", "level_total", "errors", "requests_rejected", "delivered", "in_flight_at_end",
+EXACT = ["events_not_emitted", "blocking_calls_at_exit", "events_refused", "restart_loss", "lifetimes", "events_total", "requests_total", "level_total", "errors", "requests_rejected", "delivered", "in_flight_at_end",
          "batches", "batch_sizes", "batch_size", "max_buffer_occupancy", "max_inflight_batches", "peak_memory_bytes",
          "attempts", "attempts_by_code", "first_drop_seconds", "occupancy", "requests_timed_out",
          "requests_timed_out_504", "requests_closed_at_timeout", "requests_rejected_after_timeout",

@@ -106,9 +106,11 @@ def test_blocking_strict_rejection_after_the_request_timeout_is_a_504_first():
 
     flags = ["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=10s"]
     down = Receiver(latency=Latency("fixed", 0.01), outages=(Outage(0.0, 1000.0, "status", 503),))
-    d = result(scenario(flags, rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
-    # the retry chain (4 backoffs of 10-33.75 s) outlasts the 60 s timeout: 504 first, rejection later
-    assert d["requests_rejected"] > 0
+    # ten requests in 5 s, SIGTERM at 120 s: after every retry chain (4 backoffs of 10-33.75 s)
+    sc = scenario(flags, trace=[0.5 * i for i in range(10)], duration=120.0, receiver=down, classes=(GET,))
+    d = result(sc, "fast")
+    # the chain outlasts the 60 s timeout: 504 first, rejection later
+    assert d["requests_rejected"] == 10 and d["blocking_calls_at_exit"] == 0
     assert d["requests_timed_out"] == d["requests_timed_out_504"] == d["requests_rejected_after_timeout"] \
         == d["requests_rejected"]
     assert d["requests_closed_at_timeout"] == 0
@@ -118,6 +120,47 @@ def test_blocking_strict_rejection_after_the_request_timeout_is_a_504_first():
     quick = result(scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=100ms"],
                             rate=2.0, duration=5.0, receiver=down, classes=(GET,)), "fast")
     assert quick["requests_rejected"] > 0 and quick["requests_timed_out"] == 0  # rejected within the timeout
+
+
+@pytest.mark.parametrize("mode", ["blocking", "blocking-strict"])
+def test_blocking_calls_outliving_the_process_are_cut_off_at_its_exit(mode):
+    """SIGTERM at 5 s: the wait group lets each request go at its 60 s timeout while its retry
+    chain (up to 77.5 s) carries on; the process exits after the last timeout, not after the
+    chains, and their rejections and errors are never counted."""
+    from audit_tune.sim.receiver import Outage
+
+    flags = [f"--audit-webhook-mode={mode}", "--audit-webhook-initial-backoff=10s"]
+    down = Receiver(latency=Latency("fixed", 0.01), outages=(Outage(0.0, 1000.0, "status", 503),))
+    sc = scenario(flags, trace=[0.5 * i for i in range(10)], duration=5.0, receiver=down, classes=(GET,))
+    ds = {e: result(sc, e) for e in ("reference", "fast")}
+    assert {k: v for k, v in ds["reference"].items() if k not in ("engine", "wall_seconds")} == \
+        {k: v for k, v in ds["fast"].items() if k not in ("engine", "wall_seconds")}
+    d = ds["fast"]
+    assert d["simulated_seconds"] == pytest.approx(4.5 + 60.0)  # the last request's timeout
+    assert d["blocking_calls_at_exit"] == d["events_total"] == 10
+    assert d["requests_rejected"] == d["requests_rejected_after_timeout"] == 0
+    assert d["errors"]["webhook"] == d["delivered"] == d["in_flight_at_end"] == 0
+    assert d["requests_timed_out"] == d["requests_timed_out_504"] == 10
+    assert d["events_not_emitted"] == 10  # the RequestReceived call was cut: ResponseComplete never comes
+    assert d["restart_loss"]["blocking-call-at-exit"] == 0  # the run's end, not a restart
+    assert d["lifetimes"][0][0]["lost"]["blocking-call-at-exit"] == 10
+
+
+def test_a_kill_cuts_off_the_blocking_calls_under_way_as_a_restart_loss():
+    """Restart at 5 s, kill 30 s later: the wait group still waits for the 60 s timeouts, so the
+    kubelet's kill ends the process, its blocking calls with it, before any request timed out."""
+    from audit_tune.sim.receiver import Outage
+
+    down = Receiver(latency=Latency("fixed", 0.01), outages=(Outage(0.0, 1000.0, "status", 503),))
+    sc = scenario(["--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=10s"],
+                  trace=[0.5 * i for i in range(10)], duration=200.0, receiver=down, classes=(GET,))
+    sc = replace(sc, shutdown=ShutdownOptions(restart_at=(5.0,), kill_after=30.0)).validate()
+    d = result(sc, "fast")
+    life = d["lifetimes"][0][0]
+    assert life["killed"] and life["exit"] == pytest.approx(35.0)
+    assert d["restart_loss"]["blocking-call-at-exit"] == d["blocking_calls_at_exit"] == 10
+    assert d["requests_timed_out"] == d["requests_rejected"] == d["errors"]["webhook"] == 0
+    assert d["events_total"] == d["delivered"] + lost(d) + d["blocking_calls_at_exit"] == 10
 
 
 def _strict_timeout(omit: frozenset[str]) -> dict[str, dict]:

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import replace
 
+import pytest
 import requests
 
 from audit_tune.loadgen.local import LocalCluster
@@ -297,3 +298,118 @@ def test_blocking_strict_response_complete_past_the_timeout_closes_the_connectio
     assert d["requests_rejected"] == 0 and real["rejected_at"] is None
     assert d["errors"]["webhook"] == 1 and real["error_at"] is not None, real
     assert abs(real["error_at"] - d["first_drop_seconds"]) <= CHAIN_TOL, (real, d["first_drop_seconds"])
+
+
+EARLY, LATE = "labelSelector=audit-tune-early", "labelSelector=audit-tune-late"
+EARLY_LEAD = 10.5  # the early request's retry chain (8.1-9.75 s and its POSTs) ends before the late one
+# a blocking call stuck in its retry chain at SIGTERM (1 s after its request): sixteen runs (blocking
+# and blocking-strict with RequestReceived or ResponseComplete blocking, three each, the late request
+# alone; this test's two cases, two each) exited 0.124-0.274 s after the simulator's exit (the
+# request's 3 s timeout), with three POSTs sent and no error or rejection logged for it every time
+EXIT_TOL = 0.6
+
+
+def _outlive(tmp_path, mode: str, policy: str | None) -> dict:
+    """An early request whose retry chain ends before SIGTERM (its error and rejection show that
+    they are logged), then a late one still retrying at SIGTERM 1 s after it: the process's exit,
+    and what the receiver and the apiserver's log saw of each."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            mine = [m for e in body.get("items", []) for m in (EARLY, LATE) if m in e.get("requestURI", "")]
+            posts.extend(mine)
+            self.send_response(503 if mine else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    policy_file = None
+    if policy is not None:
+        policy_file = tmp_path / "policy.yaml"
+        policy_file.write_text(policy)
+    c = LocalCluster(f"outlive-{os.getpid()}-{mode}", flags=parse_flags([f"--audit-webhook-mode={mode}", *STRICT[1:]]),
+                     policy=policy_file, sink_url=f"http://127.0.0.1:{srv.server_address[1]}/audit",
+                     extra_args=[f"--request-timeout={TIMEOUT:g}s"], state_root=tmp_path)
+    c.up()
+    out: dict = {}
+
+    def get(marker: str) -> None:
+        s = c.session()
+        try:
+            out[marker] = s.get(f"{c.server}/api/v1/namespaces/default/configmaps?{marker}", timeout=60).status_code
+        except requests.ConnectionError:
+            out[marker] = 0  # closed without an answer
+        s.close()
+
+    try:
+        t_early = time.monotonic()
+        threads = [threading.Thread(target=get, args=(EARLY,), daemon=True)]
+        threads[0].start()
+        time.sleep(EARLY_LEAD)
+        t_late = time.monotonic()
+        threads.append(threading.Thread(target=get, args=(LATE,), daemon=True))
+        threads[1].start()
+        time.sleep(1.0)
+        api = next(p for p in c.processes if p.name == "kube-apiserver")
+        t_term = time.monotonic()
+        os.kill(api.pid, signal.SIGTERM)
+        while api.alive() and time.monotonic() < t_term + 30:
+            time.sleep(0.01)
+        out["exit"] = time.monotonic() - t_early
+        for t in threads:
+            t.join(timeout=10)
+        log = c.apiserver_log.read_text(errors="replace")
+    finally:
+        c.down()
+        srv.shutdown()
+        srv.server_close()
+    out.update(late_at=t_late - t_early, sigterm=t_term - t_early)
+    for m in (EARLY, LATE):
+        out[f"posts {m}"] = posts.count(m)
+        # HandlePluginError logs each impacted event (AUDIT: ... uri="...") after its error line
+        out[f"errors {m}"] = len(re.findall(r'AUDIT: .*uri="[^"]*' + re.escape(m), log))
+    out["rejections"] = log.count("failed to store audit event")  # responsewriters.InternalError's log line
+    return out
+
+
+def _predict_outlive(mode: str, omit: frozenset[str], real: dict) -> dict:
+    """The simulator on the real run's timeline: the early request at 0, the late one and the
+    SIGTERM (the run's end) when the real ones came."""
+    one = RequestClass("get", level="Metadata", omit_stages=omit)
+    w = Workload(Arrivals("trace", trace=(0.0, real["late_at"])), real["sigterm"], (one,))
+    sc = replace(Scenario(flags=parse_flags([f"--audit-webhook-mode={mode}", *STRICT[1:]]), workload=w,
+                          receiver=Receiver(error_rate=1.0)), request_timeout=TIMEOUT).validate()
+    return run(sc, engine="fast").to_dict(series=False)
+
+
+@pytest.mark.parametrize("mode,policy,late_status", [("blocking-strict", ALL_STAGES_POLICY, 504), ("blocking", None, 0)],
+                         ids=["strict-request-received", "blocking-response-complete"])
+def test_a_blocking_call_outliving_the_process_is_cut_off_at_its_exit(stack_binaries, tmp_path, mode, policy, late_status):
+    """The drain wait group lets the late request go at its 3 s timeout (504 while RequestReceived
+    blocks; a closed connection once ResponseComplete blocks) and the webhook's Shutdown does not
+    wait: the process exits then, its retry chain cut off after three POSTs, no error, no rejection."""
+    real = _outlive(tmp_path, mode, policy)
+    omit = frozenset() if policy is not None else frozenset({"RequestReceived"})
+    d = _predict_outlive(mode, omit, real)
+    strict_rr = mode == "blocking-strict" and policy is not None
+    # the early request: its chain gave up before SIGTERM, counted on both sides
+    assert real[EARLY] == late_status and real[f"posts {EARLY}"] == 5 and real[f"errors {EARLY}"] == 1, real
+    assert real["rejections"] == d["requests_rejected"] == (1 if strict_rr else 0), real
+    assert d["errors"]["webhook"] == 1
+    # the late one: cut off at the exit
+    assert real[LATE] == late_status and real[f"posts {LATE}"] == 3 and real[f"errors {LATE}"] == 0, real
+    assert d["blocking_calls_at_exit"] == 1 and d["delivered"] == 0
+    assert d["attempts"] == real[f"posts {EARLY}"] + real[f"posts {LATE}"]
+    assert d["requests_timed_out"] == 2 and d["requests_timed_out_504" if late_status else "requests_closed_at_timeout"] == 2
+    assert d["simulated_seconds"] == pytest.approx(real["late_at"] + TIMEOUT)
+    assert 0.0 <= real["exit"] - d["simulated_seconds"] < EXIT_TOL, (real, d["simulated_seconds"])

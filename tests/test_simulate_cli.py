@@ -156,3 +156,19 @@ def test_request_timeout_rows_say_what_the_client_saw(capsys, omit, answered, cl
     assert code == 0 and rows["requests_timed_out (at --request-timeout)"] == "2"
     assert (rows["answered 504"], rows["connection closed, no complete answer"]) == (str(answered), str(closed))
     assert ("rejection counted after arrival p50 / max" in out) == bool(late)
+
+
+def test_a_blocking_call_cut_off_at_the_exit_is_a_row_and_a_loss(capsys):
+    """One request at 0 s, SIGTERM at 2 s: the process exits at its 3 s timeout, the retry chain
+    (8-10 s) is cut off; no error is counted, but the event is lost for --max-drops."""
+    args = ["simulate", "--request-rate", "0.5", "--duration", "2s", "--arrivals", "deterministic",
+            "--audit-webhook-mode=blocking-strict", "--audit-webhook-initial-backoff=1s",
+            "--webhook-failure-rate", "1", "--request-timeout", "3s"]
+    code, out, _ = run_cli(capsys, *args, "-f", "json")
+    d = json.loads(out)
+    assert code == 0 and d["blocking_calls_at_exit"] == 1 and d["simulated_seconds"] == 3.0
+    assert d["errors"]["webhook"] == d["requests_rejected"] == 0
+    code, out, err = run_cli(capsys, *args, "--max-drops", "0")
+    rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in out.splitlines() if ln.count("│") == 3}
+    assert code == 3 and rows["blocking_calls_at_exit (cut off, never delivered)"] == "1"
+    assert "No audit events lost" not in out and "blocking_calls_at_exit 1" in err

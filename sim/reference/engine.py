@@ -51,6 +51,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
             env.run(until=lt.kill if math.isfinite(lt.kill) else None)
             last = plan.final
             closed = plan.close(fe.finish if fe.finish is not None else lt.kill)
+            closed.lost["blocking-call-at-exit"] += fe.cut_at_exit(closed.exit)
             primary = "webhook" if "webhook" in pipes else "log"
             for name, pipe in pipes.items():
                 late = np.asarray(pipe.after_close)

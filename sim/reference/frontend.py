@@ -26,10 +26,19 @@ written its response by then:
   without a complete answer (``requests_closed_at_timeout``). A failing ResponseComplete is never
   a rejection (only RequestReceived is, in ``pkg/endpoints/filters/audit.go``); the backend counts
   it in ``apiserver_audit_error_total`` when its call gives up.
+
+Nothing waits for a blocking audit call at shutdown: the drain wait group (``WithWaitGroup``) sits
+outside the timeout filter, so it lets a request go at its timeout while the call carries on, and
+the blocking webhook's ``Shutdown`` does nothing (``plugin/pkg/audit/webhook/webhook.go``). A call
+still running when the process exits is cut off (:meth:`Frontend.cut_at_exit`): its event is
+emitted but never delivered, its error or rejection never counted (``blocking-call-at-exit``),
+the request's later stages are never emitted, and its timeout (due before the exit, since the wait
+group waited for it) is counted as above.
 """
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
 
 import simpy
 
@@ -40,6 +49,16 @@ from audit_tune.sim.result import InstanceStats
 from audit_tune.sim.workload import LEVELS, RC, RR, RequestClass
 
 REQUEST_LEVEL = LEVELS.index("Request")
+
+
+@dataclass(frozen=True)
+class InCall:
+    """A request goroutine inside an audit stage's call: what its cut-off at the exit leaves."""
+
+    arrival: float
+    long_running: bool
+    written: float | None  # when the handler had written its response, if it had
+    later_stages: int  # stages it would emit after this one
 
 
 class Frontend:
@@ -54,6 +73,7 @@ class Frontend:
         self.finish: float | None = None  # when the audit backends' Shutdown returned
         self.exit_at = float("inf")  # when the process exits (set at shutdown)
         self.not_emitted = 0
+        self.in_call: dict[int, InCall] = {}  # request -> its stage call under way (blocking modes)
 
     def _truncated_size(self, pipe: Pipe, size: int, meta: int, level: int) -> int | None:
         t = pipe.opts.truncate
@@ -75,8 +95,9 @@ class Frontend:
             if s is not None:
                 pipe.offer(t, s, ordinal)
 
-    def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator[simpy.Event, object, bool]:
-        """One stage through the union, from the request goroutine. Returns the AND of results."""
+    def emit(self, t: float, size: int, meta: int, level: int, key: int) -> Generator[simpy.Event, object, bool | None]:
+        """One stage through the union, from the request goroutine. Returns the AND of results,
+        None when the process exited during a call (the later backends are never called)."""
         if self.env.now > self.exit_at:
             self.not_emitted += 1  # the process has exited: the request's later stages never run
             return True
@@ -94,6 +115,8 @@ class Frontend:
                 ok = yield from webhook_event(self, pipe, t, s, key)
             else:
                 ok = yield from log_event(self, pipe, self.log_mutex, t, s, key)
+            if ok is None:
+                return None
             if mode == "blocking-strict":
                 result = result and ok
         return result
@@ -107,10 +130,14 @@ class Frontend:
         added = 0.0
         handler_start = t
         written: float | None = None  # when the handler had written its response (ResponseComplete begins)
-        for stage, off in plan:
+        for i, (stage, off) in enumerate(plan):
             if stage == RR:
                 t0 = env.now
+                self.in_call[req] = InCall(t, cls.long_running, written, len(plan) - i - 1)
                 ok = yield from self.emit(env.now, sizes[stage], min(850, sizes[stage]), level, req * 4 + stage)
+                if ok is None:
+                    return  # cut off at the exit: counted by cut_at_exit
+                del self.in_call[req]
                 added += env.now - t0
                 handler_start = env.now
                 if not ok:
@@ -130,14 +157,32 @@ class Frontend:
             if stage == RC:
                 written = env.now
             t0 = env.now
-            yield from self.emit(env.now, sizes[stage], min(850, sizes[stage]), level, req * 4 + stage)
+            self.in_call[req] = InCall(t, cls.long_running, written, len(plan) - i - 1)
+            if (yield from self.emit(env.now, sizes[stage], min(850, sizes[stage]), level, req * 4 + stage)) is None:
+                return
+            del self.in_call[req]
             added += env.now - t0
             if stage != RC:
                 handler_start += env.now - t0  # the handler waited for this stage's audit call
         self.stats.added_latency.add(added)
         if cls.long_running or added + cls.duration <= self.request_timeout:
             return
-        if written is not None and written - t <= self.request_timeout:
+        self._timed_out(t, written)
+
+    def _timed_out(self, arrival: float, written: float | None) -> None:
+        if written is not None and written - arrival <= self.request_timeout:
             self.stats.closed_at_timeout += 1  # ResponseComplete was blocking at the deadline
         else:
             self.stats.timed_out_504 += 1
+
+    def cut_at_exit(self, exit_t: float) -> int:
+        """The process exited (or was killed) at ``exit_t``: the requests still inside an audit
+        call never return from it. Counts their timeouts (due by then) and their never-emitted
+        later stages; returns how many calls were cut off."""
+        for c in self.in_call.values():
+            self.not_emitted += c.later_stages
+            if not c.long_running and c.arrival + self.request_timeout <= exit_t:
+                self._timed_out(c.arrival, c.written)
+        n = len(self.in_call)
+        self.in_call.clear()
+        return n

@@ -138,10 +138,12 @@ def simulate(
     text = render(data, fmt) if fmt != "table" else _table(data)
     write_output(text, output)
     lost = sum(v for k, v in data["errors"].items())
-    lost += sum(v for k, v in (data.get("restart_loss") or {}).items() if k != "not-emitted")
+    lost += sum(v for k, v in (data.get("restart_loss") or {}).items() if k not in ("not-emitted", "blocking-call-at-exit"))
+    lost += data.get("blocking_calls_at_exit", 0)  # restarts' and the run's end's
     if max_drops is not None and lost > max_drops:
         raise ObjectiveViolated(f"{lost} audit events lost (errors {data['errors']}, restart_loss "
-                                f"{data.get('restart_loss')}), above --max-drops {max_drops}")
+                                f"{data.get('restart_loss')}, blocking_calls_at_exit "
+                                f"{data.get('blocking_calls_at_exit', 0)}), above --max-drops {max_drops}")
     return 0
 
 
@@ -204,6 +206,8 @@ def _table(d: dict) -> str:
         t.add_row("  rejection counted after arrival p50 / max", f"{late['p50']:.3f}s / {late['max']:.3f}s")
     if d.get("events_not_emitted"):
         t.add_row("events_not_emitted (after exit)", f"{d['events_not_emitted']:,}")
+    if d.get("blocking_calls_at_exit"):
+        t.add_row("blocking_calls_at_exit (cut off, never delivered)", f"{d['blocking_calls_at_exit']:,}")
     if d.get("events_refused"):
         t.add_row("events_refused (no apiserver up)", f"{d['events_refused']:,}")
     for cause, v in (d.get("restart_loss") or {}).items():
@@ -229,13 +233,15 @@ def _table(d: dict) -> str:
         a = d["request_added_latency_seconds"]
         t.add_row("request latency added p50 / p99", f"{a['p50']:.3f}s / {a['p99']:.3f}s")
     con.print(t)
-    killed = sum(v for k, v in (d.get("restart_loss") or {}).items() if k != "not-emitted")
+    killed = sum(v for k, v in (d.get("restart_loss") or {}).items() if k not in ("not-emitted", "blocking-call-at-exit"))
     if lost:
         con.print(f"LOST {lost:,} of {ev:,} audit events ({100 * lost / ev:.2f}%).")
-    elif not killed:
+    elif not killed and not d.get("blocking_calls_at_exit"):
         con.print("No audit events lost.")
     if killed:
         con.print(f"Restarts killed {killed:,} accepted audit events before delivery (restart_loss).")
+    if d.get("blocking_calls_at_exit"):
+        con.print(f"{d['blocking_calls_at_exit']:,} events lost in blocking audit calls the process's exit cut off.")
     if d.get("events_not_emitted"):
         con.print(f"{d['events_not_emitted']:,} events never emitted: their requests outlived the apiserver process.")
     if len(d["instances"]) > 1:
