@@ -25,16 +25,14 @@ loss and memory the frontier shows.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
@@ -169,31 +167,27 @@ def _run(args: tuple) -> dict[str, Any]:
 
 
 class Pool:
-    """Runs :func:`_run` tasks over a local process pool (jobs > 1) or in-process."""
+    """Runs :func:`_run` tasks on :class:`~analysis.taskpool.Workers` (the recommendation's pool, or
+    a pool of its own of ``workers`` processes when that is a number), each distinct task once."""
 
-    def __init__(self, jobs: int, engine: str) -> None:
-        self.jobs, self.engine, self.runs = jobs, engine, 0
-        self._pool: ProcessPoolExecutor | None = None
-        self._cache: dict[tuple, dict[str, Any]] = {}
+    def __init__(self, workers: Workers | int, engine: str) -> None:
+        self.engine = engine
+        self._own = isinstance(workers, int)
+        self.workers = Workers(workers) if isinstance(workers, int) else workers
+        self._runs: KeyedRuns[tuple[Any, ...], tuple[Any, ...], dict[str, Any]] = KeyedRuns(self.workers, _run)
 
-    def map(self, tasks: list[tuple]) -> list[dict[str, Any]]:
-        keys = [(t[0].name, t[1], t[2], t[3], round(t[4], 3), t[5]) for t in tasks]
-        todo = {k: t + (self.engine,) for k, t in zip(keys, tasks) if k not in self._cache}
-        self.runs += len(todo)
-        if self.jobs <= 1 or len(todo) <= 1:
-            res = [_run(t) for t in todo.values()]
-        else:
-            if self._pool is None:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-                self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
-            res = list(self._pool.map(_run, list(todo.values())))
-        self._cache.update(zip(todo.keys(), res))
-        return [self._cache[k] for k in keys]
+    @property
+    def runs(self) -> int:
+        return self._runs.runs
+
+    def map(self, tasks: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        return self._runs.map([((t[0].name, t[1], t[2], t[3], round(t[4], 3), t[5]), t + (self.engine,))
+                               for t in tasks])
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._runs.close()
+        if self._own:
+            self.workers.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,7 +271,8 @@ class FailureJudge:
     """Evaluates flag sets under the failure scenarios (one seed, the fast engine by default)."""
 
     def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: int, window: float,
-                 seed: int = 1, jobs: int = 2, engine: str = "fast", log: Callable[[str], None] | None = None) -> None:
+                 seed: int = 1, jobs: Workers | int = 2, engine: str = "fast",
+                 log: Callable[[str], None] | None = None) -> None:
         self.models, self.scenarios, self.budget, self.window, self.seed = models, scenarios, budget, window, seed
         self.busiest = max(models, key=lambda m: m.peak_burst_rate)
         self.pool = Pool(jobs, engine)
@@ -360,10 +355,11 @@ def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> lis
 
 
 def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown: list[tuple[str, AuditFlags]],
-           feasible: list[tuple[str, AuditFlags]], budget: int, window: float, seed: int = 1, jobs: int = 2,
-           engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
+           feasible: list[tuple[str, AuditFlags]], budget: int, window: float, seed: int = 1,
+           jobs: Workers | int = 2, engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
     """Judge the shown flag sets and the healthy-feasible ones (with longer-backoff variants) under
-    every scenario; pick the least-memory survivor among the feasible ones, else the frontier."""
+    every scenario; pick the least-memory survivor among the feasible ones, else the frontier.
+    ``jobs``: the recommendation's :class:`~analysis.taskpool.Workers`, or a number of processes."""
     log = log or (lambda s: None)
     if not scenarios:
         return FailureAssessment([], [], None, None, "")

@@ -17,18 +17,24 @@ from audit_tune.analysis.flagsets import MAX_SIZES, MIN_BUFFER, SIZE_MARGIN, WAI
 from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.simrunner import Runner, RunSummary, SimTask
+from audit_tune.analysis.taskpool import Workers
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.config import AuditFlags, fmt_float
 from audit_tune.sim.units import format_duration, format_size, parse_duration
 
 
 class Recommender:
+    """The search and the evaluations of flag sets, on ``workers`` (default: its own pool of
+    ``objective.jobs`` processes, closed by :meth:`close`)."""
+
     def __init__(self, models: list[InstanceModel], objective: Objective, seed: int = 1, engine: str = "fast",
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, workers: Workers | None = None) -> None:
         if not models:
             raise InputError("no instance to recommend for")
         self.models, self.obj, self.seed = models, objective.validated(), seed
-        self.runner = Runner(objective.jobs, engine, progress)
+        self._own = workers is None
+        self.workers = Workers(objective.jobs) if workers is None else workers
+        self.runner = Runner(self.workers, engine)
         self.log = progress or (lambda s: None)
         self.size = max(m.event_size for m in models)
         self.window = max(m.duration for m in models)
@@ -93,11 +99,9 @@ class Recommender:
         return [SimTask(m, flags, self.seed + s, scale, *self.segments[m.name], shape)
                 for m in self.models for s in range(seeds)]
 
-    def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True,
-                      seeds: int | None = None) -> list[Evaluation]:
-        """Every flag set against every instance's busiest stretch: at x headroom (observed shape) and,
-        with ``x1``, at the observed load (fitted bursts); ``seeds`` runs each (default: the objective's)."""
-        seeds = self.obj.seeds if seeds is None else seeds
+    def _plan(self, named: list[tuple[str, AuditFlags]], x1: bool,
+              seeds: int) -> tuple[list[SimTask], list[tuple[int, str, int, int]]]:
+        """The runs behind :meth:`evaluate_many`, and which flag set and load each slice is."""
         tasks: list[SimTask] = []
         index: list[tuple[int, str, int, int]] = []
         for i, (_, f) in enumerate(named):
@@ -110,6 +114,19 @@ class Recommender:
                 ts = self._tasks(f, scale, shape, seeds)
                 index.append((i, label, len(tasks), len(tasks) + len(ts)))
                 tasks.extend(ts)
+        return tasks, index
+
+    def prefetch(self, named: list[tuple[str, AuditFlags]], x1: bool = True) -> None:
+        """Start the runs a later ``evaluate_many(named, x1)`` needs on processes the search leaves idle."""
+        self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0])
+
+    def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True,
+                      seeds: int | None = None) -> list[Evaluation]:
+        """Every flag set against every instance's busiest stretch: at x headroom (observed shape) and,
+        with ``x1``, at the observed load (fitted bursts); ``seeds`` runs each (default: the objective's).
+        Every flag set runs the same seeds, so comparisons between them are paired."""
+        seeds = self.obj.seeds if seeds is None else seeds
+        tasks, index = self._plan(named, x1, seeds)
         res = self.runner.map(tasks)
         out: list[Evaluation] = []
         for i, (name, f) in enumerate(named):
@@ -280,3 +297,5 @@ class Recommender:
 
     def close(self) -> None:
         self.runner.close()
+        if self._own:
+            self.workers.close()

@@ -1,17 +1,21 @@
 """Simulation tasks for the recommender: one instance's busiest stretch under one flag set, seed and
-load, run in-process or over a local process pool (``docs/recommend.md``, "Search").
+load, run in-process or over the recommendation's process pool (``docs/recommend.md``, "Search").
+
+Every candidate runs with the same seeds (``seed``, ``seed + 1``, ...): the comparisons between
+candidates are paired (common random numbers), since a seed fixes the workload of a run whatever
+the flags.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
+
+#: What makes two simulation tasks the same run: instance, flags, seed, scale, stretch, shape.
+TaskKey = tuple[str, AuditFlags, int, float, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class SimTask:
     hi: int
     shape: str
 
-    def key(self) -> tuple[str, AuditFlags, int, float, int, int, str]:
+    def key(self) -> TaskKey:
         return (self.model.name, self.flags, self.seed, self.scale, self.lo, self.hi, self.shape)
 
 
@@ -58,32 +62,27 @@ def _pool_task(item: tuple[SimTask, str]) -> RunSummary:
 
 
 class Runner:
-    """Runs simulation tasks, in-process (jobs=1) or over a local process pool."""
+    """Runs simulation tasks on :class:`~analysis.taskpool.Workers` (in-process when ``jobs`` is 1),
+    each distinct task once (:class:`~analysis.taskpool.KeyedRuns`)."""
 
-    def __init__(self, jobs: int, engine: str = "fast", progress: Callable[[str], None] | None = None) -> None:
-        self.jobs, self.engine, self.progress = jobs, engine, progress
-        self._pool: ProcessPoolExecutor | None = None
-        self._cache: dict[tuple[object, ...], RunSummary] = {}
-        self.runs = 0
+    def __init__(self, workers: Workers, engine: str = "fast") -> None:
+        self.workers, self.engine = workers, engine
+        self._runs: KeyedRuns[TaskKey, tuple[SimTask, str], RunSummary] = KeyedRuns(workers, _pool_task)
+
+    @property
+    def runs(self) -> int:
+        return self._runs.runs
+
+    def _items(self, tasks: list[SimTask]) -> list[tuple[TaskKey, tuple[SimTask, str]]]:
+        return [(t.key(), (t, self.engine)) for t in tasks]
+
+    def prefetch(self, tasks: list[SimTask]) -> None:
+        """Tasks a later :meth:`map` will ask for, run on processes the current work leaves idle."""
+        self._runs.prefetch(self._items(tasks))
 
     def map(self, tasks: list[SimTask]) -> list[RunSummary]:
         """Results in task order; a task already run (same instance, flags, seed, scale, stretch) is reused."""
-        keys = [t.key() for t in tasks]
-        todo = list({k: t for k, t in zip(keys, tasks) if k not in self._cache}.items())
-        self.runs += len(todo)
-        if self.jobs <= 1 or len(todo) <= 1:
-            res = [sim_task(t, self.engine) for _, t in todo]
-        else:
-            if self._pool is None:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-                self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
-            res = list(self._pool.map(_pool_task, [(t, self.engine) for _, t in todo],
-                                      chunksize=max(1, len(todo) // (4 * self.jobs))))
-        for (k, _), r in zip(todo, res):
-            self._cache[k] = r
-        return [self._cache[k] for k in keys]
+        return self._runs.map(self._items(tasks))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._runs.close()

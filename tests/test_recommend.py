@@ -348,3 +348,40 @@ def test_the_report_says_what_one_restart_at_the_peak_loses(tmp_path, capsys, bu
     assert names == (["current", "recommended"] if doc["recommended"] else ["current"])
     for f in r["flag_sets"]:
         assert f["events_lost"] == sum(f["lost_by_cause"].values())
+
+
+def test_one_and_two_processes_give_the_same_report(busy_snapshot):
+    """The pool changes where runs happen, never what they give: the whole report (search, comparison,
+    failure scenarios) is the same with --jobs 1 and --jobs 2, but for the jobs it echoes."""
+    reps = {}
+    for jobs in (1, 2):
+        obj = Objective(seeds=2, jobs=jobs, peak_window="2m")
+        d = build_report(busy_snapshot, AuditFlags(), "defaults", obj, seed=1).to_dict()
+        assert d["config"]["objective"]["jobs"] == jobs
+        d["config"]["objective"].pop("jobs")
+        reps[jobs] = d
+    assert reps[1]["recommended"] is not None
+    assert reps[1]["failures"]["outcomes"], "the failure scenarios ran on the pool too"
+    assert reps[1] == reps[2]
+
+
+def test_candidates_are_compared_on_common_random_numbers(busy_snapshot):
+    """Every candidate runs the same seeds on the same stretches, and a seed fixes the workload
+    whatever the flags: the same events reach every candidate, so differences are the flags'."""
+    from audit_tune.analysis.recommend import webhook_flags
+
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    rec = Recommender(models, Objective(seeds=3, jobs=1, peak_window="2m"), seed=1)
+    try:
+        a = webhook_flags(AuditFlags(), 100, 10, 1.0, 5.0, 5)  # drops most events
+        b = webhook_flags(AuditFlags(), 20000, 500, 5.0, 20.0, 30)
+        plan_a, index_a = rec._plan([("a", a)], True, 3)
+        plan_b, index_b = rec._plan([("b", b)], True, 3)
+        assert index_a == index_b and len(plan_a) == 2 * 2 * 3  # 2 loads x 2 instances x 3 seeds
+        assert [t.key()[2:] for t in plan_a] == [t.key()[2:] for t in plan_b]
+        assert sorted({t.seed for t in plan_a}) == [1, 2, 3]
+        ra, rb = rec.runner.map(plan_a), rec.runner.map(plan_b)
+        assert [r.events for r in ra] == [r.events for r in rb]
+        assert sum(sum(r.errors.values()) for r in ra) > 0 == sum(r.errors["buffered"] for r in rb)
+    finally:
+        rec.close()
