@@ -35,6 +35,7 @@ class Recommender:
         self._own = workers is None
         self.workers = Workers(objective.jobs) if workers is None else workers
         self.runner = Runner(self.workers, engine)
+        self._fluid_cache: dict[tuple[str, AuditFlags], dict[str, float]] = {}
         self.log = progress or (lambda s: None)
         self.size = max(m.event_size for m in models)
         self.window = max(m.duration for m in models)
@@ -139,6 +140,14 @@ class Recommender:
             out.append(self._evaluation(name, f, by_load, x1, seeds))
         return out
 
+    def _fluid(self, m: InstanceModel, f: AuditFlags) -> dict[str, float]:
+        """The fluid drop probability of ``m`` under ``f`` (computed once per instance and flag set:
+        the screen, the full evaluation and the comparison ask for the same ones)."""
+        key = (m.name, f)
+        if key not in self._fluid_cache:
+            self._fluid_cache[key] = fluid_drop_probability(m, f, self.horizon, seed=self.seed)
+        return self._fluid_cache[key]
+
     def _evaluation(self, name: str, f: AuditFlags, by_load: dict[str, list[RunSummary]], x1: bool,
                     seeds: int) -> Evaluation:
         h = self.obj.headroom
@@ -169,7 +178,7 @@ class Recommender:
             sim_mem = max(sim_mem, max((r.peak_memory for r in rh + r1), default=0))
             p99 = [r.p99 for r in (r1 or rh) if r.p99 is not None]
             p99s.extend(p99)
-            pd = fluid_drop_probability(m, f, self.horizon, seed=self.seed)
+            pd = self._fluid(m, f)
             if pd["any"] >= p_worst:
                 p_worst, p_detail = pd["any"], {"instance": m.name, **{kk: round(v, 6) if isinstance(v, float) else v
                                                                       for kk, v in pd.items()}}
