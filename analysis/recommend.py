@@ -145,6 +145,7 @@ def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objec
 def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Objective, seed: int,
            source: dict[str, object], engine: str, log: Callable[[str], None], evaluate: AuditFlags | None,
            workers: Workers) -> RecommendationReport:
+    log(f"calibrating {len(snap.get('instances') or {})} instance(s)")
     models, vals, skipped = calibrate_all(snap, current, seed, engine, log, workers)
     rec = Recommender(models, obj, seed=seed, engine=engine, progress=log, workers=workers)
     try:
@@ -164,6 +165,7 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
         if best is not None and failures.survivor_flags is not None and failures.survivor != "recommended":
             named[1] = ("recommended", failures.survivor_flags)
             failures.promote()
+        log(f"comparing {', '.join(n for n, _ in named)} at x1 and x {obj.headroom:g}")
         evs = rec.evaluate_many(named, x1=True)
         trace = replace(trace, simulation_runs=rec.runner.runs)
     finally:
@@ -207,6 +209,7 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
                                   rec.explain(ev, trace.excluded), ev.ok, ev.violations)
     blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
     shown = [("current", current)] + ([("recommended", by["recommended"].flags)] if best is not None else [])
+    log("one restart at the peak")
     restart = restart_at_peak(models, shown, obj.headroom, seed=seed, engine=engine)
     config = RecommendConfig(seed, engine, source, obj, rec.horizon, tuned_args(current), current_source)
     return RecommendationReport(__version__, config, confidence, [Calibrated(m, v) for m, v in zip(models, vals)],
