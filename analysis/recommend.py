@@ -161,7 +161,7 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
         named.append(("rule-of-thumb", rot_flags))
         if evaluate is not None:
             named.append(("evaluated", evaluate))
-        failures = _assess_failures(snap, models, obj, named, best, trace, seed, engine, log, workers)
+        failures = _assess_failures(snap, models, obj, named, best, trace, log, rec)
         if best is not None and failures.survivor_flags is not None and failures.survivor != "recommended":
             named[1] = ("recommended", failures.survivor_flags)
             failures.promote()
@@ -223,18 +223,42 @@ def _evaluated(ev: Evaluation, failures: outage.FailureAssessment) -> check.Eval
 
 
 def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective, named: list[tuple[str, AuditFlags]],
-                     best: Evaluation | None, trace: SearchTrace, seed: int, engine: str,
-                     log: Callable[[str], None], workers: Workers) -> outage.FailureAssessment:
-    """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios."""
+                     best: Evaluation | None, trace: SearchTrace, log: Callable[[str], None],
+                     rec: Recommender) -> outage.FailureAssessment:
+    """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios.
+
+    A candidate the search left at seed 1 as dominated (:meth:`Recommender._screened`) counts as
+    feasible here until it matters: when it (or its longer-backoff variant) would be the survivor,
+    or nothing survives and the frontier lists it, it runs every seed first; one that then fails is
+    dropped and the scenarios are judged again. So the survivor is the one the full evaluation of
+    every candidate would give."""
     scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap)
-    feasible: list[tuple[str, AuditFlags]] = [("recommended", best.flags)] if best is not None else []
     base = named[0][1]
+    cands: dict[str, AuditFlags] = {}
+    unconfirmed: set[str] = set()
     for r, rnd in enumerate(trace.rounds):
         for k, c in enumerate(rnd):
             if not c.violations:
-                feasible.append((f"candidate-{r}.{k}", parse_flags(c.flags, base=base)))
-    return outage.assess(models, scenarios, named, feasible, obj.memory_bytes,
-                         parse_duration(obj.peak_window, "--peak-window"), seed, workers, engine, log)
+                cands[f"candidate-{r}.{k}"] = parse_flags(c.flags, base=base)
+                if c.screened:
+                    unconfirmed.add(f"candidate-{r}.{k}")
+    window = parse_duration(obj.peak_window, "--peak-window")
+    while True:
+        feasible = ([("recommended", best.flags)] if best is not None else []) + list(cands.items())
+        fa = outage.assess(models, scenarios, named, feasible, obj.memory_bytes, window, rec.seed, rec.workers,
+                           rec.runner.engine, log)
+        if not scenarios:
+            return fa
+        check = [fa.survivor.split("+backoff-")[0]] if fa.survivor else sorted(unconfirmed)
+        check = [n for n in check if n in unconfirmed]
+        dropped = False
+        for n in check:
+            unconfirmed.discard(n)
+            if not rec.confirm(cands[n]):
+                del cands[n]
+                dropped = True
+        if not dropped:
+            return fa
 
 
 def why_nothing_fits(trace: SearchTrace, models: list[InstanceModel], obj: Objective) -> list[str]:

@@ -385,3 +385,46 @@ def test_candidates_are_compared_on_common_random_numbers(busy_snapshot):
         assert sum(sum(r.errors.values()) for r in ra) > 0 == sum(r.errors["buffered"] for r in rb)
     finally:
         rec.close()
+
+
+def test_a_candidate_whose_seed_1_key_exceeds_a_feasible_one_is_not_run_further(busy_snapshot):
+    """Memory and p99 latency are maxima over runs, so a candidate's seed-1 (memory, latency) is a lower
+    bound of its full one: once it exceeds a feasible candidate's full key it cannot be chosen."""
+    from audit_tune.analysis.recommend import webhook_flags
+    from audit_tune.analysis.search import choice_key
+
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    rec = Recommender(models, Objective(seeds=3, jobs=1, peak_window="2m"), seed=1)
+    try:
+        lean = webhook_flags(AuditFlags(), 20000, 500, 5.0, 20.0, 30)
+        fat = webhook_flags(AuditFlags(), 160000, 500, 5.0, 20.0, 30)  # 8 x the buffer: far more memory
+        screened = rec._screened([("fat", fat), ("lean", lean)])
+        assert [e.seeds for e in screened] == [1, 3] and screened[0].ok and screened[1].ok
+        assert fat in rec.dominated and lean not in rec.dominated
+        assert rec.runner.runs == 4 + 4  # both on seed 1, then lean's 2 more seeds on 2 instances
+        full = rec.evaluate_many([("fat", fat), ("lean", lean)], x1=False)
+        assert all(e.ok for e in full) and min(full, key=choice_key).flags == lean  # the same choice
+        assert choice_key(full[0]) >= choice_key(screened[0]) > choice_key(full[1])  # the bound held
+        assert rec.confirm(fat) and fat not in rec.dominated
+    finally:
+        rec.close()
+
+
+def test_the_search_reports_dominated_candidates_and_still_chooses_the_least_memory(busy_snapshot):
+    obj = Objective(seeds=3, jobs=2, peak_window="2m", tolerate_outage=("none",))
+    rep = build_report(busy_snapshot, AuditFlags(), "defaults", obj, seed=1)
+    trials = [t for r in rep.search.rounds for t in r]
+    chosen = parse_flags(rep.recommended.flags)
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    rec = Recommender(models, obj, seed=1)
+    try:  # every candidate that met the objective on seed 1, on every seed: the least-memory one is the choice
+        from audit_tune.analysis.search import choice_key
+
+        ok = [t for t in trials if not t.violations]
+        full = rec.evaluate_many([(f"c{k}", parse_flags(t.flags, base=AuditFlags())) for k, t in enumerate(ok)], x1=False)
+        best = min((e for e in full if e.ok), key=choice_key)
+        assert tuple(best.args) == tuple(a for a in rep.recommended.flags if a in best.args)
+        assert best.flags.webhook.batch == chosen.webhook.batch
+        assert all(t.seeds == 1 for t in trials if t.screened) and all(t.seeds == 3 for t in ok if not t.screened)
+    finally:
+        rec.close()
