@@ -428,3 +428,31 @@ def test_the_search_reports_dominated_candidates_and_still_chooses_the_least_mem
         assert all(t.seeds == 1 for t in trials if t.screened) and all(t.seeds == 3 for t in ok if not t.screened)
     finally:
         rec.close()
+
+
+def test_a_run_without_retries_is_the_same_under_any_initial_backoff(busy_snapshot):
+    """The search's longer-backoff variants reuse the healthy runs of their base flags when no POST was
+    retried: run both for real and compare."""
+    from audit_tune.analysis.recommend import webhook_flags
+    from audit_tune.analysis.simrunner import SimTask, sim_task
+
+    m = calibrate(busy_snapshot, "apiserver-0")
+    lo, hi = m.busiest_segments(120, 1)[0]
+    f10 = webhook_flags(AuditFlags(), 20000, 500, 5.0, 20.0, 30)
+    f60 = f10.__class__(**{**f10.__dict__, "webhook_initial_backoff": 60.0})
+    for shape, scale in (("observed", 2.0), ("model", 1.0)):
+        a, b = (sim_task(SimTask(m, f, 3, scale, lo, hi, shape), "fast") for f in (f10, f60))
+        assert not a.retried and a == b
+    rec = Recommender([m], Objective(seeds=2, jobs=1, peak_window="2m"), seed=1)
+    try:
+        first = rec.evaluate_many([("10s", f10)])
+        runs = rec.runner.runs
+        again = rec.evaluate_many([("60s", f60)])
+        assert rec.runner.runs == runs  # reused, not run again
+        assert first[0].to_dict() | {"name": "", "flags": []} == again[0].to_dict() | {"name": "", "flags": []}
+    finally:
+        rec.close()
+    # a receiver that fails: runs retry, so the backoff matters and nothing is reused
+    bad = SimTask(m, f10, 3, 1.0, lo, hi, "model")
+    failing = m.__class__(**{**m.__dict__, "failure_rate": 0.3})
+    assert sim_task(SimTask(failing, f10, 3, 1.0, lo, hi, "model"), "fast").retried and not sim_task(bad, "fast").retried
