@@ -101,9 +101,10 @@ class Trial:
     flags: list[str]
     violations: list[str]
     seeds: int
+    screened: str = ""  # why it was not run past seed 1 although it met the objective there
 
     def to_dict(self) -> dict[str, object]:
-        return {"flags": self.flags, "violations": self.violations, "seeds": self.seeds}
+        return {"flags": self.flags, "violations": self.violations, "seeds": self.seeds, "screened": self.screened}
 
 
 @dataclass(frozen=True)

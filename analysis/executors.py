@@ -25,14 +25,18 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 from audit_tune import __version__
 from audit_tune.basics.errors import InputError, ServiceError
 
 EXECUTORS = ("local", "dask", "dask-local")
+
+T = TypeVar("T")  # an item
+R = TypeVar("R")  # its result
 
 
 @dataclass
@@ -43,7 +47,7 @@ class ExecutorOptions:
     workers: int | None = None  # dask-local: worker processes (default: CPUs)
     chunk_size: int | None = None  # items per task (default: automatic)
     retries: int = 2  # dask: retries of a task that raised
-    warmup: Callable[[], Any] | None = None  # run once per worker before the first chunk
+    warmup: Callable[[], None] | None = None  # run once per worker before the first chunk
 
     def validate(self) -> ExecutorOptions:
         if self.kind not in EXECUTORS:
@@ -67,16 +71,16 @@ def auto_chunk_size(n_items: int, n_workers: int, max_chunk: int = 50) -> int:
     return max(1, min(max_chunk, math.ceil(n_items / (4 * max(1, n_workers)))))
 
 
-def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
 # ---- worker side ------------------------------------------------------------------------------------
-def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+def run_chunk(fn: Callable[[T], R], items: list[T]) -> list[R]:
     return [fn(x) for x in items]
 
 
-def _pool_init(warmup: Callable[[], Any] | None) -> None:
+def _pool_init(warmup: Callable[[], None] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts us down
     if warmup is not None:
         warmup()
@@ -91,7 +95,7 @@ def _ignore_sigint() -> bool:
         return False
 
 
-def _dask_probe(warmup: Callable[[], Any] | None) -> str:
+def _dask_probe(warmup: Callable[[], None] | None) -> str:
     if warmup is not None:
         warmup()
 
@@ -104,7 +108,7 @@ class ChunkExecutor:
 
     def __init__(self, opts: ExecutorOptions) -> None:
         self.opts = opts.validate()
-        self._pool: Any = None
+        self._pool: ProcessPoolExecutor | None = None
         self._client: Any = None
         self._cluster: Any = None
         self.n_workers = 1
@@ -175,7 +179,8 @@ class ChunkExecutor:
             w, v = next(iter(bad.items()))
             raise ServiceError(f"Dask worker {w} runs audit-tune {v}, this client {__version__}; install the same version")
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close(cancel=exc_type is not None)
 
     def close(self, cancel: bool = False) -> None:
@@ -207,7 +212,7 @@ class ChunkExecutor:
                 pass
 
     # running
-    def imap(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
+    def imap(self, fn: Callable[[T], R], chunks: Sequence[list[T]]) -> Iterator[tuple[int, list[R]]]:
         """Yield ``(chunk index, [fn(item) for item in chunk])`` as chunks complete (any order).
 
         An exception raised by ``fn`` propagates (after the Dask retries); catch inside ``fn`` to
@@ -219,20 +224,22 @@ class ChunkExecutor:
         else:
             raise RuntimeError("ChunkExecutor used outside its 'with' block")
 
-    def _imap_local(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
+    def _imap_local(self, fn: Callable[[T], R], chunks: Sequence[list[T]]) -> Iterator[tuple[int, list[R]]]:
         window = max(4, 2 * self.n_workers)  # bounded in-flight tasks: memory stays flat for huge sweeps
-        pending: dict[Any, int] = {}
+        pool = self._pool
+        assert pool is not None  # imap checked it
+        pending: dict[Future[list[R]], int] = {}
         nxt = 0
         while nxt < len(chunks) or pending:
             while nxt < len(chunks) and len(pending) < window:
-                pending[self._pool.submit(run_chunk, fn, chunks[nxt])] = nxt
+                pending[pool.submit(run_chunk, fn, chunks[nxt])] = nxt
                 nxt += 1
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=lambda f: pending[f]):
                 i = pending.pop(f)
                 yield i, f.result()
 
-    def _imap_dask(self, fn: Callable[[Any], Any], chunks: Sequence[list[Any]]) -> Iterator[tuple[int, list[Any]]]:
+    def _imap_dask(self, fn: Callable[[T], R], chunks: Sequence[list[T]]) -> Iterator[tuple[int, list[R]]]:
         from distributed import as_completed
 
         futs = [self._client.submit(run_chunk, fn, c, pure=False, retries=self.opts.retries) for c in chunks]
@@ -247,14 +254,14 @@ class ChunkExecutor:
                 self._client.cancel(live)
 
 
-def _noop(_: Any) -> None:
+def _noop(_: int) -> None:
     time.sleep(0.05)  # long enough that each worker process gets one and runs its initializer
 
 
-def map_points(fn: Callable[[Any], Any], items: Iterable[Any], executor: str | ExecutorOptions = "local",
+def map_points(fn: Callable[[T], R], items: Iterable[T], executor: str | ExecutorOptions = "local",
                *, jobs: int | None = None, scheduler: str | None = None, workers: int | None = None,
                chunk_size: int | None = None, retries: int = 2,
-               on_chunk: Callable[[int, list[Any]], None] | None = None) -> list[Any]:
+               on_chunk: Callable[[int, list[R]], None] | None = None) -> list[R]:
     """``[fn(x) for x in items]`` on the chosen executor, in input order.
 
     ``executor`` is ``local`` / ``dask`` / ``dask-local`` (with ``jobs``, ``scheduler``,
@@ -266,14 +273,14 @@ def map_points(fn: Callable[[Any], Any], items: Iterable[Any], executor: str | E
     items = list(items)
     if not items:
         return []
-    out: list[Any] = [None] * len(items)
+    by_chunk: dict[int, list[R]] = {}
     with ChunkExecutor(opts) as ex:
         size = opts.chunk_size or auto_chunk_size(len(items), ex.n_workers)
         chunks = chunked(items, size)
         done = 0
         for i, res in ex.imap(fn, chunks):
-            out[i * size:i * size + len(res)] = res
+            by_chunk[i] = res
             done += len(res)
             if on_chunk is not None:
                 on_chunk(done, res)
-    return out
+    return [r for i in range(len(chunks)) for r in by_chunk[i]]

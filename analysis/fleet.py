@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis.executors import map_points
@@ -120,7 +119,7 @@ def recommend_fleet(snap: Snapshot, current: AuditFlags, current_source: str, ob
     items = [ClusterTask(c, sub, flags, current_source, obj1, seed, dict(source or {})) for c, sub in groups.items()]
     log(f"{len(items)} cluster(s), {sum(len(s['instances']) for s in groups.values())} apiserver(s), executor {executor}")
 
-    def progress(n: int, _res: list[Any]) -> None:
+    def progress(n: int, _res: list[tuple[str, RecommendationReport]]) -> None:
         log(f"{n}/{len(items)} clusters done")
 
     results = map_points(_one, items, executor, jobs=jobs or objective.jobs, scheduler=scheduler, chunk_size=1,

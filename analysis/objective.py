@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from audit_tune.analysis import logbackend, outage
 from audit_tune.analysis.memfactor import MEASURED, MemoryFactor, parse_factor
+from audit_tune.analysis.taskpool import available_cores
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import parse_duration, parse_size
 
@@ -44,9 +45,9 @@ class Objective:
         "--seeds", int, "Monte Carlo runs (seeds of the fitted bursts) per instance and load."))
     peak_window: str = field(default="5m", metadata=_opt(
         "--peak-window", str, "Length of the busiest stretch simulated per instance."))
-    jobs: int = field(default=2, metadata=_opt(
+    jobs: int = field(default=available_cores(), metadata=_opt(
         "--jobs", int, "Local worker processes for the simulations, and for reading --audit-log files "
-        "(1 = in-process)."))
+        "(1 = in-process; default: the CPUs this process may use)."))
     tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
         "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
         "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))

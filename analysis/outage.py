@@ -25,10 +25,7 @@ loss and memory the frontier shows.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -37,6 +34,7 @@ import numpy as np
 from audit_tune.analysis import retries
 from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.analysis.memfactor import MemoryBudget, MemoryFactor
+from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonMapping, JsonObject, as_float, as_int, as_list, as_str
 from audit_tune.sim.api import run
@@ -162,6 +160,9 @@ def _stretch(m: InstanceModel, seconds: float) -> tuple[InstanceModel, int, int]
     return m, start, start + steps
 
 
+RunKey = tuple[str, AuditFlags, int, FailureScenario, float, float]
+
+
 class RunTask(NamedTuple):
     """One simulation: an instance's model and flags under one scenario, ``duration`` (outage) or
     ``window`` (slowdown) seconds long."""
@@ -175,7 +176,7 @@ class RunTask(NamedTuple):
     engine: str = "fast"
 
     @property
-    def key(self) -> tuple[str, AuditFlags, int, FailureScenario, float, float]:
+    def key(self) -> RunKey:
         return (self.model.name, self.flags, self.seed, self.scenario, round(self.duration, 3), self.window)
 
 
@@ -215,31 +216,26 @@ def _run(task: RunTask) -> RunResult:
 
 
 class Pool:
-    """Runs :func:`_run` tasks over a local process pool (jobs > 1) or in-process."""
+    """Runs :func:`_run` tasks on :class:`~analysis.taskpool.Workers` (the recommendation's pool, or
+    a pool of its own of ``workers`` processes when that is a number), each distinct task once."""
 
-    def __init__(self, jobs: int, engine: str) -> None:
-        self.jobs, self.engine, self.runs = jobs, engine, 0
-        self._pool: ProcessPoolExecutor | None = None
-        self._cache: dict[tuple[str, AuditFlags, int, FailureScenario, float, float], RunResult] = {}
+    def __init__(self, workers: Workers | int, engine: str) -> None:
+        self.engine = engine
+        self._own = isinstance(workers, int)
+        self.workers = Workers(workers) if isinstance(workers, int) else workers
+        self._runs: KeyedRuns[RunKey, RunTask, RunResult] = KeyedRuns(self.workers, _run)
+
+    @property
+    def runs(self) -> int:
+        return self._runs.runs
 
     def map(self, tasks: list[RunTask]) -> list[RunResult]:
-        keys = [t.key for t in tasks]
-        todo = {k: t._replace(engine=self.engine) for k, t in zip(keys, tasks) if k not in self._cache}
-        self.runs += len(todo)
-        if self.jobs <= 1 or len(todo) <= 1:
-            res = [_run(t) for t in todo.values()]
-        else:
-            if self._pool is None:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-                self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
-            res = list(self._pool.map(_run, list(todo.values())))
-        self._cache.update(zip(todo.keys(), res))
-        return [self._cache[k] for k in keys]
+        return self._runs.map([(t.key, t._replace(engine=self.engine)) for t in tasks])
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._runs.close()
+        if self._own:
+            self.workers.close()
 
 
 @dataclass
@@ -369,7 +365,7 @@ class FailureJudge:
     """Evaluates flag sets under the failure scenarios (one seed, the fast engine by default)."""
 
     def __init__(self, models: list[InstanceModel], scenarios: list[FailureScenario], budget: MemoryBudget,
-                 window: float, seed: int = 1, jobs: int = 2, engine: str = "fast",
+                 window: float, seed: int = 1, jobs: Workers | int = 2, engine: str = "fast",
                  log: Callable[[str], None] | None = None) -> None:
         self.models, self.scenarios, self.budget, self.window, self.seed = models, scenarios, budget, window, seed
         self.busiest = max(models, key=lambda m: m.peak_burst_rate)
@@ -454,10 +450,12 @@ def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> lis
 
 
 def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown: list[tuple[str, AuditFlags]],
-           feasible: list[tuple[str, AuditFlags]], budget: MemoryBudget, window: float, seed: int = 1, jobs: int = 2,
+           feasible: list[tuple[str, AuditFlags]], budget: MemoryBudget, window: float, seed: int = 1,
+           jobs: Workers | int = 2,
            engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
     """Judge the shown flag sets and the healthy-feasible ones (with longer-backoff variants) under
-    every scenario; pick the least-memory survivor among the feasible ones, else the frontier."""
+    every scenario; pick the least-memory survivor among the feasible ones, else the frontier.
+    ``jobs``: the recommendation's :class:`~analysis.taskpool.Workers`, or a number of processes."""
     log = log or (lambda s: None)
     if not scenarios:
         return FailureAssessment([], [], None, None, "")

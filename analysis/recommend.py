@@ -21,7 +21,7 @@ results). This module calibrates every instance and builds the :class:`Recommend
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from audit_tune import __version__
@@ -35,6 +35,7 @@ from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
 from audit_tune.analysis.restart_at_peak import restart_at_peak
 from audit_tune.analysis.search import Recommender
+from audit_tune.analysis.taskpool import Workers
 from audit_tune.basics.errors import NotEnoughData
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.receiver import ATTEMPTS
@@ -47,39 +48,75 @@ __all__ = ["TUNED", "Evaluation", "Objective", "RecommendationReport", "Recommen
 Snapshot = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class CalibrationTask:
+    """One instance to calibrate and validate (picklable: runs on the recommendation's pool)."""
+
+    snapshot: Snapshot  # the snapshot with this instance only
+    name: str
+    current: AuditFlags
+    seed: int
+    engine: str
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """An instance's model and validation, or why it was skipped; ``said``: its progress lines."""
+
+    model: InstanceModel | None
+    validation: Validation | None
+    skipped: Skipped | None
+    said: list[str]
+
+
+def calibrate_one(task: CalibrationTask) -> CalibrationResult:
+    """Calibrate one instance and replay its window with the current flags; when the replay loses
+    far fewer events than the apiserver did, raise the burst sigma (up to 3 times) and replay again."""
+    name, current, seed, engine = task.name, task.current, task.seed, task.engine
+    try:
+        m = calibrate(task.snapshot, name)
+    except NotEnoughData as e:
+        return CalibrationResult(None, None, Skipped(name, str(e).removeprefix(f"instance {name}: ")), [])
+    said = [f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
+            f"sigma {m.burst.sigma:.2f}, event {m.event_size} B"]
+    if current.webhook.mode != "batch":
+        v = Validation(name, "not replayed", m.events_increase, 0.0, dict(m.errors_increase),
+                       {k: 0.0 for k in m.errors_increase}, 0.0, 0.0, "medium",
+                       f"current --audit-webhook-mode={current.webhook.mode}: validation needs batch mode")
+        return CalibrationResult(m, v, None, said)
+    v = validate(m, current, seed=seed, engine=engine)
+    obs_buf = m.errors_increase.get("buffered", 0.0)
+    tries = 0
+    while (obs_buf > 0 and v.predicted_errors["buffered"] < 0.5 * obs_buf and tries < 3 and m.burst.per_step > 1
+           and not v.partial):
+        tries += 1
+        sig = min(max(m.burst.sigma, 0.2) * 1.5, 2.5)
+        m = with_sigma(m, sig, f"raised to {sig:.2f} to reproduce the observed buffered drops")
+        v = validate(m, current, seed=seed, engine=engine)
+    return CalibrationResult(m, v, None, said)
+
+
 def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: str = "fast",
-                  log: Callable[[str], None] | None = None) -> tuple[list[InstanceModel], list[Validation], list[Skipped]]:
-    """Calibrate and validate every instance. Returns (models, validations, skipped instances with why).
+                  log: Callable[[str], None] | None = None,
+                  workers: Workers | None = None) -> tuple[list[InstanceModel], list[Validation], list[Skipped]]:
+    """Calibrate and validate every instance (on ``workers``, one instance a task; in-process without).
+    Returns (models, validations, skipped instances with why).
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""
     log = log or (lambda s: None)
+    tasks = [CalibrationTask({**snap, "instances": {name: snap["instances"][name]}}, name, current, seed, engine)
+             for name in sorted(snap["instances"])]
+    results = workers.map(calibrate_one, tasks) if workers is not None else [calibrate_one(t) for t in tasks]
     models: list[InstanceModel] = []
     vals: list[Validation] = []
     skipped: list[Skipped] = []
-    for name in sorted(snap["instances"]):
-        try:
-            m = calibrate(snap, name)
-        except NotEnoughData as e:
-            skipped.append(Skipped(name, str(e).removeprefix(f"instance {name}: ")))
-            continue
-        log(f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
-            f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
-        if current.webhook.mode != "batch":
-            models.append(m)
-            vals.append(Validation(name, "not replayed", m.events_increase, 0.0, dict(m.errors_increase),
-                                   {k: 0.0 for k in m.errors_increase}, 0.0, 0.0, "medium",
-                                   f"current --audit-webhook-mode={current.webhook.mode}: validation needs batch mode"))
-            continue
-        v = validate(m, current, seed=seed, engine=engine)
-        obs_buf = m.errors_increase.get("buffered", 0.0)
-        tries = 0
-        while (obs_buf > 0 and v.predicted_errors["buffered"] < 0.5 * obs_buf and tries < 3 and m.burst.per_step > 1
-               and not v.partial):
-            tries += 1
-            sig = min(max(m.burst.sigma, 0.2) * 1.5, 2.5)
-            m = with_sigma(m, sig, f"raised to {sig:.2f} to reproduce the observed buffered drops")
-            v = validate(m, current, seed=seed, engine=engine)
-        models.append(m)
-        vals.append(v)
+    for r in results:
+        for line in r.said:
+            log(line)
+        if r.skipped is not None:
+            skipped.append(r.skipped)
+        elif r.model is not None and r.validation is not None:
+            models.append(r.model)
+            vals.append(r.validation)
     if not models:
         reasons = [f"{s.instance}: {s.why}" for s in skipped] + missing_items(snap)
         raise NotEnoughData("not enough data to recommend: " + ("; ".join(reasons) if reasons else
@@ -99,22 +136,37 @@ def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objec
     src = snap.get("source") or {}
     source.setdefault("selector", src.get("selector"))
     source.setdefault("window", src.get("window"))
-    models, vals, skipped = calibrate_all(snap, current, seed, engine, log)
-    rec = Recommender(models, obj, seed=seed, engine=engine, progress=log)
+    workers = Workers(obj.jobs)
     try:
+        return _build(snap, current, current_source, obj, seed, source, engine, log, evaluate, workers)
+    finally:
+        workers.close()
+
+
+def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Objective, seed: int,
+           source: dict[str, object], engine: str, log: Callable[[str], None], evaluate: AuditFlags | None,
+           workers: Workers) -> RecommendationReport:
+    log(f"calibrating {len(snap.get('instances') or {})} instance(s)")
+    models, vals, skipped = calibrate_all(snap, current, seed, engine, log, workers)
+    rec = Recommender(models, obj, seed=seed, engine=engine, progress=log, workers=workers)
+    try:
+        rot_flags, rot = rule_of_thumb(models, current)
+        # the shown flag sets that do not depend on the search run on the cores its rounds leave idle
+        rec.prefetch([("current", current), ("rule-of-thumb", rot_flags)]
+                     + ([("evaluated", evaluate)] if evaluate is not None else []))
         log(f"searching: {len(models)} instance(s), {obj.seeds} seeds, peak window {obj.peak_window}")
         best, trace = rec.search(current)
-        rot_flags, rot = rule_of_thumb(models, current)
         named = [("current", current)]
         if best is not None:
             named.append(("recommended", best.flags))
         named.append(("rule-of-thumb", rot_flags))
         if evaluate is not None:
             named.append(("evaluated", evaluate))
-        failures = _assess_failures(snap, models, obj, named, best, trace, seed, engine, log)
+        failures = _assess_failures(snap, models, obj, named, best, trace, log, rec)
         if best is not None and failures.survivor_flags is not None and failures.survivor != "recommended":
             named[1] = ("recommended", failures.survivor_flags)
             failures.promote()
+        log(f"comparing {', '.join(n for n, _ in named)} at x1 and x {obj.headroom:g}")
         evs = rec.evaluate_many(named, x1=True)
         trace = replace(trace, simulation_runs=rec.runner.runs)
     finally:
@@ -158,6 +210,7 @@ def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objec
                                   rec.explain(ev, trace.excluded), ev.ok, ev.violations)
     blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
     shown = [("current", current)] + ([("recommended", by["recommended"].flags)] if best is not None else [])
+    log("one restart at the peak")
     restart = restart_at_peak(models, shown, obj.headroom, seed=seed, engine=engine)
     config = RecommendConfig(seed, engine, source, obj, rec.horizon, tuned_args(current), current_source)
     return RecommendationReport(__version__, config, confidence, [Calibrated(m, v) for m, v in zip(models, vals)],
@@ -171,18 +224,43 @@ def _evaluated(ev: Evaluation, failures: outage.FailureAssessment) -> check.Eval
 
 
 def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective, named: list[tuple[str, AuditFlags]],
-                     best: Evaluation | None, trace: SearchTrace, seed: int, engine: str,
-                     log: Callable[[str], None]) -> outage.FailureAssessment:
-    """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios."""
-    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap, obj.webhook_retry_after)
-    feasible: list[tuple[str, AuditFlags]] = [("recommended", best.flags)] if best is not None else []
+                     best: Evaluation | None, trace: SearchTrace, log: Callable[[str], None],
+                     rec: Recommender) -> outage.FailureAssessment:
+    """The shown flag sets and the search's healthy-feasible candidates under the failure scenarios.
+
+    A candidate the search left at seed 1 as dominated (:meth:`Recommender._screened`) counts as
+    feasible here until it matters: when it (or its longer-backoff variant) would be the survivor,
+    or nothing survives and the frontier lists it, it runs every seed first; one that then fails is
+    dropped and the scenarios are judged again. So the survivor is the one the full evaluation of
+    every candidate would give."""
+    scenarios = outage.parse_scenarios(obj.tolerate_outage, obj.tolerate_slowdown, snap,
+                                       obj.webhook_retry_after)
     base = named[0][1]
+    cands: dict[str, AuditFlags] = {}
+    unconfirmed: set[str] = set()
     for r, rnd in enumerate(trace.rounds):
         for k, c in enumerate(rnd):
             if not c.violations:
-                feasible.append((f"candidate-{r}.{k}", parse_flags(c.flags, base=base)))
-    return outage.assess(models, scenarios, named, feasible, MemoryBudget(obj.memory_bytes, obj.memory_factor),
-                         parse_duration(obj.peak_window, "--peak-window"), seed, obj.jobs, engine, log)
+                cands[f"candidate-{r}.{k}"] = parse_flags(c.flags, base=base)
+                if c.screened:
+                    unconfirmed.add(f"candidate-{r}.{k}")
+    window = parse_duration(obj.peak_window, "--peak-window")
+    while True:
+        feasible = ([("recommended", best.flags)] if best is not None else []) + list(cands.items())
+        fa = outage.assess(models, scenarios, named, feasible, MemoryBudget(obj.memory_bytes, obj.memory_factor),
+                           window, rec.seed, rec.workers, rec.runner.engine, log)
+        if not scenarios:
+            return fa
+        check = [fa.survivor.split("+backoff-")[0]] if fa.survivor else sorted(unconfirmed)
+        check = [n for n in check if n in unconfirmed]
+        dropped = False
+        for n in check:
+            unconfirmed.discard(n)
+            if not rec.confirm(cands[n]):
+                del cands[n]
+                dropped = True
+        if not dropped:
+            return fa
 
 
 def why_nothing_fits(trace: SearchTrace, models: list[InstanceModel], obj: Objective) -> list[str]:

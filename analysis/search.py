@@ -17,18 +17,32 @@ from audit_tune.analysis.flagsets import MAX_SIZES, MIN_BUFFER, SIZE_MARGIN, WAI
 from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.simrunner import Runner, RunSummary, SimTask
+from audit_tune.analysis.taskpool import Workers
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.config import AuditFlags, fmt_float
 from audit_tune.sim.units import format_duration, format_size, parse_duration
 
 
+def choice_key(e: Evaluation) -> tuple[float, float]:
+    """What the search minimises among feasible flag sets: memory, then p99 delivery latency."""
+    return float(e.memory_bound), e.latency_p99 or 0.0
+
+
 class Recommender:
+    """The search and the evaluations of flag sets, on ``workers`` (default: its own pool of
+    ``objective.jobs`` processes, closed by :meth:`close`)."""
+
     def __init__(self, models: list[InstanceModel], objective: Objective, seed: int = 1, engine: str = "fast",
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, workers: Workers | None = None) -> None:
         if not models:
             raise InputError("no instance to recommend for")
         self.models, self.obj, self.seed = models, objective.validated(), seed
-        self.runner = Runner(objective.jobs, engine, progress)
+        self._own = workers is None
+        self.workers = Workers(objective.jobs) if workers is None else workers
+        self.runner = Runner(self.workers, engine)
+        self._fluid_cache: dict[tuple[str, AuditFlags], dict[str, float]] = {}
+        #: candidates that pass seed 1 but cannot be chosen (see :meth:`_screened`), and why
+        self.dominated: dict[AuditFlags, str] = {}
         self.log = progress or (lambda s: None)
         self.size = max(m.event_size for m in models)
         self.window = max(m.duration for m in models)
@@ -93,11 +107,9 @@ class Recommender:
         return [SimTask(m, flags, self.seed + s, scale, *self.segments[m.name], shape)
                 for m in self.models for s in range(seeds)]
 
-    def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True,
-                      seeds: int | None = None) -> list[Evaluation]:
-        """Every flag set against every instance's busiest stretch: at x headroom (observed shape) and,
-        with ``x1``, at the observed load (fitted bursts); ``seeds`` runs each (default: the objective's)."""
-        seeds = self.obj.seeds if seeds is None else seeds
+    def _plan(self, named: list[tuple[str, AuditFlags]], x1: bool,
+              seeds: int) -> tuple[list[SimTask], list[tuple[int, str, int, int]]]:
+        """The runs behind :meth:`evaluate_many`, and which flag set and load each slice is."""
         tasks: list[SimTask] = []
         index: list[tuple[int, str, int, int]] = []
         for i, (_, f) in enumerate(named):
@@ -110,6 +122,19 @@ class Recommender:
                 ts = self._tasks(f, scale, shape, seeds)
                 index.append((i, label, len(tasks), len(tasks) + len(ts)))
                 tasks.extend(ts)
+        return tasks, index
+
+    def prefetch(self, named: list[tuple[str, AuditFlags]], x1: bool = True) -> None:
+        """Start the runs a later ``evaluate_many(named, x1)`` needs on processes the search leaves idle."""
+        self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0])
+
+    def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True,
+                      seeds: int | None = None) -> list[Evaluation]:
+        """Every flag set against every instance's busiest stretch: at x headroom (observed shape) and,
+        with ``x1``, at the observed load (fitted bursts); ``seeds`` runs each (default: the objective's).
+        Every flag set runs the same seeds, so comparisons between them are paired."""
+        seeds = self.obj.seeds if seeds is None else seeds
+        tasks, index = self._plan(named, x1, seeds)
         res = self.runner.map(tasks)
         out: list[Evaluation] = []
         for i, (name, f) in enumerate(named):
@@ -121,6 +146,14 @@ class Recommender:
             by_load = {label: res[a:b] for j, label, a, b in index if j == i}
             out.append(self._evaluation(name, f, by_load, x1, seeds))
         return out
+
+    def _fluid(self, m: InstanceModel, f: AuditFlags) -> dict[str, float]:
+        """The fluid drop probability of ``m`` under ``f`` (computed once per instance and flag set:
+        the screen, the full evaluation and the comparison ask for the same ones)."""
+        key = (m.name, f)
+        if key not in self._fluid_cache:
+            self._fluid_cache[key] = fluid_drop_probability(m, f, self.horizon, seed=self.seed)
+        return self._fluid_cache[key]
 
     def _evaluation(self, name: str, f: AuditFlags, by_load: dict[str, list[RunSummary]], x1: bool,
                     seeds: int) -> Evaluation:
@@ -152,7 +185,7 @@ class Recommender:
             sim_mem = max(sim_mem, max((r.peak_memory for r in rh + r1), default=0))
             p99 = [r.p99 for r in (r1 or rh) if r.p99 is not None]
             p99s.extend(p99)
-            pd = fluid_drop_probability(m, f, self.horizon, seed=self.seed)
+            pd = self._fluid(m, f)
             if pd["any"] >= p_worst:
                 p_worst, p_detail = pd["any"], {"instance": m.name, **{kk: round(v, 6) if isinstance(v, float) else v
                                                                       for kk, v in pd.items()}}
@@ -200,10 +233,11 @@ class Recommender:
             pos += width
             for _attempt in range(4):
                 evs = self._screened([(f"candidate-{i}", f) for i, f in enumerate(group)])
-                rounds.append([Trial(tuned_args(e.flags), e.violations, e.seeds) for e in evs])
-                ok = [e for e in evs if e.ok]
+                rounds.append([Trial(tuned_args(e.flags), e.violations, e.seeds, self.dominated.get(e.flags, ""))
+                               for e in evs])
+                ok = [e for e in evs if e.ok and e.flags not in self.dominated]
                 if ok:
-                    best = min(ok, key=lambda e: (e.memory_bound, e.latency_p99 or 0.0))
+                    best = min(ok, key=choice_key)
                     break
                 # only drops can be fixed by a bigger buffer; other violations rule the candidate out
                 group = [webhook_flags(e.flags, e.flags.webhook.batch.buffer_size * 2, e.flags.webhook.batch.max_batch_size,
@@ -218,18 +252,37 @@ class Recommender:
         """Search evaluations at x headroom, screened on the first seed: every check is monotone in the
         seeds (a mean of drops is > 0 once one run drops; memory, p99 latency and in-flight are maxima
         over runs; the fluid probability does not depend on them), so a flag set that violates the
-        objective on seed 1 violates it on all seeds and is not run further. Only the survivors run
-        every seed (seed 1 is reused from the cache). The chosen flag set is the one the full
+        objective on seed 1 violates it on all seeds and is not run further.
+
+        The survivors run every seed (seed 1 is reused from the cache) in the order of their seed-1
+        :func:`choice_key`, which is a lower bound of their full key (memory and latency are maxima
+        over runs, so more seeds can only raise them). A survivor whose seed-1 key is already above
+        the full key of a feasible one cannot be chosen and is not run further either: it is recorded
+        in :attr:`dominated` (its figures are from seed 1). The chosen flag set is the one the full
         evaluation of every candidate would choose; screened-out candidates report one seed."""
         first = self.evaluate_many(named, x1=False, seeds=1)
         if self.obj.seeds == 1:
             return first
-        keep = [k for k, e in enumerate(first) if e.ok]
-        full = self.evaluate_many([named[k] for k in keep], x1=False) if keep else []
         out = list(first)
-        for k, e in zip(keep, full):
-            out[k] = e
+        best: tuple[float, float] | None = None
+        for k in sorted((k for k, e in enumerate(first) if e.ok), key=lambda k: (choice_key(first[k]), k)):
+            low = choice_key(first[k])
+            if best is not None and low > best:
+                self.dominated[first[k].flags] = (
+                    f"not run past seed 1: its seed-1 memory {format_size(int(low[0]))} and p99 latency {low[1]:.1f}s "
+                    f"already exceed a feasible candidate's ({format_size(int(best[0]))}, {best[1]:.1f}s)")
+                continue
+            out[k] = self.evaluate_many([named[k]], x1=False)[0]
+            if out[k].ok and (best is None or choice_key(out[k]) < best):
+                best = choice_key(out[k])
         return out
+
+    def confirm(self, flags: AuditFlags) -> bool:
+        """Run a candidate :meth:`_screened` left at seed 1 as dominated on every seed; True when it
+        meets the objective there too (it then stops being dominated)."""
+        ok = self.evaluate_many([("candidate", flags)], x1=False)[0].ok
+        self.dominated.pop(flags, None)
+        return ok
 
     def explain(self, ev: Evaluation, excluded: list[str]) -> Explanation:
         """Why each flag has its value, its headroom, and the binding constraint."""
@@ -281,3 +334,5 @@ class Recommender:
 
     def close(self) -> None:
         self.runner.close()
+        if self._own:
+            self.workers.close()

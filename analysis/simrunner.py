@@ -1,17 +1,21 @@
 """Simulation tasks for the recommender: one instance's busiest stretch under one flag set, seed and
-load, run in-process or over a local process pool (``docs/recommend.md``, "Search").
+load, run in-process or over the recommendation's process pool (``docs/recommend.md``, "Search").
+
+Every candidate runs with the same seeds (``seed``, ``seed + 1``, ...): the comparisons between
+candidates are paired (common random numbers), since a seed fixes the workload of a run whatever
+the flags.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from audit_tune.analysis.calibrate import InstanceModel
+from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags
+
+#: What makes two simulation tasks the same run: instance, flags, seed, scale, stretch, shape.
+TaskKey = tuple[str, AuditFlags, int, float, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class SimTask:
     hi: int
     shape: str
 
-    def key(self) -> tuple[str, AuditFlags, int, float, int, int, str]:
+    def key(self) -> TaskKey:
         return (self.model.name, self.flags, self.seed, self.scale, self.lo, self.hi, self.shape)
 
 
@@ -41,6 +45,7 @@ class RunSummary:
     max_occupancy: int
     p99: float | None
     max_latency: float | None
+    retried: bool = False  # some POST took more than one attempt (so the backoff was used)
 
 
 def sim_task(task: SimTask, engine: str) -> RunSummary:
@@ -50,7 +55,7 @@ def sim_task(task: SimTask, engine: str) -> RunSummary:
     d = res.to_dict(series=False)
     return RunSummary(d["events_total"], d["errors"], d["peak_memory_bytes"], d["max_inflight_batches"],
                       d["max_buffer_occupancy"], d["delivery_latency_seconds"]["p99"],
-                      d["delivery_latency_seconds"]["max"])
+                      d["delivery_latency_seconds"]["max"], d["attempts"] > d["batches"])
 
 
 def _pool_task(item: tuple[SimTask, str]) -> RunSummary:
@@ -58,32 +63,45 @@ def _pool_task(item: tuple[SimTask, str]) -> RunSummary:
 
 
 class Runner:
-    """Runs simulation tasks, in-process (jobs=1) or over a local process pool."""
+    """Runs simulation tasks on :class:`~analysis.taskpool.Workers` (in-process when ``jobs`` is 1),
+    each distinct task once (:class:`~analysis.taskpool.KeyedRuns`)."""
 
-    def __init__(self, jobs: int, engine: str = "fast", progress: Callable[[str], None] | None = None) -> None:
-        self.jobs, self.engine, self.progress = jobs, engine, progress
-        self._pool: ProcessPoolExecutor | None = None
-        self._cache: dict[tuple[object, ...], RunSummary] = {}
-        self.runs = 0
+    def __init__(self, workers: Workers, engine: str = "fast") -> None:
+        self.workers, self.engine = workers, engine
+        self._runs: KeyedRuns[TaskKey, tuple[SimTask, str], RunSummary] = KeyedRuns(workers, _pool_task)
+        self._first_try: dict[TaskKey, RunSummary] = {}  # runs without a retry, by key without the backoff
+
+    @property
+    def runs(self) -> int:
+        return self._runs.runs
+
+    def _any_backoff(self, t: SimTask) -> TaskKey:
+        """The task's key with the initial backoff left out (see :meth:`map`)."""
+        return (t.model.name, replace(t.flags, webhook_initial_backoff=0.0), t.seed, t.scale, t.lo, t.hi, t.shape)
+
+    def _items(self, tasks: list[SimTask]) -> list[tuple[TaskKey, tuple[SimTask, str]]]:
+        return [(t.key(), (t, self.engine)) for t in tasks]
+
+    def prefetch(self, tasks: list[SimTask]) -> None:
+        """Tasks a later :meth:`map` will ask for, run on processes the current work leaves idle."""
+        self._runs.prefetch(self._items(tasks))
 
     def map(self, tasks: list[SimTask]) -> list[RunSummary]:
-        """Results in task order; a task already run (same instance, flags, seed, scale, stretch) is reused."""
-        keys = [t.key() for t in tasks]
-        todo = list({k: t for k, t in zip(keys, tasks) if k not in self._cache}.items())
-        self.runs += len(todo)
-        if self.jobs <= 1 or len(todo) <= 1:
-            res = [sim_task(t, self.engine) for _, t in todo]
-        else:
-            if self._pool is None:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-                self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, os.cpu_count() or 1), mp_context=ctx)
-            res = list(self._pool.map(_pool_task, [(t, self.engine) for _, t in todo],
-                                      chunksize=max(1, len(todo) // (4 * self.jobs))))
-        for (k, _), r in zip(todo, res):
-            self._cache[k] = r
-        return [self._cache[k] for k in keys]
+        """Results in task order; a task already run (same instance, flags, seed, scale, stretch) is reused.
+
+        So is a run that differs only in ``--audit-webhook-initial-backoff`` from one where every POST
+        succeeded at its first attempt: the backoff is only slept between attempts
+        (``k8s.io/apiserver/pkg/util/webhook``), and each attempt's draws depend on the seed, the batch
+        and the attempt number, not on when it starts, so that run is the same under any backoff
+        (``tests/test_recommend.py`` runs both and compares)."""
+        out: list[RunSummary | None] = [self._first_try.get(self._any_backoff(t)) for t in tasks]
+        todo = [t for t, r in zip(tasks, out) if r is None]
+        fresh = iter(self._runs.map(self._items(todo)))
+        res = [r if r is not None else next(fresh) for r in out]
+        for t, r in zip(tasks, res):
+            if not r.retried:
+                self._first_try.setdefault(self._any_backoff(t), r)
+        return res
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._runs.close()

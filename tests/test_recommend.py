@@ -350,3 +350,112 @@ def test_the_report_says_what_one_restart_at_the_peak_loses(tmp_path, capsys, bu
     assert names == (["current", "recommended"] if doc["recommended"] else ["current"])
     for f in r["flag_sets"]:
         assert f["events_lost"] == sum(f["lost_by_cause"].values())
+
+
+def test_one_and_two_processes_give_the_same_report(busy_snapshot):
+    """The pool changes where runs happen, never what they give: the whole report (search, comparison,
+    failure scenarios) is the same with --jobs 1 and --jobs 2, but for the jobs it echoes."""
+    reps = {}
+    for jobs in (1, 2):
+        obj = Objective(seeds=2, jobs=jobs, peak_window="2m")
+        d = build_report(busy_snapshot, AuditFlags(), "defaults", obj, seed=1).to_dict()
+        assert d["config"]["objective"]["jobs"] == jobs
+        d["config"]["objective"].pop("jobs")
+        reps[jobs] = d
+    assert reps[1]["recommended"] is not None
+    assert reps[1]["failures"]["outcomes"], "the failure scenarios ran on the pool too"
+    assert reps[1] == reps[2]
+
+
+def test_candidates_are_compared_on_common_random_numbers(busy_snapshot):
+    """Every candidate runs the same seeds on the same stretches, and a seed fixes the workload
+    whatever the flags: the same events reach every candidate, so differences are the flags'."""
+    from audit_tune.analysis.recommend import webhook_flags
+
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    rec = Recommender(models, Objective(seeds=3, jobs=1, peak_window="2m"), seed=1)
+    try:
+        a = webhook_flags(AuditFlags(), 100, 10, 1.0, 5.0, 5)  # drops most events
+        b = webhook_flags(AuditFlags(), 20000, 500, 5.0, 20.0, 30)
+        plan_a, index_a = rec._plan([("a", a)], True, 3)
+        plan_b, index_b = rec._plan([("b", b)], True, 3)
+        assert index_a == index_b and len(plan_a) == 2 * 2 * 3  # 2 loads x 2 instances x 3 seeds
+        assert [t.key()[2:] for t in plan_a] == [t.key()[2:] for t in plan_b]
+        assert sorted({t.seed for t in plan_a}) == [1, 2, 3]
+        ra, rb = rec.runner.map(plan_a), rec.runner.map(plan_b)
+        assert [r.events for r in ra] == [r.events for r in rb]
+        assert sum(sum(r.errors.values()) for r in ra) > 0 == sum(r.errors["buffered"] for r in rb)
+    finally:
+        rec.close()
+
+
+def test_a_candidate_whose_seed_1_key_exceeds_a_feasible_one_is_not_run_further(busy_snapshot):
+    """Memory and p99 latency are maxima over runs, so a candidate's seed-1 (memory, latency) is a lower
+    bound of its full one: once it exceeds a feasible candidate's full key it cannot be chosen."""
+    from audit_tune.analysis.recommend import webhook_flags
+    from audit_tune.analysis.search import choice_key
+
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    # event bytes only (--memory-overhead 1): both fit the budget, and memory decides between them
+    rec = Recommender(models, Objective(seeds=3, jobs=1, peak_window="2m", memory_overhead="1"), seed=1)
+    try:
+        lean = webhook_flags(AuditFlags(), 20000, 500, 5.0, 20.0, 30)
+        fat = webhook_flags(AuditFlags(), 160000, 500, 5.0, 20.0, 30)  # 8 x the buffer: far more memory
+        screened = rec._screened([("fat", fat), ("lean", lean)])
+        assert [e.seeds for e in screened] == [1, 3] and screened[0].ok and screened[1].ok
+        assert fat in rec.dominated and lean not in rec.dominated
+        assert rec.runner.runs == 4 + 4  # both on seed 1, then lean's 2 more seeds on 2 instances
+        full = rec.evaluate_many([("fat", fat), ("lean", lean)], x1=False)
+        assert all(e.ok for e in full) and min(full, key=choice_key).flags == lean  # the same choice
+        assert choice_key(full[0]) >= choice_key(screened[0]) > choice_key(full[1])  # the bound held
+        assert rec.confirm(fat) and fat not in rec.dominated
+    finally:
+        rec.close()
+
+
+def test_the_search_reports_dominated_candidates_and_still_chooses_the_least_memory(busy_snapshot):
+    obj = Objective(seeds=3, jobs=2, peak_window="2m", tolerate_outage=("none",))
+    rep = build_report(busy_snapshot, AuditFlags(), "defaults", obj, seed=1)
+    trials = [t for r in rep.search.rounds for t in r]
+    chosen = parse_flags(rep.recommended.flags)
+    models = [calibrate(busy_snapshot, n) for n in ("apiserver-0", "apiserver-1")]
+    rec = Recommender(models, obj, seed=1)
+    try:  # every candidate that met the objective on seed 1, on every seed: the least-memory one is the choice
+        from audit_tune.analysis.search import choice_key
+
+        ok = [t for t in trials if not t.violations]
+        full = rec.evaluate_many([(f"c{k}", parse_flags(t.flags, base=AuditFlags())) for k, t in enumerate(ok)], x1=False)
+        best = min((e for e in full if e.ok), key=choice_key)
+        assert tuple(best.args) == tuple(a for a in rep.recommended.flags if a in best.args)
+        assert best.flags.webhook.batch == chosen.webhook.batch
+        assert all(t.seeds == 1 for t in trials if t.screened) and all(t.seeds == 3 for t in ok if not t.screened)
+    finally:
+        rec.close()
+
+
+def test_a_run_without_retries_is_the_same_under_any_initial_backoff(busy_snapshot):
+    """The search's longer-backoff variants reuse the healthy runs of their base flags when no POST was
+    retried: run both for real and compare."""
+    from audit_tune.analysis.recommend import webhook_flags
+    from audit_tune.analysis.simrunner import SimTask, sim_task
+
+    m = calibrate(busy_snapshot, "apiserver-0")
+    lo, hi = m.busiest_segments(120, 1)[0]
+    f10 = webhook_flags(AuditFlags(), 20000, 500, 5.0, 20.0, 30)
+    f60 = f10.__class__(**{**f10.__dict__, "webhook_initial_backoff": 60.0})
+    for shape, scale in (("observed", 2.0), ("model", 1.0)):
+        a, b = (sim_task(SimTask(m, f, 3, scale, lo, hi, shape), "fast") for f in (f10, f60))
+        assert not a.retried and a == b
+    rec = Recommender([m], Objective(seeds=2, jobs=1, peak_window="2m"), seed=1)
+    try:
+        first = rec.evaluate_many([("10s", f10)])
+        runs = rec.runner.runs
+        again = rec.evaluate_many([("60s", f60)])
+        assert rec.runner.runs == runs  # reused, not run again
+        assert first[0].to_dict() | {"name": "", "flags": []} == again[0].to_dict() | {"name": "", "flags": []}
+    finally:
+        rec.close()
+    # a receiver that fails: runs retry, so the backoff matters and nothing is reused
+    bad = SimTask(m, f10, 3, 1.0, lo, hi, "model")
+    failing = m.__class__(**{**m.__dict__, "failure_rate": 0.3})
+    assert sim_task(SimTask(failing, f10, 3, 1.0, lo, hi, "model"), "fast").retried and not sim_task(bad, "fast").retried
