@@ -258,9 +258,6 @@ ANY_SHARE_LIMIT = 0.05
 ANY_SIGNATURES_AT_MOST = 260  # lowered as signatures get precise types, until the share is under the limit
 MAX_PARAMETERS = 10
 OVER_PARAMETERS: dict[str, int] = {
-    "audit_tune.sim.fast.collector._dispatch": 12,
-    "audit_tune.sim.fast.collector._arrive": 12,
-    "audit_tune.sim.fast.collector.run_collector": 18,
     "audit_tune.analysis.calibrate.synthetic_snapshot": 12,
     "audit_tune.analysis.fidelity.cases._sc": 11,
     "audit_tune.loadgen.kind.__init__": 11,

@@ -256,19 +256,19 @@ class _Backend:
         else:
             aid, acost, afail = ids, _EMPTY_F, None
         N = len(at)
-        acc = np.empty(N, dtype=np.int64)
         nb_cap = N + 2
-        out_d, out_e = np.empty(nb_cap), np.empty(nb_cap)
-        out_a, out_n = np.empty(nb_cap, dtype=np.int64), np.empty(nb_cap, dtype=np.int64)
-        obs_t, obs_v = np.empty(2 * N + 4), np.empty(2 * N + 4)
+        ints, floats, obs = np.empty((3, nb_cap), dtype=np.int64), np.empty((2, nb_cap)), np.empty((2, 2 * N + 4))
+        acc, out_a, out_n = ints[0], ints[1], ints[2]
+        out_d, out_e = floats[0], floats[1]
+        obs_t, obs_v = obs[0], obs[1]
         C = self.C
         seq0 = int(self.S[col.S_SEQ])
         if self.one_only:
             gx = rng.extra_takes(sc.seed, self.inst, np.arange(seq0, seq0 + nb_cap + 1))
         else:
             gx = _EMPTY_I
-        i_end = col.run_collector(at, acost, nq, final, self.t_stop, self.horizon, self.P, self.S, acc,
-                                  C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0)
+        i_end = col.run_collector(at, acost, gx, self.P, self.S, C, ints, floats, obs,
+                                  (nq, final, self.t_stop, self.horizon, seq0))
         if i_end < N:
             self.after_close.append(at[i_end:N].copy())
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
