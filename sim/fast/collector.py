@@ -52,10 +52,14 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
 
 
 @nb.njit(cache=True, inline="always")
-def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], out_a: npt.NDArray[np.int64], out_n: npt.NDArray[np.int64], nbt: int, T: float, a: int, n: int,
-              sync: bool, acost: npt.NDArray[np.float64], acc: npt.NDArray[np.int64], per_batch: float) -> float:
-    """Record batch ``nbt`` (accepted positions a..a+n) dispatched at T; for the sync delegate its
-    write ends after ``per_batch`` plus each event's cost, added in order. Returns the write end."""
+def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], out_a: npt.NDArray[np.int64],
+              out_n: npt.NDArray[np.int64], batch: tuple[int, float, int, int], acost: npt.NDArray[np.float64],
+              acc: npt.NDArray[np.int64], write: tuple[bool, float]) -> float:
+    """Record batch ``nbt`` (accepted positions a..a+n) dispatched at T (``batch`` is (nbt, T, a,
+    n)); for the sync delegate (``write`` is (sync, per_batch)) its write ends after ``per_batch``
+    plus each event's cost, added in order. Returns the write end."""
+    nbt, T, a, n = batch
+    sync, per_batch = write
     out_d[nbt] = T
     out_a[nbt] = a
     out_n[nbt] = n
@@ -70,11 +74,12 @@ def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], ou
 
 
 @nb.njit(cache=True, inline="always")
-def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], acc_n: int, obs_t: npt.NDArray[np.float64], obs_v: npt.NDArray[np.float64], no: int,
-            drops: int, first_drop: float, max_occ: int) -> tuple[int, int, int, float, int]:
+def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], obs_t: npt.NDArray[np.float64],
+            obs_v: npt.NDArray[np.float64], cnt: tuple[int, int, int, float, int]) -> tuple[int, int, int, float, int]:
     """Event ``i`` arrives at ``ta``: dropped when the buffer holds ``cap`` events, else accepted
-    (its occupancy observed). Returns the updated (accepted count, observations, drops, first drop
-    time, max occupancy)."""
+    (its occupancy observed). ``cnt`` and the result: (accepted count, observations, drops, first
+    drop time, max occupancy)."""
+    acc_n, no, drops, first_drop, max_occ = cnt
     occ = acc_n - qh
     if occ >= cap:
         drops += 1
@@ -92,9 +97,20 @@ def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], ac
 
 
 @nb.njit(cache=True)
-def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], nq: int, final: bool, t_stop: float, horizon: float, P: npt.NDArray[np.float64], S: npt.NDArray[np.float64],
-                  acc: npt.NDArray[np.int64], C: npt.NDArray[np.float64], out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], out_a: npt.NDArray[np.int64], out_n: npt.NDArray[np.int64], obs_t: npt.NDArray[np.float64], obs_v: npt.NDArray[np.float64],
-                  gx: npt.NDArray[np.int64], seq0: int) -> int:
+def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], gx: npt.NDArray[np.int64],
+                  P: npt.NDArray[np.float64], S: npt.NDArray[np.float64], C: npt.NDArray[np.float64],
+                  ints: npt.NDArray[np.int64], floats: npt.NDArray[np.float64], obs: npt.NDArray[np.float64],
+                  lims: tuple[int, bool, float, float, int]) -> int:
+    """The collector over the arrivals ``at`` (the first ``nq`` the carried queue); ``lims`` is
+    (nq, final, stop time, horizon, the sequence number of ``gx[0]``). Outputs: ``ints`` rows are
+    the accepted events (indices into ``at``) and each batch's first accepted position and size;
+    ``floats`` rows each batch's dispatch time and (sync) write end; ``obs`` rows the occupancy
+    observations (times, values); counters in ``C``, the state in ``S``. Returns how many
+    arrivals were consumed."""
+    nq, final, t_stop, horizon, seq0 = lims
+    acc, out_a, out_n = ints[0], ints[1], ints[2]
+    out_d, out_e = floats[0], floats[1]
+    obs_t, obs_v = obs[0], obs[1]
     INF = np.inf
     N = at.shape[0]
     cap = int(P[P_CAP])
@@ -190,7 +206,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], n
                 elif mode == DISPATCH:
                     n = pend_n
                     pend_n = 0
-                    end = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - n, n, sync, acost, acc, per_batch)
+                    end = _dispatch(out_d, out_e, out_a, out_n, (nbt, T, qh - n, n), acost, acc, (sync, per_batch))
                     nbt += 1
                     seq += 1
                     if sync:
@@ -225,7 +241,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], n
                                 T = T + w
                         if T >= horizon:
                             break
-                        T = _dispatch(out_d, out_e, out_a, out_n, nbt, T, qh - k, k, sync, acost, acc, per_batch)
+                        T = _dispatch(out_d, out_e, out_a, out_n, (nbt, T, qh - k, k), acost, acc, (sync, per_batch))
                         nbt += 1
                         seq += 1
                     mode = DONE
@@ -253,8 +269,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], n
                 if g > cap or batch_n + g >= limit:
                     break
                 for e in range(i, j):  # all accepted: g <= cap and the buffer held none
-                    acc_n, no, drops, first_drop, max_occ = _arrive(e, ta, cap, qh, acc, acc_n, obs_t, obs_v, no,
-                                                                    drops, first_drop, max_occ)
+                    acc_n, no, drops, first_drop, max_occ = _arrive(e, ta, cap, qh, acc, obs_t, obs_v, (acc_n, no, drops, first_drop, max_occ))
                 qh += g
                 batch_n += g
                 obs_t[no] = ta
@@ -270,8 +285,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], n
                 ta = at[i]
                 if not ta < lim:
                     break
-                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops,
-                                                                first_drop, max_occ)
+                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, obs_t, obs_v, (acc_n, no, drops, first_drop, max_occ))
                 i += 1
         # pick the next event
         ta = at[i] if i < N else INF
@@ -289,8 +303,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], n
             break
         if ta == tmin:
             while i < N and at[i] == ta:
-                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, acc_n, obs_t, obs_v, no, drops,
-                                                                first_drop, max_occ)
+                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, obs_t, obs_v, (acc_n, no, drops, first_drop, max_occ))
                 i += 1
             if ts == ta:
                 stopping = True

@@ -11,6 +11,12 @@ with the run's duration):
    from its dispatch to its goroutine's end, starts before ends at one instant), memory held
    (bytes accepted minus bytes released strictly before each accept), occupancy per interval.
 
+For the common shape (one asynchronous backend, Poisson arrivals at a constant rate, one event
+per request; ``arrivals.source`` decides) steps 1 and 2 are fused: the arrivals are drawn inside
+the compiled collector (``fused.run_fused``) from the same random stream, so they never exist as
+arrays; only accepted events' times are kept, for steps 3 and 4. Everything else (replayed
+traces, request mixes, rate profiles, log backends, restarts) takes the array path above.
+
 Scenarios with a backend in ``blocking``/``blocking-strict`` mode, or with latency that grows with
 concurrency, are run by the reference model (their timing depends on every request's path); the
 result's ``engine`` then says ``fast (reference model: <why>)``.
@@ -25,6 +31,7 @@ import numpy as np
 
 from audit_tune.sim import rng
 from audit_tune.sim.config import BackendOptions
+from audit_tune.sim.fast import arrivals, fused
 from audit_tune.sim.fast import collector as col
 from audit_tune.sim.fast.tasks import run_tasks
 from audit_tune.sim.reference import run as ref
@@ -35,6 +42,8 @@ from audit_tune.sim.throttle import initial_tokens
 from audit_tune.sim.workload import LEVELS, EventChunk, add_level_counts, iter_events
 
 ENGINE = "fast"
+FUSED_CALL = 1 << 17  # arrivals per call of the fused collector
+FUSED_SLACK = 1024  # room for a group of equal arrival times that straddles a call's budget
 REQUEST_LEVEL = LEVELS.index("Request")
 
 
@@ -67,7 +76,10 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
             lt = plan.current if plan is not None else None
             runners = {name: _Backend(sc, i, name, sc.flags.backend(name), stats[name], lt) for name in sc.enabled}
             held: tuple[EventChunk, int] | None = None  # one chunk held back: the last is fed as final
-            src = router.chunks() if router is not None else iter_events(w, sc.seed, i)
+            fsrc = arrivals.source(sc, i)
+            src = iter(()) if fsrc is not None else router.chunks() if router is not None else iter_events(w, sc.seed, i)
+            if fsrc is not None:
+                _run_fused(fsrc, next(iter(runners.values())), st, progress if i == 0 else None)
             for chunk in src:
                 st.requests_total += add_level_counts(w, st.level_total, chunk.class_counts)
                 if plan is None and len(chunk) and chunk.t[-1] >= w.duration:
@@ -85,7 +97,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
             for r in runners.values():
                 if held is not None:
                     r.feed(held[0], held[1], final=True)
-                else:
+                elif fsrc is None:
                     r.feed(None, st.events_total, final=True)
             if plan is None or lt is None:
                 ends.append(w.duration)
@@ -111,6 +123,23 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     if lives:
         res.extra.update(shutdown_report(lives))
     return res
+
+
+def _run_fused(src: arrivals.Source, backend: _Backend, st: InstanceStats,
+               progress: Callable[[float], None] | None) -> None:
+    """Every arrival of a fused stream through its one backend, call by call."""
+    st.level_total[src.level] += 0
+    while True:
+        before = src.drawn
+        backend.feed_generated(src)
+        k = src.drawn - before
+        st.requests_total += k
+        st.level_total[src.level] += k
+        st.events_total += k
+        if src.ended:
+            return
+        if progress:
+            progress(min(float(src.G[arrivals.G_LAST]) / src.G[arrivals.G_DUR], 1.0))
 
 
 class _Backend:
@@ -158,6 +187,10 @@ class _Backend:
         self.dispatched = 0
         self.retired_tasks = 0
         self.max_end = 0.0
+        # work arrays of the fused path, reused call after call
+        self.work_t = _EMPTY_F
+        self.work_obs = np.empty((2, 0))
+        self.work_d, self.work_an = _EMPTY_F, np.empty((2, 0), dtype=np.int64)
 
     def finish_time(self) -> float:
         """When the backend's Shutdown returned: drained and every goroutine ended (inf: killed first)."""
@@ -223,30 +256,23 @@ class _Backend:
         else:
             aid, acost, afail = ids, _EMPTY_F, None
         N = len(at)
-        acc = np.empty(N, dtype=np.int64)
         nb_cap = N + 2
-        out_d, out_e = np.empty(nb_cap), np.empty(nb_cap)
-        out_a, out_n = np.empty(nb_cap, dtype=np.int64), np.empty(nb_cap, dtype=np.int64)
-        obs_t, obs_v = np.empty(2 * N + 4), np.empty(2 * N + 4)
+        ints, floats, obs = np.empty((3, nb_cap), dtype=np.int64), np.empty((2, nb_cap)), np.empty((2, 2 * N + 4))
+        acc, out_a, out_n = ints[0], ints[1], ints[2]
+        out_d, out_e = floats[0], floats[1]
+        obs_t, obs_v = obs[0], obs[1]
         C = self.C
         seq0 = int(self.S[col.S_SEQ])
         if self.one_only:
             gx = rng.extra_takes(sc.seed, self.inst, np.arange(seq0, seq0 + nb_cap + 1))
         else:
             gx = _EMPTY_I
-        i_end = col.run_collector(at, acost, nq, final, self.t_stop, self.horizon, self.P, self.S, acc,
-                                  C, out_d, out_e, out_a, out_n, obs_t, obs_v, gx, seq0)
+        i_end = col.run_collector(at, acost, gx, self.P, self.S, C, ints, floats, obs,
+                                  (nq, final, self.t_stop, self.horizon, seq0))
         if i_end < N:
             self.after_close.append(at[i_end:N].copy())
-        acc_n, qh, nbt, no = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB]), int(C[col.C_NO])
-        drops = int(C[col.C_DROPS])
-        if drops:
-            st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
-        st.throttle_wait += float(C[col.C_TW])
-        st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
-        if no:
-            occ = st.occupancy
-            occ.observe_runs(*col.interval_runs(obs_t[:no], obs_v[:no], occ.interval))
+        acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
+        self._collected(obs_t, obs_v)
         # newly accepted events, for memory
         new_acc = acc[nq:acc_n]
         self.acc_events += len(new_acc)
@@ -255,11 +281,7 @@ class _Backend:
         if nbt:
             nbytes = col.batch_bytes(asz, acc, a, n)
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
-            st.batches += nbt
-            for k, v in zip(*np.unique(n, return_counts=True)):
-                st.batch_size_counts[int(k)] += int(v)
-            room = max(0, 100_000 - len(st.batch_sizes))
-            st.batch_sizes.extend(n[:room].tolist())
+            self._batch_sizes(n)
             ev_idx = acc[a[0]:a[-1] + n[-1]]  # batches are consecutive runs of the accepted sequence
             ev_t = at[ev_idx]
             if self.sync:
@@ -277,33 +299,8 @@ class _Backend:
                 st.max_inflight = max(st.max_inflight, 1)
                 self.lost_inflight += int(n[~done].sum())
             else:
-                out = run_tasks(sc.receiver, sc.flags.webhook_initial_backoff, sc.seed, self.inst, seq, d, nbytes)
-                end = out.end
-                started = out.attempt_starts < self.horizon
-                st.attempts += int(started.sum())
-                codes, cnt = np.unique(out.attempt_codes[started], return_counts=True)
-                for c, v in zip(codes.tolist(), cnt.tolist()):
-                    st.attempts_by_code["<error>" if c < 0 else str(c)] += v
-                done = end < self.horizon
-                okb = out.ok & done
-                lat = col.ok_latencies(end, okb, n, ev_t)
-                st.delivered += len(lat)
-                st.delivery.add(lat)
-                failb = ~out.ok & done
-                if failb.any():
-                    st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))
-                self._inflight(d, end)
-                cut = ~done
-                if cut.any():
-                    retry = cut & (out.first_end < self.horizon)
-                    self.lost_retry += int(n[retry].sum())
-                    self.lost_inflight += int(n[cut & ~retry].sum())
-            self.dispatched += nbt
-            self.dispatched_events += int(n.sum())
-            self.released_events += int(n[done].sum())
-            self.max_end = max(self.max_end, float(end.max()))
-            self.rel_t = np.concatenate([self.rel_t, end])
-            self.rel_b = np.concatenate([self.rel_b, nbytes])
+                end, done = self._webhook(seq, d, n, nbytes, ev_t)
+            self._dispatched(n, end, done, nbytes)
         # memory peak over this chunk's accepts: held = accepted bytes - bytes released strictly before
         if len(new_acc):
             order = np.argsort(self.rel_t, kind="stable")
@@ -325,6 +322,109 @@ class _Backend:
             self.q_id, self.q_cost, self.q_fail = aid[keep], acost[keep], afail[keep]
         if final:
             st.in_flight_at_end = self.acc_events - self.released_events
+
+    def feed_generated(self, src: arrivals.Source) -> None:
+        """The next arrivals of ``src``, drawn inside the compiled collector (``fused.run_fused``);
+        the last call (``src.ended``) runs the collector to its end, like ``feed(final=True)``."""
+        st = self.stats
+        nq = len(self.q_t)
+        need = nq + FUSED_CALL + FUSED_SLACK
+        if len(self.work_t) < need:
+            self.work_t, self.work_obs = np.empty(need), np.empty((2, 2 * need + 4))
+            self.work_d, self.work_an = np.empty(need + 2), np.empty((2, need + 2), dtype=np.int64)
+        acc_t, (obs_t, obs_v) = self.work_t, self.work_obs
+        acc_t[:nq] = self.q_t
+        G = src.G
+        G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
+        fused.run_fused(src.gen, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
+        C = self.C
+        acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
+        mode = int(self.S[col.S_MODE])
+        assert mode != col.DONE or src.ended  # the stop is never before the last arrival here
+        self._collected(obs_t, obs_v)
+        self.acc_events += acc_n - nq
+        if nbt:
+            d, a, n = self.work_d[:nbt].copy(), self.work_an[0, :nbt].copy(), self.work_an[1, :nbt].copy()
+            nbytes = n * src.size
+            seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
+            self._batch_sizes(n)
+            end, done = self._webhook(seq, d, n, nbytes, acc_t[a[0]:a[-1] + n[-1]])
+            self._dispatched(n, end, done, nbytes)
+        if acc_n > nq:
+            order = np.argsort(self.rel_t, kind="stable")
+            self.rel_t, self.rel_b = self.rel_t[order], self.rel_b[order]
+            peak, acc_bytes, kk, rel_bytes = fused.memory_peak(acc_t, nq, acc_n, src.size, self.rel_t, self.rel_b,
+                                                               self.acc_bytes, self.retired_bytes)
+            st.peak_memory = max(st.peak_memory, int(peak))
+            self.retired_bytes += int(rel_bytes)
+            self.rel_t, self.rel_b = self.rel_t[kk:], self.rel_b[kk:]
+            self.acc_bytes = int(acc_bytes)
+        front = int(self.S[col.S_BATCH_N]) if mode == col.WAIT else (int(self.S[col.S_PEND_N]) if mode == col.BLOCKED_DISPATCH else 0)
+        self.q_t = acc_t[qh - front:acc_n].copy()
+        if src.ended:
+            st.in_flight_at_end = self.acc_events - self.released_events
+
+    def _collected(self, obs_t: np.ndarray, obs_v: np.ndarray) -> None:
+        """The collector's counters of one call: drops, throttle wait, occupancy."""
+        C, st = self.C, self.stats
+        drops, no = int(C[col.C_DROPS]), int(C[col.C_NO])
+        if drops:
+            st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
+        st.throttle_wait += float(C[col.C_TW])
+        st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
+        if no:
+            occ = st.occupancy
+            keys, maxes, lasts = col.interval_runs(obs_t[:no], obs_v[:no], occ.interval)
+            # only the first interval can have been seen before (observations come in time order)
+            occ.observe_runs(keys[:1], maxes[:1], lasts[:1])
+            if len(keys) > 1:
+                k = keys[1:].tolist()
+                occ.maxes.update(zip(k, maxes[1:].tolist()))
+                occ.lasts.update(zip(k, lasts[1:].tolist()))
+
+    def _batch_sizes(self, n: np.ndarray) -> None:
+        st = self.stats
+        st.batches += len(n)
+        for k, v in zip(*np.unique(n, return_counts=True)):
+            st.batch_size_counts[int(k)] += int(v)
+        room = max(0, 100_000 - len(st.batch_sizes))
+        st.batch_sizes.extend(n[:room].tolist())
+
+    def _webhook(self, seq: np.ndarray, d: np.ndarray, n: np.ndarray, nbytes: np.ndarray,
+                 ev_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Async batches (dispatch times ``d``, sizes ``n``, events' times ``ev_t`` back to back)
+        through the retry loop; returns each goroutine's end and whether it ended before the horizon."""
+        sc, st = self.sc, self.stats
+        out = run_tasks(sc.receiver, sc.flags.webhook_initial_backoff, sc.seed, self.inst, seq, d, nbytes)
+        end = out.end
+        started = out.attempt_starts < self.horizon
+        st.attempts += int(started.sum())
+        codes, cnt = np.unique(out.attempt_codes[started], return_counts=True)
+        for c, v in zip(codes.tolist(), cnt.tolist()):
+            st.attempts_by_code["<error>" if c < 0 else str(c)] += v
+        done: np.ndarray = end < self.horizon
+        okb = out.ok & done
+        lat = col.ok_latencies(end, okb, n, ev_t)
+        st.delivered += len(lat)
+        st.delivery.add(lat)
+        failb = ~out.ok & done
+        if failb.any():
+            st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))
+        self._inflight(d, end)
+        cut = ~done
+        if cut.any():
+            retry = cut & (out.first_end < self.horizon)
+            self.lost_retry += int(n[retry].sum())
+            self.lost_inflight += int(n[cut & ~retry].sum())
+        return end, done
+
+    def _dispatched(self, n: np.ndarray, end: np.ndarray, done: np.ndarray, nbytes: np.ndarray) -> None:
+        self.dispatched += len(n)
+        self.dispatched_events += int(n.sum())
+        self.released_events += int(n[done].sum())
+        self.max_end = max(self.max_end, float(end.max()))
+        self.rel_t = np.concatenate([self.rel_t, end])
+        self.rel_b = np.concatenate([self.rel_b, nbytes])
 
     def _inflight(self, d: np.ndarray, end: np.ndarray) -> None:
         """Most goroutines alive at once: at dispatch k, the dispatched so far minus those ended strictly before."""

@@ -1,0 +1,141 @@
+"""The fused fast path (``sim/fast/fused.py``, ``sim/fast/arrivals.py``): arrivals drawn inside the compiled collector.
+
+Its arrival stream is ``iter_requests``'s bit for bit, and the engine running on it reproduces the
+reference engine exactly (the same comparison as ``tests/test_fast.py``), also with the work cut
+into tiny calls and tiny generation chunks so that every boundary is crossed many times.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audit_tune.sim import workload
+from audit_tune.sim.fast import arrivals, engine
+from audit_tune.sim.latency import Latency
+from audit_tune.sim.receiver import LogWriter, Outage, Receiver
+from audit_tune.sim.shutdown import ShutdownOptions
+from audit_tune.sim.workload import OnOff, RateProfile, RequestClass, iter_requests
+from tests.simhelp import ONE_EVENT, scenario
+from tests.test_fast import CLASSES, both
+
+
+def _stream(sc, inst: int) -> np.ndarray:
+    src = arrivals.source(sc, inst)
+    assert src is not None
+    parts = []
+    while True:  # in uneven pieces, across the buffer's refills
+        part = arrivals.stream(src.gen, src.G, 1 + 7 * len(parts) % 1500)
+        if not len(part):
+            break
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+@pytest.mark.parametrize("rate, duration, seed, instances, chunk", [
+    (5000.0, 60.0, 1, 1, workload.CHUNK_REQUESTS), (3.0, 100.0, 7, 1, 2.0), (800.0, 9.5, 2**40 + 3, 3, 100.0),
+    (20000.0, 1.0, 0, 2, 999.0), (0.4, 30.0, 5, 1, 1.0)])
+def test_stream_is_iter_requests_bit_for_bit(monkeypatch, rate, duration, seed, instances, chunk) -> None:
+    monkeypatch.setattr(workload, "CHUNK_REQUESTS", chunk)
+    sc = scenario(rate=rate, duration=duration, seed=seed, instances=instances)
+    for inst in range(instances):
+        want = np.concatenate([rc.t for rc in iter_requests(sc.workload, seed, inst)])
+        got = _stream(sc, inst)
+        assert got.dtype == want.dtype and len(got) == len(want)
+        np.testing.assert_array_equal(got, want)
+        assert len(want) == 0 or want[-1] < duration
+
+
+def test_source_only_for_the_fused_shape() -> None:
+    assert arrivals.source(scenario(rate=10.0), 0) is not None
+    log = ["--audit-log-mode=batch", "--audit-log-path=/a.log"]
+    array_path = [
+        scenario(rate=10.0, classes=CLASSES),  # a request mix with stage offsets
+        scenario(rate=10.0, classes=(RequestClass("two", level="Metadata"),)),  # two stages per request
+        scenario(trace=[0.0, 0.5, 1.0]),
+        scenario(onoff=OnOff(10.0, 1.0, 1.0, 3.0)),
+        scenario(profile=RateProfile((0.0, 4.0), (10.0, 60.0), "step")),
+        scenario(rate=10.0, process="deterministic"),
+        scenario(log, rate=10.0, backends=("log",)),
+        scenario(log, rate=10.0, backends=("log", "webhook")),
+        scenario(["--audit-webhook-batch-max-wait=0s"], rate=10.0),  # Go's random select: per-batch draws
+        scenario(["--audit-webhook-truncate-enabled=true", "--audit-webhook-truncate-max-event-size=500"], rate=10.0),
+        replace(scenario(rate=10.0), shutdown=ShutdownOptions(restart_at=(20.0,))),
+    ]
+    for sc in array_path:
+        assert arrivals.source(sc, 0) is None, sc
+
+
+@st.composite
+def fused_scenarios(draw):
+    max_size = draw(st.sampled_from([1, 2, 7, 50, 400]))
+    flags = [f"--audit-webhook-batch-buffer-size={draw(st.integers(1, 3000))}",
+             f"--audit-webhook-batch-max-size={max_size}",
+             f"--audit-webhook-batch-max-wait={draw(st.sampled_from(['10ms', '250ms', '1s', '30s']))}",
+             f"--audit-webhook-batch-throttle-enable={str(draw(st.booleans())).lower()}",
+             f"--audit-webhook-batch-throttle-qps={draw(st.sampled_from([0.5, 3, 10, 77.7]))}",
+             f"--audit-webhook-batch-throttle-burst={draw(st.integers(1, 20))}",
+             "--audit-webhook-initial-backoff=" + draw(st.sampled_from(["50ms", "1s", "10s"]))]
+    size = draw(st.sampled_from([1000, 5000]))
+    level = draw(st.sampled_from(["Metadata", "RequestResponse"]))
+    if draw(st.booleans()):
+        flags += ["--audit-webhook-truncate-enabled=true", "--audit-webhook-truncate-max-event-size=2000"]
+        if size > 2000:
+            level = "RequestResponse"  # shrinks to its metadata (a Metadata event that big: the array path)
+    cls = RequestClass("one", level=level, omit_stages=frozenset({"RequestReceived"}), sizes=(size, size, size, size))
+    lat = draw(st.sampled_from([Latency("fixed", 0.0), Latency("fixed", 0.05), Latency("exp", 0.2),
+                                Latency("lognormal", 0.05, 2.0), Latency("empirical", values=(0.01, 0.5, 40.0))]))
+    outages = draw(st.sampled_from([(), (Outage(2, 5, "refuse"),), (Outage(1, 3, "status", 503), Outage(6, 7, "hang")),
+                                    (Outage(0, 40, "status", 503, retry_after=draw(st.sampled_from([0, 2, 7]))),)]))
+    rcv = Receiver(latency=lat, error_rate=draw(st.sampled_from([0.0, 0.1, 0.9])), outages=outages,
+                   max_body_bytes=draw(st.sampled_from([0, 0, 20000])), per_kib=draw(st.sampled_from([0.0, 0.001])))
+    sc = scenario(flags, rate=draw(st.sampled_from([5.0, 80.0, 600.0, 3000.0])), duration=10.0,
+                  instances=draw(st.integers(1, 3)), receiver=rcv, seed=draw(st.integers(0, 10**6)),
+                  drain=draw(st.booleans()), classes=(cls,))
+    if sc.drain:
+        sd = ShutdownOptions(delay=draw(st.sampled_from([0.0, 0.5, 3.0])))
+        sc = replace(sc, shutdown=sd, request_timeout=draw(st.sampled_from([60.0, 1.5]))).validate()
+    return sc
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(sc=fused_scenarios(), call=st.sampled_from([1, 3, 64, engine.FUSED_CALL]),
+       chunk=st.sampled_from([7.0, 500.0, workload.CHUNK_REQUESTS]))
+def test_fused_matches_reference(monkeypatch, sc, call, chunk) -> None:
+    """Tiny calls stop the collector between any two arrivals; tiny chunks make the generator
+    discard draws often; both must change nothing."""
+    assert arrivals.source(sc, 0) is not None  # the fused path is the one under test
+    with monkeypatch.context() as m:
+        m.setattr(engine, "FUSED_CALL", call)
+        m.setattr(workload, "CHUNK_REQUESTS", chunk)
+        ref, fast = both(sc)
+    assert fast["events_total"] == ref["events_total"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("case", ["overload", "under", "max1", "nothrottle", "instances", "no-drain", "delay"])
+def test_fused_fixed_seeds(case, seed) -> None:
+    flags, kw = [], dict(rate=3000.0, duration=30.0)
+    if case == "overload":
+        kw["rate"] = 9000.0
+    elif case == "under":
+        kw["rate"] = 500.0
+    elif case == "max1":
+        flags, kw = ["--audit-webhook-batch-max-size=1"], dict(rate=40.0, duration=60.0)
+    elif case == "nothrottle":
+        flags, kw["rate"] = ["--audit-webhook-batch-throttle-enable=false"], 20000.0
+    elif case == "instances":
+        kw.update(instances=3, weights=(3, 1, 1), rate=12000.0)
+    elif case == "no-drain":
+        kw.update(drain=False, rate=6000.0, receiver=Receiver(latency=Latency("fixed", 3.0)))
+    sc = scenario(flags, seed=seed, classes=(ONE_EVENT,), log_writer=LogWriter(), **kw)
+    if case == "delay":
+        sc = replace(sc, shutdown=ShutdownOptions(delay=2.0), request_timeout=2.5)
+    if case == "overload" and seed % 2:
+        sc = replace(sc, throttle_initial_tokens=2.5)
+    assert arrivals.source(sc, 0) is not None
+    both(sc)
