@@ -319,7 +319,7 @@ def test_cli_with_real_prometheus_matches_observed(stack_binaries, prometheus_in
             time.sleep(5)
             hist = int(time.time() - t_start) - 1
             snap_file = tmp_path / "snap.json"
-            r = subprocess.run(["tune", "policy", "impact", str(POLICIES["gce-style"]), "--against", str(policy),
+            r = subprocess.run([sys.executable, "-m", "audit_tune.cli", "policy", "impact", str(POLICIES["gce-style"]), "--against", str(policy),
                                 "-p", prom.url, "--history", f"{hist}s", "--step", "1s", "--save-snapshot",
                                 str(snap_file), "-f", "json", "--no-progress"], capture_output=True, text=True,
                                timeout=120)
