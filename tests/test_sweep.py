@@ -154,7 +154,11 @@ def test_ctrl_c_leaves_a_consistent_partial_result(tmp_path):
     """A real SIGINT to a running 'tune sweep': exit 130, whole lines only, tables rebuilt from the journal."""
     out = tmp_path / "int"
     spec = tmp_path / "slow.yaml"
-    spec.write_text(SMALL.read_text().replace("duration: 5s", "duration: 20s"))
+    # Points long enough that the sweep is still running when the journal has 8 lines: with the fused
+    # fast path a 20 s point took ~8 ms (all 216 in 1.8 s, done before the signal came); an hour
+    # measured 0.05-0.15 s of CPU a point (1,000-4,000 events/s, max-size 50, qps 5), so the signal
+    # comes after about a second of a sweep that needs tens of seconds.
+    spec.write_text(SMALL.read_text().replace("duration: 5s", "duration: 1h"))
     cmd = [sys.executable, "-m", "audit_tune.cli", "sweep", str(spec), "-o", str(out), "-j", "1", "--chunk-size", "4",
            "--no-progress", "-q"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
