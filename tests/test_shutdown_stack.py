@@ -8,12 +8,15 @@ has exited) with the simulator's prediction for the same timeline. Serial; about
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -123,29 +126,14 @@ class _Refusing:
     """A webhook receiver that answers every POST 503 and remembers the audit IDs it was sent."""
 
     def __init__(self) -> None:
-        import json
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.ids: set[tuple[str, str]] = set()
-        outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                for e in body.get("items", []):
-                    if e.get("user", {}).get("username") == USER:
-                        outer.ids.add((e["auditID"], e["stage"]))
-                self.send_response(503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        def fails(items: list[dict]) -> bool:
+            self.ids.update((e["auditID"], e["stage"]) for e in items if e.get("user", {}).get("username") == USER)
+            return True
 
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
+        self.server = _receiver(fails)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/audit"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -208,17 +196,14 @@ def _metric(text: str, name: str) -> float:
     return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name))
 
 
-def _strict_past_timeout(tmp_path, policy: str | None) -> dict:
-    """blocking-strict, the receiver answering 503 to the marked request's events only, a 3 s
-    request timeout: what the client saw and when, and when the audit counters moved."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def _receiver(fails: Callable[[list[dict]], bool]) -> ThreadingHTTPServer:
+    """A webhook receiver on loopback answering a batch 503 when ``fails`` (given its events) says
+    so, else 200."""
 
     class H(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server API
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            bad = any(MARKER in e.get("requestURI", "") for e in body.get("items", []))
-            self.send_response(503 if bad else 200)
+            self.send_response(503 if fails(body.get("items", [])) else 200)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -228,13 +213,25 @@ def _strict_past_timeout(tmp_path, policy: str | None) -> dict:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _cluster(tmp_path, name: str, flags: list[str], policy: str | None, srv: ThreadingHTTPServer) -> LocalCluster:
+    """A local apiserver auditing to ``srv`` with the request timeout of these tests (and ``policy`` when given)."""
     policy_file = None
     if policy is not None:
         policy_file = tmp_path / "policy.yaml"
         policy_file.write_text(policy)
-    c = LocalCluster(f"strict-{os.getpid()}-{policy is None:d}", flags=parse_flags(STRICT), policy=policy_file,
-                     sink_url=f"http://127.0.0.1:{srv.server_address[1]}/audit",
-                     extra_args=[f"--request-timeout={TIMEOUT:g}s"], state_root=tmp_path)
+    return LocalCluster(name, flags=parse_flags(flags), policy=policy_file,
+                        sink_url=f"http://127.0.0.1:{srv.server_address[1]}/audit",
+                        extra_args=[f"--request-timeout={TIMEOUT:g}s"], state_root=tmp_path)
+
+
+def _strict_past_timeout(tmp_path, policy: str | None) -> dict:
+    """blocking-strict, the receiver answering 503 to the marked request's events only, a 3 s
+    request timeout: what the client saw and when, and when the audit counters moved."""
+    srv = _receiver(lambda items: any(MARKER in e.get("requestURI", "") for e in items))
+    c = _cluster(tmp_path, f"strict-{os.getpid()}-{policy is None:d}", STRICT, policy, srv)
     c.up()
     out: dict = {"rejected_at": None, "error_at": None}
     try:
@@ -313,33 +310,15 @@ def _outlive(tmp_path, mode: str, policy: str | None) -> dict:
     """An early request whose retry chain ends before SIGTERM (its error and rejection show that
     they are logged), then a late one still retrying at SIGTERM 1 s after it: the process's exit,
     and what the receiver and the apiserver's log saw of each."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     posts: list[str] = []
 
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            mine = [m for e in body.get("items", []) for m in (EARLY, LATE) if m in e.get("requestURI", "")]
-            posts.extend(mine)
-            self.send_response(503 if mine else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def fails(items: list[dict]) -> bool:
+        mine = [m for e in items for m in (EARLY, LATE) if m in e.get("requestURI", "")]
+        posts.extend(mine)
+        return bool(mine)
 
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    policy_file = None
-    if policy is not None:
-        policy_file = tmp_path / "policy.yaml"
-        policy_file.write_text(policy)
-    c = LocalCluster(f"outlive-{os.getpid()}-{mode}", flags=parse_flags([f"--audit-webhook-mode={mode}", *STRICT[1:]]),
-                     policy=policy_file, sink_url=f"http://127.0.0.1:{srv.server_address[1]}/audit",
-                     extra_args=[f"--request-timeout={TIMEOUT:g}s"], state_root=tmp_path)
+    srv = _receiver(fails)
+    c = _cluster(tmp_path, f"outlive-{os.getpid()}-{mode}", [f"--audit-webhook-mode={mode}", *STRICT[1:]], policy, srv)
     c.up()
     out: dict = {}
 
