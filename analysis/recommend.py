@@ -253,13 +253,11 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
             return fa
         check = [fa.survivor.split("+backoff-")[0]] if fa.survivor else sorted(unconfirmed)
         check = [n for n in check if n in unconfirmed]
-        dropped = False
-        for n in check:
-            unconfirmed.discard(n)
-            if not rec.confirm(cands[n]):
-                del cands[n]
-                dropped = True
-        if not dropped:
+        unconfirmed.difference_update(check)
+        failed = [n for n, ok in zip(check, rec.confirm_many([cands[n] for n in check])) if not ok]
+        for n in failed:
+            del cands[n]
+        if not failed:
             return fa
 
 

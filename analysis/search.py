@@ -280,9 +280,14 @@ class Recommender:
     def confirm(self, flags: AuditFlags) -> bool:
         """Run a candidate :meth:`_screened` left at seed 1 as dominated on every seed; True when it
         meets the objective there too (it then stops being dominated)."""
-        ok = self.evaluate_many([("candidate", flags)], x1=False)[0].ok
-        self.dominated.pop(flags, None)
-        return ok
+        return self.confirm_many([flags])[0]
+
+    def confirm_many(self, flags: list[AuditFlags]) -> list[bool]:
+        """:meth:`confirm` for several candidates in one round of runs (one pool map, not one each)."""
+        evs = self.evaluate_many([(f"candidate-{k}", f) for k, f in enumerate(flags)], x1=False)
+        for f in flags:
+            self.dominated.pop(f, None)
+        return [e.ok for e in evs]
 
     def explain(self, ev: Evaluation, excluded: list[str]) -> Explanation:
         """Why each flag has its value, its headroom, and the binding constraint."""

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from audit_tune.basics.heap import keep_large_blocks
 from audit_tune.sim import rng
 from audit_tune.sim.config import BackendOptions
 from audit_tune.sim.fast import arrivals, fused
@@ -56,6 +57,7 @@ def fallback_reason(sc: Scenario) -> str | None:
 
 
 def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result:
+    keep_large_blocks()  # the work arrays of every chunk reuse freed heap (audit_tune/basics/heap.py)
     sc.validate()
     why = fallback_reason(sc)
     if why:
