@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypedDict
 
 from audit_tune import __version__
@@ -62,6 +61,7 @@ from audit_tune.analysis.prom_client import PromClient
 from audit_tune.analysis.prom_settings import PromSettings
 from audit_tune.analysis.request_mix import InstanceMix, MixEntry, RequestMix
 from audit_tune.analysis.snapshot import Snapshot
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError, NotEnoughData
 from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_object
 from audit_tune.sim.policy.model import LEVELS, Policy
@@ -284,7 +284,7 @@ def project_for_recommend(snap: JsonObject, policy_path: str, *, snapshot_path: 
             log(f"warning: {w}")
     if "request_mix" not in snap:
         if snapshot_path:
-            raw = json.loads(Path(snapshot_path).read_text())
+            raw = json.loads(files.read_text(snapshot_path, "--snapshot", "a snapshot (tune snapshot -o FILE)"))
             if "request_mix" in raw:
                 snap = {**snap, "request_mix": raw["request_mix"]}
         elif prom is not None and getattr(prom, "url", None):

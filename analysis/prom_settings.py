@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import parse_duration
 
@@ -206,14 +207,7 @@ def _unq(s: str) -> str:
 
 
 def _read_secret(path: str, flag: str) -> str:
-    try:
-        v = Path(path).read_text().strip()
-    except FileNotFoundError:
-        raise InputError(f"{flag} {path}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{flag} {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{flag} {path}: not UTF-8 text") from None
+    v = files.read_text(path, flag, "one line of text", files.SECRET_BYTES).strip()
     if not v or any(c in v for c in "\r\n\x00"):
         if v:
             raise InputError(f"{flag} {path}: must hold one line (no NUL or line break inside)")

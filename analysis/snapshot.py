@@ -39,7 +39,7 @@ from audit_tune.analysis.snapshot_doc import (
     SourceDoc,
     WebhookDoc,
 )
-from audit_tune.basics import yamlsafe
+from audit_tune.basics import files, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.basics.output import write_atomic
@@ -483,7 +483,7 @@ class Snapshot:
         p = Path(path)
         if not p.exists():
             raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")
-        text = yamlsafe.decode(yamlsafe.read_bytes(p, "snapshot"), f"snapshot {p}")
+        text = yamlsafe.decode(files.read_bytes(p, "snapshot"), f"snapshot {p}")
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 from audit_tune.analysis.sweep_params import NUMERIC, ParamValue, canonical, check_value, kind_of, numeric_value
-from audit_tune.basics import yamlsafe
+from audit_tune.basics import files, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.sim.api import ENGINES
@@ -342,7 +342,7 @@ def spec_from_dict(d: JsonValue, source: str = "spec", lines: dict[tuple[str, ..
 
 def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
-    text = yamlsafe.decode(yamlsafe.read_bytes(p, "sweep spec"), str(path))
+    text = yamlsafe.decode(files.read_bytes(p, "sweep spec"), str(path))
     if p.suffix == ".json":
         try:
             d = json.loads(text)

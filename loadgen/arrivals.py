@@ -25,16 +25,15 @@ every timestamp in memory at once.
 """
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.units import parse_duration, parse_rate
+from audit_tune.sim.workload_files import read_rows
 
 SPACINGS = ("constant", "poisson")
 
@@ -162,19 +161,8 @@ def parse_profile(spec: str, duration: float | None) -> RateProfile:
 
 
 def _replay(path: str, duration: float | None, spec: str) -> RateProfile:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"--rate replay:{path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"--rate replay:{path}: not UTF-8 text (byte {e.start}); want CSV 't,rate'") from None
-    if "\x00" in text:
-        raise InputError(f"--rate replay:{path}: contains a NUL byte (binary file?); want CSV 't,rate'")
     rows: list[tuple[float, float]] = []
-    for no, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-            continue
+    for no, row in read_rows(path, "--rate replay", "CSV 't,rate'"):
         if len(row) < 2:
             raise InputError(f"{path} line {no}: expected 't,rate'")
         try:

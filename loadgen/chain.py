@@ -26,6 +26,7 @@ import os
 import stat
 from pathlib import Path
 
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError, TuneError
 
 GENESIS = "0" * 64
@@ -73,11 +74,11 @@ def load_key(path: str | os.PathLike, store: str | os.PathLike | None = None) ->
     p = Path(path)
     try:
         st = os.stat(p)
-        data = p.read_bytes().strip()
     except OSError as e:
         raise InputError(f"--chain-key-file {p}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"--chain-key-file {p}: not a regular file")
+    data = files.read_bytes(p, "--chain-key-file", files.SECRET_BYTES).strip()
     if st.st_mode & 0o077:
         raise InputError(f"--chain-key-file {p}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it; chmod 600 it")
     if len(data) < MIN_KEY_BYTES:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.yamlsafe import YamlValue
 from audit_tune.loadgen import guard
@@ -115,11 +116,8 @@ def from_kubeconfig(path: str | os.PathLike | None = None, context: str | None =
     if token is not None and not isinstance(token, str):
         raise InputError(f"--kubeconfig {p}: user {r.user_name!r} token must be a string")
     if not token and user.get("tokenFile"):
-        try:
-            token = Path(r.file(user["tokenFile"]) or "").read_text().strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"--kubeconfig {p}: user {r.user_name!r} tokenFile: "
-                             f"{getattr(e, 'strerror', None) or 'not text'}") from None
+        token = files.read_text(r.file(user["tokenFile"]) or "", f"--kubeconfig {p}: user {r.user_name!r} tokenFile",
+                                "a bearer token", files.SECRET_BYTES).strip()
     if user.get("exec") or user.get("auth-provider"):
         if not (token or user.get("client-certificate") or user.get("client-certificate-data")):
             raise InputError(f"--kubeconfig {p}: user {r.user_name!r} uses exec/auth-provider, which the load "

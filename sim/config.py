@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from audit_tune.basics import yamlsafe
+from audit_tune.basics import files, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonMapping, JsonObject
 from audit_tune.basics.output import log as stderr_log
@@ -387,7 +387,7 @@ def load_flags_file(path: str | Path, base: AuditFlags | None = None) -> AuditFl
 
     A file that sets no ``--audit-*`` flag at all means "kube-apiserver's defaults"; that is said
     on stderr in one line, since it is more often a wrong file than a wish."""
-    text = yamlsafe.decode(yamlsafe.read_bytes(path, "flags file"), f"flags file {path}")
+    text = yamlsafe.decode(files.read_bytes(path, "flags file"), f"flags file {path}")
     stripped = text.lstrip()
     if stripped.startswith(("apiVersion", "kind", "{", "metadata", "spec")) or "\nspec:" in text:
         args = _args_from_manifest(text, str(path))

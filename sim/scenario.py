@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from audit_tune.basics import yamlsafe
+from audit_tune.basics import files, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.basics.version import __version__
@@ -146,7 +146,7 @@ class Scenario:
 
     @staticmethod
     def load(path: str | Path) -> Scenario:
-        text = yamlsafe.decode(yamlsafe.read_bytes(path, "--scenario"), f"--scenario {path}")
+        text = yamlsafe.decode(files.read_bytes(path, "--scenario"), f"--scenario {path}")
         try:
             d: JsonValue
             if str(path).endswith((".yaml", ".yml")):

@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.workload import RateProfile
 
 
-def _read_rows(path: str, what: str) -> list[tuple[int, list[str]]]:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{what} {path}: not UTF-8 text (byte {e.start}); want CSV") from None
-    if "\x00" in text:
-        raise InputError(f"{what} {path}: contains a NUL byte (binary file?); want CSV")
+def read_rows(path: str, what: str, want: str = "CSV") -> list[tuple[int, list[str]]]:
+    """The CSV rows of ``path`` with their line numbers, cells stripped; blank lines and ``#``
+    comments left out. The file is read bounded (:func:`audit_tune.basics.files.read_text`)."""
+    text = files.read_text(path, what, want)
     rows = []
     for lineno, row in enumerate(csv.reader(text.splitlines()), 1):
-        if not row or row[0].strip().startswith("#"):
+        cells = [c.strip() for c in row]
+        if not "".join(cells) or cells[0].startswith("#"):
             continue
-        rows.append((lineno, [c.strip() for c in row]))
+        rows.append((lineno, cells))
     return rows
 
 
 def read_trace(path: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Arrival trace: one request per line, ``time`` (seconds from start, or unix time) and an
     optional ``instance`` column; a header line is allowed. Times are shifted to start at 0."""
-    rows = _read_rows(path, "--trace")
+    rows = read_rows(path, "--trace")
     times: list[float] = []
     insts: list[int] = []
     for row in rows:
@@ -62,7 +57,7 @@ def read_trace(path: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
 
 def read_rate_series(path: str) -> RateProfile:
     """Rate series: ``timestamp,rate`` per line (seconds from start or unix time; requests/s)."""
-    rows = _read_rows(path, "--rate-series")
+    rows = read_rows(path, "--rate-series")
     ts: list[float] = []
     rs: list[float] = []
     for row in rows:

@@ -27,6 +27,7 @@ from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommend import TUNED, build_report
 from audit_tune.analysis.report.model import FORMAT, CapacityReport
 from audit_tune.analysis.report.sims import Sims
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_float, as_list, as_object, as_str
 from audit_tune.loadgen.record import FORMAT as LT_FORMAT
@@ -164,9 +165,7 @@ def load_loadtest(path: str | Path) -> tuple[JsonObject, TraceRows | None]:
     """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
     p = Path(path)
     try:
-        rec = json.loads(p.read_text())
-    except OSError as e:
-        raise InputError(f"--loadtest {path}: cannot read ({e.strerror})") from None
+        rec = json.loads(files.read_text(p, "--loadtest", "a record of 'tune loadtest -o run.json'"))
     except ValueError as e:
         raise InputError(f"--loadtest {path}: not valid JSON ({e})") from None
     if not isinstance(rec, dict) or rec.get("format") != LT_FORMAT:

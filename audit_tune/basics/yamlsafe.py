@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime
 import os
-from pathlib import Path
 from typing import TypeAlias
 
 import yaml
 
 from audit_tune.basics.errors import InputError
+from audit_tune.basics.files import read_bytes
 from audit_tune.basics.jsondata import JsonValue
 
 # What SafeLoader builds: JSON's types plus timestamps (``2024-01-01``), ``!!binary`` and ``!!set``,
@@ -32,7 +32,6 @@ YamlValue: TypeAlias = YamlKey | list["YamlValue"] | dict[YamlKey, "YamlValue"] 
 
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
-MAX_BYTES = 64 * 1024 * 1024
 
 
 class _DepthLimited(yaml.SafeLoader):
@@ -159,21 +158,6 @@ def load(data: bytes | str, what: str) -> YamlValue:
 
 def load_all(data: bytes | str, what: str) -> list[YamlValue]:
     return [construct(n, what) for n in compose_all(data, what)]
-
-
-def read_bytes(path: str | os.PathLike, what: str, limit: int = MAX_BYTES) -> bytes:
-    """The bytes of ``path`` (at most ``limit``), or a one-line error naming ``what``."""
-    p = Path(path)
-    try:
-        if p.is_dir():
-            raise InputError(f"{what} {p}: is a folder; give a file")
-        with open(p, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise InputError(f"{what} {p}: cannot read ({e.strerror or e})") from None
-    if len(data) > limit:
-        raise InputError(f"{what} {p}: larger than {limit // (1024 * 1024)} MiB; refused")
-    return data
 
 
 def read(path: str | os.PathLike, what: str) -> YamlValue:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from audit_tune.basics import yamlsafe
+from audit_tune.basics import files, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.policy.decode import Decoder
 from audit_tune.sim.policy.model import API_VERSION, KIND, Policy
@@ -117,14 +117,11 @@ def load_policy_text(text: str, source: str = "<policy>", strict: bool = False) 
 def load_policy(path: str | os.PathLike[str], strict: bool = False) -> Policy:
     """Read, parse and validate a policy file; every failure is one :class:`InputError` line."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such policy file") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a folder, expected an audit policy YAML file") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    if not p.exists():
+        raise InputError(f"{p}: no such policy file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected an audit policy YAML file")
+    raw = files.read_bytes(p, "policy file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

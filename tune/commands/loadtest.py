@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from audit_tune.loadgen.sink_stats import SinkStats
     from audit_tune.loadgen.verify_result import VerifyReport
 
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError, NotEnoughData, ObjectiveViolated, TuneError
 
 PANEL = "Load testing"
@@ -107,10 +108,7 @@ def loadtest_cmd(
         raise InputError(f"--format {fmt}: use json, yaml or table")
     token = None
     if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"--token-file {token_file}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+        token = files.read_text(token_file, "--token-file", "a bearer token", files.SECRET_BYTES).strip()
     if server:
         if kubeconfig:
             raise InputError("--server and --kubeconfig are exclusive")
@@ -126,10 +124,8 @@ def loadtest_cmd(
         log(f"warning: load-testing {target.server}, which is not a local or kind cluster (you said so)")
     flags = list(audit_flag)
     if flags_file is not None:
-        try:
-            flags += [ln.strip() for ln in flags_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"--flags-file {flags_file}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+        text = files.read_text(flags_file, "--flags-file", "one --audit-... flag per line")
+        flags += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     cfg = LoadTestConfig(
         rate=rate, duration=parse_duration(duration, "--duration") if duration else None, arrivals=arrivals,
         mix=mix, resources=resources, namespaces=namespaces, namespace_prefix=namespace_prefix,
