@@ -21,12 +21,25 @@ results). This module calibrates every instance and builds the :class:`Recommend
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from audit_tune import __version__
 from audit_tune.analysis import check, logbackend, outage
-from audit_tune.analysis.calibrate import InstanceModel, Validation, calibrate, missing_items, validate, with_sigma
+from audit_tune.analysis.calibrate import (
+    MAX_VALIDATION_EVENTS,
+    InstanceModel,
+    Mapper,
+    ReplayPart,
+    Validation,
+    calibrate,
+    judge,
+    missing_items,
+    replay_part,
+    replay_ranges,
+    validate,
+    with_sigma,
+)
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability
@@ -48,80 +61,62 @@ __all__ = ["TUNED", "Evaluation", "Objective", "RecommendationReport", "Recommen
 Snapshot = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class CalibrationTask:
-    """One instance to calibrate and validate (picklable: runs on the recommendation's pool)."""
-
-    snapshot: Snapshot  # the snapshot with this instance only
-    name: str
-    current: AuditFlags
-    seed: int
-    engine: str
-
-
-@dataclass(frozen=True)
-class CalibrationResult:
-    """An instance's model and validation, or why it was skipped; ``said``: its progress lines."""
-
-    model: InstanceModel | None
-    validation: Validation | None
-    skipped: Skipped | None
-    said: list[str]
-
-
-def calibrate_one(task: CalibrationTask) -> CalibrationResult:
-    """Calibrate one instance and replay its window with the current flags; when the replay loses
-    far fewer events than the apiserver did, raise the burst sigma (up to 3 times) and replay again."""
-    name, current, seed, engine = task.name, task.current, task.seed, task.engine
-    try:
-        m = calibrate(task.snapshot, name)
-    except NotEnoughData as e:
-        return CalibrationResult(None, None, Skipped(name, str(e).removeprefix(f"instance {name}: ")), [])
-    said = [f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
-            f"sigma {m.burst.sigma:.2f}, event {m.event_size} B"]
-    if current.webhook.mode != "batch":
-        v = Validation(name, "not replayed", m.events_increase, 0.0, dict(m.errors_increase),
-                       {k: 0.0 for k in m.errors_increase}, 0.0, 0.0, "medium",
-                       f"current --audit-webhook-mode={current.webhook.mode}: validation needs batch mode")
-        return CalibrationResult(m, v, None, said)
-    v = validate(m, current, seed=seed, engine=engine)
-    obs_buf = m.errors_increase.get("buffered", 0.0)
-    tries = 0
-    while (obs_buf > 0 and v.predicted_errors["buffered"] < 0.5 * obs_buf and tries < 3 and m.burst.per_step > 1
-           and not v.partial):
-        tries += 1
-        sig = min(max(m.burst.sigma, 0.2) * 1.5, 2.5)
-        m = with_sigma(m, sig, f"raised to {sig:.2f} to reproduce the observed buffered drops")
-        v = validate(m, current, seed=seed, engine=engine)
-    return CalibrationResult(m, v, None, said)
-
-
 def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: str = "fast",
                   log: Callable[[str], None] | None = None,
                   workers: Workers | None = None) -> tuple[list[InstanceModel], list[Validation], list[Skipped]]:
-    """Calibrate and validate every instance (on ``workers``, one instance a task; in-process without).
-    Returns (models, validations, skipped instances with why).
+    """Calibrate and validate every instance. Returns (models, validations, skipped instances with why).
+
+    The fits run in-process (tens of milliseconds each); the validation replays of every instance's
+    stretches run together on ``workers`` (in-process without), so one instance with long stretches
+    does not hold up the round. When a replay loses far fewer events than the apiserver did, the
+    burst sigma is raised (up to 3 times) and that instance replayed again.
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""
     log = log or (lambda s: None)
-    tasks = [CalibrationTask({**snap, "instances": {name: snap["instances"][name]}}, name, current, seed, engine)
-             for name in sorted(snap["instances"])]
-    results = workers.map(calibrate_one, tasks) if workers is not None else [calibrate_one(t) for t in tasks]
+    mapper = workers.map if workers is not None else None
     models: list[InstanceModel] = []
-    vals: list[Validation] = []
     skipped: list[Skipped] = []
-    for r in results:
-        for line in r.said:
-            log(line)
-        if r.skipped is not None:
-            skipped.append(r.skipped)
-        elif r.model is not None and r.validation is not None:
-            models.append(r.model)
-            vals.append(r.validation)
+    for name in sorted(snap["instances"]):
+        try:
+            m = calibrate({**snap, "instances": {name: snap["instances"][name]}}, name)
+        except NotEnoughData as e:
+            skipped.append(Skipped(name, str(e).removeprefix(f"instance {name}: ")))
+            continue
+        log(f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
+            f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
+        models.append(m)
     if not models:
         reasons = [f"{s.instance}: {s.why}" for s in skipped] + missing_items(snap)
         raise NotEnoughData("not enough data to recommend: " + ("; ".join(reasons) if reasons else
                             "the snapshot has no instances (no apiserver_audit_event_total series matched the selector)"))
+    vals = _first_validations(models, current, seed, engine, mapper)
+    for k, m in enumerate(models):
+        v = vals[k]
+        obs_buf = m.errors_increase.get("buffered", 0.0)
+        tries = 0
+        while (current.webhook.mode == "batch" and obs_buf > 0 and v.predicted_errors["buffered"] < 0.5 * obs_buf
+               and tries < 3 and m.burst.per_step > 1 and not v.partial):
+            tries += 1
+            sig = min(max(m.burst.sigma, 0.2) * 1.5, 2.5)
+            m = with_sigma(m, sig, f"raised to {sig:.2f} to reproduce the observed buffered drops")
+            v = validate(m, current, seed=seed, engine=engine, mapper=mapper)
+        models[k], vals[k] = m, v
     return models, vals, skipped
+
+
+def _first_validations(models: list[InstanceModel], current: AuditFlags, seed: int, engine: str,
+                       mapper: Mapper | None) -> list[Validation]:
+    """Every instance's validation with the fitted sigma: all replayed stretches in one round."""
+    if current.webhook.mode != "batch":
+        return [Validation(m.name, "not replayed", m.events_increase, 0.0, dict(m.errors_increase),
+                           {k: 0.0 for k in m.errors_increase}, 0.0, 0.0, "medium",
+                           f"current --audit-webhook-mode={current.webhook.mode}: validation needs batch mode")
+                for m in models]
+    plans = [replay_ranges(m, current, MAX_VALIDATION_EVENTS) for m in models]
+    parts = [[ReplayPart(m, current, seed, engine, lo, hi) for lo, hi in ranges] for m, (ranges, _, _) in zip(models, plans)]
+    flat = [p for ps in parts for p in ps]
+    results = iter(mapper(replay_part, flat) if mapper is not None else [replay_part(p) for p in flat])
+    return [judge(m, ps, [next(results) for _ in ps], replayed, partial)
+            for m, ps, (_, replayed, partial) in zip(models, parts, plans)]
 
 
 def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objective: Objective,

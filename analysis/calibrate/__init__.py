@@ -50,12 +50,22 @@ from audit_tune.analysis.calibrate.fit import (
 )
 from audit_tune.analysis.calibrate.model import LATENCY_POINTS, BurstFit, InstanceModel, with_sigma
 from audit_tune.analysis.calibrate.synthetic import SyntheticWebhook, synthetic_snapshot
-from audit_tune.analysis.calibrate.validate import MAX_VALIDATION_EVENTS, Validation, replay_ranges, validate
+from audit_tune.analysis.calibrate.validate import (
+    MAX_VALIDATION_EVENTS,
+    Mapper,
+    ReplayPart,
+    Validation,
+    judge,
+    replay_part,
+    replay_ranges,
+    validate,
+)
 
 __all__ = [
     "DEFAULT_EPR", "DEFAULT_EVENT_SIZE", "DEFAULT_LATENCY", "ENVELOPE_BYTES", "LATENCY_POINTS",
-    "MAX_VALIDATION_EVENTS", "BurstFit", "InstanceModel", "SyntheticWebhook", "Validation", "calibrate",
+    "MAX_VALIDATION_EVENTS", "BurstFit", "InstanceModel", "Mapper", "ReplayPart", "SyntheticWebhook", "Validation",
+    "calibrate",
     "data_problems", "event_size", "events_per_request", "failure_rate", "fit_burst", "latency_from_histogram",
-    "load_snapshot", "lognormal_quantile", "missing_items", "replay_ranges", "snapshot_dict",
+    "judge", "load_snapshot", "lognormal_quantile", "missing_items", "replay_part", "replay_ranges", "snapshot_dict",
     "synthetic_snapshot", "validate", "with_sigma",
 ]

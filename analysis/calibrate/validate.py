@@ -5,6 +5,7 @@ error and a plain confidence level come out of it (``docs/recommend.md``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -57,19 +58,59 @@ class Validation:
                 "partial": self.partial}
 
 
+@dataclass(frozen=True)
+class ReplayPart:
+    """One stretch of a validation replay (picklable: the recommendation's pool runs them)."""
+
+    model: InstanceModel
+    flags: AuditFlags
+    seed: int
+    engine: str
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What validation reads from one replayed stretch."""
+
+    events: int
+    errors: dict[str, int]
+
+
+#: Runs replays: ``mapper(replay_part, parts)`` is ``[replay_part(p) for p in parts]``, possibly on a pool.
+Mapper = Callable[[Callable[[ReplayPart], PartResult], list[ReplayPart]], list[PartResult]]
+
+
+def replay_part(part: ReplayPart) -> PartResult:
+    """Replay steps ``lo:hi`` of the model's window (observed shape) under ``flags``."""
+    d = run(part.model.scenario(part.flags, part.seed, start=part.lo, stop=part.hi, shape="observed"),
+            engine=part.engine).to_dict(series=False)
+    return PartResult(d["events_total"], dict(d["errors"]))
+
+
 def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
-             max_events: int = MAX_VALIDATION_EVENTS) -> Validation:
-    """Replay the observed window with the current flags; compare drops with the observed counters."""
+             max_events: int = MAX_VALIDATION_EVENTS,
+             mapper: Mapper | None = None) -> Validation:
+    """Replay the observed window with the current flags; compare drops with the observed counters.
+    ``mapper`` runs the stretches (default: one after the other; the recommendation's pool)."""
     parts, replayed, partial = replay_ranges(model, flags, max_events)
+    tasks = [ReplayPart(model, flags, seed, engine, lo, hi) for lo, hi in parts]
+    results = mapper(replay_part, tasks) if mapper is not None else [replay_part(t) for t in tasks]
+    return judge(model, tasks, results, replayed, partial)
+
+
+def judge(model: InstanceModel, parts: list[ReplayPart], results: list[PartResult], replayed: str,
+          partial: bool) -> Validation:
+    """The validation of ``model`` from its replayed stretches (:func:`replay_ranges`)."""
     pred: dict[str, float] = {k: 0.0 for k in ("buffered", "webhook", "log", "truncate")}
     pev = 0.0
     obs_in_parts = 0.0
-    for lo, hi in parts:
-        d = run(model.scenario(flags, seed, start=lo, stop=hi, shape="observed"), engine=engine).to_dict(series=False)
-        pev += d["events_total"]
-        obs_in_parts += float(np.sum(model.rates[lo:hi])) * model.step
+    for part, r in zip(parts, results):
+        pev += r.events
+        obs_in_parts += float(np.sum(model.rates[part.lo:part.hi])) * model.step
         for k in pred:
-            pred[k] += d["errors"].get(k, 0)
+            pred[k] += r.errors.get(k, 0)
     whole = float(np.sum(model.rates)) * model.step
     if obs_in_parts < whole and obs_in_parts > 0:
         # webhook failures happen anywhere: scale them to the whole window
