@@ -38,7 +38,6 @@ Modules: :mod:`analysis.request_mix` (the mix), :mod:`analysis.mix_reading` (rea
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from typing import TypedDict
 
@@ -61,7 +60,7 @@ from audit_tune.analysis.prom_client import PromClient
 from audit_tune.analysis.prom_settings import PromSettings
 from audit_tune.analysis.request_mix import InstanceMix, MixEntry, RequestMix
 from audit_tune.analysis.snapshot import Snapshot
-from audit_tune.basics import files
+from audit_tune.basics import files, jsondata
 from audit_tune.basics.errors import InputError, NotEnoughData
 from audit_tune.basics.jsondata import JsonObject, JsonValue, as_float, as_list, as_object
 from audit_tune.sim.policy.model import LEVELS, Policy
@@ -284,7 +283,8 @@ def project_for_recommend(snap: JsonObject, policy_path: str, *, snapshot_path: 
             log(f"warning: {w}")
     if "request_mix" not in snap:
         if snapshot_path:
-            raw = json.loads(files.read_text(snapshot_path, "--snapshot", "a snapshot (tune snapshot -o FILE)"))
+            raw = as_object(jsondata.loads(files.read_text(snapshot_path, "--snapshot", "a snapshot (tune snapshot -o FILE)"),
+                                           f"--snapshot {snapshot_path}"), f"--snapshot {snapshot_path}")
             if "request_mix" in raw:
                 snap = {**snap, "request_mix": raw["request_mix"]}
         elif prom is not None and getattr(prom, "url", None):

@@ -39,7 +39,7 @@ from audit_tune.analysis.snapshot_doc import (
     SourceDoc,
     WebhookDoc,
 )
-from audit_tune.basics import files, yamlsafe
+from audit_tune.basics import files, jsondata, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.basics.output import write_atomic
@@ -484,12 +484,7 @@ class Snapshot:
         if not p.exists():
             raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")
         text = yamlsafe.decode(files.read_bytes(p, "snapshot"), f"snapshot {p}")
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"snapshot {p} line {e.lineno}: not JSON ({e.msg})") from None
-        except RecursionError:
-            raise InputError(f"snapshot {p}: nested too deeply; not a snapshot") from None
+        d = jsondata.loads(text, f"snapshot {p}")
         return cls.from_dict(d, str(p))
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 from audit_tune.analysis.sweep_params import NUMERIC, ParamValue, canonical, check_value, kind_of, numeric_value
-from audit_tune.basics import files, yamlsafe
+from audit_tune.basics import files, jsondata, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.sim.api import ENGINES
@@ -344,14 +344,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
     text = yamlsafe.decode(files.read_bytes(p, "sweep spec"), str(path))
     if p.suffix == ".json":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        except RecursionError:
-            raise InputError(f"{path}: nested too deeply; refused") from None
+        d = jsondata.loads(text, str(path))
     else:
-        d = yamlsafe.load(text, str(path))
+        d = yamlsafe.as_json(yamlsafe.load(text, str(path)), str(path))
     return spec_from_dict(d, source=str(path), lines=_line_map(text), root=p.resolve().parent)
 
 

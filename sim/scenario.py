@@ -6,12 +6,11 @@ writer's cost, which backends are enabled, and the seed. It round-trips through 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from audit_tune.basics import files, yamlsafe
+from audit_tune.basics import files, jsondata, yamlsafe
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonObject, JsonValue
 from audit_tune.basics.version import __version__
@@ -152,7 +151,7 @@ class Scenario:
             if str(path).endswith((".yaml", ".yml")):
                 d = yamlsafe.as_json(yamlsafe.load(text, f"--scenario {path}"), f"--scenario {path}")
             else:
-                d = json.loads(text, parse_constant=_no_constant)
+                d = jsondata.loads(text, f"--scenario {path}")
         except InputError:
             raise
         except (ValueError, RecursionError) as e:
@@ -160,10 +159,6 @@ class Scenario:
         if not isinstance(d, dict):
             raise InputError(f"--scenario {path}: expected a mapping at the top level")
         return Scenario.from_dict(d, source=f"--scenario {path}").validate()
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 # Readers for the fields of a scenario document. They convert as the scenario format always has

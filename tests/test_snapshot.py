@@ -246,7 +246,7 @@ def test_load_rejects_bad_files(tmp_path):
 
     p = tmp_path / "bad.json"
     p.write_text("{")
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         Snapshot.load(p)
     p.write_text(json.dumps({"format": "other/v9"}))
     with pytest.raises(InputError, match="audit-tune-snapshot/v1"):

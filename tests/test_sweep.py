@@ -260,7 +260,7 @@ def test_bad_json_spec_and_options(tmp_path, capsys):
     f = tmp_path / "s.json"
     f.write_text('{"axes": {"rate": [1]}\n "seeds": 2}')
     assert main(["sweep", str(f)]) == 1
-    assert ":2: not valid JSON" in capsys.readouterr().err
+    assert "line 2: not valid JSON" in capsys.readouterr().err
     assert main(["sweep", "--axis", "rate=1000", "--executor", "dask"]) == 1
     assert "--scheduler" in capsys.readouterr().err
     assert main(["sweep", "--axis", "rate=1000", "--executor", "ray"]) == 1

@@ -13,7 +13,6 @@ input and seed give a byte-identical ``data.json``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommend import TUNED, build_report
 from audit_tune.analysis.report.model import FORMAT, CapacityReport
 from audit_tune.analysis.report.sims import Sims
-from audit_tune.basics import files
+from audit_tune.basics import files, jsondata
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.jsondata import JsonMapping, JsonObject, JsonValue, as_float, as_list, as_object, as_str
 from audit_tune.loadgen.record import FORMAT as LT_FORMAT
@@ -164,19 +163,18 @@ def history(snap: JsonMapping, models: list[InstanceModel], sets: dict[str, Audi
 def load_loadtest(path: str | Path) -> tuple[JsonObject, TraceRows | None]:
     """A ``tune loadtest`` record and its trace (inline or the CSV sidecar next to it)."""
     p = Path(path)
-    try:
-        rec = json.loads(files.read_text(p, "--loadtest", "a record of 'tune loadtest -o run.json'"))
-    except ValueError as e:
-        raise InputError(f"--loadtest {path}: not valid JSON ({e})") from None
-    if not isinstance(rec, dict) or rec.get("format") != LT_FORMAT:
-        raise InputError(f"--loadtest {path}: format {rec.get('format') if isinstance(rec, dict) else None!r} "
-                         f"is not {LT_FORMAT!r} (write one with 'tune loadtest -o run.json')")
-    tr = rec.get("trace") or {}
+    doc = jsondata.loads(files.read_text(p, "--loadtest", "a record of 'tune loadtest -o run.json'"), f"--loadtest {path}")
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or fmt != LT_FORMAT:
+        raise InputError(f"--loadtest {path}: format {fmt!r} is not {LT_FORMAT!r} (write one with 'tune loadtest -o run.json')")
+    rec = doc
+    tr = as_object(rec.get("trace") or {}, f"--loadtest {path}: trace")
     trace: TraceRows | None = None
-    if tr.get("rows") is not None and isinstance(tr.get("rows"), list):
+    sidecar = tr.get("sidecar")
+    if isinstance(tr.get("rows"), list):
         trace = TraceRows.of(tr)
-    elif tr.get("sidecar"):
-        side = p.parent / tr["sidecar"]
+    elif sidecar:
+        side = p.parent / as_str(sidecar, f"--loadtest {path}: trace.sidecar")
         if not side.is_file():
             raise InputError(f"--loadtest {path}: trace sidecar {side} is missing (keep it next to the record)")
         trace = TraceRows.from_csv(side)

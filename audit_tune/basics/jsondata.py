@@ -4,9 +4,14 @@ Results inside the program are dataclasses; documents read from or written to fi
 sweep specs, Prometheus answers) are plain data. ``JsonValue`` names that data precisely, so a
 function that takes or returns a document says so instead of ``Any``; the readers narrow a value to
 the type the caller needs and raise ``InputError`` naming the field when it is something else.
+:func:`loads` parses a document a user gives, refusing what ``json.loads`` lets through silently
+(a key twice in one object: the last would win; ``NaN``/``Infinity``, which JSON does not have)
+or fails on with an exception other than a syntax error (nesting deeper than the interpreter's
+recursion limit, an integer over its digit limit).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -51,3 +56,31 @@ def as_str(value: JsonValue, where: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{where}: expected a string, got {type(value).__name__}")
     return value
+
+
+def loads(text: str | bytes, what: str) -> JsonValue:
+    """The JSON document ``text``, or one ``InputError`` line naming ``what`` (and the line, for a
+    syntax error): a duplicated key, ``NaN``/``Infinity``, too deep, a number too long."""
+    try:
+        value: JsonValue = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, what),
+                                      parse_constant=lambda name: _no_constant(name, what))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} line {e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{what}: nested too deeply; refused") from None
+    except ValueError as e:  # int() over sys.get_int_max_str_digits
+        raise InputError(f"{what}: {str(e).split(';')[0]}; refused") from None
+    return value
+
+
+def _unique(pairs: list[tuple[str, JsonValue]], what: str) -> JsonObject:
+    out: JsonObject = {}
+    for k, v in pairs:
+        if k in out:
+            raise InputError(f"{what}: key {k!r} appears twice in one object; keep one")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str, what: str) -> float:
+    raise InputError(f"{what}: {name} is not a number JSON allows; write a number or null")

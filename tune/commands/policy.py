@@ -188,8 +188,9 @@ def _impact(prom: PromSettings, args: ImpactArgs) -> int:
     from audit_tune.analysis.policy_impact import add_request_mix, impact_report, user_kind
     from audit_tune.analysis.render import policy_impact as _formats  # noqa: F401 - registers the formatters
     from audit_tune.analysis.snapshot import Snapshot
-    from audit_tune.basics import files
+    from audit_tune.basics import files, jsondata
     from audit_tune.basics.errors import InputError
+    from audit_tune.basics.jsondata import as_object
     from audit_tune.basics.output import log, render, write_output
     from audit_tune.sim.units import parse_duration
 
@@ -233,7 +234,8 @@ def _impact(prom: PromSettings, args: ImpactArgs) -> int:
             log(f"tune policy impact: no --snapshot or --prometheus-url given; using the bundled sample {path.name} "
                 "(a real local kube-apiserver under tune loadtest, with its request mix; an example, not yours)")
         Snapshot.load(path)  # validates the documented part, errors name file and field
-        snap = _json.loads(files.read_text(path, "--snapshot", "a snapshot (tune snapshot -o FILE)"))
+        snap = as_object(jsondata.loads(files.read_text(path, "--snapshot", "a snapshot (tune snapshot -o FILE)"),
+                                        f"--snapshot {path}"), f"--snapshot {path}")
         source = {"kind": "snapshot" if snapshot else "bundled sample", "snapshot": str(snapshot or path.name)}
     report = impact_report(snap, new, old, assume_user=args.assume_user, source=source)
     text = render(report, fmt)
