@@ -446,3 +446,47 @@ def test_a_line_longer_than_the_buffer_is_read_whole(tmp_path: Path, monkeypatch
     small = scan_file(f, keep_upto=1e9)
     assert small.events == 300 and small.skips is not None and not small.skips.reasons
     _same_result(small, whole)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_line_past_the_bound_is_skipped_without_holding_it(tmp_path: Path, gz: bool) -> None:
+    """One endless line (a log cut into garbage, or a gzip bomb: 200 MiB of one line, 200 kB on
+    disk compressed) between good lines: it is skipped and counted, the lines around it are read,
+    and memory stays at the bound, not the line (tracemalloc: bytearrays count)."""
+    import tracemalloc
+
+    from audit_tune.analysis.auditlog.reader import MAX_LINE, LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    rnd = random.Random(4)
+    before = [make_line(t, i, rnd) for i, t in enumerate(_times(50, 10))]
+    after = [make_line(t, 50 + i, rnd) for i, t in enumerate(_times(50, 10, T0 + 5.0))]
+    huge = 200 << 20
+    p = tmp_path / ("a.log.gz" if gz else "a.log")
+    with (gzip.open(p, "wb", compresslevel=1) if gz else open(p, "wb")) as f:
+        f.write(b"\n".join(before) + b"\n")
+        block = b"x" * (1 << 20)
+        for _ in range(huge // len(block)):
+            f.write(block)
+        f.write(b"\n" + b"\n".join(after) + b"\n")
+    tracemalloc.start()
+    res = scan_file(LogFile("a", str(p), p.stat().st_size))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert res.events == 100
+    assert res.skips is not None and dict(res.skips.reasons) == {dec.TOO_LONG: 1}
+    assert res.skips.examples[dec.TOO_LONG] == [51]
+    assert peak < 2 * MAX_LINE < huge, peak
+
+
+def test_an_endless_last_line_is_skipped(tmp_path: Path) -> None:
+    from audit_tune.analysis.auditlog.reader import LogFile
+    from audit_tune.analysis.auditlog.scan import scan_file
+
+    p = tmp_path / "a.log"
+    lines = _write(p, _times(20, 10))
+    with open(p, "ab") as f:
+        f.write(b"y" * (70 << 20))  # no newline at the end, and longer than the bound
+    res = scan_file(LogFile("a", str(p), p.stat().st_size))
+    assert res.events == len(lines)
+    assert res.skips is not None and dict(res.skips.reasons) == {dec.TOO_LONG: 1}

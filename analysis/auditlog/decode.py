@@ -33,11 +33,12 @@ LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 NOT_EVENT = "not an audit event"
 NOT_JSON = "not JSON"
 TRUNCATED = "truncated last line"
+TOO_LONG = "line over 64 MiB"
 NON_UTF8 = "non-UTF-8 bytes"
 OUT_OF_ORDER = "out-of-order timestamp"
 UNKNOWN_VERSION = "unknown apiVersion"
 BAD_TIME = "unreadable stageTimestamp"
-REASONS = (NOT_EVENT, NOT_JSON, TRUNCATED, NON_UTF8, OUT_OF_ORDER, UNKNOWN_VERSION, BAD_TIME)
+REASONS = (NOT_EVENT, NOT_JSON, TRUNCATED, TOO_LONG, NON_UTF8, OUT_OF_ORDER, UNKNOWN_VERSION, BAD_TIME)
 
 
 class ObjectRef(msgspec.Struct, frozen=True, gc=False):

@@ -24,6 +24,10 @@ from typing import BinaryIO
 from audit_tune.basics.errors import InputError
 
 CHUNK = 4 << 20
+MAX_LINE = 64 << 20  # generous: a RequestResponse event of a large list response runs to tens of MiB
+#: Yielded by :func:`iter_blocks` in place of a line longer than :data:`MAX_LINE`, which is skipped
+#: without being held in memory (a gzip bomb of one endless line costs one buffer, not the machine).
+OVERLONG = memoryview(b"")
 LOG_SUFFIXES = (".log", ".json", ".jsonl", ".gz", ".txt")
 _ROTATED = re.compile(r"-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(\.\d+)?$")
 
@@ -101,15 +105,17 @@ def open_file(f: LogFile) -> BinaryIO:
 
 def iter_blocks(f: LogFile, raw_progress: list[int] | None = None) -> Iterator[tuple[memoryview, bool]]:
     """Blocks of whole lines, each block ending with a newline, read into one reused buffer of
-    ``CHUNK`` bytes (grown only for a line longer than it), so memory does not grow with the file
-    and no per-line object is made here. The file's last line without a newline after it comes
-    alone, with ``last`` True. A block is valid until the next one is asked for.
+    ``CHUNK`` bytes (grown only for a line longer than it, up to :data:`MAX_LINE`), so memory does
+    not grow with the file and no per-line object is made here. The file's last line without a
+    newline after it comes alone, with ``last`` True. A line longer than :data:`MAX_LINE` is read
+    past and comes as :data:`OVERLONG`. A block is valid until the next one is asked for.
     ``raw_progress[0]`` counts bytes read from disk."""
     fh = open_file(f)
     raw = fh.fileobj if f.gz else fh  # type: ignore[attr-defined]
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     have = 0
+    skipping = False  # inside a line longer than MAX_LINE: read to its newline, keep nothing
     try:
         while True:
             try:
@@ -124,19 +130,34 @@ def iter_blocks(f: LogFile, raw_progress: list[int] | None = None) -> Iterator[t
                 except (OSError, ValueError, AttributeError):
                     pass
             if not n:
-                if buf[:have].strip():
+                if skipping:
+                    yield OVERLONG, False
+                elif buf[:have].strip():
                     yield view[:have], True
                 return
             have += n
+            if skipping:
+                k = buf.find(b"\n", 0, have) + 1
+                if not k:
+                    have = 0
+                    continue
+                yield OVERLONG, False
+                skipping = False
+                view[: have - k] = view[k:have]  # memoryview assignment: a memmove, no temporary copy
+                have -= k
             k = buf.rfind(b"\n", 0, have) + 1
             if k:
                 yield view[:k], False
-                buf[: have - k] = buf[k:have]
+                view[: have - k] = view[k:have]
                 have -= k
-            elif have == len(buf):  # one line longer than the buffer
-                buf = bytearray(2 * len(buf))
-                buf[:have] = view[:have]
+            elif have == len(buf) and len(buf) >= MAX_LINE:  # a line past the bound: skip it
+                skipping, have = True, 0
+                buf = bytearray(CHUNK)  # the grown buffer goes: the rest of the line is read a chunk at a time
                 view = memoryview(buf)
+            elif have == len(buf):  # one line longer than the buffer
+                grown = bytearray(min(2 * len(buf), MAX_LINE))
+                memoryview(grown)[:have] = view[:have]
+                buf, view = grown, memoryview(grown)
     finally:
         fh.close()
 

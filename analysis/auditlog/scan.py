@@ -30,7 +30,7 @@ import numpy as np
 from audit_tune.analysis.auditlog import decode as dec
 from audit_tune.analysis.auditlog.block import CleanEvent, decode_block
 from audit_tune.analysis.auditlog.mix import MixKey, MixStats
-from audit_tune.analysis.auditlog.reader import LogFile, TruncatedGzip, first_line, iter_blocks, split_lines
+from audit_tune.analysis.auditlog.reader import OVERLONG, LogFile, TruncatedGzip, first_line, iter_blocks, split_lines
 from audit_tune.analysis.auditlog.series import Bins
 from audit_tune.analysis.auditlog.sizes import CODES, SizeStats
 from audit_tune.analysis.auditlog.skips import OUT_OF_ORDER_TOLERANCE, Skips
@@ -244,6 +244,10 @@ def scan_file(f: LogFile, slot: int = -1, collect: list[tuple[float, float]] | N
     fast = fast and fmt == "json"
     try:
         for buf, last in iter_blocks(f, prog):
+            if buf is OVERLONG:
+                st.lineno += 1
+                sk.skip(dec.TOO_LONG, st.lineno)
+                continue
             if not (fast and not last and st.fast(buf)):
                 st.slow(split_lines(buf, last), last)
             if slot >= 0 and _SHARED is not None:
