@@ -15,6 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from audit_tune.basics.atomic import replace_with
 from audit_tune.basics.errors import InputError
 
 
@@ -53,16 +54,7 @@ def write_private(path: str | os.PathLike, data: bytes | str, mode: int = 0o600)
     except OSError as e:
         raise InputError(f"{p}: cannot create: {e.strerror}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        replace_with(fd, tmp, p, raw, mode)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise InputError(f"{p}: cannot write: {e.strerror}") from None
     return p

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.progress import Progress as RichProgress
 
 from audit_tune.basics import formats
+from audit_tune.basics.atomic import replace_with
 from audit_tune.basics.errors import InputError
 from audit_tune.basics.formats import json_default, to_json, to_yaml
 
@@ -101,20 +102,9 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     except OSError as e:
         raise InputError(f"-o {p}: cannot write in {folder} ({e.strerror})") from None
     try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise InputError(f"-o {p}: cannot write ({e.strerror or e})") from None
-        raise
+        replace_with(fd, tmp, target, data, mode)
+    except OSError as e:
+        raise InputError(f"-o {p}: cannot write ({e.strerror or e})") from None
 
 
 def _write_through(p: Path, data: str | bytes) -> None:
