@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from audit_tune.analysis import simrunner
 from audit_tune.analysis.calibrate import calibrate, synthetic_snapshot
 from audit_tune.analysis.flagsets import webhook_flags
-from audit_tune.analysis import simrunner
 from audit_tune.analysis.simrunner import Runner, SimTask, sim_tasks
 from audit_tune.analysis.taskpool import Workers
 from audit_tune.sim.api import run
