@@ -156,9 +156,9 @@ class _Lane:
                 r.feed(held[0], held[1], final=True)
             elif not fused:
                 r.feed(None, st.events_total, final=True)
-        plan = self.plan
+        plan, self.held = self.plan, None
         if plan is None:
-            self.end = self.sc.workload.duration
+            self.end, self.runners = self.sc.workload.duration, {}
             return True
         last = plan.final
         closed = plan.close(max(r.finish_time() for r in self.runners.values()))
@@ -168,7 +168,7 @@ class _Lane:
             if name == primary:
                 st.events_total -= gone
         if last:
-            self.end = closed.exit
+            self.end, self.runners = closed.exit, {}  # only the statistics and the plan outlive the pass
         return last
 
 

@@ -6,8 +6,9 @@ the audit flags; so do the lifetimes of the shutdown plan when there are no rest
 (or in anything else a backend reads from its own scenario: receiver, log writer, enabled
 backends, shutdown delays, request timeout) can therefore share one pass of generated events: per
 apiserver one event source, and per scenario its own backends, statistics and plan, every chunk
-fed to each (``engine.run_lanes``). Generating the events is about half of a fast run of a
-recommender task, so k flag sets cost about (k + 1) / 2 runs instead of k.
+fed to each (``engine.run_lanes``). Generating the events is 40-50 % of a fast run of a
+recommender task: three flag sets of one 300 s stretch (170 k-1.4 M events) took 0.63-0.69 of the
+CPU time of three separate runs (measured on ``bench/bench_recommend.py``'s snapshot).
 
 Not shared: scenarios the reference model runs (``engine.fallback_reason``), restarts (the
 lifetimes, so which events each process emits, depend on when the previous process exited, which
