@@ -3,7 +3,9 @@ load, run in-process or over the recommendation's process pool (``docs/recommend
 
 Every candidate runs with the same seeds (``seed``, ``seed + 1``, ...): the comparisons between
 candidates are paired (common random numbers), since a seed fixes the workload of a run whatever
-the flags.
+the flags. For the same reason the tasks of one call that differ only in their flags are one work
+item: the scenario is built once and the flag sets run over one pass of its generated events
+(:func:`audit_tune.sim.api.run_many`).
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ from dataclasses import dataclass, replace
 
 from audit_tune.analysis.calibrate import InstanceModel
 from audit_tune.analysis.taskpool import KeyedRuns, Workers
-from audit_tune.sim.api import run
+from audit_tune.sim.api import run_many
 from audit_tune.sim.config import AuditFlags
+from audit_tune.sim.result import Result
 
 #: What makes two simulation tasks the same run: instance, flags, seed, scale, stretch, shape.
 TaskKey = tuple[str, AuditFlags, int, float, int, int, str]
+#: What makes two tasks the same workload (the task key without the flags).
+WorkloadKey = tuple[str, int, float, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class SimTask:
     def key(self) -> TaskKey:
         return (self.model.name, self.flags, self.seed, self.scale, self.lo, self.hi, self.shape)
 
+    def workload_key(self) -> WorkloadKey:
+        return (self.model.name, self.seed, self.scale, self.lo, self.hi, self.shape)
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -49,9 +57,19 @@ class RunSummary:
 
 
 def sim_task(task: SimTask, engine: str) -> RunSummary:
-    m = task.model
-    res = run(m.scenario(task.flags, task.seed, scale=task.scale, start=task.lo, stop=task.hi, shape=task.shape),
-              engine=engine)
+    return sim_tasks([task], engine)[0]
+
+
+def sim_tasks(tasks: list[SimTask], engine: str) -> list[RunSummary]:
+    """``[sim_task(t, engine) for t in tasks]`` for tasks of one workload (same :meth:`SimTask.workload_key`):
+    its scenario is built once, and every flag set runs over one pass of its events."""
+    t = tasks[0]
+    assert all(u.workload_key() == t.workload_key() for u in tasks)
+    sc = t.model.scenario(t.flags, t.seed, scale=t.scale, start=t.lo, stop=t.hi, shape=t.shape)
+    return [_summary(r) for r in run_many([sc.with_flags(u.flags) for u in tasks], engine=engine)]
+
+
+def _summary(res: Result) -> RunSummary:
     d = res.to_dict(series=False)
     return RunSummary(d["events_total"], d["errors"], d["peak_memory_bytes"], d["max_inflight_batches"],
                       d["max_buffer_occupancy"], d["delivery_latency_seconds"]["p99"],
@@ -62,13 +80,23 @@ def _pool_task(item: tuple[SimTask, str]) -> RunSummary:
     return sim_task(*item)
 
 
+def _pool_tasks(items: list[tuple[SimTask, str]]) -> list[RunSummary]:
+    return sim_tasks([t for t, _ in items], items[0][1])
+
+
+def _workload_of(item: tuple[SimTask, str]) -> tuple[WorkloadKey, str]:
+    return item[0].workload_key(), item[1]
+
+
 class Runner:
     """Runs simulation tasks on :class:`~analysis.taskpool.Workers` (in-process when ``jobs`` is 1),
-    each distinct task once (:class:`~analysis.taskpool.KeyedRuns`)."""
+    each distinct task once (:class:`~analysis.taskpool.KeyedRuns`); the tasks of one call with the
+    same workload run as one work item (:func:`sim_tasks`)."""
 
     def __init__(self, workers: Workers, engine: str = "fast") -> None:
         self.workers, self.engine = workers, engine
-        self._runs: KeyedRuns[TaskKey, tuple[SimTask, str], RunSummary] = KeyedRuns(workers, _pool_task)
+        self._runs: KeyedRuns[TaskKey, tuple[SimTask, str], RunSummary] = KeyedRuns(
+            workers, _pool_task, many=_pool_tasks, group=_workload_of)
         self._first_try: dict[TaskKey, RunSummary] = {}  # runs without a retry, by key without the backoff
 
     @property

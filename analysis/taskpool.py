@@ -11,7 +11,9 @@ comparison of the shown flag sets, the failure scenarios) runs through the same 
 item whose key was run before is not run again. Work it is told about ahead of time
 (:meth:`KeyedRuns.prefetch`) waits in a background queue and only fills processes the work asked
 for now (:meth:`KeyedRuns.map`) leaves idle, so it never delays the search and takes the cores the
-search's rounds leave idle. Results do not depend on ``jobs``: each item is a pure function of itself.
+search's rounds leave idle. Items of one call that share work (the recommender's flag sets of one
+workload) can run as one work item, their results still kept per key. Results do not depend on
+``jobs``: each item is a pure function of itself.
 """
 from __future__ import annotations
 
@@ -64,71 +66,96 @@ class Workers:
 
 
 class KeyedRuns(Generic[K, T, R]):
-    """``fn`` over keyed items on :class:`Workers`, each key run once; background prefetching."""
+    """``fn`` over keyed items on :class:`Workers`, each key run once; background prefetching.
 
-    def __init__(self, workers: Workers, fn: Callable[[T], R]) -> None:
-        self.workers, self.fn = workers, fn
+    With ``many`` and ``group``, the items of one call (:meth:`map` or :meth:`prefetch`) that run
+    and have the same ``group(item)`` are one work item ``many(items)``, which must return
+    ``[fn(x) for x in items]`` (cheaper when the items share work); results are still kept per key."""
+
+    def __init__(self, workers: Workers, fn: Callable[[T], R], many: Callable[[list[T]], list[R]] | None = None,
+                 group: Callable[[T], Hashable] | None = None) -> None:
+        self.workers, self.fn, self.many, self.group = workers, fn, many, group
         self._done: dict[K, R] = {}
-        self._running: dict[K, Future[R]] = {}
-        self._background: deque[tuple[K, T]] = deque()
+        self._running: dict[K, Future[list[R]]] = {}
+        self._live: dict[Future[list[R]], list[K]] = {}  # work items under way, with their keys in order
+        self._background: deque[list[tuple[K, T]]] = deque()
         self._queued: set[K] = set()
         self.runs = 0  # distinct items run (or started)
 
     def _known(self, k: K) -> bool:
         return k in self._done or k in self._running or k in self._queued
 
+    def _grouped(self, items: list[tuple[K, T]]) -> list[list[tuple[K, T]]]:
+        """Work items: the distinct keys of ``items`` not run yet, by ``group`` (first seen first)."""
+        by: dict[Hashable, list[tuple[K, T]]] = {}
+        seen: set[K] = set()
+        for n, (k, x) in enumerate(items):
+            if k in seen or k in self._done or k in self._running:
+                continue
+            seen.add(k)
+            by.setdefault(self.group(x) if self.group is not None and self.many is not None else n, []).append((k, x))
+        return list(by.values())
+
     def prefetch(self, items: list[tuple[K, T]]) -> None:
         """Items a later :meth:`map` will ask for: run them when a process would otherwise idle."""
         if not self.workers.parallel:
             return
-        for k, x in items:
-            if not self._known(k):
-                self._background.append((k, x))
-                self._queued.add(k)
+        for g in self._grouped([(k, x) for k, x in items if k not in self._queued]):
+            self._background.append(g)
+            self._queued.update(k for k, _ in g)
         self._top_up([])
 
-    def _start(self, k: K, x: T) -> None:
-        self._running[k] = self.workers.executor().submit(self.fn, x)
-        self.runs += 1
+    def _start(self, g: list[tuple[K, T]]) -> None:
+        ex = self.workers.executor()
+        f = ex.submit(_one, self.fn, g[0][1]) if len(g) == 1 or self.many is None else ex.submit(self.many, [x for _, x in g])
+        self._live[f] = [k for k, _ in g]
+        for k, _ in g:
+            self._running[k] = f
+        self.runs += len(g)
 
-    def _top_up(self, wanted: list[tuple[K, T]]) -> list[tuple[K, T]]:
-        """Start wanted items first, then background ones, while fewer than 2 x jobs run."""
+    def _top_up(self, wanted: list[list[tuple[K, T]]]) -> list[list[tuple[K, T]]]:
+        """Start wanted work items first, then background ones, while fewer than 2 x jobs run."""
         limit = 2 * self.workers.jobs
         rest = list(wanted)
-        while rest and len(self._running) < limit:
-            k, x = rest.pop(0)
-            self._start(k, x)
-        while self._background and not rest and len(self._running) < limit:
-            k, x = self._background.popleft()
-            self._queued.discard(k)
-            if k not in self._done and k not in self._running:
-                self._start(k, x)
+        while rest and len(self._live) < limit:
+            self._start(rest.pop(0))
+        while self._background and not rest and len(self._live) < limit:
+            g = self._background.popleft()
+            self._queued.difference_update(k for k, _ in g)
+            g = [(k, x) for k, x in g if k not in self._done and k not in self._running]
+            if g:
+                self._start(g)
         return rest
 
     def _collect(self, block: bool) -> None:
-        if not self._running:
+        if not self._live:
             return
-        done, _ = wait(list(self._running.values()), timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        for k in [k for k, f in self._running.items() if f in done]:
-            self._done[k] = self._running.pop(k).result()
+        done, _ = wait(list(self._live), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for f in done:
+            for k, r in zip(self._live.pop(f), f.result()):
+                self._done[k] = r
+                del self._running[k]
+
+    def _here(self, g: list[tuple[K, T]]) -> None:
+        xs = [x for _, x in g]
+        res = self.many(xs) if len(g) > 1 and self.many is not None else [self.fn(xs[0])]
+        for (k, _), r in zip(g, res):
+            self._done[k] = r
+        self.runs += len(g)
 
     def map(self, items: list[tuple[K, T]]) -> list[R]:
         """Results in item order; an item whose key was run (or is running, or queued) is not run again."""
         keys = [k for k, _ in items]
         if not self.workers.parallel:
-            for k, x in items:
-                if k not in self._done:
-                    self._done[k] = self.fn(x)
-                    self.runs += 1
+            for g in self._grouped(items):
+                self._here(g)
             return [self._done[k] for k in keys]
-        todo: dict[K, T] = {}
-        for k, x in items:
-            if k in self._queued:  # asked for now: out of the background queue
-                self._queued.discard(k)
-                self._background = deque((kk, xx) for kk, xx in self._background if kk != k)
-            if k not in self._done and k not in self._running:
-                todo.setdefault(k, x)
-        rest = self._top_up(list(todo.items()))
+        asked = {k for k in keys if k in self._queued}
+        if asked:  # asked for now: out of the background queue
+            self._queued -= asked
+            self._background = deque(g2 for g in self._background
+                                     if (g2 := [(k, x) for k, x in g if k not in asked]))
+        rest = self._top_up(self._grouped(items))
         while any(k not in self._done for k in keys):
             self._collect(block=True)
             rest = self._top_up(rest)
@@ -136,8 +163,14 @@ class KeyedRuns(Generic[K, T, R]):
         return [self._done[k] for k in keys]
 
     def close(self) -> None:
-        for f in self._running.values():
+        for f in self._live:
             f.cancel()
+        self._live.clear()
         self._running.clear()
         self._background.clear()
         self._queued.clear()
+
+
+def _one(fn: Callable[[T], R], x: T) -> list[R]:
+    """One item's work item (module level, so it pickles with ``fn``)."""
+    return [fn(x)]

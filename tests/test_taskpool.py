@@ -39,3 +39,42 @@ def test_one_process_runs_in_process_and_ignores_prefetch():
     assert runs.runs == 0
     assert runs.map([(2, 2), (2, 2)]) == [(4, os.getpid())] * 2 and runs.runs == 1
     w.close()
+
+
+def square_alone(x: int) -> tuple[int, int]:
+    return x * x, 1
+
+
+def squares_together(xs: list[int]) -> list[tuple[int, int]]:
+    """Each square with the size of the work item it ran in."""
+    return [(x * x, len(xs)) for x in xs]
+
+
+def parity(x: int) -> int:
+    return x % 2
+
+
+def test_items_of_one_call_with_the_same_group_run_as_one_work_item():
+    w = Workers(1)
+    runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_alone, many=squares_together, group=parity)
+    assert runs.map([(f"k{x}", x) for x in (0, 1, 2, 3, 4, 2)]) == [(0, 3), (1, 2), (4, 3), (9, 2), (16, 3), (4, 3)]
+    assert runs.runs == 5
+    # a later call: the known keys come from the cache, the new ones group among themselves
+    assert runs.map([(f"k{x}", x) for x in (4, 5, 6)]) == [(16, 3), (25, 1), (36, 1)] and runs.runs == 7
+
+
+def test_grouped_work_items_on_processes_keep_results_per_key():
+    w = Workers(2)
+    try:
+        runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_alone, many=squares_together, group=parity)
+        runs.prefetch([(f"k{x}", x) for x in range(6)])  # two work items of 3, both started at once
+        got = runs.map([(f"k{x}", x) for x in (5, 1, 7, 9, 1)])
+        if w.parallel:
+            assert got == [(25, 3), (1, 3), (49, 2), (81, 2), (1, 3)]  # k7 and k9: one new item of 2
+            assert runs.runs == 8
+        again = runs.map([(f"k{x}", x) for x in range(10)])
+        assert [r[0] for r in again] == [x * x for x in range(10)] and runs.runs == 10
+        if w.parallel:
+            assert [r[1] for r in again] == [3, 3, 3, 3, 3, 3, 2, 2, 2, 2]  # k6 and k8: one new item of 2
+    finally:
+        w.close()

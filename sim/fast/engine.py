@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -64,67 +64,114 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
         res = ref(sc, progress)
         res.engine = f"fast (reference model: {why})"
         return res
+    return run_lanes([sc], progress)[0]
+
+
+def run_lanes(scs: Sequence[Scenario], progress: Callable[[float], None] | None = None) -> list[Result]:
+    """Validated scenarios (``fallback_reason`` None) over one pass of their events: one, or several
+    with the same events (``shared.same_events``); each result is :func:`run`'s but for ``wall_seconds``."""
     wall0 = time.perf_counter()
-    w = sc.workload
-    insts: list[InstanceStats] = []
-    ends: list[float] = []
-    lives = []
+    w = scs[0].workload
+    per: list[list[_Lane]] = [[] for _ in scs]
     for i in range(w.instances):
-        stats = {name: BackendStats(name, sc.flags.backend(name).mode, sc.interval) for name in sc.enabled}
-        st = InstanceStats(f"apiserver-{i}", stats)
-        plan = Plan(w, sc.shutdown, sc.request_timeout, sc.seed, i) if sc.drain else None
-        router = EventRouter(w, sc.seed, i, plan) if plan is not None else None
-        while True:
-            lt = plan.current if plan is not None else None
-            runners = {name: _Backend(sc, i, name, sc.flags.backend(name), stats[name], lt) for name in sc.enabled}
-            held: tuple[EventChunk, int] | None = None  # one chunk held back: the last is fed as final
-            fsrc = arrivals.source(sc, i)
-            src = iter(()) if fsrc is not None else router.chunks() if router is not None else iter_events(w, sc.seed, i)
-            if fsrc is not None:
-                _run_fused(fsrc, next(iter(runners.values())), st, progress if i == 0 else None)
-            for chunk in src:
-                st.requests_total += add_level_counts(w, st.level_total, chunk.class_counts)
-                if plan is None and len(chunk) and chunk.t[-1] >= w.duration:
-                    chunk = _head(chunk, int(np.searchsorted(chunk.t, w.duration, side="left")))
-                n = len(chunk)
-                if not n:
-                    continue
-                if held is not None:
-                    for r in runners.values():
-                        r.feed(held[0], held[1], final=False)
-                held = (chunk, st.events_total)
-                st.events_total += n
-                if progress and i == 0:
-                    progress(min(float(chunk.t[-1]) / w.duration, 1.0))
-            for r in runners.values():
-                if held is not None:
-                    r.feed(held[0], held[1], final=True)
-                elif fsrc is None:
-                    r.feed(None, st.events_total, final=True)
-            if plan is None or lt is None:
-                ends.append(w.duration)
-                break
-            last = plan.final
-            closed = plan.close(max(r.finish_time() for r in runners.values()))
-            primary = "webhook" if "webhook" in runners else "log"
-            for name, r in runners.items():
-                gone = r.settle(closed, primary=name == primary)
-                if name == primary:
-                    st.events_total -= gone
-            if last:
-                ends.append(closed.exit)
-                break
-        if plan is not None and router is not None:  # the router exists exactly when there is a plan
-            lives.append((plan, router.refused))
-        insts.append(st)
-    end = max(ends)
-    for st in insts:
-        st.end_time = end
-    res = Result(ENGINE, sc.seed, result_config(sc), insts, "webhook" if "webhook" in sc.enabled else "log",
-                 simulated_seconds=end, wall_seconds=time.perf_counter() - wall0, interval=sc.interval)
-    if lives:
-        res.extra.update(shutdown_report(lives))
-    return res
+        for k, lane in enumerate(_instance(scs, i, progress if i == 0 else None)):
+            per[k].append(lane)
+    wall = (time.perf_counter() - wall0) / len(scs)
+    out: list[Result] = []
+    for sc, lanes in zip(scs, per):
+        end = max(ln.end for ln in lanes)
+        for ln in lanes:
+            ln.st.end_time = end
+        res = Result(ENGINE, sc.seed, result_config(sc), [ln.st for ln in lanes],
+                     "webhook" if "webhook" in sc.enabled else "log", simulated_seconds=end, wall_seconds=wall,
+                     interval=sc.interval)
+        if sc.drain:
+            res.extra.update(shutdown_report([(ln.plan, ln.refused) for ln in lanes if ln.plan is not None]))
+        out.append(res)
+    return out
+
+
+def _instance(scs: Sequence[Scenario], i: int, progress: Callable[[float], None] | None) -> list[_Lane]:
+    """Apiserver ``i`` of each scenario, lifetime by lifetime; each chunk fed to every lane's backends."""
+    sc = scs[0]
+    w = sc.workload
+    lanes = [_Lane(s, i) for s in scs]
+    plan = lanes[0].plan
+    router = EventRouter(w, sc.seed, i, plan) if plan is not None else None
+    while True:
+        for ln in lanes:
+            ln.start()
+        fsrc = arrivals.source(sc, i) if len(lanes) == 1 else None
+        src = iter(()) if fsrc is not None else router.chunks() if router is not None else iter_events(w, sc.seed, i)
+        if fsrc is not None:
+            _run_fused(fsrc, next(iter(lanes[0].runners.values())), lanes[0].st, progress)
+        for chunk in src:
+            for ln in lanes:
+                ln.st.requests_total += add_level_counts(w, ln.st.level_total, chunk.class_counts)
+            if plan is None and len(chunk) and chunk.t[-1] >= w.duration:
+                chunk = _head(chunk, int(np.searchsorted(chunk.t, w.duration, side="left")))
+            if not len(chunk):
+                continue
+            for ln in lanes:
+                ln.push(chunk)
+            if progress:
+                progress(min(float(chunk.t[-1]) / w.duration, 1.0))
+        if all([ln.close(fsrc is not None) for ln in lanes]):
+            break
+    for ln in lanes:
+        ln.refused = router.refused if router is not None else 0
+    return lanes
+
+
+class _Lane:
+    """One scenario's apiserver: statistics, lifetimes, backends, the chunk held back (the last is final)."""
+
+    def __init__(self, sc: Scenario, i: int) -> None:
+        self.sc, self.i = sc, i
+        self.stats = {name: BackendStats(name, sc.flags.backend(name).mode, sc.interval) for name in sc.enabled}
+        self.st = InstanceStats(f"apiserver-{i}", self.stats)
+        self.plan = Plan(sc.workload, sc.shutdown, sc.request_timeout, sc.seed, i) if sc.drain else None
+        self.runners: dict[str, _Backend] = {}
+        self.held: tuple[EventChunk, int] | None = None
+        self.end = math.nan
+        self.refused = 0
+
+    def start(self) -> None:
+        """The backends of the next lifetime (the whole run without a shutdown plan)."""
+        sc, lt = self.sc, self.plan.current if self.plan is not None else None
+        self.runners = {name: _Backend(sc, self.i, name, sc.flags.backend(name), self.stats[name], lt)
+                        for name in sc.enabled}
+        self.held = None
+
+    def push(self, chunk: EventChunk) -> None:
+        if self.held is not None:
+            for r in self.runners.values():
+                r.feed(self.held[0], self.held[1], final=False)
+        self.held = (chunk, self.st.events_total)
+        self.st.events_total += len(chunk)
+
+    def close(self, fused: bool) -> bool:
+        """Feed the last chunk as final and end the lifetime; True when it was the last one."""
+        st, held = self.st, self.held
+        for r in self.runners.values():
+            if held is not None:
+                r.feed(held[0], held[1], final=True)
+            elif not fused:
+                r.feed(None, st.events_total, final=True)
+        plan, self.held = self.plan, None
+        if plan is None:
+            self.end, self.runners = self.sc.workload.duration, {}
+            return True
+        last = plan.final
+        closed = plan.close(max(r.finish_time() for r in self.runners.values()))
+        primary = "webhook" if "webhook" in self.runners else "log"
+        for name, r in self.runners.items():
+            gone = r.settle(closed, primary=name == primary)
+            if name == primary:
+                st.events_total -= gone
+        if last:
+            self.end, self.runners = closed.exit, {}  # only the statistics and the plan outlive the pass
+        return last
 
 
 def _run_fused(src: arrivals.Source, backend: _Backend, st: InstanceStats,
