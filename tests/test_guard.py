@@ -83,7 +83,7 @@ def test_context_selection_and_errors(tmp_path):
     with pytest.raises(InputError, match="contexts: kind-x, prod") as e:
         classify(p, context="nope")
     assert SECRET not in str(e.value)
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="missing: no such file"):
         classify(tmp_path / "missing")
 
 

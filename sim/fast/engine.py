@@ -57,7 +57,6 @@ def fallback_reason(sc: Scenario) -> str | None:
 
 
 def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result:
-    keep_large_blocks()  # the work arrays of every chunk reuse freed heap (audit_tune/basics/heap.py)
     sc.validate()
     why = fallback_reason(sc)
     if why:
@@ -70,6 +69,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
 def run_lanes(scs: Sequence[Scenario], progress: Callable[[float], None] | None = None) -> list[Result]:
     """Validated scenarios (``fallback_reason`` None) over one pass of their events: one, or several
     with the same events (``shared.same_events``); each result is :func:`run`'s but for ``wall_seconds``."""
+    keep_large_blocks()  # the work arrays of every chunk reuse freed heap (audit_tune/basics/heap.py)
     wall0 = time.perf_counter()
     w = scs[0].workload
     per: list[list[_Lane]] = [[] for _ in scs]
