@@ -17,6 +17,8 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from audit_tune.sim.stats import span_samples
+
 WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE, DISPATCH, AFTER = 0, 1, 2, 3, 4, 5, 6
 # DISPATCH (hand the pending batch to the delegate) and AFTER (stop check, next window) are
 # transient: the advance loop always leaves in WAIT, BLOCKED_*, or DONE.
@@ -25,7 +27,7 @@ WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE, DISPATCH, AFTER = 0, 1, 2, 3
 S_MODE, S_DEADLINE, S_BLOCK_END, S_TOKENS, S_LAST, S_BATCH_N, S_STOPPING, S_SEQ, S_END, S_PEND_N = range(10)
 N_STATE = 10
 # params P
-P_CAP, P_MAX, P_WAIT, P_THR, P_QPS, P_BURST, P_SYNC, P_PER_BATCH = range(8)
+P_CAP, P_MAX, P_WAIT, P_THR, P_QPS, P_BURST, P_SYNC, P_PER_BATCH, P_INTERVAL = range(9)
 # counters C (float64): outputs of one call
 C_ACC_N, C_QH, C_NB, C_NO, C_DROPS, C_FIRST_DROP, C_TW, C_MAXOCC = range(8)
 
@@ -414,21 +416,5 @@ def batch_bytes(asz: np.ndarray, acc: np.ndarray, a: np.ndarray, n: np.ndarray) 
     return out
 
 
-@nb.njit(cache=True)
-def ok_latencies(end: np.ndarray, ok: np.ndarray, n: np.ndarray, ev_t: np.ndarray) -> np.ndarray:
-    """Delivery latency (batch end - event time) of every event of a delivered batch, in event
-    order; ``ev_t`` holds the batches' events back to back."""
-    count = 0
-    for j in range(len(n)):
-        if ok[j]:
-            count += n[j]
-    out = np.empty(count)
-    c = 0
-    off = 0
-    for j in range(len(n)):
-        if ok[j]:
-            for i in range(n[j]):
-                out[c] = end[j] - ev_t[off + i]
-                c += 1
-        off += n[j]
-    return out
+# delivery latency (batch end - event time) of every event of a delivered batch, in event order
+ok_latencies = span_samples

@@ -153,7 +153,7 @@ class _Backend:
         c = opts.batch
         self.P = np.array([c.buffer_size, c.max_batch_size, c.max_batch_wait, 1.0 if c.throttle_enable else 0.0,
                            c.effective_qps, float(c.throttle_burst), 0.0 if c.async_delegate else 1.0,
-                           sc.log_writer.per_batch])
+                           sc.log_writer.per_batch, stats.occupancy.interval])
         first = life is None or life.up == 0.0
         self.S = col.new_state(initial_tokens(c.throttle_burst, sc.throttle_initial_tokens if first else None))
         up = life.up if life is not None else 0.0
@@ -330,9 +330,9 @@ class _Backend:
         nq = len(self.q_t)
         need = nq + FUSED_CALL + FUSED_SLACK
         if len(self.work_t) < need:
-            self.work_t, self.work_obs = np.empty(need), np.empty((2, 2 * need + 4))
+            self.work_t, self.work_obs = np.empty(need), np.empty((3, 2 * need + 4))
             self.work_d, self.work_an = np.empty(need + 2), np.empty((2, need + 2), dtype=np.int64)
-        acc_t, (obs_t, obs_v) = self.work_t, self.work_obs
+        acc_t = self.work_t
         acc_t[:nq] = self.q_t
         G = src.G
         G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
@@ -341,7 +341,9 @@ class _Backend:
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
         mode = int(self.S[col.S_MODE])
         assert mode != col.DONE or src.ended  # the stop is never before the last arrival here
-        self._collected(obs_t, obs_v)
+        self._counted()
+        runs = self.work_obs[:, :int(C[col.C_NO])]
+        self.stats.occupancy.add_runs(runs[0].astype(np.int64), runs[1], runs[2])
         self.acc_events += acc_n - nq
         if nbt:
             d, a, n = self.work_d[:nbt].copy(), self.work_an[0, :nbt].copy(), self.work_an[1, :nbt].copy()
@@ -365,22 +367,20 @@ class _Backend:
             st.in_flight_at_end = self.acc_events - self.released_events
 
     def _collected(self, obs_t: np.ndarray, obs_v: np.ndarray) -> None:
-        """The collector's counters of one call: drops, throttle wait, occupancy."""
+        """The collector's counters of one call, and its occupancy observations."""
+        self._counted()
+        no = int(self.C[col.C_NO])
+        if no:
+            self.stats.occupancy.add_runs(*col.interval_runs(obs_t[:no], obs_v[:no], self.stats.occupancy.interval))
+
+    def _counted(self) -> None:
+        """The collector's counters of one call: drops, throttle wait, largest occupancy."""
         C, st = self.C, self.stats
-        drops, no = int(C[col.C_DROPS]), int(C[col.C_NO])
+        drops = int(C[col.C_DROPS])
         if drops:
             st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
         st.throttle_wait += float(C[col.C_TW])
         st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
-        if no:
-            occ = st.occupancy
-            keys, maxes, lasts = col.interval_runs(obs_t[:no], obs_v[:no], occ.interval)
-            # only the first interval can have been seen before (observations come in time order)
-            occ.observe_runs(keys[:1], maxes[:1], lasts[:1])
-            if len(keys) > 1:
-                k = keys[1:].tolist()
-                occ.maxes.update(zip(k, maxes[1:].tolist()))
-                occ.lasts.update(zip(k, lasts[1:].tolist()))
 
     def _batch_sizes(self, n: np.ndarray) -> None:
         st = self.stats
@@ -404,9 +404,7 @@ class _Backend:
             st.attempts_by_code["<error>" if c < 0 else str(c)] += v
         done: np.ndarray = end < self.horizon
         okb = out.ok & done
-        lat = col.ok_latencies(end, okb, n, ev_t)
-        st.delivered += len(lat)
-        st.delivery.add(lat)
+        st.delivered += st.delivery.add_spans(end, okb, n, ev_t)
         failb = ~out.ok & done
         if failb.any():
             st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))
