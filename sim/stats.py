@@ -317,43 +317,6 @@ class Quantiles:
         return {"p50": p50, "p90": p90, "p99": p99, "max": self.max, "mean": self.total / self.count}
 
 
-@nb.njit(cache=True, inline="always")
-def series_observe(t: float, v: float, runs: F64, no: int, safe: float, mx: float, last: float,
-                   interval: float) -> tuple[int, float, float, float]:
-    """One observation (time ``t`` in order, value ``v``) into per-interval runs made in compiled
-    code: ``runs[0]`` interval index, ``runs[1]`` max, ``runs[2]`` last value of each of the
-    ``no`` runs so far, the last one open: its max and last value are carried in ``mx`` and
-    ``last`` (written by :func:`series_close`); ``safe`` is a time below which ``t // interval``
-    is surely the open run's index. Start with ``no = 0``, ``safe = -inf``. The reduction of
-    :meth:`SeriesMax.observe_many` (``//`` on floats is numpy's floor division); returns the new
-    ``(no, safe, mx, last)``."""
-    if t < safe:
-        return no, safe, (v if v > mx else mx), v
-    return _series_step(t, v, runs, no, mx, last, interval)
-
-
-@nb.njit(cache=True)
-def _series_step(t: float, v: float, runs: F64, no: int, mx: float, last: float,
-                 interval: float) -> tuple[int, float, float, float]:
-    """:func:`series_observe` at a time not known to be in the open run's interval (out of line:
-    once per interval)."""
-    k = np.int64(t // interval)
-    safe = (k + 1) * interval * (1.0 - 1e-12) if interval > 0 else -np.inf
-    if no == 0 or k != runs[0, no - 1]:
-        if no > 0:
-            runs[1, no - 1], runs[2, no - 1] = mx, last
-        runs[0, no] = k
-        return no + 1, safe, v, v
-    return no, safe, (v if v > mx else mx), v
-
-
-@nb.njit(cache=True, inline="always")
-def series_close(runs: F64, no: int, mx: float, last: float) -> None:
-    """Write the open run of :func:`series_observe` to ``runs``."""
-    if no > 0:
-        runs[1, no - 1], runs[2, no - 1] = mx, last
-
-
 class SeriesMax:
     """Per-interval maximum of a quantity that changes at discrete instants (observed in time order).
 

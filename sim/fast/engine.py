@@ -153,7 +153,7 @@ class _Backend:
         c = opts.batch
         self.P = np.array([c.buffer_size, c.max_batch_size, c.max_batch_wait, 1.0 if c.throttle_enable else 0.0,
                            c.effective_qps, float(c.throttle_burst), 0.0 if c.async_delegate else 1.0,
-                           sc.log_writer.per_batch, stats.occupancy.interval])
+                           sc.log_writer.per_batch])
         first = life is None or life.up == 0.0
         self.S = col.new_state(initial_tokens(c.throttle_burst, sc.throttle_initial_tokens if first else None))
         up = life.up if life is not None else 0.0
@@ -330,20 +330,18 @@ class _Backend:
         nq = len(self.q_t)
         need = nq + FUSED_CALL + FUSED_SLACK
         if len(self.work_t) < need:
-            self.work_t, self.work_obs = np.empty(need), np.empty((3, 2 * need + 4))
+            self.work_t, self.work_obs = np.empty(need), np.empty((2, 2 * need + 4))
             self.work_d, self.work_an = np.empty(need + 2), np.empty((2, need + 2), dtype=np.int64)
-        acc_t = self.work_t
+        acc_t, (obs_t, obs_v) = self.work_t, self.work_obs
         acc_t[:nq] = self.q_t
         G = src.G
         G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
-        fused.run_fused(src.gen, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
+        fused.run_fused(src.state, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
         C = self.C
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
         mode = int(self.S[col.S_MODE])
         assert mode != col.DONE or src.ended  # the stop is never before the last arrival here
-        self._counted()
-        runs = self.work_obs[:, :int(C[col.C_NO])]
-        self.stats.occupancy.add_runs(runs[0].astype(np.int64), runs[1], runs[2])
+        self._collected(obs_t, obs_v)
         self.acc_events += acc_n - nq
         if nbt:
             d, a, n = self.work_d[:nbt].copy(), self.work_an[0, :nbt].copy(), self.work_an[1, :nbt].copy()
@@ -367,20 +365,15 @@ class _Backend:
             st.in_flight_at_end = self.acc_events - self.released_events
 
     def _collected(self, obs_t: np.ndarray, obs_v: np.ndarray) -> None:
-        """The collector's counters of one call, and its occupancy observations."""
-        self._counted()
-        no = int(self.C[col.C_NO])
-        if no:
-            self.stats.occupancy.add_runs(*col.interval_runs(obs_t[:no], obs_v[:no], self.stats.occupancy.interval))
-
-    def _counted(self) -> None:
-        """The collector's counters of one call: drops, throttle wait, largest occupancy."""
+        """The collector's counters of one call: drops, throttle wait, occupancy."""
         C, st = self.C, self.stats
-        drops = int(C[col.C_DROPS])
+        drops, no = int(C[col.C_DROPS]), int(C[col.C_NO])
         if drops:
             st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
         st.throttle_wait += float(C[col.C_TW])
         st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
+        if no:
+            st.occupancy.add_runs(*col.interval_runs(obs_t[:no], obs_v[:no], st.occupancy.interval))
 
     def _batch_sizes(self, n: np.ndarray) -> None:
         st = self.stats

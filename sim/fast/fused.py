@@ -8,8 +8,7 @@ buffer at a time, inside this loop.
 :func:`run_fused` is ``collector.run_collector`` (read its docstring for the model and the tie
 rules) with ``at[i]`` replaced by that stream: an arrival is drawn when the collector needs it,
 dropped arrivals only count, and accepted ones are written once, as times (``acc_t``), for the
-engine's batch, latency and memory bookkeeping; the buffer occupancy is reduced per interval on the
-way, never stored per observation. A call stops after about ``K`` arrivals (never
+engine's batch, latency and memory bookkeeping. A call stops after about ``K`` arrivals (never
 inside a group of equal times) with the collector's state saved, like a chunk boundary.
 
 Only the asynchronous (webhook) delegate runs here; the engine uses the array path for everything
@@ -21,7 +20,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from audit_tune.sim.fast import arrivals
+from audit_tune.sim.fast import arrivals, pcg64
 from audit_tune.sim.fast.collector import (
     AFTER,
     BLOCKED_DISPATCH,
@@ -39,7 +38,6 @@ from audit_tune.sim.fast.collector import (
     DRAIN,
     P_BURST,
     P_CAP,
-    P_INTERVAL,
     P_MAX,
     P_QPS,
     P_THR,
@@ -56,7 +54,6 @@ from audit_tune.sim.fast.collector import (
     S_TOKENS,
     WAIT,
 )
-from audit_tune.sim.stats import series_close, series_observe
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -72,19 +69,18 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
 
 
 @nb.njit(cache=True)
-def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64, runs: F64,
+def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
               out_d: F64, out_an: I64) -> None:
-    """Run the collector over the next arrivals of the stream ``g``/``G``. ``acc_t[:nq]`` holds the
-    carried queue (the partial or pending batch first); ``G`` also carries the stop time, the
-    horizon, ``nq`` and about how many arrivals this call may draw. Outputs as ``run_collector``:
+    """Run the collector over the next arrivals of the stream ``st``/``G`` (``Source.state`` and
+    ``Source.G``). ``acc_t[:nq]`` holds the carried queue (the partial or pending batch first);
+    ``G`` also carries the stop time, the horizon, ``nq`` and about how many arrivals this call
+    may draw. Outputs as ``run_collector``:
     counters in ``C``, batches (dispatch time; first accepted position and size in ``out_an``),
-    the buffer occupancy reduced per interval (``P[P_INTERVAL]``) as it is observed, into the
-    ``C[C_NO]`` runs of ``runs`` (:func:`sim.stats.series_observe`); the state in ``S`` and ``G``."""
+    occupancy observations (times, values) in ``obs``; the state in ``S`` and ``G``."""
     t_stop, horizon, nq, K = G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], int(G[arrivals.G_NQ]), int(G[arrivals.G_K])
     buf = G[arrivals.N_GEN:]
     out_a, out_n = out_an[0], out_an[1]
-    interval = P[P_INTERVAL]
-    safe, omx, olast = -np.inf, 0.0, 0.0  # occupancy runs of this call: see stats.series_observe
+    obs_t, obs_v = obs[0], obs[1]
     n_acc = len(acc_t)
     INF = np.inf
     cap = int(P[P_CAP])
@@ -107,7 +103,7 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
     end_time = S[S_END]
     if np.isnan(deadline):
         deadline = max_wait if use_timer else INF
-    bi, bn, ended = arrivals.begin(g, G, buf)
+    bi, bn, ended = arrivals.begin(st, G, buf)
     count = 0
     last_t = G[arrivals.G_LAST]
 
@@ -144,7 +140,9 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                             k = min(limit - batch_n, acc_n - qh)
                             qh += k
                             batch_n += k
-                            no, safe, omx, olast = series_observe(T, float(acc_n - qh), runs, no, safe, omx, olast, interval)
+                            obs_t[no] = T
+                            obs_v[no] = acc_n - qh
+                            no += 1
                             continue
                         break
                     if not close:
@@ -189,7 +187,9 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                         if k == 0:
                             break
                         qh += k
-                        no, safe, omx, olast = series_observe(T, float(acc_n - qh), runs, no, safe, omx, olast, interval)
+                        obs_t[no] = T
+                        obs_v[no] = acc_n - qh
+                        no += 1
                         if thr:
                             tokens, w = _reserve(tokens, last, T, qps, burst)
                             last = T
@@ -227,8 +227,11 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                     break
                 acc_t[acc_n] = ta  # room: this call accepts fewer than K arrivals in tight loops
                 acc_n += 1
-                no, safe, omx, olast = series_observe(ta, 1.0, runs, no, safe, omx, olast, interval)
-                no, safe, omx, olast = series_observe(ta, 0.0, runs, no, safe, omx, olast, interval)
+                obs_t[no] = ta
+                obs_v[no] = 1
+                obs_t[no + 1] = ta
+                obs_v[no + 1] = 0
+                no += 2
                 qh += 1
                 batch_n += 1
                 T = ta
@@ -245,21 +248,25 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(g, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 if acc_n >= n_acc:
                     raise IndexError("fused collector: accepted-times buffer full")
                 acc_t[acc_n] = ta
                 acc_n += 1
-                no, safe, omx, olast = series_observe(ta, 1.0, runs, no, safe, omx, olast, interval)
+                obs_t[no] = ta
+                obs_v[no] = 1
+                no += 1
                 if max_occ < 1:
                     max_occ = 1
                 if not ended and buf[bi] == ta:
                     break  # the rest of the group arrives in the general step, then the collector
                 qh += 1
                 batch_n += 1
-                no, safe, omx, olast = series_observe(ta, 0.0, runs, no, safe, omx, olast, interval)
+                obs_t[no] = ta
+                obs_v[no] = 0
+                no += 1
                 T = ta
         elif mode == BLOCKED_DISPATCH or mode == BLOCKED_WRITE:
             # (b) the collector is blocked: arrivals strictly before it resumes, the stop and the
@@ -290,7 +297,9 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                         else:
                             acc_t[acc_n] = ta
                             acc_n += 1
-                            no, safe, omx, olast = series_observe(ta, float(occ + 1), runs, no, safe, omx, olast, interval)
+                            obs_t[no] = ta
+                            obs_v[no] = occ + 1
+                            no += 1
                             if occ + 1 > max_occ:
                                 max_occ = occ + 1
                         j += 1
@@ -301,14 +310,14 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                 bi = j
                 if bi < bn:
                     break
-                bi, bn, ended = arrivals.refill(g, G, buf)
+                bi, bn, ended = arrivals.refill(st, G, buf)
             while not ended and (count < K or buf[bi] == last_t):
                 ta = buf[bi]
                 if not ta < lim:
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(g, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
@@ -321,7 +330,9 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                         raise IndexError("fused collector: accepted-times buffer full")
                     acc_t[acc_n] = ta
                     acc_n += 1
-                    no, safe, omx, olast = series_observe(ta, float(occ + 1), runs, no, safe, omx, olast, interval)
+                    obs_t[no] = ta
+                    obs_v[no] = occ + 1
+                    no += 1
                     if occ + 1 > max_occ:
                         max_occ = occ + 1
         avail = not ended and (count < K or buf[bi] == last_t)
@@ -342,7 +353,7 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
             while not ended and buf[bi] == ta:
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(g, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
@@ -355,7 +366,9 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                         raise IndexError("fused collector: accepted-times buffer full")
                     acc_t[acc_n] = ta
                     acc_n += 1
-                    no, safe, omx, olast = series_observe(ta, float(occ + 1), runs, no, safe, omx, olast, interval)
+                    obs_t[no] = ta
+                    obs_v[no] = occ + 1
+                    no += 1
                     if occ + 1 > max_occ:
                         max_occ = occ + 1
             if ts == ta:
@@ -392,7 +405,6 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
     S[S_SEQ] = seq
     S[S_END] = end_time
     S[S_PEND_N] = pend_n
-    series_close(runs, no, omx, olast)
     C[C_ACC_N] = acc_n
     C[C_QH] = qh
     C[C_NB] = nbt
