@@ -34,7 +34,8 @@ def ratio_bucket(r: F64) -> I64:
     """Histogram bucket of ratios ``r = max(x, 1 µs) / 1 µs``: ``floor(64 log2 r) + 1``, capped."""
     with np.errstate(divide="ignore", invalid="ignore"):
         idx = np.floor(np.log2(r) * _BUCKETS_PER_DOUBLING).astype(np.int64) + 1
-    return np.clip(idx, 0, _NB)
+    out: I64 = np.clip(idx, 0, _NB)
+    return out
 
 
 def bucket_index(x: F64) -> I64:
@@ -134,7 +135,7 @@ def _pairwise_block(a: F64, lo: int, n: int) -> float:
     while i < lo + n:
         res += a[i]
         i += 1
-    return res
+    return res  # type: ignore[no-any-return]  # numba-compiled: a float64 element
 
 
 @nb.njit(cache=True)
@@ -170,7 +171,7 @@ def pairwise_sum(a: F64, n: int) -> float:
             nv -= 1
             vals[nv - 1] = vals[nv - 1] + vals[nv]
             top -= 1
-    return vals[0]
+    return vals[0]  # type: ignore[no-any-return]  # numba-compiled: a float64 element
 
 
 @nb.njit(cache=True)
@@ -233,7 +234,7 @@ class Quantiles:
         self.exact_cap = exact_cap
         self._parts: list[F64] = []
         self._n_exact = 0
-        self._hist: I64 | None = None
+        self._hist: np.ndarray | None = None
         self.count = 0
         self.total = 0.0
         self.max = 0.0

@@ -68,7 +68,7 @@ def next64(st: U64) -> np.uint64:
     lo, hi = st[0], st[1]
     new_lo = lo * _MULT_LO + st[2]
     carry = np.uint64(1) if new_lo < lo * _MULT_LO else np.uint64(0)
-    new_hi = _mulhi(lo, _MULT_LO) + lo * _MULT_HI + hi * _MULT_LO + st[3] + carry
+    new_hi = _mulhi(lo, _MULT_LO) + lo * _MULT_HI + hi * _MULT_LO + st[3] + carry  # type: ignore[call-arg]
     st[0], st[1] = new_lo, new_hi
     x = new_hi ^ new_lo
     rot = new_hi >> np.uint64(58)
@@ -89,8 +89,8 @@ def standard_exponential(st: U64) -> float:
         ri >>= np.uint64(8)
         x = ri * we_double[idx]
         if ri < ke_double[idx]:
-            return x
+            return x  # type: ignore[no-any-return]  # numba-compiled: float64
         if idx == 0:
-            return ziggurat_exp_r - np.log1p(-_next_double(st))
+            return ziggurat_exp_r - np.log1p(-_next_double(st))  # type: ignore[no-any-return]
         if (fe_double[idx - np.uint64(1)] - fe_double[idx]) * _next_double(st) + fe_double[idx] < np.exp(-x):
-            return x
+            return x  # type: ignore[no-any-return]
