@@ -17,7 +17,6 @@ The state is read and written in place (:func:`state_of`: the four 64-bit words 
 from __future__ import annotations
 
 import ctypes
-from typing import Any
 
 import numba as nb
 import numpy as np
@@ -50,11 +49,11 @@ def state_of(g: np.random.Generator) -> U64:
 
 
 @intrinsic
-def _mulhi(typingctx: Any, a: Any, b: Any) -> Any:
+def _mulhi(typingctx: object, a: object, b: object) -> tuple[object, object]:
     """The high 64 bits of the 128-bit product of two unsigned 64-bit integers."""
     sig = types.uint64(types.uint64, types.uint64)
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+    def codegen(context: object, builder: ir.IRBuilder, signature: object, args: list[ir.Value]) -> ir.Value:
         i128 = ir.IntType(128)
         p = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
         return builder.trunc(builder.lshr(p, ir.Constant(i128, 64)), ir.IntType(64))
