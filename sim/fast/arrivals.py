@@ -4,20 +4,21 @@ For Poisson arrivals at a constant rate, :func:`sim.workload.iter_requests` draw
 exponential gaps from the instance's ``S_ARRIVALS`` PCG64 stream, ``m`` at a time per chunk of
 time, keeps the points before the chunk's end and discards the rest of that draw (the process is
 memoryless). :func:`fill` replays exactly those steps from the same ``numpy.random.Generator``
-(numba runs numpy's own bit generator and the same ziggurat, bit for bit), a buffer of
-``BUFFER`` arrivals at a time; ``tests/test_fused.py`` checks the stream against
+(:mod:`sim.fast.pcg64`: numpy's PCG64 and ziggurat inline, on the generator's own state, bit for
+bit), a buffer of ``BUFFER`` arrivals at a time; ``tests/test_fused.py`` checks the stream against
 ``iter_requests``. :func:`source` says which scenarios the fused path serves.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
 import numpy.typing as npt
 
 from audit_tune.sim import rng
+from audit_tune.sim.fast import pcg64
 from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.workload import LEVELS, META_SIZE, chunk_seconds
 
@@ -40,6 +41,10 @@ class Source:
     G: np.ndarray  # state, then the buffer of drawn arrivals
     size: int
     level: str
+    state: pcg64.U64 = field(init=False)  # gen's PCG64 state, drawn from in compiled code
+
+    def __post_init__(self) -> None:
+        self.state = pcg64.state_of(self.gen)
 
     @property
     def drawn(self) -> int:
@@ -98,7 +103,7 @@ def new_source(rate: float, duration: float, step: float) -> np.ndarray:
 
 
 @nb.njit(cache=True)
-def fill(g: np.random.Generator, G: F64, buf: F64) -> int:
+def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
     """Draw the next arrivals into ``buf``; returns how many (fewer than its length only at the
     stream's end, which sets ``G[G_DONE]``). The steps of ``iter_requests`` for a constant rate:
     per chunk ``[start, end)``, draws of ``m`` gaps from ``y``, the points before ``y_end`` kept."""
@@ -122,7 +127,7 @@ def fill(g: np.random.Generator, G: F64, buf: F64) -> int:
             left = m
             base = y
             s = 0.0
-        s += g.standard_exponential()
+        s += pcg64.standard_exponential(st)
         left -= 1
         v = base + s
         if v < yend:
@@ -137,7 +142,7 @@ def fill(g: np.random.Generator, G: F64, buf: F64) -> int:
         else:
             # beyond the chunk: the rest of this draw is discarded, the next chunk starts at y_end
             for _ in range(left):
-                g.standard_exponential()
+                pcg64.standard_exponential(st)
             left = 0
             y = yend
             start = end
@@ -149,30 +154,34 @@ def fill(g: np.random.Generator, G: F64, buf: F64) -> int:
 
 
 @nb.njit(cache=True)
-def begin(g: np.random.Generator, G: F64, buf: F64) -> tuple[int, int, bool]:
+def begin(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     """The stream's read position (index, buffered count, ended), filling the buffer first."""
     bi, bn = int(G[G_BI]), int(G[G_BN])
     if bi < 0:
-        bn = fill(g, G, buf)
+        bn = fill(st, G, buf)
         bi = 0
         G[G_ENDED] = 1.0 if bn == 0 else 0.0
     return bi, bn, G[G_ENDED] > 0
 
 
 @nb.njit(cache=True)
-def refill(g: np.random.Generator, G: F64, buf: F64) -> tuple[int, int, bool]:
+def refill(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     """The buffer is used up: draw the next arrivals (read position, count, ended)."""
     if G[G_DONE] > 0:
         return 0, 0, True
-    bn = fill(g, G, buf)
+    bn = fill(st, G, buf)
     return 0, bn, bn == 0
 
 
-@nb.njit(cache=True)
 def stream(g: np.random.Generator, G: F64, n: int) -> F64:
-    """The next ``n`` arrivals (fewer when the stream ends), for tests."""
+    """The next ``n`` arrivals (fewer when the stream ends) of the stream ``g``/``G``, for tests."""
+    return _stream(pcg64.state_of(g), G, n)
+
+
+@nb.njit(cache=True)
+def _stream(st: pcg64.U64, G: F64, n: int) -> F64:
     buf = G[N_GEN:]
-    bi, bn, ended = begin(g, G, buf)
+    bi, bn, ended = begin(st, G, buf)
     out = np.empty(n)
     k = 0
     while k < n and not ended:
@@ -180,7 +189,7 @@ def stream(g: np.random.Generator, G: F64, n: int) -> F64:
         k += 1
         bi += 1
         if bi == bn:
-            bi, bn, ended = refill(g, G, buf)
+            bi, bn, ended = refill(st, G, buf)
     G[G_BI], G[G_BN], G[G_ENDED] = bi, bn, 1.0 if ended else 0.0
     G[G_COUNT] += k
     return out[:k]

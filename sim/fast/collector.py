@@ -17,6 +17,8 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from audit_tune.sim.stats import span_samples
+
 WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE, DISPATCH, AFTER = 0, 1, 2, 3, 4, 5, 6
 # DISPATCH (hand the pending batch to the delegate) and AFTER (stop check, next window) are
 # transient: the advance loop always leaves in WAIT, BLOCKED_*, or DONE.
@@ -414,21 +416,5 @@ def batch_bytes(asz: np.ndarray, acc: np.ndarray, a: np.ndarray, n: np.ndarray) 
     return out
 
 
-@nb.njit(cache=True)
-def ok_latencies(end: np.ndarray, ok: np.ndarray, n: np.ndarray, ev_t: np.ndarray) -> np.ndarray:
-    """Delivery latency (batch end - event time) of every event of a delivered batch, in event
-    order; ``ev_t`` holds the batches' events back to back."""
-    count = 0
-    for j in range(len(n)):
-        if ok[j]:
-            count += n[j]
-    out = np.empty(count)
-    c = 0
-    off = 0
-    for j in range(len(n)):
-        if ok[j]:
-            for i in range(n[j]):
-                out[c] = end[j] - ev_t[off + i]
-                c += 1
-        off += n[j]
-    return out
+# delivery latency (batch end - event time) of every event of a delivered batch, in event order
+ok_latencies = span_samples

@@ -385,7 +385,7 @@ class _Backend:
         acc_t[:nq] = self.q_t
         G = src.G
         G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
-        fused.run_fused(src.gen, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
+        fused.run_fused(src.state, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
         C = self.C
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
         mode = int(self.S[col.S_MODE])
@@ -422,14 +422,7 @@ class _Backend:
         st.throttle_wait += float(C[col.C_TW])
         st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
         if no:
-            occ = st.occupancy
-            keys, maxes, lasts = col.interval_runs(obs_t[:no], obs_v[:no], occ.interval)
-            # only the first interval can have been seen before (observations come in time order)
-            occ.observe_runs(keys[:1], maxes[:1], lasts[:1])
-            if len(keys) > 1:
-                k = keys[1:].tolist()
-                occ.maxes.update(zip(k, maxes[1:].tolist()))
-                occ.lasts.update(zip(k, lasts[1:].tolist()))
+            st.occupancy.add_runs(*col.interval_runs(obs_t[:no], obs_v[:no], st.occupancy.interval))
 
     def _batch_sizes(self, n: np.ndarray) -> None:
         st = self.stats
@@ -453,9 +446,7 @@ class _Backend:
             st.attempts_by_code["<error>" if c < 0 else str(c)] += v
         done: np.ndarray = end < self.horizon
         okb = out.ok & done
-        lat = col.ok_latencies(end, okb, n, ev_t)
-        st.delivered += len(lat)
-        st.delivery.add(lat)
+        st.delivered += st.delivery.add_spans(end, okb, n, ev_t)
         failb = ~out.ok & done
         if failb.any():
             st.drop("webhook", int(n[failb].sum()), float(end[failb].min()))

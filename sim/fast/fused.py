@@ -20,7 +20,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from audit_tune.sim.fast import arrivals
+from audit_tune.sim.fast import arrivals, pcg64
 from audit_tune.sim.fast.collector import (
     AFTER,
     BLOCKED_DISPATCH,
@@ -69,11 +69,12 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
 
 
 @nb.njit(cache=True)
-def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
+def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
               out_d: F64, out_an: I64) -> None:
-    """Run the collector over the next arrivals of the stream ``g``/``G``. ``acc_t[:nq]`` holds the
-    carried queue (the partial or pending batch first); ``G`` also carries the stop time, the
-    horizon, ``nq`` and about how many arrivals this call may draw. Outputs as ``run_collector``:
+    """Run the collector over the next arrivals of the stream ``st``/``G`` (``Source.state`` and
+    ``Source.G``). ``acc_t[:nq]`` holds the carried queue (the partial or pending batch first);
+    ``G`` also carries the stop time, the horizon, ``nq`` and about how many arrivals this call
+    may draw. Outputs as ``run_collector``:
     counters in ``C``, batches (dispatch time; first accepted position and size in ``out_an``),
     occupancy observations (times, values) in ``obs``; the state in ``S`` and ``G``."""
     t_stop, horizon, nq, K = G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], int(G[arrivals.G_NQ]), int(G[arrivals.G_K])
@@ -102,7 +103,7 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
     end_time = S[S_END]
     if np.isnan(deadline):
         deadline = max_wait if use_timer else INF
-    bi, bn, ended = arrivals.begin(g, G, buf)
+    bi, bn, ended = arrivals.begin(st, G, buf)
     count = 0
     last_t = G[arrivals.G_LAST]
 
@@ -247,7 +248,7 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(g, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 if acc_n >= n_acc:
@@ -309,14 +310,14 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
                 bi = j
                 if bi < bn:
                     break
-                bi, bn, ended = arrivals.refill(g, G, buf)
+                bi, bn, ended = arrivals.refill(st, G, buf)
             while not ended and (count < K or buf[bi] == last_t):
                 ta = buf[bi]
                 if not ta < lim:
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(g, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
@@ -352,7 +353,7 @@ def run_fused(g: np.random.Generator, G: F64, P: F64, S: F64, C: F64, acc_t: F64
             while not ended and buf[bi] == ta:
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(g, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
