@@ -484,7 +484,7 @@ class Snapshot:
         if not p.exists():
             raise InputError(f"snapshot {p}: no such file (record one with 'tune snapshot -p URL -o {p}')")
         text = yamlsafe.decode(files.read_bytes(p, "snapshot"), f"snapshot {p}")
-        d = jsondata.loads(text, f"snapshot {p}")
+        d = jsondata.loads(text, f"snapshot {p}", constants=True)  # from_dict names a non-finite field
         return cls.from_dict(d, str(p))
 
 

@@ -52,3 +52,11 @@ def test_a_snapshot_with_a_duplicated_key_is_refused_by_the_cli(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (f"tune: error: snapshot {f}: key 'instances' appears twice in one "
                                                  "object; keep one")
+
+
+def test_loads_can_leave_non_finite_numbers_to_the_documents_own_checks():
+    import math
+    v = loads('{"a": NaN, "b": -Infinity}', "snapshot s.json", constants=True)
+    assert isinstance(v, dict) and math.isnan(v["a"]) and v["b"] == -math.inf
+    with pytest.raises(InputError, match="appears twice"):
+        loads('{"a": NaN, "a": 1}', "snapshot s.json", constants=True)

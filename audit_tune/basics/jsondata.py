@@ -58,12 +58,14 @@ def as_str(value: JsonValue, where: str) -> str:
     return value
 
 
-def loads(text: str | bytes, what: str) -> JsonValue:
+def loads(text: str | bytes, what: str, constants: bool = False) -> JsonValue:
     """The JSON document ``text``, or one ``InputError`` line naming ``what`` (and the line, for a
-    syntax error): a duplicated key, ``NaN``/``Infinity``, too deep, a number too long."""
+    syntax error): a duplicated key, ``NaN``/``Infinity``, too deep, a number too long.
+    ``constants=True`` reads ``NaN``/``Infinity`` as floats, for a document whose own checks refuse
+    them naming the field (the snapshot's)."""
     try:
         value: JsonValue = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, what),
-                                      parse_constant=lambda name: _no_constant(name, what))
+                                      parse_constant=float if constants else lambda name: _no_constant(name, what))
     except json.JSONDecodeError as e:
         raise InputError(f"{what} line {e.lineno}: not valid JSON ({e.msg})") from None
     except RecursionError:
