@@ -27,17 +27,13 @@ from typing import Any
 from audit_tune import __version__
 from audit_tune.analysis import check, logbackend, outage
 from audit_tune.analysis.calibrate import (
-    MAX_VALIDATION_EVENTS,
     InstanceModel,
     Mapper,
-    ReplayPart,
     Validation,
     calibrate,
-    judge,
     missing_items,
-    replay_part,
-    replay_ranges,
     validate,
+    validate_many,
     with_sigma,
 )
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
@@ -111,12 +107,7 @@ def _first_validations(models: list[InstanceModel], current: AuditFlags, seed: i
                            {k: 0.0 for k in m.errors_increase}, 0.0, 0.0, "medium",
                            f"current --audit-webhook-mode={current.webhook.mode}: validation needs batch mode")
                 for m in models]
-    plans = [replay_ranges(m, current, MAX_VALIDATION_EVENTS) for m in models]
-    parts = [[ReplayPart(m, current, seed, engine, lo, hi) for lo, hi in ranges] for m, (ranges, _, _) in zip(models, plans)]
-    flat = [p for ps in parts for p in ps]
-    results = iter(mapper(replay_part, flat) if mapper is not None else [replay_part(p) for p in flat])
-    return [judge(m, ps, [next(results) for _ in ps], replayed, partial)
-            for m, ps, (_, replayed, partial) in zip(models, parts, plans)]
+    return validate_many(models, current, seed, engine, mapper=mapper)
 
 
 def build_report(snap: Snapshot, current: AuditFlags, current_source: str, objective: Objective,

@@ -94,10 +94,19 @@ def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str
              mapper: Mapper | None = None) -> Validation:
     """Replay the observed window with the current flags; compare drops with the observed counters.
     ``mapper`` runs the stretches (default: one after the other; the recommendation's pool)."""
-    parts, replayed, partial = replay_ranges(model, flags, max_events)
-    tasks = [ReplayPart(model, flags, seed, engine, lo, hi) for lo, hi in parts]
-    results = mapper(replay_part, tasks) if mapper is not None else [replay_part(t) for t in tasks]
-    return judge(model, tasks, results, replayed, partial)
+    return validate_many([model], flags, seed, engine, max_events, mapper)[0]
+
+
+def validate_many(models: list[InstanceModel], flags: AuditFlags, seed: int = 1, engine: str = "fast",
+                  max_events: int = MAX_VALIDATION_EVENTS, mapper: Mapper | None = None) -> list[Validation]:
+    """:func:`validate` for every model, the replayed stretches of all of them in one ``mapper`` call
+    (so one model with long stretches does not hold up the others on a pool)."""
+    plans = [replay_ranges(m, flags, max_events) for m in models]
+    parts = [[ReplayPart(m, flags, seed, engine, lo, hi) for lo, hi in ranges] for m, (ranges, _, _) in zip(models, plans)]
+    flat = [p for ps in parts for p in ps]
+    results = iter(mapper(replay_part, flat) if mapper is not None else [replay_part(p) for p in flat])
+    return [judge(m, ps, [next(results) for _ in ps], replayed, partial)
+            for m, ps, (_, replayed, partial) in zip(models, parts, plans)]
 
 
 def judge(model: InstanceModel, parts: list[ReplayPart], results: list[PartResult], replayed: str,
