@@ -38,14 +38,22 @@ def read_bytes(path: str | os.PathLike[str], what: str, limit: int = MAX_BYTES) 
 def read_text(path: str | os.PathLike[str], what: str, want: str, limit: int = MAX_BYTES) -> str:
     """The UTF-8 text of ``path`` (a byte-order mark dropped), at most ``limit`` bytes, without NUL
     bytes; else one line naming ``what`` and what the file should hold (``want``)."""
-    data = read_bytes(path, what, limit)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise InputError(f"{what} {path}: not UTF-8 text (line {line}, byte {e.start}); want {want}") from None
+    return decode(read_bytes(path, what, limit), f"{what} {path}", want)
+
+
+def decode(data: bytes | str, where: str, want: str) -> str:
+    """``data`` as UTF-8 text (a byte-order mark dropped) without NUL bytes, or one line naming
+    ``where`` and what it should hold (``want``)."""
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise InputError(f"{where}: not UTF-8 text (line {line}, byte {e.start}); want {want}") from None
     if "\x00" in text:
-        raise InputError(f"{what} {path}: contains a NUL byte (binary file?); want {want}")
+        raise InputError(f"{where}: contains a NUL byte (binary file?); want {want}")
     return text
 
 

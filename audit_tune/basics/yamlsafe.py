@@ -21,8 +21,8 @@ from typing import TypeAlias
 
 import yaml
 
+from audit_tune.basics import files
 from audit_tune.basics.errors import InputError
-from audit_tune.basics.files import read_bytes
 from audit_tune.basics.jsondata import JsonValue
 
 # What SafeLoader builds: JSON's types plus timestamps (``2024-01-01``), ``!!binary`` and ``!!set``,
@@ -86,16 +86,7 @@ def expanded_size(root: yaml.Node, limit: int = MAX_NODES) -> int:
 
 def decode(data: bytes | str, what: str) -> str:
     """UTF-8 text of ``data``, or a one-line refusal naming ``what``."""
-    if isinstance(data, str):
-        text = data
-    else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{what}: not UTF-8 text (byte {e.start}); give a YAML or JSON file") from None
-    if "\x00" in text:
-        raise InputError(f"{what}: contains a NUL byte (binary file?); give a YAML or JSON file")
-    return text
+    return files.decode(data, what, "a YAML or JSON file")
 
 
 def compose_all(data: bytes | str, what: str, yaml_errors: bool = False) -> list[yaml.Node]:
@@ -162,7 +153,7 @@ def load_all(data: bytes | str, what: str) -> list[YamlValue]:
 
 def read(path: str | os.PathLike, what: str) -> YamlValue:
     """Read and :func:`load` one YAML file."""
-    return load(read_bytes(path, what), f"{what} {path}")
+    return load(files.read_bytes(path, what), f"{what} {path}")
 
 
 def as_json(value: YamlValue, what: str) -> JsonValue:
