@@ -277,13 +277,9 @@ class Recommender:
                 best = choice_key(out[k])
         return out
 
-    def confirm(self, flags: AuditFlags) -> bool:
-        """Run a candidate :meth:`_screened` left at seed 1 as dominated on every seed; True when it
-        meets the objective there too (it then stops being dominated)."""
-        return self.confirm_many([flags])[0]
-
     def confirm_many(self, flags: list[AuditFlags]) -> list[bool]:
-        """:meth:`confirm` for several candidates in one round of runs (one pool map, not one each)."""
+        """Run candidates :meth:`_screened` left at seed 1 as dominated on every seed, in one round of
+        runs; True for each that meets the objective there too (they then stop being dominated)."""
         evs = self.evaluate_many([(f"candidate-{k}", f) for k, f in enumerate(flags)], x1=False)
         for f in flags:
             self.dominated.pop(f, None)

@@ -408,7 +408,7 @@ def test_a_candidate_whose_seed_1_key_exceeds_a_feasible_one_is_not_run_further(
         full = rec.evaluate_many([("fat", fat), ("lean", lean)], x1=False)
         assert all(e.ok for e in full) and min(full, key=choice_key).flags == lean  # the same choice
         assert choice_key(full[0]) >= choice_key(screened[0]) > choice_key(full[1])  # the bound held
-        assert rec.confirm(fat) and fat not in rec.dominated
+        assert rec.confirm_many([fat]) == [True] and fat not in rec.dominated
     finally:
         rec.close()
 
