@@ -21,20 +21,32 @@ def _mix(z: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
+@nb.njit(cache=True, inline="always")
+def class_key(h0: np.uint64, a: np.uint64) -> np.uint64:
+    """The keyed start of instance ``a``'s class draws (``h0``: :func:`sim.rng.hash_start`)."""
+    return _mix(h0 ^ ((a + np.uint64(1)) * _GOLDEN))
+
+
+@nb.njit(cache=True, inline="always")
+def class_one(ha: np.uint64, req: int, c: np.uint64, cum_w: np.ndarray) -> int:
+    """The class of request ``req``: ``searchsorted(cum_w, uniform(.., req, c), "right")``, capped
+    at the last class (``ha``: :func:`class_key`)."""
+    h = _mix(ha ^ ((np.uint64(req) + np.uint64(1)) * _C1))
+    h = _mix(h ^ ((c + np.uint64(1)) * _C2))
+    u = np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    k = np.searchsorted(cum_w, u, side="right")
+    return min(k, len(cum_w) - 1)  # type: ignore[return-value]  # numba-compiled: intp
+
+
 @nb.njit(cache=True)
 def class_of(h0: np.uint64, a: np.uint64, req: np.ndarray, c: np.uint64, cum_w: np.ndarray) -> np.ndarray:
     """Request class per request: ``searchsorted(cum_w, uniform(seed, stream, a, req, c), "right")``
     capped at the last class, where ``h0`` is the keyed start of :func:`sim.rng.uniform_array`
     (``_mix(seed * GOLDEN + stream)``)."""
-    last = len(cum_w) - 1
-    ha = _mix(h0 ^ ((a + np.uint64(1)) * _GOLDEN))
+    ha = class_key(h0, a)
     out = np.empty(len(req), dtype=np.int16)
     for i in range(len(req)):
-        h = _mix(ha ^ ((np.uint64(req[i]) + np.uint64(1)) * _C1))
-        h = _mix(h ^ ((c + np.uint64(1)) * _C2))
-        u = np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-        k = np.searchsorted(cum_w, u, side="right")
-        out[i] = min(k, last)  # type: ignore[call-overload]  # numba-compiled: k is an intp scalar
+        out[i] = class_one(ha, req[i], c, cum_w)
     return out
 
 

@@ -150,10 +150,16 @@ class RateProfile:
         with np.errstate(divide="ignore"):
             return t[i] + np.where(r[i] > 0, dy / np.where(r[i] > 0, r[i], 1.0), np.inf)
 
-    def _inverse_step(self, y: np.ndarray, horizon: float) -> np.ndarray:
-        """:meth:`inverse_cumulative` for step profiles, compiled (the same arithmetic)."""
+    def step_tables(self, horizon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A step profile's knots ``t``, rates ``r`` and cumulative intensity ``cum`` at each knot
+        (the tables of :meth:`inverse_cumulative`)."""
         t, r = self._knots(horizon)
         cum = np.concatenate([[0.0], np.cumsum(np.diff(t) * r[:-1])])
+        return cum, t, r
+
+    def _inverse_step(self, y: np.ndarray, horizon: float) -> np.ndarray:
+        """:meth:`inverse_cumulative` for step profiles, compiled (the same arithmetic)."""
+        cum, t, r = self.step_tables(horizon)
         return kernels.inverse_step(cum, t, r, np.ascontiguousarray(y, dtype=float))
 
 

@@ -18,21 +18,31 @@ from audit_tune.sim.fast import arrivals, engine
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.shutdown import ShutdownOptions
-from audit_tune.sim.workload import OnOff, RateProfile, RequestClass, iter_requests
+from audit_tune.sim.workload import OnOff, RateProfile, RequestClass, iter_events, iter_requests
 from tests.simhelp import ONE_EVENT, scenario
 from tests.test_fast import CLASSES, both
 
 
 def _stream(sc, inst: int) -> np.ndarray:
+    return _drawn(sc, inst)[0]
+
+
+def _drawn(sc, inst: int) -> tuple[np.ndarray, arrivals.Source]:
     src = arrivals.source(sc, inst)
     assert src is not None
     parts = []
     while True:  # in uneven pieces, across the buffer's refills
-        part = arrivals.stream(src.gen, src.G, 1 + 7 * len(parts) % 1500)
+        part = arrivals.stream(src, 1 + 7 * len(parts) % 1500)
         if not len(part):
             break
         parts.append(part)
-    return np.concatenate(parts) if parts else np.empty(0)
+    return (np.concatenate(parts) if parts else np.empty(0)), src
+
+
+# two classes whose events all come at the arrival, of one size: one event, and two or three
+TWO = (RequestClass("observed", 0.7, "Metadata", sizes=(900, 900, 900, 900)),
+       RequestClass("long-running", 0.3, "Request", long_running=True, sizes=(900, 900, 900, 900)))
+STEP = RateProfile((0.0, 4.0, 9.0, 9.5), (10.0, 600.0, 0.0, 90.0), "step")
 
 
 @pytest.mark.parametrize("rate, duration, seed, instances, chunk", [
@@ -49,15 +59,37 @@ def test_stream_is_iter_requests_bit_for_bit(monkeypatch, rate, duration, seed, 
         assert len(want) == 0 or want[-1] < duration
 
 
+@pytest.mark.parametrize("kw", [
+    dict(profile=STEP, duration=20.0), dict(profile=RateProfile((2.0, 4.0), (300.0, 60.0)), duration=20.0, instances=2),
+    dict(profile=RateProfile((0.0,), (0.0,)), duration=5.0), dict(onoff=OnOff(800.0, 10.0, 1.0, 3.0), duration=30.0),
+    dict(onoff=OnOff(50.0, 0.0, 100.0, 1.0), duration=10.0), dict(rate=700.0, classes=TWO, duration=20.0, instances=3),
+    dict(profile=STEP, classes=TWO, duration=12.0, seed=2**40 + 1),
+    dict(rate=300.0, classes=(RequestClass("none", 0.5, "None"), TWO[1]), duration=10.0)])
+@pytest.mark.parametrize("chunk", [3.0, 200.0, workload.CHUNK_REQUESTS])
+def test_stream_is_iter_events_bit_for_bit(monkeypatch, kw, chunk) -> None:
+    """Step profiles (from a later start, with a zero-rate step, on/off bursts) and request mixes:
+    the fused stream is the event times of ``iter_events``, and the requests per class are its counts."""
+    monkeypatch.setattr(workload, "CHUNK_REQUESTS", chunk)
+    sc = scenario(**kw)
+    for inst in range(sc.workload.instances):
+        chunks = list(iter_events(sc.workload, sc.seed, inst))
+        want = np.concatenate([c.t for c in chunks])
+        got, src = _drawn(sc, inst)
+        np.testing.assert_array_equal(got, want)
+        assert src.requests() == np.sum([c.class_counts for c in chunks], axis=0).tolist()
+
+
 def test_source_only_for_the_fused_shape() -> None:
-    assert arrivals.source(scenario(rate=10.0), 0) is not None
+    for sc in (scenario(rate=10.0), scenario(onoff=OnOff(10.0, 1.0, 1.0, 3.0)),
+               scenario(profile=RateProfile((0.0, 4.0), (10.0, 60.0), "step")), scenario(rate=10.0, classes=TWO),
+               scenario(rate=10.0, classes=(RequestClass("two", sizes=(800, 800, 800, 800)),))):  # two stages
+        assert arrivals.source(sc, 0) is not None, sc
     log = ["--audit-log-mode=batch", "--audit-log-path=/a.log"]
     array_path = [
         scenario(rate=10.0, classes=CLASSES),  # a request mix with stage offsets
-        scenario(rate=10.0, classes=(RequestClass("two", level="Metadata"),)),  # two stages per request
+        scenario(rate=10.0, classes=(RequestClass("two", level="Request"),)),  # two stages of two sizes
         scenario(trace=[0.0, 0.5, 1.0]),
-        scenario(onoff=OnOff(10.0, 1.0, 1.0, 3.0)),
-        scenario(profile=RateProfile((0.0, 4.0), (10.0, 60.0), "step")),
+        scenario(profile=RateProfile((0.0, 4.0), (10.0, 60.0), "linear")),
         scenario(rate=10.0, process="deterministic"),
         scenario(log, rate=10.0, backends=("log",)),
         scenario(log, rate=10.0, backends=("log", "webhook")),
@@ -85,16 +117,25 @@ def fused_scenarios(draw):
         flags += ["--audit-webhook-truncate-enabled=true", "--audit-webhook-truncate-max-event-size=2000"]
         if size > 2000:
             level = "RequestResponse"  # shrinks to its metadata (a Metadata event that big: the array path)
-    cls = RequestClass("one", level=level, omit_stages=frozenset({"RequestReceived"}), sizes=(size, size, size, size))
+    sizes = (size, size, size, size)
+    classes = draw(st.sampled_from([
+        (RequestClass("one", level=level, omit_stages=frozenset({"RequestReceived"}), sizes=sizes),),
+        (RequestClass("two", 0.6, level, sizes=sizes), RequestClass("lr", 0.4, level, long_running=True, sizes=sizes)),
+        (RequestClass("none", 0.2, "None"), RequestClass("lr", 0.8, level, long_running=True, sizes=sizes))]))
     lat = draw(st.sampled_from([Latency("fixed", 0.0), Latency("fixed", 0.05), Latency("exp", 0.2),
                                 Latency("lognormal", 0.05, 2.0), Latency("empirical", values=(0.01, 0.5, 40.0))]))
     outages = draw(st.sampled_from([(), (Outage(2, 5, "refuse"),), (Outage(1, 3, "status", 503), Outage(6, 7, "hang")),
                                     (Outage(0, 40, "status", 503, retry_after=draw(st.sampled_from([0, 2, 7]))),)]))
     rcv = Receiver(latency=lat, error_rate=draw(st.sampled_from([0.0, 0.1, 0.9])), outages=outages,
                    max_body_bytes=draw(st.sampled_from([0, 0, 20000])), per_kib=draw(st.sampled_from([0.0, 0.001])))
-    sc = scenario(flags, rate=draw(st.sampled_from([5.0, 80.0, 600.0, 3000.0])), duration=10.0,
+    rate = draw(st.sampled_from([5.0, 80.0, 600.0, 3000.0]))
+    shape = draw(st.sampled_from(["constant", "constant", "step", "onoff"]))
+    arr = (dict(rate=rate) if shape == "constant" else
+           dict(profile=RateProfile((0.0, 1.5, 4.0, 7.0), (rate, 4 * rate, 0.0, rate / 2), "step")) if shape == "step" else
+           dict(onoff=OnOff(3 * rate, rate / 10, 0.5, 1.0)))
+    sc = scenario(flags, **arr, duration=10.0,
                   instances=draw(st.integers(1, 3)), receiver=rcv, seed=draw(st.integers(0, 10**6)),
-                  drain=draw(st.booleans()), classes=(cls,))
+                  drain=draw(st.booleans()), classes=classes)
     if sc.drain:
         sd = ShutdownOptions(delay=draw(st.sampled_from([0.0, 0.5, 3.0])))
         sc = replace(sc, shutdown=sd, request_timeout=draw(st.sampled_from([60.0, 1.5]))).validate()
@@ -117,7 +158,8 @@ def test_fused_matches_reference(monkeypatch, sc, call, chunk) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("case", ["overload", "under", "max1", "nothrottle", "instances", "no-drain", "delay"])
+@pytest.mark.parametrize("case", ["overload", "under", "max1", "nothrottle", "instances", "no-drain", "delay",
+                                  "bursts", "mix"])
 def test_fused_fixed_seeds(case, seed) -> None:
     flags, kw = [], dict(rate=3000.0, duration=30.0)
     if case == "overload":
@@ -132,7 +174,11 @@ def test_fused_fixed_seeds(case, seed) -> None:
         kw.update(instances=3, weights=(3, 1, 1), rate=12000.0)
     elif case == "no-drain":
         kw.update(drain=False, rate=6000.0, receiver=Receiver(latency=Latency("fixed", 3.0)))
-    sc = scenario(flags, seed=seed, classes=(ONE_EVENT,), log_writer=LogWriter(), **kw)
+    elif case == "bursts":  # the recommender's fitted bursts: lognormal steps of 1 s around 3,000 req/s
+        g = np.random.default_rng(seed)
+        kw = dict(profile=RateProfile(tuple(range(30)), tuple(3000.0 * g.lognormal(-0.5, 1.0, 30)), "step"), duration=30.0)
+    classes = TWO if case in ("mix", "bursts") else (ONE_EVENT,)
+    sc = scenario(flags, seed=seed, classes=classes, log_writer=LogWriter(), **kw)
     if case == "delay":
         sc = replace(sc, shutdown=ShutdownOptions(delay=2.0), request_timeout=2.5)
     if case == "overload" and seed % 2:

@@ -1,12 +1,16 @@
-"""The arrival stream of the fused fast path, drawn a buffer at a time inside compiled code.
+"""The event stream of the fused fast path, drawn a buffer at a time inside compiled code.
 
-For Poisson arrivals at a constant rate, :func:`sim.workload.iter_requests` draws standard
-exponential gaps from the instance's ``S_ARRIVALS`` PCG64 stream, ``m`` at a time per chunk of
-time, keeps the points before the chunk's end and discards the rest of that draw (the process is
-memoryless). :func:`fill` replays exactly those steps from the same ``numpy.random.Generator``
-(:mod:`sim.fast.pcg64`: numpy's PCG64 and ziggurat inline, on the generator's own state, bit for
-bit), a buffer of ``BUFFER`` arrivals at a time; ``tests/test_fused.py`` checks the stream against
-``iter_requests``. :func:`source` says which scenarios the fused path serves.
+For Poisson arrivals over a step rate profile (a constant rate, steps, or on/off bursts),
+:func:`sim.workload.iter_requests` draws standard exponential gaps from the instance's
+``S_ARRIVALS`` PCG64 stream, ``m`` at a time per chunk of time, keeps the points before the
+chunk's end in cumulative-intensity space and discards the rest of that draw (the process is
+memoryless), then maps the points back to time (``y / rate`` for a constant rate, the inverse of
+the step cumulative intensity otherwise). :func:`fill` replays exactly those steps from the same
+``numpy.random.Generator`` (:mod:`sim.fast.pcg64`: numpy's PCG64 and ziggurat inline, on the
+generator's own state, bit for bit), a buffer of ``BUFFER`` events at a time: each request's class
+from the same counter hash as ``iter_requests`` (``kernels.class_one``), then its class's events,
+all at its arrival time (``iter_events`` with zero stage offsets). ``tests/test_fused.py`` checks
+the stream against ``iter_events``. :func:`source` says which scenarios the fused path serves.
 """
 from __future__ import annotations
 
@@ -17,30 +21,39 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from audit_tune.sim import rng
+from audit_tune.sim import kernels, rng
 from audit_tune.sim.fast import pcg64
 from audit_tune.sim.scenario import Scenario
-from audit_tune.sim.workload import LEVELS, META_SIZE, chunk_seconds
+from audit_tune.sim.workload import LEVELS, META_SIZE, RateProfile, Workload, chunk_seconds
 
 F64 = npt.NDArray[np.float64]
 
-# generator state G (float64): the chunk loop of iter_requests, and the buffer of drawn arrivals
-# and, set before each call of run_fused, its limits; the buffer follows at G[N_GEN:]
+# generator state G (float64): the chunk loop of iter_requests, the buffer of drawn events and,
+# set before each call of run_fused, its limits; the buffer follows at G[N_GEN:]
 (G_Y, G_BASE, G_SUM, G_LEFT, G_YEND, G_START, G_END, G_STEP, G_DUR, G_RATE, G_TOTAL, G_INCHUNK, G_M,
- G_DONE, G_BI, G_BN, G_COUNT, G_LAST, G_ENDED, G_TSTOP, G_HORIZON, G_NQ, G_K) = range(23)
-N_GEN = 23
-BUFFER = 512  # arrivals drawn ahead, a few at a time, into a buffer that stays in the L1 cache
+ G_DONE, G_BI, G_BN, G_COUNT, G_LAST, G_ENDED, G_TSTOP, G_HORIZON, G_NQ, G_K,
+ G_SEG, G_CHUNK, G_REQ, G_NK, G_OY, G_OC, G_NCLS, G_WIDTH, G_HA_HI, G_HA_LO) = range(33)
+N_GEN = 33
+BUFFER = 512  # events drawn ahead, a few at a time, into a buffer that stays in the L1 cache
+MAX_CHUNKS = 1 << 20  # chunk ends of a step profile kept in its table; more: the array path
+
+# The tables T (float64) of a stream. A step profile (G[G_RATE] == 0): its knots' cumulative
+# intensity, time and rate (G[G_NK] each, from 0), then each chunk's end in cumulative-intensity
+# space (from G[G_OY]). Per request class (G[G_NCLS] each, from G[G_OC]): the normalised
+# cumulative weight, the events per request, the requests drawn so far.
+C_W, C_NST, C_REQS = range(3)
 
 
 @dataclass
 class Source:
-    """One apiserver's arrival stream for the fused path: the generator, its state, and what
-    every arrival is (one event of ``size`` bytes after truncation, of request level ``level``)."""
+    """One apiserver's event stream for the fused path: the generator, its state and tables, and
+    what every event is (``size`` bytes after truncation; its request class's level)."""
 
     gen: np.random.Generator
-    G: np.ndarray  # state, then the buffer of drawn arrivals
+    G: np.ndarray  # state, then the buffer of drawn events
+    T: np.ndarray  # the profile's and the classes' tables
     size: int
-    level: str
+    levels: tuple[str, ...]  # per request class
     state: pcg64.U64 = field(init=False)  # gen's PCG64 state, drawn from in compiled code
 
     def __post_init__(self) -> None:
@@ -48,79 +61,167 @@ class Source:
 
     @property
     def drawn(self) -> int:
-        """Arrivals handed to the collector so far."""
+        """Events handed to the collector so far."""
         return int(self.G[G_COUNT])
 
     @property
     def ended(self) -> bool:
         return bool(self.G[G_ENDED])
 
+    def requests(self) -> list[int]:
+        """Requests drawn so far (arrived before the duration), per class."""
+        n, o = int(self.G[G_NCLS]), int(self.G[G_OC])
+        return [int(v) for v in self.T[o + C_REQS * n:o + (C_REQS + 1) * n]]
+
+
+def _event_size(sc: Scenario) -> int | None:
+    """The one size every event has after truncation, or None (several sizes, or an event that
+    truncation drops)."""
+    w = sc.workload
+    tr = sc.flags.backend(sc.enabled[0]).truncate
+    sizes = set()
+    for c in w.classes:
+        plan = c.stages(w.policy_omit_stages)
+        if any(off != 0.0 for _, off in plan):
+            return None
+        for stage, _ in plan:
+            size = c.stage_sizes()[stage]
+            if tr.enabled and size > tr.max_event_size:
+                if LEVELS.index(c.level) >= LEVELS.index("Request"):
+                    size = min(size, META_SIZE)
+                if size > tr.max_event_size:
+                    return None
+            sizes.add(size)
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _profile(sc: Scenario, inst: int) -> RateProfile | None:
+    """The instance's rate profile as ``iter_requests`` builds it, or None when the arrivals are
+    not Poisson over a step profile."""
+    w, a = sc.workload, sc.workload.arrivals
+    if a.process != "poisson":
+        return None
+    share = w.shares()[inst]
+    if a.onoff is not None:
+        return a.onoff.profile(sc.seed, inst, w.duration, share)
+    if a.profile.interp != "step" and len(a.profile.rates) > 1:
+        return None
+    return a.profile.scaled(share)
+
+
+def fusable(sc: Scenario) -> bool:
+    """Whether the fused path serves ``sc`` (before its arrivals are looked at): one backend,
+    asynchronous, with a batch window (max-size 1, or a max-wait); Poisson arrivals; every audit
+    event emitted at its request's arrival and of one size after truncation; no restarts."""
+    a = sc.workload.arrivals
+    if len(sc.enabled) != 1 or sc.shutdown.restart_at or a.process != "poisson":
+        return False
+    b = sc.flags.backend(sc.enabled[0]).batch
+    if not b.async_delegate or (b.max_batch_size > 1 and b.max_batch_wait <= 0):
+        return False
+    if a.onoff is None and a.profile.interp != "step" and len(a.profile.rates) > 1:
+        return False
+    return _event_size(sc) is not None
+
 
 def source(sc: Scenario, inst: int) -> Source | None:
-    """The fused stream of apiserver ``inst``, or None when the scenario needs the array path:
-    only one backend, asynchronous, with a batch window (max-size 1, or a max-wait); Poisson
-    arrivals at a constant rate; one request class emitting one event at its arrival (and not
-    dropped by truncation); no restarts."""
-    w, a = sc.workload, sc.workload.arrivals
-    if len(sc.enabled) != 1 or sc.shutdown.restart_at:
+    """The fused stream of apiserver ``inst``, or None when the scenario needs the array path
+    (:func:`fusable`, and a step profile's table of chunk ends within ``MAX_CHUNKS``)."""
+    if not fusable(sc):
         return None
-    opts = sc.flags.backend(sc.enabled[0])
-    b = opts.batch
-    if not b.async_delegate or (b.max_batch_size > 1 and b.max_batch_wait <= 0):
-        return None
-    p = a.profile
-    if a.process != "poisson" or a.onoff is not None or p.times != (0.0,) or len(p.rates) != 1:
-        return None
-    if len(w.classes) != 1:
-        return None
-    c = w.classes[0]
-    plan = c.stages(w.policy_omit_stages)
-    if len(plan) != 1 or plan[0][1] != 0.0:
-        return None
-    rate = p.scaled(w.shares()[inst]).rates[0]
-    if not rate > 0:
-        return None
-    size = c.stage_sizes()[plan[0][0]]
-    tr = opts.truncate
-    if tr.enabled and size > tr.max_event_size:
-        if LEVELS.index(c.level) >= LEVELS.index("Request"):
-            size = min(size, META_SIZE)
-        if size > tr.max_event_size:
+    size, profile = _event_size(sc), _profile(sc, inst)
+    assert size is not None and profile is not None
+    w = sc.workload
+    step = chunk_seconds(w)
+    G = new_source(0.0, w.duration, step)
+    if len(profile.rates) == 1 and profile.times[0] == 0.0 and profile.rates[0] > 0:
+        G[G_RATE] = profile.rates[0]  # a constant rate: y / rate, chunk ends rate * end
+        G[G_TOTAL] = profile.rates[0] * w.duration  # RateProfile.cumulative of a constant: 0.0 + rate * x
+        tables = np.empty(0)
+    else:
+        ends = _chunk_ends(w.duration, step)
+        if ends is None:
             return None
-    return Source(rng.generator(sc.seed, rng.S_ARRIVALS, inst), new_source(rate, w.duration, chunk_seconds(w)),
-                  size, c.level)
+        cum, kt, kr = profile.step_tables(w.duration)
+        yend = profile.cumulative(ends, w.duration)
+        G[G_TOTAL] = yend[-1] = float(profile.cumulative(np.array([w.duration]), w.duration)[0])
+        G[G_NK], G[G_OY] = len(cum), 3 * len(cum)
+        tables = np.concatenate([cum, kt, kr, yend])
+    return Source(rng.generator(sc.seed, rng.S_ARRIVALS, inst), G, _with_classes(G, tables, w, inst, sc.seed),
+                  size, tuple(c.level for c in w.classes))
+
+
+def _chunk_ends(duration: float, step: float) -> np.ndarray | None:
+    """The ends of ``iter_requests``'s chunks (the last is the duration), or None past MAX_CHUNKS."""
+    if duration / step > MAX_CHUNKS:
+        return None
+    ends = []
+    start = 0.0
+    while start < duration:
+        end = min(start + step, duration)
+        ends.append(end)
+        start = end
+    return np.array(ends)
+
+
+def _with_classes(G: F64, tables: F64, w: Workload, inst: int, seed: int) -> F64:
+    """``tables`` followed by the class tables (see C_W); the class draw's key into ``G``."""
+    ncls = len(w.classes)
+    cum_w = np.cumsum([c.weight for c in w.classes], dtype=float)
+    cum_w /= cum_w[-1]
+    nst = [len(c.stages(w.policy_omit_stages)) for c in w.classes]
+    ha = int(kernels.class_key(np.uint64(rng.hash_start(seed, rng.S_REQ_CLASS)), np.uint64(inst)))
+    G[G_OC], G[G_NCLS], G[G_WIDTH] = len(tables), ncls, max(max(nst), 1)
+    G[G_HA_HI], G[G_HA_LO] = ha >> 32, ha & 0xFFFFFFFF
+    return np.concatenate([tables, cum_w, np.array(nst, dtype=float), np.zeros(ncls)])
 
 
 def new_source(rate: float, duration: float, step: float) -> np.ndarray:
-    """Generator state at t=0 for ``rate`` arrivals/s (the instance's share) over ``duration``,
-    in chunks of ``step`` seconds (``workload.chunk_seconds``)."""
+    """Generator state at t=0 for ``rate`` arrivals/s (the instance's share; 0 for a step
+    profile, whose tables :func:`source` adds) over ``duration``, in chunks of ``step`` seconds
+    (``workload.chunk_seconds``)."""
     g = np.zeros(N_GEN + BUFFER)
     g[G_STEP], g[G_DUR], g[G_RATE] = step, duration, rate
     g[G_TOTAL] = rate * duration  # RateProfile.cumulative of a constant profile: 0.0 + rate * x
     g[G_LAST] = math.nan
     g[G_BI] = -1.0  # nothing drawn yet
+    g[G_NCLS], g[G_WIDTH] = 1, 1
     return g
 
 
 @nb.njit(cache=True)
-def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
-    """Draw the next arrivals into ``buf``; returns how many (fewer than its length only at the
-    stream's end, which sets ``G[G_DONE]``). The steps of ``iter_requests`` for a constant rate:
-    per chunk ``[start, end)``, draws of ``m`` gaps from ``y``, the points before ``y_end`` kept."""
+def fill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> int:
+    """Draw the next events into ``buf``; returns how many (fewer than its length only at the
+    stream's end, which sets ``G[G_DONE]``, or when the next request's events would not fit).
+    The steps of ``iter_requests``: per chunk ``[start, end)``, draws of ``m`` gaps from ``y``,
+    the points before ``y_end`` kept and mapped to time; then ``iter_events``'s expansion."""
     y, base, s, left, yend = G[G_Y], G[G_BASE], G[G_SUM], int(G[G_LEFT]), G[G_YEND]
     start, end, step, dur, rate, total = G[G_START], G[G_END], G[G_STEP], G[G_DUR], G[G_RATE], G[G_TOTAL]
     inchunk, m = G[G_INCHUNK] > 0, int(G[G_M])
     done = G[G_DONE] > 0
+    const = rate > 0
+    seg, chunk, req = int(G[G_SEG]), int(G[G_CHUNK]), int(G[G_REQ])
+    nk, oy = int(G[G_NK]), int(G[G_OY])
+    last_seg = nk - 2
+    ncls, oc, width = int(G[G_NCLS]), int(G[G_OC]), int(G[G_WIDTH])
+    ha = (np.uint64(G[G_HA_HI]) << np.uint64(32)) | np.uint64(G[G_HA_LO])
+    cum_w = T[oc + C_W * ncls:oc + (C_W + 1) * ncls]
+    nst = T[oc + C_NST * ncls:oc + (C_NST + 1) * ncls]
+    reqs = T[oc + C_REQS * ncls:oc + (C_REQS + 1) * ncls]
     k = 0
     nbuf = len(buf)
-    while k < nbuf and not done:
+    while k + width <= nbuf and not done:
         if left == 0:
             if not inchunk:
                 if not start < dur:
                     done = True
                     break
                 end = min(start + step, dur)
-                yend = rate * end if end < dur else total
+                if const:
+                    yend = rate * end if end < dur else total
+                else:
+                    yend = T[oy + chunk]
+                chunk += 1
                 inchunk = True
                 expected = yend - y
                 m = int(expected + 10 * math.sqrt(expected + 1) + 16)
@@ -133,12 +234,24 @@ def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
         if v < yend:
             if left == 0:
                 y = v  # the whole draw was inside: the next one continues from its last point
-            t = v / rate
+            if const:
+                t = v / rate
+            else:
+                # RateProfile.inverse_cumulative (kernels.inverse_step); v only grows, so the
+                # segment searchsorted(cum, v, "right") - 1 (clipped) only moves forward
+                while seg < last_seg and T[seg + 1] <= v:
+                    seg += 1
+                ri = T[2 * nk + seg]
+                t = T[nk + seg] + ((v - T[seg]) / ri if ri > 0 else np.inf)
             if not t < dur:
                 done = True
                 break
-            buf[k] = t
-            k += 1
+            c = 0 if ncls == 1 else kernels.class_one(ha, req, np.uint64(0), cum_w)
+            req += 1
+            reqs[c] += 1.0
+            for _ in range(int(nst[c])):
+                buf[k] = t
+                k += 1
         else:
             # beyond the chunk: the rest of this draw is discarded, the next chunk starts at y_end
             for _ in range(left):
@@ -150,38 +263,39 @@ def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
     G[G_Y], G[G_BASE], G[G_SUM], G[G_LEFT], G[G_YEND] = y, base, s, left, yend
     G[G_START], G[G_END], G[G_INCHUNK], G[G_M] = start, end, 1.0 if inchunk else 0.0, m
     G[G_DONE] = 1.0 if done else 0.0
+    G[G_SEG], G[G_CHUNK], G[G_REQ] = seg, chunk, req
     return k
 
 
 @nb.njit(cache=True)
-def begin(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
+def begin(st: pcg64.U64, G: F64, T: F64, buf: F64) -> tuple[int, int, bool]:
     """The stream's read position (index, buffered count, ended), filling the buffer first."""
     bi, bn = int(G[G_BI]), int(G[G_BN])
     if bi < 0:
-        bn = fill(st, G, buf)
+        bn = fill(st, G, T, buf)
         bi = 0
         G[G_ENDED] = 1.0 if bn == 0 else 0.0
     return bi, bn, G[G_ENDED] > 0
 
 
 @nb.njit(cache=True)
-def refill(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
-    """The buffer is used up: draw the next arrivals (read position, count, ended)."""
+def refill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> tuple[int, int, bool]:
+    """The buffer is used up: draw the next events (read position, count, ended)."""
     if G[G_DONE] > 0:
         return 0, 0, True
-    bn = fill(st, G, buf)
+    bn = fill(st, G, T, buf)
     return 0, bn, bn == 0
 
 
-def stream(g: np.random.Generator, G: F64, n: int) -> F64:
-    """The next ``n`` arrivals (fewer when the stream ends) of the stream ``g``/``G``, for tests."""
-    return _stream(pcg64.state_of(g), G, n)
+def stream(src: Source, n: int) -> F64:
+    """The next ``n`` events (fewer when the stream ends) of ``src``, for tests."""
+    return _stream(src.state, src.G, src.T, n)
 
 
 @nb.njit(cache=True)
-def _stream(st: pcg64.U64, G: F64, n: int) -> F64:
+def _stream(st: pcg64.U64, G: F64, T: F64, n: int) -> F64:
     buf = G[N_GEN:]
-    bi, bn, ended = begin(st, G, buf)
+    bi, bn, ended = begin(st, G, T, buf)
     out = np.empty(n)
     k = 0
     while k < n and not ended:
@@ -189,7 +303,7 @@ def _stream(st: pcg64.U64, G: F64, n: int) -> F64:
         k += 1
         bi += 1
         if bi == bn:
-            bi, bn, ended = refill(st, G, buf)
+            bi, bn, ended = refill(st, G, T, buf)
     G[G_BI], G[G_BN], G[G_ENDED] = bi, bn, 1.0 if ended else 0.0
     G[G_COUNT] += k
     return out[:k]

@@ -176,19 +176,18 @@ class _Lane:
 
 def _run_fused(src: arrivals.Source, backend: _Backend, st: InstanceStats,
                progress: Callable[[float], None] | None) -> None:
-    """Every arrival of a fused stream through its one backend, call by call."""
-    st.level_total[src.level] += 0
+    """Every event of a fused stream through its one backend, call by call."""
     while True:
         before = src.drawn
         backend.feed_generated(src)
-        k = src.drawn - before
-        st.requests_total += k
-        st.level_total[src.level] += k
-        st.events_total += k
+        st.events_total += src.drawn - before
         if src.ended:
-            return
+            break
         if progress:
             progress(min(float(src.G[arrivals.G_LAST]) / src.G[arrivals.G_DUR], 1.0))
+    for level, n in zip(src.levels, src.requests()):
+        st.level_total[level] += n
+        st.requests_total += n
 
 
 class _Backend:
@@ -385,7 +384,7 @@ class _Backend:
         acc_t[:nq] = self.q_t
         G = src.G
         G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
-        fused.run_fused(src.state, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
+        fused.run_fused(src.state, G, src.T, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
         C = self.C
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
         mode = int(self.S[col.S_MODE])

@@ -1,9 +1,10 @@
 """The fused fast path: arrivals are drawn inside the compiled collector loop, never stored.
 
-For the common workload (Poisson arrivals at a constant rate, one request class that emits one
-audit event per request at its arrival) the event stream is the arrival stream, which
-:mod:`sim.fast.arrivals` draws bit for bit as :func:`sim.workload.iter_requests` does, a small
-buffer at a time, inside this loop.
+For the common workloads (Poisson arrivals over a step rate profile, request classes whose audit
+events are all emitted at the request's arrival and have one size) the event stream is the
+arrival stream with each request repeated once per event, which :mod:`sim.fast.arrivals` draws
+bit for bit as :func:`sim.workload.iter_events` yields it, a small buffer at a time, inside this
+loop.
 
 :func:`run_fused` is ``collector.run_collector`` (read its docstring for the model and the tie
 rules) with ``at[i]`` replaced by that stream: an arrival is drawn when the collector needs it,
@@ -12,7 +13,8 @@ engine's batch, latency and memory bookkeeping. A call stops after about ``K`` a
 inside a group of equal times) with the collector's state saved, like a chunk boundary.
 
 Only the asynchronous (webhook) delegate runs here; the engine uses the array path for everything
-else (replayed traces, request mixes, stage offsets, rate profiles, log backends, restarts).
+else (replayed traces, deterministic or ramped arrivals, stage offsets, events of several sizes,
+log backends, restarts).
 """
 from __future__ import annotations
 
@@ -69,10 +71,10 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
 
 
 @nb.njit(cache=True)
-def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
+def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
               out_d: F64, out_an: I64) -> None:
-    """Run the collector over the next arrivals of the stream ``st``/``G`` (``Source.state`` and
-    ``Source.G``). ``acc_t[:nq]`` holds the carried queue (the partial or pending batch first);
+    """Run the collector over the next events of the stream ``st``/``G``/``tab`` (``Source.state``,
+    ``Source.G``, ``Source.T``). ``acc_t[:nq]`` holds the carried queue (the partial or pending batch first);
     ``G`` also carries the stop time, the horizon, ``nq`` and about how many arrivals this call
     may draw. Outputs as ``run_collector``:
     counters in ``C``, batches (dispatch time; first accepted position and size in ``out_an``),
@@ -103,7 +105,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
     end_time = S[S_END]
     if np.isnan(deadline):
         deadline = max_wait if use_timer else INF
-    bi, bn, ended = arrivals.begin(st, G, buf)
+    bi, bn, ended = arrivals.begin(st, G, tab, buf)
     count = 0
     last_t = G[arrivals.G_LAST]
 
@@ -248,7 +250,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(st, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, tab, buf)
                 count += 1
                 last_t = ta
                 if acc_n >= n_acc:
@@ -310,14 +312,14 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                 bi = j
                 if bi < bn:
                     break
-                bi, bn, ended = arrivals.refill(st, G, buf)
+                bi, bn, ended = arrivals.refill(st, G, tab, buf)
             while not ended and (count < K or buf[bi] == last_t):
                 ta = buf[bi]
                 if not ta < lim:
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(st, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, tab, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
@@ -353,7 +355,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
             while not ended and buf[bi] == ta:
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(st, G, buf)
+                    bi, bn, ended = arrivals.refill(st, G, tab, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
