@@ -11,11 +11,13 @@ with the run's duration):
    from its dispatch to its goroutine's end, starts before ends at one instant), memory held
    (bytes accepted minus bytes released strictly before each accept), occupancy per interval.
 
-For the common shape (one asynchronous backend, Poisson arrivals at a constant rate, one event
-per request; ``arrivals.source`` decides) steps 1 and 2 are fused: the arrivals are drawn inside
-the compiled collector (``fused.run_fused``) from the same random stream, so they never exist as
+For the common shapes (one asynchronous backend; Poisson arrivals over a step rate profile, a
+constant rate or on/off bursts; every audit event emitted at its request's arrival and of one
+size; ``arrivals.source`` decides) steps 1 and 2 are fused: the events are drawn inside the
+compiled collector (``fused.run_fused``) from the same random streams, so they never exist as
 arrays; only accepted events' times are kept, for steps 3 and 4. Everything else (replayed
-traces, request mixes, rate profiles, log backends, restarts) takes the array path above.
+traces, deterministic or ramped arrivals, stage offsets, events of several sizes, log backends,
+restarts) takes the array path above.
 
 Scenarios with a backend in ``blocking``/``blocking-strict`` mode, or with latency that grows with
 concurrency, are run by the reference model (their timing depends on every request's path); the
