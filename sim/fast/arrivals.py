@@ -29,7 +29,8 @@ from audit_tune.sim.workload import LEVELS, META_SIZE, RateProfile, Workload, ch
 F64 = npt.NDArray[np.float64]
 
 # generator state G (float64): the chunk loop of iter_requests, the buffer of drawn events and,
-# set before each call of run_fused, its limits; the buffer follows at G[N_GEN:]
+# set before each call of run_fused, its limits; the buffer follows at G[N_GEN:N_GEN + BUFFER],
+# then room for the points of one fill
 (G_Y, G_BASE, G_SUM, G_LEFT, G_YEND, G_START, G_END, G_STEP, G_DUR, G_RATE, G_TOTAL, G_INCHUNK, G_M,
  G_DONE, G_BI, G_BN, G_COUNT, G_LAST, G_ENDED, G_TSTOP, G_HORIZON, G_NQ, G_K,
  G_SEG, G_CHUNK, G_REQ, G_NK, G_OY, G_OC, G_NCLS, G_WIDTH, G_HA_HI, G_HA_LO) = range(33)
@@ -180,7 +181,7 @@ def new_source(rate: float, duration: float, step: float) -> np.ndarray:
     """Generator state at t=0 for ``rate`` arrivals/s (the instance's share; 0 for a step
     profile, whose tables :func:`source` adds) over ``duration``, in chunks of ``step`` seconds
     (``workload.chunk_seconds``)."""
-    g = np.zeros(N_GEN + BUFFER)
+    g = np.zeros(N_GEN + 2 * BUFFER)  # the state, the buffer, the points of one fill
     g[G_STEP], g[G_DUR], g[G_RATE] = step, duration, rate
     g[G_TOTAL] = rate * duration  # RateProfile.cumulative of a constant profile: 0.0 + rate * x
     g[G_LAST] = math.nan
@@ -192,25 +193,53 @@ def new_source(rate: float, duration: float, step: float) -> np.ndarray:
 @nb.njit(cache=True)
 def fill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> int:
     """Draw the next events into ``buf``; returns how many (fewer than its length only at the
-    stream's end, which sets ``G[G_DONE]``, or when the next request's events would not fit).
-    The steps of ``iter_requests``: per chunk ``[start, end)``, draws of ``m`` gaps from ``y``,
-    the points before ``y_end`` kept and mapped to time; then ``iter_events``'s expansion."""
+    stream's end, which sets ``G[G_DONE]``, or when the next request's events would not fit):
+    the points of :func:`_draw`, mapped to time and expanded to events when the rate is not
+    constant or a request is not one event."""
+    const = G[G_RATE] > 0
+    ncls, oc, width = int(G[G_NCLS]), int(G[G_OC]), int(G[G_WIDTH])
+    if const and ncls == 1 and T[oc + C_NST] == 1:
+        n = _draw_times(st, G, T, buf)  # one event per request at a constant rate: the arrivals themselves
+        G[G_REQ] += n
+        T[oc + C_REQS] += n
+        return n
+    pts = G[N_GEN + BUFFER:N_GEN + BUFFER + len(buf) // width]
+    k = 0
+    while k == 0 and G[G_DONE] == 0:  # requests without events (level None) add none
+        if const:
+            n = _draw_times(st, G, T, pts)
+        else:
+            n = _to_time(G, T, pts, _draw_points(st, G, T, pts))
+        k = _expand(G, T, pts, n, buf)
+    return k
+
+
+@nb.njit(cache=True)
+def _draw_times(st: pcg64.U64, G: F64, T: F64, out: F64) -> int:
+    """:func:`_draw` at a constant rate: the points as times."""
+    return _draw(st, G, T, out, True)
+
+
+@nb.njit(cache=True)
+def _draw_points(st: pcg64.U64, G: F64, T: F64, out: F64) -> int:
+    """:func:`_draw` over a step profile's table of chunk ends: the points in intensity space."""
+    return _draw(st, G, T, out, False)
+
+
+@nb.njit(cache=True, inline="always")
+def _draw(st: pcg64.U64, G: F64, T: F64, out: F64, const: bool) -> int:
+    """The next points of ``iter_requests`` into ``out``: per chunk ``[start, end)``, draws of
+    ``m`` gaps from ``y``, the points before ``y_end`` kept; as times (``y / rate``) for a
+    constant rate, else as points in cumulative-intensity space (the stream's end is then found
+    by :func:`_to_time`)."""
     y, base, s, left, yend = G[G_Y], G[G_BASE], G[G_SUM], int(G[G_LEFT]), G[G_YEND]
     start, end, step, dur, rate, total = G[G_START], G[G_END], G[G_STEP], G[G_DUR], G[G_RATE], G[G_TOTAL]
     inchunk, m = G[G_INCHUNK] > 0, int(G[G_M])
     done = G[G_DONE] > 0
-    const = rate > 0
-    seg, chunk, req = int(G[G_SEG]), int(G[G_CHUNK]), int(G[G_REQ])
-    nk, oy = int(G[G_NK]), int(G[G_OY])
-    last_seg = nk - 2
-    ncls, oc, width = int(G[G_NCLS]), int(G[G_OC]), int(G[G_WIDTH])
-    ha = (np.uint64(G[G_HA_HI]) << np.uint64(32)) | np.uint64(G[G_HA_LO])
-    cum_w = T[oc + C_W * ncls:oc + (C_W + 1) * ncls]
-    nst = T[oc + C_NST * ncls:oc + (C_NST + 1) * ncls]
-    reqs = T[oc + C_REQS * ncls:oc + (C_REQS + 1) * ncls]
+    chunk, oy = int(G[G_CHUNK]), int(G[G_OY])
     k = 0
-    nbuf = len(buf)
-    while k + width <= nbuf and not done:
+    nbuf = len(out)
+    while k < nbuf and not done:
         if left == 0:
             if not inchunk:
                 if not start < dur:
@@ -235,23 +264,12 @@ def fill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> int:
             if left == 0:
                 y = v  # the whole draw was inside: the next one continues from its last point
             if const:
-                t = v / rate
-            else:
-                # RateProfile.inverse_cumulative (kernels.inverse_step); v only grows, so the
-                # segment searchsorted(cum, v, "right") - 1 (clipped) only moves forward
-                while seg < last_seg and T[seg + 1] <= v:
-                    seg += 1
-                ri = T[2 * nk + seg]
-                t = T[nk + seg] + ((v - T[seg]) / ri if ri > 0 else np.inf)
-            if not t < dur:
-                done = True
-                break
-            c = 0 if ncls == 1 else kernels.class_one(ha, req, np.uint64(0), cum_w)
-            req += 1
-            reqs[c] += 1.0
-            for _ in range(int(nst[c])):
-                buf[k] = t
-                k += 1
+                v = v / rate
+                if not v < dur:
+                    done = True
+                    break
+            out[k] = v
+            k += 1
         else:
             # beyond the chunk: the rest of this draw is discarded, the next chunk starts at y_end
             for _ in range(left):
@@ -263,7 +281,49 @@ def fill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> int:
     G[G_Y], G[G_BASE], G[G_SUM], G[G_LEFT], G[G_YEND] = y, base, s, left, yend
     G[G_START], G[G_END], G[G_INCHUNK], G[G_M] = start, end, 1.0 if inchunk else 0.0, m
     G[G_DONE] = 1.0 if done else 0.0
-    G[G_SEG], G[G_CHUNK], G[G_REQ] = seg, chunk, req
+    G[G_CHUNK] = chunk
+    return k
+
+
+@nb.njit(cache=True)
+def _to_time(G: F64, T: F64, pts: F64, n: int) -> int:
+    """Points of a step profile to times, in place (``RateProfile.inverse_cumulative``, the
+    arithmetic of ``kernels.inverse_step``); the points only grow, so the segment
+    ``searchsorted(cum, y, "right") - 1`` (clipped) only moves forward. Returns how many are
+    before the duration; the first one past it ends the stream."""
+    nk, seg, dur = int(G[G_NK]), int(G[G_SEG]), G[G_DUR]
+    last_seg = nk - 2
+    for k in range(n):
+        v = pts[k]
+        while seg < last_seg and T[seg + 1] <= v:
+            seg += 1
+        ri = T[2 * nk + seg]
+        t = T[nk + seg] + ((v - T[seg]) / ri if ri > 0 else np.inf)
+        if not t < dur:
+            G[G_DONE] = 1.0
+            n = k
+            break
+        pts[k] = t
+    G[G_SEG] = seg
+    return n
+
+
+@nb.njit(cache=True)
+def _expand(G: F64, T: F64, pts: F64, n: int, buf: F64) -> int:
+    """Requests at times ``pts[:n]`` to their events in ``buf`` (``iter_events`` with every
+    offset zero): each request's class from the counter hash of ``iter_requests``
+    (``kernels.class_one``), then as many copies of its time as its class has events."""
+    ncls, oc, req = int(G[G_NCLS]), int(G[G_OC]), int(G[G_REQ])
+    ha = (np.uint64(G[G_HA_HI]) << np.uint64(32)) | np.uint64(G[G_HA_LO])
+    cum_w = T[oc + C_W * ncls:oc + (C_W + 1) * ncls]
+    k = 0
+    for i in range(n):
+        c = 0 if ncls == 1 else kernels.class_one(ha, req + i, np.uint64(0), cum_w)
+        T[oc + C_REQS * ncls + c] += 1.0
+        for _ in range(int(T[oc + C_NST * ncls + c])):
+            buf[k] = pts[i]
+            k += 1
+    G[G_REQ] = req + n
     return k
 
 
@@ -294,7 +354,7 @@ def stream(src: Source, n: int) -> F64:
 
 @nb.njit(cache=True)
 def _stream(st: pcg64.U64, G: F64, T: F64, n: int) -> F64:
-    buf = G[N_GEN:]
+    buf = G[N_GEN:N_GEN + BUFFER]
     bi, bn, ended = begin(st, G, T, buf)
     out = np.empty(n)
     k = 0
@@ -307,3 +367,4 @@ def _stream(st: pcg64.U64, G: F64, T: F64, n: int) -> F64:
     G[G_BI], G[G_BN], G[G_ENDED] = bi, bn, 1.0 if ended else 0.0
     G[G_COUNT] += k
     return out[:k]
+

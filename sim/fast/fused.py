@@ -80,7 +80,7 @@ def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F6
     counters in ``C``, batches (dispatch time; first accepted position and size in ``out_an``),
     occupancy observations (times, values) in ``obs``; the state in ``S`` and ``G``."""
     t_stop, horizon, nq, K = G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], int(G[arrivals.G_NQ]), int(G[arrivals.G_K])
-    buf = G[arrivals.N_GEN:]
+    buf = G[arrivals.N_GEN:arrivals.N_GEN + arrivals.BUFFER]
     out_a, out_n = out_an[0], out_an[1]
     obs_t, obs_v = obs[0], obs[1]
     n_acc = len(acc_t)
