@@ -240,6 +240,13 @@ class Workload:
             raise InputError(f"arrival process {a.process!r}: use poisson, deterministic or trace")
         if any(r < 0 or not math.isfinite(r) for r in a.profile.rates):
             raise InputError("rate profile: rates must be finite and >= 0")
+        p = a.profile
+        if len(p.times) != len(p.rates) or not p.times:
+            raise InputError(f"rate profile: {len(p.times)} times for {len(p.rates)} rates; give one time per rate")
+        if any(not math.isfinite(t) or t < 0 for t in p.times) or any(y < x for x, y in zip(p.times, p.times[1:])):
+            raise InputError("rate profile: times must be finite, >= 0 and in increasing order")
+        if p.interp not in ("step", "linear"):
+            raise InputError(f"rate profile: interp {p.interp!r}: use step or linear")
         return self
 
 

@@ -116,6 +116,22 @@ def test_scenario_file_round_trip(tmp_path, capsys):
     assert code == 1 and "s.json" in err
 
 
+@pytest.mark.parametrize("profile, needle", [
+    ({"times": [0, 10, 5], "rates": [1, 2, 3]}, "increasing order"),
+    ({"times": [0, 10], "rates": [1, 2, 3]}, "2 times for 3 rates"),
+    ({"times": [-1], "rates": [1]}, ">= 0"),
+    ({"times": [0], "rates": [1], "interp": "cubic"}, "use step or linear")])
+def test_scenario_file_with_a_bad_rate_profile(tmp_path, capsys, profile, needle):
+    from tests.simhelp import scenario
+
+    doc = scenario(rate=500, duration=10).to_dict()
+    doc["workload"]["arrivals"]["profile"] = profile
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(doc))
+    code, out, err = run_cli(capsys, "simulate", "--scenario", str(f))
+    assert code == 1 and out == "" and needle in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_help_has_an_example(capsys):
     code, out, _ = run_cli(capsys, "simulate", "--help")
     assert code == 0 and "Example" in out
