@@ -39,12 +39,22 @@ def fluid_drop_probability(m: InstanceModel, flags: AuditFlags, horizon: float, 
         if not q.any() and float(r.max()) * min(xmax, n) <= cap:
             continue  # even the largest plausible window stays under capacity: nothing builds up
         if n > 1 and sig > 0:
-            x = np.exp(sig * g.standard_normal((paths, len(r), n)) - sig * sig / 2)
+            # exp(sig z - sig^2/2) normalised per step, x the step's rate, x the window, minus the
+            # drain: each step in place on the draw's array (the same operations in the same order
+            # as with temporaries, so the same doubles)
+            x = g.standard_normal((paths, len(r), n))
+            x *= sig
+            x -= sig * sig / 2
+            np.exp(x, out=x)
             x /= x.mean(axis=2, keepdims=True)
-            a = (r[None, :, None] * x).reshape(paths, -1) * w
+            x *= r[None, :, None]
+            net = x.reshape(paths, -1)
+            net *= w
+            net -= cap * w
         else:
-            a = np.broadcast_to(np.repeat(r, n)[None, :] * w, (paths, len(r) * n))
-        _fluid_walk(q, dropped, np.ascontiguousarray(a - cap * w), float(room))
+            net = np.repeat(r, n)[None, :] * w - cap * w
+            net = np.ascontiguousarray(np.broadcast_to(net, (paths, len(r) * n)))
+        _fluid_walk(q, dropped, net, float(room))
     p_window = float(dropped.mean())
     reps = max(horizon / m.duration, 1e-9) if m.duration > 0 else 1.0
     p_buf = 1 - (1 - p_window) ** reps

@@ -9,7 +9,8 @@ import pytest
 
 from audit_tune.sim import api
 from audit_tune.sim.config import parse_flags
-from audit_tune.sim.fast import engine
+from audit_tune.sim.fast import arrivals, engine
+from audit_tune.sim.fast import shared as sim_shared
 from audit_tune.sim.fast.shared import run_many, same_events, shareable
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
@@ -122,13 +123,35 @@ def test_what_cannot_share_runs_alone_in_order():
     restart = replace(scs[1], shutdown=ShutdownOptions(delay=1.0, restart_at=(5.0,), kill_after=2.0))
     other_seed = replace(scs[2], seed=2)
     other_load = replace(scs[0], workload=replace(scs[0].workload, duration=12.0))
-    assert not shareable(fused) and not shareable(blocking) and not shareable(restart)
+    assert not shareable(blocking) and not shareable(restart)
     assert not same_events(scs[0], other_seed) and not same_events(scs[0], other_load)
     mix = [fused, scs[0], blocking, other_seed, scs[1], restart, other_load, scs[2]]
     got = shared(mix)
     assert got == [alone(sc) for sc in mix]
     assert got[2]["engine"] == "fast (reference model: a backend in blocking mode)"
     assert got[5]["restart_loss"] is not None and len(got[5]["lifetimes"][0]) == 2
+
+
+def test_fusable_runs_share_a_pass_in_company_and_run_fused_alone(monkeypatch):
+    """A fusable scenario alone runs fused; two of them (other flags, same events) share one array
+    pass; the results are the same either way."""
+    one = scenario(["--audit-webhook-batch-max-size=20"], rate=3000.0, duration=10.0)
+    two = one.with_flags(parse_flags(["--audit-webhook-batch-max-size=400", "--audit-webhook-batch-buffer-size=500"]))
+    assert arrivals.fusable(one) and arrivals.fusable(two) and shareable(one) and same_events(one, two)
+    seen = []
+    real = engine.run_lanes
+    monkeypatch.setattr(engine, "run_lanes", lambda scs, progress=None: seen.append(len(scs)) or real(scs, progress))
+    monkeypatch.setattr(sim_shared, "run_lanes", engine.run_lanes)
+    fused_src = []
+    real_source = arrivals.source
+    monkeypatch.setattr(arrivals, "source", lambda sc, i: fused_src.append(sc) or real_source(sc, i))
+    got = [r.to_dict() for r in sim_shared.run_many([one, two])]
+    assert seen == [2] and fused_src == []  # one shared array pass
+    want = [r.to_dict() for r in sim_shared.run_many([one])] + [r.to_dict() for r in sim_shared.run_many([two])]
+    assert seen[1:] == [1, 1] and len(fused_src) == 2  # alone: fused
+    for g, w in zip(got, want):
+        g.pop("wall_seconds", None), w.pop("wall_seconds", None)
+        assert g == w
 
 
 def test_the_api_runs_many_with_every_engine():

@@ -122,12 +122,14 @@ def fusable(sc: Scenario) -> bool:
         return False
     if a.onoff is None and a.profile.interp != "step" and len(a.profile.rates) > 1:
         return False
+    if sc.workload.duration / chunk_seconds(sc.workload) > MAX_CHUNKS:
+        return False  # a step profile's table of chunk ends would be too long
     return _event_size(sc) is not None
 
 
 def source(sc: Scenario, inst: int) -> Source | None:
     """The fused stream of apiserver ``inst``, or None when the scenario needs the array path
-    (:func:`fusable`, and a step profile's table of chunk ends within ``MAX_CHUNKS``)."""
+    (:func:`fusable`)."""
     if not fusable(sc):
         return None
     size, profile = _event_size(sc), _profile(sc, inst)
@@ -141,8 +143,6 @@ def source(sc: Scenario, inst: int) -> Source | None:
         tables = np.empty(0)
     else:
         ends = _chunk_ends(w.duration, step)
-        if ends is None:
-            return None
         cum, kt, kr = profile.step_tables(w.duration)
         yend = profile.cumulative(ends, w.duration)
         G[G_TOTAL] = yend[-1] = float(profile.cumulative(np.array([w.duration]), w.duration)[0])
@@ -152,10 +152,8 @@ def source(sc: Scenario, inst: int) -> Source | None:
                   size, tuple(c.level for c in w.classes))
 
 
-def _chunk_ends(duration: float, step: float) -> np.ndarray | None:
-    """The ends of ``iter_requests``'s chunks (the last is the duration), or None past MAX_CHUNKS."""
-    if duration / step > MAX_CHUNKS:
-        return None
+def _chunk_ends(duration: float, step: float) -> np.ndarray:
+    """The ends of ``iter_requests``'s chunks (the last is the duration)."""
     ends = []
     start = 0.0
     while start < duration:
