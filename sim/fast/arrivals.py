@@ -33,12 +33,12 @@ F64 = npt.NDArray[np.float64]
 # then room for the points of one fill
 (G_Y, G_BASE, G_SUM, G_LEFT, G_YEND, G_START, G_END, G_STEP, G_DUR, G_RATE, G_TOTAL, G_INCHUNK, G_M,
  G_DONE, G_BI, G_BN, G_COUNT, G_LAST, G_ENDED, G_TSTOP, G_HORIZON, G_NQ, G_K,
- G_SEG, G_CHUNK, G_REQ, G_NK, G_OY, G_OC, G_NCLS, G_WIDTH, G_HA_HI, G_HA_LO) = range(33)
-N_GEN = 33
+ G_SEG, G_CHUNK, G_REQ, G_NK, G_OY, G_OC, G_NCLS, G_WIDTH, G_HA_HI, G_HA_LO, G_TAB) = range(34)
+N_GEN = 34
 BUFFER = 512  # events drawn ahead, a few at a time, into a buffer that stays in the L1 cache
 MAX_CHUNKS = 1 << 20  # chunk ends of a step profile kept in its table; more: the array path
 
-# The tables T (float64) of a stream. A step profile (G[G_RATE] == 0): its knots' cumulative
+# The tables T (float64) of a stream, at the end of G (from G[G_TAB]). A step profile (G[G_RATE] == 0): its knots' cumulative
 # intensity, time and rate (G[G_NK] each, from 0), then each chunk's end in cumulative-intensity
 # space (from G[G_OY]). Per request class (G[G_NCLS] each, from G[G_OC]): the normalised
 # cumulative weight, the events per request, the requests drawn so far.
@@ -51,8 +51,7 @@ class Source:
     what every event is (``size`` bytes after truncation; its request class's level)."""
 
     gen: np.random.Generator
-    G: np.ndarray  # state, then the buffer of drawn events
-    T: np.ndarray  # the profile's and the classes' tables
+    G: np.ndarray  # state, the buffer of drawn events, room for one fill's points, the tables
     size: int
     levels: tuple[str, ...]  # per request class
     state: pcg64.U64 = field(init=False)  # gen's PCG64 state, drawn from in compiled code
@@ -71,8 +70,8 @@ class Source:
 
     def requests(self) -> list[int]:
         """Requests drawn so far (arrived before the duration), per class."""
-        n, o = int(self.G[G_NCLS]), int(self.G[G_OC])
-        return [int(v) for v in self.T[o + C_REQS * n:o + (C_REQS + 1) * n]]
+        n, o = int(self.G[G_NCLS]), int(self.G[G_TAB] + self.G[G_OC])
+        return [int(v) for v in self.G[o + C_REQS * n:o + (C_REQS + 1) * n]]
 
 
 def _event_size(sc: Scenario) -> int | None:
@@ -148,8 +147,8 @@ def source(sc: Scenario, inst: int) -> Source | None:
         G[G_TOTAL] = yend[-1] = float(profile.cumulative(np.array([w.duration]), w.duration)[0])
         G[G_NK], G[G_OY] = len(cum), 3 * len(cum)
         tables = np.concatenate([cum, kt, kr, yend])
-    return Source(rng.generator(sc.seed, rng.S_ARRIVALS, inst), G, _with_classes(G, tables, w, inst, sc.seed),
-                  size, tuple(c.level for c in w.classes))
+    G = np.concatenate([G, _with_classes(G, tables, w, inst, sc.seed)])
+    return Source(rng.generator(sc.seed, rng.S_ARRIVALS, inst), G, size, tuple(c.level for c in w.classes))
 
 
 def _chunk_ends(duration: float, step: float) -> np.ndarray:
@@ -179,7 +178,8 @@ def new_source(rate: float, duration: float, step: float) -> np.ndarray:
     """Generator state at t=0 for ``rate`` arrivals/s (the instance's share; 0 for a step
     profile, whose tables :func:`source` adds) over ``duration``, in chunks of ``step`` seconds
     (``workload.chunk_seconds``)."""
-    g = np.zeros(N_GEN + 2 * BUFFER)  # the state, the buffer, the points of one fill
+    g = np.zeros(N_GEN + 2 * BUFFER)  # the state, the buffer, the points of one fill (then the tables)
+    g[G_TAB] = N_GEN + 2 * BUFFER
     g[G_STEP], g[G_DUR], g[G_RATE] = step, duration, rate
     g[G_TOTAL] = rate * duration  # RateProfile.cumulative of a constant profile: 0.0 + rate * x
     g[G_LAST] = math.nan
@@ -189,11 +189,12 @@ def new_source(rate: float, duration: float, step: float) -> np.ndarray:
 
 
 @nb.njit(cache=True)
-def fill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> int:
+def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
     """Draw the next events into ``buf``; returns how many (fewer than its length only at the
     stream's end, which sets ``G[G_DONE]``, or when the next request's events would not fit):
     the points of :func:`_draw`, mapped to time and expanded to events when the rate is not
     constant or a request is not one event."""
+    T = G[int(G[G_TAB]):]
     const = G[G_RATE] > 0
     ncls, oc, width = int(G[G_NCLS]), int(G[G_OC]), int(G[G_WIDTH])
     if const and ncls == 1 and T[oc + C_NST] == 1:
@@ -326,34 +327,34 @@ def _expand(G: F64, T: F64, pts: F64, n: int, buf: F64) -> int:
 
 
 @nb.njit(cache=True)
-def begin(st: pcg64.U64, G: F64, T: F64, buf: F64) -> tuple[int, int, bool]:
+def begin(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     """The stream's read position (index, buffered count, ended), filling the buffer first."""
     bi, bn = int(G[G_BI]), int(G[G_BN])
     if bi < 0:
-        bn = fill(st, G, T, buf)
+        bn = fill(st, G, buf)
         bi = 0
         G[G_ENDED] = 1.0 if bn == 0 else 0.0
     return bi, bn, G[G_ENDED] > 0
 
 
 @nb.njit(cache=True)
-def refill(st: pcg64.U64, G: F64, T: F64, buf: F64) -> tuple[int, int, bool]:
+def refill(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     """The buffer is used up: draw the next events (read position, count, ended)."""
     if G[G_DONE] > 0:
         return 0, 0, True
-    bn = fill(st, G, T, buf)
+    bn = fill(st, G, buf)
     return 0, bn, bn == 0
 
 
 def stream(src: Source, n: int) -> F64:
     """The next ``n`` events (fewer when the stream ends) of ``src``, for tests."""
-    return _stream(src.state, src.G, src.T, n)
+    return _stream(src.state, src.G, n)
 
 
 @nb.njit(cache=True)
-def _stream(st: pcg64.U64, G: F64, T: F64, n: int) -> F64:
+def _stream(st: pcg64.U64, G: F64, n: int) -> F64:
     buf = G[N_GEN:N_GEN + BUFFER]
-    bi, bn, ended = begin(st, G, T, buf)
+    bi, bn, ended = begin(st, G, buf)
     out = np.empty(n)
     k = 0
     while k < n and not ended:
@@ -361,7 +362,7 @@ def _stream(st: pcg64.U64, G: F64, T: F64, n: int) -> F64:
         k += 1
         bi += 1
         if bi == bn:
-            bi, bn, ended = refill(st, G, T, buf)
+            bi, bn, ended = refill(st, G, buf)
     G[G_BI], G[G_BN], G[G_ENDED] = bi, bn, 1.0 if ended else 0.0
     G[G_COUNT] += k
     return out[:k]

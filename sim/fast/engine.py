@@ -386,7 +386,7 @@ class _Backend:
         acc_t[:nq] = self.q_t
         G = src.G
         G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
-        fused.run_fused(src.state, G, src.T, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
+        fused.run_fused(src.state, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
         C = self.C
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
         mode = int(self.S[col.S_MODE])

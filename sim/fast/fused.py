@@ -71,10 +71,10 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
 
 
 @nb.njit(cache=True)
-def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
+def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
               out_d: F64, out_an: I64) -> None:
-    """Run the collector over the next events of the stream ``st``/``G``/``tab`` (``Source.state``,
-    ``Source.G``, ``Source.T``). ``acc_t[:nq]`` holds the carried queue (the partial or pending batch first);
+    """Run the collector over the next events of the stream ``st``/``G`` (``Source.state``,
+    ``Source.G``). ``acc_t[:nq]`` holds the carried queue (the partial or pending batch first);
     ``G`` also carries the stop time, the horizon, ``nq`` and about how many arrivals this call
     may draw. Outputs as ``run_collector``:
     counters in ``C``, batches (dispatch time; first accepted position and size in ``out_an``),
@@ -105,7 +105,7 @@ def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F6
     end_time = S[S_END]
     if np.isnan(deadline):
         deadline = max_wait if use_timer else INF
-    bi, bn, ended = arrivals.begin(st, G, tab, buf)
+    bi, bn, ended = arrivals.begin(st, G, buf)
     count = 0
     last_t = G[arrivals.G_LAST]
 
@@ -250,7 +250,7 @@ def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F6
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(st, G, tab, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 if acc_n >= n_acc:
@@ -312,14 +312,14 @@ def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F6
                 bi = j
                 if bi < bn:
                     break
-                bi, bn, ended = arrivals.refill(st, G, tab, buf)
+                bi, bn, ended = arrivals.refill(st, G, buf)
             while not ended and (count < K or buf[bi] == last_t):
                 ta = buf[bi]
                 if not ta < lim:
                     break
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(st, G, tab, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
@@ -355,7 +355,7 @@ def run_fused(st: pcg64.U64, G: F64, tab: F64, P: F64, S: F64, C: F64, acc_t: F6
             while not ended and buf[bi] == ta:
                 bi += 1
                 if bi == bn:
-                    bi, bn, ended = arrivals.refill(st, G, tab, buf)
+                    bi, bn, ended = arrivals.refill(st, G, buf)
                 count += 1
                 last_t = ta
                 occ = acc_n - qh
