@@ -38,9 +38,9 @@ N_GEN = 34
 BUFFER = 512  # events drawn ahead, a few at a time, into a buffer that stays in the L1 cache
 MAX_CHUNKS = 1 << 20  # chunk ends of a step profile kept in its table; more: the array path
 
-# The tables T (float64) of a stream, at the end of G (from G[G_TAB]). A step profile (G[G_RATE] == 0): its knots' cumulative
-# intensity, time and rate (G[G_NK] each, from 0), then each chunk's end in cumulative-intensity
-# space (from G[G_OY]). Per request class (G[G_NCLS] each, from G[G_OC]): the normalised
+# The tables T (float64) of a stream, at the end of G (from G[G_TAB]). A step profile
+# (G[G_RATE] == 0): its knots' cumulative intensity, time and rate (G[G_NK] each, from 0), then
+# each chunk's end in cumulative-intensity space (from G[G_OY]). Per request class (G[G_NCLS] each, from G[G_OC]): the normalised
 # cumulative weight, the events per request, the requests drawn so far.
 C_W, C_NST, C_REQS = range(3)
 
@@ -95,47 +95,49 @@ def _event_size(sc: Scenario) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def _profile(sc: Scenario, inst: int) -> RateProfile | None:
-    """The instance's rate profile as ``iter_requests`` builds it, or None when the arrivals are
-    not Poisson over a step profile."""
+def _profile(sc: Scenario, inst: int) -> RateProfile:
+    """The instance's rate profile as ``iter_requests`` builds it (Poisson over steps: :func:`_size`
+    has checked)."""
     w, a = sc.workload, sc.workload.arrivals
-    if a.process != "poisson":
-        return None
     share = w.shares()[inst]
     if a.onoff is not None:
         return a.onoff.profile(sc.seed, inst, w.duration, share)
-    if a.profile.interp != "step" and len(a.profile.rates) > 1:
-        return None
     return a.profile.scaled(share)
 
 
-def fusable(sc: Scenario) -> bool:
-    """Whether the fused path serves ``sc`` (before its arrivals are looked at): one backend,
-    asynchronous, with a batch window (max-size 1, or a max-wait); Poisson arrivals; every audit
-    event emitted at its request's arrival and of one size after truncation; no restarts."""
+def _size(sc: Scenario) -> int | None:
+    """The one event size of a scenario the fused path serves, or None when it needs the array
+    path: one backend, asynchronous, with a batch window (max-size 1, or a max-wait); Poisson
+    arrivals over steps; every audit event emitted at its request's arrival and of one size after
+    truncation (:func:`_event_size`); no restarts."""
     a = sc.workload.arrivals
     if len(sc.enabled) != 1 or sc.shutdown.restart_at or a.process != "poisson":
-        return False
+        return None
     b = sc.flags.backend(sc.enabled[0]).batch
     if not b.async_delegate or (b.max_batch_size > 1 and b.max_batch_wait <= 0):
-        return False
+        return None
     if a.onoff is None and a.profile.interp != "step" and len(a.profile.rates) > 1:
-        return False
+        return None
     if sc.workload.duration / chunk_seconds(sc.workload) > MAX_CHUNKS:
-        return False  # a step profile's table of chunk ends would be too long
-    return _event_size(sc) is not None
+        return None  # a step profile's table of chunk ends would be too long
+    return _event_size(sc)
+
+
+def fusable(sc: Scenario) -> bool:
+    """Whether the fused path serves ``sc`` (before its arrivals are looked at; :func:`_size`)."""
+    return _size(sc) is not None
 
 
 def source(sc: Scenario, inst: int) -> Source | None:
     """The fused stream of apiserver ``inst``, or None when the scenario needs the array path
     (:func:`fusable`)."""
-    if not fusable(sc):
+    size = _size(sc)
+    if size is None:
         return None
-    size, profile = _event_size(sc), _profile(sc, inst)
-    assert size is not None and profile is not None
+    profile = _profile(sc, inst)
     w = sc.workload
     step = chunk_seconds(w)
-    G = new_source(0.0, w.duration, step)
+    G = new_source(w.duration, step)
     if len(profile.rates) == 1 and profile.times[0] == 0.0 and profile.rates[0] > 0:
         G[G_RATE] = profile.rates[0]  # a constant rate: y / rate, chunk ends rate * end
         G[G_TOTAL] = profile.rates[0] * w.duration  # RateProfile.cumulative of a constant: 0.0 + rate * x
@@ -174,16 +176,15 @@ def _with_classes(G: F64, tables: F64, w: Workload, inst: int, seed: int) -> F64
     return np.concatenate([tables, cum_w, np.array(nst, dtype=float), np.zeros(ncls)])
 
 
-def new_source(rate: float, duration: float, step: float) -> np.ndarray:
-    """Generator state at t=0 for ``rate`` arrivals/s (the instance's share; 0 for a step
-    profile, whose tables :func:`source` adds) over ``duration``, in chunks of ``step`` seconds
-    (``workload.chunk_seconds``)."""
+def new_source(duration: float, step: float) -> np.ndarray:
+    """Generator state at t=0 over ``duration``, in chunks of ``step`` seconds
+    (``workload.chunk_seconds``); :func:`source` sets the rate (a constant one) or adds the
+    tables (a step profile), and the class tables."""
     g = np.zeros(N_GEN + 2 * BUFFER)  # the state, the buffer, the points of one fill (then the tables)
-    g[G_TAB] = N_GEN + 2 * BUFFER
-    g[G_STEP], g[G_DUR], g[G_RATE] = step, duration, rate
-    g[G_TOTAL] = rate * duration  # RateProfile.cumulative of a constant profile: 0.0 + rate * x
+    g[G_STEP], g[G_DUR] = step, duration
     g[G_LAST] = math.nan
     g[G_BI] = -1.0  # nothing drawn yet
+    g[G_TAB] = N_GEN + 2 * BUFFER
     g[G_NCLS], g[G_WIDTH] = 1, 1
     return g
 
