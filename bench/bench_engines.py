@@ -9,9 +9,13 @@ which path the fast engine took (``fused``: arrivals drawn inside the compiled c
 ``array``). Then the 24 h x 10,000 events/s run (864M events, default webhook flags) in a
 subprocess, with its wall and CPU time and peak RSS (goals < 10 s, < 1 GiB).
 
-Each figure is the median of ``--repeat`` (3) runs, the same count for every engine: one-off costs
-(first-touch page faults of a fresh process's arrays) weigh on a 10 ms fast run, not on a 1 s
-reference run, and the median compares the engines' steady state.
+Each figure is the median of ``--repeat`` (3) runs after one untimed run, the same for every engine
+and for the numpy generation: one-off costs (first-touch page faults of a fresh process's arrays,
+caches and heap left by the engine measured before) weigh on a 5 ms fast run, not on a 1 s reference
+run, and the figures compare the engines' steady state, which is what a recommendation or a fleet's
+back-to-back runs see. Measured (5k ev/s scenario, fast runs right after two reference runs, seven
+in a row, two rounds): 5.6, 5.5, 5.1, 5.0, 4.9, 4.9, 4.9 ms and 5.4, 4.9, 4.8, 4.6, 4.7, 4.6, 4.6 ms;
+the numpy generation 2.8, 2.8, 2.7, then 2.5-2.6 ms.
 
     python bench/bench_engines.py            # everything (~3 min on idle cores)
     python bench/bench_engines.py --no-day   # skip the 24 h run
@@ -55,8 +59,10 @@ def scenarios(duration: float) -> dict[str, Scenario]:
     }
 
 
-def timed(fn, repeat: int = 1):
-    """The result and the median wall time of ``repeat`` calls."""
+def timed(fn, repeat: int = 1, warm: bool = False):
+    """The result and the median wall time of ``repeat`` calls (after one untimed call if ``warm``)."""
+    if warm:
+        fn()
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -103,13 +109,13 @@ def main() -> None:
     print(f"{'scenario':32} {'path':>5} {'events':>10} {'reference ev/s':>15} {'fast ev/s':>12} {'numpy gen ev/s':>15} "
           f"{'fast/ref':>9} {'fast/gen':>9} {'+result: fast/ref':>18} {'fast/gen':>9}")
     for name, sc in scenarios(a.duration).items():
-        ref, t_ref = timed(lambda sc=sc: run(sc, engine="reference"), a.repeat)
-        fast, t_fast = timed(lambda sc=sc: run(sc, engine="fast"), a.repeat)
+        ref, t_ref = timed(lambda sc=sc: run(sc, engine="reference"), a.repeat, warm=True)
+        fast, t_fast = timed(lambda sc=sc: run(sc, engine="fast"), a.repeat, warm=True)
         rd, t_rd = timed(lambda ref=ref: ref.to_dict(series=False), 1)
         fd, t_fd = timed(lambda fast=fast: fast.to_dict(series=False), 1)
         assert rd["events_total"] == fd["events_total"] and rd["errors"] == fd["errors"], name
         n = fd["events_total"]
-        _, t_gen = timed(lambda n=n: gen_only(n, n / a.duration), a.repeat)
+        _, t_gen = timed(lambda n=n: gen_only(n, n / a.duration), a.repeat, warm=True)
         path = "fused" if arrivals.source(sc, 0) is not None else "array"
         print(f"{name:32} {path:>5} {n:>10,} {n / t_ref:>15,.0f} {n / t_fast:>12,.0f} {n / t_gen:>15,.0f} "
               f"{t_ref / t_fast:>8.0f}x {t_gen / t_fast:>8.0%} {(t_ref + t_rd) / (t_fast + t_fd):>17.0f}x "

@@ -42,3 +42,13 @@ def test_draws_are_numpys_and_share_the_generators_state(seed: int) -> None:
 def test_only_pcg64() -> None:
     with pytest.raises(TypeError, match="PCG64"):
         pcg64.state_of(np.random.Generator(np.random.MT19937(1)))
+
+
+def test_each_generators_view_is_its_own_state() -> None:
+    """The layout is checked once per process; every later view must still be its own generator's."""
+    gens = [np.random.Generator(np.random.PCG64(s)) for s in (7, 8, 2**100 + 3)]
+    views = [pcg64.state_of(g) for g in gens]
+    for g, v in zip(gens, views):
+        g.standard_exponential(3)
+        s = g.bit_generator.state["state"]
+        assert [int(w) for w in v] == [s["state"] & (2**64 - 1), s["state"] >> 64, s["inc"] & (2**64 - 1), s["inc"] >> 64]

@@ -33,18 +33,23 @@ _MULT_LO = np.uint64(0x4385DF649FCCF645)
 _MASK = (1 << 64) - 1
 
 
+_LAYOUT_CHECKED = [False]
+
+
 def state_of(g: np.random.Generator) -> U64:
     """The PCG64 state of ``g`` as a view of its memory: state low, high, increment low, high
-    words (the layout of ``__uint128_t`` on a little-endian machine, checked against ``g``'s
-    reported state)."""
+    words (the layout of ``__uint128_t`` on a little-endian machine, checked against the first
+    generator's reported state: the layout is numpy's build's, one for the process)."""
     bg = g.bit_generator
     if not isinstance(bg, np.random.PCG64):
         raise TypeError(f"a PCG64 generator is needed, not {type(bg).__name__}")
-    inner = ctypes.cast(bg.ctypes.state_address, ctypes.POINTER(ctypes.c_void_p))[0]
-    st: U64 = np.ctypeslib.as_array(ctypes.cast(inner, ctypes.POINTER(ctypes.c_uint64)), (4,))
-    s = bg.state["state"]
-    if [int(w) for w in st] != [s["state"] & _MASK, s["state"] >> 64, s["inc"] & _MASK, s["inc"] >> 64]:
-        raise RuntimeError("numpy's PCG64 state is not laid out as two little-endian 128-bit words")
+    inner = ctypes.c_void_p.from_address(bg.ctypes.state_address).value
+    st: U64 = np.frombuffer((ctypes.c_uint64 * 4).from_address(inner), dtype=np.uint64)
+    if not _LAYOUT_CHECKED[0]:
+        s = bg.state["state"]
+        if [int(w) for w in st] != [s["state"] & _MASK, s["state"] >> 64, s["inc"] & _MASK, s["inc"] >> 64]:
+            raise RuntimeError("numpy's PCG64 state is not laid out as two little-endian 128-bit words")
+        _LAYOUT_CHECKED[0] = True
     return st
 
 
