@@ -93,7 +93,12 @@ class RateProfile:
         return RateProfile(self.times, tuple(r * f for r in self.rates), self.interp)
 
     def mean_rate(self, duration: float) -> float:
-        return self.cumulative(np.array([duration]))[0] / duration if duration > 0 else self.rates[0]
+        if not duration > 0:
+            return self.rates[0]
+        if len(self.times) == 1 and self.times[0] == 0.0:
+            d = float(duration)  # cumulative's float64 arithmetic for one knot at 0
+            return (0.0 + float(self.rates[0]) * d) / d
+        return self.cumulative(np.array([duration]))[0] / duration
 
     def peak_rate(self) -> float:
         return max(self.rates)

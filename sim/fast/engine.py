@@ -104,11 +104,13 @@ def _instance(scs: Sequence[Scenario], i: int, progress: Callable[[float], None]
     w = sc.workload
     lanes = [_Lane(s, i) for s in scs]
     plan = lanes[0].plan
-    router = EventRouter(w, sc.seed, i, plan) if plan is not None else None
+    router: EventRouter | None = None  # built for the array path only: a fused stream has no restarts
     while True:
         for ln in lanes:
             ln.start()
         fsrc = arrivals.source(sc, i) if len(lanes) == 1 else None
+        if fsrc is None and plan is not None and router is None:
+            router = EventRouter(w, sc.seed, i, plan)
         src = iter(()) if fsrc is not None else router.chunks() if router is not None else iter_events(w, sc.seed, i)
         if fsrc is not None:
             _run_fused(fsrc, next(iter(lanes[0].runners.values())), lanes[0].st, progress)
