@@ -98,7 +98,7 @@ class RateProfile:
         if len(self.times) == 1 and self.times[0] == 0.0:
             d = float(duration)  # cumulative's float64 arithmetic for one knot at 0
             return (0.0 + float(self.rates[0]) * d) / d
-        return self.cumulative(np.array([duration]))[0] / duration
+        return float(self.cumulative(np.array([duration]))[0] / duration)
 
     def peak_rate(self) -> float:
         return max(self.rates)

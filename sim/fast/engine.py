@@ -34,7 +34,7 @@ import numpy as np
 from audit_tune.basics.heap import keep_large_blocks
 from audit_tune.sim import rng
 from audit_tune.sim.config import BackendOptions
-from audit_tune.sim.fast import arrivals, fused
+from audit_tune.sim.fast import arrivals, fused, workspace
 from audit_tune.sim.fast import collector as col
 from audit_tune.sim.fast.tasks import run_tasks
 from audit_tune.sim.reference import run as ref
@@ -244,10 +244,6 @@ class _Backend:
         self.dispatched = 0
         self.retired_tasks = 0
         self.max_end = 0.0
-        # work arrays of the fused path, reused call after call
-        self.work_t = _EMPTY_F
-        self.work_obs = np.empty((2, 0))
-        self.work_d, self.work_an = _EMPTY_F, np.empty((2, 0), dtype=np.int64)
 
     def finish_time(self) -> float:
         """When the backend's Shutdown returned: drained and every goroutine ended (inf: killed first)."""
@@ -385,15 +381,12 @@ class _Backend:
         the last call (``src.ended``) runs the collector to its end, like ``feed(final=True)``."""
         st = self.stats
         nq = len(self.q_t)
-        need = nq + FUSED_CALL + FUSED_SLACK
-        if len(self.work_t) < need:
-            self.work_t, self.work_obs = np.empty(need), np.empty((2, 2 * need + 4))
-            self.work_d, self.work_an = np.empty(need + 2), np.empty((2, need + 2), dtype=np.int64)
-        acc_t, (obs_t, obs_v) = self.work_t, self.work_obs
+        wk = workspace.work(nq + FUSED_CALL + FUSED_SLACK)
+        acc_t, (obs_t, obs_v) = wk.acc_t, wk.obs
         acc_t[:nq] = self.q_t
         G = src.G
         G[arrivals.G_TSTOP], G[arrivals.G_HORIZON], G[arrivals.G_NQ], G[arrivals.G_K] = self.t_stop, self.horizon, nq, FUSED_CALL
-        fused.run_fused(src.state, G, self.P, self.S, self.C, acc_t, self.work_obs, self.work_d, self.work_an)
+        fused.run_fused(src.state, G, self.P, self.S, self.C, acc_t, wk.obs, wk.d, wk.an)
         C = self.C
         acc_n, qh, nbt = int(C[col.C_ACC_N]), int(C[col.C_QH]), int(C[col.C_NB])
         mode = int(self.S[col.S_MODE])
@@ -401,7 +394,7 @@ class _Backend:
         self._collected(obs_t, obs_v)
         self.acc_events += acc_n - nq
         if nbt:
-            d, a, n = self.work_d[:nbt].copy(), self.work_an[0, :nbt].copy(), self.work_an[1, :nbt].copy()
+            d, a, n = wk.d[:nbt].copy(), wk.an[0, :nbt].copy(), wk.an[1, :nbt].copy()
             nbytes = n * src.size
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
             self._batch_sizes(n)

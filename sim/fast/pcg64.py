@@ -44,7 +44,9 @@ def state_of(g: np.random.Generator) -> U64:
     if not isinstance(bg, np.random.PCG64):
         raise TypeError(f"a PCG64 generator is needed, not {type(bg).__name__}")
     inner = ctypes.c_void_p.from_address(bg.ctypes.state_address).value
-    st: U64 = np.frombuffer((ctypes.c_uint64 * 4).from_address(inner), dtype=np.uint64)
+    if inner is None:
+        raise RuntimeError("numpy's PCG64 has no state")
+    st: U64 = np.frombuffer(memoryview((ctypes.c_uint64 * 4).from_address(inner)), dtype=np.uint64)
     if not _LAYOUT_CHECKED[0]:
         s = bg.state["state"]
         if [int(w) for w in st] != [s["state"] & _MASK, s["state"] >> 64, s["inc"] & _MASK, s["inc"] >> 64]:
