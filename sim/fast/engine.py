@@ -47,9 +47,10 @@ from audit_tune.sim.workload import LEVELS, EventChunk, add_level_counts, iter_e
 ENGINE = "fast"
 # arrivals per call of the fused collector: each call's batches then go through the vectorised
 # retry loop, latency and memory passes, ~0.25 ms of numpy calls whatever their size. Measured (CPU,
-# medians of 5, three rounds): 2^17 -> 2^19 takes the bench's 5k ev/s x 60 s run from 4.4-4.6 to
-# 3.9-4.0 ms and 2 h at 10k ev/s from 0.70 to 0.62 s; 2^20 gains ~1% more for twice the work arrays
-# (2^19: ~32 MiB, touched only as far as a run's arrivals reach).
+# medians of 5, three rounds), the bench's 5k ev/s x 60 s run: 4.4-4.6 ms at 2^17, 3.9-4.0 ms at
+# 2^19; 2 h at 10k ev/s: 0.70 and 0.62 s; 2^20 gains ~1% more for twice the work arrays (2^19:
+# ~34 MiB per thread, sim/fast/workspace.py, touched only as far as a run's arrivals reach). The
+# per-call sums (throttle wait, latency total) round differently with the call size, in the last ulps.
 FUSED_CALL = 1 << 19
 FUSED_SLACK = 1024  # room for a group of equal arrival times that straddles a call's budget
 REQUEST_LEVEL = LEVELS.index("Request")
