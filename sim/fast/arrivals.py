@@ -96,7 +96,7 @@ def _event_size(sc: Scenario) -> int | None:
 
 
 def _profile(sc: Scenario, inst: int) -> RateProfile:
-    """The instance's rate profile as ``iter_requests`` builds it (Poisson over steps: :func:`_size`
+    """The instance's rate profile as ``iter_requests`` builds it (Poisson over steps: :func:`_shape`
     has checked)."""
     w, a = sc.workload, sc.workload.arrivals
     share = w.shares()[inst]
@@ -105,11 +105,11 @@ def _profile(sc: Scenario, inst: int) -> RateProfile:
     return a.profile.scaled(share)
 
 
-def _size(sc: Scenario) -> int | None:
-    """The one event size of a scenario the fused path serves, or None when it needs the array
-    path: one backend, asynchronous, with a batch window (max-size 1, or a max-wait); Poisson
-    arrivals over steps; every audit event emitted at its request's arrival and of one size after
-    truncation (:func:`_event_size`); no restarts."""
+def _shape(sc: Scenario) -> tuple[int, float] | None:
+    """The one event size and the chunk length (``chunk_seconds``) of a scenario the fused path
+    serves, or None when it needs the array path: one backend, asynchronous, with a batch window
+    (max-size 1, or a max-wait); Poisson arrivals over steps; every audit event emitted at its
+    request's arrival and of one size after truncation (:func:`_event_size`); no restarts."""
     a = sc.workload.arrivals
     if len(sc.enabled) != 1 or sc.shutdown.restart_at or a.process != "poisson":
         return None
@@ -118,25 +118,27 @@ def _size(sc: Scenario) -> int | None:
         return None
     if a.onoff is None and a.profile.interp != "step" and len(a.profile.rates) > 1:
         return None
-    if sc.workload.duration / chunk_seconds(sc.workload) > MAX_CHUNKS:
+    step = chunk_seconds(sc.workload)
+    if sc.workload.duration / step > MAX_CHUNKS:
         return None  # a step profile's table of chunk ends would be too long
-    return _event_size(sc)
+    size = _event_size(sc)
+    return None if size is None else (size, step)
 
 
 def fusable(sc: Scenario) -> bool:
-    """Whether the fused path serves ``sc`` (before its arrivals are looked at; :func:`_size`)."""
-    return _size(sc) is not None
+    """Whether the fused path serves ``sc`` (before its arrivals are looked at; :func:`_shape`)."""
+    return _shape(sc) is not None
 
 
 def source(sc: Scenario, inst: int) -> Source | None:
     """The fused stream of apiserver ``inst``, or None when the scenario needs the array path
     (:func:`fusable`)."""
-    size = _size(sc)
-    if size is None:
+    shape = _shape(sc)
+    if shape is None:
         return None
+    size, step = shape
     profile = _profile(sc, inst)
     w = sc.workload
-    step = chunk_seconds(w)
     G = new_source(w.duration, step)
     if len(profile.rates) == 1 and profile.times[0] == 0.0 and profile.rates[0] > 0:
         G[G_RATE] = profile.rates[0]  # a constant rate: y / rate, chunk ends rate * end
