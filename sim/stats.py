@@ -21,6 +21,8 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from audit_tune.sim import selection
+
 _BUCKETS_PER_DOUBLING = 64
 _MIN = 1e-6
 _NB = 64 * 48  # 1 µs .. ~3e8 s
@@ -291,8 +293,7 @@ class Quantiles:
         if self.count == 0:
             return float("nan")
         if self._hist is None:
-            allx = np.concatenate(self._parts)
-            return float(np.quantile(allx, q, method="inverted_cdf"))
+            return selection.quantiles(self._samples(), [q])[0]
         rank = max(1, math.ceil(q * self.count))
         c = np.cumsum(self._hist)
         i = int(np.searchsorted(c, rank))
@@ -300,6 +301,12 @@ class Quantiles:
             return 0.0
         lo = _MIN * 2 ** ((i - 1) / _BUCKETS_PER_DOUBLING)
         return min(lo * 2 ** (0.5 / _BUCKETS_PER_DOUBLING), self.max)
+
+    def _samples(self) -> F64:
+        """Every exact sample, one array (the parts joined once and kept)."""
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0]
 
     def summary(self) -> dict[str, float | None]:
         """p50/p90/p99/max/mean (computed once until the next :meth:`add`)."""
@@ -311,8 +318,7 @@ class Quantiles:
         if self.count == 0:
             return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
         if self._hist is None:
-            allx = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
-            p50, p90, p99 = (float(x) for x in np.quantile(allx, [0.5, 0.9, 0.99], method="inverted_cdf"))
+            p50, p90, p99 = selection.quantiles(self._samples(), [0.5, 0.9, 0.99])
         else:
             p50, p90, p99 = self.quantile(0.5), self.quantile(0.9), self.quantile(0.99)
         return {"p50": p50, "p90": p90, "p99": p99, "max": self.max, "mean": self.total / self.count}
