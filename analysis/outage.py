@@ -209,10 +209,10 @@ def _run(task: RunTask) -> RunResult:
         lat = base.receiver.latency
         rcv = replace(base.receiver, latency=Latency(lat.kind, lat.a * sc.factor, lat.b * sc.factor,
                                                      values=tuple(v * sc.factor for v in lat.values)))
-    d = run(replace(base, receiver=rcv), engine=engine).to_dict(series=False)
+    t = run(replace(base, receiver=rcv), engine=engine).totals()
     end = duration if sc.is_outage else window
-    return RunResult(int(d["errors"]["webhook"]), int(d["errors"]["buffered"]), int(d["peak_memory_bytes"]),
-                     max(0.0, float(d["simulated_seconds"]) - end), int(d["events_total"]))
+    return RunResult(t.errors["webhook"], t.errors["buffered"], t.peak_memory_bytes,
+                     max(0.0, t.simulated_seconds - end), t.events_total)
 
 
 class Pool:

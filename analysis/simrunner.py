@@ -47,7 +47,7 @@ class RunSummary:
     """What the recommender reads from one simulated run."""
 
     events: int
-    errors: dict[str, float]
+    errors: dict[str, int]
     peak_memory: int
     max_inflight: int
     max_occupancy: int
@@ -70,10 +70,11 @@ def sim_tasks(tasks: list[SimTask], engine: str) -> list[RunSummary]:
 
 
 def _summary(res: Result) -> RunSummary:
-    d = res.to_dict(series=False)
-    return RunSummary(d["events_total"], d["errors"], d["peak_memory_bytes"], d["max_inflight_batches"],
-                      d["max_buffer_occupancy"], d["delivery_latency_seconds"]["p99"],
-                      d["delivery_latency_seconds"]["max"], d["attempts"] > d["batches"])
+    """The run's counts and its p99 and largest delivery latency (the one percentile read here)."""
+    t, q = res.totals(), res.delivery()
+    return RunSummary(t.events_total, t.errors, t.peak_memory_bytes, t.max_inflight_batches,
+                      t.max_buffer_occupancy, q.quantile(0.99) if q.count else None, q.max if q.count else None,
+                      t.attempts > t.batches)
 
 
 def _pool_task(item: tuple[SimTask, str]) -> RunSummary:

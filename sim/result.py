@@ -167,6 +167,47 @@ class InstanceStats:
         self.end_time = 0.0
 
 
+@dataclass(frozen=True)
+class RunTotals:
+    """:meth:`Result.totals`: the same numbers as the ``to_dict`` fields of these names."""
+
+    events_total: int
+    errors: dict[str, int]  # every backend's, as ``to_dict()["errors"]``
+    peak_memory_bytes: int  # the primary backend's, as the other fields
+    max_inflight_batches: int
+    max_buffer_occupancy: int
+    batches: int
+    attempts: int
+    simulated_seconds: float
+
+
+def _merged_quantiles(qs: list[Quantiles]) -> Quantiles:
+    """One backend's latencies over the instances: its own when there is one instance; the exact
+    samples together while every instance kept them; else the histograms added up."""
+    if len(qs) == 1:
+        return qs[0]
+    q = Quantiles()
+    if all(x.exact for x in qs):
+        for x in qs:
+            for part in x._parts:
+                q.add(part)
+        return q
+    q = Quantiles(exact_cap=0)
+    for x in qs:
+        if x.exact:
+            for part in x._parts:
+                q.add(part)
+        else:
+            q.add(np.empty(0))
+            if q._hist is None:
+                q._hist = np.zeros_like(x._hist)
+            q._hist += x._hist
+            q.count += x.count
+            q.total += x.total
+            q.max = max(q.max, x.max)
+    return q
+
+
 @dataclass
 class Result:
     engine: str
@@ -199,30 +240,11 @@ class Result:
         errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
         codes: Counter[str] = Counter()
         sizes: Counter[int] = Counter()
-        q = Quantiles()
         for b in bs:
             errors.update(b.errors)
             codes.update(b.attempts_by_code)
             sizes.update(b.batch_size_counts)
-            for part in (b.delivery._parts if b.delivery.exact and len(bs) > 1 else []):
-                q.add(part)
-        if len(bs) == 1:
-            q = bs[0].delivery  # one backend of one apiserver: its own quantiles (the same numbers, computed once)
-        elif bs and not all(b.delivery.exact for b in bs):
-            # histogram mode: merge histograms
-            q = Quantiles(exact_cap=0)
-            for b in bs:
-                if b.delivery.exact:
-                    for part in b.delivery._parts:
-                        q.add(part)
-                else:
-                    q.add(np.empty(0))
-                    if q._hist is None:
-                        q._hist = np.zeros_like(b.delivery._hist)
-                    q._hist += b.delivery._hist
-                    q.count += b.delivery.count
-                    q.total += b.delivery.total
-                    q.max = max(q.max, b.delivery.max)
+        q = self.delivery(name)
         occ = [b.occupancy.series(self.simulated_seconds) for b in bs]
         return {
             "mode": bs[0].mode if bs else None,
@@ -242,6 +264,27 @@ class Result:
             "occupancy": {"interval_seconds": self.interval,
                           "max": [max(v) for v in zip(*occ)] if occ else []},
         }
+
+    def delivery(self, name: str | None = None) -> Quantiles:
+        """The delivery latencies of backend ``name`` (default: the primary) over every instance."""
+        name = name or self.primary
+        cache: dict[str, Quantiles] = self.__dict__.setdefault("_delivery_cache", {})
+        if name not in cache:
+            cache[name] = _merged_quantiles([i.backends[name].delivery for i in self.instances if name in i.backends])
+        return cache[name]
+
+    def totals(self) -> RunTotals:
+        """The counts of :meth:`to_dict` a caller that reads no percentile or series needs, computed
+        without them (``to_dict`` computes every percentile of every latency)."""
+        bs = [i.backends[self.primary] for i in self.instances if self.primary in i.backends]
+        errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
+        for inst in self.instances:
+            for b in inst.backends.values():
+                errors.update(b.errors)
+        return RunTotals(sum(i.events_total for i in self.instances), dict(errors),
+                         sum(b.peak_memory for b in bs), max((b.max_inflight for b in bs), default=0),
+                         max((b.max_occupancy for b in bs), default=0), sum(b.batches for b in bs),
+                         sum(b.attempts for b in bs), self.simulated_seconds)
 
     def to_dict(self, series: bool = True) -> dict[str, Any]:
         prim = self._merged(self.primary)

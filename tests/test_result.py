@@ -1,4 +1,6 @@
 """The simulation result's dictionary form (``sim/result.py``)."""
+import pytest
+
 from audit_tune.sim.api import run
 from audit_tune.sim.config import parse_flags
 from audit_tune.sim.scenario import Scenario
@@ -21,3 +23,41 @@ def test_a_summary_without_series_leaves_the_next_one_whole():
     # the two forms agree on every count
     for name, b in short["backends"].items():
         assert {k: v for k, v in full["backends"][name].items() if k != "occupancy"} == b
+
+
+def _scenario(flags: list[str], instances: int, rate: float, seconds: float) -> Scenario:
+    rc = (RequestClass("rc", level="Metadata", omit_stages=frozenset({"RequestReceived"})),)
+    w = Workload(Arrivals("poisson", RateProfile.constant(rate)), seconds, rc, instances=instances)
+    return Scenario(flags=parse_flags(flags), workload=w).validate()
+
+
+CASES = {
+    "one apiserver": (["--audit-webhook-batch-max-size=50"], 1, 300.0, 5.0),
+    "three apiservers": (["--audit-webhook-batch-max-size=50"], 3, 300.0, 5.0),
+    # qps 1 x 10 events a batch against 3,000 ev/s: buffered drops, a full buffer
+    "overloaded": (["--audit-webhook-batch-max-size=10", "--audit-webhook-batch-throttle-qps=1",
+                    "--audit-webhook-batch-buffer-size=500"], 2, 3000.0, 4.0),
+    "log and webhook": (["--audit-log-path=/tmp/audit.log", "--audit-log-mode=batch",
+                         "--audit-webhook-batch-max-size=50"], 1, 300.0, 5.0),
+    # 3 x 800,000 latencies, over the 2,000,000 the merged quantiles keep exact: the histogram
+    "histogram": (["--audit-webhook-batch-max-size=500", "--audit-webhook-batch-throttle-qps=100"], 3, 80_000.0, 30.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_totals_and_the_primary_latencies_are_the_dictionarys(case: str) -> None:
+    """``totals()`` and ``delivery()`` give what ``to_dict`` says, without its percentiles."""
+    r = run(_scenario(*CASES[case]), engine="fast")
+    t, q = r.totals(), r.delivery()
+    d = r.to_dict(series=False)
+    assert t.events_total == d["events_total"] > 0
+    assert t.errors == d["errors"]
+    for k in ("peak_memory_bytes", "max_inflight_batches", "max_buffer_occupancy", "batches", "attempts",
+              "simulated_seconds"):
+        assert getattr(t, k) == d[k], k
+    lat = d["delivery_latency_seconds"]
+    assert q.quantile(0.99) == lat["p99"] and q.max == lat["max"] and q.quantile(0.5) == lat["p50"]
+    if case == "overloaded":
+        assert t.errors["buffered"] > 0
+    if case == "histogram":
+        assert not q.exact

@@ -84,9 +84,9 @@ Mapper = Callable[[Callable[[ReplayPart], PartResult], list[ReplayPart]], list[P
 
 def replay_part(part: ReplayPart) -> PartResult:
     """Replay steps ``lo:hi`` of the model's window (observed shape) under ``flags``."""
-    d = run(part.model.scenario(part.flags, part.seed, start=part.lo, stop=part.hi, shape="observed"),
-            engine=part.engine).to_dict(series=False)
-    return PartResult(d["events_total"], dict(d["errors"]))
+    t = run(part.model.scenario(part.flags, part.seed, start=part.lo, stop=part.hi, shape="observed"),
+            engine=part.engine).totals()
+    return PartResult(t.events_total, t.errors)
 
 
 def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
