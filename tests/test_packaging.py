@@ -7,12 +7,16 @@ dependencies only: ``audit_tune`` must resolve to the venv's own copy, which the
 """
 from __future__ import annotations
 
+import ast
 import csv
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -106,3 +110,51 @@ def test_tune_recommend_runs_from_the_installed_wheel_outside_the_checkout(venv)
     assert "bundled sample" in r.stderr
     report = json.loads(r.stdout)
     assert report["config"]["source"]["kind"] == "bundled sample"
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """Top-level names a module imports: (at module level, anywhere else), relative imports left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    top: set[str] = set()
+    every: set[str] = set()
+    module_level = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = {node.module.split(".")[0]}
+        else:
+            continue
+        every |= names
+        if id(node) in module_level:
+            top |= names
+    return top, every
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_third_party_module_the_package_imports_is_a_declared_dependency():
+    """A module imported at module level needs a runtime dependency; one imported inside a function
+    (the optional Dask and Parquet paths) a dependency or an extra. The test extras install many
+    packages, so an import that only works because one of them pulled it in (click via dask, while
+    typer >= 0.29 vendors its own) would pass every other test and fail on a machine that installed
+    the README's first command only."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {_requirement_name(r) for r in project["dependencies"]}
+    extras = {_requirement_name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    dists = importlib.metadata.packages_distributions()
+    local = {"audit_tune", *(f.stem for f in source_files().values())}
+    missing: list[str] = []
+    for name, path in source_files().items():
+        top, every = _imports(path)
+        for mod in sorted(every - local - set(sys.stdlib_module_names)):
+            owners = {d.lower().replace("_", "-") for d in dists.get(mod, [mod])}
+            need = core if mod in top else core | extras
+            if not owners & need:
+                missing.append(f"{name} imports {mod} ({', '.join(sorted(owners))}): not in "
+                               + ("[project] dependencies" if mod in top else "dependencies or extras"))
+    assert not missing, "\n".join(missing)
+    # the check itself sees a module-level third-party import
+    assert "numpy" in _imports(source_files()["audit_tune.sim.stats"])[0]
