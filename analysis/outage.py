@@ -209,7 +209,7 @@ def _run(task: RunTask) -> RunResult:
         lat = base.receiver.latency
         rcv = replace(base.receiver, latency=Latency(lat.kind, lat.a * sc.factor, lat.b * sc.factor,
                                                      values=tuple(v * sc.factor for v in lat.values)))
-    t = run(replace(base, receiver=rcv), engine=engine).totals()
+    t = run(replace(base, receiver=rcv, record_latency=False, record_occupancy=False), engine=engine).totals()
     end = duration if sc.is_outage else window
     return RunResult(t.errors["webhook"], t.errors["buffered"], t.peak_memory_bytes,
                      max(0.0, t.simulated_seconds - end), t.events_total)

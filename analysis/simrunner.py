@@ -65,7 +65,8 @@ def sim_tasks(tasks: list[SimTask], engine: str) -> list[RunSummary]:
     its scenario is built once, and every flag set runs over one pass of its events."""
     t = tasks[0]
     assert all(u.workload_key() == t.workload_key() for u in tasks)
-    sc = t.model.scenario(t.flags, t.seed, scale=t.scale, start=t.lo, stop=t.hi, shape=t.shape)
+    sc = replace(t.model.scenario(t.flags, t.seed, scale=t.scale, start=t.lo, stop=t.hi, shape=t.shape),
+                 record_occupancy=False)  # the recommender reads the largest occupancy, not its series
     return [_summary(r) for r in run_many([sc.with_flags(u.flags) for u in tasks], engine=engine)]
 
 

@@ -204,7 +204,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None, timeout: 
         iname = f"apiserver-{i}"
         bstats: dict[str, BackendStats] = {}
         for b, out in zip(names, outs):
-            bs = BackendStats(b, sc.flags.backend(b).mode, sc.interval)
+            bs = BackendStats.of(sc, b)
             lat = [e["delivered"] - e["created"] for e in out.get("events_detail") or []
                    if e["instance"] == i and e["delivered"] is not None and e["created"] is not None]
             _fill(bs, iname, i, out, lat)

@@ -46,6 +46,7 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.stats import Quantiles, SeriesMax
 from audit_tune.sim.workload import LEVELS
 
@@ -56,7 +57,14 @@ BATCH_SIZES_LIMIT = 100_000  # keep the full sequence up to this many batches
 class BackendStats:
     """Everything one backend of one instance records while a run goes on."""
 
-    def __init__(self, name: str, mode: str, interval: float) -> None:
+    @classmethod
+    def of(cls, sc: Scenario, name: str) -> BackendStats:
+        """Backend ``name`` of scenario ``sc``, keeping the statistics the scenario records."""
+        return cls(name, sc.flags.backend(name).mode, sc.interval, sc.record_latency, sc.record_occupancy)
+
+    def __init__(self, name: str, mode: str, interval: float, latency: bool = True, occupancy: bool = True) -> None:
+        """``latency``/``occupancy`` False: the delivery latencies or the occupancy series are not kept
+        (``Scenario.record_latency``/``record_occupancy``); every count still is."""
         self.name, self.mode = name, mode
         self.errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
         self.delivered = 0
@@ -64,8 +72,8 @@ class BackendStats:
         self.batch_sizes = array("q")
         self.batches = 0
         self.batch_size_counts: Counter[int] = Counter()
-        self.delivery = Quantiles()
-        self.occupancy = SeriesMax(interval)
+        self.delivery = Quantiles(keep=latency)
+        self.occupancy = SeriesMax(interval, keep=occupancy)
         self.max_occupancy = 0
         self.max_inflight = 0
         self.peak_memory = 0

@@ -38,6 +38,10 @@ class Scenario:
     throttle_initial_tokens: float | None = None
     # graceful termination at the end (and at each restart): sim/shutdown.py
     shutdown: ShutdownOptions = field(default_factory=ShutdownOptions)
+    # statistics kept for callers that read them: without them the run and every count are the
+    # same, only the result's delivery_latency_seconds (and p50/p90/p99) or occupancy series are empty
+    record_latency: bool = True
+    record_occupancy: bool = True
 
     def validate(self) -> Scenario:
         if not self.backends or any(b not in ("log", "webhook") for b in self.backends):
@@ -132,6 +136,8 @@ class Scenario:
             },
             "log_writer": {"per_event": self.log_writer.per_event.describe(), "per_batch": self.log_writer.per_batch,
                            "error_rate": self.log_writer.error_rate},
+            **({} if self.record_latency and self.record_occupancy else
+               {"record": {"latency": self.record_latency, "occupancy": self.record_occupancy}}),
         }
 
     @staticmethod
@@ -275,12 +281,20 @@ def _from_dict(d: JsonObject) -> Scenario:
                                kill_after=_dur(sd.get("kill_after", 30.0), "shutdown.kill_after"),
                                restart_gap=_dur(sd.get("restart_gap", 5.0), "shutdown.restart_gap"))
     tokens = d.get("throttle_initial_tokens")
+    rec = _obj(d.get("record", {}), "record")
     return Scenario(flags=flags, workload=workload, receiver=receiver, log_writer=log_writer,
                     backends=tuple(_strs(d.get("backends", ["webhook"]), "backends")), seed=_int(d.get("seed", 1), "seed"),
                     drain=bool(d.get("drain", True)), request_timeout=_dur(d.get("request_timeout", 60.0), "request_timeout"),
                     occupancy_interval=_float(d.get("occupancy_interval", 0.0), "occupancy_interval"),
                     throttle_initial_tokens=None if tokens is None else _float(tokens, "throttle_initial_tokens"),
-                    shutdown=shutdown)
+                    shutdown=shutdown, record_latency=_flag(rec.get("latency", True), "record.latency"),
+                    record_occupancy=_flag(rec.get("occupancy", True), "record.occupancy"))
+
+
+def _flag(v: JsonValue, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise InputError(f"{what}: {v!r} is not true or false")
+    return v
 
 
 def result_config(sc: Scenario) -> JsonObject:

@@ -232,8 +232,11 @@ def _hist_spans(hist: I64, thr: F64, end: F64, ok: npt.NDArray[np.bool_], n: I64
 
 
 class Quantiles:
-    def __init__(self, exact_cap: int = 2_000_000) -> None:
+    def __init__(self, exact_cap: int = 2_000_000, keep: bool = True) -> None:
+        """``keep`` False: samples are counted by :meth:`add_spans`'s answer only, never kept
+        (``count`` stays 0, every quantile is None): for runs whose caller reads no latency."""
         self.exact_cap = exact_cap
+        self.keep = keep
         self._parts: list[F64] = []
         self._n_exact = 0
         self._hist: np.ndarray | None = None
@@ -244,6 +247,8 @@ class Quantiles:
         self._scratch: F64 = np.empty(0)  # the samples of one add_spans call, for their sum
 
     def add(self, x: np.ndarray | float) -> None:
+        if not self.keep:
+            return
         x = np.atleast_1d(np.asarray(x, dtype=float))
         if not len(x):
             return
@@ -266,6 +271,8 @@ class Quantiles:
         """Add :func:`span_samples` (``end[j] - t[i]`` for the events of each batch j with
         ``ok[j]``) as one :meth:`add` would; in histogram mode straight into the histogram, without
         the array. Returns how many samples."""
+        if not self.keep:
+            return int(n[ok].sum())
         if self._hist is None:
             x = span_samples(end, ok, n, t)
             self.add(x)
@@ -329,12 +336,16 @@ class SeriesMax:
 
     An interval with no observation carries the level in force (the last observed value)."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, keep: bool = True) -> None:
+        """``keep`` False: observations are ignored and the series is empty (the caller reads none)."""
         self.interval = interval
+        self.keep = keep
         self.maxes: dict[int, float] = {}
         self.lasts: dict[int, float] = {}
 
     def observe(self, t: float, v: float) -> None:
+        if not self.keep:
+            return
         k = int(t // self.interval)
         if v > self.maxes.get(k, -1.0):
             self.maxes[k] = v
@@ -342,7 +353,7 @@ class SeriesMax:
 
     def observe_many(self, t: np.ndarray, v: np.ndarray) -> None:
         """Observations in time order (vectorised :meth:`observe`)."""
-        if not len(t):
+        if not self.keep or not len(t):
             return
         k = np.floor_divide(t, self.interval).astype(np.int64)
         edges = np.flatnonzero(np.diff(k)) + 1
@@ -357,6 +368,8 @@ class SeriesMax:
     def observe_runs(self, keys: np.ndarray, maxes: np.ndarray, lasts: np.ndarray) -> None:
         """Per-interval reductions already made (interval index, max, last value), in time order:
         what :meth:`observe_many` computes, for callers that reduce in compiled code."""
+        if not self.keep:
+            return
         for kk, m, last in zip(keys.tolist(), maxes.tolist(), lasts.tolist()):
             if m > self.maxes.get(kk, -1.0):
                 self.maxes[kk] = m
@@ -365,7 +378,7 @@ class SeriesMax:
     def add_runs(self, keys: I64, maxes: F64, lasts: F64) -> None:
         """Per-interval reductions (as :meth:`observe_runs`) of observations that all follow the
         ones seen so far: only the first interval can have been seen before, the rest are new."""
-        if not len(keys):
+        if not self.keep or not len(keys):
             return
         self.observe_runs(keys[:1], maxes[:1], lasts[:1])
         if len(keys) > 1:
@@ -374,7 +387,7 @@ class SeriesMax:
             self.lasts.update(zip(k, lasts[1:].tolist()))
 
     def series(self, end: float) -> list[float]:
-        n = int(math.ceil(end / self.interval)) if end > 0 else 0
+        n = int(math.ceil(end / self.interval)) if end > 0 and self.keep else 0
         out, level = [], 0.0
         for k in range(n):
             if k in self.maxes:

@@ -1,6 +1,9 @@
 """The simulation result's dictionary form (``sim/result.py``)."""
+from dataclasses import replace
+
 import pytest
 
+from audit_tune.basics.errors import InputError
 from audit_tune.sim.api import run
 from audit_tune.sim.config import parse_flags
 from audit_tune.sim.scenario import Scenario
@@ -61,3 +64,37 @@ def test_totals_and_the_primary_latencies_are_the_dictionarys(case: str) -> None
         assert t.errors["buffered"] > 0
     if case == "histogram":
         assert not q.exact
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("case", ["three apiservers", "overloaded", "log and webhook"])
+def test_a_run_that_keeps_no_latency_or_occupancy_counts_the_same(engine: str, case: str) -> None:
+    """``record_latency``/``record_occupancy`` False leave the run and every count as they are; only
+    the latencies and the occupancy series are empty, and the result's config says so."""
+    flags, n, rate, seconds = CASES[case]
+    if engine == "reference":
+        rate, seconds = min(rate, 300.0), min(seconds, 2.0)
+    sc = _scenario(flags, n, rate, seconds)
+    full = run(sc, engine=engine)
+    bare = run(replace(sc, record_latency=False, record_occupancy=False), engine=engine)
+    assert bare.totals() == full.totals()
+    a, b = full.to_dict(), bare.to_dict()
+    assert b["delivered"] == a["delivered"] > 0
+    assert b["delivery_latency_seconds"]["p99"] is None and a["delivery_latency_seconds"]["p99"] is not None
+    assert b["backends"]["webhook"]["occupancy"]["max"] == [] and a["backends"]["webhook"]["occupancy"]["max"]
+    assert b["config"]["record"] == {"latency": False, "occupancy": False} and "record" not in a["config"]
+    for k in ("events_total", "errors", "batches", "attempts_by_code", "max_buffer_occupancy", "peak_memory_bytes",
+              "max_inflight_batches", "throttle_wait_seconds_total", "first_drop_seconds", "in_flight_at_end"):
+        assert b[k] == a[k], k
+    only_latency = run(replace(sc, record_occupancy=False), engine=engine).to_dict()
+    assert only_latency["delivery_latency_seconds"] == a["delivery_latency_seconds"]
+
+
+def test_a_scenario_file_states_what_it_records() -> None:
+    sc = replace(_scenario([], 1, 10.0, 1.0), record_latency=False)
+    d = sc.to_dict()
+    assert d["record"] == {"latency": False, "occupancy": True}
+    back = Scenario.from_dict(d)
+    assert (back.record_latency, back.record_occupancy) == (False, True)
+    with pytest.raises(InputError, match=r"record.occupancy: 'no' is not true or false"):
+        Scenario.from_dict({**d, "record": {"occupancy": "no"}})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict
 
 import numpy as np
@@ -84,8 +84,8 @@ Mapper = Callable[[Callable[[ReplayPart], PartResult], list[ReplayPart]], list[P
 
 def replay_part(part: ReplayPart) -> PartResult:
     """Replay steps ``lo:hi`` of the model's window (observed shape) under ``flags``."""
-    t = run(part.model.scenario(part.flags, part.seed, start=part.lo, stop=part.hi, shape="observed"),
-            engine=part.engine).totals()
+    sc = part.model.scenario(part.flags, part.seed, start=part.lo, stop=part.hi, shape="observed")
+    t = run(replace(sc, record_latency=False, record_occupancy=False), engine=part.engine).totals()
     return PartResult(t.events_total, t.errors)
 
 

@@ -138,7 +138,7 @@ class _Lane:
 
     def __init__(self, sc: Scenario, i: int) -> None:
         self.sc, self.i = sc, i
-        self.stats = {name: BackendStats(name, sc.flags.backend(name).mode, sc.interval) for name in sc.enabled}
+        self.stats = {name: BackendStats.of(sc, name) for name in sc.enabled}
         self.st = InstanceStats(f"apiserver-{i}", self.stats)
         self.plan = Plan(sc.workload, sc.shutdown, sc.request_timeout, sc.seed, i) if sc.drain else None
         self.runners: dict[str, _Backend] = {}
@@ -423,7 +423,7 @@ class _Backend:
             st.drop("buffered", drops, float(C[col.C_FIRST_DROP]))
         st.throttle_wait += float(C[col.C_TW])
         st.max_occupancy = max(st.max_occupancy, int(C[col.C_MAXOCC]))
-        if no:
+        if no and st.occupancy.keep:
             st.occupancy.add_runs(*col.interval_runs(obs_t[:no], obs_v[:no], st.occupancy.interval))
 
     def _batch_sizes(self, n: np.ndarray) -> None:

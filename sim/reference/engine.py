@@ -27,7 +27,7 @@ def run(sc: Scenario, progress: Callable[[float], None] | None = None) -> Result
     ends: list[float] = []
     lives = []
     for i in range(w.instances):
-        bstats = {name: BackendStats(name, sc.flags.backend(name).mode, sc.interval) for name in sc.enabled}
+        bstats = {name: BackendStats.of(sc, name) for name in sc.enabled}
         st = InstanceStats(f"apiserver-{i}", bstats)
         insts.append(st)
         prog = progress if i == 0 else None
