@@ -237,3 +237,46 @@ def test_batch_bytes_and_latencies_match_numpy() -> None:
     ev_t = g.uniform(0, 10, int(n.sum()))
     want = (np.repeat(end, n) - ev_t)[np.repeat(ok, n)]
     np.testing.assert_array_equal(ok_latencies(end, ok, n, ev_t), want)
+
+
+@pytest.mark.parametrize("case", ["both-backends", "restart", "truncated to one size"])
+def test_the_one_size_shortcut_gives_the_per_event_sums(case, monkeypatch):
+    """On the array path, events all of one size have their batch bytes and held memory from that size
+    (``arrivals.uniform_size``); the result is the one the per-event sums give."""
+    from audit_tune.sim.fast import arrivals
+    flags = ["--audit-webhook-batch-max-size=50", "--audit-webhook-batch-throttle-qps=20",
+             "--audit-webhook-batch-buffer-size=800"]
+    kw = dict(rate=1500.0, duration=12.0, latency=0.2)
+    classes = (RequestClass("one", level="Metadata", omit_stages=frozenset({"RequestReceived"}), sizes=(1000,) * 4),)
+    if case == "both-backends":
+        flags += ["--audit-log-path=/var/log/a.log", "--audit-log-mode=batch"]
+        kw["backends"] = ("log", "webhook")
+    if case == "truncated to one size":
+        # a RequestResponse class of 5,000-byte events, truncated to its metadata
+        classes = (RequestClass("big", level="RequestResponse", omit_stages=frozenset({"RequestReceived"}),
+                                sizes=(5000,) * 4),)
+        flags += ["--audit-webhook-truncate-enabled=true", "--audit-webhook-truncate-max-event-size=2000"]
+        kw["process"] = "deterministic"  # the array path (the fused one takes Poisson arrivals only)
+    sc = scenario(flags, classes=classes, **kw)
+    if case == "restart":
+        sc = replace(sc, shutdown=ShutdownOptions(restart_at=(5.0,), kill_after=2.0)).validate()
+    assert not arrivals.fusable(sc)
+    name = sc.enabled[-1]
+    assert arrivals.uniform_size(sc, name) is not None
+    shortcut = result(sc, "fast")
+    monkeypatch.setattr(arrivals, "uniform_size", lambda sc, backend: None)
+    per_event = result(sc, "fast")
+    assert shortcut["peak_memory_bytes"] > 0 and shortcut["errors"]["buffered"] > 0
+    assert {k: v for k, v in shortcut.items() if k != "wall_seconds"} == \
+           {k: v for k, v in per_event.items() if k != "wall_seconds"}
+
+
+def test_uniform_size_is_none_for_several_sizes_or_a_dropped_event() -> None:
+    from audit_tune.sim.fast import arrivals
+    mixed = scenario([], rate=10.0, duration=1.0, classes=CLASSES)
+    assert arrivals.uniform_size(mixed, "webhook") is None
+    one = RequestClass("one", level="Metadata", sizes=(900,) * 4)
+    assert arrivals.uniform_size(scenario([], rate=10.0, duration=1.0, classes=(one,)), "webhook") == 900
+    trunc = ["--audit-webhook-truncate-enabled=true", "--audit-webhook-truncate-max-event-size=500"]
+    # a Metadata event over the limit is dropped, not shrunk
+    assert arrivals.uniform_size(scenario(trunc, rate=10.0, duration=1.0, classes=(one,)), "webhook") is None

@@ -75,16 +75,22 @@ class Source:
 
 
 def _event_size(sc: Scenario) -> int | None:
-    """The one size every event has after truncation, or None (several sizes, or an event that
-    truncation drops)."""
+    """The one size every event has after truncation, or None (several sizes, an event that
+    truncation drops, or one emitted after its request's arrival)."""
     w = sc.workload
-    tr = sc.flags.backend(sc.enabled[0]).truncate
+    if any(off != 0.0 for c in w.classes for _, off in c.stages(w.policy_omit_stages)):
+        return None
+    return uniform_size(sc, sc.enabled[0])
+
+
+def uniform_size(sc: Scenario, backend: str) -> int | None:
+    """The one size every event reaching ``backend``'s buffer has after its truncation, or None
+    (several sizes, or an event that truncation drops)."""
+    w = sc.workload
+    tr = sc.flags.backend(backend).truncate
     sizes = set()
     for c in w.classes:
-        plan = c.stages(w.policy_omit_stages)
-        if any(off != 0.0 for _, off in plan):
-            return None
-        for stage, _ in plan:
+        for stage, _ in c.stages(w.policy_omit_stages):
             size = c.stage_sizes()[stage]
             if tr.enabled and size > tr.max_event_size:
                 if LEVELS.index(c.level) >= LEVELS.index("Request"):

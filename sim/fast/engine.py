@@ -219,6 +219,7 @@ class _Backend:
         self.C = np.zeros(8)
         self.C[col.C_FIRST_DROP] = np.nan
         self.sync = not c.async_delegate
+        self.size = arrivals.uniform_size(sc, name)  # every event's bytes, when they are all the same
         self.one_only = c.max_batch_size > 1 and c.max_batch_wait <= 0
         self.horizon = life.kill if life is not None else sc.workload.duration
         self.t_stop = life.drained if life is not None else math.inf
@@ -333,7 +334,7 @@ class _Backend:
         # batches
         d, e, a, n = out_d[:nbt], out_e[:nbt], out_a[:nbt], out_n[:nbt]
         if nbt:
-            nbytes = col.batch_bytes(asz, acc, a, n)
+            nbytes = n * self.size if self.size is not None else col.batch_bytes(asz, acc, a, n)
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
             self._batch_sizes(n)
             ev_idx = acc[a[0]:a[-1] + n[-1]]  # batches are consecutive runs of the accepted sequence
@@ -359,8 +360,13 @@ class _Backend:
         if len(new_acc):
             order = np.argsort(self.rel_t, kind="stable")
             self.rel_t, self.rel_b = self.rel_t[order], self.rel_b[order]
-            peak, acc_bytes, kk, rel_bytes = col.memory_peak(at, asz, new_acc, self.rel_t, self.rel_b,
-                                                             self.acc_bytes, self.retired_bytes)
+            if self.size is not None:
+                t_acc = at[new_acc]
+                peak, acc_bytes, kk, rel_bytes = fused.memory_peak(t_acc, 0, len(t_acc), self.size, self.rel_t,
+                                                                   self.rel_b, self.acc_bytes, self.retired_bytes)
+            else:
+                peak, acc_bytes, kk, rel_bytes = col.memory_peak(at, asz, new_acc, self.rel_t, self.rel_b,
+                                                                 self.acc_bytes, self.retired_bytes)
             st.peak_memory = max(st.peak_memory, int(peak))
             # retire releases before the last accept (no later accept can be earlier)
             self.retired_bytes += int(rel_bytes)
