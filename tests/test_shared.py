@@ -132,9 +132,11 @@ def test_what_cannot_share_runs_alone_in_order():
     assert got[5]["restart_loss"] is not None and len(got[5]["lifetimes"][0]) == 2
 
 
-def test_fusable_runs_share_a_pass_in_company_and_run_fused_alone(monkeypatch):
-    """A fusable scenario alone runs fused; two of them (other flags, same events) share one array
-    pass; the results are the same either way."""
+def test_fusable_runs_share_one_compiled_stream_in_company_and_run_fused_alone(monkeypatch):
+    """A fusable scenario alone runs fused; several of them (other flags, same events) share one pass
+    whose events the compiled generator draws once per apiserver (``arrivals.source``; numpy's
+    ``iter_events`` never runs), fed to every flag set block by block; the results are the same
+    either way."""
     one = scenario(["--audit-webhook-batch-max-size=20"], rate=3000.0, duration=10.0)
     two = one.with_flags(parse_flags(["--audit-webhook-batch-max-size=400", "--audit-webhook-batch-buffer-size=500"]))
     assert arrivals.fusable(one) and arrivals.fusable(two) and shareable(one) and same_events(one, two)
@@ -145,13 +147,58 @@ def test_fusable_runs_share_a_pass_in_company_and_run_fused_alone(monkeypatch):
     fused_src = []
     real_source = arrivals.source
     monkeypatch.setattr(arrivals, "source", lambda sc, i: fused_src.append(sc) or real_source(sc, i))
+    numpy_gen = []
+    real_iter = engine.iter_events
+    monkeypatch.setattr(engine, "iter_events", lambda w, seed, i: numpy_gen.append(i) or real_iter(w, seed, i))
     got = [r.to_dict() for r in sim_shared.run_many([one, two])]
-    assert seen == [2] and fused_src == []  # one shared array pass
+    assert seen == [2] and len(fused_src) == 1 and numpy_gen == []  # one shared pass, one stream
     want = [r.to_dict() for r in sim_shared.run_many([one])] + [r.to_dict() for r in sim_shared.run_many([two])]
-    assert seen[1:] == [1, 1] and len(fused_src) == 2  # alone: fused
+    assert seen[1:] == [1, 1] and len(fused_src) == 3  # alone: fused
     for g, w in zip(got, want):
         g.pop("wall_seconds", None), w.pop("wall_seconds", None)
         assert g == w
+
+
+def _without_sums(d: dict) -> dict:
+    """``d`` with its float sums (throttle wait, latency means) rounded to 12 digits: the stream's blocks
+    and the array path's chunks add them in other groups, which moves their last bits."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[k] = _without_sums(v)
+        elif isinstance(v, list):
+            out[k] = [_without_sums(x) if isinstance(x, dict) else x for x in v]
+        elif k in ("mean", "throttle_wait_seconds_total") and isinstance(v, float):
+            out[k] = float(f"{v:.12g}")
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_a_shared_stream_of_several_blocks_gives_each_run_alone(monkeypatch, drain):
+    """Blocks of 5,000 events (the stream is cut inside the recommender's step profiles), three
+    apiservers, a truncating flag set and one without, drops in one: every result is the array
+    path's for that scenario alone."""
+    monkeypatch.setattr(engine, "STREAM_BLOCK", 5000)
+    big = RequestClass("big", level="RequestResponse", omit_stages=frozenset({"RequestReceived"}), sizes=(3000,) * 4)
+    base = scenario(["--audit-webhook-batch-max-size=100", "--audit-webhook-batch-throttle-qps=10",
+                     "--audit-webhook-batch-buffer-size=500"], profile=STEPS, duration=14.0, instances=3,
+                    classes=(big,), drain=drain)
+    lists = [["--audit-webhook-batch-max-size=100", "--audit-webhook-batch-throttle-qps=10",
+              "--audit-webhook-batch-buffer-size=500"],
+             ["--audit-webhook-batch-max-size=400", "--audit-webhook-batch-throttle-qps=40",
+              "--audit-webhook-truncate-enabled=true", "--audit-webhook-truncate-max-event-size=2500"]]
+    scs = [base.with_flags(parse_flags(f)).validate() for f in lists]
+    assert all(arrivals.fusable(s) for s in scs)
+    assert arrivals.uniform_size(scs[0], "webhook") == 3000 > arrivals.uniform_size(scs[1], "webhook")  # truncated
+    got = shared(scs)
+    monkeypatch.setattr(arrivals, "fusable", lambda sc: False)  # alone, on the array path
+    monkeypatch.setattr(arrivals, "source", lambda sc, i: None)
+    for sc, d in zip(scs, got):
+        assert _without_sums(d) == _without_sums(alone(sc))
+    assert got[0]["errors"]["buffered"] > 0 == got[1]["errors"]["buffered"]
+    assert got[0]["events_total"] > 3 * 5000
 
 
 def test_the_api_runs_many_with_every_engine():

@@ -15,7 +15,9 @@ For the common shapes (one asynchronous backend; Poisson arrivals over a step ra
 constant rate or on/off bursts; every audit event emitted at its request's arrival and of one
 size; ``arrivals.source`` decides) steps 1 and 2 are fused: the events are drawn inside the
 compiled collector (``fused.run_fused``) from the same random streams, so they never exist as
-arrays; only accepted events' times are kept, for steps 3 and 4. Everything else (replayed
+arrays; only accepted events' times are kept, for steps 3 and 4. Several flag sets over the same
+events of that kind (``shared.run_many``) share one such stream, drawn once, its blocks of times
+fed to each flag set's step 2 (``_run_stream``). Everything else (replayed
 traces, deterministic or ramped arrivals, stage offsets, events of several sizes, log backends,
 restarts) takes the array path above.
 
@@ -52,6 +54,11 @@ ENGINE = "fast"
 # ~34 MiB per thread, sim/fast/workspace.py, touched only as far as a run's arrivals reach). The
 # per-call sums (throttle wait, latency total) round differently with the call size, in the last ulps.
 FUSED_CALL = 1 << 19
+# events per block of a fused stream shared by several flag sets (_run_stream): each block is one
+# array-path call per lane, so its fixed numpy cost is paid per block, and its work arrays take
+# ~72 bytes per event. Measured (CPU s of bench/bench_recommend.py's recommendation, jobs 1, best
+# of 3, two rounds): 2^16 4.49/4.54, 2^18 4.30/4.23, 2^19 4.29/4.06, 2^20 4.23/4.05 (72 MiB a call).
+STREAM_BLOCK = 1 << 19
 FUSED_SLACK = 1024  # room for a group of equal arrival times that straddles a call's budget
 REQUEST_LEVEL = LEVELS.index("Request")
 
@@ -109,12 +116,14 @@ def _instance(scs: Sequence[Scenario], i: int, progress: Callable[[float], None]
     while True:
         for ln in lanes:
             ln.start()
-        fsrc = arrivals.source(sc, i) if len(lanes) == 1 else None
+        fsrc = arrivals.source(sc, i) if len(lanes) == 1 or all(arrivals.fusable(ln.sc) for ln in lanes) else None
         if fsrc is None and plan is not None and router is None:
             router = EventRouter(w, sc.seed, i, plan)
         src = iter(()) if fsrc is not None else router.chunks() if router is not None else iter_events(w, sc.seed, i)
-        if fsrc is not None:
+        if fsrc is not None and len(lanes) == 1:
             _run_fused(fsrc, next(iter(lanes[0].runners.values())), lanes[0].st, progress)
+        elif fsrc is not None:
+            _run_stream(fsrc, lanes, progress)
         for chunk in src:
             for ln in lanes:
                 ln.st.requests_total += add_level_counts(w, ln.st.level_total, chunk.class_counts)
@@ -126,7 +135,7 @@ def _instance(scs: Sequence[Scenario], i: int, progress: Callable[[float], None]
                 ln.push(chunk)
             if progress:
                 progress(min(float(chunk.t[-1]) / w.duration, 1.0))
-        if all([ln.close(fsrc is not None) for ln in lanes]):
+        if all([ln.close(fsrc is not None and len(lanes) == 1) for ln in lanes]):
             break
     for ln in lanes:
         ln.refused = router.refused if router is not None else 0
@@ -142,7 +151,7 @@ class _Lane:
         self.st = InstanceStats(f"apiserver-{i}", self.stats)
         self.plan = Plan(sc.workload, sc.shutdown, sc.request_timeout, sc.seed, i) if sc.drain else None
         self.runners: dict[str, _Backend] = {}
-        self.held: tuple[EventChunk, int] | None = None
+        self.held: tuple[EventChunk | np.ndarray, int] | None = None
         self.end = math.nan
         self.refused = 0
 
@@ -153,7 +162,7 @@ class _Lane:
                         for name in sc.enabled}
         self.held = None
 
-    def push(self, chunk: EventChunk) -> None:
+    def push(self, chunk: EventChunk | np.ndarray) -> None:
         if self.held is not None:
             for r in self.runners.values():
                 r.feed(self.held[0], self.held[1], final=False)
@@ -182,6 +191,25 @@ class _Lane:
         if last:
             self.end, self.runners = closed.exit, {}  # only the statistics and the plan outlive the pass
         return last
+
+
+def _run_stream(src: arrivals.Source, lanes: list[_Lane], progress: Callable[[float], None] | None) -> None:
+    """Every event of a fused stream through several lanes' backends (scenarios the fused path serves,
+    the same events, other flags): drawn once, by the compiled generator, a block of times at a time,
+    each block fed to every lane as the array path feeds a chunk."""
+    while True:
+        t = arrivals.stream(src, STREAM_BLOCK)
+        if len(t):
+            for ln in lanes:
+                ln.push(t)
+            if progress:
+                progress(min(float(t[-1]) / src.G[arrivals.G_DUR], 1.0))
+        if src.ended:
+            break
+    for ln in lanes:
+        for level, n in zip(src.levels, src.requests()):
+            ln.st.level_total[level] += n
+            ln.st.requests_total += n
 
 
 def _run_fused(src: arrivals.Source, backend: _Backend, st: InstanceStats,
@@ -275,16 +303,23 @@ class _Backend:
             life.lost["not-emitted"] += n_gone
         return n_gone
 
-    def feed(self, chunk: EventChunk | None, base: int, final: bool) -> None:
+    def feed(self, chunk: EventChunk | np.ndarray | None, base: int, final: bool) -> None:
+        """The next events: a chunk, or (events all of one size: ``self.size``) their times only."""
         sc, st = self.sc, self.stats
         cost: np.ndarray | None
         fail: np.ndarray | None
-        if chunk is not None:
+        if isinstance(chunk, np.ndarray):
+            assert self.size is not None and not self.sync  # a shared fused stream (_instance)
+            t, sz, ids, cost, fail = chunk, _EMPTY_I, _EMPTY_I, None, None
+        elif chunk is not None:
             # event ids key the log writer's per-event draws: only the sync delegate needs them
             ids = np.arange(base, base + len(chunk), dtype=np.int64) if self.sync else _EMPTY_I
-            t, sz = chunk.t, np.asarray(chunk.size, dtype=np.int64)
+            t = chunk.t
+            # one size after truncation: the sizes are never read (batch bytes and memory come from
+            # self.size) and truncation drops nothing (arrivals.uniform_size)
+            sz = _EMPTY_I if self.size is not None else np.asarray(chunk.size, dtype=np.int64)
             tr = self.opts.truncate
-            if tr.enabled:
+            if tr.enabled and self.size is None:
                 sz = sz.copy()
                 big = sz > tr.max_event_size
                 shrink = big & (chunk.level >= REQUEST_LEVEL)
@@ -376,7 +411,7 @@ class _Backend:
         mode = int(self.S[col.S_MODE])
         front = int(self.S[col.S_BATCH_N]) if mode == col.WAIT else (int(self.S[col.S_PEND_N]) if mode == col.BLOCKED_DISPATCH else 0)
         keep = acc[qh - front:acc_n]
-        self.q_t, self.q_sz = at[keep], asz[keep]
+        self.q_t, self.q_sz = at[keep], (asz[keep] if self.size is None else _EMPTY_I)
         if self.sync:
             assert afail is not None  # the sync delegate carries failure flags
             self.q_id, self.q_cost, self.q_fail = aid[keep], acost[keep], afail[keep]

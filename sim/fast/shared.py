@@ -10,14 +10,16 @@ fed to each (``engine.run_lanes``). Generating the events is 40-50 % of a fast r
 recommender task: three flag sets of one 300 s stretch (170 k-1.4 M events) took 0.63-0.69 of the
 CPU time of three separate runs (measured on ``bench/bench_recommend.py``'s snapshot).
 
-A scenario the fused path serves (``arrivals.fusable``) runs fused when it is alone, and shares
-the array pass when it has company: the fused loop draws its events itself, which costs it 6-7 ns
-per event more than the array collector spends per event, and two flag sets over one generated
-pass already cost less than two fused runs. On the recommender's runs (measured side by side per
-group of flag sets, CPU seconds, 2026-12-07): ``bench/bench_recommend.py``'s snapshot 3.31 s with
-groups shared and single runs fused, against 3.55 s with every fusable run fused and 3.43 s with
-none fused; a cluster of ``bench/bench_fleet.py`` (60 s steps, every event accepted) 1.02 s against
-1.25 s and 1.05 s.
+A scenario the fused path serves (``arrivals.fusable``) runs fused when it is alone. In company
+(every scenario of the group fusable) the group's events are drawn once per apiserver by the fused
+path's compiled generator (``arrivals.stream``, bit for bit ``iter_events``'s times), a block of
+``engine.STREAM_BLOCK`` times at a time, and each block is fed to every flag set's collector as the
+array path feeds a chunk: no numpy generation, and only times (one event size, so no sizes, levels
+or stages). Measured on ``bench/bench_recommend.py``'s snapshot (CPU seconds of one in-process
+recommendation, three runs each, 2026-12-07): 4.56 s with numpy's generation for the groups, 4.20 s
+with the shared stream; every fusable run fused alone instead of sharing: 5.2-5.3 s. The latency
+mean and the throttle-wait total of a run are sums over blocks, so they can differ from the run
+alone's (other chunks) in their last bits; every count, maximum and percentile is the same.
 
 Not shared: scenarios the reference model runs (``engine.fallback_reason``) and restarts (the
 lifetimes, so which events each process emits, depend on when the previous process exited, which
