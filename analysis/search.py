@@ -17,10 +17,18 @@ from audit_tune.analysis.flagsets import MAX_SIZES, MIN_BUFFER, SIZE_MARGIN, WAI
 from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.simrunner import Runner, RunSummary, SimTask
-from audit_tune.analysis.taskpool import Workers
+from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.basics.errors import InputError
 from audit_tune.sim.config import AuditFlags, fmt_float
 from audit_tune.sim.units import format_duration, format_size, parse_duration
+
+#: One fluid model computation: instance, flag set, horizon (seconds), seed.
+FluidTask = tuple[InstanceModel, AuditFlags, float, int]
+
+
+def _fluid_task(task: FluidTask) -> dict[str, float]:
+    m, f, horizon, seed = task
+    return fluid_drop_probability(m, f, horizon, seed=seed)
 
 
 def choice_key(e: Evaluation) -> tuple[float, float]:
@@ -40,7 +48,8 @@ class Recommender:
         self._own = workers is None
         self.workers = Workers(objective.jobs) if workers is None else workers
         self.runner = Runner(self.workers, engine)
-        self._fluid_cache: dict[tuple[str, AuditFlags], dict[str, float]] = {}
+        # the fluid drop probability per instance and flag set, computed once, on the pool
+        self._fluids: KeyedRuns[tuple[str, AuditFlags], FluidTask, dict[str, float]] = KeyedRuns(self.workers, _fluid_task)
         #: candidates that pass seed 1 but cannot be chosen (see :meth:`_screened`), and why
         self.dominated: dict[AuditFlags, str] = {}
         self.log = progress or (lambda s: None)
@@ -125,8 +134,14 @@ class Recommender:
         return tasks, index
 
     def prefetch(self, named: list[tuple[str, AuditFlags]], x1: bool = True) -> None:
-        """Start the runs a later ``evaluate_many(named, x1)`` needs on processes the search leaves idle."""
+        """Start the runs (and fluid models) a later ``evaluate_many(named, x1)`` needs on processes
+        the search leaves idle."""
         self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0])
+        self._fluids.prefetch(self._fluid_items(named))
+
+    def _fluid_items(self, named: list[tuple[str, AuditFlags]]) -> list[tuple[tuple[str, AuditFlags], FluidTask]]:
+        return [((m.name, f), (m, f, self.horizon, self.seed)) for _, f in named if f.webhook.mode == "batch"
+                for m in self.models]
 
     def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True,
                       seeds: int | None = None) -> list[Evaluation]:
@@ -135,6 +150,7 @@ class Recommender:
         Every flag set runs the same seeds, so comparisons between them are paired."""
         seeds = self.obj.seeds if seeds is None else seeds
         tasks, index = self._plan(named, x1, seeds)
+        self._fluids.prefetch(self._fluid_items(named))  # beside the runs, not after them
         res = self.runner.map(tasks)
         out: list[Evaluation] = []
         for i, (name, f) in enumerate(named):
@@ -148,12 +164,10 @@ class Recommender:
         return out
 
     def _fluid(self, m: InstanceModel, f: AuditFlags) -> dict[str, float]:
-        """The fluid drop probability of ``m`` under ``f`` (computed once per instance and flag set:
-        the screen, the full evaluation and the comparison ask for the same ones)."""
-        key = (m.name, f)
-        if key not in self._fluid_cache:
-            self._fluid_cache[key] = fluid_drop_probability(m, f, self.horizon, seed=self.seed)
-        return self._fluid_cache[key]
+        """The fluid drop probability of ``m`` under ``f`` (computed once per instance and flag set, on
+        the pool beside the flag set's runs: the screen, the full evaluation and the comparison ask
+        for the same ones; the same doubles in any process, its generator seeded by ``seed``)."""
+        return self._fluids.map([((m.name, f), (m, f, self.horizon, self.seed))])[0]
 
     def _evaluation(self, name: str, f: AuditFlags, by_load: dict[str, list[RunSummary]], x1: bool,
                     seeds: int) -> Evaluation:
@@ -335,5 +349,6 @@ class Recommender:
 
     def close(self) -> None:
         self.runner.close()
+        self._fluids.close()
         if self._own:
             self.workers.close()
