@@ -29,13 +29,16 @@ from audit_tune.analysis import check, logbackend, outage
 from audit_tune.analysis.calibrate import (
     InstanceModel,
     Mapper,
+    ReplayPart,
     Validation,
     calibrate,
     missing_items,
+    replay_parts,
     validate,
     validate_many,
     with_sigma,
 )
+from audit_tune.analysis.calibrate.validate import PartResult, replay_part
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability
@@ -44,7 +47,7 @@ from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
 from audit_tune.analysis.restart_at_peak import restart_at_peak
 from audit_tune.analysis.search import Recommender
-from audit_tune.analysis.taskpool import Workers
+from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.basics.errors import NotEnoughData
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.receiver import ATTEMPTS
@@ -68,7 +71,8 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
     burst sigma is raised (up to 3 times) and that instance replayed again.
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""
     log = log or (lambda s: None)
-    mapper = workers.map if workers is not None else None
+    replays = _Replays(workers) if workers is not None and workers.parallel else None
+    mapper = replays.map if replays is not None else workers.map if workers is not None else None
     models: list[InstanceModel] = []
     skipped: list[Skipped] = []
     for name in sorted(snap["instances"]):
@@ -80,6 +84,8 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
         log(f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
             f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
         models.append(m)
+        if replays is not None and current.webhook.mode == "batch":
+            replays.prefetch(replay_parts(m, current, seed, engine))  # while the next instance is fitted
     if not models:
         reasons = [f"{s.instance}: {s.why}" for s in skipped] + missing_items(snap)
         raise NotEnoughData("not enough data to recommend: " + ("; ".join(reasons) if reasons else
@@ -97,6 +103,21 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
             v = validate(m, current, seed=seed, engine=engine, mapper=mapper)
         models[k], vals[k] = m, v
     return models, vals, skipped
+
+
+class _Replays:
+    """Validation replays on the pool, each run once: prefetched as each instance's fit is done, so
+    the pool replays while the main process fits the next; a :data:`Mapper` for ``validate_many``."""
+
+    def __init__(self, workers: Workers) -> None:
+        self._runs: KeyedRuns[tuple[object, ...], ReplayPart, PartResult] = KeyedRuns(workers, replay_part)
+
+    def prefetch(self, parts: list[ReplayPart]) -> None:
+        self._runs.prefetch([(p.key(), p) for p in parts])
+
+    def map(self, fn: Callable[[ReplayPart], PartResult], parts: list[ReplayPart]) -> list[PartResult]:
+        assert fn is replay_part
+        return self._runs.map([(p.key(), p) for p in parts])
 
 
 def _first_validations(models: list[InstanceModel], current: AuditFlags, seed: int, engine: str,

@@ -69,6 +69,11 @@ class ReplayPart:
     lo: int
     hi: int
 
+    def key(self) -> tuple[str, float, AuditFlags, int, str, int, int]:
+        """What makes two parts the same replay (a model is its instance and its burst sigma here:
+        :func:`~analysis.calibrate.model.with_sigma` is the only other model of an instance)."""
+        return (self.model.name, self.model.burst.sigma, self.flags, self.seed, self.engine, self.lo, self.hi)
+
 
 @dataclass(frozen=True)
 class PartResult:
@@ -87,6 +92,12 @@ def replay_part(part: ReplayPart) -> PartResult:
     sc = part.model.scenario(part.flags, part.seed, start=part.lo, stop=part.hi, shape="observed")
     t = run(replace(sc, record_latency=False, record_occupancy=False), engine=part.engine).totals()
     return PartResult(t.events_total, t.errors)
+
+
+def replay_parts(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
+                 max_events: int = MAX_VALIDATION_EVENTS) -> list[ReplayPart]:
+    """The stretches :func:`validate_many` replays for ``model`` (:func:`replay_ranges`)."""
+    return [ReplayPart(model, flags, seed, engine, lo, hi) for lo, hi in replay_ranges(model, flags, max_events)[0]]
 
 
 def validate(model: InstanceModel, flags: AuditFlags, seed: int = 1, engine: str = "fast",
