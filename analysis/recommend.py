@@ -29,16 +29,17 @@ from audit_tune.analysis import check, logbackend, outage
 from audit_tune.analysis.calibrate import (
     InstanceModel,
     Mapper,
+    PartResult,
     ReplayPart,
     Validation,
     calibrate,
     missing_items,
+    replay_part,
     replay_parts,
     validate,
     validate_many,
     with_sigma,
 )
-from audit_tune.analysis.calibrate.validate import PartResult, replay_part
 from audit_tune.analysis.evaluation import Evaluation, SearchTrace
 from audit_tune.analysis.flagsets import TUNED, nice_up, rule_of_thumb, tuned_args, webhook_flags
 from audit_tune.analysis.fluid import fluid_drop_probability

@@ -53,8 +53,10 @@ from audit_tune.analysis.calibrate.synthetic import SyntheticWebhook, synthetic_
 from audit_tune.analysis.calibrate.validate import (
     MAX_VALIDATION_EVENTS,
     Mapper,
+    PartResult,
     ReplayPart,
     Validation,
+    replay_part,
     replay_parts,
     replay_ranges,
     validate,
@@ -63,9 +65,9 @@ from audit_tune.analysis.calibrate.validate import (
 
 __all__ = [
     "DEFAULT_EPR", "DEFAULT_EVENT_SIZE", "DEFAULT_LATENCY", "ENVELOPE_BYTES", "LATENCY_POINTS",
-    "MAX_VALIDATION_EVENTS", "BurstFit", "InstanceModel", "Mapper", "ReplayPart", "SyntheticWebhook", "Validation",
+    "MAX_VALIDATION_EVENTS", "BurstFit", "InstanceModel", "Mapper", "PartResult", "ReplayPart", "SyntheticWebhook", "Validation",
     "calibrate",
     "data_problems", "event_size", "events_per_request", "failure_rate", "fit_burst", "latency_from_histogram",
-    "load_snapshot", "lognormal_quantile", "missing_items", "replay_parts", "replay_ranges", "snapshot_dict",
+    "load_snapshot", "lognormal_quantile", "missing_items", "replay_part", "replay_parts", "replay_ranges", "snapshot_dict",
     "synthetic_snapshot", "validate", "validate_many", "with_sigma",
 ]
