@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit_tune.sim import workload
-from audit_tune.sim.fast import arrivals, engine
+from audit_tune.sim.fast import arrivals, backend
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.shutdown import ShutdownOptions
@@ -144,14 +144,14 @@ def fused_scenarios(draw):
 
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(sc=fused_scenarios(), call=st.sampled_from([1, 3, 64, engine.FUSED_CALL]),
+@given(sc=fused_scenarios(), call=st.sampled_from([1, 3, 64, backend.FUSED_CALL]),
        chunk=st.sampled_from([7.0, 500.0, workload.CHUNK_REQUESTS]))
 def test_fused_matches_reference(monkeypatch, sc, call, chunk) -> None:
     """Tiny calls stop the collector between any two arrivals; tiny chunks make the generator
     discard draws often; both must change nothing."""
     assert arrivals.source(sc, 0) is not None  # the fused path is the one under test
     with monkeypatch.context() as m:
-        m.setattr(engine, "FUSED_CALL", call)
+        m.setattr(backend, "FUSED_CALL", call)
         m.setattr(workload, "CHUNK_REQUESTS", chunk)
         ref, fast = both(sc)
     assert fast["events_total"] == ref["events_total"]

@@ -1,6 +1,6 @@
 """The fused path's work arrays, one set per thread, reused by every run of the process.
 
-A call of ``fused.run_fused`` writes up to ``engine.FUSED_CALL`` accepted times, occupancy
+A call of ``fused.run_fused`` writes up to ``backend.FUSED_CALL`` accepted times, occupancy
 observations and batches (~34 MiB at 2^19 arrivals). Allocated per backend, those arrays were
 fresh memory for every run and apiserver whenever the heap could not hand back a freed block of
 that size (after the reference engine's or a report's allocations): one page fault per 4 KiB on
