@@ -18,8 +18,11 @@ So the answer is always the element numpy returns; only the work differs: the ba
 percent of the samples. The sample's positions are drawn from a generator seeded with the array's
 length, so the same array always costs the same work.
 
-Precondition: no NaN (numpy would answer NaN; here NaN compares false and lands outside every
-band). The caller's samples are durations between finite times.
+The index of a quantile is numpy's (``_inverted_cdf`` in ``numpy/lib/_function_base_impl.py``:
+``n q - 1`` rounded up when it has a fraction; :func:`inverted_cdf_index`).
+
+Precondition: no NaN (numpy would answer NaN; here a NaN compares false, so which band it falls in
+is an accident and so is the answer). The caller's samples are durations between finite times.
 """
 from __future__ import annotations
 
