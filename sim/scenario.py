@@ -293,7 +293,7 @@ def _from_dict(d: JsonObject) -> Scenario:
 
 def _flag(v: JsonValue, what: str) -> bool:
     if not isinstance(v, bool):
-        raise InputError(f"{what}: {v!r} is not true or false")
+        raise InputError(f"{what}: {str(v)[:40]!r} is not true or false")
     return v
 
 
