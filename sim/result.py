@@ -296,10 +296,7 @@ class Result:
 
     def to_dict(self, series: bool = True) -> dict[str, Any]:
         prim = self._merged(self.primary)
-        all_errors: Counter[str] = Counter({p: 0 for p in PLUGINS})
-        for inst in self.instances:
-            for b in inst.backends.values():
-                all_errors.update(b.errors)
+        totals = self.totals()
         level: Counter[str] = Counter({lv: 0 for lv in LEVELS})
         for inst in self.instances:
             level.update(inst.level_total)
@@ -314,10 +311,10 @@ class Result:
         d: dict[str, Any] = {
             "engine": self.engine,
             "seed": self.seed,
-            "events_total": sum(i.events_total for i in self.instances),
+            "events_total": totals.events_total,
             "requests_total": sum(i.requests_total for i in self.instances),
             "level_total": dict(level),
-            "errors": dict(all_errors),
+            "errors": totals.errors,
             "requests_rejected": sum(i.requests_rejected for i in self.instances),
             "requests_timed_out": sum(i.timed_out_504 + i.closed_at_timeout for i in self.instances),
             "requests_timed_out_504": sum(i.timed_out_504 for i in self.instances),
