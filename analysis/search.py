@@ -139,9 +139,11 @@ class Recommender:
         self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0])
         self._fluids.prefetch(self._fluid_items(named))
 
+    def _fluid_item(self, m: InstanceModel, f: AuditFlags) -> tuple[tuple[str, AuditFlags], FluidTask]:
+        return (m.name, f), (m, f, self.horizon, self.seed)
+
     def _fluid_items(self, named: list[tuple[str, AuditFlags]]) -> list[tuple[tuple[str, AuditFlags], FluidTask]]:
-        return [((m.name, f), (m, f, self.horizon, self.seed)) for _, f in named if f.webhook.mode == "batch"
-                for m in self.models]
+        return [self._fluid_item(m, f) for _, f in named if f.webhook.mode == "batch" for m in self.models]
 
     def evaluate_many(self, named: list[tuple[str, AuditFlags]], x1: bool = True,
                       seeds: int | None = None) -> list[Evaluation]:
@@ -167,7 +169,7 @@ class Recommender:
         """The fluid drop probability of ``m`` under ``f`` (computed once per instance and flag set, on
         the pool beside the flag set's runs: the screen, the full evaluation and the comparison ask
         for the same ones; the same doubles in any process, its generator seeded by ``seed``)."""
-        return self._fluids.map([((m.name, f), (m, f, self.horizon, self.seed))])[0]
+        return self._fluids.map([self._fluid_item(m, f)])[0]
 
     def _evaluation(self, name: str, f: AuditFlags, by_load: dict[str, list[RunSummary]], x1: bool,
                     seeds: int) -> Evaluation:
