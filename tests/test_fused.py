@@ -101,8 +101,16 @@ def test_source_only_for_the_fused_shape() -> None:
         assert arrivals.source(sc, 0) is None, sc
 
 
+# Measured costs per example: the reference engine spends about 0.1 ms per send attempt, and batches
+# of one or two at a receiver failing 90% of sends make ten attempts per event (22-74 s at 600-3,000
+# req/s); the fused path spends about 0.11 ms per call of one arrival (8 s at 3,000 req/s x 3
+# instances). Those cases draw their rate from the smaller values (the buffers drawn small still
+# overflow); the rest take 0.02-2 s.
+RATES = [5.0, 80.0, 600.0, 3000.0]
+
+
 @st.composite
-def fused_scenarios(draw):
+def fused_scenarios(draw, tiny_calls: bool = False):
     max_size = draw(st.sampled_from([1, 2, 7, 50, 400]))
     flags = [f"--audit-webhook-batch-buffer-size={draw(st.integers(1, 3000))}",
              f"--audit-webhook-batch-max-size={max_size}",
@@ -128,7 +136,7 @@ def fused_scenarios(draw):
                                     (Outage(0, 40, "status", 503, retry_after=draw(st.sampled_from([0, 2, 7]))),)]))
     rcv = Receiver(latency=lat, error_rate=draw(st.sampled_from([0.0, 0.1, 0.9])), outages=outages,
                    max_body_bytes=draw(st.sampled_from([0, 0, 20000])), per_kib=draw(st.sampled_from([0.0, 0.001])))
-    rate = draw(st.sampled_from([5.0, 80.0, 600.0, 3000.0]))
+    rate = draw(st.sampled_from(RATES[:2] if max_size <= 2 else RATES[:3] if tiny_calls else RATES))
     shape = draw(st.sampled_from(["constant", "constant", "step", "onoff"]))
     arr = (dict(rate=rate) if shape == "constant" else
            dict(profile=RateProfile((0.0, 1.5, 4.0, 7.0), (rate, 4 * rate, 0.0, rate / 2), "step")) if shape == "step" else
@@ -142,13 +150,20 @@ def fused_scenarios(draw):
     return sc
 
 
+@st.composite
+def fused_cases(draw):
+    call = draw(st.sampled_from([1, 3, 64, backend.FUSED_CALL]))
+    chunk = draw(st.sampled_from([7.0, 500.0, workload.CHUNK_REQUESTS]))
+    return draw(fused_scenarios(tiny_calls=call <= 3)), call, chunk
+
+
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(sc=fused_scenarios(), call=st.sampled_from([1, 3, 64, backend.FUSED_CALL]),
-       chunk=st.sampled_from([7.0, 500.0, workload.CHUNK_REQUESTS]))
-def test_fused_matches_reference(monkeypatch, sc, call, chunk) -> None:
+@given(case=fused_cases())
+def test_fused_matches_reference(monkeypatch, case) -> None:
     """Tiny calls stop the collector between any two arrivals; tiny chunks make the generator
     discard draws often; both must change nothing."""
+    sc, call, chunk = case
     assert arrivals.source(sc, 0) is not None  # the fused path is the one under test
     with monkeypatch.context() as m:
         m.setattr(backend, "FUSED_CALL", call)
