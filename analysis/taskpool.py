@@ -127,14 +127,18 @@ class KeyedRuns(Generic[K, T, R]):
                 self._start(g)
         return rest
 
-    def _collect(self, block: bool) -> None:
+    def _collect(self, block: bool) -> list[K]:
+        """Results of the work items that have finished (waiting for one with ``block``); their keys."""
         if not self._live:
-            return
+            return []
         done, _ = wait(list(self._live), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        finished: list[K] = []
         for f in done:
             for k, r in zip(self._live.pop(f), f.result()):
                 self._done[k] = r
                 del self._running[k]
+                finished.append(k)
+        return finished
 
     def _here(self, g: list[tuple[K, T]]) -> None:
         xs = [x for _, x in g]
@@ -156,8 +160,9 @@ class KeyedRuns(Generic[K, T, R]):
             self._background = deque(g2 for g in self._background
                                      if (g2 := [(k, x) for k, x in g if k not in asked]))
         rest = self._top_up(self._grouped(items))
-        while any(k not in self._done for k in keys):
-            self._collect(block=True)
+        waiting = {k for k in keys if k not in self._done}  # keys hash their flag sets: each once here
+        while waiting:
+            waiting.difference_update(self._collect(block=True))
             rest = self._top_up(rest)
         self._top_up([])
         return [self._done[k] for k in keys]
