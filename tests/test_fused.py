@@ -19,8 +19,8 @@ from audit_tune.sim.latency import Latency
 from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.shutdown import ShutdownOptions
 from audit_tune.sim.workload import OnOff, RateProfile, RequestClass, iter_events, iter_requests
-from tests.simhelp import ONE_EVENT, scenario
-from tests.test_fast import CLASSES, both
+from tests.simhelp import ONE_EVENT, result, scenario
+from tests.test_fast import CLASSES, EXACT, both
 
 
 def _stream(sc, inst: int) -> np.ndarray:
@@ -170,6 +170,25 @@ def test_fused_matches_reference(monkeypatch, case) -> None:
         m.setattr(workload, "CHUNK_REQUESTS", chunk)
         ref, fast = both(sc)
     assert fast["events_total"] == ref["events_total"]
+
+
+@pytest.mark.parametrize("max_size, buffer, rate", [(400, 10000, 3000.0), (5, 10000, 800.0), (3, 10000, 300.0),
+                                                    (400, 2, 300.0)])
+def test_groups_of_equal_times_match_the_reference_with_or_without_occupancy(max_size, buffer, rate) -> None:
+    """A request's events arrive at one instant (``TWO``: two or three): the collector's tight loop
+    takes such a group whole. Batches of 3 or 5 are filled and straddled by groups, a buffer of 2
+    cannot hold a group of 3; keeping the occupancy series or not changes no count."""
+    flags = [f"--audit-webhook-batch-max-size={max_size}", "--audit-webhook-batch-max-wait=1s",
+             f"--audit-webhook-batch-buffer-size={buffer}"]
+    sc = scenario(flags, rate=rate, duration=10.0, classes=TWO, seed=3)
+    assert arrivals.source(sc, 0) is not None
+    _, fast = both(sc)
+    assert fast["max_buffer_occupancy"] >= 2  # groups arrived whole
+    bare = result(replace(sc, record_occupancy=False), "fast")
+    assert bare["backends"]["webhook"]["occupancy"]["max"] == []
+    for k in EXACT:
+        if k != "occupancy":
+            assert bare[k] == fast[k], k
 
 
 @pytest.mark.parametrize("seed", [1, 2])

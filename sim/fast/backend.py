@@ -42,7 +42,7 @@ class Backend:
         c = opts.batch
         self.P = np.array([c.buffer_size, c.max_batch_size, c.max_batch_wait, 1.0 if c.throttle_enable else 0.0,
                            c.effective_qps, float(c.throttle_burst), 0.0 if c.async_delegate else 1.0,
-                           sc.log_writer.per_batch])
+                           sc.log_writer.per_batch, 1.0 if stats.occupancy.keep else 0.0])
         first = life is None or life.up == 0.0
         self.S = col.new_state(initial_tokens(c.throttle_burst, sc.throttle_initial_tokens if first else None))
         up = life.up if life is not None else 0.0

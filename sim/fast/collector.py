@@ -27,7 +27,8 @@ WAIT, BLOCKED_DISPATCH, BLOCKED_WRITE, DRAIN, DONE, DISPATCH, AFTER = 0, 1, 2, 3
 S_MODE, S_DEADLINE, S_BLOCK_END, S_TOKENS, S_LAST, S_BATCH_N, S_STOPPING, S_SEQ, S_END, S_PEND_N = range(10)
 N_STATE = 10
 # params P
-P_CAP, P_MAX, P_WAIT, P_THR, P_QPS, P_BURST, P_SYNC, P_PER_BATCH = range(8)
+# P_OBS: 1 to write the occupancy observations, 0 to overwrite the first two (nothing reads them)
+P_CAP, P_MAX, P_WAIT, P_THR, P_QPS, P_BURST, P_SYNC, P_PER_BATCH, P_OBS = range(9)
 # counters C (float64): outputs of one call
 C_ACC_N, C_QH, C_NB, C_NO, C_DROPS, C_FIRST_DROP, C_TW, C_MAXOCC = range(8)
 
@@ -77,7 +78,8 @@ def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], ou
 
 @nb.njit(cache=True, inline="always")
 def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], obs_t: npt.NDArray[np.float64],
-            obs_v: npt.NDArray[np.float64], cnt: tuple[int, int, int, float, int]) -> tuple[int, int, int, float, int]:
+            obs_v: npt.NDArray[np.float64], ostep: int,
+            cnt: tuple[int, int, int, float, int]) -> tuple[int, int, int, float, int]:
     """Event ``i`` arrives at ``ta``: dropped when the buffer holds ``cap`` events, else accepted
     (its occupancy observed). ``cnt`` and the result: (accepted count, observations, drops, first
     drop time, max occupancy)."""
@@ -92,7 +94,7 @@ def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], ob
         acc_n += 1
         obs_t[no] = ta
         obs_v[no] = occ + 1
-        no += 1
+        no += ostep
         if occ + 1 > max_occ:
             max_occ = occ + 1
     return acc_n, no, drops, first_drop, max_occ
@@ -123,6 +125,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
     burst = P[P_BURST]
     sync = P[P_SYNC] > 0
     per_batch = P[P_PER_BATCH]
+    ostep = 1 if P[P_OBS] > 0 else 0
     use_timer = max_size > 1 and max_wait > 0
     one_only = max_size > 1 and max_wait <= 0
     limit = max_size if use_timer else 1
@@ -183,7 +186,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
                             batch_n += k
                             obs_t[no] = T
                             obs_v[no] = acc_n - qh
-                            no += 1
+                            no += ostep
                             continue
                         break
                     if not close:
@@ -234,7 +237,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
                         qh += k
                         obs_t[no] = T
                         obs_v[no] = acc_n - qh
-                        no += 1
+                        no += ostep
                         if thr:
                             tokens, w = _reserve(tokens, last, T, qps, burst)
                             last = T
@@ -271,12 +274,12 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
                 if g > cap or batch_n + g >= limit:
                     break
                 for e in range(i, j):  # all accepted: g <= cap and the buffer held none
-                    acc_n, no, drops, first_drop, max_occ = _arrive(e, ta, cap, qh, acc, obs_t, obs_v, (acc_n, no, drops, first_drop, max_occ))
+                    acc_n, no, drops, first_drop, max_occ = _arrive(e, ta, cap, qh, acc, obs_t, obs_v, ostep, (acc_n, no, drops, first_drop, max_occ))
                 qh += g
                 batch_n += g
                 obs_t[no] = ta
                 obs_v[no] = acc_n - qh
-                no += 1
+                no += ostep
                 T = ta
                 i = j
         elif mode == BLOCKED_DISPATCH or mode == BLOCKED_WRITE:
@@ -287,7 +290,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
                 ta = at[i]
                 if not ta < lim:
                     break
-                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, obs_t, obs_v, (acc_n, no, drops, first_drop, max_occ))
+                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, obs_t, obs_v, ostep, (acc_n, no, drops, first_drop, max_occ))
                 i += 1
         # pick the next event
         ta = at[i] if i < N else INF
@@ -305,7 +308,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
             break
         if ta == tmin:
             while i < N and at[i] == ta:
-                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, obs_t, obs_v, (acc_n, no, drops, first_drop, max_occ))
+                acc_n, no, drops, first_drop, max_occ = _arrive(i, ta, cap, qh, acc, obs_t, obs_v, ostep, (acc_n, no, drops, first_drop, max_occ))
                 i += 1
             if ts == ta:
                 stopping = True

@@ -41,6 +41,7 @@ from audit_tune.sim.fast.collector import (
     P_BURST,
     P_CAP,
     P_MAX,
+    P_OBS,
     P_QPS,
     P_THR,
     P_WAIT,
@@ -91,6 +92,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
     thr = P[P_THR] > 0
     qps = P[P_QPS]
     burst = P[P_BURST]
+    ostep = 1 if P[P_OBS] > 0 else 0
     use_timer = max_size > 1 and max_wait > 0  # max-size > 1 with no max-wait runs on the array path
     limit = max_size if use_timer else 1
     mode = int(S[S_MODE])
@@ -144,7 +146,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                             batch_n += k
                             obs_t[no] = T
                             obs_v[no] = acc_n - qh
-                            no += 1
+                            no += ostep
                             continue
                         break
                     if not close:
@@ -191,7 +193,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                         qh += k
                         obs_t[no] = T
                         obs_v[no] = acc_n - qh
-                        no += 1
+                        no += ostep
                         if thr:
                             tokens, w = _reserve(tokens, last, T, qps, burst)
                             last = T
@@ -215,32 +217,43 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
         # arrivals available in this call: the stream goes on, and the call's budget is not spent
         # (or the next arrival continues the group of equal times just taken)
         if mode == WAIT and use_timer and not stopping and qh == acc_n:
-            # (a) an open window with an empty buffer: a lone arrival strictly before the deadline,
-            # the stop and the horizon is accepted and taken into the batch at once, as long as
-            # it does not fill the batch; a group of equal times goes to the general step
+            # (a) an open window with an empty buffer: a group of g equal arrival times (often one
+            # request's events) strictly before the deadline, the stop and the horizon is accepted
+            # and taken into the batch at once, as long as it does not fill the batch and fits the
+            # buffer: what the general step does (occupancy 1..g at its time, then 0)
             lim = min(deadline, min(t_stop, horizon))
-            # the same, over the buffered arrivals but its last (the next one is looked at) and
-            # within the call's budget, with no refill: a tight loop
+            # over the buffered arrivals within the call's budget, each group followed by another
+            # time in the buffer (so it is whole), with no refill: a tight loop
             stop = min(bn - 1, bi + (K - count)) if not ended else bi
             j = bi
+            gmax = 0
             while j < stop:
                 ta = buf[j]
-                if not ta < lim or batch_n + 1 >= limit or buf[j + 1] == ta:
+                if not ta < lim:
                     break
-                acc_t[acc_n] = ta  # room: this call accepts fewer than K arrivals in tight loops
-                acc_n += 1
+                g = 1
+                while j + g < bn and buf[j + g] == ta:
+                    g += 1
+                if j + g > stop or batch_n + g >= limit or g > cap:
+                    break
+                for i in range(g):
+                    acc_t[acc_n] = ta  # room: this call accepts fewer than K arrivals in tight loops
+                    acc_n += 1
+                    obs_t[no] = ta
+                    obs_v[no] = i + 1
+                    no += ostep
                 obs_t[no] = ta
-                obs_v[no] = 1
-                obs_t[no + 1] = ta
-                obs_v[no + 1] = 0
-                no += 2
-                qh += 1
-                batch_n += 1
+                obs_v[no] = 0
+                no += ostep
+                if g > gmax:
+                    gmax = g
+                qh += g
+                batch_n += g
                 T = ta
-                j += 1
+                j += g
             if j > bi:
-                if max_occ < 1:
-                    max_occ = 1
+                if max_occ < gmax:
+                    max_occ = gmax
                 count += j - bi
                 last_t = buf[j - 1]
                 bi = j
@@ -259,7 +272,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                 acc_n += 1
                 obs_t[no] = ta
                 obs_v[no] = 1
-                no += 1
+                no += ostep
                 if max_occ < 1:
                     max_occ = 1
                 if not ended and buf[bi] == ta:
@@ -268,7 +281,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                 batch_n += 1
                 obs_t[no] = ta
                 obs_v[no] = 0
-                no += 1
+                no += ostep
                 T = ta
         elif mode == BLOCKED_DISPATCH or mode == BLOCKED_WRITE:
             # (b) the collector is blocked: arrivals strictly before it resumes, the stop and the
@@ -301,7 +314,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                             acc_n += 1
                             obs_t[no] = ta
                             obs_v[no] = occ + 1
-                            no += 1
+                            no += ostep
                             if occ + 1 > max_occ:
                                 max_occ = occ + 1
                         j += 1
@@ -334,7 +347,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                     acc_n += 1
                     obs_t[no] = ta
                     obs_v[no] = occ + 1
-                    no += 1
+                    no += ostep
                     if occ + 1 > max_occ:
                         max_occ = occ + 1
         avail = not ended and (count < K or buf[bi] == last_t)
@@ -370,7 +383,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
                     acc_n += 1
                     obs_t[no] = ta
                     obs_v[no] = occ + 1
-                    no += 1
+                    no += ostep
                     if occ + 1 > max_occ:
                         max_occ = occ + 1
             if ts == ta:
