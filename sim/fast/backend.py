@@ -171,12 +171,14 @@ class Backend:
         self.acc_events += len(new_acc)
         # batches
         d, e, a, n = out_d[:nbt], out_e[:nbt], out_a[:nbt], out_n[:nbt]
+        # the accepted events' times, gathered once for the batches' latencies and the memory peak
+        acc_times = at[acc[:acc_n]] if nbt or (len(new_acc) and self.size is not None) else _EMPTY_F
         if nbt:
             nbytes = n * self.size if self.size is not None else col.batch_bytes(asz, acc, a, n)
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
             self._batch_sizes(n)
             ev_idx = acc[a[0]:a[-1] + n[-1]]  # batches are consecutive runs of the accepted sequence
-            ev_t = at[ev_idx]
+            ev_t = acc_times[a[0]:a[-1] + n[-1]]
             if self.sync:
                 end = e
                 assert afail is not None  # the sync delegate carries failure flags
@@ -199,7 +201,7 @@ class Backend:
             order = np.argsort(self.rel_t, kind="stable")
             self.rel_t, self.rel_b = self.rel_t[order], self.rel_b[order]
             if self.size is not None:
-                t_acc = at[new_acc]
+                t_acc = acc_times[nq:acc_n]
                 peak, acc_bytes, kk, rel_bytes = fused.memory_peak(t_acc, 0, len(t_acc), self.size, self.rel_t,
                                                                    self.rel_b, self.acc_bytes, self.retired_bytes)
             else:
