@@ -177,12 +177,12 @@ class Backend:
             nbytes = n * self.size if self.size is not None else col.batch_bytes(asz, acc, a, n)
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
             self._batch_sizes(n)
-            ev_idx = acc[a[0]:a[-1] + n[-1]]  # batches are consecutive runs of the accepted sequence
-            ev_t = acc_times[a[0]:a[-1] + n[-1]]
+            sent = slice(a[0], a[-1] + n[-1])  # batches are consecutive runs of the accepted sequence
+            ev_t = acc_times[sent]
             if self.sync:
                 end = e
                 assert afail is not None  # the sync delegate carries failure flags
-                ev_fail = afail[ev_idx]
+                ev_fail = afail[acc[sent]]
                 done = end < self.horizon
                 done_ev = np.repeat(done, n)
                 okm = done_ev & ~ev_fail
