@@ -219,3 +219,31 @@ def test_fused_fixed_seeds(case, seed) -> None:
         sc = replace(sc, throttle_initial_tokens=2.5)
     assert arrivals.source(sc, 0) is not None
     both(sc)
+
+
+def _peak_per_accept(acc_t, lo, hi, size, rel_t, rel_b, acc0, ret0):
+    """The memory peak accept by accept: held = accepted bytes - bytes released strictly before."""
+    cum = acc0 + size * np.arange(1, hi - lo + 1, dtype=np.int64)
+    rel_cum = np.concatenate([[0], np.cumsum(rel_b)])
+    k = np.searchsorted(rel_t, acc_t[lo:hi], side="left")
+    held = cum - (ret0 + rel_cum[k])
+    return int(held.max()), int(cum[-1]), int(k[-1]), int(rel_cum[k[-1]])
+
+
+@pytest.mark.parametrize("n_rel", [0, 1, 7, 300, 5000, 40000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_memory_peak_by_runs_matches_every_accept(n_rel, ties) -> None:
+    """``fused.memory_peak`` evaluates only the last accept before each release: the same four
+    numbers as evaluating every accept, from no releases to many more releases than accepts, with
+    accepts at equal times and releases at an accept's time."""
+    g = np.random.default_rng(n_rel + 17 * ties)
+    acc_t = np.sort(g.uniform(0, 100, 20000))
+    if ties:
+        acc_t = np.sort(np.round(acc_t, 1))  # groups of accepts at one instant
+    rel_t = np.sort(np.concatenate([g.uniform(-5, 110, n_rel), acc_t[:: max(1, 20000 // max(n_rel, 1))][:n_rel // 3]
+                                    if ties else np.empty(0)]))
+    rel_b = g.integers(1000, 900000, len(rel_t)).astype(np.int64)
+    for lo, hi in ((0, 20000), (123, 19000), (5000, 5001)):
+        got = backend.fused.memory_peak(acc_t, lo, hi, 1200, rel_t, rel_b, 123456, 7890)
+        assert got == _peak_per_accept(acc_t, lo, hi, 1200, rel_t, rel_b, 123456, 7890)
+    assert backend.fused.memory_peak(acc_t, 40, 40, 1200, rel_t, rel_b, 5, 0)[1:] == (5, 0, 0)

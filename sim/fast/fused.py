@@ -435,19 +435,43 @@ def memory_peak(acc_t: F64, lo: int, hi: int, size: int, rel_t: F64, rel_b: I64,
                 retired: int) -> tuple[int, int, int, int]:
     """``collector.memory_peak`` for events of one size: accepts ``acc_t[lo:hi]`` (in time order)
     against the releases ``rel_t``/``rel_b`` (sorted times, bytes), after ``acc_bytes`` accepted
-    and ``retired`` released before."""
-    j = 0
+    and ``retired`` released before.
+
+    The accepts that see the same releases (those strictly before their time) form runs, and within
+    a run the bytes held grow by ``size`` at each accept, so the run's last accept holds its most:
+    only those are evaluated, each run's end found by a galloping search. The work is about one
+    step per release (``log`` of the run's length), not one per accept."""
     nrel = len(rel_t)
+    j = 0
     rel_sum = 0
-    cum = acc_bytes
     peak = np.iinfo(np.int64).min
-    for e in range(lo, hi):
-        cum += size
+    e = lo
+    while e < hi:
         x = acc_t[e]
         while j < nrel and rel_t[j] < x:
             rel_sum += rel_b[j]
             j += 1
-        held = cum - (retired + rel_sum)
+        # the run: accepts from e on that see exactly releases [0, j), i.e. at or before rel_t[j]
+        if j == nrel:
+            last = hi - 1
+        else:
+            r = rel_t[j]
+            a, b, step = e, e + 1, 1  # acc_t[a] <= r; b == hi or acc_t[b] > r once the gallop ends
+            while b < hi and acc_t[b] <= r:
+                a = b
+                step <<= 1
+                b = a + step
+            if b > hi:
+                b = hi
+            while b - a > 1:
+                m = (a + b) >> 1
+                if acc_t[m] <= r:
+                    a = m
+                else:
+                    b = m
+            last = a
+        held = acc_bytes + size * (last - lo + 1) - (retired + rel_sum)
         if held > peak:
             peak = held
-    return peak, cum, j, rel_sum
+        e = last + 1
+    return peak, acc_bytes + size * (hi - lo), j, rel_sum
