@@ -11,9 +11,11 @@ comparison of the shown flag sets, the failure scenarios) runs through the same 
 item whose key was run before is not run again. Work it is told about ahead of time
 (:meth:`KeyedRuns.prefetch`) waits in a background queue and only fills processes the work asked
 for now (:meth:`KeyedRuns.map`) leaves idle, so it never delays the search and takes the cores the
-search's rounds leave idle. Items of one call that share work (the recommender's flag sets of one
-workload) can run as one work item, their results still kept per key. Results do not depend on
-``jobs``: each item is a pure function of itself.
+search's rounds leave idle. Items that share work (the recommender's flag sets of one workload) can
+run as one work item, their results still kept per key: those of one call, and prefetched ones that
+have not started when a work item of their group starts (they ride along with it, so their shared
+work is done once; with one process, that is the only way a prefetched item runs before it is asked
+for). Results do not depend on ``jobs``: each item is a pure function of itself.
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ class KeyedRuns(Generic[K, T, R]):
 
     With ``many`` and ``group``, the items of one call (:meth:`map` or :meth:`prefetch`) that run
     and have the same ``group(item)`` are one work item ``many(items)``, which must return
-    ``[fn(x) for x in items]`` (cheaper when the items share work); results are still kept per key."""
+    ``[fn(x) for x in items]`` (cheaper when the items share work); results are still kept per key.
+    A work item that starts takes along the prefetched items of its group still waiting."""
 
     def __init__(self, workers: Workers, fn: Callable[[T], R], many: Callable[[list[T]], list[R]] | None = None,
                  group: Callable[[T], Hashable] | None = None) -> None:
@@ -79,11 +82,16 @@ class KeyedRuns(Generic[K, T, R]):
         self._running: dict[K, Future[list[R]]] = {}
         self._live: dict[Future[list[R]], list[K]] = {}  # work items under way, with their keys in order
         self._background: deque[list[tuple[K, T]]] = deque()
+        self._waiting: dict[Hashable, list[tuple[K, T]]] = {}  # the background's work items, by group
         self._queued: set[K] = set()
         self.runs = 0  # distinct items run (or started)
 
     def _known(self, k: K) -> bool:
         return k in self._done or k in self._running or k in self._queued
+
+    @property
+    def _grouping(self) -> bool:
+        return self.group is not None and self.many is not None
 
     def _grouped(self, items: list[tuple[K, T]]) -> list[list[tuple[K, T]]]:
         """Work items: the distinct keys of ``items`` not run yet, by ``group`` (first seen first)."""
@@ -97,15 +105,38 @@ class KeyedRuns(Generic[K, T, R]):
         return list(by.values())
 
     def prefetch(self, items: list[tuple[K, T]]) -> None:
-        """Items a later :meth:`map` will ask for: run them when a process would otherwise idle."""
-        if not self.workers.parallel:
+        """Items a later :meth:`map` will ask for: run them when a process would otherwise idle, or
+        along with a work item of their group that starts first. With one process and no groups,
+        nothing runs until it is asked for."""
+        if not self.workers.parallel and not self._grouping:
             return
         for g in self._grouped([(k, x) for k, x in items if k not in self._queued]):
-            self._background.append(g)
             self._queued.update(k for k, _ in g)
-        self._top_up([])
+            gk = self.group(g[0][1]) if self._grouping else None  # type: ignore[misc]  # _grouping: group is set
+            if gk is not None and gk in self._waiting:
+                self._waiting[gk].extend(g)  # one waiting work item per group
+                continue
+            self._background.append(g)
+            if gk is not None:
+                self._waiting[gk] = g
+        if self.workers.parallel:
+            self._top_up([])
+
+    def _along(self, g: list[tuple[K, T]]) -> list[tuple[K, T]]:
+        """``g`` with the waiting prefetched items of its group (taken out of the background)."""
+        if not self._grouping or not self._waiting:
+            return g
+        w = self._waiting.pop(self.group(g[0][1]), None)  # type: ignore[misc]  # _grouping: group is set
+        if not w:
+            return g
+        mine = {k for k, _ in g}
+        extra = [(k, x) for k, x in w if k not in mine and k not in self._done and k not in self._running]
+        self._queued.difference_update(k for k, _ in w)
+        w.clear()  # its entry in the background queue is now empty and is skipped
+        return g + extra
 
     def _start(self, g: list[tuple[K, T]]) -> None:
+        g = self._along(g)
         ex = self.workers.executor()
         f = ex.submit(_one, self.fn, g[0][1]) if len(g) == 1 or self.many is None else ex.submit(self.many, [x for _, x in g])
         self._live[f] = [k for k, _ in g]
@@ -121,6 +152,8 @@ class KeyedRuns(Generic[K, T, R]):
             self._start(rest.pop(0))
         while self._background and not rest and len(self._live) < limit:
             g = self._background.popleft()
+            if self._grouping and g and self._waiting.get(self.group(g[0][1])) is g:  # type: ignore[misc]
+                del self._waiting[self.group(g[0][1])]  # type: ignore[misc]  # _grouping: group is set
             self._queued.difference_update(k for k, _ in g)
             g = [(k, x) for k, x in g if k not in self._done and k not in self._running]
             if g:
@@ -141,6 +174,7 @@ class KeyedRuns(Generic[K, T, R]):
         return finished
 
     def _here(self, g: list[tuple[K, T]]) -> None:
+        g = self._along(g)
         xs = [x for _, x in g]
         res = self.many(xs) if len(g) > 1 and self.many is not None else [self.fn(xs[0])]
         for (k, _), r in zip(g, res):
@@ -157,8 +191,8 @@ class KeyedRuns(Generic[K, T, R]):
         asked = {k for k in keys if k in self._queued}
         if asked:  # asked for now: out of the background queue
             self._queued -= asked
-            self._background = deque(g2 for g in self._background
-                                     if (g2 := [(k, x) for k, x in g if k not in asked]))
+            for g in self._background:
+                g[:] = [(k, x) for k, x in g if k not in asked]  # in place: _waiting holds the same lists
         rest = self._top_up(self._grouped(items))
         waiting = {k for k in keys if k not in self._done}  # keys hash their flag sets: each once here
         while waiting:
@@ -173,6 +207,7 @@ class KeyedRuns(Generic[K, T, R]):
         self._live.clear()
         self._running.clear()
         self._background.clear()
+        self._waiting.clear()
         self._queued.clear()
 
 

@@ -78,3 +78,33 @@ def test_grouped_work_items_on_processes_keep_results_per_key():
             assert [r[1] for r in again] == [3, 3, 3, 3, 3, 3, 2, 2, 2, 2]  # k6 and k8: one new item of 2
     finally:
         w.close()
+
+
+def test_prefetched_items_ride_along_with_a_work_item_of_their_group_in_one_process():
+    w = Workers(1)
+    runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_alone, many=squares_together, group=parity)
+    runs.prefetch([(f"k{x}", x) for x in range(6)])
+    assert runs.runs == 0  # nothing runs ahead of time with one process
+    assert runs.map([("k7", 7)]) == [(49, 4)] and runs.runs == 4  # k1, k3, k5 rode along
+    assert runs.map([("k3", 3), ("k1", 1)]) == [(9, 4), (1, 4)] and runs.runs == 4  # from the cache
+    assert runs.map([("k0", 0), ("k8", 8)]) == [(0, 4), (64, 4)] and runs.runs == 8  # k2, k4 rode along
+
+
+def tens(x: int) -> int:
+    return x // 10
+
+
+def test_waiting_prefetched_items_ride_along_on_processes():
+    w = Workers(2)
+    try:
+        runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_alone, many=squares_together, group=tens)
+        runs.prefetch([(f"k{x}", x) for x in range(60)])  # six work items of 10: four start, two wait
+        got = runs.map([("k50", 50), ("k59", 59), ("k61", 61)])
+        if w.parallel:
+            # k50 and k59 were waiting: asked now, they take the other 8 of theirs along; k61 is new
+            assert got == [(2500, 10), (3481, 10), (3721, 1)] and runs.runs == 61
+            assert runs.map([("k40", 40)]) == [(1600, 10)]  # the other waiting item, whole
+        again = runs.map([(f"k{x}", x) for x in range(62)])
+        assert [r[0] for r in again] == [x * x for x in range(62)] and runs.runs == 62
+    finally:
+        w.close()
