@@ -8,14 +8,15 @@ band known to hold each order statistic:
 1. a sample of 4,096 values at random positions is sorted, and for the rank ``k`` of ``n`` the band is
    the sample's values at ranks ``k/n`` of it, widened by a few standard errors of a binomial count
    on each side;
-2. one comparison pass counts the values below the band and inside it; if the band holds rank
-   ``k`` (``below <= k < below + inside``), the ``k - below``-th smallest of the band's values is
-   the answer (every value below the band is smaller than every value in it);
+2. one compiled pass counts the values below the band and copies those inside it; if the band
+   holds rank ``k`` (``below <= k < below + inside``), the ``k - below``-th smallest of the band's
+   values is the answer (every value below the band is smaller than every value in it);
 3. otherwise (a band missed by the sample, which the width makes rare) the whole array is
    partitioned, as numpy does.
 
 So the answer is always the element numpy returns; only the work differs: the band is a few
-percent of the samples. The sample's positions are drawn from a generator seeded with the array's
+percent of the samples. The values may come in parts (a run's latencies, call by call): the order
+statistics are those of the parts joined, without joining them. The sample's positions are drawn from a generator seeded with the array's
 length, so the same array always costs the same work.
 
 The index of a quantile is numpy's (``_inverted_cdf`` in ``numpy/lib/_function_base_impl.py``:
@@ -27,7 +28,9 @@ is an accident and so is the answer). The caller's samples are durations between
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numba as nb
 import numpy as np
 import numpy.typing as npt
 
@@ -56,26 +59,45 @@ def order_statistic(x: F64, k: int) -> float:
     return quantile_elements(x, [k])[0]
 
 
-def quantiles(x: F64, qs: list[float]) -> list[float]:
-    """``np.quantile(x, qs, method="inverted_cdf")`` of finite values, as floats."""
-    n = len(x)
+def quantiles(x: F64 | Sequence[F64], qs: list[float]) -> list[float]:
+    """``np.quantile(x, qs, method="inverted_cdf")`` of finite values (an array, or parts of one), as floats."""
+    n = len(x) if isinstance(x, np.ndarray) else sum(len(p) for p in x)
     return quantile_elements(x, [inverted_cdf_index(n, q) for q in qs])
 
 
-def quantile_elements(x: F64, ks: list[int]) -> list[float]:
-    """The ``k``-th smallest values (0-based) of the finite values ``x``, for each ``k`` in ``ks``."""
-    n = len(x)
+def quantile_elements(x: F64 | Sequence[F64], ks: list[int]) -> list[float]:
+    """The ``k``-th smallest values (0-based) of the finite values ``x`` (an array, or the parts of
+    one, in any order), for each ``k`` in ``ks``."""
+    parts = [x] if isinstance(x, np.ndarray) else [p for p in x if len(p)]
+    n = sum(len(p) for p in parts)
     if n < SMALL:
-        part = np.partition(x, ks)
+        part = np.partition(_joined(parts), ks)
         return [float(part[k]) for k in ks]
-    sample = np.sort(x[_sample_index(n)])
+    sample = np.sort(_gather(parts, _sample_index(n)))
     m = len(sample)
     out: list[float] = []
     for k in ks:
-        got = _in_band(x, k, sample, m, n)
+        got = _in_band(parts, k, sample, m, n)
         if got is None:
-            got = float(np.partition(x, k)[k])
+            got = float(np.partition(_joined(parts), k)[k])
         out.append(got)
+    return out
+
+
+def _joined(parts: list[F64]) -> F64:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _gather(parts: list[F64], idx: npt.NDArray[np.int64]) -> F64:
+    """The values at positions ``idx`` of the parts joined."""
+    if len(parts) == 1:
+        return parts[0][idx]
+    starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+    which = np.searchsorted(starts, idx, side="right") - 1
+    out = np.empty(len(idx))
+    for j, p in enumerate(parts):
+        sel = which == j
+        out[sel] = p[idx[sel] - starts[j]]
     return out
 
 
@@ -87,27 +109,33 @@ def _sample_index(n: int) -> npt.NDArray[np.int64]:
     return idx
 
 
-def _in_band(x: F64, k: int, sample: F64, m: int, n: int) -> float | None:
-    """The ``k``-th smallest of ``x`` from the band the sorted ``sample`` places around it; None
-    when the band does not hold it."""
+@nb.njit(cache=True)
+def _band(x: F64, lo: float, hi: float, out: F64, below: int, c: int) -> tuple[int, int]:
+    """One pass over ``x``: adds the values below ``lo`` to ``below``, copies those in ``[lo, hi]``
+    to ``out[c:]``; returns both counts."""
+    for v in x:
+        if v < lo:
+            below += 1
+        elif v <= hi:
+            out[c] = v
+            c += 1
+    return below, c
+
+
+def _in_band(parts: list[F64], k: int, sample: F64, m: int, n: int) -> float | None:
+    """The ``k``-th smallest of the ``n`` values in ``parts`` from the band the sorted ``sample``
+    places around it; None when the band does not hold it."""
     p = (k + 0.5) / n
     half = WIDTH_SE * math.sqrt(max(p * (1 - p), 1.0 / m) * m) + 2
     j_lo, j_hi = int(math.floor(p * m - half)), int(math.ceil(p * m + half))
-    lo = sample[j_lo] if j_lo >= 0 else 0.0
-    hi = sample[j_hi] if j_hi < m else 0.0
-    if j_lo >= 0:
-        below_mask = x < lo
-        below = int(np.count_nonzero(below_mask))
-        if below > k:
-            return None
-        band_mask = ~below_mask
-        if j_hi < m:
-            band_mask &= x <= hi
-    elif j_hi < m:
-        below, band_mask = 0, x <= hi
-    else:
+    if j_lo < 0 and j_hi >= m:
         return None
-    band = x[band_mask]
-    if below + len(band) <= k:
+    lo = float(sample[j_lo]) if j_lo >= 0 else -math.inf  # below -inf: no finite value
+    hi = float(sample[j_hi]) if j_hi < m else math.inf
+    band = np.empty(n)  # only its first ``inside`` values are written (and so touched)
+    below = inside = 0
+    for part in parts:
+        below, inside = _band(part, lo, hi, band, below, inside)
+    if not below <= k < below + inside:
         return None
-    return float(np.partition(band, k - below)[k - below])
+    return float(np.partition(band[:inside], k - below)[k - below])

@@ -300,7 +300,7 @@ class Quantiles:
         if self.count == 0:
             return float("nan")
         if self._hist is None:
-            return selection.quantiles(self._samples(), [q])[0]
+            return selection.quantiles(self._parts, [q])[0]
         rank = max(1, math.ceil(q * self.count))
         c = np.cumsum(self._hist)
         i = int(np.searchsorted(c, rank))
@@ -308,12 +308,6 @@ class Quantiles:
             return 0.0
         lo = _MIN * 2 ** ((i - 1) / _BUCKETS_PER_DOUBLING)
         return min(lo * 2 ** (0.5 / _BUCKETS_PER_DOUBLING), self.max)
-
-    def _samples(self) -> F64:
-        """Every exact sample, one array (the parts joined once and kept)."""
-        if len(self._parts) > 1:
-            self._parts = [np.concatenate(self._parts)]
-        return self._parts[0]
 
     def summary(self) -> dict[str, float | None]:
         """p50/p90/p99/max/mean (computed once until the next :meth:`add`)."""
@@ -325,7 +319,7 @@ class Quantiles:
         if self.count == 0:
             return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
         if self._hist is None:
-            p50, p90, p99 = selection.quantiles(self._samples(), [0.5, 0.9, 0.99])
+            p50, p90, p99 = selection.quantiles(self._parts, [0.5, 0.9, 0.99])
         else:
             p50, p90, p99 = self.quantile(0.5), self.quantile(0.9), self.quantile(0.99)
         return {"p50": p50, "p90": p90, "p99": p99, "max": self.max, "mean": self.total / self.count}

@@ -74,7 +74,7 @@ def test_band_misses_fall_back_to_a_full_partition() -> None:
     x = _at_sample(np.linspace(0.0, 1.0, n), 0.5)
     k = int(0.99 * n)
     sample = np.sort(x[selection._sample_index(n)])
-    assert selection._in_band(x, k, sample, len(sample), n) is None
+    assert selection._in_band([x], k, sample, len(sample), n) is None
     assert selection.order_statistic(x, k) == float(np.partition(x, k)[k])
 
 
@@ -85,4 +85,18 @@ def test_a_periodic_array_does_not_alias_the_sample() -> None:
     x = np.tile(np.arange(period, dtype=float), n // period)
     k = n // 2
     sample = np.sort(x[selection._sample_index(n)])
-    assert selection._in_band(x, k, sample, len(sample), n) == float(np.partition(x, k)[k])
+    assert selection._in_band([x], k, sample, len(sample), n) == float(np.partition(x, k)[k])
+
+
+@pytest.mark.parametrize("shape", ["gamma", "batches", "few distinct", "adversarial sample", "negative"])
+@pytest.mark.parametrize("sizes", [(0, 70_000), (1, 5, 80_000), (30_000, 0, 30_000, 1), (9_000, 8_000), (200_000,) * 3])
+def test_parts_give_the_quantiles_of_the_parts_joined(shape: str, sizes: tuple[int, ...]) -> None:
+    """A run's latencies arrive call by call: the quantiles of the parts, never joined, are numpy's
+    of the joined array, whichever part holds the band, with empty parts among them."""
+    rng = np.random.default_rng(len(sizes) + sum(sizes))
+    x = SHAPES[shape](rng, sum(sizes))
+    parts = np.split(x, np.cumsum(sizes)[:-1])
+    assert [len(p) for p in parts] == list(sizes)
+    assert selection.quantiles(parts, QS) == numpy_quantiles(x, QS)
+    k = int(rng.integers(0, len(x)))
+    assert selection.quantile_elements(parts, [k]) == [float(np.partition(x, k)[k])]
