@@ -206,3 +206,32 @@ def test_the_api_runs_many_with_every_engine():
     ref = [d for d in (r.to_dict() for r in api.run_many(scs, engine="reference"))]
     assert [d["events_total"] for d in ref] == [api.run(sc).to_dict()["events_total"] for sc in scs]
     assert [r.to_dict()["errors"] for r in api.run_many(scs, engine="fast")] == [d["errors"] for d in ref]
+
+
+@pytest.mark.parametrize("rate", [300.0, 3000.0])
+def test_lanes_without_occupancy_take_groups_whole_as_the_reference_does(rate):
+    """The array path's tight loops (``collector.run_collector``) with no occupancy series kept, as
+    the recommender runs: groups of equal times (a request's two or three events) filling and
+    straddling batches of 3 and 5, a buffer of 2 under groups of 3, a throttled collector whose
+    full buffer drops; every lane of one shared pass counts what the reference engine counts."""
+    from tests.simhelp import result
+    from tests.test_fast import assert_same
+    from tests.test_fused import TWO
+
+    flags = [["--audit-webhook-batch-max-size=3", "--audit-webhook-batch-max-wait=1s"],
+             ["--audit-webhook-batch-max-size=5", "--audit-webhook-batch-max-wait=1s"],
+             ["--audit-webhook-batch-max-size=400", "--audit-webhook-batch-max-wait=1s",
+              "--audit-webhook-batch-buffer-size=2"],
+             ["--audit-webhook-batch-max-size=40", "--audit-webhook-batch-max-wait=1s",
+              "--audit-webhook-batch-buffer-size=300", "--audit-webhook-batch-throttle-qps=5",
+              "--audit-webhook-batch-throttle-burst=2"],
+             ["--audit-webhook-batch-max-size=400", "--audit-webhook-batch-max-wait=1s",
+              "--audit-webhook-batch-throttle-enable=false"]]  # never blocked: only groups fill the buffer
+    first = replace(scenario(flags[0], rate=rate, duration=10.0, classes=TWO, seed=3), record_occupancy=False)
+    scs = [first.with_flags(parse_flags(f)).validate() for f in flags]
+    assert all(arrivals.fusable(sc) for sc in scs)  # so the shared pass feeds blocks of times to each lane
+    got = [r.to_dict(series=True) for r in run_many(scs)]
+    for sc, d in zip(scs, got):
+        assert_same(result(sc, "reference"), d)
+    assert got[4]["max_buffer_occupancy"] == 3  # groups of three arrived whole, into an empty buffer
+    assert got[2]["errors"]["buffered"] > 0 and got[3]["errors"]["buffered"] > 0

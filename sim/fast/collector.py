@@ -100,6 +100,49 @@ def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], ob
     return acc_n, no, drops, first_drop, max_occ
 
 
+@nb.njit(cache=True, inline="always")
+def _before(at: npt.NDArray[np.float64], i: int, n: int, lim: float) -> int:
+    """The first index ``j >= i`` of the sorted ``at[:n]`` with ``at[j] >= lim`` (galloping from ``i``)."""
+    if i >= n or not at[i] < lim:
+        return i
+    a, b, step = i, i + 1, 1  # at[a] < lim; b == n or at[b] >= lim once the gallop ends
+    while b < n and at[b] < lim:
+        a = b
+        step <<= 1
+        b = a + step
+    if b > n:
+        b = n
+    while b - a > 1:
+        m = (a + b) >> 1
+        if at[m] < lim:
+            a = m
+        else:
+            b = m
+    return b
+
+
+@nb.njit(cache=True, inline="always")
+def _arrive_all(i: int, j: int, at: npt.NDArray[np.float64], cap: int, qh: int, acc: npt.NDArray[np.int64],
+                cnt: tuple[int, int, float, int]) -> tuple[int, int, float, int]:
+    """Events ``i..j-1`` arrive while nothing leaves the buffer: :func:`_arrive` for each, at once,
+    when no occupancy series is kept. The occupancy grows by one per accept, so the first
+    ``cap - occupancy`` are accepted and the rest dropped. ``cnt`` and the result: (accepted
+    count, drops, first drop time, max occupancy)."""
+    acc_n, drops, first_drop, max_occ = cnt
+    occ = acc_n - qh
+    take = min(j - i, max(cap - occ, 0))
+    for q in range(take):
+        acc[acc_n + q] = i + q
+    acc_n += take
+    if take and occ + take > max_occ:
+        max_occ = occ + take
+    if take < j - i:
+        drops += j - i - take
+        if np.isnan(first_drop):
+            first_drop = at[i + take]
+    return acc_n, drops, first_drop, max_occ
+
+
 @nb.njit(cache=True)
 def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], gx: npt.NDArray[np.int64],
                   P: npt.NDArray[np.float64], S: npt.NDArray[np.float64], C: npt.NDArray[np.float64],
@@ -263,6 +306,29 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
             # deadline, the stop and the horizon is accepted, then taken into the batch at once,
             # as long as it neither overflows the buffer nor fills the batch
             lim = min(deadline, min(t_stop, horizon))
+            if ostep == 0:
+                # no occupancy series: the groups that fit are found by their sizes alone (a
+                # branch-free scan), then accepted and taken at once
+                j = _before(at, i, N, lim)
+                stop = min(j, i + max(limit - 1 - batch_n, 0))
+                if stop < j:
+                    while stop > i and at[stop - 1] == at[stop]:  # a group the batch cannot take whole
+                        stop -= 1
+                if stop > i:
+                    run = 1
+                    gmax = 1
+                    for e in range(i + 1, stop):
+                        run = run + 1 if at[e] == at[e - 1] else 1
+                        gmax = max(gmax, run)
+                    if gmax <= cap:
+                        for q in range(stop - i):
+                            acc[acc_n + q] = i + q
+                        acc_n += stop - i
+                        qh += stop - i
+                        batch_n += stop - i
+                        max_occ = max(max_occ, gmax)
+                        T = at[stop - 1]
+                        i = stop
             while i < N:
                 ta = at[i]
                 if not ta < lim:
@@ -286,6 +352,10 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
             # (b) the collector is blocked (throttle or sync write): arrivals strictly before it
             # resumes, the stop and the horizon only enter the buffer or are dropped
             lim = min(block_end, min(t_stop if not stopping else INF, horizon))
+            if ostep == 0:  # no occupancy series: every arrival before lim at once
+                j = _before(at, i, N, lim)
+                acc_n, drops, first_drop, max_occ = _arrive_all(i, j, at, cap, qh, acc, (acc_n, drops, first_drop, max_occ))
+                i = j
             while i < N:
                 ta = at[i]
                 if not ta < lim:
