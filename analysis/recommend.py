@@ -20,7 +20,7 @@ results). This module calibrates every instance and builds the :class:`Recommend
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -66,9 +66,10 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
                   workers: Workers | None = None) -> tuple[list[InstanceModel], list[Validation], list[Skipped]]:
     """Calibrate and validate every instance. Returns (models, validations, skipped instances with why).
 
-    The fits run in-process (tens of milliseconds each); the validation replays of every instance's
-    stretches run together on ``workers`` (in-process without), so one instance with long stretches
-    does not hold up the round. When a replay loses far fewer events than the apiserver did, the
+    The fits (tens of milliseconds each) run on ``workers`` all at once, and each instance's
+    validation replays are queued there as soon as its fit is back, so they run beside the other
+    fits; all the replays are one round, so one instance with long stretches does not hold up the
+    round. Without parallel workers everything runs in-process, instance by instance. When a replay loses far fewer events than the apiserver did, the
     burst sigma is raised (up to 3 times) and that instance replayed again.
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""
     log = log or (lambda s: None)
@@ -76,11 +77,17 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
     mapper = replays.map if replays is not None else workers.map if workers is not None else None
     models: list[InstanceModel] = []
     skipped: list[Skipped] = []
-    for name in sorted(snap["instances"]):
-        try:
-            m = calibrate({**snap, "instances": {name: snap["instances"][name]}}, name)
-        except NotEnoughData as e:
-            skipped.append(Skipped(name, str(e).removeprefix(f"instance {name}: ")))
+    names = sorted(snap["instances"])
+    parts = [({**snap, "instances": {name: snap["instances"][name]}}, name) for name in names]
+    fitted: Iterator[tuple[InstanceModel | None, str]]
+    if replays is not None and workers is not None and len(names) > 1:
+        futures = [workers.executor().submit(_fit, part) for part in parts]  # every fit at once
+        fitted = (f.result() for f in futures)
+    else:
+        fitted = (_fit(part) for part in parts)  # one at a time, in between the prefetches
+    for name, (m, why) in zip(names, fitted):
+        if m is None:
+            skipped.append(Skipped(name, why))
             continue
         log(f"calibrated {name}: mean {m.mean_rate:,.0f} ev/s, peak {m.peak_burst_rate:,.0f} ev/s, "
             f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
@@ -104,6 +111,16 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
             v = validate(m, current, seed=seed, engine=engine, mapper=mapper)
         models[k], vals[k] = m, v
     return models, vals, skipped
+
+
+def _fit(part: tuple[Snapshot, str]) -> tuple[InstanceModel | None, str]:
+    """One instance's calibration (a pure function of its part of the snapshot): the model, or None
+    and why it cannot be calibrated."""
+    snap, name = part
+    try:
+        return calibrate(snap, name), ""
+    except NotEnoughData as e:
+        return None, str(e).removeprefix(f"instance {name}: ")
 
 
 class _Replays:

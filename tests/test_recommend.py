@@ -18,10 +18,12 @@ from audit_tune.analysis.recommend import (
     Objective,
     Recommender,
     build_report,
+    calibrate_all,
     fluid_drop_probability,
     nice_up,
     rule_of_thumb,
 )
+from audit_tune.analysis.taskpool import Workers
 from audit_tune.cli.app import main
 from audit_tune.sim.api import run
 from audit_tune.sim.config import AuditFlags, parse_flags
@@ -459,3 +461,21 @@ def test_a_run_without_retries_is_the_same_under_any_initial_backoff(busy_snapsh
     bad = SimTask(m, f10, 3, 1.0, lo, hi, "model")
     failing = m.__class__(**{**m.__dict__, "failure_rate": 0.3})
     assert sim_task(SimTask(failing, f10, 3, 1.0, lo, hi, "model"), "fast").retried and not sim_task(bad, "fast").retried
+
+
+def test_fits_on_the_pool_give_the_models_and_skips_of_fits_in_process():
+    """With two processes every instance is fitted on the pool: the same models, validations and
+    skipped instances (with why) as fitting them one by one in-process."""
+    snap = synthetic_snapshot(rates={"apiserver-0": BUSY, "apiserver-1": [r * 0.6 for r in BUSY],
+                                     "idle": [0.0] * len(BUSY)}, sigma=0.5, event_size=1100, seed=7)
+    got = {}
+    for jobs in (1, 2):
+        w = Workers(jobs)
+        try:
+            got[jobs] = calibrate_all(snap, AuditFlags(), workers=w)
+        finally:
+            w.close()
+    models, vals, skipped = got[2]
+    assert [m.name for m in models] == ["apiserver-0", "apiserver-1"] and [s.instance for s in skipped] == ["idle"]
+    assert "did not increase" in skipped[0].why
+    assert (models, vals, skipped) == got[1]
