@@ -171,8 +171,12 @@ class Backend:
         self.acc_events += len(new_acc)
         # batches
         d, e, a, n = out_d[:nbt], out_e[:nbt], out_a[:nbt], out_n[:nbt]
-        # the accepted events' times, gathered once for the batches' latencies and the memory peak
-        acc_times = at[acc[:acc_n]] if nbt or (len(new_acc) and self.size is not None) else _EMPTY_F
+        # the accepted events' times, gathered once for the batches' latencies and the memory peak;
+        # with no drop every arrival taken was accepted, in order (acc[k] == k): a view, no gather
+        if not (nbt or (len(new_acc) and self.size is not None)):
+            acc_times = _EMPTY_F
+        else:
+            acc_times = at[:acc_n] if C[col.C_DROPS] == 0 else at[acc[:acc_n]]
         if nbt:
             nbytes = n * self.size if self.size is not None else col.batch_bytes(asz, acc, a, n)
             seq = np.arange(self.dispatched, self.dispatched + nbt, dtype=np.int64)
