@@ -101,12 +101,18 @@ def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], ob
 
 
 @nb.njit(cache=True, inline="always")
-def _before(at: npt.NDArray[np.float64], i: int, n: int, lim: float) -> int:
-    """The first index ``j >= i`` of the sorted ``at[:n]`` with ``at[j] >= lim`` (galloping from ``i``)."""
-    if i >= n or not at[i] < lim:
+def _below(x: float, lim: float, inclusive: bool) -> bool:
+    return x <= lim if inclusive else x < lim
+
+
+@nb.njit(cache=True, inline="always")
+def gallop(at: npt.NDArray[np.float64], i: int, n: int, lim: float, inclusive: bool) -> int:
+    """The first index ``j >= i`` of the sorted ``at[:n]`` with ``at[j] >= lim`` (``> lim`` when
+    ``inclusive``), by a galloping search from ``i``: about ``2 log2(j - i)`` steps."""
+    if i >= n or not _below(at[i], lim, inclusive):
         return i
-    a, b, step = i, i + 1, 1  # at[a] < lim; b == n or at[b] >= lim once the gallop ends
-    while b < n and at[b] < lim:
+    a, b, step = i, i + 1, 1  # at[a] below lim; b == n or at[b] not, once the gallop ends
+    while b < n and _below(at[b], lim, inclusive):
         a = b
         step <<= 1
         b = a + step
@@ -114,7 +120,7 @@ def _before(at: npt.NDArray[np.float64], i: int, n: int, lim: float) -> int:
         b = n
     while b - a > 1:
         m = (a + b) >> 1
-        if at[m] < lim:
+        if _below(at[m], lim, inclusive):
             a = m
         else:
             b = m
@@ -309,7 +315,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
             if ostep == 0:
                 # no occupancy series: the groups that fit are found by their sizes alone (a
                 # branch-free scan), then accepted and taken at once
-                j = _before(at, i, N, lim)
+                j = gallop(at, i, N, lim, False)
                 stop = min(j, i + max(limit - 1 - batch_n, 0))
                 if stop < j:
                     while stop > i and at[stop - 1] == at[stop]:  # a group the batch cannot take whole
@@ -353,7 +359,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
             # resumes, the stop and the horizon only enter the buffer or are dropped
             lim = min(block_end, min(t_stop if not stopping else INF, horizon))
             if ostep == 0:  # no occupancy series: every arrival before lim at once
-                j = _before(at, i, N, lim)
+                j = gallop(at, i, N, lim, False)
                 acc_n, drops, first_drop, max_occ = _arrive_all(i, j, at, cap, qh, acc, (acc_n, drops, first_drop, max_occ))
                 i = j
             while i < N:

@@ -56,6 +56,7 @@ from audit_tune.sim.fast.collector import (
     S_STOPPING,
     S_TOKENS,
     WAIT,
+    gallop,
 )
 
 F64 = npt.NDArray[np.float64]
@@ -452,24 +453,7 @@ def memory_peak(acc_t: F64, lo: int, hi: int, size: int, rel_t: F64, rel_b: I64,
             rel_sum += rel_b[j]
             j += 1
         # the run: accepts from e on that see exactly releases [0, j), i.e. at or before rel_t[j]
-        if j == nrel:
-            last = hi - 1
-        else:
-            r = rel_t[j]
-            a, b, step = e, e + 1, 1  # acc_t[a] <= r; b == hi or acc_t[b] > r once the gallop ends
-            while b < hi and acc_t[b] <= r:
-                a = b
-                step <<= 1
-                b = a + step
-            if b > hi:
-                b = hi
-            while b - a > 1:
-                m = (a + b) >> 1
-                if acc_t[m] <= r:
-                    a = m
-                else:
-                    b = m
-            last = a
+        last = hi - 1 if j == nrel else gallop(acc_t, e, hi, rel_t[j], True) - 1
         held = acc_bytes + size * (last - lo + 1) - (retired + rel_sum)
         if held > peak:
             peak = held
