@@ -69,8 +69,9 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
     The fits (tens of milliseconds each) run on ``workers`` all at once, and each instance's
     validation replays are queued there as soon as its fit is back, so they run beside the other
     fits; all the replays are one round, so one instance with long stretches does not hold up the
-    round. Without parallel workers everything runs in-process, instance by instance. When a replay loses far fewer events than the apiserver did, the
-    burst sigma is raised (up to 3 times) and that instance replayed again.
+    round. Without parallel workers everything runs in-process, instance by instance. When a
+    replay loses far fewer events than the apiserver did, the burst sigma is raised (up to 3
+    times) and that instance replayed again.
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""
     log = log or (lambda s: None)
     replays = _Replays(workers) if workers is not None and workers.parallel else None
@@ -93,7 +94,7 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
             f"sigma {m.burst.sigma:.2f}, event {m.event_size} B")
         models.append(m)
         if replays is not None and current.webhook.mode == "batch":
-            replays.prefetch(replay_parts(m, current, seed, engine))  # while the next instance is fitted
+            replays.prefetch(replay_parts(m, current, seed, engine))  # beside the fits still running
     if not models:
         reasons = [f"{s.instance}: {s.why}" for s in skipped] + missing_items(snap)
         raise NotEnoughData("not enough data to recommend: " + ("; ".join(reasons) if reasons else
@@ -113,7 +114,7 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
     return models, vals, skipped
 
 
-def _fit(part: tuple[Snapshot, str]) -> tuple[InstanceModel | None, str]:
+def _fit(part: tuple[dict[str, object], str]) -> tuple[InstanceModel | None, str]:
     """One instance's calibration (a pure function of its part of the snapshot): the model, or None
     and why it cannot be calibrated."""
     snap, name = part
@@ -124,8 +125,8 @@ def _fit(part: tuple[Snapshot, str]) -> tuple[InstanceModel | None, str]:
 
 
 class _Replays:
-    """Validation replays on the pool, each run once: prefetched as each instance's fit is done, so
-    the pool replays while the main process fits the next; a :data:`Mapper` for ``validate_many``."""
+    """Validation replays on the pool, each run once: prefetched as each instance's fit is back, so
+    the pool replays beside the fits still running; a :data:`Mapper` for ``validate_many``."""
 
     def __init__(self, workers: Workers) -> None:
         self._runs: KeyedRuns[tuple[object, ...], ReplayPart, PartResult] = KeyedRuns(workers, replay_part)

@@ -81,17 +81,15 @@ class KeyedRuns(Generic[K, T, R]):
         self._done: dict[K, R] = {}
         self._running: dict[K, Future[list[R]]] = {}
         self._live: dict[Future[list[R]], list[K]] = {}  # work items under way, with their keys in order
-        self._background: deque[list[tuple[K, T]]] = deque()
+        # work items waiting in the background, each with its group (None without groups)
+        self._background: deque[tuple[Hashable | None, list[tuple[K, T]]]] = deque()
         self._waiting: dict[Hashable, list[tuple[K, T]]] = {}  # the background's work items, by group
+        self._group_of = group if many is not None else None  # what makes items one work item
         self._queued: set[K] = set()
         self.runs = 0  # distinct items run (or started)
 
     def _known(self, k: K) -> bool:
         return k in self._done or k in self._running or k in self._queued
-
-    @property
-    def _grouping(self) -> bool:
-        return self.group is not None and self.many is not None
 
     def _grouped(self, items: list[tuple[K, T]]) -> list[list[tuple[K, T]]]:
         """Work items: the distinct keys of ``items`` not run yet, by ``group`` (first seen first)."""
@@ -108,15 +106,16 @@ class KeyedRuns(Generic[K, T, R]):
         """Items a later :meth:`map` will ask for: run them when a process would otherwise idle, or
         along with a work item of their group that starts first. With one process and no groups,
         nothing runs until it is asked for."""
-        if not self.workers.parallel and not self._grouping:
+        group_of = self._group_of
+        if not self.workers.parallel and group_of is None:
             return
         for g in self._grouped([(k, x) for k, x in items if k not in self._queued]):
             self._queued.update(k for k, _ in g)
-            gk = self.group(g[0][1]) if self._grouping else None  # type: ignore[misc]  # _grouping: group is set
+            gk = group_of(g[0][1]) if group_of is not None else None
             if gk is not None and gk in self._waiting:
                 self._waiting[gk].extend(g)  # one waiting work item per group
                 continue
-            self._background.append(g)
+            self._background.append((gk, g))
             if gk is not None:
                 self._waiting[gk] = g
         if self.workers.parallel:
@@ -124,9 +123,9 @@ class KeyedRuns(Generic[K, T, R]):
 
     def _along(self, g: list[tuple[K, T]]) -> list[tuple[K, T]]:
         """``g`` with the waiting prefetched items of its group (taken out of the background)."""
-        if not self._grouping or not self._waiting:
+        if self._group_of is None or not self._waiting:
             return g
-        w = self._waiting.pop(self.group(g[0][1]), None)  # type: ignore[misc]  # _grouping: group is set
+        w = self._waiting.pop(self._group_of(g[0][1]), None)
         if not w:
             return g
         mine = {k for k, _ in g}
@@ -151,9 +150,9 @@ class KeyedRuns(Generic[K, T, R]):
         while rest and len(self._live) < limit:
             self._start(rest.pop(0))
         while self._background and not rest and len(self._live) < limit:
-            g = self._background.popleft()
-            if self._grouping and g and self._waiting.get(self.group(g[0][1])) is g:  # type: ignore[misc]
-                del self._waiting[self.group(g[0][1])]  # type: ignore[misc]  # _grouping: group is set
+            gk, g = self._background.popleft()
+            if gk is not None and self._waiting.get(gk) is g:
+                del self._waiting[gk]
             self._queued.difference_update(k for k, _ in g)
             g = [(k, x) for k, x in g if k not in self._done and k not in self._running]
             if g:
@@ -191,7 +190,7 @@ class KeyedRuns(Generic[K, T, R]):
         asked = {k for k in keys if k in self._queued}
         if asked:  # asked for now: out of the background queue
             self._queued -= asked
-            for g in self._background:
+            for _, g in self._background:
                 g[:] = [(k, x) for k, x in g if k not in asked]  # in place: _waiting holds the same lists
         rest = self._top_up(self._grouped(items))
         waiting = {k for k in keys if k not in self._done}  # keys hash their flag sets: each once here

@@ -16,8 +16,8 @@ band known to hold each order statistic:
 
 So the answer is always the element numpy returns; only the work differs: the band is a few
 percent of the samples. The values may come in parts (a run's latencies, call by call): the order
-statistics are those of the parts joined, without joining them. The sample's positions are drawn from a generator seeded with the array's
-length, so the same array always costs the same work.
+statistics are those of the parts joined, without joining them. The sample's positions are drawn
+from a generator seeded with the array's length, so the same array always costs the same work.
 
 The index of a quantile is numpy's (``_inverted_cdf`` in ``numpy/lib/_function_base_impl.py``:
 ``n q - 1`` rounded up when it has a fraction; :func:`inverted_cdf_index`).
