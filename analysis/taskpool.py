@@ -99,7 +99,7 @@ class KeyedRuns(Generic[K, T, R]):
             if k in seen or k in self._done or k in self._running:
                 continue
             seen.add(k)
-            by.setdefault(self.group(x) if self.group is not None and self.many is not None else n, []).append((k, x))
+            by.setdefault(self._group_of(x) if self._group_of is not None else n, []).append((k, x))
         return list(by.values())
 
     def prefetch(self, items: list[tuple[K, T]]) -> None:
