@@ -88,9 +88,6 @@ class KeyedRuns(Generic[K, T, R]):
         self._queued: set[K] = set()
         self.runs = 0  # distinct items run (or started)
 
-    def _known(self, k: K) -> bool:
-        return k in self._done or k in self._running or k in self._queued
-
     def _grouped(self, items: list[tuple[K, T]]) -> list[list[tuple[K, T]]]:
         """Work items: the distinct keys of ``items`` not run yet, by ``group`` (first seen first)."""
         by: dict[Hashable, list[tuple[K, T]]] = {}

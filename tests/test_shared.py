@@ -17,7 +17,9 @@ from audit_tune.sim.receiver import LogWriter, Outage, Receiver
 from audit_tune.sim.scenario import Scenario
 from audit_tune.sim.shutdown import ShutdownOptions
 from audit_tune.sim.workload import RateProfile, RequestClass
-from tests.simhelp import scenario
+from tests.simhelp import result, scenario
+from tests.test_fast import assert_same
+from tests.test_fused import TWO
 
 CLASSES = (RequestClass("get", weight=0.8, level="Metadata", duration=0.01, sizes=(650, 650, 850, 850)),
            RequestClass("create", weight=0.15, level="RequestResponse", duration=0.03, sizes=(700, 700, 9000, 3000)),
@@ -214,10 +216,6 @@ def test_lanes_without_occupancy_take_groups_whole_as_the_reference_does(rate):
     the recommender runs: groups of equal times (a request's two or three events) filling and
     straddling batches of 3 and 5, a buffer of 2 under groups of 3, a throttled collector whose
     full buffer drops; every lane of one shared pass counts what the reference engine counts."""
-    from tests.simhelp import result
-    from tests.test_fast import assert_same
-    from tests.test_fused import TWO
-
     flags = [["--audit-webhook-batch-max-size=3", "--audit-webhook-batch-max-wait=1s"],
              ["--audit-webhook-batch-max-size=5", "--audit-webhook-batch-max-wait=1s"],
              ["--audit-webhook-batch-max-size=400", "--audit-webhook-batch-max-wait=1s",
