@@ -55,6 +55,8 @@ def fluid_drop_probability(m: InstanceModel, flags: AuditFlags, horizon: float, 
             net = np.repeat(r, n)[None, :] * w - cap * w
             net = np.ascontiguousarray(np.broadcast_to(net, (paths, len(r) * n)))
         _fluid_walk(q, dropped, net, float(room))
+        if dropped.all():
+            break  # the probability reads only which paths ever dropped: every one has
     p_window = float(dropped.mean())
     reps = max(horizon / m.duration, 1e-9) if m.duration > 0 else 1.0
     p_buf = 1 - (1 - p_window) ** reps
