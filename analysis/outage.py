@@ -215,22 +215,42 @@ def _run(task: RunTask) -> RunResult:
                      max(0.0, t.simulated_seconds - end), t.events_total)
 
 
+#: A run and the work item it goes to (runs of one call are dealt round-robin to a few work items).
+Dealt = tuple[int, RunTask]
+
+
+def _run_dealt(item: Dealt) -> RunResult:
+    return _run(item[1])
+
+
+def _run_many(items: list[Dealt]) -> list[RunResult]:
+    return [_run(t) for _, t in items]
+
+
+def _hand(item: Dealt) -> int:
+    return item[0]
+
+
 class Pool:
     """Runs :func:`_run` tasks on :class:`~analysis.taskpool.Workers` (the recommendation's pool, or
-    a pool of its own of ``workers`` processes when that is a number), each distinct task once."""
+    a pool of its own of ``workers`` processes when that is a number), each distinct task once.
+
+    A run takes milliseconds, about what a work item costs to send, receive and wake the caller
+    for, so the runs of one call are dealt round-robin to two work items per process."""
 
     def __init__(self, workers: Workers | int, engine: str) -> None:
         self.engine = engine
         self._own = isinstance(workers, int)
         self.workers = Workers(workers) if isinstance(workers, int) else workers
-        self._runs: KeyedRuns[RunKey, RunTask, RunResult] = KeyedRuns(self.workers, _run)
+        self._runs: KeyedRuns[RunKey, Dealt, RunResult] = KeyedRuns(self.workers, _run_dealt, _run_many, _hand)
 
     @property
     def runs(self) -> int:
         return self._runs.runs
 
     def map(self, tasks: list[RunTask]) -> list[RunResult]:
-        return self._runs.map([(t.key, t._replace(engine=self.engine)) for t in tasks])
+        hands = 2 * self.workers.jobs
+        return self._runs.map([(t.key, (k % hands, t._replace(engine=self.engine))) for k, t in enumerate(tasks)])
 
     def close(self) -> None:
         self._runs.close()
@@ -451,11 +471,13 @@ def backoff_variants(flags: AuditFlags, scenarios: list[FailureScenario]) -> lis
 
 def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown: list[tuple[str, AuditFlags]],
            feasible: list[tuple[str, AuditFlags]], budget: MemoryBudget, window: float, seed: int = 1,
-           jobs: Workers | int = 2,
-           engine: str = "fast", log: Callable[[str], None] | None = None) -> FailureAssessment:
+           jobs: Workers | int = 2, engine: str = "fast", log: Callable[[str], None] | None = None,
+           judged: Callable[[str | None], None] | None = None) -> FailureAssessment:
     """Judge the shown flag sets and the healthy-feasible ones (with longer-backoff variants) under
     every scenario; pick the least-memory survivor among the feasible ones, else the frontier.
-    ``jobs``: the recommendation's :class:`~analysis.taskpool.Workers`, or a number of processes."""
+    ``jobs``: the recommendation's :class:`~analysis.taskpool.Workers`, or a number of processes.
+    ``judged`` is told the survivor's name (None: none) as soon as it is known, before the outage
+    tolerances are bisected."""
     log = log or (lambda s: None)
     if not scenarios:
         return FailureAssessment([], [], None, None, "")
@@ -478,6 +500,8 @@ def assess(models: list[InstanceModel], scenarios: list[FailureScenario], shown:
         survivors = [n for n in by_name if n in feasible_names and all(o.ok for o in by_name[n])]
         order = {n: k for k, (n, _) in enumerate(named)}  # ties: the search's own order (least healthy memory first)
         best = min(survivors, key=lambda n: (max(o.peak_memory for o in by_name[n]), order[n])) if survivors else None
+        if judged is not None:
+            judged(best)
         # tolerance: for the flag sets the report shows and the survivor; for every candidate (the
         # frontier) only when nothing survives
         want = {n for n, _ in shown} | ({best} if best else set(by_name))

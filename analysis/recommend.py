@@ -272,16 +272,24 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
                 if c.screened:
                     unconfirmed.add(f"candidate-{r}.{k}")
     window = parse_duration(obj.peak_window, "--peak-window")
+    confirming: list[tuple[list[str], Callable[[], list[bool]]]] = []
+
+    def judged(survivor: str | None) -> None:
+        """Confirm the candidates that matter as soon as the survivor is known, beside the bisection
+        of the outage tolerances (both only read the models and their own runs)."""
+        check = [n for n in ([survivor.split("+backoff-")[0]] if survivor else sorted(unconfirmed)) if n in unconfirmed]
+        flags = [cands[n] for n in check]
+        confirming.append((check, rec.workers.beside(lambda: rec.confirm_many(flags))))
+
     while True:
         feasible = ([("recommended", best.flags)] if best is not None else []) + list(cands.items())
         fa = outage.assess(models, scenarios, named, feasible, MemoryBudget(obj.memory_bytes, obj.memory_factor),
-                           window, rec.seed, rec.workers, rec.runner.engine, log)
+                           window, rec.seed, rec.workers, rec.runner.engine, log, judged)
         if not scenarios:
             return fa
-        check = [fa.survivor.split("+backoff-")[0]] if fa.survivor else sorted(unconfirmed)
-        check = [n for n in check if n in unconfirmed]
+        check, confirmed = confirming.pop()
         unconfirmed.difference_update(check)
-        failed = [n for n, ok in zip(check, rec.confirm_many([cands[n] for n in check])) if not ok]
+        failed = [n for n, ok in zip(check, confirmed()) if not ok]
         for n in failed:
             del cands[n]
         if not failed:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -60,6 +61,33 @@ class Workers:
         if not self.parallel or len(items) <= 1:
             return [fn(x) for x in items]
         return list(self.executor().map(fn, items))
+
+    def beside(self, fn: Callable[[], R]) -> Callable[[], R]:
+        """Start ``fn`` (which submits its own work to these processes, through objects nothing else
+        uses until it is done) in a thread beside the caller's next work, so that the two share the
+        processes instead of waiting for each other; the returned function waits for its result
+        (re-raising what it raised). With one process, ``fn`` runs when the result is asked for."""
+        if not self.parallel:
+            return fn
+        box: list[R] = []
+        err: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                box.append(fn())
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                err.append(e)
+
+        self.executor()  # the processes exist before the thread uses them
+        t = threading.Thread(target=run, name="audit-tune-beside", daemon=True)
+        t.start()
+
+        def result() -> R:
+            t.join()
+            if err:
+                raise err[0]
+            return box[0]
+        return result
 
     def close(self) -> None:
         if self._pool is not None:

@@ -354,18 +354,25 @@ def test_the_report_says_what_one_restart_at_the_peak_loses(tmp_path, capsys, bu
         assert f["events_lost"] == sum(f["lost_by_cause"].values())
 
 
-def test_one_and_two_processes_give_the_same_report(busy_snapshot):
+@pytest.mark.parametrize("budget", [{}, {"memory_budget": "1GiB", "memory_overhead": "1"}])
+def test_one_and_two_processes_give_the_same_report(busy_snapshot, budget):
     """The pool changes where runs happen, never what they give: the whole report (search, comparison,
-    failure scenarios) is the same with --jobs 1 and --jobs 2, but for the jobs it echoes."""
+    failure scenarios, with a survivor or with none, when the dominated candidates are confirmed beside
+    the tolerance bisection) is the same with --jobs 1 and --jobs 2, but for the jobs it echoes."""
     reps = {}
     for jobs in (1, 2):
-        obj = Objective(seeds=2, jobs=jobs, peak_window="2m")
+        obj = Objective(seeds=2, jobs=jobs, peak_window="2m", **budget)
         d = build_report(busy_snapshot, AuditFlags(), "defaults", obj, seed=1).to_dict()
         assert d["config"]["objective"]["jobs"] == jobs
         d["config"]["objective"].pop("jobs")
         reps[jobs] = d
     assert reps[1]["recommended"] is not None
     assert reps[1]["failures"]["outcomes"], "the failure scenarios ran on the pool too"
+    if budget:
+        assert reps[1]["failures"]["survivor"] is not None
+    else:  # the measured memory factor: no candidate holds the outage's backlog within 512 MiB
+        assert reps[1]["failures"]["survivor"] is None and reps[1]["failures"]["frontier"]
+        assert any(c["screened"] for r in reps[1]["search"]["rounds"] for c in r), "a dominated candidate to confirm"
     assert reps[1] == reps[2]
 
 

@@ -3,6 +3,7 @@ work is reused, and results do not depend on the number of processes."""
 from __future__ import annotations
 
 import os
+import threading
 
 from audit_tune.analysis.taskpool import KeyedRuns, Workers, available_cores
 
@@ -108,3 +109,37 @@ def test_waiting_prefetched_items_ride_along_on_processes():
         assert [r[0] for r in again] == [x * x for x in range(62)] and runs.runs == 62
     finally:
         w.close()
+
+
+def test_beside_runs_in_a_thread_with_processes_and_when_asked_with_one():
+    started = threading.Event()
+    go = threading.Event()
+
+    def work() -> list[tuple[int, int]]:
+        started.set()
+        assert go.wait(30), "the caller went on while this ran"
+        runs: KeyedRuns[int, int, tuple[int, int]] = KeyedRuns(w, square_and_pid)
+        return runs.map([(x, x) for x in range(5)])
+
+    w = Workers(2)
+    try:
+        assert w.parallel
+        result = w.beside(work)
+        assert started.wait(30), "started before its result is asked for"
+        go.set()  # the caller's own work would run here
+        assert [r[0] for r in result()] == [x * x for x in range(5)]
+
+        def fails() -> int:
+            raise ValueError("from the thread")
+        try:
+            w.beside(fails)()
+        except ValueError as e:
+            assert str(e) == "from the thread"
+        else:
+            raise AssertionError("the thread's error is raised to the caller")
+    finally:
+        w.close()
+    one = Workers(1)
+    calls: list[int] = []
+    pending = one.beside(lambda: calls.append(1) or 7)
+    assert calls == [] and pending() == 7 and calls == [1]
