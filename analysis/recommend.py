@@ -283,8 +283,9 @@ def _assess_failures(snap: Snapshot, models: list[InstanceModel], obj: Objective
 
     while True:
         feasible = ([("recommended", best.flags)] if best is not None else []) + list(cands.items())
-        fa = outage.assess(models, scenarios, named, feasible, MemoryBudget(obj.memory_bytes, obj.memory_factor),
-                           window, rec.seed, rec.workers, rec.runner.engine, log, judged)
+        judge = outage.FailureJudge(models, scenarios, MemoryBudget(obj.memory_bytes, obj.memory_factor), window,
+                                    rec.seed, rec.workers, rec.runner.engine, log)
+        fa = outage.assess(judge, named, feasible, judged)
         if not scenarios:
             return fa
         check, confirmed = confirming.pop()

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARALLEL_SAFE = frozenset({
     "test_architecture", "test_atomic", "test_auditlog", "test_calibrate", "test_collector", "test_config", "test_fast", "test_files", "test_fused", "test_heap", "test_jsondata",
     "test_quiet", "test_result", "test_stats", "test_pcg64", "test_shared", "test_simrunner", "test_taskpool",
-    "test_fleet", "test_fluid", "test_fuzz", "test_guard", "test_kernels", "test_kubeconfig", "test_logbackend", "test_outage", "test_outputs",
+    "test_fleet", "test_fluid", "test_fuzz", "test_guard", "test_kernels", "test_kubeconfig", "test_logbackend", "test_outage", "test_outage_runs", "test_outputs",
     "test_packaging", "test_policy", "test_properties", "test_selection", "test_workspace", "test_recommend", "test_reference", "test_restart_at_peak", "test_retry_after",
     "test_shutdown", "test_simulate_cli", "test_snapshot", "test_sweep", "test_units",
 })

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from audit_tune.analysis import memfactor, outage
+from audit_tune.analysis import memfactor, outage, outage_runs
 from audit_tune.analysis.calibrate import calibrate
-from audit_tune.analysis.taskpool import Workers
 from audit_tune.basics.errors import InputError
 from audit_tune.cli.app import main
 from audit_tune.cli.inputs import SAMPLE
@@ -76,9 +75,9 @@ def test_default_outage_recommendation_survives_and_evaluate_ignores_observed_dr
     snap = json.loads(Path(SAMPLE).read_text())
     m = calibrate(snap, sorted(snap["instances"])[0])
     flags = parse_flags(rep["recommended"]["flags"])
-    sc = outage.FailureScenario("refuse", 120.0)
-    ref = outage._run(outage.RunTask(m, flags, 1, sc, 120.0, 300.0, "reference"))
-    fast = outage._run(outage.RunTask(m, flags, 1, sc, 120.0, 300.0, "fast"))
+    sc = outage_runs.FailureScenario("refuse", 120.0)
+    ref = outage_runs._run(outage_runs.RunTask(m, flags, 1, sc, 120.0, 300.0, "reference"))
+    fast = outage_runs._run(outage_runs.RunTask(m, flags, 1, sc, 120.0, 300.0, "fast"))
     assert ref == fast and ref.lost == 0 and ref.events > 5000
     # the default backoff cannot outlast it: every batch's 5 attempts end within 8.125 x 10 s
     cur = next(o for o in f["outcomes"] if o["flag_set"] == "current")
@@ -114,8 +113,8 @@ def test_slowdown_scenario_holds_more_and_is_reported(capsys) -> None:
                          "--audit-webhook-batch-max-wait=1s"])
     scs = outage.parse_scenarios(("none",), 400.0, {})
     assert [s.kind for s in scs] == ["slowdown"] and scs[0].label == "latency x400"
-    base = outage._run(outage.RunTask(m, flags, 1, outage.FailureScenario("slowdown", factor=1.0), 0.0, 60.0))
-    slow = outage._run(outage.RunTask(m, flags, 1, scs[0], 0.0, 60.0))
+    base = outage_runs._run(outage_runs.RunTask(m, flags, 1, outage_runs.FailureScenario("slowdown", factor=1.0), 0.0, 60.0))
+    slow = outage_runs._run(outage_runs.RunTask(m, flags, 1, scs[0], 0.0, 60.0))
     assert slow.peak_memory > 3 * base.peak_memory and slow.recovery > base.recovery
     judge = outage.FailureJudge([m], scs, memfactor.MemoryBudget(1 << 30), 60.0, jobs=1)
     [o] = judge.judge([("x", flags)])
@@ -153,22 +152,3 @@ def test_memory_overhead_decides_the_budget(capsys) -> None:
     mem = next(c for c in rep["evaluated"]["checks"] if c["check"] == "2m0s refuse outage")
     assert not mem["ok"]
 
-
-def test_the_pool_deals_the_runs_of_a_call_to_a_few_work_items_and_gives_each_run_in_order() -> None:
-    snap = json.loads(Path(SAMPLE).read_text())
-    m = calibrate(snap, sorted(snap["instances"])[0])
-    sc = outage.parse_scenarios(("30s:refuse",), 1.0, {})[0]
-    flags = [parse_flags(f.split()) for f in ("--audit-webhook-batch-throttle-qps=0.5 --audit-webhook-batch-max-size=5 "
-                                              "--audit-webhook-batch-buffer-size=20", "--audit-webhook-initial-backoff=1s", "")]
-    tasks = [outage.RunTask(m, f, 1, sc, d, 60.0) for f in flags for d in (10.0, 30.0, 45.0)]
-    want = [outage._run(t) for t in tasks]
-    assert len(set(want)) == len(tasks) and any(w.lost for w in want), "runs that differ, some losing events"
-    w = Workers(2)
-    pool = outage.Pool(w, "fast")
-    try:
-        assert w.parallel
-        assert pool.map(tasks + tasks[:3]) == want + want[:3] and pool.runs == len(tasks)
-        assert pool.map(tasks[::-1]) == want[::-1] and pool.runs == len(tasks)  # each distinct run once
-    finally:
-        pool.close()
-        w.close()
