@@ -9,13 +9,10 @@ apiserver at its peak short-window rate x headroom, with that apiserver's calibr
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from audit_tune.analysis.calibrate import InstanceModel
-from audit_tune.analysis.taskpool import Workers
 from audit_tune.sim.config import AuditFlags
-from audit_tune.sim.receiver import Receiver
 from audit_tune.sim.restart import RestartLoss, restart_loss
 
 KILL_AFTER = 30.0  # kubeadm's static pod: terminationGracePeriodSeconds
@@ -61,38 +58,12 @@ class RestartAtPeak:
 def restart_at_peak(models: list[InstanceModel], flag_sets: list[tuple[str, AuditFlags]], headroom: float,
                     seed: int = 1, engine: str = "fast", kill_after: float = KILL_AFTER) -> RestartAtPeak | None:
     """Simulate one restart at the busiest apiserver's peak x headroom for each named flag set."""
-    return start_restart_at_peak(models, flag_sets, headroom, seed, engine, kill_after)()
-
-
-#: One flag set's restart: the arguments of :func:`restart_loss` (a pure function of them).
-RestartTask = tuple[AuditFlags, float, float, Receiver, int, str]
-
-
-def _loss(task: RestartTask) -> RestartLoss:
-    flags, rate, kill_after, receiver, seed, engine = task
-    return restart_loss(flags, rate, kill_after=kill_after, receiver=receiver, seed=seed, engine=engine)
-
-
-def start_restart_at_peak(models: list[InstanceModel], flag_sets: list[tuple[str, AuditFlags]], headroom: float,
-                          seed: int = 1, engine: str = "fast", kill_after: float = KILL_AFTER,
-                          workers: Workers | None = None) -> Callable[[], RestartAtPeak | None]:
-    """:func:`restart_at_peak` started on ``workers`` (each flag set's restart a task there, queued
-    now, beside whatever the caller runs next); the returned function waits for the result. Without
-    parallel workers the restarts run in-process when it is called."""
     if not models or not flag_sets:
-        return lambda: None
+        return None
     m = max(models, key=lambda x: x.peak_burst_rate)
     rate = m.peak_burst_rate * headroom
     if rate <= 0:
-        return lambda: None
-    tasks: list[RestartTask] = [(flags, rate, kill_after, m.receiver(), seed, engine) for _, flags in flag_sets]
-    if workers is not None and workers.parallel:
-        futures = [workers.executor().submit(_loss, t) for t in tasks]
-        losses: Callable[[], list[RestartLoss]] = lambda: [f.result() for f in futures]  # noqa: E731
-    else:
-        losses = lambda: [_loss(t) for t in tasks]  # noqa: E731
-
-    def result() -> RestartAtPeak:
-        return RestartAtPeak(m.name, rate, kill_after,
-                             tuple(RestartRow(name, loss) for (name, _), loss in zip(flag_sets, losses())))
-    return result
+        return None
+    rows = tuple(RestartRow(name, restart_loss(flags, rate, kill_after=kill_after, receiver=m.receiver(), seed=seed,
+                                               engine=engine)) for name, flags in flag_sets)
+    return RestartAtPeak(m.name, rate, kill_after, rows)

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from audit_tune.analysis.calibrate import SyntheticWebhook, calibrate, synthetic_snapshot
-from audit_tune.analysis.restart_at_peak import restart_at_peak, start_restart_at_peak
-from audit_tune.analysis.taskpool import Workers
+from audit_tune.analysis.restart_at_peak import restart_at_peak
 from audit_tune.sim.config import AuditFlags, parse_flags
 from audit_tune.sim.latency import Latency
 from audit_tune.sim.restart import restart_loss
@@ -38,20 +37,3 @@ def test_a_receiver_that_keeps_failing_loses_its_retry_chains_at_the_kill():
     row = r.rows[0]
     assert row.loss.killed and row.loss.total > 0
     assert row.loss.by_cause.get("retry-chain-at-kill", 0) > 0, row.loss.by_cause
-
-
-def test_started_on_the_pool_it_gives_the_rows_of_the_run_in_process():
-    models = _models(Latency("fixed", 0.05), failure_rate=0.3)
-    big = parse_flags(["--audit-webhook-batch-buffer-size=100000", "--audit-webhook-batch-throttle-qps=100"])
-    named = [("current", AuditFlags()), ("recommended", big)]
-    here = restart_at_peak(models, named, headroom=2.0, seed=5)
-    workers = Workers(2)
-    try:
-        assert workers.parallel
-        pending = start_restart_at_peak(models, named, 2.0, seed=5, workers=workers)
-        assert workers._pool is not None  # queued on the pool when started, before the result is asked
-        assert pending() == here
-    finally:
-        workers.close()
-    assert here is not None and any(row.loss.total for row in here.rows)
-    assert start_restart_at_peak(models, [], 2.0, workers=Workers(2))() is None
