@@ -177,9 +177,10 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
     rec = Recommender(models, obj, seed=seed, engine=engine, progress=log, workers=workers)
     try:
         rot_flags, rot = rule_of_thumb(models, current)
-        # the shown flag sets that do not depend on the search run on the cores its rounds leave idle
+        # the shown flag sets that do not depend on the search: at x headroom their runs ride along
+        # with the search's passes over the same events (every seed of every instance)
         rec.prefetch([("current", current), ("rule-of-thumb", rot_flags)]
-                     + ([("evaluated", evaluate)] if evaluate is not None else []))
+                     + ([("evaluated", evaluate)] if evaluate is not None else []), x1=False, idle=False)
         log(f"searching: {len(models)} instance(s), {obj.seeds} seeds, peak window {obj.peak_window}")
         best, trace = rec.search(current)
         named = [("current", current)]
@@ -188,6 +189,9 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
         named.append(("rule-of-thumb", rot_flags))
         if evaluate is not None:
             named.append(("evaluated", evaluate))
+        # at x1, every shown flag set in one pass over each workload's events, on the cores the
+        # failure scenarios leave idle
+        rec.prefetch(named)
         failures = _assess_failures(snap, models, obj, named, best, trace, log, rec)
         if best is not None and failures.survivor_flags is not None and failures.survivor != "recommended":
             named[1] = ("recommended", failures.survivor_flags)

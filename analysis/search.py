@@ -133,10 +133,11 @@ class Recommender:
                 tasks.extend(ts)
         return tasks, index
 
-    def prefetch(self, named: list[tuple[str, AuditFlags]], x1: bool = True) -> None:
+    def prefetch(self, named: list[tuple[str, AuditFlags]], x1: bool = True, idle: bool = True) -> None:
         """Start the runs (and fluid models) a later ``evaluate_many(named, x1)`` needs on processes
-        the search leaves idle."""
-        self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0])
+        the search leaves idle; with ``idle`` False the runs only ride along with the search's own
+        passes over the same events (:meth:`SimRunner.prefetch`)."""
+        self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0], idle)
         self._fluids.prefetch(self._fluid_items(named))
 
     def _fluid_item(self, m: InstanceModel, f: AuditFlags) -> tuple[tuple[str, AuditFlags], FluidTask]:

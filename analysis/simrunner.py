@@ -112,9 +112,10 @@ class Runner:
     def _items(self, tasks: list[SimTask]) -> list[tuple[TaskKey, tuple[SimTask, str]]]:
         return [(t.key(), (t, self.engine)) for t in tasks]
 
-    def prefetch(self, tasks: list[SimTask]) -> None:
-        """Tasks a later :meth:`map` will ask for, run on processes the current work leaves idle."""
-        self._runs.prefetch(self._items(tasks))
+    def prefetch(self, tasks: list[SimTask], idle: bool = True) -> None:
+        """Tasks a later :meth:`map` will ask for, run on processes the current work leaves idle
+        (``idle``) or only along with work of the same workload (:meth:`KeyedRuns.prefetch`)."""
+        self._runs.prefetch(self._items(tasks), idle)
 
     def map(self, tasks: list[SimTask]) -> list[RunSummary]:
         """Results in task order; a task already run (same instance, flags, seed, scale, stretch) is reused.

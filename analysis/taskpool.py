@@ -127,12 +127,14 @@ class KeyedRuns(Generic[K, T, R]):
             by.setdefault(self._group_of(x) if self._group_of is not None else n, []).append((k, x))
         return list(by.values())
 
-    def prefetch(self, items: list[tuple[K, T]]) -> None:
+    def prefetch(self, items: list[tuple[K, T]], idle: bool = True) -> None:
         """Items a later :meth:`map` will ask for: run them when a process would otherwise idle, or
-        along with a work item of their group that starts first. With one process and no groups,
-        nothing runs until it is asked for."""
+        along with a work item of their group that starts first. With ``idle`` False (with groups
+        only) they never start on their own: for items that work asked for later will take along,
+        whose shared work would be done twice if they filled an idle process first. With one
+        process and no groups, nothing runs until it is asked for."""
         group_of = self._group_of
-        if not self.workers.parallel and group_of is None:
+        if group_of is None and (not idle or not self.workers.parallel):
             return
         for g in self._grouped([(k, x) for k, x in items if k not in self._queued]):
             self._queued.update(k for k, _ in g)
@@ -140,7 +142,8 @@ class KeyedRuns(Generic[K, T, R]):
             if gk is not None and gk in self._waiting:
                 self._waiting[gk].extend(g)  # one waiting work item per group
                 continue
-            self._background.append((gk, g))
+            if idle or gk is None:
+                self._background.append((gk, g))
             if gk is not None:
                 self._waiting[gk] = g
         if self.workers.parallel:

@@ -111,6 +111,25 @@ def test_waiting_prefetched_items_ride_along_on_processes():
         w.close()
 
 
+
+def test_items_prefetched_not_to_fill_idle_processes_only_ride_along_or_run_when_asked():
+    w = Workers(2)
+    try:
+        assert w.parallel
+        runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_alone, many=squares_together, group=tens)
+        runs.prefetch([(f"k{x}", x) for x in range(30)], idle=False)
+        runs.map([("k99", 99)])  # the processes idle after this: still nothing prefetched starts
+        assert runs.runs == 1
+        assert runs.map([("k5", 5)]) == [(25, 10)] and runs.runs == 11  # asked: the other 9 of its group along
+        assert runs.map([("k15", 15), ("k21", 21)]) == [(225, 10), (441, 10)] and runs.runs == 31
+        assert runs.map([("k1", 1), ("k29", 29)]) == [(1, 10), (841, 10)] and runs.runs == 31  # from the cache
+        runs.prefetch([("k40", 40), ("k41", 41)], idle=False)
+        runs.prefetch([("k42", 42)])  # joins the waiting work item of its group, which does not fill idle ones
+        assert runs.map([("k99", 99)]) == [(9801, 1)] and runs.runs == 31
+        assert runs.map([("k43", 43)]) == [(1849, 4)] and runs.runs == 35
+    finally:
+        w.close()
+
 def test_beside_runs_in_a_thread_with_processes_and_when_asked_with_one():
     started = threading.Event()
     go = threading.Event()
