@@ -142,7 +142,7 @@ class KeyedRuns(Generic[K, T, R]):
             if gk is not None and gk in self._waiting:
                 self._waiting[gk].extend(g)  # one waiting work item per group
                 continue
-            if idle or gk is None:
+            if idle:
                 self._background.append((gk, g))
             if gk is not None:
                 self._waiting[gk] = g
