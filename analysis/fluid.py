@@ -8,6 +8,7 @@ A Lindley recursion per burst window with the fitted lognormal multipliers, Mont
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numba as nb
 import numpy as np
@@ -23,14 +24,43 @@ def fluid_drop_probability(m: InstanceModel, flags: AuditFlags, horizon: float, 
                            seed: int = 1, scale: float = 1.0) -> dict[str, float]:
     """P(any buffered drop over ``horizon``) in the fluid model, and P(a batch fails all attempts)."""
     c = flags.webhook.batch
+    room = c.buffer_size + (c.throttle_burst * c.max_batch_size if c.throttle_enable else 0)
+    q = np.zeros(paths)
+    dropped = np.zeros(paths, dtype=bool)
+    for net in window_nets(m, flags, q, seed, scale):
+        _fluid_walk(q, dropped, net, float(room))
+        if dropped.all():
+            break  # the probability reads only which paths ever dropped: every one has
+    p_window = float(dropped.mean())
+    reps = max(horizon / m.duration, 1e-9) if m.duration > 0 else 1.0
+    p_buf = 1 - (1 - p_window) ** reps
+    if p_window == 0:
+        p_buf_upper = 1 - (1 - min(3.0 / paths, 1.0)) ** reps  # rule of three
+    else:
+        p_buf_upper = p_buf
+    # batches failing every attempt
+    pf = m.failure_rate
+    rates = np.asarray(m.rates, dtype=float) * scale
+    batches = _batch_count(rates, float(m.step), int(c.max_batch_size), float(c.max_batch_wait))
+    batches *= horizon / m.duration if m.duration > 0 else 1.0
+    p_wh = 1 - math.exp(batches * math.log1p(-pf ** ATTEMPTS)) if 0 < pf < 1 else (1.0 if pf >= 1 else 0.0)
+    return {"buffered": p_buf, "buffered_upper_rule_of_three": p_buf_upper, "webhook": p_wh,
+            "any": 1 - (1 - p_buf) * (1 - p_wh), "paths": paths}
+
+
+def window_nets(m: InstanceModel, flags: AuditFlags, q: np.ndarray, seed: int = 1,
+                scale: float = 1.0) -> Iterator[np.ndarray]:
+    """Per chunk of the observed window, each path's net inflow (arrivals minus the drain) per burst
+    window: ``(paths, windows)``, ``paths = len(q)``. A chunk where every path's backlog ``q`` is empty
+    (the caller walks ``q`` between chunks) and even the largest plausible window stays under
+    capacity is skipped, drawing nothing."""
+    c = flags.webhook.batch
     cap = c.drain_capacity
     n = max(m.burst.per_step, 1)
     w = m.step / n
     rates = np.asarray(m.rates, dtype=float) * scale
-    room = c.buffer_size + (c.throttle_burst * c.max_batch_size if c.throttle_enable else 0)
+    paths = len(q)
     g = np.random.default_rng([int(seed), 31337])
-    q = np.zeros(paths)
-    dropped = np.zeros(paths, dtype=bool)
     chunk = max(1, 20000 // n)
     sig = m.burst.sigma
     xmax = lognormal_quantile(sig, 1 - 1e-7) if n > 1 and sig > 0 else 1.0
@@ -54,23 +84,7 @@ def fluid_drop_probability(m: InstanceModel, flags: AuditFlags, horizon: float, 
         else:
             net = np.repeat(r, n)[None, :] * w - cap * w
             net = np.ascontiguousarray(np.broadcast_to(net, (paths, len(r) * n)))
-        _fluid_walk(q, dropped, net, float(room))
-        if dropped.all():
-            break  # the probability reads only which paths ever dropped: every one has
-    p_window = float(dropped.mean())
-    reps = max(horizon / m.duration, 1e-9) if m.duration > 0 else 1.0
-    p_buf = 1 - (1 - p_window) ** reps
-    if p_window == 0:
-        p_buf_upper = 1 - (1 - min(3.0 / paths, 1.0)) ** reps  # rule of three
-    else:
-        p_buf_upper = p_buf
-    # batches failing every attempt
-    pf = m.failure_rate
-    batches = _batch_count(rates, float(m.step), int(c.max_batch_size), float(c.max_batch_wait))
-    batches *= horizon / m.duration if m.duration > 0 else 1.0
-    p_wh = 1 - math.exp(batches * math.log1p(-pf ** ATTEMPTS)) if 0 < pf < 1 else (1.0 if pf >= 1 else 0.0)
-    return {"buffered": p_buf, "buffered_upper_rule_of_three": p_buf_upper, "webhook": p_wh,
-            "any": 1 - (1 - p_buf) * (1 - p_wh), "paths": paths}
+        yield net
 
 
 @nb.njit(cache=True)

@@ -1,41 +1,24 @@
-"""The fluid model of the webhook buffer (analysis/fluid.py) against a plain numpy transcription of
-the same Lindley recursion that walks every chunk to the end."""
+"""The fluid model of the webhook buffer (analysis/fluid.py): its compiled walk, which stops once every
+path has dropped, against a plain numpy walk of every chunk of the same draws."""
 import numpy as np
 import pytest
 
-from audit_tune.analysis.calibrate import calibrate, lognormal_quantile
+from audit_tune.analysis.calibrate import calibrate
 from audit_tune.analysis.calibrate.synthetic import synthetic_snapshot
-from audit_tune.analysis.fluid import fluid_drop_probability
+from audit_tune.analysis.fluid import fluid_drop_probability, window_nets
 from audit_tune.sim.config import parse_flags
 
 
 def _p_window(m, flags, paths=200, seed=1, scale=1.0):
-    """P(a path ever holds more than the room) over the observed window: every chunk that draws is
-    walked, whatever the paths have already done."""
+    """P(a path ever holds more than the room) over the observed window: every chunk is walked in
+    numpy, step by step, whatever the paths have already done."""
     c = flags.webhook.batch
-    cap = c.drain_capacity
-    n = max(m.burst.per_step, 1)
-    w = m.step / n
-    rates = np.asarray(m.rates, dtype=float) * scale
     room = c.buffer_size + (c.throttle_burst * c.max_batch_size if c.throttle_enable else 0)
-    g = np.random.default_rng([int(seed), 31337])
     q = np.zeros(paths)
     dropped = np.zeros(paths, dtype=bool)
-    chunk = max(1, 20000 // n)
-    sig = m.burst.sigma
-    xmax = lognormal_quantile(sig, 1 - 1e-7) if n > 1 and sig > 0 else 1.0
-    for lo in range(0, len(rates), chunk):
-        r = rates[lo:lo + chunk]
-        if not q.any() and float(r.max()) * min(xmax, n) <= cap:
-            continue
-        if n > 1 and sig > 0:
-            x = np.exp(sig * g.standard_normal((paths, len(r), n)) - sig * sig / 2)
-            x = x / x.mean(axis=2, keepdims=True) * r[None, :, None]
-            net = x.reshape(paths, -1) * w - cap * w
-        else:
-            net = np.broadcast_to(np.repeat(r, n)[None, :] * w - cap * w, (paths, len(r) * n))
+    for net in window_nets(m, flags, q, seed, scale):
         for k in range(net.shape[1]):
-            q = np.maximum(q + net[:, k], 0.0)
+            q[:] = np.maximum(q + net[:, k], 0.0)  # in place: the chunks' skipping reads it
             dropped |= q > room
     return float(dropped.mean())
 
@@ -44,7 +27,7 @@ def _p_window(m, flags, paths=200, seed=1, scale=1.0):
 # in the first chunk and again in the second
 DAYS = [300.0] * 100 + [2500.0] * 12 + [300.0] * 700 + [2500.0] * 12 + [300.0] * 1200
 
-# P(drop) over the window at x1 and x1.1, measured with the reference walk below, for the bursts fitted
+# P(drop) over the window at x1 and x1.1, measured with the reference walk above, for the bursts fitted
 # at sigma 0 / 0.3 / 1: every path drops in the first busy hour (1/1/1), some do (0/0.25/1 at x1 and
 # 0/0.83/1 at x1.1; 0/0.07/1 and 0/0.325/1), almost none (0/0/0.015 and 0/0/0.035)
 FLAGS = {
