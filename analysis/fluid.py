@@ -87,7 +87,7 @@ def window_nets(m: InstanceModel, flags: AuditFlags, q: np.ndarray, seed: int = 
         yield net
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _fluid_walk(q: np.ndarray, dropped: np.ndarray, net: np.ndarray, room: float) -> None:
     """Reflected random walk per path, q <- max(q + net, 0), marking paths that ever exceed ``room``
     (the same arithmetic, step by step, as the numpy loop it replaces; compiled because it runs
@@ -103,7 +103,7 @@ def _fluid_walk(q: np.ndarray, dropped: np.ndarray, net: np.ndarray, room: float
         dropped[p] = hit
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _batch_count(rates: np.ndarray, step: float, max_size: int, wait: float) -> float:
     """Batches the observed window sends: per step, rate x step / (events a batch collects in
     max-wait at that rate, between 1 and max-size)."""

@@ -3,7 +3,7 @@
 A run is one instance's model under one flag set and one scenario, from its busiest step: an
 outage of ``duration`` seconds (the workload runs until the receiver returns, then drains), or a
 slowdown over the ``window``. Runs take milliseconds, so the runs of one call are dealt to a few
-work items per process.
+work items per thread.
 """
 from __future__ import annotations
 
@@ -148,10 +148,11 @@ def _hand(item: Dealt) -> int:
 
 class Pool:
     """Runs :func:`_run` tasks on :class:`~analysis.taskpool.Workers` (the recommendation's pool, or
-    a pool of its own of ``workers`` processes when that is a number), each distinct task once.
+    a pool of its own of ``workers`` threads when that is a number), each distinct task once.
 
-    A run takes milliseconds, about what a work item costs to send, receive and wake the caller
-    for, so the runs of one call are dealt round-robin to two work items per process."""
+    A run takes milliseconds, so the runs of one call are dealt round-robin to two work items per
+    thread: a few futures to wait for instead of one per run (one per run, or one work item per
+    thread, measured the same)."""
 
     def __init__(self, workers: Workers | int, engine: str) -> None:
         self.engine = engine

@@ -69,7 +69,7 @@ def calibrate_all(snap: Snapshot, current: AuditFlags, seed: int = 1, engine: st
     The fits (tens of milliseconds each) run on ``workers`` all at once, and each instance's
     validation replays are queued there as soon as its fit is back, so they run beside the other
     fits; all the replays are one round, so one instance with long stretches does not hold up the
-    round. Without parallel workers everything runs in-process, instance by instance. When a
+    round. Without parallel workers everything runs in the caller's thread, instance by instance. When a
     replay loses far fewer events than the apiserver did, the burst sigma is raised (up to 3
     times) and that instance replayed again.
     Raises :class:`NotEnoughData` (exit 4) when no instance can be calibrated."""

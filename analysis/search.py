@@ -38,7 +38,7 @@ def choice_key(e: Evaluation) -> tuple[float, float]:
 
 class Recommender:
     """The search and the evaluations of flag sets, on ``workers`` (default: its own pool of
-    ``objective.jobs`` processes, closed by :meth:`close`)."""
+    ``objective.jobs`` threads, closed by :meth:`close`)."""
 
     def __init__(self, models: list[InstanceModel], objective: Objective, seed: int = 1, engine: str = "fast",
                  progress: Callable[[str], None] | None = None, workers: Workers | None = None) -> None:
@@ -134,7 +134,7 @@ class Recommender:
         return tasks, index
 
     def prefetch(self, named: list[tuple[str, AuditFlags]], x1: bool = True, idle: bool = True) -> None:
-        """Start the runs (and fluid models) a later ``evaluate_many(named, x1)`` needs on processes
+        """Start the runs (and fluid models) a later ``evaluate_many(named, x1)`` needs on threads
         the search leaves idle; with ``idle`` False the runs only ride along with the search's own
         passes over the same events (:meth:`SimRunner.prefetch`)."""
         self.runner.prefetch(self._plan(named, x1, self.obj.seeds)[0], idle)

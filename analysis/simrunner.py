@@ -1,5 +1,5 @@
 """Simulation tasks for the recommender: one instance's busiest stretch under one flag set, seed and
-load, run in-process or over the recommendation's process pool (``docs/recommend.md``, "Search").
+load, run in the caller's thread or on the recommendation's threads (``docs/recommend.md``, "Search").
 
 Every candidate runs with the same seeds (``seed``, ``seed + 1``, ...): the comparisons between
 candidates are paired (common random numbers), since a seed fixes the workload of a run whatever
@@ -91,7 +91,7 @@ def _workload_of(item: tuple[SimTask, str]) -> tuple[WorkloadKey, str]:
 
 
 class Runner:
-    """Runs simulation tasks on :class:`~analysis.taskpool.Workers` (in-process when ``jobs`` is 1),
+    """Runs simulation tasks on :class:`~analysis.taskpool.Workers` (in the caller's thread when ``jobs`` is 1),
     each distinct task once (:class:`~analysis.taskpool.KeyedRuns`); the tasks of one call with the
     same workload run as one work item (:func:`sim_tasks`)."""
 
@@ -113,7 +113,7 @@ class Runner:
         return [(t.key(), (t, self.engine)) for t in tasks]
 
     def prefetch(self, tasks: list[SimTask], idle: bool = True) -> None:
-        """Tasks a later :meth:`map` will ask for, run on processes the current work leaves idle
+        """Tasks a later :meth:`map` will ask for, run on threads the current work leaves idle
         (``idle``) or only along with work of the same workload (:meth:`KeyedRuns.prefetch`)."""
         self._runs.prefetch(self._items(tasks), idle)
 

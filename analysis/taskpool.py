@@ -1,30 +1,32 @@
-"""One local process pool for one recommendation's simulations (``docs/recommend.md``, "Speed").
+"""One local pool of threads for one recommendation's simulations (``docs/recommend.md``, "Speed").
 
-:class:`Workers` owns a :class:`~concurrent.futures.ProcessPoolExecutor` of ``jobs`` processes,
-started on first use with the ``fork`` start method where the platform has it (the workers inherit
-the imported modules, and the numba kernels load from their on-disk cache, ``cache=True``, once per
-worker). Every part of ``tune recommend`` that simulates (calibration replays, the search, the
-comparison of the shown flag sets, the failure scenarios) runs through the same pool, so at most
-``jobs`` simulations run at once.
+:class:`Workers` owns a :class:`~concurrent.futures.ThreadPoolExecutor` of ``jobs`` threads, started
+on first use. The simulations spend their time in numba kernels compiled with ``nogil=True`` (the
+fast engine's generator, collector and fused loops, the fluid walk, the percentile selection), which
+run on every thread at once; only the Python between kernels takes turns on the interpreter lock.
+Threads share the process's memory, so nothing is pickled: a work item hands over its instance's model
+by reference, and the kernels are loaded from numba's on-disk cache (``cache=True``) once per process.
+Every part of ``tune recommend`` that simulates (calibration replays, the search, the comparison of the
+shown flag sets, the failure scenarios) runs through the same pool, so at most ``jobs`` simulations
+run at once. What runs on it reads its inputs and writes only its own results.
 
-:class:`KeyedRuns` runs one picklable module-level function over keyed items with a result cache: an
-item whose key was run before is not run again. Work it is told about ahead of time
-(:meth:`KeyedRuns.prefetch`) waits in a background queue and only fills processes the work asked
-for now (:meth:`KeyedRuns.map`) leaves idle, so it never delays the search and takes the cores the
-search's rounds leave idle. Items that share work (the recommender's flag sets of one workload) can
-run as one work item, their results still kept per key: those of one call, and prefetched ones that
-have not started when a work item of their group starts (they ride along with it, so their shared
-work is done once; with one process, that is the only way a prefetched item runs before it is asked
-for). Results do not depend on ``jobs``: each item is a pure function of itself.
+:class:`KeyedRuns` runs one function over keyed items with a result cache: an item whose key was run
+before is not run again. Work it is told about ahead of time (:meth:`KeyedRuns.prefetch`) waits in a
+background queue and only fills threads the work asked for now (:meth:`KeyedRuns.map`) leaves idle,
+so it never delays the search and takes the cores the search's rounds leave idle. Items that share
+work (the recommender's flag sets of one workload) can run as one work item, their results still kept
+per key: those of one call, and prefetched ones that have not started when a work item of their group
+starts (they ride along with it, so their shared work is done once; with one thread, that is the only
+way a prefetched item runs before it is asked for). Results do not depend on ``jobs``: each item is a
+pure function of itself.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -40,33 +42,32 @@ def available_cores() -> int:
 
 
 class Workers:
-    """``jobs`` worker processes, started on first use; ``jobs <= 1`` runs everything in-process."""
+    """``jobs`` worker threads, started on first use; ``jobs <= 1`` runs everything in the caller's thread."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = max(1, min(jobs, available_cores()))
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def parallel(self) -> bool:
         return self.jobs > 1
 
-    def executor(self) -> ProcessPoolExecutor:
+    def executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+            self._pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="audit-tune-sim")
         return self._pool
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
-        """``[fn(x) for x in items]``, over the processes when there are several items and processes."""
+        """``[fn(x) for x in items]``, over the threads when there are several items and threads."""
         if not self.parallel or len(items) <= 1:
             return [fn(x) for x in items]
         return list(self.executor().map(fn, items))
 
     def beside(self, fn: Callable[[], R]) -> Callable[[], R]:
-        """Start ``fn`` (which submits its own work to these processes, through objects nothing else
+        """Start ``fn`` (which submits its own work to these threads, through objects nothing else
         uses until it is done) in a thread beside the caller's next work, so that the two share the
-        processes instead of waiting for each other; the returned function waits for its result
-        (re-raising what it raised). With one process, ``fn`` runs when the result is asked for."""
+        workers instead of waiting for each other; the returned function waits for its result
+        (re-raising what it raised). With one worker, ``fn`` runs when the result is asked for."""
         if not self.parallel:
             return fn
         box: list[R] = []
@@ -78,7 +79,7 @@ class Workers:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 err.append(e)
 
-        self.executor()  # the processes exist before the thread uses them
+        self.executor()  # the workers exist before the thread uses them
         t = threading.Thread(target=run, name="audit-tune-beside", daemon=True)
         t.start()
 
@@ -128,11 +129,11 @@ class KeyedRuns(Generic[K, T, R]):
         return list(by.values())
 
     def prefetch(self, items: list[tuple[K, T]], idle: bool = True) -> None:
-        """Items a later :meth:`map` will ask for: run them when a process would otherwise idle, or
+        """Items a later :meth:`map` will ask for: run them when a worker would otherwise idle, or
         along with a work item of their group that starts first. With ``idle`` False (with groups
         only) they never start on their own: for items that work asked for later will take along,
-        whose shared work would be done twice if they filled an idle process first. With one
-        process and no groups, nothing runs until it is asked for."""
+        whose shared work would be done twice if they filled an idle worker first. With one
+        worker and no groups, nothing runs until it is asked for."""
         group_of = self._group_of
         if group_of is None and (not idle or not self.workers.parallel):
             return
@@ -239,5 +240,5 @@ class KeyedRuns(Generic[K, T, R]):
 
 
 def _one(fn: Callable[[T], R], x: T) -> list[R]:
-    """One item's work item (module level, so it pickles with ``fn``)."""
+    """One item's work item."""
     return [fn(x)]

@@ -14,20 +14,20 @@ _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _mix(z: np.uint64) -> np.uint64:
     z = (z ^ (z >> np.uint64(30))) * _C1
     z = (z ^ (z >> np.uint64(27))) * _C2
     return z ^ (z >> np.uint64(31))
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def class_key(h0: np.uint64, a: np.uint64) -> np.uint64:
     """The keyed start of instance ``a``'s class draws (``h0``: :func:`sim.rng.hash_start`)."""
     return _mix(h0 ^ ((a + np.uint64(1)) * _GOLDEN))
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def class_one(ha: np.uint64, req: int, c: np.uint64, cum_w: np.ndarray) -> int:
     """The class of request ``req``: ``searchsorted(cum_w, uniform(.., req, c), "right")``, capped
     at the last class (``ha``: :func:`class_key`)."""
@@ -38,7 +38,7 @@ def class_one(ha: np.uint64, req: int, c: np.uint64, cum_w: np.ndarray) -> int:
     return min(k, len(cum_w) - 1)  # type: ignore[return-value]  # numba-compiled: intp
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def class_of(h0: np.uint64, a: np.uint64, req: np.ndarray, c: np.uint64, cum_w: np.ndarray) -> np.ndarray:
     """Request class per request: ``searchsorted(cum_w, uniform(seed, stream, a, req, c), "right")``
     capped at the last class, where ``h0`` is the keyed start of :func:`sim.rng.uniform_array`
@@ -50,7 +50,7 @@ def class_of(h0: np.uint64, a: np.uint64, req: np.ndarray, c: np.uint64, cum_w: 
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def expand_events(t: np.ndarray, cls: np.ndarray, req: np.ndarray, nst: np.ndarray, off_tab: np.ndarray,
                   size_tab: np.ndarray, meta_tab: np.ndarray, stage_tab: np.ndarray, lvl: np.ndarray,
                   zero_offsets: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -79,7 +79,7 @@ def expand_events(t: np.ndarray, cls: np.ndarray, req: np.ndarray, nst: np.ndarr
     return et, sz, mt, lv, rq, st
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def inverse_step(cum: np.ndarray, t: np.ndarray, r: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Inverse of a piecewise-constant cumulative intensity: the time at which ``cum`` (knots ``t``,
     rates ``r``, ``cum[i]`` the integral up to ``t[i]``) reaches each ``y``; ``inf`` where the rate

@@ -109,7 +109,7 @@ def _sample_index(n: int) -> npt.NDArray[np.int64]:
     return idx
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _band(x: F64, lo: float, hi: float, out: F64, below: int, c: int) -> tuple[int, int]:
     """One pass over ``x``: adds the values below ``lo`` to ``below``, copies those in ``[lo, hi]``
     to ``out[c:]``; returns both counts."""

@@ -80,7 +80,7 @@ def bucket_thresholds() -> F64:
     return _THRESHOLDS[0]
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _bucket(x: float, thr: F64, k: int) -> int:
     """:func:`bucket_index` of one sample by search in ``thr`` (:func:`bucket_thresholds`); ``k``
     is the previous sample's bucket, tried first (consecutive samples are close)."""
@@ -98,7 +98,7 @@ def _bucket(x: float, thr: F64, k: int) -> int:
     return lo
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _hist_add(hist: I64, thr: F64, x: F64) -> None:
     k = 0
     run = 0  # samples of bucket k not yet counted (a register, not a store per sample)
@@ -111,7 +111,7 @@ def _hist_add(hist: I64, thr: F64, x: F64) -> None:
     hist[k] += run
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _pairwise_block(a: F64, lo: int, n: int) -> float:
     """numpy's pairwise-summation leaf: fewer than 8 summed in order, else 8 running sums."""
     if n < 8:
@@ -140,7 +140,7 @@ def _pairwise_block(a: F64, lo: int, n: int) -> float:
     return res  # type: ignore[no-any-return]  # numba-compiled: a float64 element
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def pairwise_sum(a: F64, n: int) -> float:
     """``a[:n]`` summed in numpy's pairwise order (``pairwise_sum`` of its float add loop: blocks
     of at most 128, a longer range split in halves at a multiple of 8, left + right); ``0.0 +``
@@ -176,7 +176,7 @@ def pairwise_sum(a: F64, n: int) -> float:
     return vals[0]  # type: ignore[no-any-return]  # numba-compiled: a float64 element
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def span_samples(end: F64, ok: npt.NDArray[np.bool_], n: I64, t: F64) -> F64:
     """``end[j] - t[i]`` for the events i of every batch j with ``ok[j]``, in event order; ``t``
     holds the batches' events back to back (``n[j]`` each)."""
@@ -196,7 +196,7 @@ def span_samples(end: F64, ok: npt.NDArray[np.bool_], n: I64, t: F64) -> F64:
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _hist_spans(hist: I64, thr: F64, end: F64, ok: npt.NDArray[np.bool_], n: I64, t: F64,
                 scratch: F64) -> tuple[int, float, float]:
     """:func:`span_samples` into the histogram: (count, numpy's sum, max) of the samples, written

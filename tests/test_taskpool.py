@@ -1,15 +1,21 @@
-"""The recommendation's process pool (``analysis.taskpool``): each keyed item runs once, prefetched
-work is reused, and results do not depend on the number of processes."""
+"""The recommendation's pool of threads (``analysis.taskpool``): each keyed item runs once, prefetched
+work is reused, results do not depend on the number of threads, and the kernels it runs release the
+interpreter lock."""
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import threading
+
+from numba.core.registry import CPUDispatcher
 
 from audit_tune.analysis.taskpool import KeyedRuns, Workers, available_cores
 
 
 def square_and_pid(x: int) -> tuple[int, int]:
-    return x * x, os.getpid()
+    """The square and the thread that computed it."""
+    return x * x, threading.get_ident()
 
 
 def test_available_cores_is_the_affinity_mask():
@@ -28,7 +34,7 @@ def test_each_key_runs_once_and_prefetched_items_are_reused():
         again = runs.map([(f"k{x}", x) for x in range(8)])
         assert [r[0] for r in again] == [x * x for x in range(8)] and runs.runs == 8  # k6 is new
         if available_cores() > 1:
-            assert all(pid != os.getpid() for _, pid in again), "parallel runs happen in the workers"
+            assert all(tid != threading.get_ident() for _, tid in again), "parallel runs happen in the workers"
     finally:
         w.close()
 
@@ -38,7 +44,7 @@ def test_one_process_runs_in_process_and_ignores_prefetch():
     runs: KeyedRuns[int, int, tuple[int, int]] = KeyedRuns(w, square_and_pid)
     runs.prefetch([(x, x) for x in range(3)])
     assert runs.runs == 0
-    assert runs.map([(2, 2), (2, 2)]) == [(4, os.getpid())] * 2 and runs.runs == 1
+    assert runs.map([(2, 2), (2, 2)]) == [(4, threading.get_ident())] * 2 and runs.runs == 1
     w.close()
 
 
@@ -162,3 +168,20 @@ def test_beside_runs_in_a_thread_with_processes_and_when_asked_with_one():
     calls: list[int] = []
     pending = one.beside(lambda: calls.append(1) or 7)
     assert calls == [] and pending() == 7 and calls == [1]
+
+
+def test_every_compiled_kernel_releases_the_interpreter_lock():
+    """The pool's threads run the simulations at once only inside kernels compiled with ``nogil``:
+    one compiled without it would hold the lock and serialise them (the results would not change,
+    so no other test would see it)."""
+    kernels: dict[str, CPUDispatcher] = {}
+    for pkg in ("sim", "analysis"):
+        root = importlib.import_module(f"audit_tune.{pkg}")
+        for info in pkgutil.walk_packages(root.__path__, f"audit_tune.{pkg}."):
+            mod = importlib.import_module(info.name)
+            for name, obj in vars(mod).items():
+                if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == info.name:
+                    kernels[f"{info.name}.{name}"] = obj
+    assert len(kernels) >= 30, sorted(kernels)  # the engine's, the fluid model's, the statistics'
+    held = sorted(k for k, d in kernels.items() if not d.targetoptions.get("nogil"))
+    assert not held, f"compiled without nogil=True: {held}"

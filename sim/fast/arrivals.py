@@ -197,7 +197,7 @@ def new_source(duration: float, step: float) -> np.ndarray:
     return g
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
     """Draw the next events into ``buf``; returns how many (fewer than its length only at the
     stream's end, which sets ``G[G_DONE]``, or when the next request's events would not fit):
@@ -222,19 +222,19 @@ def fill(st: pcg64.U64, G: F64, buf: F64) -> int:
     return k
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _draw_times(st: pcg64.U64, G: F64, T: F64, out: F64) -> int:
     """:func:`_draw` at a constant rate: the points as times."""
     return _draw(st, G, T, out, True)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _draw_points(st: pcg64.U64, G: F64, T: F64, out: F64) -> int:
     """:func:`_draw` over a step profile's table of chunk ends: the points in intensity space."""
     return _draw(st, G, T, out, False)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _draw(st: pcg64.U64, G: F64, T: F64, out: F64, const: bool) -> int:
     """The next points of ``iter_requests`` into ``out``: per chunk ``[start, end)``, draws of
     ``m`` gaps from ``y``, the points before ``y_end`` kept; as times (``y / rate``) for a
@@ -293,7 +293,7 @@ def _draw(st: pcg64.U64, G: F64, T: F64, out: F64, const: bool) -> int:
     return k
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _to_time(G: F64, T: F64, pts: F64, n: int) -> int:
     """Points of a step profile to times, in place (``RateProfile.inverse_cumulative``, the
     arithmetic of ``kernels.inverse_step``); the points only grow, so the segment
@@ -316,7 +316,7 @@ def _to_time(G: F64, T: F64, pts: F64, n: int) -> int:
     return n
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _expand(G: F64, T: F64, pts: F64, n: int, buf: F64) -> int:
     """Requests at times ``pts[:n]`` to their events in ``buf`` (``iter_events`` with every
     offset zero): each request's class from the counter hash of ``iter_requests``
@@ -335,7 +335,7 @@ def _expand(G: F64, T: F64, pts: F64, n: int, buf: F64) -> int:
     return k
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def begin(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     """The stream's read position (index, buffered count, ended), filling the buffer first."""
     bi, bn = int(G[G_BI]), int(G[G_BN])
@@ -346,7 +346,7 @@ def begin(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     return bi, bn, G[G_ENDED] > 0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def refill(st: pcg64.U64, G: F64, buf: F64) -> tuple[int, int, bool]:
     """The buffer is used up: draw the next events (read position, count, ended)."""
     if G[G_DONE] > 0:
@@ -360,7 +360,7 @@ def stream(src: Source, n: int) -> F64:
     return _stream(src.state, src.G, n)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _stream(st: pcg64.U64, G: F64, n: int) -> F64:
     buf = G[N_GEN:N_GEN + BUFFER]
     bi, bn, ended = begin(st, G, buf)

@@ -44,7 +44,7 @@ def new_state(tokens: float) -> np.ndarray:
     return s
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -> tuple[float, float]:
     """``TokenBucket.reserve`` (sim/throttle.py), same arithmetic: new tokens and the wait."""
     tokens = tokens + (now - last) * qps
@@ -54,7 +54,7 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
     return tokens, (-tokens / qps if tokens < 0.0 else 0.0)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], out_a: npt.NDArray[np.int64],
               out_n: npt.NDArray[np.int64], batch: tuple[int, float, int, int], acost: npt.NDArray[np.float64],
               acc: npt.NDArray[np.int64], write: tuple[bool, float]) -> float:
@@ -76,7 +76,7 @@ def _dispatch(out_d: npt.NDArray[np.float64], out_e: npt.NDArray[np.float64], ou
     return T + cost
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], obs_t: npt.NDArray[np.float64],
             obs_v: npt.NDArray[np.float64], ostep: int,
             cnt: tuple[int, int, int, float, int]) -> tuple[int, int, int, float, int]:
@@ -100,12 +100,12 @@ def _arrive(i: int, ta: float, cap: int, qh: int, acc: npt.NDArray[np.int64], ob
     return acc_n, no, drops, first_drop, max_occ
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _below(x: float, lim: float, inclusive: bool) -> bool:
     return x <= lim if inclusive else x < lim
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def gallop(at: npt.NDArray[np.float64], i: int, n: int, lim: float, inclusive: bool) -> int:
     """The first index ``j >= i`` of the sorted ``at[:n]`` with ``at[j] >= lim`` (``> lim`` when
     ``inclusive``), by a galloping search from ``i``: about ``2 log2(j - i)`` steps."""
@@ -127,7 +127,7 @@ def gallop(at: npt.NDArray[np.float64], i: int, n: int, lim: float, inclusive: b
     return b
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _arrive_all(i: int, j: int, at: npt.NDArray[np.float64], cap: int, qh: int, acc: npt.NDArray[np.int64],
                 cnt: tuple[int, int, float, int]) -> tuple[int, int, float, int]:
     """Events ``i..j-1`` arrive while nothing leaves the buffer: :func:`_arrive` for each, at once,
@@ -149,7 +149,7 @@ def _arrive_all(i: int, j: int, at: npt.NDArray[np.float64], cap: int, qh: int, 
     return acc_n, drops, first_drop, max_occ
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], gx: npt.NDArray[np.int64],
                   P: npt.NDArray[np.float64], S: npt.NDArray[np.float64], C: npt.NDArray[np.float64],
                   ints: npt.NDArray[np.int64], floats: npt.NDArray[np.float64], obs: npt.NDArray[np.float64],
@@ -428,7 +428,7 @@ def run_collector(at: npt.NDArray[np.float64], acost: npt.NDArray[np.float64], g
     return i
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def interval_runs(t: np.ndarray, v: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs of equal interval index ``t // interval`` (``t`` non-decreasing) in one pass: each run's
     index, the maximum of ``v`` over it and its last ``v`` (the reduction
@@ -456,7 +456,7 @@ def interval_runs(t: np.ndarray, v: np.ndarray, interval: float) -> tuple[np.nda
     return keys[:r + 1], maxes[:r + 1], lasts[:r + 1]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def memory_peak(at: np.ndarray, asz: np.ndarray, new_acc: np.ndarray, rel_t: np.ndarray, rel_b: np.ndarray,
                 acc_bytes: int, retired: int) -> tuple[int, int, int, int]:
     """Peak bytes held over a chunk's accepts (events ``new_acc`` of ``at``/``asz``, in time order),
@@ -483,7 +483,7 @@ def memory_peak(at: np.ndarray, asz: np.ndarray, new_acc: np.ndarray, rel_t: np.
     return peak, cum, j, rel_sum
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def batch_bytes(asz: np.ndarray, acc: np.ndarray, a: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Bytes of each batch: batch ``j`` holds the accepted events ``acc[a[j]:a[j] + n[j]]``."""
     out = np.zeros(len(a), dtype=np.int64)

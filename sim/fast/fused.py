@@ -62,7 +62,7 @@ from audit_tune.sim.fast.collector import (
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -> tuple[float, float]:
     """``TokenBucket.reserve`` (sim/throttle.py), same arithmetic: new tokens and the wait."""
     tokens = tokens + (now - last) * qps
@@ -72,7 +72,7 @@ def _reserve(tokens: float, last: float, now: float, qps: float, burst: float) -
     return tokens, (-tokens / qps if tokens < 0.0 else 0.0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F64,
               out_d: F64, out_an: I64) -> None:
     """Run the collector over the next events of the stream ``st``/``G`` (``Source.state``,
@@ -431,7 +431,7 @@ def run_fused(st: pcg64.U64, G: F64, P: F64, S: F64, C: F64, acc_t: F64, obs: F6
     C[C_MAXOCC] = max_occ
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def memory_peak(acc_t: F64, lo: int, hi: int, size: int, rel_t: F64, rel_b: I64, acc_bytes: int,
                 retired: int) -> tuple[int, int, int, int]:
     """``collector.memory_peak`` for events of one size: accepts ``acc_t[lo:hi]`` (in time order)

@@ -68,7 +68,7 @@ def _mulhi(typingctx: object, a: object, b: object) -> tuple[object, object]:
     return sig, codegen
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def next64(st: U64) -> np.uint64:
     """One PCG64 step and output (``pcg64_next64``)."""
     lo, hi = st[0], st[1]
@@ -81,12 +81,12 @@ def next64(st: U64) -> np.uint64:
     return (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _next_double(st: U64) -> float:
     return float(next64(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def standard_exponential(st: U64) -> float:
     """``Generator.standard_exponential()`` drawn from the state ``st`` (:func:`state_of`)."""
     while True:
