@@ -46,7 +46,7 @@ from audit_tune.analysis.fluid import fluid_drop_probability
 from audit_tune.analysis.memfactor import MemoryBudget
 from audit_tune.analysis.objective import Objective
 from audit_tune.analysis.recommendation import Calibrated, RecommendationReport, RecommendConfig, Recommended, Skipped
-from audit_tune.analysis.restart_at_peak import restart_at_peak
+from audit_tune.analysis.restart_at_peak import RestartAtPeak, restart_at_peak
 from audit_tune.analysis.search import Recommender
 from audit_tune.analysis.taskpool import KeyedRuns, Workers
 from audit_tune.basics.errors import NotEnoughData
@@ -197,7 +197,14 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
             named[1] = ("recommended", failures.survivor_flags)
             failures.promote()
         log(f"comparing {', '.join(n for n, _ in named)} at x1 and x {obj.headroom:g}")
+        shown = named[:2] if best is not None else named[:1]  # current, and the recommended flags
+
+        def restart() -> RestartAtPeak | None:
+            log("one restart at the peak")
+            return restart_at_peak(models, shown, obj.headroom, seed=seed, engine=engine)
+        restarted = workers.beside(restart)  # on the cores the comparison's last runs leave idle
         evs = rec.evaluate_many(named, x1=True)
+        at_peak = restarted()
         trace = replace(trace, simulation_runs=rec.runner.runs)
     finally:
         rec.close()
@@ -239,14 +246,11 @@ def _build(snap: Snapshot, current: AuditFlags, current_source: str, obj: Object
                                   [a for a in tuned_args(ev.flags) if a not in tuned_args(current)],
                                   rec.explain(ev, trace.excluded), ev.ok, ev.violations)
     blockers = [] if best is not None else why_nothing_fits(trace, models, obj)
-    shown = [("current", current)] + ([("recommended", by["recommended"].flags)] if best is not None else [])
-    log("one restart at the peak")
-    restart = restart_at_peak(models, shown, obj.headroom, seed=seed, engine=engine)
     config = RecommendConfig(seed, engine, source, obj, rec.horizon, tuned_args(current), current_source)
     return RecommendationReport(__version__, config, confidence, [Calibrated(m, v) for m, v in zip(models, vals)],
                                 skipped, recommended, blockers, rot, evs, by["current"].ok, cur_viol, trace, warnings,
                                 failures, log_part, _evaluated(by["evaluated"], failures) if evaluate is not None else None,
-                                restart)
+                                at_peak)
 
 
 def _evaluated(ev: Evaluation, failures: outage.FailureAssessment) -> check.Evaluated:
