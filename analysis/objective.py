@@ -46,8 +46,8 @@ class Objective:
     peak_window: str = field(default="5m", metadata=_opt(
         "--peak-window", str, "Length of the busiest stretch simulated per instance."))
     jobs: int = field(default=available_cores(), metadata=_opt(
-        "--jobs", int, "Local worker processes for the simulations, and for reading --audit-log files "
-        "(1 = in-process; default: the CPUs this process may use)."))
+        "--jobs", int, "Simulations at once (threads), processes reading --audit-log files, and with "
+        "--all-clusters --executor local clusters at once (1 = one at a time; default: the CPUs this process may use)."))
     tolerate_outage: tuple[str, ...] = field(default=(), metadata=_opt(
         "--tolerate-outage", list[str], "Receiver outage the flags must survive: DURATION[:refuse|hang|503|429] "
         "(repeatable; default one 2m outage of the kind the data shows; none = no outage)."))

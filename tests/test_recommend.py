@@ -355,10 +355,11 @@ def test_the_report_says_what_one_restart_at_the_peak_loses(tmp_path, capsys, bu
 
 
 @pytest.mark.parametrize("budget", [{}, {"memory_budget": "1GiB", "memory_overhead": "1"}])
-def test_one_and_two_processes_give_the_same_report(busy_snapshot, budget):
+def test_one_and_two_threads_give_the_same_report(busy_snapshot, budget):
     """The pool changes where runs happen, never what they give: the whole report (search, comparison,
     failure scenarios, with a survivor or with none, when the dominated candidates are confirmed beside
-    the tolerance bisection) is the same with --jobs 1 and --jobs 2, but for the jobs it echoes."""
+    the tolerance bisection, the restart at the peak beside the comparison) is the same with --jobs 1
+    and --jobs 2, but for the jobs it echoes."""
     reps = {}
     for jobs in (1, 2):
         obj = Objective(seeds=2, jobs=jobs, peak_window="2m", **budget)
@@ -470,9 +471,9 @@ def test_a_run_without_retries_is_the_same_under_any_initial_backoff(busy_snapsh
     assert sim_task(SimTask(failing, f10, 3, 1.0, lo, hi, "model"), "fast").retried and not sim_task(bad, "fast").retried
 
 
-def test_fits_on_the_pool_give_the_models_and_skips_of_fits_in_process():
-    """With two processes every instance is fitted on the pool: the same models, validations and
-    skipped instances (with why) as fitting them one by one in-process."""
+def test_fits_on_the_pool_give_the_models_and_skips_of_fits_one_by_one():
+    """With two threads every instance is fitted on the pool: the same models, validations and
+    skipped instances (with why) as fitting them one by one in the caller's thread."""
     snap = synthetic_snapshot(rates={"apiserver-0": BUSY, "apiserver-1": [r * 0.6 for r in BUSY],
                                      "idle": [0.0] * len(BUSY)}, sigma=0.5, event_size=1100, seed=7)
     got = {}
