@@ -13,7 +13,7 @@ from numba.core.registry import CPUDispatcher
 from audit_tune.analysis.taskpool import KeyedRuns, Workers, available_cores
 
 
-def square_and_pid(x: int) -> tuple[int, int]:
+def square_and_thread(x: int) -> tuple[int, int]:
     """The square and the thread that computed it."""
     return x * x, threading.get_ident()
 
@@ -26,7 +26,7 @@ def test_available_cores_is_the_affinity_mask():
 def test_each_key_runs_once_and_prefetched_items_are_reused():
     w = Workers(2)
     try:
-        runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_and_pid)
+        runs: KeyedRuns[str, int, tuple[int, int]] = KeyedRuns(w, square_and_thread)
         runs.prefetch([(f"k{x}", x) for x in range(6)])
         first = runs.map([(f"k{x}", x) for x in (5, 1, 7, 1)])
         assert [r[0] for r in first] == [25, 1, 49, 1]
@@ -41,7 +41,7 @@ def test_each_key_runs_once_and_prefetched_items_are_reused():
 
 def test_one_process_runs_in_process_and_ignores_prefetch():
     w = Workers(1)
-    runs: KeyedRuns[int, int, tuple[int, int]] = KeyedRuns(w, square_and_pid)
+    runs: KeyedRuns[int, int, tuple[int, int]] = KeyedRuns(w, square_and_thread)
     runs.prefetch([(x, x) for x in range(3)])
     assert runs.runs == 0
     assert runs.map([(2, 2), (2, 2)]) == [(4, threading.get_ident())] * 2 and runs.runs == 1
@@ -143,7 +143,7 @@ def test_beside_runs_in_a_thread_with_processes_and_when_asked_with_one():
     def work() -> list[tuple[int, int]]:
         started.set()
         assert go.wait(30), "the caller went on while this ran"
-        runs: KeyedRuns[int, int, tuple[int, int]] = KeyedRuns(w, square_and_pid)
+        runs: KeyedRuns[int, int, tuple[int, int]] = KeyedRuns(w, square_and_thread)
         return runs.map([(x, x) for x in range(5)])
 
     w = Workers(2)
